@@ -1,0 +1,2 @@
+//! The `runledger` command-line tool.
+fn main() {}

@@ -1,0 +1,229 @@
+//! Time: the [`Clock`] trait and the fixed-width UTC [`Timestamp`] stored in every table.
+//!
+//! Nothing else in the crate reads the wall clock. Store functions take `now` as an argument;
+//! the [`Engine`](crate::Engine) reads its clock once per operation and passes it down, so a
+//! test with a [`ManualClock`] controls every timestamp that reaches the database.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
+
+/// The one text format of every timestamp column: UTC, millisecond precision, fixed width,
+/// so that text order is time order and SQLite's date functions read it.
+const FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// A UTC instant with millisecond precision, stored as `2026-11-22T11:30:00.000Z`.
+///
+/// Only years 0000..=9999 are representable, which keeps the text fixed-width.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+/// First and last millisecond whose text form is four-digit-year fixed width.
+const MIN_MS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
+const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+
+impl Timestamp {
+    /// The instant `ms` milliseconds after the Unix epoch, or `None` outside years 0..=9999.
+    pub fn from_unix_ms(ms: i64) -> Option<Self> {
+        (MIN_MS..=MAX_MS).contains(&ms).then_some(Self(ms))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn unix_ms(self) -> i64 {
+        self.0
+    }
+
+    /// Parses the fixed-width text form (`2026-11-22T11:30:00.000Z`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let dt = PrimitiveDateTime::parse(text, FORMAT).ok()?.assume_utc();
+        Self::from_offset_datetime(dt)
+    }
+
+    /// Converts from a `time` value (any offset), truncating to the millisecond.
+    pub fn from_offset_datetime(dt: OffsetDateTime) -> Option<Self> {
+        let ms = i64::try_from(dt.unix_timestamp_nanos().div_euclid(1_000_000)).ok()?;
+        Self::from_unix_ms(ms)
+    }
+
+    /// The same instant as a `time` value in UTC.
+    pub fn to_offset_datetime(self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .expect("timestamps are constructed within range")
+    }
+
+    /// This instant moved forward by `d` (saturating at the representable end).
+    pub fn add(self, d: Duration) -> Self {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(ms).min(MAX_MS))
+    }
+
+    /// This instant moved back by `d` (saturating at the representable start).
+    pub fn sub(self, d: Duration) -> Self {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_sub(ms).max(MIN_MS))
+    }
+
+    /// Milliseconds from `earlier` to `self` (negative if `earlier` is later).
+    pub fn millis_since(self, earlier: Timestamp) -> i64 {
+        self.0 - earlier.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self
+            .to_offset_datetime()
+            .format(FORMAT)
+            .map_err(|_| fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format_args!("not a runledger timestamp: {text:?}"))
+        })
+    }
+}
+
+impl ToSql for Timestamp {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.to_string()))
+    }
+}
+
+impl FromSql for Timestamp {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Timestamp::parse(text).ok_or_else(|| {
+            FromSqlError::Other(format!("not a runledger timestamp: {text:?}").into())
+        })
+    }
+}
+
+/// A source of the current time. The engine reads it once per operation.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The production clock: the operating system's wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let ms = match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(MAX_MS),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(-MIN_MS),
+        };
+        Timestamp(ms.clamp(MIN_MS, MAX_MS))
+    }
+}
+
+/// A clock that only moves when told to; clones share the same time.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock stopped at `start`.
+    pub fn new(start: Timestamp) -> Self {
+        Self(Arc::new(AtomicI64::new(start.0)))
+    }
+
+    /// Sets the time (it may go backwards: tests of clock faults rely on it).
+    pub fn set(&self, t: Timestamp) {
+        self.0.store(t.0, Ordering::SeqCst);
+    }
+
+    /// Moves the time forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        let now = self.now();
+        self.set(now.add(d));
+    }
+
+    /// Moves the time backward by `d`.
+    pub fn rewind(&self, d: Duration) {
+        let now = self.now();
+        self.set(now.sub(d));
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_form_is_fixed_width_and_round_trips() {
+        for ms in [MIN_MS, 0, 1_795_000_000_123, MAX_MS, -1, 1_700_000_000_001] {
+            let t = Timestamp::from_unix_ms(ms).unwrap();
+            let s = t.to_string();
+            assert_eq!(s.len(), 24, "{s}");
+            assert_eq!(Timestamp::parse(&s), Some(t), "{s}");
+        }
+        assert_eq!(
+            Timestamp::from_unix_ms(0).unwrap().to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn out_of_range_and_garbage_are_refused() {
+        assert_eq!(Timestamp::from_unix_ms(MAX_MS + 1), None);
+        assert_eq!(Timestamp::from_unix_ms(MIN_MS - 1), None);
+        for bad in [
+            "",
+            "2026-11-22",
+            "2026-11-22T11:30:00Z",
+            "2026-11-22T11:30:00.000+01:00",
+            "2026-13-22T11:30:00.000Z",
+        ] {
+            assert_eq!(Timestamp::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_order_is_time_order() {
+        let a = Timestamp::from_unix_ms(1_000).unwrap();
+        let b = Timestamp::from_unix_ms(999_999_999_999).unwrap();
+        assert!(a < b);
+        assert!(a.to_string() < b.to_string());
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = ManualClock::new(Timestamp::from_unix_ms(0).unwrap());
+        let shared = c.clone();
+        c.advance(Duration::from_secs(5));
+        assert_eq!(shared.now().unix_ms(), 5_000);
+        c.rewind(Duration::from_secs(10));
+        assert_eq!(shared.now().unix_ms(), -5_000);
+    }
+}

@@ -1,0 +1,329 @@
+//! The one error type of the crate, with a stable [`Error::code`] per kind.
+//!
+//! [`Error::from_sqlite`] is the single place where SQLite failures (constraint and trigger
+//! aborts, busy, full, read-only, not-a-database) become typed errors. Triggers raise
+//! messages of the form `CODE: table[: detail]` so that this function can recognise them.
+
+use rusqlite::ffi;
+
+/// The result type of every fallible runledger call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One field of a value that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// JSON-pointer-like path of the field (`/tags/2`, `input`).
+    pub field: String,
+    /// What is wrong with it, in lower case.
+    pub reason: String,
+}
+
+/// Everything that can go wrong in runledger. Match on [`Error::code`] for a stable string.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The row asked for does not exist.
+    #[error("{entity} {id} not found")]
+    NotFound {
+        /// Which kind of row (`job`, `run`, `schedule`...).
+        entity: &'static str,
+        /// Its id as text.
+        id: String,
+    },
+
+    /// The state machine does not allow this transition.
+    #[error("{entity} {id} cannot go from {from} to {to}")]
+    IllegalTransition {
+        /// Which machine (`job`, `run`, `due_run`).
+        entity: &'static str,
+        /// Row id as text (`?` when only the database saw the attempt).
+        id: String,
+        /// Current state.
+        from: String,
+        /// Requested state.
+        to: String,
+    },
+
+    /// A worker wrote with an attempt number that no longer owns the job (fencing).
+    #[error("job {job_id}: attempt {attempt} is stale (current attempt {current}, state {state})")]
+    StaleAttempt {
+        /// The job.
+        job_id: i64,
+        /// The attempt the writer holds.
+        attempt: i64,
+        /// The attempt the job is on now.
+        current: i64,
+        /// The job's current state.
+        state: String,
+    },
+
+    /// An argument was rejected before anything was written.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The offending argument or field.
+        field: String,
+        /// Why, in lower case.
+        reason: String,
+    },
+
+    /// A value exceeds a configured size limit.
+    #[error("{field} is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// What was too large (`checkpoint`, `payload`...).
+        field: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// A versioned JSON document failed validation, field by field.
+    #[error("invalid {what}: {}", summarize(.errors))]
+    InvalidRecord {
+        /// Which document (`job record`).
+        what: &'static str,
+        /// Every field that failed.
+        errors: Vec<FieldError>,
+    },
+
+    /// A versioned document or database declares a version this build does not know.
+    #[error("{what} version {found} is not supported (this build knows up to {known})")]
+    UnsupportedVersion {
+        /// Which document or schema.
+        what: &'static str,
+        /// The version found.
+        found: i64,
+        /// The newest version this build understands.
+        known: i64,
+    },
+
+    /// Another run holds the lock key.
+    #[error("a run is already active for lock {lock_key}")]
+    RunAlreadyActive {
+        /// The contested lock key.
+        lock_key: String,
+        /// The id of the run holding it, when known.
+        active_run_id: Option<i64>,
+    },
+
+    /// A row that may never change was about to be updated or deleted.
+    #[error("{table} rows are immutable")]
+    Immutable {
+        /// The protected table.
+        table: String,
+    },
+
+    /// The database refused a write that breaks one of its rules (CHECK, trigger, UNIQUE)
+    /// in a way no more specific error describes.
+    #[error("database rule violated: {message}")]
+    ConstraintViolation {
+        /// SQLite's message.
+        message: String,
+    },
+
+    /// The database stayed locked by other writers beyond the retry budget.
+    #[error("database is busy beyond the retry budget")]
+    Busy,
+
+    /// The disk or the configured page limit is full; nothing was written.
+    #[error("database or disk is full")]
+    DatabaseFull,
+
+    /// The database file cannot be written.
+    #[error("database is read-only")]
+    ReadOnly,
+
+    /// The file is not a SQLite database (or is encrypted or corrupted beyond reading).
+    #[error("file is not a database")]
+    NotADatabase,
+
+    /// Applying the embedded migrations failed.
+    #[error("migration failed: {message}")]
+    Migration {
+        /// refinery's description of the failure.
+        message: String,
+    },
+
+    /// Any other SQLite failure.
+    #[error("database error")]
+    Database(#[source] rusqlite::Error),
+}
+
+fn summarize(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// A stable, upper-case code for this kind of error; safe to store and match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "NOT_FOUND",
+            Error::IllegalTransition { .. } => "ILLEGAL_TRANSITION",
+            Error::StaleAttempt { .. } => "STALE_ATTEMPT",
+            Error::InvalidInput { .. } => "INVALID_INPUT",
+            Error::TooLarge { .. } => "TOO_LARGE",
+            Error::InvalidRecord { .. } => "INVALID_RECORD",
+            Error::UnsupportedVersion { .. } => "UNSUPPORTED_VERSION",
+            Error::RunAlreadyActive { .. } => "RUN_ALREADY_ACTIVE",
+            Error::Immutable { .. } => "IMMUTABLE",
+            Error::ConstraintViolation { .. } => "CONSTRAINT_VIOLATION",
+            Error::Busy => "BUSY",
+            Error::DatabaseFull => "DATABASE_FULL",
+            Error::ReadOnly => "READ_ONLY",
+            Error::NotADatabase => "NOT_A_DATABASE",
+            Error::Migration { .. } => "MIGRATION_FAILED",
+            Error::Database(_) => "DATABASE",
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidInput`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::NotFound`].
+    pub fn not_found(entity: &'static str, id: impl ToString) -> Self {
+        Error::NotFound {
+            entity,
+            id: id.to_string(),
+        }
+    }
+
+    /// Whether retrying the same call later may succeed (contention, full disk).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Busy | Error::DatabaseFull)
+    }
+
+    /// The single mapping from SQLite failures to typed errors.
+    ///
+    /// Trigger messages are `CODE: table[: detail]`; a UNIQUE failure on the active-run
+    /// lock index is [`Error::RunAlreadyActive`].
+    pub fn from_sqlite(err: rusqlite::Error) -> Self {
+        let (code, message) = match &err {
+            rusqlite::Error::SqliteFailure(f, msg) => (f, msg.clone().unwrap_or_default()),
+            _ => return Error::Database(err),
+        };
+        match code.code {
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                return Error::Busy
+            }
+            rusqlite::ErrorCode::DiskFull => return Error::DatabaseFull,
+            rusqlite::ErrorCode::ReadOnly => return Error::ReadOnly,
+            rusqlite::ErrorCode::NotADatabase => return Error::NotADatabase,
+            rusqlite::ErrorCode::ConstraintViolation => {}
+            _ => return Error::Database(err),
+        }
+        if code.extended_code == ffi::SQLITE_CONSTRAINT_TRIGGER {
+            let mut parts = message.splitn(3, ':').map(str::trim);
+            let kind = parts.next().unwrap_or_default();
+            let table = parts.next().unwrap_or_default().to_string();
+            let detail = parts.next().unwrap_or_default();
+            match kind {
+                "ILLEGAL_TRANSITION" => {
+                    let (from, to) = detail.split_once("->").unwrap_or(("?", "?"));
+                    return Error::IllegalTransition {
+                        entity: entity_of(&table),
+                        id: "?".into(),
+                        from: from.trim().into(),
+                        to: to.trim().into(),
+                    };
+                }
+                "IMMUTABLE" => return Error::Immutable { table },
+                "STALE_ATTEMPT" => {
+                    return Error::StaleAttempt {
+                        job_id: 0,
+                        attempt: -1,
+                        current: -1,
+                        state: detail.into(),
+                    }
+                }
+                _ => {}
+            }
+        }
+        if message.starts_with("UNIQUE constraint failed: ingest_runs.lock_key") {
+            return Error::RunAlreadyActive {
+                lock_key: String::new(),
+                active_run_id: None,
+            };
+        }
+        Error::ConstraintViolation { message }
+    }
+}
+
+fn entity_of(table: &str) -> &'static str {
+    match table {
+        "jobs" => "job",
+        "ingest_runs" => "run",
+        "due_runs" => "due_run",
+        _ => "row",
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        Error::from_sqlite(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_and_upper_snake() {
+        let samples = [
+            Error::not_found("job", 1),
+            Error::invalid("kind", "must not be empty"),
+            Error::Busy,
+            Error::RunAlreadyActive {
+                lock_key: "k".into(),
+                active_run_id: Some(1),
+            },
+        ];
+        let codes: Vec<_> = samples.iter().map(Error::code).collect();
+        assert_eq!(
+            codes,
+            ["NOT_FOUND", "INVALID_INPUT", "BUSY", "RUN_ALREADY_ACTIVE"]
+        );
+    }
+
+    #[test]
+    fn trigger_messages_map_to_typed_errors() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "create table t(x);
+             create trigger t_ins before insert on t begin
+               select raise(abort, 'ILLEGAL_TRANSITION: jobs: created->completed');
+             end;
+             create table u(x);
+             create trigger u_del before delete on u begin
+               select raise(abort, 'IMMUTABLE: audit_log');
+             end;
+             insert into u values (1);",
+        )
+        .unwrap();
+        let e = Error::from(conn.execute("insert into t values (1)", []).unwrap_err());
+        match e {
+            Error::IllegalTransition {
+                entity, from, to, ..
+            } => {
+                assert_eq!(
+                    (entity, from.as_str(), to.as_str()),
+                    ("job", "created", "completed")
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let e = Error::from(conn.execute("delete from u", []).unwrap_err());
+        assert_eq!(e.code(), "IMMUTABLE");
+        let e = Error::from(conn.execute("select * from missing", []).unwrap_err());
+        assert_eq!(e.code(), "DATABASE");
+    }
+}

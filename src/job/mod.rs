@@ -1,0 +1,3 @@
+//! Durable jobs: the state machine, the store, and the versioned JSON record.
+
+pub mod state;

@@ -1,0 +1,91 @@
+//! Helpers shared by every test module.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use runledger::{Engine, EngineOptions, ManualClock, Timestamp};
+
+/// insta settings that keep every snapshot in the top-level `snapshots/` folder.
+pub fn snapshots() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"));
+    s.set_prepend_module_to_snapshot(true);
+    s.set_omit_expression(true);
+    s
+}
+
+/// Snapshot a serde value as JSON into `snapshots/`.
+#[macro_export]
+macro_rules! snap_json {
+    ($name:expr, $value:expr) => {
+        $crate::common::snapshots().bind(|| insta::assert_json_snapshot!($name, $value))
+    };
+}
+
+/// Snapshot text into `snapshots/`.
+#[macro_export]
+macro_rules! snap_text {
+    ($name:expr, $value:expr) => {
+        $crate::common::snapshots().bind(|| insta::assert_snapshot!($name, $value))
+    };
+}
+
+/// 2026-11-22T11:30:00.000Z, the instant every manual clock starts at.
+pub fn t0() -> Timestamp {
+    Timestamp::parse("2026-11-22T11:30:00.000Z").unwrap()
+}
+
+/// An in-memory engine on a manual clock at [`t0`].
+pub fn mem_engine() -> (Engine, ManualClock) {
+    let clock = ManualClock::new(t0());
+    let engine =
+        Engine::open_in_memory_with(EngineOptions::default().with_clock(clock.clone())).unwrap();
+    (engine, clock)
+}
+
+/// A file engine in a fresh temporary directory on a manual clock at [`t0`].
+pub fn file_engine() -> (Engine, ManualClock, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let engine = Engine::open_with(
+        dir.path().join("runledger.db"),
+        EngineOptions::default().with_clock(clock.clone()),
+    )
+    .unwrap();
+    (engine, clock, dir)
+}
+
+/// Every row of every user table, as text: compare before and after a refused call to prove
+/// the database did not change.
+pub fn dump(engine: &Engine) -> String {
+    engine
+        .with_connection(|c| {
+            let mut out = String::new();
+            let mut tables = c.prepare(
+                "select name from sqlite_master where type = 'table' and name not like 'sqlite_%' order by name",
+            )?;
+            let names: Vec<String> = tables
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for name in names {
+                out.push_str(&format!("-- {name}\n"));
+                let mut stmt = c.prepare(&format!("select * from \"{name}\" order by rowid"))?;
+                let n = stmt.column_count();
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let vals: Vec<String> = (0..n)
+                        .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                        .collect();
+                    out.push_str(&vals.join("|"));
+                    out.push('\n');
+                }
+            }
+            Ok(out)
+        })
+        .unwrap()
+}
+
+/// Seconds as a Duration.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}

@@ -1,0 +1,4 @@
+//! runledger's integration tests: one binary, one module per area.
+
+mod common;
+mod engine;
