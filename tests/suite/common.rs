@@ -89,3 +89,30 @@ pub fn dump(engine: &Engine) -> String {
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
+
+/// Runs one `#[ignore]`d test of this binary in a child process (for crash and
+/// multi-process tests). The child sees `RUNLEDGER_CHILD=1` plus `envs`; the child test
+/// should return at once unless `RUNLEDGER_CHILD` is set.
+pub fn spawn_child(test: &str, envs: &[(&str, String)]) -> std::process::Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("RUNLEDGER_CHILD", "1")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Whether this process is a child started by [`spawn_child`].
+pub fn is_child() -> bool {
+    std::env::var_os("RUNLEDGER_CHILD").is_some()
+}
