@@ -50,8 +50,8 @@ CREATE TABLE jobs (
     CHECK (checkpoint IS NULL OR checkpoint_at IS NOT NULL)
 );
 
--- The claim query: oldest created job of the worker's kinds.
-CREATE INDEX jobs_claim ON jobs (kind, id) WHERE state = 'created';
+-- The claim query: oldest created job (by id), kind read from the index itself.
+CREATE INDEX jobs_claim ON jobs (id, kind) WHERE state = 'created';
 -- The stale scan and "find running": only running rows, ordered by heartbeat.
 CREATE INDEX jobs_running_heartbeat ON jobs (heartbeat_at) WHERE state = 'running';
 -- Per-user listings.

@@ -58,21 +58,27 @@ impl Timestamp {
             .expect("timestamps are constructed within range")
     }
 
-    /// This instant moved forward by `d` (saturating at the representable end).
-    pub fn add(self, d: Duration) -> Self {
-        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        Self(self.0.saturating_add(ms).min(MAX_MS))
-    }
-
-    /// This instant moved back by `d` (saturating at the representable start).
-    pub fn sub(self, d: Duration) -> Self {
-        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        Self(self.0.saturating_sub(ms).max(MIN_MS))
-    }
-
     /// Milliseconds from `earlier` to `self` (negative if `earlier` is later).
     pub fn millis_since(self, earlier: Timestamp) -> i64 {
         self.0 - earlier.0
+    }
+}
+
+/// `t + d`: later by `d`, saturating at the last representable instant.
+impl std::ops::Add<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, d: Duration) -> Timestamp {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_add(ms).min(MAX_MS))
+    }
+}
+
+/// `t - d`: earlier by `d`, saturating at the first representable instant.
+impl std::ops::Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn sub(self, d: Duration) -> Timestamp {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_sub(ms).max(MIN_MS))
     }
 }
 
@@ -160,13 +166,13 @@ impl ManualClock {
     /// Moves the time forward by `d`.
     pub fn advance(&self, d: Duration) {
         let now = self.now();
-        self.set(now.add(d));
+        self.set(now + d);
     }
 
     /// Moves the time backward by `d`.
     pub fn rewind(&self, d: Duration) {
         let now = self.now();
-        self.set(now.sub(d));
+        self.set(now - d);
     }
 }
 

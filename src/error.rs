@@ -57,6 +57,16 @@ pub enum Error {
         state: String,
     },
 
+    /// The writer still holds the job's attempt, but the job is no longer running (it was
+    /// cancelled or paused meanwhile): the worker should stop.
+    #[error("job {job_id} is {state}, not running")]
+    NotRunning {
+        /// The job.
+        job_id: i64,
+        /// Its current state.
+        state: String,
+    },
+
     /// An argument was rejected before anything was written.
     #[error("invalid {field}: {reason}")]
     InvalidInput {
@@ -164,6 +174,7 @@ impl Error {
             Error::NotFound { .. } => "NOT_FOUND",
             Error::IllegalTransition { .. } => "ILLEGAL_TRANSITION",
             Error::StaleAttempt { .. } => "STALE_ATTEMPT",
+            Error::NotRunning { .. } => "JOB_NOT_RUNNING",
             Error::InvalidInput { .. } => "INVALID_INPUT",
             Error::TooLarge { .. } => "TOO_LARGE",
             Error::InvalidRecord { .. } => "INVALID_RECORD",

@@ -11,4 +11,4 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{DbOptions, Durability};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, FieldError, Result};
-pub use job::state::JobState;
+pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};

@@ -1,3 +1,286 @@
 //! Durable jobs: the state machine, the store, and the versioned JSON record.
+//!
+//! A host creates jobs; workers [`claim`](Jobs::claim) them, which moves the job to
+//! `running` and increments its *attempt*. Every later write of that worker (heartbeat,
+//! progress, checkpoint, complete, fail) carries the attempt, and the database only accepts it
+//! while that attempt still owns the running job: a worker whose job was recovered and
+//! re-claimed gets [`Error::StaleAttempt`](crate::Error::StaleAttempt). Operators cancel,
+//! pause, resume and restart jobs; each of those is recorded in the append-only `audit_log`.
 
+pub mod record;
 pub mod state;
+mod store;
+mod types;
+pub(crate) mod validate;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub use state::{JobState, TRANSITIONS};
+pub use types::{Claim, Job, JobStats, NewJob, StateCounts};
+
+use crate::engine::Engine;
+use crate::error::Result;
+
+/// The job API of an [`Engine`]; get it with [`Engine::jobs`].
+#[derive(Debug, Clone, Copy)]
+pub struct Jobs<'e> {
+    engine: &'e Engine,
+}
+
+impl Engine {
+    /// The job API.
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs { engine: self }
+    }
+}
+
+impl<'e> Jobs<'e> {
+    /// Creates a job in state `created`.
+    pub fn create(&self, new: &NewJob) -> Result<Job> {
+        validate::new_job(new)?;
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            let id = store::insert(tx, new, now)?;
+            store::get(tx, id)
+        })
+    }
+
+    /// The job with this id.
+    pub fn get(&self, id: i64) -> Result<Job> {
+        self.engine.read(|c| store::get(c, id))
+    }
+
+    /// A user's jobs, newest first.
+    pub fn list_by_user(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        self.engine
+            .read(|c| store::list_by_user(c, user_id, &[], limit))
+    }
+
+    /// A user's jobs that are not finished (created, running, paused), newest first.
+    pub fn active(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        use JobState::*;
+        self.engine
+            .read(|c| store::list_by_user(c, user_id, &[Created, Running, Paused], limit))
+    }
+
+    /// A user's completed jobs, newest first.
+    pub fn completed(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        self.engine
+            .read(|c| store::list_by_user(c, user_id, &[JobState::Completed], limit))
+    }
+
+    /// A user's failed jobs, newest first.
+    pub fn failed(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        self.engine
+            .read(|c| store::list_by_user(c, user_id, &[JobState::Failed], limit))
+    }
+
+    /// Every running job, stalest heartbeat first.
+    pub fn running(&self) -> Result<Vec<Job>> {
+        self.engine.read(store::running)
+    }
+
+    /// Running jobs with no heartbeat for longer than `older_than`.
+    pub fn stale(&self, older_than: Duration) -> Result<Vec<Job>> {
+        let cutoff = self.engine.now() - older_than;
+        self.engine.read(|c| store::stale(c, cutoff))
+    }
+
+    /// Paused jobs that hold a checkpoint and can be resumed.
+    pub fn resumable(&self) -> Result<Vec<Job>> {
+        self.engine.read(store::resumable)
+    }
+
+    /// Takes the oldest created job of `kinds` (of any kind if `kinds` is empty) for
+    /// `worker`. Two workers, in threads or processes, never take the same job.
+    pub fn claim(&self, worker: &str, kinds: &[&str]) -> Result<Option<Claim>> {
+        validate::name("worker", worker)?;
+        for kind in kinds {
+            validate::identifier("kind", kind)?;
+        }
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            let Some(id) = store::claim(tx, worker, kinds, now)? else {
+                return Ok(None);
+            };
+            let job = store::get(tx, id)?;
+            Ok(Some(Claim {
+                attempt: job.attempt,
+                job,
+            }))
+        })
+    }
+
+    /// Resumes a paused job directly on `worker` (paused -> running, next attempt), handing
+    /// it the checkpoint. `actor` is recorded in the audit log.
+    pub fn resume_on(&self, id: i64, worker: &str, actor: &str) -> Result<Claim> {
+        validate::name("worker", worker)?;
+        validate::name("actor", actor)?;
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            store::claim_paused(tx, id, worker, now)?;
+            store::audit(tx, id, "resume", actor, &json!({ "worker": worker }), now)?;
+            let job = store::get(tx, id)?;
+            Ok(Claim {
+                attempt: job.attempt,
+                job,
+            })
+        })
+    }
+
+    /// A sign of life from the worker holding `attempt`.
+    pub fn heartbeat(&self, id: i64, attempt: i64) -> Result<()> {
+        let now = self.engine.now();
+        self.engine
+            .write(|tx| store::heartbeat(tx, id, attempt, now))
+    }
+
+    /// Progress in percent (0..=100) and an optional step description.
+    pub fn progress(&self, id: i64, attempt: i64, pct: u8, step: Option<&str>) -> Result<()> {
+        validate::progress(pct)?;
+        validate::step(step)?;
+        let now = self.engine.now();
+        self.engine
+            .write(|tx| store::progress(tx, id, attempt, pct, step, now))
+    }
+
+    /// Saves a checkpoint (any JSON value, at most the engine's checkpoint limit).
+    pub fn checkpoint(&self, id: i64, attempt: i64, checkpoint: &Value) -> Result<()> {
+        let limit = self.engine.options().max_checkpoint_bytes;
+        let text = validate::document("checkpoint", checkpoint, limit)?;
+        let now = self.engine.now();
+        self.engine
+            .write(|tx| store::checkpoint(tx, id, attempt, &text, now))
+    }
+
+    /// running -> completed with `result`.
+    pub fn complete(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
+        validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            store::complete(tx, id, attempt, result, now)?;
+            store::get(tx, id)
+        })
+    }
+
+    /// running -> failed with a stable error `code` and a message.
+    pub fn fail(&self, id: i64, attempt: i64, code: &str, message: &str) -> Result<Job> {
+        validate::identifier("error_code", code)?;
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            store::fail(tx, id, attempt, code, message, now)?;
+            store::get(tx, id)
+        })
+    }
+
+    fn operator(
+        &self,
+        id: i64,
+        from: &[JobState],
+        to: JobState,
+        action: &str,
+        actor: &str,
+        detail: Value,
+    ) -> Result<Job> {
+        validate::name("actor", actor)?;
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            let from = store::transition(tx, id, from, to, None, now)?;
+            let mut detail = detail.clone();
+            detail["from"] = json!(from);
+            store::audit(tx, id, action, actor, &detail, now)?;
+            store::get(tx, id)
+        })
+    }
+
+    /// Cancels a created, running or paused job. A running worker sees it at its next
+    /// heartbeat or write ([`Error::NotRunning`](crate::Error::NotRunning)).
+    pub fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job> {
+        use JobState::*;
+        self.operator(
+            id,
+            &[Created, Running, Paused],
+            Cancelled,
+            "cancel",
+            actor,
+            json!({ "reason": reason }),
+        )
+    }
+
+    /// Pauses a running job, keeping its checkpoint; its worker sees it at its next write.
+    pub fn pause(&self, id: i64, actor: &str) -> Result<Job> {
+        self.operator(
+            id,
+            &[JobState::Running],
+            JobState::Paused,
+            "pause",
+            actor,
+            json!({}),
+        )
+    }
+
+    /// Resumes a paused job: it goes back to `created` with its checkpoint, and the next
+    /// claim hands the checkpoint to a worker.
+    pub fn resume(&self, id: i64, actor: &str) -> Result<Job> {
+        self.operator(
+            id,
+            &[JobState::Paused],
+            JobState::Created,
+            "resume",
+            actor,
+            json!({}),
+        )
+    }
+
+    /// Restarts a failed or cancelled job: back to `created`, result and error cleared,
+    /// input replaced when `input` is given.
+    pub fn restart(&self, id: i64, actor: &str, input: Option<&Value>) -> Result<Job> {
+        validate::name("actor", actor)?;
+        if let Some(input) = input {
+            validate::document("input", input, validate::MAX_DOCUMENT_BYTES)?;
+        }
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            let from = store::restart(tx, id, input, now)?;
+            let detail = json!({ "from": from, "new_input": input.is_some() });
+            store::audit(tx, id, "restart", actor, &detail, now)?;
+            store::get(tx, id)
+        })
+    }
+
+    /// Deletes a terminal job (its audit rows stay).
+    pub fn delete(&self, id: i64, actor: &str) -> Result<()> {
+        validate::name("actor", actor)?;
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            let job = store::get(tx, id)?;
+            store::delete(tx, id)?;
+            store::audit(
+                tx,
+                id,
+                "delete",
+                actor,
+                &json!({ "state": job.state, "kind": job.kind }),
+                now,
+            )
+        })
+    }
+
+    /// Counts per state and per kind over all jobs, and the oldest running heartbeat.
+    pub fn stats(&self) -> Result<JobStats> {
+        self.engine.read(|c| store::stats(c, None))
+    }
+
+    /// The same counts for one user's jobs.
+    pub fn stats_for_user(&self, user_id: &str) -> Result<JobStats> {
+        self.engine.read(|c| store::stats(c, Some(user_id)))
+    }
+}
+
+/// Parses JSON text a host received from elsewhere into a value for [`NewJob::input`] or a
+/// checkpoint, with a typed [`Error::InvalidInput`] when it is not JSON.
+pub fn parse_json(field: &str, text: &str) -> Result<Value> {
+    validate::parse_document(field, text)
+}

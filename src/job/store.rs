@@ -1,0 +1,512 @@
+//! SQL for the `jobs` table. Every function takes the connection (or transaction) and `now`;
+//! none reads the clock. Writes are guarded updates: the `WHERE` clause carries the expected
+//! state and attempt, and a write that matched nothing is diagnosed by [`diagnose`].
+
+use rusqlite::{named_params, Connection, OptionalExtension, Row};
+use serde_json::Value;
+
+use super::state::JobState;
+use super::types::{Job, JobStats, NewJob, StateCounts};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+
+/// `select <every column of a Job, in the order job_from_row reads them> from jobs <tail>`.
+macro_rules! select_jobs {
+    ($tail:literal) => {
+        concat!(
+            "select id, user_id, kind, state, input, result, error_code, error_message, \
+             progress, step, checkpoint, checkpoint_at, tags, parent_id, timeout_ms, max_retries, \
+             attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at \
+             from jobs ",
+            $tail
+        )
+    };
+}
+
+const INSERT: &str = "insert into jobs (user_id, kind, input, tags, parent_id, timeout_ms, max_retries, created_at, updated_at)
+     values (:user_id, :kind, :input, :tags, :parent_id, :timeout_ms, :max_retries, :now, :now)
+     returning id";
+
+const GET: &str = select_jobs!("where id = :id");
+const STATE_OF: &str = "select state, attempt from jobs where id = :id";
+const LIST_BY_USER: &str = select_jobs!("where user_id = :user_id order by id desc limit :limit");
+const LIST_BY_USER_STATES: &str = select_jobs!(
+    "where user_id = :user_id and state in (select value from json_each(:states)) order by id desc limit :limit"
+);
+const RUNNING: &str = select_jobs!("where state = 'running' order by heartbeat_at");
+const STALE: &str =
+    select_jobs!("where state = 'running' and heartbeat_at < :cutoff order by heartbeat_at");
+const RESUMABLE: &str =
+    select_jobs!("where state = 'paused' and checkpoint is not null order by id");
+
+/// Claims the oldest created job of the given kinds (all kinds when `:any` is 1) in one
+/// statement, so two workers can never take the same row.
+const CLAIM: &str = "update jobs set state = 'running', attempt = attempt + 1, worker_id = :worker,
+        started_at = :now, heartbeat_at = :now, updated_at = :now
+     where id = (select id from jobs
+                 where state = 'created'
+                   and (:any or kind in (select value from json_each(:kinds)))
+                 order by id limit 1)
+     returning id";
+
+const CLAIM_PAUSED: &str =
+    "update jobs set state = 'running', attempt = attempt + 1, worker_id = :worker,
+        heartbeat_at = :now, updated_at = :now
+     where id = :id and state = 'paused'";
+
+const HEARTBEAT: &str = "update jobs set heartbeat_at = :now, updated_at = :now
+     where id = :id and attempt = :attempt and state = 'running'";
+
+const PROGRESS: &str =
+    "update jobs set progress = :progress, step = :step, heartbeat_at = :now, updated_at = :now
+     where id = :id and attempt = :attempt and state = 'running'";
+
+const CHECKPOINT: &str = "update jobs set checkpoint = :checkpoint, checkpoint_at = :now, heartbeat_at = :now, updated_at = :now
+     where id = :id and attempt = :attempt and state = 'running'";
+
+const COMPLETE: &str = "update jobs set state = 'completed', result = :result, progress = 100,
+        finished_at = :now, updated_at = :now
+     where id = :id and attempt = :attempt and state = 'running'";
+
+const FAIL: &str = "update jobs set state = 'failed', error_code = :code, error_message = :message,
+        finished_at = :now, updated_at = :now
+     where id = :id and attempt = :attempt and state = 'running'";
+
+/// An operator's state change (cancel, pause, resume): guarded on the state read just before.
+const SET_STATE: &str = "update jobs set state = :to, updated_at = :now,
+        finished_at = case when :to in ('completed', 'failed', 'cancelled') then :now else null end,
+        worker_id = case when :to = 'created' then null else worker_id end,
+        started_at = case when :to = 'created' then null else started_at end,
+        heartbeat_at = case when :to = 'created' then null else heartbeat_at end,
+        error_code = case when :to = 'failed' then :code else null end,
+        error_message = case when :to = 'failed' then :message else null end
+     where id = :id and state = :from";
+
+const RESTART: &str = "update jobs set state = 'created', input = coalesce(:input, input),
+        result = null, error_code = null, error_message = null, progress = 0, step = null,
+        worker_id = null, started_at = null, heartbeat_at = null, finished_at = null,
+        updated_at = :now
+     where id = :id and state = :from";
+
+const DELETE: &str =
+    "delete from jobs where id = :id and state in ('completed', 'failed', 'cancelled')";
+
+const COUNT_BY_STATE_KIND: &str = "select kind, state, count(*) from jobs group by kind, state";
+const COUNT_BY_STATE_KIND_USER: &str =
+    "select kind, state, count(*) from jobs where user_id = :user_id group by kind, state";
+const OLDEST_HEARTBEAT: &str = "select min(heartbeat_at) from jobs where state = 'running'";
+const OLDEST_HEARTBEAT_USER: &str =
+    "select min(heartbeat_at) from jobs where state = 'running' and user_id = :user_id";
+
+const AUDIT: &str = "insert into audit_log (entity, entity_id, action, actor, at, detail)
+     values ('job', :id, :action, :actor, :now, :detail)";
+
+fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
+fn parse_json(text: Option<String>, col: usize) -> rusqlite::Result<Option<Value>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, e.into())
+        })
+    })
+    .transpose()
+}
+
+/// Reads one row selected with `select_jobs!`.
+pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let tags: Option<Value> = parse_json(r.get(12)?, 12)?;
+    let tags = match tags {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Job {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        kind: r.get(2)?,
+        state: r.get(3)?,
+        input: parse_json(r.get(4)?, 4)?.unwrap_or(Value::Null),
+        result: parse_json(r.get(5)?, 5)?,
+        error_code: r.get(6)?,
+        error_message: r.get(7)?,
+        progress: r.get(8)?,
+        step: r.get(9)?,
+        checkpoint: parse_json(r.get(10)?, 10)?,
+        checkpoint_at: r.get(11)?,
+        tags,
+        parent_id: r.get(13)?,
+        timeout_ms: r.get(14)?,
+        max_retries: r.get(15)?,
+        attempt: r.get(16)?,
+        worker_id: r.get(17)?,
+        recovery_count: r.get(18)?,
+        created_at: r.get(19)?,
+        updated_at: r.get(20)?,
+        started_at: r.get(21)?,
+        heartbeat_at: r.get(22)?,
+        finished_at: r.get(23)?,
+    })
+}
+
+/// Inserts a validated new job; returns its id.
+pub(crate) fn insert(conn: &Connection, new: &NewJob, now: Timestamp) -> Result<i64> {
+    let tags = serde_json::to_string(&new.tags).expect("strings serialize");
+    let timeout_ms = new
+        .timeout
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    if let Some(parent) = new.parent_id {
+        get(conn, parent).map_err(|e| match e {
+            Error::NotFound { .. } => {
+                Error::invalid("parent_id", format!("job {parent} does not exist"))
+            }
+            other => other,
+        })?;
+    }
+    let id = conn.prepare_cached(INSERT)?.query_row(
+        named_params! {
+            ":user_id": new.user_id,
+            ":kind": new.kind,
+            ":input": json_text(&new.input),
+            ":tags": tags,
+            ":parent_id": new.parent_id,
+            ":timeout_ms": timeout_ms,
+            ":max_retries": new.max_retries,
+            ":now": now,
+        },
+        |r| r.get(0),
+    )?;
+    Ok(id)
+}
+
+/// The job with this id.
+pub(crate) fn get(conn: &Connection, id: i64) -> Result<Job> {
+    conn.prepare_cached(GET)?
+        .query_row(named_params! {":id": id}, job_from_row)
+        .optional()?
+        .ok_or_else(|| Error::not_found("job", id))
+}
+
+fn collect(
+    conn: &Connection,
+    sql: &str,
+    params: &[(&str, &dyn rusqlite::ToSql)],
+) -> Result<Vec<Job>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, job_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A user's jobs, newest first; `states` empty means every state.
+pub(crate) fn list_by_user(
+    conn: &Connection,
+    user_id: &str,
+    states: &[JobState],
+    limit: u32,
+) -> Result<Vec<Job>> {
+    if states.is_empty() {
+        return collect(
+            conn,
+            LIST_BY_USER,
+            named_params! {":user_id": user_id, ":limit": limit},
+        );
+    }
+    let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    let states = serde_json::to_string(&states).expect("strings serialize");
+    collect(
+        conn,
+        LIST_BY_USER_STATES,
+        named_params! {":user_id": user_id, ":states": states, ":limit": limit},
+    )
+}
+
+/// Every running job, stalest heartbeat first.
+pub(crate) fn running(conn: &Connection) -> Result<Vec<Job>> {
+    collect(conn, RUNNING, &[])
+}
+
+/// Running jobs whose last heartbeat is older than `cutoff`.
+pub(crate) fn stale(conn: &Connection, cutoff: Timestamp) -> Result<Vec<Job>> {
+    collect(conn, STALE, named_params! {":cutoff": cutoff})
+}
+
+/// Paused jobs that hold a checkpoint.
+pub(crate) fn resumable(conn: &Connection) -> Result<Vec<Job>> {
+    collect(conn, RESUMABLE, &[])
+}
+
+/// Atomically claims the oldest created job of `kinds` (any kind if empty).
+pub(crate) fn claim(
+    conn: &Connection,
+    worker: &str,
+    kinds: &[&str],
+    now: Timestamp,
+) -> Result<Option<i64>> {
+    let kinds_json = serde_json::to_string(kinds).expect("strings serialize");
+    Ok(conn
+        .prepare_cached(CLAIM)?
+        .query_row(
+            named_params! {":worker": worker, ":any": kinds.is_empty(), ":kinds": kinds_json, ":now": now},
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Claims one paused job for `worker` (paused -> running, next attempt).
+pub(crate) fn claim_paused(conn: &Connection, id: i64, worker: &str, now: Timestamp) -> Result<()> {
+    let n = conn
+        .prepare_cached(CLAIM_PAUSED)?
+        .execute(named_params! {":id": id, ":worker": worker, ":now": now})?;
+    if n == 0 {
+        let (state, _) = state_of(conn, id)?;
+        return Err(illegal(id, state, JobState::Running));
+    }
+    Ok(())
+}
+
+/// The state and attempt of a job.
+pub(crate) fn state_of(conn: &Connection, id: i64) -> Result<(JobState, i64)> {
+    conn.prepare_cached(STATE_OF)?
+        .query_row(named_params! {":id": id}, |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or_else(|| Error::not_found("job", id))
+}
+
+fn illegal(id: i64, from: JobState, to: JobState) -> Error {
+    Error::IllegalTransition {
+        entity: "job",
+        id: id.to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+    }
+}
+
+/// Explains why a worker's guarded write matched no row: unknown job, stale attempt, or the
+/// attempt still owns the job but it is no longer running (cancelled or paused meanwhile).
+pub(crate) fn diagnose(conn: &Connection, id: i64, attempt: i64) -> Error {
+    match state_of(conn, id) {
+        Err(e) => e,
+        Ok((state, current)) if current != attempt => Error::StaleAttempt {
+            job_id: id,
+            attempt,
+            current,
+            state: state.to_string(),
+        },
+        Ok((state, _)) => Error::NotRunning {
+            job_id: id,
+            state: state.to_string(),
+        },
+    }
+}
+
+fn guarded(
+    conn: &Connection,
+    sql: &str,
+    id: i64,
+    attempt: i64,
+    params: &[(&str, &dyn rusqlite::ToSql)],
+) -> Result<()> {
+    let mut all: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":id", &id), (":attempt", &attempt)];
+    all.extend_from_slice(params);
+    let n = conn.prepare_cached(sql)?.execute(all.as_slice())?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(diagnose(conn, id, attempt))
+    }
+}
+
+/// Heartbeat of the worker holding `attempt`.
+pub(crate) fn heartbeat(conn: &Connection, id: i64, attempt: i64, now: Timestamp) -> Result<()> {
+    guarded(conn, HEARTBEAT, id, attempt, named_params! {":now": now})
+}
+
+/// Progress (0..=100) and step text of the worker holding `attempt`.
+pub(crate) fn progress(
+    conn: &Connection,
+    id: i64,
+    attempt: i64,
+    pct: u8,
+    step: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    guarded(
+        conn,
+        PROGRESS,
+        id,
+        attempt,
+        named_params! {":progress": pct, ":step": step, ":now": now},
+    )
+}
+
+/// Saves a checkpoint (already validated and serialized).
+pub(crate) fn checkpoint(
+    conn: &Connection,
+    id: i64,
+    attempt: i64,
+    json: &str,
+    now: Timestamp,
+) -> Result<()> {
+    guarded(
+        conn,
+        CHECKPOINT,
+        id,
+        attempt,
+        named_params! {":checkpoint": json, ":now": now},
+    )
+}
+
+/// running -> completed with `result`.
+pub(crate) fn complete(
+    conn: &Connection,
+    id: i64,
+    attempt: i64,
+    result: &Value,
+    now: Timestamp,
+) -> Result<()> {
+    guarded(
+        conn,
+        COMPLETE,
+        id,
+        attempt,
+        named_params! {":result": json_text(result), ":now": now},
+    )
+}
+
+/// running -> failed with an error code and message.
+pub(crate) fn fail(
+    conn: &Connection,
+    id: i64,
+    attempt: i64,
+    code: &str,
+    message: &str,
+    now: Timestamp,
+) -> Result<()> {
+    guarded(
+        conn,
+        FAIL,
+        id,
+        attempt,
+        named_params! {":code": code, ":message": message, ":now": now},
+    )
+}
+
+/// A transition from the job's current state to `to`, done only when the current state is
+/// one of `allowed_from` (the operation's own sources) and the Rust table allows it;
+/// returns the state it left.
+pub(crate) fn transition(
+    conn: &Connection,
+    id: i64,
+    allowed_from: &[JobState],
+    to: JobState,
+    error: Option<(&str, &str)>,
+    now: Timestamp,
+) -> Result<JobState> {
+    let (from, _) = state_of(conn, id)?;
+    if !allowed_from.contains(&from) || !from.can_transition_to(to) {
+        return Err(illegal(id, from, to));
+    }
+    let (code, message) = error.unzip();
+    let n = conn.prepare_cached(SET_STATE)?.execute(named_params! {
+        ":id": id, ":from": from, ":to": to, ":now": now, ":code": code, ":message": message,
+    })?;
+    debug_assert_eq!(n, 1, "state read in the same transaction");
+    Ok(from)
+}
+
+/// failed|cancelled -> created, clearing the outcome; `input` replaces the input if given.
+pub(crate) fn restart(
+    conn: &Connection,
+    id: i64,
+    input: Option<&Value>,
+    now: Timestamp,
+) -> Result<JobState> {
+    let (from, _) = state_of(conn, id)?;
+    if !matches!(from, JobState::Failed | JobState::Cancelled) {
+        return Err(illegal(id, from, JobState::Created));
+    }
+    conn.prepare_cached(RESTART)?.execute(named_params! {
+        ":id": id, ":from": from, ":input": input.map(json_text), ":now": now,
+    })?;
+    Ok(from)
+}
+
+/// Deletes a terminal job.
+pub(crate) fn delete(conn: &Connection, id: i64) -> Result<()> {
+    let (state, _) = state_of(conn, id)?;
+    if !state.is_terminal() {
+        return Err(Error::IllegalTransition {
+            entity: "job",
+            id: id.to_string(),
+            from: state.to_string(),
+            to: "deleted".into(),
+        });
+    }
+    conn.prepare_cached(DELETE)?
+        .execute(named_params! {":id": id})?;
+    Ok(())
+}
+
+/// Appends one audit row for a job.
+pub(crate) fn audit(
+    conn: &Connection,
+    id: i64,
+    action: &str,
+    actor: &str,
+    detail: &Value,
+    now: Timestamp,
+) -> Result<()> {
+    conn.prepare_cached(AUDIT)?.execute(named_params! {
+        ":id": id.to_string(), ":action": action, ":actor": actor, ":now": now, ":detail": json_text(detail),
+    })?;
+    Ok(())
+}
+
+/// Counts per state and per kind (optionally of one user) and the oldest running heartbeat.
+pub(crate) fn stats(conn: &Connection, user_id: Option<&str>) -> Result<JobStats> {
+    let mut stats = JobStats::default();
+    let mut add = |kind: String, state: JobState, n: u64| {
+        stats.by_state.add(state, n);
+        stats
+            .by_kind
+            .entry(kind)
+            .or_insert_with(StateCounts::default)
+            .add(state, n);
+        stats.total += n;
+    };
+    let row = |r: &Row<'_>| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, JobState>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    };
+    let oldest: Option<Timestamp> = match user_id {
+        None => {
+            let mut stmt = conn.prepare_cached(COUNT_BY_STATE_KIND)?;
+            for r in stmt.query_map([], row)? {
+                let (k, s, n) = r?;
+                add(k, s, n as u64);
+            }
+            conn.prepare_cached(OLDEST_HEARTBEAT)?
+                .query_row([], |r| r.get(0))?
+        }
+        Some(user) => {
+            let mut stmt = conn.prepare_cached(COUNT_BY_STATE_KIND_USER)?;
+            for r in stmt.query_map(named_params! {":user_id": user}, row)? {
+                let (k, s, n) = r?;
+                add(k, s, n as u64);
+            }
+            conn.prepare_cached(OLDEST_HEARTBEAT_USER)?
+                .query_row(named_params! {":user_id": user}, |r| r.get(0))?
+        }
+    };
+    stats.oldest_running_heartbeat = oldest;
+    Ok(stats)
+}

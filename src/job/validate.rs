@@ -1,0 +1,97 @@
+//! Argument checks done before anything is written (the database repeats the ones it can).
+
+use serde_json::Value;
+
+use super::types::NewJob;
+use crate::error::{Error, Result};
+
+/// Largest input or result document, in bytes of JSON text.
+pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+const MAX_TAGS: usize = 32;
+
+fn text(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Error::invalid(field, format!("longer than {max} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A kind or error code: 1..=64 bytes of `[A-Za-z0-9_.:-]`.
+pub fn identifier(field: &str, value: &str) -> Result<()> {
+    text(field, value, 64)?;
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    {
+        return Err(Error::invalid(
+            field,
+            "may only contain letters, digits and _ . : -",
+        ));
+    }
+    Ok(())
+}
+
+/// A user, worker or actor name: 1..=256 bytes, no control characters.
+pub fn name(field: &str, value: &str) -> Result<()> {
+    text(field, value, 256)
+}
+
+/// A JSON document's text, bounded by `limit` bytes.
+pub fn document(field: &str, value: &Value, limit: usize) -> Result<String> {
+    let text = value.to_string();
+    if text.len() > limit {
+        return Err(Error::TooLarge {
+            field: field.into(),
+            size: text.len(),
+            limit,
+        });
+    }
+    Ok(text)
+}
+
+/// Parses host-supplied JSON text (for callers holding text rather than a value).
+pub fn parse_document(field: &str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::invalid(field, format!("not valid JSON: {e}")))
+}
+
+/// Progress must be 0..=100.
+pub fn progress(pct: u8) -> Result<()> {
+    if pct > 100 {
+        return Err(Error::invalid(
+            "progress",
+            format!("{pct} is outside 0..=100"),
+        ));
+    }
+    Ok(())
+}
+
+/// A step description: at most 256 bytes.
+pub fn step(step: Option<&str>) -> Result<()> {
+    match step {
+        Some(s) if s.len() > 256 => Err(Error::invalid("step", "longer than 256 bytes")),
+        _ => Ok(()),
+    }
+}
+
+/// Everything [`NewJob`] must satisfy.
+pub fn new_job(new: &NewJob) -> Result<()> {
+    name("user_id", &new.user_id)?;
+    identifier("kind", &new.kind)?;
+    document("input", &new.input, MAX_DOCUMENT_BYTES)?;
+    if new.tags.len() > MAX_TAGS {
+        return Err(Error::invalid("tags", format!("more than {MAX_TAGS} tags")));
+    }
+    for (i, tag) in new.tags.iter().enumerate() {
+        text(&format!("tags[{i}]"), tag, 64)?;
+    }
+    if new.timeout.is_some_and(|t| t.as_millis() == 0) {
+        return Err(Error::invalid("timeout", "must be positive"));
+    }
+    Ok(())
+}
