@@ -30,6 +30,11 @@ const MIN_MS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
 const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
 
 impl Timestamp {
+    /// The earliest representable instant, 0000-01-01T00:00:00.000Z.
+    pub const MIN: Timestamp = Timestamp(MIN_MS);
+    /// The latest representable instant, 9999-12-31T23:59:59.999Z.
+    pub const MAX: Timestamp = Timestamp(MAX_MS);
+
     /// The instant `ms` milliseconds after the Unix epoch, or `None` outside years 0..=9999.
     pub fn from_unix_ms(ms: i64) -> Option<Self> {
         (MIN_MS..=MAX_MS).contains(&ms).then_some(Self(ms))
@@ -231,5 +236,23 @@ mod tests {
         assert_eq!(shared.now().unix_ms(), 5_000);
         c.rewind(Duration::from_secs(10));
         assert_eq!(shared.now().unix_ms(), -5_000);
+    }
+}
+
+/// A monotonic deadline for waits inside the engine (worker shutdown). Kept here so that
+/// this module stays the only reader of the machine's clocks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(std::time::Instant);
+
+impl Deadline {
+    /// A deadline `after` from now.
+    pub(crate) fn after(after: Duration) -> Self {
+        let now = std::time::Instant::now();
+        Self(now.checked_add(after).unwrap_or(now))
+    }
+
+    /// Time left (zero once passed).
+    pub(crate) fn remaining(self) -> Duration {
+        self.0.saturating_duration_since(std::time::Instant::now())
     }
 }

@@ -8,6 +8,7 @@ use rusqlite::{Connection, Transaction};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::db::{self, DbOptions};
 use crate::error::Result;
+use crate::events::{Bus, Event};
 
 /// How an [`Engine`] is opened: database options and the clock.
 #[derive(Debug, Clone)]
@@ -49,6 +50,7 @@ pub struct Engine {
 #[derive(Debug)]
 struct Inner {
     conn: Mutex<Connection>,
+    bus: Bus,
     opts: EngineOptions,
     path: Option<PathBuf>,
 }
@@ -81,6 +83,7 @@ impl Engine {
         Self {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
+                bus: Bus::default(),
                 opts,
                 path,
             }),
@@ -120,6 +123,25 @@ impl Engine {
     pub(crate) fn write<T>(&self, f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
         db::write(&mut conn, &self.inner.opts.db, f)
+    }
+
+    /// Runs `f` in an immediate write transaction that may append job events; once it
+    /// commits, the events go to in-process subscribers.
+    pub(crate) fn write_events<T>(
+        &self,
+        mut f: impl FnMut(&Transaction<'_>, &mut Vec<Event>) -> Result<T>,
+    ) -> Result<T> {
+        let mut events = Vec::new();
+        let out = self.write(|tx| {
+            events.clear();
+            f(tx, &mut events)
+        })?;
+        self.inner.bus.publish(&events);
+        Ok(out)
+    }
+
+    pub(crate) fn bus(&self) -> &Bus {
+        &self.inner.bus
     }
 
     /// Runs `f` on the connection for reads.

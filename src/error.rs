@@ -107,6 +107,20 @@ pub enum Error {
         known: i64,
     },
 
+    /// A client asked for job events that were pruned from the bounded backlog: reload the
+    /// job and continue from `newest`.
+    #[error("events of job {job_id} after seq {requested} were pruned (oldest kept {oldest_kept}, newest {newest})")]
+    EventsPruned {
+        /// The job.
+        job_id: i64,
+        /// The seq asked after.
+        requested: i64,
+        /// The oldest seq still kept.
+        oldest_kept: i64,
+        /// The newest seq.
+        newest: i64,
+    },
+
     /// Another run holds the lock key.
     #[error("a run is already active for lock {lock_key}")]
     RunAlreadyActive {
@@ -179,6 +193,7 @@ impl Error {
             Error::TooLarge { .. } => "TOO_LARGE",
             Error::InvalidRecord { .. } => "INVALID_RECORD",
             Error::UnsupportedVersion { .. } => "UNSUPPORTED_VERSION",
+            Error::EventsPruned { .. } => "EVENTS_PRUNED",
             Error::RunAlreadyActive { .. } => "RUN_ALREADY_ACTIVE",
             Error::Immutable { .. } => "IMMUTABLE",
             Error::ConstraintViolation { .. } => "CONSTRAINT_VIOLATION",

@@ -8,10 +8,13 @@
 //! pause, resume and restart jobs; each of those is recorded in the append-only `audit_log`.
 
 pub mod record;
+pub mod recovery;
 pub mod state;
 mod store;
+pub mod supervisor;
 mod types;
 pub(crate) mod validate;
+pub mod worker;
 
 use std::time::Duration;
 
@@ -22,6 +25,34 @@ pub use types::{Claim, Job, JobStats, NewJob, StateCounts};
 
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::events::{self, EventKind};
+
+/// An operator's state change: where it may start, where it goes, how it is recorded.
+struct Op {
+    from: &'static [JobState],
+    to: JobState,
+    action: &'static str,
+    event: EventKind,
+}
+
+const CANCEL: Op = Op {
+    from: &[JobState::Created, JobState::Running, JobState::Paused],
+    to: JobState::Cancelled,
+    action: "cancel",
+    event: EventKind::Cancelled,
+};
+const PAUSE: Op = Op {
+    from: &[JobState::Running],
+    to: JobState::Paused,
+    action: "pause",
+    event: EventKind::Paused,
+};
+const RESUME: Op = Op {
+    from: &[JobState::Paused],
+    to: JobState::Created,
+    action: "resume",
+    event: EventKind::Resumed,
+};
 
 /// The job API of an [`Engine`]; get it with [`Engine::jobs`].
 #[derive(Debug, Clone, Copy)]
@@ -41,9 +72,17 @@ impl<'e> Jobs<'e> {
     pub fn create(&self, new: &NewJob) -> Result<Job> {
         validate::new_job(new)?;
         let now = self.engine.now();
-        self.engine.write(|tx| {
+        self.engine.write_events(|tx, ev| {
             let id = store::insert(tx, new, now)?;
-            store::get(tx, id)
+            let job = store::get(tx, id)?;
+            ev.push(events::append(
+                tx,
+                id,
+                EventKind::Created,
+                json!({ "kind": job.kind, "user_id": job.user_id }),
+                now,
+            )?);
+            Ok(job)
         })
     }
 
@@ -101,11 +140,18 @@ impl<'e> Jobs<'e> {
             validate::identifier("kind", kind)?;
         }
         let now = self.engine.now();
-        self.engine.write(|tx| {
+        self.engine.write_events(|tx, ev| {
             let Some(id) = store::claim(tx, worker, kinds, now)? else {
                 return Ok(None);
             };
             let job = store::get(tx, id)?;
+            ev.push(events::append(
+                tx,
+                id,
+                EventKind::Claimed,
+                json!({ "worker": worker, "attempt": job.attempt }),
+                now,
+            )?);
             Ok(Some(Claim {
                 attempt: job.attempt,
                 job,
@@ -119,10 +165,24 @@ impl<'e> Jobs<'e> {
         validate::name("worker", worker)?;
         validate::name("actor", actor)?;
         let now = self.engine.now();
-        self.engine.write(|tx| {
+        self.engine.write_events(|tx, ev| {
             store::claim_paused(tx, id, worker, now)?;
             store::audit(tx, id, "resume", actor, &json!({ "worker": worker }), now)?;
             let job = store::get(tx, id)?;
+            ev.push(events::append(
+                tx,
+                id,
+                EventKind::Resumed,
+                json!({ "by": actor, "to": "running" }),
+                now,
+            )?);
+            ev.push(events::append(
+                tx,
+                id,
+                EventKind::Claimed,
+                json!({ "worker": worker, "attempt": job.attempt }),
+                now,
+            )?);
             Ok(Claim {
                 attempt: job.attempt,
                 job,
@@ -142,8 +202,17 @@ impl<'e> Jobs<'e> {
         validate::progress(pct)?;
         validate::step(step)?;
         let now = self.engine.now();
-        self.engine
-            .write(|tx| store::progress(tx, id, attempt, pct, step, now))
+        self.engine.write_events(|tx, ev| {
+            store::progress(tx, id, attempt, pct, step, now)?;
+            ev.push(events::append(
+                tx,
+                id,
+                EventKind::Progress,
+                json!({ "progress": pct, "step": step }),
+                now,
+            )?);
+            Ok(())
+        })
     }
 
     /// Saves a checkpoint (any JSON value, at most the engine's checkpoint limit).
@@ -151,16 +220,32 @@ impl<'e> Jobs<'e> {
         let limit = self.engine.options().max_checkpoint_bytes;
         let text = validate::document("checkpoint", checkpoint, limit)?;
         let now = self.engine.now();
-        self.engine
-            .write(|tx| store::checkpoint(tx, id, attempt, &text, now))
+        self.engine.write_events(|tx, ev| {
+            store::checkpoint(tx, id, attempt, &text, now)?;
+            ev.push(events::append(
+                tx,
+                id,
+                EventKind::Checkpoint,
+                json!({ "bytes": text.len() }),
+                now,
+            )?);
+            Ok(())
+        })
     }
 
     /// running -> completed with `result`.
     pub fn complete(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
         let now = self.engine.now();
-        self.engine.write(|tx| {
+        self.engine.write_events(|tx, ev| {
             store::complete(tx, id, attempt, result, now)?;
+            ev.push(events::append(
+                tx,
+                id,
+                EventKind::Completed,
+                json!({ "attempt": attempt }),
+                now,
+            )?);
             store::get(tx, id)
         })
     }
@@ -169,28 +254,30 @@ impl<'e> Jobs<'e> {
     pub fn fail(&self, id: i64, attempt: i64, code: &str, message: &str) -> Result<Job> {
         validate::identifier("error_code", code)?;
         let now = self.engine.now();
-        self.engine.write(|tx| {
+        self.engine.write_events(|tx, ev| {
             store::fail(tx, id, attempt, code, message, now)?;
+            ev.push(events::append(
+                tx,
+                id,
+                EventKind::Failed,
+                json!({ "code": code, "message": message }),
+                now,
+            )?);
             store::get(tx, id)
         })
     }
 
-    fn operator(
-        &self,
-        id: i64,
-        from: &[JobState],
-        to: JobState,
-        action: &str,
-        actor: &str,
-        detail: Value,
-    ) -> Result<Job> {
+    fn operator(&self, id: i64, op: &Op, actor: &str, detail: Value) -> Result<Job> {
         validate::name("actor", actor)?;
         let now = self.engine.now();
-        self.engine.write(|tx| {
-            let from = store::transition(tx, id, from, to, None, now)?;
+        self.engine.write_events(|tx, ev| {
+            let from = store::transition(tx, id, op.from, op.to, None, now)?;
             let mut detail = detail.clone();
             detail["from"] = json!(from);
-            store::audit(tx, id, action, actor, &detail, now)?;
+            store::audit(tx, id, op.action, actor, &detail, now)?;
+            detail["by"] = json!(actor);
+            detail["to"] = json!(op.to);
+            ev.push(events::append(tx, id, op.event, detail, now)?);
             store::get(tx, id)
         })
     }
@@ -198,40 +285,42 @@ impl<'e> Jobs<'e> {
     /// Cancels a created, running or paused job. A running worker sees it at its next
     /// heartbeat or write ([`Error::NotRunning`](crate::Error::NotRunning)).
     pub fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job> {
-        use JobState::*;
-        self.operator(
-            id,
-            &[Created, Running, Paused],
-            Cancelled,
-            "cancel",
-            actor,
-            json!({ "reason": reason }),
-        )
+        self.operator(id, &CANCEL, actor, json!({ "reason": reason }))
     }
 
     /// Pauses a running job, keeping its checkpoint; its worker sees it at its next write.
     pub fn pause(&self, id: i64, actor: &str) -> Result<Job> {
-        self.operator(
-            id,
-            &[JobState::Running],
-            JobState::Paused,
-            "pause",
-            actor,
-            json!({}),
-        )
+        self.operator(id, &PAUSE, actor, json!({}))
     }
 
     /// Resumes a paused job: it goes back to `created` with its checkpoint, and the next
     /// claim hands the checkpoint to a worker.
     pub fn resume(&self, id: i64, actor: &str) -> Result<Job> {
-        self.operator(
-            id,
-            &[JobState::Paused],
-            JobState::Created,
-            "resume",
-            actor,
-            json!({}),
-        )
+        self.operator(id, &RESUME, actor, json!({}))
+    }
+
+    /// An operator fails a running or paused job with `code` (for a paused job that will never
+    /// be resumed, or a running one known to be lost). Audited.
+    pub fn mark_failed(&self, id: i64, actor: &str, code: &str, message: &str) -> Result<Job> {
+        validate::name("actor", actor)?;
+        validate::identifier("error_code", code)?;
+        let now = self.engine.now();
+        self.engine.write_events(|tx, ev| {
+            let allowed = [JobState::Running, JobState::Paused];
+            let from = store::transition(
+                tx,
+                id,
+                &allowed,
+                JobState::Failed,
+                Some((code, message)),
+                now,
+            )?;
+            let detail = json!({ "from": from, "code": code, "message": message });
+            store::audit(tx, id, "fail", actor, &detail, now)?;
+            let payload = json!({ "code": code, "message": message, "by": actor });
+            ev.push(events::append(tx, id, EventKind::Failed, payload, now)?);
+            store::get(tx, id)
+        })
     }
 
     /// Restarts a failed or cancelled job: back to `created`, result and error cleared,
@@ -242,10 +331,17 @@ impl<'e> Jobs<'e> {
             validate::document("input", input, validate::MAX_DOCUMENT_BYTES)?;
         }
         let now = self.engine.now();
-        self.engine.write(|tx| {
+        self.engine.write_events(|tx, ev| {
             let from = store::restart(tx, id, input, now)?;
             let detail = json!({ "from": from, "new_input": input.is_some() });
             store::audit(tx, id, "restart", actor, &detail, now)?;
+            ev.push(events::append(
+                tx,
+                id,
+                EventKind::Restarted,
+                json!({ "by": actor, "from": from, "new_input": input.is_some() }),
+                now,
+            )?);
             store::get(tx, id)
         })
     }
@@ -257,6 +353,7 @@ impl<'e> Jobs<'e> {
         self.engine.write(|tx| {
             let job = store::get(tx, id)?;
             store::delete(tx, id)?;
+            events::delete_for_job(tx, id)?;
             store::audit(
                 tx,
                 id,
@@ -266,6 +363,10 @@ impl<'e> Jobs<'e> {
                 now,
             )
         })
+    }
+
+    pub(crate) fn engine_options(&self) -> &crate::engine::EngineOptions {
+        self.engine.options()
     }
 
     /// Counts per state and per kind over all jobs, and the oldest running heartbeat.

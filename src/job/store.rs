@@ -510,3 +510,80 @@ pub(crate) fn stats(conn: &Connection, user_id: Option<&str>) -> Result<JobStats
     stats.oldest_running_heartbeat = oldest;
     Ok(stats)
 }
+
+/// Running jobs whose heartbeat is older than `cutoff` (all running jobs of `only` when
+/// given): what the supervisor decides about, read inside its write transaction.
+const RECOVERY_CANDIDATES: &str =
+    "select id, attempt, checkpoint is not null, recovery_count from jobs
+     where state = 'running' and (heartbeat_at < :cutoff or id = :only)
+     order by heartbeat_at";
+
+/// The supervisor's guarded update: only the attempt it saw, only while still running.
+const RECOVER: &str =
+    "update jobs set state = :to, recovery_count = recovery_count + 1, updated_at = :now,
+        finished_at = case when :to = 'failed' then :now else null end,
+        error_code = case when :to = 'failed' then :code else null end,
+        error_message = case when :to = 'failed' then :message else null end,
+        worker_id = case when :to = 'created' then null else worker_id end,
+        started_at = case when :to = 'created' then null else started_at end,
+        heartbeat_at = case when :to = 'created' then null else heartbeat_at end
+     where id = :id and attempt = :attempt and state = 'running'";
+
+const RESET_RECOVERY: &str =
+    "update jobs set recovery_count = 0, updated_at = :now where id = :id and state <> 'completed'";
+
+/// A running job the supervisor may recover.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub id: i64,
+    pub attempt: i64,
+    pub has_checkpoint: bool,
+    pub recovery_count: i64,
+}
+
+/// Stale running jobs (heartbeat before `cutoff`), plus job `only` if it is running.
+pub(crate) fn recovery_candidates(
+    conn: &Connection,
+    cutoff: Timestamp,
+    only: Option<i64>,
+) -> Result<Vec<Candidate>> {
+    let mut stmt = conn.prepare_cached(RECOVERY_CANDIDATES)?;
+    let rows = stmt.query_map(named_params! {":cutoff": cutoff, ":only": only}, |r| {
+        Ok(Candidate {
+            id: r.get(0)?,
+            attempt: r.get(1)?,
+            has_checkpoint: r.get(2)?,
+            recovery_count: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Moves a running job at `attempt` to `to` (paused, created or failed with `error`),
+/// counting the recovery. Returns false if the job moved on meanwhile.
+pub(crate) fn recover(
+    conn: &Connection,
+    c: &Candidate,
+    to: JobState,
+    error: Option<(&str, &str)>,
+    now: Timestamp,
+) -> Result<bool> {
+    debug_assert!(JobState::Running.can_transition_to(to));
+    let (code, message) = error.unzip();
+    let n = conn.prepare_cached(RECOVER)?.execute(named_params! {
+        ":id": c.id, ":attempt": c.attempt, ":to": to, ":now": now, ":code": code, ":message": message,
+    })?;
+    Ok(n == 1)
+}
+
+/// Sets a job's recovery counter back to zero.
+pub(crate) fn reset_recovery_count(conn: &Connection, id: i64, now: Timestamp) -> Result<()> {
+    let n = conn
+        .prepare_cached(RESET_RECOVERY)?
+        .execute(named_params! {":id": id, ":now": now})?;
+    if n == 0 {
+        let (state, _) = state_of(conn, id)?;
+        return Err(illegal(id, state, state));
+    }
+    Ok(())
+}

@@ -97,6 +97,74 @@ fn job_state_machine_agrees_with_sql() {
     assert_eq!(sql_allowed, rust);
 }
 
+/// Tries every API operation whose target state is `to` on job `id`; true if one did it.
+fn api_move(engine: &Engine, id: i64, to: JobState) -> bool {
+    use runledger::{RecoveryPolicy, Supervisor, SupervisorOptions};
+    let jobs = engine.jobs();
+    let attempt = jobs.get(id).unwrap().attempt;
+    let recover = |policy| {
+        let opts = SupervisorOptions {
+            policy,
+            ..Default::default()
+        };
+        Supervisor::new(engine.clone(), opts)
+            .unwrap()
+            .recover_now(id, "op")
+            .map(|r| r.to == to)
+    };
+    let tries: Vec<Result<bool, Error>> = match to {
+        JobState::Created => vec![
+            jobs.resume(id, "op").map(|_| true),
+            jobs.restart(id, "op", None).map(|_| true),
+            {
+                // the supervisor requeues under auto-resume (needs a checkpoint)
+                let _ = jobs.checkpoint(id, attempt, &json!({"cp": 1}));
+                recover(RecoveryPolicy::AutoResume)
+            },
+        ],
+        JobState::Running => vec![
+            jobs.claim("w1", &[])
+                .map(|c| c.is_some_and(|c| c.id() == id)),
+            jobs.resume_on(id, "w1", "op").map(|_| true),
+        ],
+        JobState::Paused => vec![jobs.pause(id, "op").map(|_| true)],
+        JobState::Completed => vec![jobs.complete(id, attempt, &json!(1)).map(|_| true)],
+        JobState::Failed => vec![
+            jobs.fail(id, attempt, "X", "x").map(|_| true),
+            jobs.mark_failed(id, "op", "X", "x").map(|_| true),
+        ],
+        JobState::Cancelled => vec![jobs.cancel(id, "op", None).map(|_| true)],
+    };
+    let moved = tries.into_iter().any(|r| r.unwrap_or(false));
+    assert_eq!(jobs.get(id).unwrap().state == to, moved);
+    moved
+}
+
+#[test]
+fn job_api_allows_exactly_the_transition_table() {
+    let (engine, _clock) = mem_engine();
+    let mut api_allowed = BTreeSet::new();
+    for from in JobState::ALL {
+        for to in JobState::ALL {
+            if from == to {
+                continue;
+            }
+            let job = job_in(&engine, from);
+            let before = engine.jobs().get(job.id).unwrap().state;
+            assert_eq!(before, from);
+            if api_move(&engine, job.id, to) {
+                api_allowed.insert((from.as_str(), to.as_str()));
+            }
+            park(&engine, job.id);
+        }
+    }
+    let rust: BTreeSet<_> = TRANSITIONS
+        .iter()
+        .map(|(f, t, _)| (f.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(api_allowed, rust);
+}
+
 /// Takes a job out of the created/running pool so later claims see only new jobs.
 fn park(engine: &Engine, id: i64) {
     let state = engine.jobs().get(id).unwrap().state;

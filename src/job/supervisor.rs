@@ -1,0 +1,303 @@
+//! The supervisor: rescues running jobs whose worker stopped heartbeating.
+//!
+//! A job is *stale* when its last heartbeat is older than
+//! [`SupervisorOptions::stale_after`]. Recovery, per job, in one guarded update on the attempt
+//! the supervisor saw (so several supervisors, in threads or processes, never recover the
+//! same attempt twice):
+//! - recovered [`SupervisorOptions::max_recoveries`] times already: `failed`,
+//!   code `RECOVERY_EXHAUSTED`;
+//! - with a checkpoint: `paused` (resumable by an operator), or under
+//!   [`RecoveryPolicy::AutoResume`] back to `created` with the checkpoint kept, for the next
+//!   claim;
+//! - without a checkpoint: `failed`, code `STALLED`.
+//!
+//! Recoveries are counted in `jobs.recovery_count`, so the limit survives restarts.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::state::JobState;
+use super::store::{self, Candidate};
+use crate::clock::Timestamp;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::events::{self, EventKind};
+use crate::job::validate;
+use crate::looping::{spawn_loop, LoopHandle};
+
+/// What happens to a stale job that has a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryPolicy {
+    /// Pause it: an operator resumes it. The default.
+    #[default]
+    Pause,
+    /// Requeue it (`created`, checkpoint kept) for the next worker's claim.
+    AutoResume,
+}
+
+/// Supervisor settings.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// Name of this supervisor's bookkeeping row. Default `supervisor`.
+    pub name: String,
+    /// A running job with no heartbeat for this long is stale. Default 30 s.
+    pub stale_after: Duration,
+    /// Recoveries before a job fails for good. Default 3.
+    pub max_recoveries: u32,
+    /// What to do with a stale job that has a checkpoint.
+    pub policy: RecoveryPolicy,
+    /// Interval of the [`Supervisor::spawn`] loop. Default 10 s.
+    pub poll_every: Duration,
+}
+
+impl Default for SupervisorOptions {
+    fn default() -> Self {
+        Self {
+            name: "supervisor".into(),
+            stale_after: Duration::from_secs(30),
+            max_recoveries: 3,
+            policy: RecoveryPolicy::Pause,
+            poll_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One job the supervisor moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// The job.
+    pub job_id: i64,
+    /// The attempt that was abandoned.
+    pub attempt: i64,
+    /// Where the job went: paused, created or failed.
+    pub to: JobState,
+    /// `STALLED` or `RECOVERY_EXHAUSTED` when it failed.
+    pub code: Option<String>,
+    /// Recoveries counted so far, including this one.
+    pub recovery_count: i64,
+}
+
+/// What one [`Supervisor::tick`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TickReport {
+    /// When the tick ran.
+    pub at: Option<Timestamp>,
+    /// Every job recovered, stalest first.
+    pub recovered: Vec<Recovery>,
+}
+
+/// A supervisor's bookkeeping, as stored in `supervisor_state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SupervisorStatus {
+    /// Its name.
+    pub name: String,
+    /// Its last tick, if it ever ticked.
+    pub last_tick_at: Option<Timestamp>,
+    /// Ticks so far.
+    pub ticks: i64,
+    /// Jobs it paused or requeued.
+    pub jobs_recovered: i64,
+    /// Jobs it failed (STALLED or RECOVERY_EXHAUSTED).
+    pub jobs_failed: i64,
+}
+
+const RECORD_TICK: &str =
+    "insert into supervisor_state (name, last_tick_at, ticks, jobs_recovered, jobs_failed)
+     values (:name, :now, 1, :recovered, :failed)
+     on conflict (name) do update set last_tick_at = :now, ticks = ticks + 1,
+        jobs_recovered = jobs_recovered + :recovered, jobs_failed = jobs_failed + :failed";
+const STATUS: &str = "select name, last_tick_at, ticks, jobs_recovered, jobs_failed
+     from supervisor_state where name = :name";
+const CLEANUP: &str = "delete from supervisor_state where name = :name";
+
+/// Rescues stalled jobs; see the module docs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    engine: Engine,
+    opts: SupervisorOptions,
+}
+
+impl Supervisor {
+    /// A supervisor over `engine`.
+    pub fn new(engine: Engine, opts: SupervisorOptions) -> Result<Self> {
+        validate::name("name", &opts.name)?;
+        if opts.stale_after.is_zero() {
+            return Err(Error::invalid("stale_after", "must be positive"));
+        }
+        Ok(Self { engine, opts })
+    }
+
+    /// Its options.
+    pub fn options(&self) -> &SupervisorOptions {
+        &self.opts
+    }
+
+    fn decide(&self, c: &Candidate) -> (JobState, Option<(&'static str, &'static str)>) {
+        if c.recovery_count >= i64::from(self.opts.max_recoveries) {
+            (
+                JobState::Failed,
+                Some((
+                    "RECOVERY_EXHAUSTED",
+                    "recovered too many times; failed for good",
+                )),
+            )
+        } else if !c.has_checkpoint {
+            (
+                JobState::Failed,
+                Some((
+                    "STALLED",
+                    "worker stopped heartbeating and left no checkpoint",
+                )),
+            )
+        } else if self.opts.policy == RecoveryPolicy::AutoResume {
+            (JobState::Created, None)
+        } else {
+            (JobState::Paused, None)
+        }
+    }
+
+    fn recover(
+        &self,
+        now: Timestamp,
+        cutoff: Timestamp,
+        only: Option<i64>,
+        actor: Option<&str>,
+    ) -> Result<TickReport> {
+        self.engine.write_events(|tx, ev| {
+            let mut report = TickReport {
+                at: Some(now),
+                recovered: Vec::new(),
+            };
+            for c in store::recovery_candidates(tx, cutoff, only)? {
+                if only.is_some_and(|id| id != c.id) {
+                    continue;
+                }
+                let (to, error) = self.decide(&c);
+                if !store::recover(tx, &c, to, error, now)? {
+                    continue;
+                }
+                let code = error.map(|(code, _)| code.to_owned());
+                let count = c.recovery_count + 1;
+                let payload = json!({
+                    "to": to, "code": code, "attempt": c.attempt,
+                    "recovery_count": count, "by": actor.unwrap_or(&self.opts.name),
+                });
+                ev.push(events::append(
+                    tx,
+                    c.id,
+                    EventKind::Recovered,
+                    payload,
+                    now,
+                )?);
+                if let Some((code, message)) = error {
+                    let payload = json!({ "code": code, "message": message });
+                    ev.push(events::append(tx, c.id, EventKind::Failed, payload, now)?);
+                }
+                if let Some(actor) = actor {
+                    store::audit(
+                        tx,
+                        c.id,
+                        "recover",
+                        actor,
+                        &json!({ "to": to, "code": code }),
+                        now,
+                    )?;
+                }
+                report.recovered.push(Recovery {
+                    job_id: c.id,
+                    attempt: c.attempt,
+                    to,
+                    code,
+                    recovery_count: count,
+                });
+            }
+            let failed = report
+                .recovered
+                .iter()
+                .filter(|r| r.to == JobState::Failed)
+                .count();
+            let recovered = report.recovered.len() - failed;
+            tx.prepare_cached(RECORD_TICK)?.execute(rusqlite::named_params! {
+                ":name": self.opts.name, ":now": now, ":recovered": recovered as i64, ":failed": failed as i64,
+            })?;
+            Ok(report)
+        })
+    }
+
+    /// Recovers every job stale at `now`.
+    pub fn tick(&self, now: Timestamp) -> Result<TickReport> {
+        self.recover(now, now - self.opts.stale_after, None, None)
+    }
+
+    /// Recovers one running job now, however fresh its heartbeat (an operator's action,
+    /// recorded in the audit log).
+    pub fn recover_now(&self, job_id: i64, actor: &str) -> Result<Recovery> {
+        validate::name("actor", actor)?;
+        let now = self.engine.now();
+        let report = self.recover(now, Timestamp::MIN, Some(job_id), Some(actor))?;
+        match report.recovered.into_iter().next() {
+            Some(r) => Ok(r),
+            None => {
+                let job = self.engine.jobs().get(job_id)?;
+                Err(Error::IllegalTransition {
+                    entity: "job",
+                    id: job_id.to_string(),
+                    from: job.state.to_string(),
+                    to: "recovered".into(),
+                })
+            }
+        }
+    }
+
+    /// Sets a job's recovery counter back to zero (audited).
+    pub fn reset_recovery_count(&self, job_id: i64, actor: &str) -> Result<()> {
+        validate::name("actor", actor)?;
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            store::reset_recovery_count(tx, job_id, now)?;
+            store::audit(tx, job_id, "reset_recovery_count", actor, &json!({}), now)
+        })
+    }
+
+    /// This supervisor's bookkeeping (`None` before its first tick or after cleanup).
+    pub fn status(&self) -> Result<Option<SupervisorStatus>> {
+        use rusqlite::OptionalExtension;
+        self.engine.read(|c| {
+            Ok(c.prepare_cached(STATUS)?
+                .query_row(rusqlite::named_params! {":name": self.opts.name}, |r| {
+                    Ok(SupervisorStatus {
+                        name: r.get(0)?,
+                        last_tick_at: r.get(1)?,
+                        ticks: r.get(2)?,
+                        jobs_recovered: r.get(3)?,
+                        jobs_failed: r.get(4)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    /// Deletes this supervisor's bookkeeping row; returns whether there was one.
+    pub fn cleanup(&self) -> Result<bool> {
+        self.engine.write(|tx| {
+            Ok(tx
+                .prepare_cached(CLEANUP)?
+                .execute(rusqlite::named_params! {":name": self.opts.name})?
+                == 1)
+        })
+    }
+
+    /// Runs [`Supervisor::tick`] every [`SupervisorOptions::poll_every`] on a background
+    /// thread until the handle is stopped. A failed tick is retried at the next interval.
+    pub fn spawn(&self) -> Result<LoopHandle> {
+        let me = self.clone();
+        spawn_loop("runledger-supervisor", move || {
+            let _ = me.tick(me.engine.now());
+            me.opts.poll_every
+        })
+        .map_err(|e| Error::invalid("thread", e.to_string()))
+    }
+}

@@ -1,0 +1,439 @@
+//! [`Worker`]: runs a host's handler on claimed jobs, heartbeating while it works.
+//!
+//! Each of the worker's threads claims a job of its kinds, starts a heartbeat thread for it
+//! (every [`WorkerOptions::heartbeat_every`]), and calls the handler with a [`JobContext`].
+//! The handler reports progress, saves checkpoints and checks [`JobContext::should_stop`];
+//! a cancel or pause by an operator is seen at the next heartbeat or write. When the
+//! handler returns `Ok(result)` the job completes; `Err(failure)` fails it with the
+//! failure's code; a panic fails it with code `PANIC` and the panic message, and the worker
+//! keeps going.
+//!
+//! [`Worker::shutdown`] stops claiming and waits for running handlers up to a deadline;
+//! jobs still running then are *abandoned*: their heartbeats stop and their context refuses
+//! further writes, so the supervisor recovers them from their last checkpoint.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::types::{Claim, Job};
+use super::validate;
+use crate::clock::Deadline;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The worker's name, stored as the job's `worker_id`.
+    pub id: String,
+    /// Kinds it serves (empty: every kind).
+    pub kinds: Vec<String>,
+    /// Jobs it runs at once (threads). Default 1.
+    pub concurrency: usize,
+    /// Heartbeat interval while a handler runs. Default 5 s (keep it well under the
+    /// supervisor's stale threshold).
+    pub heartbeat_every: Duration,
+    /// Pause between claims when no job is waiting. Default 250 ms.
+    pub idle_poll: Duration,
+}
+
+impl WorkerOptions {
+    /// Options for worker `id` serving `kinds`, other settings default.
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(
+        id: impl Into<String>,
+        kinds: I,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            kinds: kinds.into_iter().map(Into::into).collect(),
+            concurrency: 1,
+            heartbeat_every: Duration::from_secs(5),
+            idle_poll: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Why a handler should stop early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StopReason {
+    /// An operator cancelled the job.
+    Cancelled = 1,
+    /// An operator paused the job (its checkpoint is kept for a resume).
+    Paused = 2,
+    /// The attempt no longer owns the job (recovered and re-claimed elsewhere).
+    Lost = 3,
+    /// The worker is shutting down and its deadline passed.
+    Shutdown = 4,
+}
+
+impl StopReason {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(StopReason::Cancelled),
+            2 => Some(StopReason::Paused),
+            3 => Some(StopReason::Lost),
+            4 => Some(StopReason::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// A handler's failure: fails the job with this code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    /// Stable code (`[A-Za-z0-9_.:-]`, at most 64 bytes).
+    pub code: String,
+    /// Message.
+    pub message: String,
+}
+
+impl JobFailure {
+    /// A failure with `code` and `message`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a handler sees of its job.
+#[derive(Debug)]
+pub struct JobContext {
+    engine: Engine,
+    claim: Claim,
+    stop: Arc<AtomicU8>,
+}
+
+impl JobContext {
+    /// The job as claimed.
+    pub fn job(&self) -> &Job {
+        &self.claim.job
+    }
+
+    /// The job's input.
+    pub fn input(&self) -> &Value {
+        &self.claim.job.input
+    }
+
+    /// The checkpoint an earlier attempt saved, to resume from.
+    pub fn resume_from(&self) -> Option<&Value> {
+        self.claim.checkpoint()
+    }
+
+    /// This attempt's fencing token.
+    pub fn attempt(&self) -> i64 {
+        self.claim.attempt
+    }
+
+    /// Why the handler should stop, if it should.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        StopReason::from_u8(self.stop.load(Ordering::SeqCst))
+    }
+
+    /// Whether the handler should stop now (cancelled, paused, lost or shut down).
+    pub fn should_stop(&self) -> bool {
+        self.stop_reason().is_some()
+    }
+
+    fn guard(&self, res: Result<()>) -> Result<()> {
+        if let Err(e) = &res {
+            note_stop(&self.stop, e);
+        }
+        res
+    }
+
+    /// Reports progress (0..=100) and a step; an error means the job is no longer this
+    /// attempt's to run ([`JobContext::should_stop`] is then true).
+    pub fn progress(&self, pct: u8, step: Option<&str>) -> Result<()> {
+        if let Some(reason) = self.stop_reason() {
+            return Err(stopped(self.claim.id(), reason));
+        }
+        let res = self
+            .engine
+            .jobs()
+            .progress(self.claim.id(), self.claim.attempt, pct, step);
+        self.guard(res)
+    }
+
+    /// Saves a checkpoint for a later attempt to resume from.
+    pub fn checkpoint(&self, checkpoint: &Value) -> Result<()> {
+        if let Some(reason) = self.stop_reason() {
+            return Err(stopped(self.claim.id(), reason));
+        }
+        let res = self
+            .engine
+            .jobs()
+            .checkpoint(self.claim.id(), self.claim.attempt, checkpoint);
+        self.guard(res)
+    }
+}
+
+fn stopped(job_id: i64, reason: StopReason) -> Error {
+    Error::NotRunning {
+        job_id,
+        state: match reason {
+            StopReason::Cancelled => "cancelled",
+            StopReason::Paused => "paused",
+            StopReason::Lost => "lost",
+            StopReason::Shutdown => "abandoned at shutdown",
+        }
+        .into(),
+    }
+}
+
+/// Records in `stop` what a refused write says about the job.
+fn note_stop(stop: &AtomicU8, e: &Error) {
+    let reason = match e {
+        Error::NotRunning { state, .. } if state == "cancelled" => StopReason::Cancelled,
+        Error::NotRunning { state, .. } if state == "paused" => StopReason::Paused,
+        Error::NotRunning { .. } | Error::StaleAttempt { .. } | Error::NotFound { .. } => {
+            StopReason::Lost
+        }
+        _ => return,
+    };
+    let _ = stop.compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+type Handler = dyn Fn(&JobContext) -> std::result::Result<Value, JobFailure> + Send + Sync;
+
+/// What a worker did, for its owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Jobs completed.
+    pub completed: u64,
+    /// Jobs failed by their handler (including panics).
+    pub failed: u64,
+    /// Jobs that stopped early (cancelled, paused or lost).
+    pub stopped: u64,
+    /// Jobs still running at the shutdown deadline, left for the supervisor.
+    pub abandoned: Vec<i64>,
+}
+
+#[derive(Default)]
+struct Shared {
+    stopping: AtomicBool,
+    report: Mutex<WorkerReport>,
+    in_flight: Mutex<BTreeMap<usize, (i64, Arc<AtomicU8>)>>,
+}
+
+/// A running pool of job threads; see the module docs.
+pub struct Worker {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    done: std::sync::mpsc::Receiver<usize>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Starts `opts.concurrency` threads running `handler` on jobs claimed from `engine`.
+    pub fn start<H>(engine: Engine, opts: WorkerOptions, handler: H) -> Result<Worker>
+    where
+        H: Fn(&JobContext) -> std::result::Result<Value, JobFailure> + Send + Sync + 'static,
+    {
+        validate::name("worker", &opts.id)?;
+        for kind in &opts.kinds {
+            validate::identifier("kind", kind)?;
+        }
+        if opts.concurrency == 0 {
+            return Err(Error::invalid("concurrency", "must be at least 1"));
+        }
+        let handler: Arc<Handler> = Arc::new(handler);
+        let shared = Arc::new(Shared::default());
+        let (done_tx, done) = channel();
+        let mut threads = Vec::new();
+        for slot in 0..opts.concurrency {
+            let (engine, opts, handler, shared, done_tx) = (
+                engine.clone(),
+                opts.clone(),
+                handler.clone(),
+                shared.clone(),
+                done_tx.clone(),
+            );
+            let t = std::thread::Builder::new()
+                .name(format!("runledger-worker-{slot}"))
+                .spawn(move || {
+                    run_slot(slot, &engine, &opts, &*handler, &shared);
+                    let _ = done_tx.send(slot);
+                })
+                .map_err(|e| Error::invalid("thread", e.to_string()))?;
+            threads.push(t);
+        }
+        Ok(Worker {
+            shared,
+            threads,
+            done,
+        })
+    }
+
+    /// Stops claiming, waits up to `deadline` for running handlers, abandons the rest to
+    /// the supervisor, and returns what the worker did.
+    pub fn shutdown(self, deadline: Duration) -> WorkerReport {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let deadline = Deadline::after(deadline);
+        let mut finished = 0;
+        while finished < self.threads.len() {
+            match self.done.recv_timeout(deadline.remaining()) {
+                Ok(_) => finished += 1,
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let mut abandoned = Vec::new();
+        for (job_id, stop) in lock(&self.shared.in_flight).values() {
+            let _ = stop.compare_exchange(
+                0,
+                StopReason::Shutdown as u8,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+            abandoned.push(*job_id);
+        }
+        for t in self.threads {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        let mut report = lock(&self.shared.report).clone();
+        report.abandoned = abandoned;
+        report
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn run_slot(
+    slot: usize,
+    engine: &Engine,
+    opts: &WorkerOptions,
+    handler: &Handler,
+    shared: &Shared,
+) {
+    let kinds: Vec<&str> = opts.kinds.iter().map(String::as_str).collect();
+    while !shared.stopping.load(Ordering::SeqCst) {
+        let claim = match engine.jobs().claim(&opts.id, &kinds) {
+            Ok(Some(claim)) => claim,
+            Ok(None) | Err(_) => {
+                std::thread::sleep(opts.idle_poll);
+                continue;
+            }
+        };
+        let stop = Arc::new(AtomicU8::new(0));
+        lock(&shared.in_flight).insert(slot, (claim.id(), stop.clone()));
+        let outcome = run_one(engine, opts, handler, claim, stop);
+        lock(&shared.in_flight).remove(&slot);
+        let mut report = lock(&shared.report);
+        match outcome {
+            Outcome::Completed => report.completed += 1,
+            Outcome::Failed => report.failed += 1,
+            Outcome::Stopped => report.stopped += 1,
+        }
+    }
+}
+
+enum Outcome {
+    Completed,
+    Failed,
+    Stopped,
+}
+
+fn run_one(
+    engine: &Engine,
+    opts: &WorkerOptions,
+    handler: &Handler,
+    claim: Claim,
+    stop: Arc<AtomicU8>,
+) -> Outcome {
+    let (id, attempt) = (claim.id(), claim.attempt);
+    let beat = spawn_heartbeat(
+        engine.clone(),
+        id,
+        attempt,
+        opts.heartbeat_every,
+        stop.clone(),
+    );
+    let ctx = JobContext {
+        engine: engine.clone(),
+        claim,
+        stop: stop.clone(),
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| handler(&ctx)));
+    drop(beat);
+    if ctx.should_stop() {
+        return Outcome::Stopped;
+    }
+    let jobs = engine.jobs();
+    let written = match result {
+        Ok(Ok(value)) => jobs
+            .complete(id, attempt, &value)
+            .map(|_| Outcome::Completed),
+        Ok(Err(failure)) => {
+            let code = if validate::identifier("code", &failure.code).is_ok() {
+                failure.code.as_str()
+            } else {
+                "HANDLER_FAILED"
+            };
+            jobs.fail(id, attempt, code, &failure.message)
+                .map(|_| Outcome::Failed)
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "handler panicked".into());
+            jobs.fail(id, attempt, "PANIC", &message)
+                .map(|_| Outcome::Failed)
+        }
+    };
+    written.unwrap_or(Outcome::Stopped)
+}
+
+/// Heartbeats until dropped; records a cancel, pause or loss in `stop`.
+struct Heartbeat {
+    _stop: Sender<()>,
+}
+
+fn spawn_heartbeat(
+    engine: Engine,
+    id: i64,
+    attempt: i64,
+    every: Duration,
+    stop: Arc<AtomicU8>,
+) -> Heartbeat {
+    let (tx, rx) = channel::<()>();
+    let _ = std::thread::Builder::new()
+        .name(format!("runledger-heartbeat-{id}"))
+        .spawn(move || loop {
+            match rx.recv_timeout(every) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if stop.load(Ordering::SeqCst) != 0 {
+                return;
+            }
+            if let Err(e) = engine.jobs().heartbeat(id, attempt) {
+                note_stop(&stop, &e);
+                if stop.load(Ordering::SeqCst) != 0 {
+                    return;
+                }
+            }
+        });
+    Heartbeat { _stop: tx }
+}
