@@ -1,4 +1,26 @@
 //! runledger: durable background work in one SQLite file.
+//!
+//! An [`Engine`] opens (creating and migrating) one SQLite file and exposes:
+//! - [`Engine::jobs`]: durable jobs with claims, heartbeats, progress, checkpoints and
+//!   operator controls, fenced by an attempt number ([`job`]);
+//! - [`Supervisor`] and [`Worker`]: rescue of stalled jobs and a worker runtime;
+//! - [`Engine::events`]: the per-job event log for UIs that resync ([`events`]).
+//!
+//! Every state transition is checked by a Rust state machine and again by the database's
+//! CHECK constraints and triggers; see ARCHITECTURE.md for the invariants.
+//!
+//! ```
+//! use runledger::{Engine, JobState, NewJob};
+//! use serde_json::json;
+//!
+//! let engine = Engine::open_in_memory()?;
+//! let job = engine.jobs().create(&NewJob::new("alice", "research", json!({"q": 1})))?;
+//! let claim = engine.jobs().claim("worker-1", &[])?.unwrap();
+//! assert_eq!(claim.id(), job.id);
+//! let done = engine.jobs().complete(claim.id(), claim.attempt, &json!({"ok": true}))?;
+//! assert_eq!(done.state, JobState::Completed);
+//! # Ok::<(), runledger::Error>(())
+//! ```
 #![warn(missing_docs)]
 
 pub mod clock;
@@ -18,3 +40,8 @@ pub use job::supervisor::{RecoveryPolicy, Supervisor, SupervisorOptions};
 pub use job::worker::{JobContext, JobFailure, StopReason, Worker, WorkerOptions, WorkerReport};
 pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};
 pub use looping::LoopHandle;
+
+/// The README's code blocks, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
