@@ -73,11 +73,10 @@ impl<'e> Jobs<'e> {
         validate::new_job(new)?;
         let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
-            let id = store::insert(tx, new, now)?;
-            let job = store::get(tx, id)?;
+            let job = store::insert(tx, new, now)?;
             ev.push(events::append(
                 tx,
-                id,
+                job.id,
                 EventKind::Created,
                 json!({ "kind": job.kind, "user_id": job.user_id }),
                 now,
@@ -141,13 +140,12 @@ impl<'e> Jobs<'e> {
         }
         let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
-            let Some(id) = store::claim(tx, worker, kinds, now)? else {
+            let Some(job) = store::claim(tx, worker, kinds, now)? else {
                 return Ok(None);
             };
-            let job = store::get(tx, id)?;
             ev.push(events::append(
                 tx,
-                id,
+                job.id,
                 EventKind::Claimed,
                 json!({ "worker": worker, "attempt": job.attempt }),
                 now,
@@ -238,7 +236,7 @@ impl<'e> Jobs<'e> {
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
         let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
-            store::complete(tx, id, attempt, result, now)?;
+            let job = store::complete(tx, id, attempt, result, now)?;
             ev.push(events::append(
                 tx,
                 id,
@@ -246,7 +244,7 @@ impl<'e> Jobs<'e> {
                 json!({ "attempt": attempt }),
                 now,
             )?);
-            store::get(tx, id)
+            Ok(job)
         })
     }
 
@@ -255,7 +253,7 @@ impl<'e> Jobs<'e> {
         validate::identifier("error_code", code)?;
         let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
-            store::fail(tx, id, attempt, code, message, now)?;
+            let job = store::fail(tx, id, attempt, code, message, now)?;
             ev.push(events::append(
                 tx,
                 id,
@@ -263,7 +261,7 @@ impl<'e> Jobs<'e> {
                 json!({ "code": code, "message": message }),
                 now,
             )?);
-            store::get(tx, id)
+            Ok(job)
         })
     }
 

@@ -10,22 +10,28 @@ use super::types::{Job, JobStats, NewJob, StateCounts};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 
-/// `select <every column of a Job, in the order job_from_row reads them> from jobs <tail>`.
-macro_rules! select_jobs {
-    ($tail:literal) => {
-        concat!(
-            "select id, user_id, kind, state, input, result, error_code, error_message, \
-             progress, step, checkpoint, checkpoint_at, tags, parent_id, timeout_ms, max_retries, \
-             attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at \
-             from jobs ",
-            $tail
-        )
+/// Every column of a [`Job`], in the order [`job_from_row`] reads them.
+macro_rules! job_columns {
+    () => {
+        "id, user_id, kind, state, input, result, error_code, error_message, \
+         progress, step, checkpoint, checkpoint_at, tags, parent_id, timeout_ms, max_retries, \
+         attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at"
     };
 }
 
-const INSERT: &str = "insert into jobs (user_id, kind, input, tags, parent_id, timeout_ms, max_retries, created_at, updated_at)
+/// `select <job columns> from jobs <tail>`.
+macro_rules! select_jobs {
+    ($tail:literal) => {
+        concat!("select ", job_columns!(), " from jobs ", $tail)
+    };
+}
+
+const INSERT: &str = concat!(
+    "insert into jobs (user_id, kind, input, tags, parent_id, timeout_ms, max_retries, created_at, updated_at)
      values (:user_id, :kind, :input, :tags, :parent_id, :timeout_ms, :max_retries, :now, :now)
-     returning id";
+     returning ",
+    job_columns!()
+);
 
 const GET: &str = select_jobs!("where id = :id");
 const STATE_OF: &str = "select state, attempt from jobs where id = :id";
@@ -41,13 +47,16 @@ const RESUMABLE: &str =
 
 /// Claims the oldest created job of the given kinds (all kinds when `:any` is 1) in one
 /// statement, so two workers can never take the same row.
-const CLAIM: &str = "update jobs set state = 'running', attempt = attempt + 1, worker_id = :worker,
+const CLAIM: &str = concat!(
+    "update jobs set state = 'running', attempt = attempt + 1, worker_id = :worker,
         started_at = :now, heartbeat_at = :now, updated_at = :now
      where id = (select id from jobs
                  where state = 'created'
                    and (:any or kind in (select value from json_each(:kinds)))
                  order by id limit 1)
-     returning id";
+     returning ",
+    job_columns!()
+);
 
 const CLAIM_PAUSED: &str =
     "update jobs set state = 'running', attempt = attempt + 1, worker_id = :worker,
@@ -64,13 +73,21 @@ const PROGRESS: &str =
 const CHECKPOINT: &str = "update jobs set checkpoint = :checkpoint, checkpoint_at = :now, heartbeat_at = :now, updated_at = :now
      where id = :id and attempt = :attempt and state = 'running'";
 
-const COMPLETE: &str = "update jobs set state = 'completed', result = :result, progress = 100,
+const COMPLETE: &str = concat!(
+    "update jobs set state = 'completed', result = :result, progress = 100,
         finished_at = :now, updated_at = :now
-     where id = :id and attempt = :attempt and state = 'running'";
+     where id = :id and attempt = :attempt and state = 'running'
+     returning ",
+    job_columns!()
+);
 
-const FAIL: &str = "update jobs set state = 'failed', error_code = :code, error_message = :message,
+const FAIL: &str = concat!(
+    "update jobs set state = 'failed', error_code = :code, error_message = :message,
         finished_at = :now, updated_at = :now
-     where id = :id and attempt = :attempt and state = 'running'";
+     where id = :id and attempt = :attempt and state = 'running'
+     returning ",
+    job_columns!()
+);
 
 /// An operator's state change (cancel, pause, resume): guarded on the state read just before.
 const SET_STATE: &str = "update jobs set state = :to, updated_at = :now,
@@ -155,8 +172,8 @@ pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
-/// Inserts a validated new job; returns its id.
-pub(crate) fn insert(conn: &Connection, new: &NewJob, now: Timestamp) -> Result<i64> {
+/// Inserts a validated new job.
+pub(crate) fn insert(conn: &Connection, new: &NewJob, now: Timestamp) -> Result<Job> {
     let tags = serde_json::to_string(&new.tags).expect("strings serialize");
     let timeout_ms = new
         .timeout
@@ -169,7 +186,7 @@ pub(crate) fn insert(conn: &Connection, new: &NewJob, now: Timestamp) -> Result<
             other => other,
         })?;
     }
-    let id = conn.prepare_cached(INSERT)?.query_row(
+    let job = conn.prepare_cached(INSERT)?.query_row(
         named_params! {
             ":user_id": new.user_id,
             ":kind": new.kind,
@@ -180,9 +197,9 @@ pub(crate) fn insert(conn: &Connection, new: &NewJob, now: Timestamp) -> Result<
             ":max_retries": new.max_retries,
             ":now": now,
         },
-        |r| r.get(0),
+        job_from_row,
     )?;
-    Ok(id)
+    Ok(job)
 }
 
 /// The job with this id.
@@ -247,13 +264,13 @@ pub(crate) fn claim(
     worker: &str,
     kinds: &[&str],
     now: Timestamp,
-) -> Result<Option<i64>> {
+) -> Result<Option<Job>> {
     let kinds_json = serde_json::to_string(kinds).expect("strings serialize");
     Ok(conn
         .prepare_cached(CLAIM)?
         .query_row(
             named_params! {":worker": worker, ":any": kinds.is_empty(), ":kinds": kinds_json, ":now": now},
-            |r| r.get(0),
+            job_from_row,
         )
         .optional()?)
 }
@@ -362,6 +379,22 @@ pub(crate) fn checkpoint(
     )
 }
 
+/// A guarded update that returns the updated row.
+fn guarded_returning(
+    conn: &Connection,
+    sql: &str,
+    id: i64,
+    attempt: i64,
+    params: &[(&str, &dyn rusqlite::ToSql)],
+) -> Result<Job> {
+    let mut all: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":id", &id), (":attempt", &attempt)];
+    all.extend_from_slice(params);
+    conn.prepare_cached(sql)?
+        .query_row(all.as_slice(), job_from_row)
+        .optional()?
+        .ok_or_else(|| diagnose(conn, id, attempt))
+}
+
 /// running -> completed with `result`.
 pub(crate) fn complete(
     conn: &Connection,
@@ -369,8 +402,8 @@ pub(crate) fn complete(
     attempt: i64,
     result: &Value,
     now: Timestamp,
-) -> Result<()> {
-    guarded(
+) -> Result<Job> {
+    guarded_returning(
         conn,
         COMPLETE,
         id,
@@ -387,8 +420,8 @@ pub(crate) fn fail(
     code: &str,
     message: &str,
     now: Timestamp,
-) -> Result<()> {
-    guarded(
+) -> Result<Job> {
+    guarded_returning(
         conn,
         FAIL,
         id,
