@@ -30,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod job;
 mod looping;
+pub mod schedule;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{DbOptions, Durability};
@@ -40,6 +41,10 @@ pub use job::supervisor::{RecoveryPolicy, Supervisor, SupervisorOptions};
 pub use job::worker::{JobContext, JobFailure, StopReason, Worker, WorkerOptions, WorkerReport};
 pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};
 pub use looping::LoopHandle;
+pub use schedule::{
+    Fire, FireOutcome, Misfire, NewSchedule, Schedule, ScheduleEdit, Schedules, Slot, SlotStatus,
+    TickOptions, TickReport,
+};
 
 /// The README's code blocks, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

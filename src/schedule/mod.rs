@@ -1,0 +1,489 @@
+//! Schedules: calendar rules in the database, and a tick that fires each due slot once.
+//!
+//! A [`Schedule`] names a pipeline, a scope, a [`Rule`] read in a [`Zone`], and a
+//! [`Misfire`] policy. Every instant at which it is due becomes one row of `due_runs` — a
+//! [`Slot`] — whose status machine ([`SlotStatus`]) is enforced in Rust and in SQL:
+//! `pending -> claimed -> fired | skipped | failed`, plus `pending -> skipped`.
+//!
+//! [`Schedules::tick`] does the work, in three steps:
+//! 1. in one write transaction: fail claims abandoned longer than
+//!    [`TickOptions::claim_timeout`], materialize the slots of every enabled schedule that
+//!    are due by `now` (applying its misfire policy), and claim every pending due slot
+//!    with a guarded update — so two processes ticking the same file fire each slot once;
+//! 2. outside any transaction: call [`Fire::fire`] for each claimed slot;
+//! 3. record each outcome on its slot (fired with run ids, skipped with the code of a
+//!    run that was turned away, failed with a code and message).
+//!
+//! Each schedule keeps a cursor beside its rule: `last_due_at`, the last materialized slot
+//! (a high-water mark that only moves forward, enforced by a trigger), and `next_due_at`,
+//! the next slot to materialize. Slots are only materialized after the high-water mark, so
+//! a clock that jumps backwards never fires a slot twice, and a tick reads only the
+//! schedules that are due (`schedules_due` index) and the pending slots (`due_runs_claim`
+//! index): its cost grows with the due slots, not with history.
+//!
+//! Disabling a schedule or editing its rule or zone restarts its cursor from the moment of
+//! the change (slots that fell while it was disabled, and slots of the old rule, are never
+//! materialized); editing only its scope, pipeline or misfire policy keeps the cursor.
+//!
+//! [`Schedules::run`] is a loop that ticks, then sleeps until the next due instant (at most
+//! a poll interval), until its [`StopSignal`] is raised.
+
+pub mod rule;
+mod runner;
+pub mod state;
+mod store;
+mod tick;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::clock::Timestamp;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+pub use rule::{next_due, Rule, TimeOfDay, Weekdays, Zone};
+pub use runner::{LoopOptions, LoopSummary, StopSignal};
+pub use state::SlotStatus;
+pub use tick::{SlotReport, TickOptions, TickReport};
+
+use store::ScheduleRow;
+
+/// Name of the schedule [`Schedules::ensure_default`] creates.
+pub const DEFAULT_SCHEDULE_NAME: &str = "daily-ingest";
+
+/// What to do with slots that fell due while no ticker ran (downtime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    /// Fire the latest missed slot once; the older ones are skipped with code
+    /// `MISFIRE_SUPERSEDED`. The default.
+    #[default]
+    LatestOnly,
+    /// Fire every missed slot, oldest first.
+    All,
+    /// Fire none of the slots that are later than [`TickOptions::misfire_grace`]; they are
+    /// skipped with code `MISFIRE_SKIPPED`.
+    Skip,
+}
+
+impl Misfire {
+    /// Every policy.
+    pub const ALL: [Misfire; 3] = [Misfire::LatestOnly, Misfire::All, Misfire::Skip];
+
+    /// The text stored in `schedules.misfire`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::LatestOnly => "latest_only",
+            Misfire::All => "all",
+            Misfire::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for Misfire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Misfire {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Misfire::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "misfire",
+                    format!("{s:?} is not a misfire policy (latest_only, all, skip)"),
+                )
+            })
+    }
+}
+
+/// A schedule as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Schedule {
+    /// Row id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// The pipeline its slots trigger (`ingest`).
+    pub pipeline: String,
+    /// The pipeline's scope (`targets`, `universe`, `both`...).
+    pub scope: String,
+    /// When it fires.
+    pub rule: Rule,
+    /// The zone the rule's wall-clock times are read in.
+    pub zone: Zone,
+    /// Whether ticks materialize its slots.
+    pub enabled: bool,
+    /// What happens to slots missed during downtime.
+    pub misfire: Misfire,
+    /// The last materialized slot (high-water mark), if any.
+    pub last_due_at: Option<Timestamp>,
+    /// The next slot a tick will materialize.
+    pub next_due_at: Option<Timestamp>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When its configuration last changed.
+    pub updated_at: Timestamp,
+}
+
+/// One due instant of one schedule (a row of `due_runs`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Slot {
+    /// Row id.
+    pub id: i64,
+    /// The schedule's name.
+    pub schedule: String,
+    /// The schedule's id.
+    pub schedule_id: i64,
+    /// The instant it was due.
+    pub due_at: Timestamp,
+    /// Where it is in its life.
+    pub status: SlotStatus,
+    /// When a tick materialized it.
+    pub created_at: Timestamp,
+    /// When a ticker claimed it.
+    pub claimed_at: Option<Timestamp>,
+    /// Which ticker claimed it.
+    pub claimed_by: Option<String>,
+    /// When it reached its final status.
+    pub finished_at: Option<Timestamp>,
+    /// The runs its fire produced (several for a `both` scope).
+    pub run_ids: Vec<i64>,
+    /// Why it was skipped or failed.
+    pub outcome_code: Option<String>,
+    /// Details of a failure.
+    pub outcome_message: Option<String>,
+}
+
+/// What firing one slot did. Returned by [`Fire::fire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FireOutcome {
+    /// The pipeline's runs were started. The slot is recorded `fired` with their ids (at
+    /// least one is required; none is recorded as failed with code `NO_RUN_IDS`).
+    Fired {
+        /// The runs started (several for a `both` scope).
+        run_ids: Vec<i64>,
+    },
+    /// The pipeline refused to start (for instance a run was already active, code
+    /// `RUN_ALREADY_ACTIVE`). The slot is recorded `skipped` with `code` and is not retried.
+    TurnedAway {
+        /// Runs recorded for the refusal, if the pipeline records blocked runs.
+        run_ids: Vec<i64>,
+        /// Why, upper-case (`RUN_ALREADY_ACTIVE`).
+        code: String,
+    },
+    /// Starting failed. The slot is recorded `failed` with `code` and `message`.
+    Failed {
+        /// Runs recorded for the failure, if any.
+        run_ids: Vec<i64>,
+        /// Why, upper-case.
+        code: String,
+        /// Details (no secrets).
+        message: String,
+    },
+}
+
+/// Starts the pipeline runs of one due slot. The host wires this to its run orchestrator.
+///
+/// Called outside any database transaction, at most once per slot. It should start the
+/// runs and return; a call that outlives [`TickOptions::claim_timeout`] finds its slot
+/// failed as `ABANDONED`. A panic is caught and recorded as a failure (`FIRE_PANICKED`).
+pub trait Fire {
+    /// Fires `schedule`'s slot due at `slot`.
+    fn fire(&self, schedule: &Schedule, slot: Timestamp) -> FireOutcome;
+}
+
+impl<F> Fire for F
+where
+    F: Fn(&Schedule, Timestamp) -> FireOutcome,
+{
+    fn fire(&self, schedule: &Schedule, slot: Timestamp) -> FireOutcome {
+        self(schedule, slot)
+    }
+}
+
+/// A schedule to create. Text fields are validated by [`Schedules::create`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSchedule {
+    /// Unique name: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// Pipeline: 1 to 64 of `a-z 0-9 _ -`.
+    pub pipeline: String,
+    /// Scope: 1 to 64 of `a-z 0-9 _ -`.
+    pub scope: String,
+    /// Rule text (`daily 19:30`, `daily 19:30 mon-fri`, `every 15m`).
+    pub rule: String,
+    /// IANA zone name.
+    pub zone: String,
+    /// Misfire policy (default latest_only).
+    pub misfire: Misfire,
+    /// Whether it starts enabled (default true).
+    pub enabled: bool,
+}
+
+impl NewSchedule {
+    /// An enabled schedule with the default misfire policy.
+    pub fn new(name: &str, pipeline: &str, scope: &str, rule: &str, zone: &str) -> Self {
+        Self {
+            name: name.into(),
+            pipeline: pipeline.into(),
+            scope: scope.into(),
+            rule: rule.into(),
+            zone: zone.into(),
+            misfire: Misfire::default(),
+            enabled: true,
+        }
+    }
+
+    /// The same schedule with `misfire`.
+    pub fn misfire(mut self, misfire: Misfire) -> Self {
+        self.misfire = misfire;
+        self
+    }
+}
+
+/// Changes to a schedule's configuration; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleEdit {
+    /// New pipeline.
+    pub pipeline: Option<String>,
+    /// New scope.
+    pub scope: Option<String>,
+    /// New rule text (restarts the cursor from now).
+    pub rule: Option<String>,
+    /// New zone (restarts the cursor from now).
+    pub zone: Option<String>,
+    /// New misfire policy.
+    pub misfire: Option<Misfire>,
+}
+
+/// The schedules of one engine: `engine.schedules()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedules<'e> {
+    engine: &'e Engine,
+}
+
+impl Engine {
+    /// The schedules facade: create, edit, list, and tick.
+    pub fn schedules(&self) -> Schedules<'_> {
+        Schedules { engine: self }
+    }
+}
+
+fn check_word(field: &str, value: &str, extra: &[u8]) -> Result<()> {
+    let ok_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b);
+    if value.is_empty() || value.len() > 64 || !value.bytes().all(ok_char) {
+        let allowed = if extra.contains(&b'A') {
+            "letters, digits, '.', '_' and '-'"
+        } else {
+            "lower-case letters, digits, '_' and '-'"
+        };
+        return Err(Error::invalid(
+            field,
+            format!("{value:?} must be 1 to 64 of {allowed}"),
+        ));
+    }
+    Ok(())
+}
+
+const NAME_EXTRA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ._-";
+const WORD_EXTRA: &[u8] = b"_-";
+
+fn later(a: Timestamp, b: Option<Timestamp>) -> Timestamp {
+    b.map_or(a, |b| a.max(b))
+}
+
+impl Schedules<'_> {
+    /// Creates a schedule; its first slot is the rule's first instant after now.
+    ///
+    /// Bad input (name, pipeline, scope, rule, zone) or a name already taken is
+    /// [`Error::InvalidInput`] naming the field; nothing is stored.
+    pub fn create(&self, new: &NewSchedule) -> Result<Schedule> {
+        check_word("name", &new.name, NAME_EXTRA)?;
+        check_word("pipeline", &new.pipeline, WORD_EXTRA)?;
+        check_word("scope", &new.scope, WORD_EXTRA)?;
+        let rule: Rule = new.rule.parse()?;
+        let zone = Zone::new(&new.zone)?;
+        let now = self.engine.now();
+        let row = ScheduleRow {
+            name: &new.name,
+            pipeline: &new.pipeline,
+            scope: &new.scope,
+            rule: &rule,
+            zone: &zone,
+            enabled: new.enabled,
+            misfire: new.misfire,
+        };
+        let next = next_due(&rule, &zone, now);
+        self.engine.write(|tx| {
+            if store::schedule_by_name(tx, &new.name)?.is_some() {
+                return Err(Error::invalid(
+                    "name",
+                    format!("a schedule named {:?} already exists", new.name),
+                ));
+            }
+            let id = store::insert_schedule(tx, &row, next, now)?;
+            store::schedule_by_id(tx, id)?.ok_or_else(|| Error::not_found("schedule", id))
+        })
+    }
+
+    /// Creates the default schedule — [`DEFAULT_SCHEDULE_NAME`], pipeline `ingest`, scope
+    /// `both`, `daily 19:30` in Asia/Shanghai — unless a schedule of that name exists, and
+    /// returns it. Hosts that want the default call this once after opening.
+    pub fn ensure_default(&self) -> Result<Schedule> {
+        let new = NewSchedule::new(
+            DEFAULT_SCHEDULE_NAME,
+            "ingest",
+            "both",
+            "daily 19:30",
+            "Asia/Shanghai",
+        );
+        match self.create(&new) {
+            Err(Error::InvalidInput { field, .. }) if field == "name" => {
+                self.get(DEFAULT_SCHEDULE_NAME)
+            }
+            other => other,
+        }
+    }
+
+    /// The schedule called `name`, or [`Error::NotFound`].
+    pub fn get(&self, name: &str) -> Result<Schedule> {
+        self.engine
+            .read(|c| store::schedule_by_name(c, name))?
+            .ok_or_else(|| Error::not_found("schedule", name))
+    }
+
+    /// Every schedule, by name.
+    pub fn list(&self) -> Result<Vec<Schedule>> {
+        self.engine.read(store::list_schedules)
+    }
+
+    /// Every slot of the schedule called `name`, oldest first.
+    pub fn slots(&self, name: &str) -> Result<Vec<Slot>> {
+        let s = self.get(name)?;
+        self.engine.read(|c| store::slots_of_schedule(c, s.id))
+    }
+
+    /// Every slot of every schedule, by due time.
+    pub fn all_slots(&self) -> Result<Vec<Slot>> {
+        self.engine.read(store::all_slots)
+    }
+
+    /// The earliest next slot of any enabled schedule (when a loop should tick next).
+    pub fn next_due(&self) -> Result<Option<Timestamp>> {
+        self.engine.read(store::next_due)
+    }
+
+    /// Changes a schedule's configuration (validated like [`Schedules::create`]).
+    ///
+    /// A new rule or zone restarts the cursor from now (or from the last materialized slot
+    /// if that is later): slots of the old rule are never materialized after the edit, and
+    /// any pending slot is skipped with code `SCHEDULE_EDITED`.
+    pub fn edit(&self, name: &str, edit: &ScheduleEdit) -> Result<Schedule> {
+        if let Some(p) = &edit.pipeline {
+            check_word("pipeline", p, WORD_EXTRA)?;
+        }
+        if let Some(s) = &edit.scope {
+            check_word("scope", s, WORD_EXTRA)?;
+        }
+        let new_rule: Option<Rule> = edit.rule.as_deref().map(str::parse).transpose()?;
+        let new_zone = edit.zone.as_deref().map(Zone::new).transpose()?;
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            let cur =
+                store::schedule_by_name(tx, name)?.ok_or_else(|| Error::not_found("schedule", name))?;
+            let rule = new_rule.unwrap_or(cur.rule);
+            let zone = new_zone.clone().unwrap_or_else(|| cur.zone.clone());
+            let timing_changed = rule != cur.rule || zone != cur.zone;
+            let next = if timing_changed {
+                for id in store::pending_of_schedule(tx, cur.id)? {
+                    store::skip_pending_slot(tx, id, "SCHEDULE_EDITED", None, now)?;
+                }
+                next_due(&rule, &zone, later(now, cur.last_due_at))
+            } else {
+                cur.next_due_at
+            };
+            let row = ScheduleRow {
+                name,
+                pipeline: edit.pipeline.as_deref().unwrap_or(&cur.pipeline),
+                scope: edit.scope.as_deref().unwrap_or(&cur.scope),
+                rule: &rule,
+                zone: &zone,
+                enabled: cur.enabled,
+                misfire: edit.misfire.unwrap_or(cur.misfire),
+            };
+            store::update_config(tx, cur.id, &row, next, now)?;
+            store::schedule_by_id(tx, cur.id)?.ok_or_else(|| Error::not_found("schedule", name))
+        })
+    }
+
+    /// Enables a schedule. If it was disabled, its cursor restarts from now: slots that fell
+    /// while it was disabled are not fired. Enabling an enabled schedule changes nothing.
+    pub fn enable(&self, name: &str) -> Result<Schedule> {
+        self.set_enabled(name, true)
+    }
+
+    /// Disables a schedule: ticks stop materializing its slots; a pending slot is skipped
+    /// with code `SCHEDULE_DISABLED`. Disabling a disabled schedule changes nothing.
+    pub fn disable(&self, name: &str) -> Result<Schedule> {
+        self.set_enabled(name, false)
+    }
+
+    fn set_enabled(&self, name: &str, enabled: bool) -> Result<Schedule> {
+        let now = self.engine.now();
+        self.engine.write(|tx| {
+            let cur =
+                store::schedule_by_name(tx, name)?.ok_or_else(|| Error::not_found("schedule", name))?;
+            if cur.enabled == enabled {
+                return Ok(cur);
+            }
+            let next = if enabled {
+                next_due(&cur.rule, &cur.zone, later(now, cur.last_due_at))
+            } else {
+                for id in store::pending_of_schedule(tx, cur.id)? {
+                    store::skip_pending_slot(tx, id, "SCHEDULE_DISABLED", None, now)?;
+                }
+                cur.next_due_at
+            };
+            store::update_enabled(tx, cur.id, enabled, next, now)?;
+            store::schedule_by_id(tx, cur.id)?.ok_or_else(|| Error::not_found("schedule", name))
+        })
+    }
+
+    /// Deletes a schedule and its slot history. Refused with
+    /// [`Error::IllegalTransition`] while one of its slots is being fired.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        self.engine.write(|tx| {
+            let cur =
+                store::schedule_by_name(tx, name)?.ok_or_else(|| Error::not_found("schedule", name))?;
+            store::delete_schedule(tx, cur.id)
+        })
+    }
+
+    /// Ticks once at `now` with default [`TickOptions`]: see the module docs.
+    pub fn tick(&self, now: Timestamp, fire: &dyn Fire) -> Result<TickReport> {
+        self.tick_with(&TickOptions::default(), now, fire)
+    }
+
+    /// Ticks once at `now` with `opts`.
+    pub fn tick_with(
+        &self,
+        opts: &TickOptions,
+        now: Timestamp,
+        fire: &dyn Fire,
+    ) -> Result<TickReport> {
+        tick::tick(self.engine, opts, now, fire)
+    }
+
+    /// Ticks, sleeps until the next due instant (at most [`LoopOptions::poll`]), and ticks
+    /// again, until `stop` is raised; the sleep wakes up at once when it is. "Now" always
+    /// comes from the engine's clock. Transient errors (busy, full disk) are retried at
+    /// the next poll; any other error ends the loop and is returned.
+    pub fn run(&self, fire: &dyn Fire, opts: &LoopOptions, stop: &StopSignal) -> Result<LoopSummary> {
+        runner::run(self.engine, fire, opts, stop)
+    }
+}

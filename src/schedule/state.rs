@@ -1,0 +1,145 @@
+//! The due-run (slot) state machine: [`SlotStatus`] and the single table of allowed
+//! transitions.
+//!
+//! `migrations/V4__schedules.sql` mirrors [`TRANSITIONS`] in the `due_runs_state_machine`
+//! trigger; the test `due_run_state_machine_agrees_with_sql` proves the two equal.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::Error;
+
+/// Where one slot (one schedule at one due instant) is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotStatus {
+    /// Materialized and due; no ticker has taken it yet.
+    Pending,
+    /// Taken by one ticker, which is firing it now.
+    Claimed,
+    /// Fired: the pipeline's runs were started (their ids are on the slot). Final.
+    Fired,
+    /// Not fired, with a reason code: superseded or too late after downtime (misfire
+    /// policy), schedule disabled or edited, or turned away (a run was already active). Final.
+    Skipped,
+    /// Firing failed (error or panic in the fire call, or the ticker vanished). Final.
+    Failed,
+}
+
+use SlotStatus::*;
+
+/// Every allowed `(from, to)` transition, and why it exists.
+pub const TRANSITIONS: &[(SlotStatus, SlotStatus, &str)] = &[
+    (Pending, Claimed, "a ticker claims the due slot"),
+    (
+        Pending,
+        Skipped,
+        "misfire policy, or the schedule was disabled or edited before the claim",
+    ),
+    (Claimed, Fired, "the fire call started the runs"),
+    (
+        Claimed,
+        Skipped,
+        "the fire call was turned away (a run was already active)",
+    ),
+    (
+        Claimed,
+        Failed,
+        "the fire call failed or panicked, or the claim was abandoned",
+    ),
+];
+
+impl SlotStatus {
+    /// All states, in declaration order.
+    pub const ALL: [SlotStatus; 5] = [Pending, Claimed, Fired, Skipped, Failed];
+
+    /// The text stored in `due_runs.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pending => "pending",
+            Claimed => "claimed",
+            Fired => "fired",
+            Skipped => "skipped",
+            Failed => "failed",
+        }
+    }
+
+    /// Whether the slot is finished (`finished_at` set, row immutable).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Fired | Skipped | Failed)
+    }
+
+    /// Whether `self -> to` is in [`TRANSITIONS`].
+    pub fn can_transition_to(self, to: SlotStatus) -> bool {
+        TRANSITIONS.iter().any(|&(f, t, _)| f == self && t == to)
+    }
+}
+
+impl fmt::Display for SlotStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SlotStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        SlotStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| Error::invalid("status", format!("unknown slot status {s:?}")))
+    }
+}
+
+impl rusqlite::types::FromSql for SlotStatus {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        v.as_str()?
+            .parse()
+            .map_err(|e: Error| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
+}
+
+impl rusqlite::ToSql for SlotStatus {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_no_duplicates_or_self_loops() {
+        for (i, a) in TRANSITIONS.iter().enumerate() {
+            assert_ne!(a.0, a.1, "self loop {a:?}");
+            for b in &TRANSITIONS[i + 1..] {
+                assert!(!(a.0 == b.0 && a.1 == b.1), "duplicate {a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_states_are_final_and_every_state_is_reachable() {
+        for s in SlotStatus::ALL {
+            if s.is_terminal() {
+                assert!(SlotStatus::ALL.iter().all(|&t| !s.can_transition_to(t)));
+            }
+            assert!(
+                s == Pending || TRANSITIONS.iter().any(|t| t.1 == s),
+                "{s} unreachable"
+            );
+        }
+    }
+
+    #[test]
+    fn text_round_trips() {
+        for s in SlotStatus::ALL {
+            assert_eq!(s.as_str().parse::<SlotStatus>().unwrap(), s);
+        }
+        assert_eq!(
+            "done".parse::<SlotStatus>().unwrap_err().code(),
+            "INVALID_INPUT"
+        );
+    }
+}

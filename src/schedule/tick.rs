@@ -1,0 +1,260 @@
+//! One tick: materialize due slots, claim them, fire them outside the transaction, record
+//! the outcomes.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use super::rule::next_due;
+use super::state::SlotStatus;
+use super::store::{self, Finish};
+use super::{Fire, FireOutcome, Misfire, Schedule};
+use crate::clock::Timestamp;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// How a tick behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickOptions {
+    /// Who claims slots (stored in `due_runs.claimed_by`). Default `pid-<process id>`.
+    pub ticker: String,
+    /// Under [`Misfire::Skip`], a slot later than this is skipped instead of fired.
+    /// Default 5 minutes.
+    pub misfire_grace: Duration,
+    /// A slot claimed longer ago than this is failed as `ABANDONED` (its ticker died
+    /// while firing it); it is not fired again. Default 6 hours.
+    pub claim_timeout: Duration,
+}
+
+impl Default for TickOptions {
+    fn default() -> Self {
+        Self {
+            ticker: format!("pid-{}", std::process::id()),
+            misfire_grace: Duration::from_secs(5 * 60),
+            claim_timeout: Duration::from_secs(6 * 60 * 60),
+        }
+    }
+}
+
+/// What happened to one slot during a tick.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SlotReport {
+    /// The slot's row id.
+    pub slot_id: i64,
+    /// The schedule's name.
+    pub schedule: String,
+    /// The slot's due instant.
+    pub due_at: Timestamp,
+    /// Its status after the tick.
+    pub status: SlotStatus,
+    /// Run ids recorded on it.
+    pub run_ids: Vec<i64>,
+    /// Skip or failure code.
+    pub code: Option<String>,
+}
+
+/// The result of one tick.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TickReport {
+    /// The instant the tick ran at.
+    pub now: Timestamp,
+    /// How many slots were materialized.
+    pub materialized: usize,
+    /// Every slot this tick finished or claimed, in due order.
+    pub slots: Vec<SlotReport>,
+    /// The earliest next slot of any enabled schedule after the tick.
+    pub next_due: Option<Timestamp>,
+}
+
+impl TickReport {
+    /// How many slots ended with `status`.
+    pub fn count(&self, status: SlotStatus) -> usize {
+        self.slots.iter().filter(|s| s.status == status).count()
+    }
+}
+
+const MAX_CODE: usize = 64;
+const MAX_MESSAGE: usize = 4096;
+
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A claimed slot waiting to be fired.
+struct Claimed {
+    slot_id: i64,
+    schedule: Schedule,
+    due_at: Timestamp,
+}
+
+pub(crate) fn tick(
+    engine: &Engine,
+    opts: &TickOptions,
+    now: Timestamp,
+    fire: &dyn Fire,
+) -> Result<TickReport> {
+    if opts.ticker.is_empty() || opts.ticker.len() > 256 {
+        return Err(Error::invalid("ticker", "must be 1 to 256 bytes"));
+    }
+    let mut slots = Vec::new();
+    let mut materialized = 0;
+    let claimed = engine.write(|tx| {
+        slots.clear();
+        materialized = 0;
+
+        // 1. Claims whose ticker vanished: failed, never fired again.
+        let cutoff = now.sub(opts.claim_timeout);
+        for id in store::abandoned(tx, cutoff)? {
+            let msg = format!("claimed before {cutoff} and never recorded");
+            if store::fail_abandoned_slot(tx, id, cutoff, &msg, now)? {
+                slots.push(report(tx, id)?);
+            }
+        }
+
+        // 2. Materialize the due slots of each due schedule, after its high-water mark.
+        for s in store::due_schedules(tx, now)? {
+            let mut due = Vec::new();
+            let mut next = s.next_due_at;
+            while let Some(at) = next.filter(|&at| at <= now) {
+                due.push(at);
+                next = next_due(&s.rule, &s.zone, at);
+            }
+            let Some(&last) = due.last() else { continue };
+            let mut ids = Vec::with_capacity(due.len());
+            for &at in &due {
+                ids.push(store::insert_slot(tx, s.id, at, now)?);
+            }
+            store::update_cursor(tx, s.id, last, next)?;
+            materialized += due.len();
+            for (i, (&id, &at)) in ids.iter().zip(&due).enumerate() {
+                let is_latest = i + 1 == due.len();
+                let late = now.millis_since(at) > opts.misfire_grace.as_millis() as i64;
+                let skip = match s.misfire {
+                    Misfire::All => None,
+                    Misfire::LatestOnly if !is_latest => Some((
+                        "MISFIRE_SUPERSEDED",
+                        format!("a later slot ({last}) was due at the same tick"),
+                    )),
+                    Misfire::LatestOnly => None,
+                    Misfire::Skip if late => Some((
+                        "MISFIRE_SKIPPED",
+                        format!("{} ms late, over the misfire grace", now.millis_since(at)),
+                    )),
+                    Misfire::Skip => None,
+                };
+                if let Some((code, msg)) = skip {
+                    if store::skip_pending_slot(tx, id, code, Some(&msg), now)? {
+                        slots.push(report(tx, id)?);
+                    }
+                }
+            }
+        }
+
+        // 3. Claim every pending due slot (guarded: one ticker per slot).
+        let mut claimed = Vec::new();
+        for (id, schedule_id, due_at) in store::claimable(tx, now)? {
+            let Some(schedule) = store::schedule_by_id(tx, schedule_id)? else {
+                continue;
+            };
+            if !schedule.enabled {
+                if store::skip_pending_slot(tx, id, "SCHEDULE_DISABLED", None, now)? {
+                    slots.push(report(tx, id)?);
+                }
+                continue;
+            }
+            if store::claim_slot(tx, id, &opts.ticker, now)? {
+                claimed.push(Claimed {
+                    slot_id: id,
+                    schedule,
+                    due_at,
+                });
+            }
+        }
+        Ok(claimed)
+    })?;
+
+    // 4. Fire outside the transaction; record each outcome in its own.
+    for c in claimed {
+        let outcome = catch_unwind(AssertUnwindSafe(|| fire.fire(&c.schedule, c.due_at)))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "the fire call panicked".into());
+                FireOutcome::Failed {
+                    run_ids: vec![],
+                    code: "FIRE_PANICKED".into(),
+                    message,
+                }
+            });
+        let (status, run_ids, code, message) = match &outcome {
+            FireOutcome::Fired { run_ids } if run_ids.is_empty() => (
+                SlotStatus::Failed,
+                &run_ids[..],
+                "NO_RUN_IDS",
+                Some("the fire call reported success without a run id"),
+            ),
+            FireOutcome::Fired { run_ids } => (SlotStatus::Fired, &run_ids[..], "", None),
+            FireOutcome::TurnedAway { run_ids, code } => {
+                (SlotStatus::Skipped, &run_ids[..], code.as_str(), None)
+            }
+            FireOutcome::Failed {
+                run_ids,
+                code,
+                message,
+            } => (
+                SlotStatus::Failed,
+                &run_ids[..],
+                code.as_str(),
+                Some(message.as_str()),
+            ),
+        };
+        let code = match (status, clip(code, MAX_CODE)) {
+            (SlotStatus::Fired, _) => None,
+            (SlotStatus::Skipped, "") => Some("TURNED_AWAY"),
+            (_, "") => Some("FIRE_FAILED"),
+            (_, c) => Some(c),
+        };
+        let finish = Finish {
+            status,
+            run_ids,
+            code,
+            message: message.map(|m| clip(m, MAX_MESSAGE)),
+        };
+        // The outcome is recorded at the clock's time after the fire, not at `now`.
+        let done = engine.now().max(now);
+        let recorded = engine.write(|tx| {
+            store::finish_claimed_slot(tx, c.slot_id, &opts.ticker, &finish, done)?;
+            report(tx, c.slot_id)
+        })?;
+        slots.push(recorded);
+    }
+
+    slots.sort_by_key(|s| (s.due_at, s.slot_id));
+    let next_due = engine.read(store::next_due)?;
+    Ok(TickReport {
+        now,
+        materialized,
+        slots,
+        next_due,
+    })
+}
+
+fn report(conn: &rusqlite::Connection, id: i64) -> Result<SlotReport> {
+    let s = store::slot(conn, id)?.ok_or_else(|| Error::not_found("due_run", id))?;
+    Ok(SlotReport {
+        slot_id: s.id,
+        schedule: s.schedule,
+        due_at: s.due_at,
+        status: s.status,
+        run_ids: s.run_ids,
+        code: s.outcome_code,
+    })
+}
