@@ -404,3 +404,40 @@ pub(crate) fn fail_abandoned_slot(
         ":id": id, ":cutoff": cutoff, ":message": message, ":now": now,
     })? == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{self, DbOptions};
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("explain query plan {sql}")).unwrap();
+        let names: Vec<String> = (1..=stmt.parameter_count())
+            .map(|i| stmt.parameter_name(i).unwrap().to_string())
+            .collect();
+        let now = "2026-11-22T11:30:00.000Z";
+        let params: Vec<(&str, &dyn rusqlite::ToSql)> = names
+            .iter()
+            .map(|n| (n.as_str(), &now as &dyn rusqlite::ToSql))
+            .collect();
+        let rows = stmt
+            .query_map(params.as_slice(), |r| r.get::<_, String>(3))
+            .unwrap();
+        rows.collect::<rusqlite::Result<Vec<_>>>().unwrap().join("; ")
+    }
+
+    #[test]
+    fn the_tick_queries_use_their_partial_indexes() {
+        let conn = db::open_in_memory(&DbOptions::default()).unwrap();
+        for (sql, index) in [
+            (SELECT_CLAIMABLE, "due_runs_claim"),
+            (SELECT_ABANDONED, "due_runs_claimed"),
+            (SELECT_DUE_SCHEDULES, "schedules_due"),
+            (SELECT_NEXT_DUE, "schedules_due"),
+        ] {
+            let p = plan(&conn, sql);
+            assert!(p.contains(index), "{sql}\nplan: {p}");
+            assert!(!p.contains("SCAN due_runs") && !p.contains("SCAN schedules "), "{p}");
+        }
+    }
+}

@@ -88,6 +88,29 @@ fn history(engine: &Engine) -> Vec<runledger::Slot> {
     engine.schedules().all_slots().unwrap()
 }
 
+/// The due_runs history as one line per slot, for snapshots:
+/// `due_at schedule status [runs] code | created claimed by finished`.
+fn history_lines(engine: &Engine) -> Vec<String> {
+    let t = |t: Option<Timestamp>| t.map_or("-".to_string(), |t| t.to_string());
+    history(engine)
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} {} {:?} {} | created {} claimed {} by {} finished {}",
+                s.due_at,
+                s.schedule,
+                s.status,
+                s.run_ids,
+                s.outcome_code.as_deref().unwrap_or("-"),
+                s.created_at,
+                t(s.claimed_at),
+                s.claimed_by.as_deref().unwrap_or("-"),
+                t(s.finished_at),
+            )
+        })
+        .collect()
+}
+
 fn daily(name: &str, rule: &str, zone: &str) -> NewSchedule {
     NewSchedule::new(name, "ingest", "targets", rule, zone)
 }
@@ -114,7 +137,7 @@ fn a_week_of_daily_slots_fires_each_once_with_both_scopes_run_ids() {
     assert_eq!(fire.calls().len(), 7);
     let h = history(&engine);
     assert!(h.iter().all(|s| s.status == SlotStatus::Fired && s.run_ids.len() == 2));
-    snap_json!("week_of_daily_slots", &h);
+    snap_json!("week_of_daily_slots", &history_lines(&engine));
     // ensure_default is idempotent.
     assert_eq!(engine.schedules().ensure_default().unwrap().id, s.id);
     assert_eq!(engine.schedules().list().unwrap().len(), 1);
@@ -154,7 +177,7 @@ fn downtime_across_three_slots_under_each_misfire_policy() {
     // After the downtime, the skip policy fires an on-time slot again.
     let next = tick_at(&engine, &clock, t0().add(days(4)), &fire);
     assert_eq!(next.count(SlotStatus::Fired), 3);
-    snap_json!("downtime_three_slots_each_policy", &history(&engine));
+    snap_json!("downtime_three_slots_each_policy", &history_lines(&engine));
 }
 
 #[test]
@@ -379,7 +402,7 @@ fn new_york_dst_transitions_fire_once_per_day_by_the_documented_policy() {
             "2026-11-02T06:30:00.000Z",
         ]
     );
-    snap_json!("new_york_dst", &history(&engine));
+    snap_json!("new_york_dst", &history_lines(&engine));
 }
 
 #[test]
@@ -410,7 +433,7 @@ fn a_disabled_schedule_materializes_nothing_and_resumes_from_now() {
     engine.schedules().disable("off").unwrap();
     tick_at(&engine, &clock, t0().add(days(6)), &fire);
     assert_eq!(engine.schedules().slots("off").unwrap().len(), 1);
-    snap_json!("disabled_schedule", &history(&engine));
+    snap_json!("disabled_schedule", &history_lines(&engine));
 }
 
 #[test]
@@ -477,7 +500,7 @@ fn a_schedule_edited_between_ticks_never_fires_an_old_rule_slot() {
         (r.count(SlotStatus::Skipped), r.count(SlotStatus::Fired)),
         (2, 1)
     );
-    snap_json!("edited_between_ticks", &history(&engine));
+    snap_json!("edited_between_ticks", &history_lines(&engine));
 }
 
 #[test]
@@ -599,7 +622,7 @@ fn an_abandoned_claim_fails_after_the_timeout_and_is_not_fired_again() {
     assert_eq!(r.count(SlotStatus::Failed), 1);
     assert_eq!(r.slots[0].code.as_deref(), Some("ABANDONED"));
     assert!(fire.calls().is_empty());
-    snap_json!("abandoned_claim", &history(&engine));
+    snap_json!("abandoned_claim", &history_lines(&engine));
 }
 
 #[test]
