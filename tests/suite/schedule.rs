@@ -944,3 +944,90 @@ fn misfire_and_rule_text_are_stored_canonically() {
     assert_eq!(engine.schedules().get("c").unwrap(), s);
     assert_eq!(DEFAULT_SCHEDULE_NAME, "daily-ingest");
 }
+
+/// `(name, when-to-use, sql)` of each query in runbook-schedule.sql, checking its format.
+fn runbook_queries() -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/runbook-schedule.sql"
+    ))
+    .unwrap();
+    text.split("-- name: ")
+        .filter(|chunk| !chunk.trim().is_empty())
+        .map(|chunk| {
+            let mut lines = chunk.lines();
+            let name = lines.next().unwrap().trim().to_string();
+            let usage = lines.next().unwrap();
+            assert!(usage.starts_with("-- ") && usage.len() > 10, "{name}: no usage line");
+            let sql = lines.collect::<Vec<_>>().join("\n").trim().to_string();
+            assert!(sql.ends_with(';'), "{name}: must end with ;");
+            (name, usage[3..].to_string(), sql)
+        })
+        .collect()
+}
+
+#[test]
+fn runbook_queries_run_and_show_the_scenario() {
+    let (engine, clock) = mem_engine();
+    engine.schedules().ensure_default().unwrap();
+    engine
+        .schedules()
+        .create(&daily("busy", "daily 19:30", "Asia/Shanghai"))
+        .unwrap();
+    engine
+        .schedules()
+        .create(&NewSchedule::new("never", "ingest", "universe", "daily 08:00 mon-fri", "America/New_York"))
+        .unwrap();
+    engine.schedules().disable("never").unwrap();
+    let fire = |s: &Schedule, _slot: Timestamp| match s.name.as_str() {
+        "busy" => FireOutcome::TurnedAway {
+            run_ids: vec![100],
+            code: "RUN_ALREADY_ACTIVE".into(),
+        },
+        _ => FireOutcome::Fired {
+            run_ids: vec![1, 2],
+        },
+    };
+    tick_at(&engine, &clock, t0().add(days(1)), &fire);
+    tick_at(&engine, &clock, t0().add(days(4)).add(hours(2)), &fire);
+    let queries = runbook_queries();
+    let names: Vec<&str> = queries.iter().map(|q| q.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "schedule_upcoming",
+            "schedule_missed_slots",
+            "schedule_in_flight_slots",
+            "schedule_last_fire",
+            "schedule_slot_counts"
+        ]
+    );
+    let mut out = String::new();
+    for (name, _, sql) in &queries {
+        out.push_str(&format!("-- {name}\n"));
+        engine
+            .with_connection(|c| {
+                let mut stmt = c.prepare(sql)?;
+                let n = stmt.column_count();
+                let cols: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+                out.push_str(&cols.join(" | "));
+                out.push('\n');
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let vals: Vec<String> = (0..n)
+                        .map(|i| match row.get_ref(i).unwrap() {
+                            rusqlite::types::ValueRef::Null => "NULL".to_string(),
+                            rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                            rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into(),
+                            other => format!("{other:?}"),
+                        })
+                        .collect();
+                    out.push_str(&vals.join(" | "));
+                    out.push('\n');
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    crate::snap_text!("runbook_schedule", out);
+}
