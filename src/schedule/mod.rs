@@ -394,8 +394,8 @@ impl Schedules<'_> {
         let new_zone = edit.zone.as_deref().map(Zone::new).transpose()?;
         let now = self.engine.now();
         self.engine.write(|tx| {
-            let cur =
-                store::schedule_by_name(tx, name)?.ok_or_else(|| Error::not_found("schedule", name))?;
+            let cur = store::schedule_by_name(tx, name)?
+                .ok_or_else(|| Error::not_found("schedule", name))?;
             let rule = new_rule.unwrap_or(cur.rule);
             let zone = new_zone.clone().unwrap_or_else(|| cur.zone.clone());
             let timing_changed = rule != cur.rule || zone != cur.zone;
@@ -436,8 +436,8 @@ impl Schedules<'_> {
     fn set_enabled(&self, name: &str, enabled: bool) -> Result<Schedule> {
         let now = self.engine.now();
         self.engine.write(|tx| {
-            let cur =
-                store::schedule_by_name(tx, name)?.ok_or_else(|| Error::not_found("schedule", name))?;
+            let cur = store::schedule_by_name(tx, name)?
+                .ok_or_else(|| Error::not_found("schedule", name))?;
             if cur.enabled == enabled {
                 return Ok(cur);
             }
@@ -458,8 +458,8 @@ impl Schedules<'_> {
     /// [`Error::IllegalTransition`] while one of its slots is being fired.
     pub fn delete(&self, name: &str) -> Result<()> {
         self.engine.write(|tx| {
-            let cur =
-                store::schedule_by_name(tx, name)?.ok_or_else(|| Error::not_found("schedule", name))?;
+            let cur = store::schedule_by_name(tx, name)?
+                .ok_or_else(|| Error::not_found("schedule", name))?;
             store::delete_schedule(tx, cur.id)
         })
     }
@@ -483,7 +483,12 @@ impl Schedules<'_> {
     /// again, until `stop` is raised; the sleep wakes up at once when it is. "Now" always
     /// comes from the engine's clock. Transient errors (busy, full disk) are retried at
     /// the next poll; any other error ends the loop and is returned.
-    pub fn run(&self, fire: &dyn Fire, opts: &LoopOptions, stop: &StopSignal) -> Result<LoopSummary> {
+    pub fn run(
+        &self,
+        fire: &dyn Fire,
+        opts: &LoopOptions,
+        stop: &StopSignal,
+    ) -> Result<LoopSummary> {
         runner::run(self.engine, fire, opts, stop)
     }
 }

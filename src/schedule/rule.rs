@@ -304,7 +304,9 @@ impl FromStr for Rule {
             }
             _ => Err(Error::invalid(
                 "rule",
-                format!("{s:?} is not a rule like `daily 19:30`, `daily 19:30 mon-fri` or `every 15m`"),
+                format!(
+                    "{s:?} is not a rule like `daily 19:30`, `daily 19:30 mon-fri` or `every 15m`"
+                ),
             )),
         }
     }
@@ -350,7 +352,9 @@ impl Zone {
     /// UTC offset in seconds at the instant `unix_s`.
     fn offset_at(&self, unix_s: i64) -> Option<i64> {
         let at = OffsetDateTime::from_unix_timestamp(unix_s).ok()?;
-        Some(i64::from(self.tz.get_offset_utc(&at).to_utc().whole_seconds()))
+        Some(i64::from(
+            self.tz.get_offset_utc(&at).to_utc().whole_seconds(),
+        ))
     }
 
     /// The local date of the instant `unix_s`.
@@ -505,7 +509,8 @@ mod tests {
             for _ in 0..365 {
                 let next = next_due(&r, &sh, after).unwrap();
                 // Local h:m on `day` is 8 hours earlier in UTC.
-                let expected = Timestamp::from_unix_ms(utc(day, h, m).unix_ms() - 8 * HOUR).unwrap();
+                let expected =
+                    Timestamp::from_unix_ms(utc(day, h, m).unix_ms() - 8 * HOUR).unwrap();
                 assert_eq!(next, expected, "{r} on {day}");
                 after = next;
                 day = day.next_day().unwrap();
@@ -519,11 +524,16 @@ mod tests {
         let sh = zone("Asia/Shanghai");
         let after = ts("2026-06-14T16:00:00.000Z"); // 2026-06-15 00:00 local
         for minute_of_day in 0..1440u32 {
-            let at = TimeOfDay::new((minute_of_day / 60) as u8, (minute_of_day % 60) as u8).unwrap();
+            let at =
+                TimeOfDay::new((minute_of_day / 60) as u8, (minute_of_day % 60) as u8).unwrap();
             let next = next_due(&Rule::daily(at, Weekdays::ALL), &sh, after).unwrap();
             let expected = after.unix_ms() + i64::from(minute_of_day) * MIN;
             // Midnight itself is `after`, so it moves to the next day.
-            let expected = if minute_of_day == 0 { expected + 24 * HOUR } else { expected };
+            let expected = if minute_of_day == 0 {
+                expected + 24 * HOUR
+            } else {
+                expected
+            };
             assert_eq!(next.unix_ms(), expected, "{at}");
         }
     }
@@ -536,11 +546,23 @@ mod tests {
         for m in 0..60 {
             let r = Rule::daily(TimeOfDay::new(2, m).unwrap(), Weekdays::ALL);
             let day_before = next_due(&r, &ny, ts("2026-03-07T05:00:00.000Z")).unwrap();
-            assert_eq!(day_before, utc(date(2026, 3, 7), 7, m), "02:{m:02} EST the day before");
+            assert_eq!(
+                day_before,
+                utc(date(2026, 3, 7), 7, m),
+                "02:{m:02} EST the day before"
+            );
             let slot = next_due(&r, &ny, before_day).unwrap();
-            assert_eq!(slot, ts("2026-03-08T07:00:00.000Z"), "02:{m:02} moves to 03:00 EDT");
+            assert_eq!(
+                slot,
+                ts("2026-03-08T07:00:00.000Z"),
+                "02:{m:02} moves to 03:00 EDT"
+            );
             let next = next_due(&r, &ny, slot).unwrap();
-            assert_eq!(next, utc(date(2026, 3, 9), 6, m), "02:{m:02} EDT the day after");
+            assert_eq!(
+                next,
+                utc(date(2026, 3, 9), 6, m),
+                "02:{m:02} EDT the day after"
+            );
         }
     }
 
@@ -552,10 +574,18 @@ mod tests {
         for m in 0..60 {
             let r = Rule::daily(TimeOfDay::new(1, m).unwrap(), Weekdays::ALL);
             let slot = next_due(&r, &ny, before_day).unwrap();
-            assert_eq!(slot, utc(date(2026, 11, 1), 5, m), "01:{m:02} EDT, the earlier one");
+            assert_eq!(
+                slot,
+                utc(date(2026, 11, 1), 5, m),
+                "01:{m:02} EDT, the earlier one"
+            );
             // Not again at 01:m EST (06:m Z), neither from the slot nor from between the two.
             let next = next_due(&r, &ny, slot).unwrap();
-            assert_eq!(next, utc(date(2026, 11, 2), 6, m), "01:{m:02} EST the next day");
+            assert_eq!(
+                next,
+                utc(date(2026, 11, 2), 6, m),
+                "01:{m:02} EST the next day"
+            );
             let between = Timestamp::from_unix_ms(slot.unix_ms() + 30 * MIN).unwrap();
             assert_eq!(next_due(&r, &ny, between).unwrap(), next);
         }
@@ -601,12 +631,18 @@ mod tests {
         let sh = zone("Asia/Shanghai");
         let r = rule("daily 19:30");
         let slot = ts("2026-11-22T11:30:00.000Z");
-        assert_eq!(next_due(&r, &sh, slot).unwrap(), ts("2026-11-23T11:30:00.000Z"));
+        assert_eq!(
+            next_due(&r, &sh, slot).unwrap(),
+            ts("2026-11-23T11:30:00.000Z")
+        );
         let just_before = Timestamp::from_unix_ms(slot.unix_ms() - 1).unwrap();
         assert_eq!(next_due(&r, &sh, just_before).unwrap(), slot);
         let e = rule("every 15m");
         let q = ts("2026-11-22T11:45:00.000Z");
-        assert_eq!(next_due(&e, &sh, q).unwrap(), ts("2026-11-22T12:00:00.000Z"));
+        assert_eq!(
+            next_due(&e, &sh, q).unwrap(),
+            ts("2026-11-22T12:00:00.000Z")
+        );
         let q_before = Timestamp::from_unix_ms(q.unix_ms() - 1).unwrap();
         assert_eq!(next_due(&e, &sh, q_before).unwrap(), q);
     }
@@ -640,10 +676,18 @@ mod tests {
         let ny = zone("America/New_York");
         let r = rule("daily 02:30 mon-fri");
         let first = next_due(&r, &ny, ts("2026-03-06T08:00:00.000Z")).unwrap();
-        assert_eq!(first, ts("2026-03-09T06:30:00.000Z"), "Friday's passed; next is Monday EDT");
+        assert_eq!(
+            first,
+            ts("2026-03-09T06:30:00.000Z"),
+            "Friday's passed; next is Monday EDT"
+        );
         let r = rule("daily 02:30 sun");
         let gap = next_due(&r, &ny, ts("2026-03-06T08:00:00.000Z")).unwrap();
-        assert_eq!(gap, ts("2026-03-08T07:00:00.000Z"), "Sunday's 02:30 is in the gap");
+        assert_eq!(
+            gap,
+            ts("2026-03-08T07:00:00.000Z"),
+            "Sunday's 02:30 is in the gap"
+        );
     }
 
     #[test]
@@ -658,7 +702,10 @@ mod tests {
                 got.push(after.to_string());
             }
             assert_eq!(got[0], "2026-11-01T04:15:00.000Z");
-            assert_eq!(got[11], "2026-11-01T07:00:00.000Z", "no DST effect on intervals");
+            assert_eq!(
+                got[11], "2026-11-01T07:00:00.000Z",
+                "no DST effect on intervals"
+            );
             let r = rule("every 7m");
             let n = next_due(&r, &z, ts("2026-11-01T04:07:00.000Z")).unwrap();
             assert_eq!(n.unix_ms() % (7 * MIN), 0);
@@ -737,10 +784,22 @@ mod tests {
 
     #[test]
     fn zones_must_be_iana_names() {
-        for ok in ["Asia/Shanghai", "America/New_York", "UTC", "Etc/UTC", "Europe/London"] {
+        for ok in [
+            "Asia/Shanghai",
+            "America/New_York",
+            "UTC",
+            "Etc/UTC",
+            "Europe/London",
+        ] {
             assert_eq!(zone(ok).name(), ok);
         }
-        for bad in ["", "Mars/Olympus", "asia/shanghai", "China Standard Time", "+08:00"] {
+        for bad in [
+            "",
+            "Mars/Olympus",
+            "asia/shanghai",
+            "China Standard Time",
+            "+08:00",
+        ] {
             match Zone::new(bad) {
                 Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "zone", "{bad:?}"),
                 other => panic!("{bad:?}: unexpected {other:?}"),
@@ -752,6 +811,9 @@ mod tests {
     fn the_end_of_time_is_none_not_a_panic() {
         let last = ts("9999-12-31T23:59:00.000Z");
         assert_eq!(next_due(&rule("every 15m"), &zone("UTC"), last), None);
-        assert_eq!(next_due(&rule("daily 19:30"), &zone("Asia/Shanghai"), last), None);
+        assert_eq!(
+            next_due(&rule("daily 19:30"), &zone("Asia/Shanghai"), last),
+            None
+        );
     }
 }

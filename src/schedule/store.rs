@@ -423,7 +423,9 @@ mod tests {
         let rows = stmt
             .query_map(params.as_slice(), |r| r.get::<_, String>(3))
             .unwrap();
-        rows.collect::<rusqlite::Result<Vec<_>>>().unwrap().join("; ")
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+            .join("; ")
     }
 
     #[test]
@@ -437,7 +439,10 @@ mod tests {
         ] {
             let p = plan(&conn, sql);
             assert!(p.contains(index), "{sql}\nplan: {p}");
-            assert!(!p.contains("SCAN due_runs") && !p.contains("SCAN schedules "), "{p}");
+            assert!(
+                !p.contains("SCAN due_runs") && !p.contains("SCAN schedules "),
+                "{p}"
+            );
         }
     }
 }

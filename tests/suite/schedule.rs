@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use runledger::schedule::{
-    state::TRANSITIONS, LoopOptions, StopSignal, DEFAULT_SCHEDULE_NAME,
-};
+use runledger::schedule::{state::TRANSITIONS, LoopOptions, StopSignal, DEFAULT_SCHEDULE_NAME};
 use runledger::{
     Engine, EngineOptions, Error, Fire, FireOutcome, ManualClock, Misfire, NewSchedule, Schedule,
     ScheduleEdit, SlotStatus, TickOptions, Timestamp,
@@ -136,7 +134,9 @@ fn a_week_of_daily_slots_fires_each_once_with_both_scopes_run_ids() {
     }
     assert_eq!(fire.calls().len(), 7);
     let h = history(&engine);
-    assert!(h.iter().all(|s| s.status == SlotStatus::Fired && s.run_ids.len() == 2));
+    assert!(h
+        .iter()
+        .all(|s| s.status == SlotStatus::Fired && s.run_ids.len() == 2));
     snap_json!("week_of_daily_slots", &history_lines(&engine));
     // ensure_default is idempotent.
     assert_eq!(engine.schedules().ensure_default().unwrap().id, s.id);
@@ -314,7 +314,10 @@ fn two_ticker_processes_fire_each_slot_once() {
             dir.path().join("runledger.db").display().to_string(),
         ),
         ("RUNLEDGER_LOG", log.display().to_string()),
-        ("RUNLEDGER_NOW", t0().add(Duration::from_secs(600)).to_string()),
+        (
+            "RUNLEDGER_NOW",
+            t0().add(Duration::from_secs(600)).to_string(),
+        ),
     ];
     let children: Vec<_> = (0..2)
         .map(|_| spawn_child("schedule::child_ticker", &envs))
@@ -445,8 +448,8 @@ fn a_schedule_edited_between_ticks_never_fires_an_old_rule_slot() {
         .unwrap();
     let fire = Recorder::default();
     tick_at(&engine, &clock, t0().add(days(1)), &fire); // 11-23 19:30 fired
-    // Edited at 11-24 08:00 Shanghai to 07:00: 07:00 today has passed, so the next is
-    // tomorrow 07:00; the old 19:30 slot of today is never materialized.
+                                                        // Edited at 11-24 08:00 Shanghai to 07:00: 07:00 today has passed, so the next is
+                                                        // tomorrow 07:00; the old 19:30 slot of today is never materialized.
     clock.set(ts("2026-11-24T00:00:00.000Z"));
     let s = engine
         .schedules()
@@ -512,13 +515,19 @@ fn a_clock_that_jumps_backwards_never_fires_a_slot_twice() {
         .unwrap();
     engine
         .schedules()
-        .create(&NewSchedule::new("i", "ingest", "targets", "every 15m", "UTC").misfire(Misfire::All))
+        .create(
+            &NewSchedule::new("i", "ingest", "targets", "every 15m", "UTC").misfire(Misfire::All),
+        )
         .unwrap();
     let fire = Recorder::default();
     let slot = t0().add(days(1));
     tick_at(&engine, &clock, slot, &fire);
     let fired_once = fire.calls().len();
-    assert_eq!(fired_once, 1 + 96, "one daily slot and a day of quarter hours");
+    assert_eq!(
+        fired_once,
+        1 + 96,
+        "one daily slot and a day of quarter hours"
+    );
     // Back by a day and a half, then forward again past the same slots in steps.
     let mut now = slot.sub(hours(36));
     while now <= slot {
@@ -558,7 +567,13 @@ fn fire_outcomes_are_recorded_turned_away_is_skipped_not_retried() {
     for name in ["fired", "turned-away", "failed", "panics", "empty"] {
         engine
             .schedules()
-            .create(&NewSchedule::new(name, "ingest", "both", "daily 19:30", "Asia/Shanghai"))
+            .create(&NewSchedule::new(
+                name,
+                "ingest",
+                "both",
+                "daily 19:30",
+                "Asia/Shanghai",
+            ))
             .unwrap();
     }
     let fire = |s: &Schedule, _slot: Timestamp| match s.name.as_str() {
@@ -672,7 +687,8 @@ fn stop_interrupts_a_long_sleep() {
                 poll: Duration::from_secs(3600),
             };
             let fire = Recorder::default();
-            tx.send(engine.schedules().run(&fire, &opts, &stop)).unwrap();
+            tx.send(engine.schedules().run(&fire, &opts, &stop))
+                .unwrap();
         });
     }
     // Let it reach its hour-long sleep (or not: stop works before the first tick too).
@@ -700,7 +716,10 @@ fn bad_input_is_a_typed_error_and_stores_nothing() {
         (daily("z", "daily 25:00", "Asia/Shanghai"), "rule.time"),
         (daily("z", "daily 19:61", "Asia/Shanghai"), "rule.time"),
         (daily("z", "daily 19:30 ", "Asia/Shanghai"), "rule.weekdays"),
-        (daily("z", "daily 19:30 ,", "Asia/Shanghai"), "rule.weekdays"),
+        (
+            daily("z", "daily 19:30 ,", "Asia/Shanghai"),
+            "rule.weekdays",
+        ),
         (daily("z", "every 0m", "UTC"), "rule.interval"),
         (daily("z", "every 0h", "UTC"), "rule.interval"),
         (daily("z", "hourly", "UTC"), "rule"),
@@ -711,7 +730,10 @@ fn bad_input_is_a_typed_error_and_stores_nothing() {
             NewSchedule::new("z", "Ingest", "both", "daily 19:30", "UTC"),
             "pipeline",
         ),
-        (NewSchedule::new("z", "ingest", "", "daily 19:30", "UTC"), "scope"),
+        (
+            NewSchedule::new("z", "ingest", "", "daily 19:30", "UTC"),
+            "scope",
+        ),
     ];
     let mut errors = vec![];
     for (new, field) in cases {
@@ -905,7 +927,10 @@ fn due_run_state_machine_agrees_with_sql() {
                 (Err(e), false) => assert_eq!(e.code(), "ILLEGAL_TRANSITION", "{from}->{to}: {e}"),
                 _ => panic!("{from}->{to}: rust says {allowed}, sql says {result:?}"),
             }
-            table.push(format!("{from} -> {to}: {}", if allowed { "allowed" } else { "refused" }));
+            table.push(format!(
+                "{from} -> {to}: {}",
+                if allowed { "allowed" } else { "refused" }
+            ));
         }
     }
     assert_eq!(
@@ -921,16 +946,24 @@ fn misfire_and_rule_text_are_stored_canonically() {
     let s = engine
         .schedules()
         .create(
-            &NewSchedule::new("c", "ingest", "both", "daily 19:30 fri-mon", "America/New_York")
-                .misfire(Misfire::Skip),
+            &NewSchedule::new(
+                "c",
+                "ingest",
+                "both",
+                "daily 19:30 fri-mon",
+                "America/New_York",
+            )
+            .misfire(Misfire::Skip),
         )
         .unwrap();
     assert_eq!(s.rule.to_string(), "daily 19:30 mon,fri-sun");
     let row: (String, String, String) = engine
         .with_connection(|c| {
-            Ok(c.query_row("select rule, zone, misfire from schedules", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?)
+            Ok(
+                c.query_row("select rule, zone, misfire from schedules", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?,
+            )
         })
         .unwrap();
     assert_eq!(
@@ -947,18 +980,19 @@ fn misfire_and_rule_text_are_stored_canonically() {
 
 /// `(name, when-to-use, sql)` of each query in runbook-schedule.sql, checking its format.
 fn runbook_queries() -> Vec<(String, String, String)> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/runbook-schedule.sql"
-    ))
-    .unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/runbook-schedule.sql"))
+            .unwrap();
     text.split("-- name: ")
         .filter(|chunk| !chunk.trim().is_empty())
         .map(|chunk| {
             let mut lines = chunk.lines();
             let name = lines.next().unwrap().trim().to_string();
             let usage = lines.next().unwrap();
-            assert!(usage.starts_with("-- ") && usage.len() > 10, "{name}: no usage line");
+            assert!(
+                usage.starts_with("-- ") && usage.len() > 10,
+                "{name}: no usage line"
+            );
             let sql = lines.collect::<Vec<_>>().join("\n").trim().to_string();
             assert!(sql.ends_with(';'), "{name}: must end with ;");
             (name, usage[3..].to_string(), sql)
@@ -976,7 +1010,13 @@ fn runbook_queries_run_and_show_the_scenario() {
         .unwrap();
     engine
         .schedules()
-        .create(&NewSchedule::new("never", "ingest", "universe", "daily 08:00 mon-fri", "America/New_York"))
+        .create(&NewSchedule::new(
+            "never",
+            "ingest",
+            "universe",
+            "daily 08:00 mon-fri",
+            "America/New_York",
+        ))
         .unwrap();
     engine.schedules().disable("never").unwrap();
     let fire = |s: &Schedule, _slot: Timestamp| match s.name.as_str() {
