@@ -288,6 +288,7 @@ fn entity_of(table: &str) -> &'static str {
         "jobs" => "job",
         "ingest_runs" => "run",
         "due_runs" => "due_run",
+        "schedules" => "schedule",
         _ => "row",
     }
 }

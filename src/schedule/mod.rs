@@ -25,8 +25,8 @@
 //! the change (slots that fell while it was disabled, and slots of the old rule, are never
 //! materialized); editing only its scope, pipeline or misfire policy keeps the cursor.
 //!
-//! [`Schedules::run`] is a loop that ticks, then sleeps until the next due instant (at most
-//! a poll interval), until its [`StopSignal`] is raised.
+//! [`Schedules::spawn`] runs a background loop that ticks, then sleeps until the next due
+//! instant (at most a poll interval), until its [`LoopHandle`] is stopped.
 
 pub mod rule;
 mod runner;
@@ -36,13 +36,15 @@ mod tick;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::looping::LoopHandle;
 
 pub use rule::{next_due, Rule, TimeOfDay, Weekdays, Zone};
-pub use runner::{LoopOptions, LoopSummary, StopSignal};
+pub use runner::LoopOptions;
 pub use state::SlotStatus;
 pub use tick::{SlotReport, TickOptions, TickReport};
 
@@ -479,16 +481,15 @@ impl Schedules<'_> {
         tick::tick(self.engine, opts, now, fire)
     }
 
-    /// Ticks, sleeps until the next due instant (at most [`LoopOptions::poll`]), and ticks
-    /// again, until `stop` is raised; the sleep wakes up at once when it is. "Now" always
-    /// comes from the engine's clock. Transient errors (busy, full disk) are retried at
-    /// the next poll; any other error ends the loop and is returned.
-    pub fn run(
+    /// Starts a background thread that ticks, sleeps until the next due instant (at most
+    /// [`LoopOptions::poll`]), and ticks again, until the returned handle is stopped; the
+    /// sleep wakes up at once on stop. "Now" always comes from the engine's clock. A failed
+    /// tick is retried at the next poll.
+    pub fn spawn(
         &self,
-        fire: &dyn Fire,
-        opts: &LoopOptions,
-        stop: &StopSignal,
-    ) -> Result<LoopSummary> {
-        runner::run(self.engine, fire, opts, stop)
+        fire: Arc<dyn Fire + Send + Sync>,
+        opts: LoopOptions,
+    ) -> Result<LoopHandle> {
+        runner::spawn(self.engine, fire, opts)
     }
 }

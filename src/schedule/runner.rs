@@ -1,22 +1,23 @@
 //! The tick loop: tick, sleep until the next due instant (at most a poll interval), repeat,
-//! until stopped.
+//! until the [`LoopHandle`] is stopped. Built on the crate's shared background-loop helper.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::state::SlotStatus;
-use super::tick::{tick, TickOptions};
+use super::tick::{tick, TickOptions, TickReport};
 use super::Fire;
+use crate::clock::Timestamp;
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::looping::{spawn_loop, LoopHandle};
 
-/// How the loop of [`Schedules::run`](super::Schedules::run) behaves.
+/// How the loop of [`Schedules::spawn`](super::Schedules::spawn) behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoopOptions {
     /// Options of every tick.
     pub tick: TickOptions,
     /// The longest sleep between two ticks, so that schedules created or edited by other
-    /// processes are noticed. Default 30 s.
+    /// processes are noticed, and the retry interval after a failed tick. Default 30 s.
     pub poll: Duration,
 }
 
@@ -29,84 +30,62 @@ impl Default for LoopOptions {
     }
 }
 
-/// What a loop did before it stopped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LoopSummary {
-    /// Ticks run (including ones that met a transient error).
-    pub ticks: u64,
-    /// Slots fired.
-    pub fired: u64,
-    /// Slots skipped.
-    pub skipped: u64,
-    /// Slots failed.
-    pub failed: u64,
-    /// Ticks that met a transient error (busy, full disk) and were retried.
-    pub transient_errors: u64,
-}
-
-/// Stops a running loop; clones share the signal. Raising it wakes the loop's sleep at once.
-#[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<(Mutex<bool>, Condvar)>);
-
-impl StopSignal {
-    /// A signal not yet raised.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Raises the signal: the loop finishes its current tick, if any, and returns.
-    pub fn stop(&self) {
-        let (lock, cvar) = &*self.0;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cvar.notify_all();
-    }
-
-    /// Whether the signal was raised.
-    pub fn is_stopped(&self) -> bool {
-        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sleeps up to `timeout`, waking early when the signal is raised; returns whether it
-    /// was raised.
-    pub fn wait(&self, timeout: Duration) -> bool {
-        let (lock, cvar) = &*self.0;
-        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, _) = cvar
-            .wait_timeout_while(guard, timeout, |stopped| !*stopped)
-            .unwrap_or_else(|p| p.into_inner());
-        *guard
+/// How long to sleep after a tick: until the next due slot, at most `poll`.
+pub(crate) fn wait_after(report: &Result<TickReport>, now: Timestamp, poll: Duration) -> Duration {
+    match report {
+        Ok(TickReport {
+            next_due: Some(next),
+            ..
+        }) => {
+            let ms = u64::try_from(next.millis_since(now)).unwrap_or(0);
+            Duration::from_millis(ms).min(poll)
+        }
+        _ => poll,
     }
 }
 
-pub(crate) fn run(
+pub(crate) fn spawn(
     engine: &Engine,
-    fire: &dyn Fire,
-    opts: &LoopOptions,
-    stop: &StopSignal,
-) -> Result<LoopSummary> {
-    let mut sum = LoopSummary::default();
-    while !stop.is_stopped() {
-        sum.ticks += 1;
-        let wait = match tick(engine, &opts.tick, engine.now(), fire) {
-            Ok(report) => {
-                sum.fired += report.count(SlotStatus::Fired) as u64;
-                sum.skipped += report.count(SlotStatus::Skipped) as u64;
-                sum.failed += report.count(SlotStatus::Failed) as u64;
-                match report.next_due {
-                    Some(next) => {
-                        let ms = next.millis_since(engine.now()).max(0);
-                        Duration::from_millis(ms as u64).min(opts.poll)
-                    }
-                    None => opts.poll,
-                }
-            }
-            Err(e) if e.is_transient() => {
-                sum.transient_errors += 1;
-                opts.poll
-            }
-            Err(e) => return Err(e),
-        };
-        stop.wait(wait);
+    fire: Arc<dyn Fire + Send + Sync>,
+    opts: LoopOptions,
+) -> Result<LoopHandle> {
+    let engine = engine.clone();
+    spawn_loop("runledger-scheduler", move || {
+        let report = tick(&engine, &opts.tick, engine.now(), &*fire);
+        // A failed tick (busy database, full disk...) is retried at the next poll; its
+        // slots stay pending or claimed and are picked up or swept then.
+        wait_after(&report, engine.now(), opts.poll)
+    })
+    .map_err(|e| Error::invalid("thread", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(next: Option<&str>) -> Result<TickReport> {
+        let now = Timestamp::parse("2026-11-22T11:30:00.000Z").unwrap();
+        Ok(TickReport {
+            now,
+            materialized: 0,
+            slots: vec![],
+            next_due: next.map(|t| Timestamp::parse(t).unwrap()),
+        })
     }
-    Ok(sum)
+
+    #[test]
+    fn the_loop_sleeps_until_the_next_slot_at_most_a_poll() {
+        let now = Timestamp::parse("2026-11-22T11:30:00.000Z").unwrap();
+        let poll = Duration::from_secs(30);
+        let w = |next| wait_after(&report(next), now, poll);
+        assert_eq!(w(Some("2026-11-22T11:30:05.000Z")), Duration::from_secs(5));
+        assert_eq!(w(Some("2026-11-22T12:30:00.000Z")), poll);
+        assert_eq!(
+            w(Some("2026-11-22T11:29:00.000Z")),
+            Duration::ZERO,
+            "overdue"
+        );
+        assert_eq!(w(None), poll);
+        assert_eq!(wait_after(&Err(Error::Busy), now, poll), poll);
+    }
 }

@@ -109,7 +109,7 @@ pub(crate) fn tick(
         materialized = 0;
 
         // 1. Claims whose ticker vanished: failed, never fired again.
-        let cutoff = now.sub(opts.claim_timeout);
+        let cutoff = now - opts.claim_timeout;
         for id in store::abandoned(tx, cutoff)? {
             let msg = format!("claimed before {cutoff} and never recorded");
             if store::fail_abandoned_slot(tx, id, cutoff, &msg, now)? {

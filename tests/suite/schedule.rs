@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use runledger::schedule::{state::TRANSITIONS, LoopOptions, StopSignal, DEFAULT_SCHEDULE_NAME};
+use runledger::schedule::{state::TRANSITIONS, LoopOptions, DEFAULT_SCHEDULE_NAME};
 use runledger::{
     Engine, EngineOptions, Error, Fire, FireOutcome, ManualClock, Misfire, NewSchedule, Schedule,
     ScheduleEdit, SlotStatus, TickOptions, Timestamp,
@@ -123,13 +123,13 @@ fn a_week_of_daily_slots_fires_each_once_with_both_scopes_run_ids() {
     let fire = Recorder::default();
     for day in 1..=7u64 {
         // A tick before the slot does nothing, one at the slot fires it, one after does not.
-        let slot = t0().add(days(day));
-        let before = tick_at(&engine, &clock, slot.sub(Duration::from_millis(1)), &fire);
+        let slot = t0() + days(day);
+        let before = tick_at(&engine, &clock, slot - Duration::from_millis(1), &fire);
         assert_eq!((before.materialized, before.slots.len()), (0, 0));
         let at = tick_at(&engine, &clock, slot, &fire);
         assert_eq!(at.count(SlotStatus::Fired), 1, "day {day}");
-        assert_eq!(at.next_due, Some(slot.add(days(1))));
-        let after = tick_at(&engine, &clock, slot.add(hours(1)), &fire);
+        assert_eq!(at.next_due, Some(slot + days(1)));
+        let after = tick_at(&engine, &clock, slot + hours(1), &fire);
         assert!(after.slots.is_empty());
     }
     assert_eq!(fire.calls().len(), 7);
@@ -154,7 +154,7 @@ fn downtime_across_three_slots_under_each_misfire_policy() {
     }
     let fire = Recorder::default();
     // Down from t0 until one hour after the third slot.
-    let report = tick_at(&engine, &clock, t0().add(days(3)).add(hours(1)), &fire);
+    let report = tick_at(&engine, &clock, t0() + days(3) + hours(1), &fire);
     assert_eq!(report.materialized, 9);
     let by = |name: &str, st: SlotStatus| {
         report
@@ -173,9 +173,9 @@ fn downtime_across_three_slots_under_each_misfire_policy() {
         .iter()
         .find(|s| s.schedule == "latest_only" && s.status == SlotStatus::Fired)
         .unwrap();
-    assert_eq!(latest.due_at, t0().add(days(3)));
+    assert_eq!(latest.due_at, t0() + days(3));
     // After the downtime, the skip policy fires an on-time slot again.
-    let next = tick_at(&engine, &clock, t0().add(days(4)), &fire);
+    let next = tick_at(&engine, &clock, t0() + days(4), &fire);
     assert_eq!(next.count(SlotStatus::Fired), 3);
     snap_json!("downtime_three_slots_each_policy", &history_lines(&engine));
 }
@@ -193,15 +193,15 @@ fn the_skip_policy_fires_a_slot_that_is_late_by_less_than_the_grace() {
         misfire_grace: Duration::from_secs(60),
         ..TickOptions::default()
     };
-    let slot = t0().add(days(1));
-    clock.set(slot.add(Duration::from_secs(60)));
+    let slot = t0() + days(1);
+    clock.set(slot + Duration::from_secs(60));
     let r = engine
         .schedules()
-        .tick_with(&opts, slot.add(Duration::from_secs(60)), &fire)
+        .tick_with(&opts, slot + Duration::from_secs(60), &fire)
         .unwrap();
     assert_eq!(r.count(SlotStatus::Fired), 1, "exactly at the grace: fired");
-    let slot2 = slot.add(days(1));
-    let late = slot2.add(Duration::from_secs(61));
+    let slot2 = slot + days(1);
+    let late = slot2 + Duration::from_secs(61);
     clock.set(late);
     let r = engine.schedules().tick_with(&opts, late, &fire).unwrap();
     assert_eq!(r.count(SlotStatus::Skipped), 1, "past the grace: skipped");
@@ -235,7 +235,7 @@ fn two_tickers_racing_in_threads_fire_each_slot_once() {
                 let mut fired = 0;
                 for minute in 1..=10u64 {
                     barrier.wait();
-                    let now = t0().add(Duration::from_secs(minute * 60));
+                    let now = t0() + Duration::from_secs(minute * 60);
                     let r = engine
                         .schedules()
                         .tick_with(&ticker(name), now, &*fire)
@@ -316,7 +316,7 @@ fn two_ticker_processes_fire_each_slot_once() {
         ("RUNLEDGER_LOG", log.display().to_string()),
         (
             "RUNLEDGER_NOW",
-            t0().add(Duration::from_secs(600)).to_string(),
+            (t0() + Duration::from_secs(600)).to_string(),
         ),
     ];
     let children: Vec<_> = (0..2)
@@ -372,7 +372,7 @@ fn new_york_dst_transitions_fire_once_per_day_by_the_documented_policy() {
         while now < ts(to) {
             let r = tick_at(&engine, &clock, now, &fire);
             assert!(r.slots.iter().all(|s| s.status == SlotStatus::Fired));
-            now = now.add(Duration::from_secs(600));
+            now = now + Duration::from_secs(600);
         }
     }
     let fired: Vec<(String, String)> = fire.calls();
@@ -421,20 +421,20 @@ fn a_disabled_schedule_materializes_nothing_and_resumes_from_now() {
         .unwrap();
     let fire = Recorder::default();
     for day in 1..=3 {
-        tick_at(&engine, &clock, t0().add(days(day)), &fire);
+        tick_at(&engine, &clock, t0() + days(day), &fire);
     }
     assert!(engine.schedules().slots("off").unwrap().is_empty());
     assert_eq!(engine.schedules().slots("on").unwrap().len(), 3);
     // Enabled at 12:00 Shanghai on the fourth day: the missed slots are not fired; the next
     // one is that evening.
-    clock.set(t0().add(days(3)).add(hours(17)));
+    clock.set(t0() + days(3) + hours(17));
     let s = engine.schedules().enable("off").unwrap();
-    assert_eq!(s.next_due_at, Some(t0().add(days(4))));
-    let r = tick_at(&engine, &clock, t0().add(days(4)), &fire);
+    assert_eq!(s.next_due_at, Some(t0() + days(4)));
+    let r = tick_at(&engine, &clock, t0() + days(4), &fire);
     assert_eq!(r.count(SlotStatus::Fired), 2);
     // Disabled again, then ticked through two slots: nothing for it.
     engine.schedules().disable("off").unwrap();
-    tick_at(&engine, &clock, t0().add(days(6)), &fire);
+    tick_at(&engine, &clock, t0() + days(6), &fire);
     assert_eq!(engine.schedules().slots("off").unwrap().len(), 1);
     snap_json!("disabled_schedule", &history_lines(&engine));
 }
@@ -447,9 +447,9 @@ fn a_schedule_edited_between_ticks_never_fires_an_old_rule_slot() {
         .create(&daily("e", "daily 19:30", "Asia/Shanghai").misfire(Misfire::All))
         .unwrap();
     let fire = Recorder::default();
-    tick_at(&engine, &clock, t0().add(days(1)), &fire); // 11-23 19:30 fired
-                                                        // Edited at 11-24 08:00 Shanghai to 07:00: 07:00 today has passed, so the next is
-                                                        // tomorrow 07:00; the old 19:30 slot of today is never materialized.
+    tick_at(&engine, &clock, t0() + days(1), &fire); // 11-23 19:30 fired
+                                                     // Edited at 11-24 08:00 Shanghai to 07:00: 07:00 today has passed, so the next is
+                                                     // tomorrow 07:00; the old 19:30 slot of today is never materialized.
     clock.set(ts("2026-11-24T00:00:00.000Z"));
     let s = engine
         .schedules()
@@ -520,7 +520,7 @@ fn a_clock_that_jumps_backwards_never_fires_a_slot_twice() {
         )
         .unwrap();
     let fire = Recorder::default();
-    let slot = t0().add(days(1));
+    let slot = t0() + days(1);
     tick_at(&engine, &clock, slot, &fire);
     let fired_once = fire.calls().len();
     assert_eq!(
@@ -529,11 +529,11 @@ fn a_clock_that_jumps_backwards_never_fires_a_slot_twice() {
         "one daily slot and a day of quarter hours"
     );
     // Back by a day and a half, then forward again past the same slots in steps.
-    let mut now = slot.sub(hours(36));
+    let mut now = slot - hours(36);
     while now <= slot {
         let r = tick_at(&engine, &clock, now, &fire);
         assert!(r.slots.is_empty(), "at {now}: {r:?}");
-        now = now.add(Duration::from_secs(7 * 60));
+        now = now + Duration::from_secs(7 * 60);
     }
     assert_eq!(fire.calls().len(), fired_once);
     // The database refuses it too: no slot at or before the high-water mark, and the mark
@@ -553,7 +553,7 @@ fn a_clock_that_jumps_backwards_never_fires_a_slot_twice() {
         .with_connection(|c| {
             c.execute(
                 "update schedules set last_due_at = ?2 where id = ?1",
-                rusqlite::params![id, slot.sub(days(1)).to_string()],
+                rusqlite::params![id, (slot - days(1)).to_string()],
             )
             .map_err(Error::from)
         })
@@ -592,10 +592,10 @@ fn fire_outcomes_are_recorded_turned_away_is_skipped_not_retried() {
         "panics" => panic!("orchestrator exploded"),
         _ => FireOutcome::Fired { run_ids: vec![] },
     };
-    let r = tick_at(&engine, &clock, t0().add(days(1)), &fire);
+    let r = tick_at(&engine, &clock, t0() + days(1), &fire);
     assert_eq!(r.slots.len(), 5);
     // A turned-away slot stays skipped: the next tick does not fire it again.
-    let again = tick_at(&engine, &clock, t0().add(days(1)).add(hours(1)), &fire);
+    let again = tick_at(&engine, &clock, t0() + days(1) + hours(1), &fire);
     assert!(again.slots.is_empty());
     snap_json!("fire_outcomes", &history(&engine));
 }
@@ -609,7 +609,7 @@ fn an_abandoned_claim_fails_after_the_timeout_and_is_not_fired_again() {
         .unwrap();
     // A ticker that claimed the slot and died before recording (simulated in raw SQL,
     // exactly as the tick's first transaction leaves it).
-    let slot = t0().add(days(1));
+    let slot = t0() + days(1);
     let id = engine.schedules().get("a").unwrap().id;
     engine
         .with_connection(|c| {
@@ -620,7 +620,7 @@ fn an_abandoned_claim_fails_after_the_timeout_and_is_not_fired_again() {
             )?;
             c.execute(
                 "update schedules set last_due_at = ?2, next_due_at = ?3 where id = ?1",
-                rusqlite::params![id, slot.to_string(), slot.add(days(1)).to_string()],
+                rusqlite::params![id, slot.to_string(), (slot + days(1)).to_string()],
             )?;
             c.execute(
                 "update due_runs set status = 'claimed', claimed_at = ?1, claimed_by = 'dead' ",
@@ -631,9 +631,9 @@ fn an_abandoned_claim_fails_after_the_timeout_and_is_not_fired_again() {
         })
         .unwrap();
     let fire = Recorder::default();
-    let r = tick_at(&engine, &clock, slot.add(hours(1)), &fire);
+    let r = tick_at(&engine, &clock, slot + hours(1), &fire);
     assert!(r.slots.is_empty(), "within the claim timeout: left alone");
-    let r = tick_at(&engine, &clock, slot.add(hours(7)), &fire);
+    let r = tick_at(&engine, &clock, slot + hours(7), &fire);
     assert_eq!(r.count(SlotStatus::Failed), 1);
     assert_eq!(r.slots[0].code.as_deref(), Some("ABANDONED"));
     assert!(fire.calls().is_empty());
@@ -647,19 +647,16 @@ fn the_loop_fires_due_slots_and_stops_cleanly() {
         .schedules()
         .create(&daily("l", "daily 19:30", "Asia/Shanghai"))
         .unwrap();
-    let stop = StopSignal::new();
     let fire = Arc::new(Recorder::default());
-    let handle = {
-        let (engine, stop, fire) = (engine.clone(), stop.clone(), fire.clone());
-        std::thread::spawn(move || {
-            let opts = LoopOptions {
-                tick: ticker("loop"),
-                poll: Duration::from_millis(5),
-            };
-            engine.schedules().run(&*fire, &opts, &stop)
-        })
+    let opts = LoopOptions {
+        tick: ticker("loop"),
+        poll: Duration::from_millis(5),
     };
-    clock.set(t0().add(days(1)));
+    let handle = engine.schedules().spawn(fire.clone(), opts).unwrap();
+    // Nothing is due yet: the loop ticks and fires nothing.
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(fire.calls().is_empty());
+    clock.set(t0() + days(1));
     // Wait (bounded) until the loop has fired the slot.
     let mut tries = 0;
     while fire.calls().is_empty() {
@@ -667,39 +664,37 @@ fn the_loop_fires_due_slots_and_stops_cleanly() {
         assert!(tries < 6000, "the loop never fired the due slot");
         std::thread::sleep(Duration::from_millis(5));
     }
-    stop.stop();
-    let summary = handle.join().unwrap().unwrap();
-    assert_eq!(summary.fired, 1);
-    assert!(summary.ticks >= 1);
+    handle.stop();
     assert_eq!(fire.calls().len(), 1);
+    let h = history(&engine);
+    assert_eq!(h.len(), 1);
+    assert_eq!(
+        (h[0].status, h[0].claimed_by.as_deref()),
+        (SlotStatus::Fired, Some("loop"))
+    );
 }
 
 #[test]
 fn stop_interrupts_a_long_sleep() {
     let (engine, _clock) = mem_engine();
-    let stop = StopSignal::new();
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let (engine, stop) = (engine.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let opts = LoopOptions {
-                tick: ticker("loop"),
-                poll: Duration::from_secs(3600),
-            };
-            let fire = Recorder::default();
-            tx.send(engine.schedules().run(&fire, &opts, &stop))
-                .unwrap();
-        });
-    }
-    // Let it reach its hour-long sleep (or not: stop works before the first tick too).
-    std::thread::sleep(Duration::from_millis(20));
-    stop.stop();
-    let summary = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the loop did not wake up from its sleep")
+    let opts = LoopOptions {
+        tick: ticker("loop"),
+        poll: Duration::from_secs(3600),
+    };
+    let handle = engine
+        .schedules()
+        .spawn(Arc::new(Recorder::default()), opts)
         .unwrap();
-    assert!(summary.ticks <= 1);
-    assert!(stop.is_stopped());
+    // Let it reach its hour-long sleep (stop works before the first tick too).
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!handle.is_finished());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        handle.stop();
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the loop did not wake up from its sleep");
 }
 
 #[test]
@@ -790,7 +785,7 @@ fn raw_sql_cannot_break_the_schedule_tables() {
         .create(&daily("r", "daily 19:30", "Asia/Shanghai"))
         .unwrap();
     let fire = Recorder::default();
-    tick_at(&engine, &clock, t0().add(days(1)), &fire);
+    tick_at(&engine, &clock, t0() + days(1), &fire);
     let before = dump(&engine);
     let attempts = [
         // schedules
@@ -851,7 +846,7 @@ fn deleting_a_schedule_removes_its_history() {
         .schedules()
         .create(&daily("d", "daily 19:30", "Asia/Shanghai"))
         .unwrap();
-    tick_at(&engine, &clock, t0().add(days(1)), &Recorder::default());
+    tick_at(&engine, &clock, t0() + days(1), &Recorder::default());
     engine.schedules().delete("d").unwrap();
     assert!(engine.schedules().list().unwrap().is_empty());
     assert!(history(&engine).is_empty());
@@ -1028,8 +1023,8 @@ fn runbook_queries_run_and_show_the_scenario() {
             run_ids: vec![1, 2],
         },
     };
-    tick_at(&engine, &clock, t0().add(days(1)), &fire);
-    tick_at(&engine, &clock, t0().add(days(4)).add(hours(2)), &fire);
+    tick_at(&engine, &clock, t0() + days(1), &fire);
+    tick_at(&engine, &clock, t0() + days(4) + hours(2), &fire);
     let queries = runbook_queries();
     let names: Vec<&str> = queries.iter().map(|q| q.0.as_str()).collect();
     assert_eq!(
