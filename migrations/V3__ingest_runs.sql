@@ -52,8 +52,10 @@ CREATE INDEX ingest_runs_started ON ingest_runs (started_at);
 CREATE INDEX ingest_runs_status_started ON ingest_runs (status, started_at);
 -- runbook health_summary: counted from the index alone.
 CREATE INDEX ingest_runs_scope_status ON ingest_runs (scope, status);
--- runbook pipeline_stage_durations, last_success_per_pipeline_scope and the API's listing.
+-- runbook last_success (skip-scan over pipeline, scope; then the newest success).
 CREATE INDEX ingest_runs_pipeline ON ingest_runs (pipeline, scope, status, started_at);
+-- runbook pipeline_stage_durations: one pipeline, newest first.
+CREATE INDEX ingest_runs_pipeline_started ON ingest_runs (pipeline, started_at);
 -- runbook abandoned_runs: failures by code, newest first.
 CREATE INDEX ingest_runs_error_code ON ingest_runs (error_code, started_at) WHERE error_code IS NOT NULL;
 

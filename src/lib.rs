@@ -30,6 +30,8 @@ pub mod error;
 pub mod events;
 pub mod job;
 mod looping;
+pub mod run;
+pub mod runbook;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{DbOptions, Durability};
@@ -40,6 +42,7 @@ pub use job::supervisor::{RecoveryPolicy, Supervisor, SupervisorOptions};
 pub use job::worker::{JobContext, JobFailure, StopReason, Worker, WorkerOptions, WorkerReport};
 pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};
 pub use looping::LoopHandle;
+pub use run::{Pipeline, RunStatus, Runs, Scope, ScopeSelector, TriggerKind};
 
 /// The README's code blocks, compiled and run as doctests.
 #[doc = include_str!("../README.md")]
