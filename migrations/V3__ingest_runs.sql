@@ -65,8 +65,8 @@ CREATE TRIGGER ingest_runs_insert_started
 BEFORE INSERT ON ingest_runs
 WHEN NOT (NEW.status = 'started'
           OR (NEW.status = 'failed'
-              AND json_valid(NEW.meta_json)
-              AND json_type(NEW.meta_json, '$.blockedStage') = 'text'))
+              AND (CASE WHEN json_valid(NEW.meta_json)
+                        THEN json_type(NEW.meta_json, '$.blockedStage') END) IS 'text'))
 BEGIN
     SELECT RAISE(ABORT, 'ILLEGAL_TRANSITION: ingest_runs: a run starts as started (or failed when blocked)');
 END;
@@ -125,7 +125,7 @@ CREATE TABLE ingest_modules (
     enabled    INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
     updated_at TEXT    NOT NULL
                CHECK (updated_at GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9].[0-9][0-9][0-9]Z')
-) WITHOUT ROWID;
+);
 
 -- Probe results (connectivity tests), one row per probe; the newest per module counts.
 CREATE TABLE ingest_probes (
@@ -147,7 +147,7 @@ CREATE TABLE raw_payloads (
             CHECK (length(sha256) = 64 AND sha256 NOT GLOB '*[^0-9a-f]*'),
     size    INTEGER NOT NULL CHECK (size >= 0),
     payload BLOB    NOT NULL CHECK (typeof(payload) = 'blob' AND length(payload) = size)
-) WITHOUT ROWID;
+);
 
 -- What a run downloaded: one row per download, pointing at its (shared) payload.
 -- The run reference is checked at commit, so retention can delete a run and its records

@@ -4,3 +4,6 @@ mod common;
 mod engine;
 mod jobs;
 mod supervision;
+mod runs;
+mod runs_probe;
+mod runbook;
