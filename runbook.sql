@@ -23,6 +23,13 @@ from ingest_runs where status = 'failed' order by started_at desc limit 50;
 select scope, status, count(*) as cnt
 from ingest_runs group by scope, status order by scope, status;
 
+-- name: health_summary_recent
+-- Health over the 7 days before the newest run (edit the window): stays fast however long the history is, where health_summary counts every row.
+select scope, status, count(*) as cnt
+from ingest_runs indexed by ingest_runs_started
+where started_at >= (select strftime('%Y-%m-%dT%H:%M:%fZ', max(started_at), '-7 days') from ingest_runs)
+group by scope, status order by scope, status;
+
 -- name: active_runs
 -- Which runs hold their lock right now, for how long, in which stage; a negative lease_left_s means the holder died and the next sweep or trigger finalizes it as ABANDONED.
 select id, pipeline, scope, lock_key, trigger, started_at, lease_expires_at,
@@ -63,15 +70,18 @@ group by r.pipeline, stage, error_code
 order by failures desc, r.pipeline, stage, error_code;
 
 -- name: last_success
--- Is any pool silently stale? The newest successful run of each pipeline and scope (run_id null: never succeeded); keys found by index skip-scan.
-with recursive keys(pipeline, scope) as (
-  select pipeline, scope from (select pipeline, scope from ingest_runs order by pipeline, scope limit 1)
+-- Is any pool silently stale? The newest successful run of each pipeline and scope that has runs (run_id null: never succeeded).
+with recursive pipelines(name) as (
+  select min(pipeline) from ingest_runs
   union all
-  select (select r.pipeline from ingest_runs r where (r.pipeline, r.scope) > (k.pipeline, k.scope)
-          order by r.pipeline, r.scope limit 1),
-         (select r.scope from ingest_runs r where (r.pipeline, r.scope) > (k.pipeline, k.scope)
-          order by r.pipeline, r.scope limit 1)
-  from keys k where k.pipeline is not null
+  select (select min(r.pipeline) from ingest_runs r where r.pipeline > p.name)
+  from pipelines p where p.name is not null
+),
+keys(pipeline, scope) as (
+  select p.name, s.column1
+  from pipelines p, (values ('targets'), ('universe')) s
+  where p.name is not null
+    and exists (select 1 from ingest_runs r where r.pipeline = p.name and r.scope = s.column1)
 )
 select k.pipeline, k.scope, s.id as run_id, s.trigger, s.started_at, s.finished_at, s.duration_ms
 from keys k
@@ -79,7 +89,6 @@ left join ingest_runs s on s.id = (
   select r.id from ingest_runs r
   where r.pipeline = k.pipeline and r.scope = k.scope and r.status = 'success'
   order by r.started_at desc limit 1)
-where k.pipeline is not null
 order by k.pipeline, k.scope;
 
 -- name: stale_probes

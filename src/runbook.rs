@@ -42,12 +42,20 @@ pub fn parse(text: &str) -> Result<Vec<Query>> {
         if let Some(name) = line.strip_prefix("-- name:") {
             let name = name.trim();
             let valid = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !valid {
-                return Err(Error::invalid("runbook", format!("bad query name {name:?}")));
+                return Err(Error::invalid(
+                    "runbook",
+                    format!("bad query name {name:?}"),
+                ));
             }
             if out.iter().any(|q| q.name == name) {
-                return Err(Error::invalid("runbook", format!("query {name} is defined twice")));
+                return Err(Error::invalid(
+                    "runbook",
+                    format!("query {name} is defined twice"),
+                ));
             }
             out.push(Query {
                 name: name.to_string(),
@@ -134,8 +142,13 @@ mod tests {
     #[test]
     fn the_embedded_runbook_parses_with_the_design_queries_first() {
         let names: Vec<&str> = queries().iter().map(|q| q.name.as_str()).collect();
-        assert_eq!(&names[..3], ["latest_runs", "blocked_failures", "health_summary"]);
-        assert!(queries().iter().all(|q| !q.comment.is_empty() && q.sql.ends_with(';')));
+        assert_eq!(
+            &names[..3],
+            ["latest_runs", "blocked_failures", "health_summary"]
+        );
+        assert!(queries()
+            .iter()
+            .all(|q| !q.comment.is_empty() && q.sql.ends_with(';')));
     }
 
     #[test]

@@ -60,7 +60,6 @@ pub(crate) mod store;
 pub mod timeline;
 
 pub use orchestrator::{RunOutcome, Runs, TriggerOptions};
-pub use store::{Run, RunFilter};
 pub use pipeline::{
     Gate, Pipeline, PipelineBuilder, RetryPolicy, Sleeper, StageContext, StageError, StageFn,
     StageOutput,
@@ -71,4 +70,5 @@ pub use probe::{
 };
 pub use raw::{PruneReport, RawInput, RawRecord};
 pub use state::{RunStatus, Scope, ScopeSelector, TriggerKind};
+pub use store::{Run, RunFilter};
 pub use timeline::{StageKind, StageStatus, TimelineEntry, TIMELINE_VERSION};

@@ -165,7 +165,11 @@ impl<'a> Runs<'a> {
             .gates
             .iter()
             .map(|(g, f)| (g.as_str(), StageKind::Gate, f))
-            .chain(p.runners.iter().map(|(n, f)| (n.as_str(), StageKind::Runner, f)));
+            .chain(
+                p.runners
+                    .iter()
+                    .map(|(n, f)| (n.as_str(), StageKind::Runner, f)),
+            );
         for (name, kind, f) in stages {
             let base = StageContext {
                 engine: self.engine,
@@ -183,7 +187,11 @@ impl<'a> Runs<'a> {
                 StageEnd::LeaseLost => return Ok(()),
                 StageEnd::Failed(err) => {
                     let mut meta = json!({"errorCode": err.code});
-                    let key = if kind == StageKind::Gate { "blockedStage" } else { "failedStage" };
+                    let key = if kind == StageKind::Gate {
+                        "blockedStage"
+                    } else {
+                        "failedStage"
+                    };
                     meta[key] = json!(name);
                     let end = Finish {
                         status: RunStatus::Failed,
@@ -191,7 +199,8 @@ impl<'a> Runs<'a> {
                         meta,
                     };
                     let now = self.engine.now();
-                    self.engine.write(|tx| store::finish(tx, run_id, &end, now))?;
+                    self.engine
+                        .write(|tx| store::finish(tx, run_id, &end, now))?;
                     return Ok(());
                 }
             }
@@ -202,7 +211,8 @@ impl<'a> Runs<'a> {
             meta: json!({}),
         };
         let now = self.engine.now();
-        self.engine.write(|tx| store::finish(tx, run_id, &end, now))?;
+        self.engine
+            .write(|tx| store::finish(tx, run_id, &end, now))?;
         Ok(())
     }
 
@@ -222,7 +232,8 @@ impl<'a> Runs<'a> {
             let open = TimelineEntry::started(base.stage, kind, attempt, now);
             let lease = now.add(p.lease);
             let held = self.engine.write(|tx| {
-                Ok(store::renew_lease(tx, run_id, lease)? && store::append_entry(tx, run_id, &open)?)
+                Ok(store::renew_lease(tx, run_id, lease)?
+                    && store::append_entry(tx, run_id, &open)?)
             })?;
             if !held {
                 return Ok(StageEnd::LeaseLost);
@@ -247,12 +258,19 @@ impl<'a> Runs<'a> {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "non-text panic payload".into());
-                Err(StageError::fatal("STAGE_PANIC", format!("stage panicked: {msg}")))
+                Err(StageError::fatal(
+                    "STAGE_PANIC",
+                    format!("stage panicked: {msg}"),
+                ))
             });
             let now = self.engine.now();
             let closed = match &result {
                 Ok(out) => {
-                    let status = if out.skipped { StageStatus::Skipped } else { StageStatus::Success };
+                    let status = if out.skipped {
+                        StageStatus::Skipped
+                    } else {
+                        StageStatus::Success
+                    };
                     open.close(status, now).with_detail(out.detail.clone())
                 }
                 Err(e) => open
@@ -262,7 +280,8 @@ impl<'a> Runs<'a> {
             };
             let lease = now.add(p.lease);
             let held = self.engine.write(|tx| {
-                Ok(store::renew_lease(tx, run_id, lease)? && store::close_last_entry(tx, run_id, &closed)?)
+                Ok(store::renew_lease(tx, run_id, lease)?
+                    && store::close_last_entry(tx, run_id, &closed)?)
             })?;
             if !held {
                 return Ok(StageEnd::LeaseLost);
@@ -307,13 +326,15 @@ impl<'a> Runs<'a> {
     /// Adds or replaces a module in the catalog.
     pub fn upsert_module(&self, module: &Module) -> Result<()> {
         let now = self.engine.now();
-        self.engine.write(|tx| probe::upsert_module(tx, module, now))
+        self.engine
+            .write(|tx| probe::upsert_module(tx, module, now))
     }
 
     /// Enables or disables a module.
     pub fn set_module_enabled(&self, module: &str, enabled: bool) -> Result<()> {
         let now = self.engine.now();
-        self.engine.write(|tx| probe::set_enabled(tx, module, enabled, now))
+        self.engine
+            .write(|tx| probe::set_enabled(tx, module, enabled, now))
     }
 
     /// Removes a module and its probe history.

@@ -344,13 +344,26 @@ impl PipelineBuilder {
             ));
         }
         if self.scopes.is_empty() {
-            return Err(Error::invalid("scopes", "a pipeline serves at least one scope"));
+            return Err(Error::invalid(
+                "scopes",
+                "a pipeline serves at least one scope",
+            ));
         }
         if self.runners.is_empty() {
-            return Err(Error::invalid("stages", "a pipeline has at least one runner stage"));
+            return Err(Error::invalid(
+                "stages",
+                "a pipeline has at least one runner stage",
+            ));
         }
-        if let Some((name, _)) = self.runners.iter().find(|r| r.0.is_empty() || r.0.len() > 64) {
-            return Err(Error::invalid("stage", format!("stage name {name:?} must be 1..=64 characters")));
+        if let Some((name, _)) = self
+            .runners
+            .iter()
+            .find(|r| r.0.is_empty() || r.0.len() > 64)
+        {
+            return Err(Error::invalid(
+                "stage",
+                format!("stage name {name:?} must be 1..=64 characters"),
+            ));
         }
         if !(1..=RetryPolicy::MAX_ATTEMPTS).contains(&self.retry.max_attempts) {
             return Err(Error::invalid(

@@ -203,7 +203,8 @@ impl ReadinessSnapshot {
     }
 }
 
-const UPSERT_MODULE: &str = "INSERT INTO ingest_modules (module, domain, scopes, enabled, updated_at)
+const UPSERT_MODULE: &str =
+    "INSERT INTO ingest_modules (module, domain, scopes, enabled, updated_at)
     VALUES (:module, :domain, :scopes, :enabled, :now)
     ON CONFLICT (module) DO UPDATE SET domain = excluded.domain, scopes = excluded.scopes,
         enabled = excluded.enabled, updated_at = excluded.updated_at";
@@ -213,9 +214,11 @@ const SET_ENABLED: &str =
 
 const DELETE_MODULE: &str = "DELETE FROM ingest_modules WHERE module = :module";
 
-const LIST_MODULES: &str = "SELECT module, domain, scopes, enabled FROM ingest_modules ORDER BY module";
+const LIST_MODULES: &str =
+    "SELECT module, domain, scopes, enabled FROM ingest_modules ORDER BY module";
 
-const INSERT_PROBE: &str = "INSERT INTO ingest_probes (module, status, code, message, latency_ms, tested_at)
+const INSERT_PROBE: &str =
+    "INSERT INTO ingest_probes (module, status, code, message, latency_ms, tested_at)
     VALUES (:module, :status, :code, :message, :latency, :now)";
 
 const LAST_PROBE: &str = "SELECT id, module, status, code, message, latency_ms, tested_at
@@ -246,7 +249,12 @@ pub(crate) fn upsert_module(tx: &Connection, m: &Module, now: Timestamp) -> Resu
 }
 
 /// Enables or disables a module.
-pub(crate) fn set_enabled(tx: &Connection, module: &str, enabled: bool, now: Timestamp) -> Result<()> {
+pub(crate) fn set_enabled(
+    tx: &Connection,
+    module: &str,
+    enabled: bool,
+    now: Timestamp,
+) -> Result<()> {
     let n = tx
         .prepare_cached(SET_ENABLED)?
         .execute(named_params! {":module": module, ":enabled": enabled, ":now": now})?;
@@ -275,8 +283,9 @@ pub(crate) fn modules(conn: &Connection) -> Result<Vec<Module>> {
         .collect::<rusqlite::Result<_>>()?;
     rows.into_iter()
         .map(|(module, domain, scopes, enabled)| {
-            let scopes: Vec<Scope> = serde_json::from_str(&scopes)
-                .map_err(|e| Error::invalid(format!("ingest_modules/{module}/scopes"), e.to_string()))?;
+            let scopes: Vec<Scope> = serde_json::from_str(&scopes).map_err(|e| {
+                Error::invalid(format!("ingest_modules/{module}/scopes"), e.to_string())
+            })?;
             Ok(Module {
                 module,
                 domain,
@@ -297,7 +306,11 @@ pub(crate) fn record_probe(
 ) -> Result<i64> {
     let (status, code, message) = match outcome {
         Ok(()) => (ProbeStatus::Ok, None, None),
-        Err(e) => (ProbeStatus::Failed, Some(e.code.as_str()), Some(e.message.as_str())),
+        Err(e) => (
+            ProbeStatus::Failed,
+            Some(e.code.as_str()),
+            Some(e.message.as_str()),
+        ),
     };
     if let Some(code) = code {
         check_name("probe code", code)?;
@@ -405,7 +418,8 @@ pub(crate) fn preflight(
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe))
                 .unwrap_or_else(|_| Err(ProbeError::new("PROBE_PANIC", "probe panicked")));
             let end = engine.now();
-            engine.write(|tx| record_probe(tx, &m.module, &outcome, end.millis_since(start), end))?;
+            engine
+                .write(|tx| record_probe(tx, &m.module, &outcome, end.millis_since(start), end))?;
             probed.push(m.module.clone());
         }
     }

@@ -55,7 +55,8 @@ pub struct PruneReport {
 /// Largest payload accepted: 256 MiB.
 pub const MAX_PAYLOAD_BYTES: usize = 256 << 20;
 
-const INSERT_PAYLOAD: &str = "INSERT INTO raw_payloads (sha256, size, payload) VALUES (:sha, :size, :payload)
+const INSERT_PAYLOAD: &str =
+    "INSERT INTO raw_payloads (sha256, size, payload) VALUES (:sha, :size, :payload)
     ON CONFLICT (sha256) DO NOTHING";
 
 const INSERT_RECORD: &str = "INSERT INTO raw_records
@@ -64,7 +65,8 @@ const INSERT_RECORD: &str = "INSERT INTO raw_records
 
 const RUN_IS_STARTED: &str = "SELECT status = 'started' FROM ingest_runs WHERE id = :id";
 
-const RECORDS_OF_RUN: &str = "SELECT id, run_id, source, upstream_ref, content_type, size, sha256, created_at
+const RECORDS_OF_RUN: &str =
+    "SELECT id, run_id, source, upstream_ref, content_type, size, sha256, created_at
     FROM raw_records WHERE run_id = :run_id ORDER BY id";
 
 const PAYLOAD: &str = "SELECT payload FROM raw_payloads WHERE sha256 = :sha";
@@ -72,8 +74,7 @@ const PAYLOAD: &str = "SELECT payload FROM raw_payloads WHERE sha256 = :sha";
 // Retention, in this order inside one transaction (the triggers allow each step only
 // after the previous one): terminal runs, then records whose run is gone, then payloads
 // that no record references.
-const PRUNE_RUNS: &str =
-    "DELETE FROM ingest_runs
+const PRUNE_RUNS: &str = "DELETE FROM ingest_runs
     WHERE started_at < :cutoff AND status <> 'started' AND finished_at < :cutoff";
 const PRUNE_RECORDS: &str =
     "DELETE FROM raw_records WHERE NOT EXISTS (SELECT 1 FROM ingest_runs r WHERE r.id = raw_records.run_id)";
@@ -89,13 +90,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Stores `input` for started run `run_id`: the payload once per SHA-256, a record each time.
-pub(crate) fn store(tx: &Connection, run_id: i64, input: &RawInput<'_>, now: Timestamp) -> Result<RawRecord> {
-    for (field, value, max) in [("source", input.source, 64), ("content_type", input.content_type, 128)] {
+pub(crate) fn store(
+    tx: &Connection,
+    run_id: i64,
+    input: &RawInput<'_>,
+    now: Timestamp,
+) -> Result<RawRecord> {
+    for (field, value, max) in [
+        ("source", input.source, 64),
+        ("content_type", input.content_type, 128),
+    ] {
         if value.is_empty() || value.len() > max {
-            return Err(Error::invalid(field, format!("must be 1..={max} characters")));
+            return Err(Error::invalid(
+                field,
+                format!("must be 1..={max} characters"),
+            ));
         }
     }
-    if input.upstream_ref.is_some_and(|r| r.is_empty() || r.len() > 512) {
+    if input
+        .upstream_ref
+        .is_some_and(|r| r.is_empty() || r.len() > 512)
+    {
         return Err(Error::invalid("upstream_ref", "must be 1..=512 characters"));
     }
     if input.bytes.len() > MAX_PAYLOAD_BYTES {
@@ -112,7 +127,10 @@ pub(crate) fn store(tx: &Connection, run_id: i64, input: &RawInput<'_>, now: Tim
     match started {
         None => return Err(Error::not_found("run", run_id)),
         Some(false) => {
-            return Err(Error::invalid("run_id", format!("run {run_id} has ended; only a started run stores payloads")))
+            return Err(Error::invalid(
+                "run_id",
+                format!("run {run_id} has ended; only a started run stores payloads"),
+            ))
         }
         Some(true) => {}
     }

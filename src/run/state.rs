@@ -21,7 +21,11 @@ text_enum!(RunStatus, "status", [Started => "started", Success => "success", Fai
 
 /// Every allowed `(from, to)` transition, and why it exists.
 pub const TRANSITIONS: &[(RunStatus, RunStatus, &str)] = &[
-    (RunStatus::Started, RunStatus::Success, "every stage succeeded"),
+    (
+        RunStatus::Started,
+        RunStatus::Success,
+        "every stage succeeded",
+    ),
     (
         RunStatus::Started,
         RunStatus::Failed,
@@ -42,7 +46,9 @@ impl RunStatus {
 }
 
 /// An isolated pool of ingestion work; each has its own runs and its own lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// The instruments the host trades or watches.
@@ -113,7 +119,10 @@ mod tests {
         }
         for &s in RunStatus::ALL {
             if s.is_terminal() {
-                assert!(RunStatus::ALL.iter().all(|&t| !s.can_transition_to(t)), "{s}");
+                assert!(
+                    RunStatus::ALL.iter().all(|&t| !s.can_transition_to(t)),
+                    "{s}"
+                );
             }
         }
     }
@@ -123,7 +132,10 @@ mod tests {
         for &s in RunStatus::ALL {
             assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
         }
-        assert_eq!("both".parse::<ScopeSelector>().unwrap().scopes(), &[Scope::Targets, Scope::Universe]);
+        assert_eq!(
+            "both".parse::<ScopeSelector>().unwrap().scopes(),
+            &[Scope::Targets, Scope::Universe]
+        );
         assert_eq!("both".parse::<Scope>().unwrap_err().code(), "INVALID_INPUT");
     }
 }

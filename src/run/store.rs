@@ -113,13 +113,15 @@ const FINISH: &str = "UPDATE ingest_runs
 const EXPIRED: &str = "SELECT id FROM ingest_runs
     WHERE status = 'started' AND lease_expires_at <= :now ORDER BY lease_expires_at, id";
 
-const TIMELINE_OF: &str = "SELECT timeline, lease_expires_at FROM ingest_runs WHERE id = :id AND status = 'started'";
+const TIMELINE_OF: &str =
+    "SELECT timeline, lease_expires_at FROM ingest_runs WHERE id = :id AND status = 'started'";
 
 const GET: &str = "SELECT id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
      lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json \
      FROM ingest_runs WHERE id = :id";
 
-const LIST: &str = "SELECT id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
+const LIST: &str =
+    "SELECT id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
      lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json \
      FROM ingest_runs
      WHERE (:pipeline IS NULL OR pipeline = :pipeline)
@@ -264,7 +266,10 @@ pub(crate) fn finish(tx: &Connection, id: i64, end: &Finish<'_>, now: Timestamp)
         });
     }
     if (end.status == RunStatus::Failed) != end.error.is_some() {
-        return Err(Error::invalid("error", "a failed run has an error code, a successful one none"));
+        return Err(Error::invalid(
+            "error",
+            "a failed run has an error code, a successful one none",
+        ));
     }
     let n = tx.prepare_cached(FINISH)?.execute(named_params! {
         ":id": id,
@@ -289,7 +294,7 @@ pub(crate) fn abandon(tx: &Connection, id: i64, now: Timestamp) -> Result<bool> 
     };
     let lease = lease.map(|l| l.to_string()).unwrap_or_default();
     let message = format!("lease expired at {lease}: the holder stopped renewing it");
-    let mut meta = json!({"abandonedAt": now.to_string()});
+    let mut meta = json!({"abandonedAt": now.to_string(), "errorCode": "ABANDONED"});
     if let Some(last) = timeline::parse(&text)?.pop() {
         if last.status == StageStatus::Started {
             meta["openStage"] = json!(last.stage);

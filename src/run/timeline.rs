@@ -157,7 +157,8 @@ mod tests {
 
     #[test]
     fn a_clock_that_went_back_gives_zero_duration_not_negative() {
-        let e = TimelineEntry::started("poll", StageKind::Runner, 1, t(100)).close(StageStatus::Success, t(0));
+        let e = TimelineEntry::started("poll", StageKind::Runner, 1, t(100))
+            .close(StageStatus::Success, t(0));
         assert_eq!((e.finished_at, e.duration_ms), (Some(t(100)), Some(0)));
     }
 
@@ -166,6 +167,9 @@ mod tests {
         let e = parse(r#"[{"v":2,"stage":"x"}]"#).unwrap_err();
         assert_eq!(e.code(), "UNSUPPORTED_VERSION");
         assert_eq!(parse("{}").unwrap_err().code(), "INVALID_INPUT");
-        assert_eq!(parse(r#"[{"v":1,"stage":"x"}]"#).unwrap_err().code(), "INVALID_INPUT");
+        assert_eq!(
+            parse(r#"[{"v":1,"stage":"x"}]"#).unwrap_err().code(),
+            "INVALID_INPUT"
+        );
     }
 }

@@ -3,7 +3,7 @@
 mod common;
 mod engine;
 mod jobs;
-mod supervision;
+mod runbook;
 mod runs;
 mod runs_probe;
-mod runbook;
+mod supervision;

@@ -25,7 +25,10 @@ fn populate(engine: &Engine, clock: &ManualClock) {
     };
     let flex = Pipeline::builder("flex")
         .gate(Gate::Token, |ctx| match ctx.scope() {
-            Scope::Universe => Err(StageError::fatal("TOKEN_MISSING", "no Flex token configured")),
+            Scope::Universe => Err(StageError::fatal(
+                "TOKEN_MISSING",
+                "no Flex token configured",
+            )),
             Scope::Targets => Ok(StageOutput::done()),
         })
         .stage("request", tick(700))
@@ -35,14 +38,22 @@ fn populate(engine: &Engine, clock: &ManualClock) {
         .build()
         .unwrap();
     let prices = Pipeline::builder("prices")
-        .stage("fetch", |_| Err(StageError::fatal("HTTP_502", "bad gateway")))
+        .stage("fetch", |_| {
+            Err(StageError::fatal("HTTP_502", "bad gateway"))
+        })
         .build()
         .unwrap();
     for _ in 0..2 {
-        engine.runs().trigger(&flex, ScopeSelector::Both, TriggerKind::Schedule).unwrap();
+        engine
+            .runs()
+            .trigger(&flex, ScopeSelector::Both, TriggerKind::Schedule)
+            .unwrap();
         clock.advance(Duration::from_secs(86_400));
     }
-    engine.runs().trigger(&prices, ScopeSelector::Targets, TriggerKind::Manual).unwrap();
+    engine
+        .runs()
+        .trigger(&prices, ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap();
     // A crashed holder (abandoned by the next trigger) and a live holder with a turned-away trigger.
     engine
         .with_connection(|c| {
@@ -58,15 +69,36 @@ fn populate(engine: &Engine, clock: &ManualClock) {
             Ok(())
         })
         .unwrap();
-    engine.runs().trigger(&prices, ScopeSelector::Universe, TriggerKind::Schedule).unwrap();
-    engine.runs().trigger(&flex, ScopeSelector::Targets, TriggerKind::Manual).unwrap();
+    engine
+        .runs()
+        .trigger(&prices, ScopeSelector::Universe, TriggerKind::Schedule)
+        .unwrap();
+    engine
+        .runs()
+        .trigger(&flex, ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap();
     // Probes: one fresh-then-stale ok, one failed, one untested.
     let runs = engine.runs();
-    for (m, d, s) in [("ib_flex", "broker", vec![Scope::Targets, Scope::Universe]), ("quotes", "market_data", vec![Scope::Targets]), ("fundamentals", "research", vec![Scope::Universe])] {
-        runs.upsert_module(&Module { module: m.into(), domain: d.into(), scopes: s, enabled: true }).unwrap();
+    for (m, d, s) in [
+        ("ib_flex", "broker", vec![Scope::Targets, Scope::Universe]),
+        ("quotes", "market_data", vec![Scope::Targets]),
+        ("fundamentals", "research", vec![Scope::Universe]),
+    ] {
+        runs.upsert_module(&Module {
+            module: m.into(),
+            domain: d.into(),
+            scopes: s,
+            enabled: true,
+        })
+        .unwrap();
     }
     runs.record_probe("ib_flex", &Ok(()), 120).unwrap();
-    runs.record_probe("quotes", &Err(ProbeError::new("HTTP_503", "unavailable")), 30).unwrap();
+    runs.record_probe(
+        "quotes",
+        &Err(ProbeError::new("HTTP_503", "unavailable")),
+        30,
+    )
+    .unwrap();
     // A stuck job (the jobs table of V1).
     engine
         .with_connection(|c| {
@@ -100,15 +132,27 @@ fn every_runbook_query_runs_against_a_populated_database() {
     assert!(queries.len() >= 10);
     let mut all = serde_json::Map::new();
     for q in queries {
-        let r = engine.with_connection(|c| runbook::run(c, &q.name)).unwrap();
-        assert!(!r.rows.is_empty(), "{} returned no rows on the populated database", q.name);
-        all.insert(q.name.clone(), json!({"comment": q.comment, "result": redact(r)}));
+        let r = engine
+            .with_connection(|c| runbook::run(c, &q.name))
+            .unwrap();
+        assert!(
+            !r.rows.is_empty(),
+            "{} returned no rows on the populated database",
+            q.name
+        );
+        all.insert(
+            q.name.clone(),
+            json!({"comment": q.comment, "result": redact(r)}),
+        );
     }
     snap_json!("runbook_results", Value::Object(all));
 
     // The same text through the stock sqlite3 shell, when it is installed.
     let path = dir.path().join("runledger.db");
-    match std::process::Command::new("sqlite3").arg("-version").output() {
+    match std::process::Command::new("sqlite3")
+        .arg("-version")
+        .output()
+    {
         Err(_) => eprintln!("sqlite3 is not installed: skipping the shell half of this test"),
         Ok(v) => {
             let version = String::from_utf8_lossy(&v.stdout).to_string();
@@ -119,10 +163,22 @@ fn every_runbook_query_runs_against_a_populated_database() {
                     .arg(&q.sql)
                     .output()
                     .unwrap();
-                assert!(out.status.success(), "{} failed in sqlite3 {version}: {}", q.name, String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{} failed in sqlite3 {version}: {}",
+                    q.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-                let ours = engine.with_connection(|c| runbook::run(c, &q.name)).unwrap();
-                assert_eq!(rows.len(), ours.rows.len(), "{} row count in sqlite3 {version}", q.name);
+                let ours = engine
+                    .with_connection(|c| runbook::run(c, &q.name))
+                    .unwrap();
+                assert_eq!(
+                    rows.len(),
+                    ours.rows.len(),
+                    "{} row count in sqlite3 {version}",
+                    q.name
+                );
             }
         }
     }
@@ -131,6 +187,8 @@ fn every_runbook_query_runs_against_a_populated_database() {
 #[test]
 fn unknown_query_names_are_not_found() {
     let (engine, _clock) = mem_engine();
-    let e = engine.with_connection(|c| runbook::run(c, "drop_everything")).unwrap_err();
+    let e = engine
+        .with_connection(|c| runbook::run(c, "drop_everything"))
+        .unwrap_err();
     assert_eq!(e.code(), "NOT_FOUND");
 }

@@ -49,12 +49,21 @@ fn failing_stage(
 /// The reference pipeline of the snapshots: token + analysis_init gates, four runners.
 fn flex(clock: &ManualClock) -> runledger::run::PipelineBuilder {
     Pipeline::builder("flex")
-        .gate(Gate::Token, ok_stage(clock, 5, json!({"tokenConfigured": true})))
+        .gate(
+            Gate::Token,
+            ok_stage(clock, 5, json!({"tokenConfigured": true})),
+        )
         .gate(Gate::AnalysisInit, ok_stage(clock, 20, json!(null)))
-        .stage("request", ok_stage(clock, 800, json!({"referenceCode": "1234567890"})))
+        .stage(
+            "request",
+            ok_stage(clock, 800, json!({"referenceCode": "1234567890"})),
+        )
         .stage("poll", ok_stage(clock, 3_000, json!({"polls": 2})))
         .stage("download", ok_stage(clock, 1_200, json!({"bytes": 48_213})))
-        .stage("persist", ok_stage(clock, 150, json!({"trades": 12, "positions": 4})))
+        .stage(
+            "persist",
+            ok_stage(clock, 150, json!({"trades": 12, "positions": 4})),
+        )
 }
 
 fn one(engine: &Engine, p: &Pipeline, scope: Scope) -> runledger::Result<Run> {
@@ -106,7 +115,11 @@ fn run_state_machine_agrees_with_sql() {
             );
             if let Err(e) = sql_result {
                 assert_eq!(e.code(), "ILLEGAL_TRANSITION", "{from} -> {to}: {e}");
-                assert_eq!(dump(&engine), before, "{from} -> {to} left the row unchanged");
+                assert_eq!(
+                    dump(&engine),
+                    before,
+                    "{from} -> {to} left the row unchanged"
+                );
             }
         }
     }
@@ -119,17 +132,29 @@ fn run_state_machine_agrees_with_the_api() {
     let (engine, clock) = mem_engine();
     let ok = flex(&clock).build().unwrap();
     let bad = Pipeline::builder("bad")
-        .stage("x", failing_stage(&clock, 1, StageError::fatal("BOOM", "boom")))
+        .stage(
+            "x",
+            failing_stage(&clock, 1, StageError::fatal("BOOM", "boom")),
+        )
         .build()
         .unwrap();
     let s = one(&engine, &ok, Scope::Targets).unwrap();
     let f = one(&engine, &bad, Scope::Targets).unwrap();
-    let seen: Vec<(RunStatus, RunStatus)> = vec![(RunStatus::Started, s.status), (RunStatus::Started, f.status)];
+    let seen: Vec<(RunStatus, RunStatus)> = vec![
+        (RunStatus::Started, s.status),
+        (RunStatus::Started, f.status),
+    ];
     for &(from, to) in &seen {
         assert!(from.can_transition_to(to));
     }
-    let table: Vec<(RunStatus, RunStatus)> = runledger::run::state::TRANSITIONS.iter().map(|t| (t.0, t.1)).collect();
-    assert_eq!(seen, table, "the API reaches exactly the table's transitions");
+    let table: Vec<(RunStatus, RunStatus)> = runledger::run::state::TRANSITIONS
+        .iter()
+        .map(|t| (t.0, t.1))
+        .collect();
+    assert_eq!(
+        seen, table,
+        "the API reaches exactly the table's transitions"
+    );
     let before = dump(&engine);
     clock.advance(secs(3600));
     assert!(engine.runs().sweep().unwrap().is_empty());
@@ -163,7 +188,6 @@ fn sql_refuses_every_broken_run_row() {
         ("update ingest_runs set lease_expires_at = null where id = 1", "CONSTRAINT_VIOLATION"),
         ("update ingest_runs set lock_key = 'other' where id = 1", "IMMUTABLE"),
         ("update ingest_runs set started_at = '2026-11-22T11:00:00.000Z' where id = 1", "IMMUTABLE"),
-        ("update ingest_runs set timeline = json_array(json_object('v', 1)) where id = 1", "NONE"),
         ("update ingest_runs set scope = 'universe' where id = 1", "IMMUTABLE"),
         ("insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at) values ('p', 'both', 'manual', 'k2', '2026-11-22T11:30:00.000Z', '2026-11-22T11:35:00.000Z')", "CONSTRAINT_VIOLATION"),
         ("update ingest_runs set started_at = '2026-11-22 11:30:00' where id = 1", "IMMUTABLE"),
@@ -172,16 +196,21 @@ fn sql_refuses_every_broken_run_row() {
         ("insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at) values ('p', 'targets', 'cron', 'k2', '2026-11-22T11:30:00.000Z', '2026-11-22T11:35:00.000Z')", "CONSTRAINT_VIOLATION"),
     ];
     for &(sql, code) in cases {
-        if code == "NONE" {
-            continue; // a grown timeline is legal; covered by the shrink case below
-        }
         let e = exec(&engine, sql).expect_err(sql);
         assert_eq!(e.code(), code, "{sql}: {e}");
         assert_eq!(dump(&engine), before, "{sql} changed the database");
     }
     // The timeline only grows.
-    exec(&engine, "update ingest_runs set timeline = '[1,2]' where id = 1").unwrap();
-    let e = exec(&engine, "update ingest_runs set timeline = '[1]' where id = 1").unwrap_err();
+    exec(
+        &engine,
+        "update ingest_runs set timeline = '[1,2]' where id = 1",
+    )
+    .unwrap();
+    let e = exec(
+        &engine,
+        "update ingest_runs set timeline = '[1]' where id = 1",
+    )
+    .unwrap_err();
     assert_eq!(e.code(), "IMMUTABLE", "{e}");
 }
 
@@ -193,7 +222,10 @@ fn duration_check_is_exact_to_the_millisecond_over_long_spans() {
     let exact: i64 = 400 * 86_400_000 + 7 * 3_600_000 + 3 * 60_000 + 59_999;
     for wrong in [exact - 1, exact + 1] {
         let sql = format!("update ingest_runs set status = 'success', finished_at = '2027-12-27T18:33:59.999Z', duration_ms = {wrong} where id = 1");
-        assert_eq!(exec(&engine, &sql).unwrap_err().code(), "CONSTRAINT_VIOLATION");
+        assert_eq!(
+            exec(&engine, &sql).unwrap_err().code(),
+            "CONSTRAINT_VIOLATION"
+        );
     }
     let sql = format!("update ingest_runs set status = 'success', finished_at = '2027-12-27T18:33:59.999Z', duration_ms = {exact} where id = 1");
     exec(&engine, &sql).unwrap();
@@ -208,7 +240,10 @@ fn success_run_timeline() {
     let run = one(&engine, &p, Scope::Targets).unwrap();
     assert_eq!(run.status, RunStatus::Success);
     assert_eq!(run.duration_ms, Some(5 + 20 + 800 + 3_000 + 1_200 + 150));
-    assert!(run.timeline.iter().all(|e| e.status == StageStatus::Success));
+    assert!(run
+        .timeline
+        .iter()
+        .all(|e| e.status == StageStatus::Success));
     snap_json!("success_run", &run);
 }
 
@@ -218,8 +253,21 @@ fn gate_blocked_run_never_starts_its_runners() {
     let runner_calls = Arc::new(AtomicUsize::new(0));
     let calls = runner_calls.clone();
     let p = Pipeline::builder("flex")
-        .gate(Gate::Readiness, ok_stage(&clock, 10, json!({"calendar": "open"})))
-        .gate(Gate::Token, failing_stage(&clock, 2, StageError::fatal("TOKEN_MISSING", "no Flex token is configured for this account")))
+        .gate(
+            Gate::Readiness,
+            ok_stage(&clock, 10, json!({"calendar": "open"})),
+        )
+        .gate(
+            Gate::Token,
+            failing_stage(
+                &clock,
+                2,
+                StageError::fatal(
+                    "TOKEN_MISSING",
+                    "no Flex token is configured for this account",
+                ),
+            ),
+        )
         .gate(Gate::AnalysisInit, ok_stage(&clock, 1, json!(null)))
         .stage("request", move |_| {
             calls.fetch_add(1, Ordering::SeqCst);
@@ -243,7 +291,18 @@ fn gate_blocked_run_never_starts_its_runners() {
 fn runner_failure_is_recorded_with_its_stage() {
     let (engine, clock) = mem_engine();
     let p = flex(&clock)
-        .stage("verify", failing_stage(&clock, 40, StageError::fatal("SECTION_MISSING", "required section OpenPositions is absent").with_detail(json!({"missing": ["OpenPositions"]}))))
+        .stage(
+            "verify",
+            failing_stage(
+                &clock,
+                40,
+                StageError::fatal(
+                    "SECTION_MISSING",
+                    "required section OpenPositions is absent",
+                )
+                .with_detail(json!({"missing": ["OpenPositions"]})),
+            ),
+        )
         .stage("never", ok_stage(&clock, 1, json!(null)))
         .build()
         .unwrap();
@@ -269,7 +328,11 @@ fn a_panicking_stage_ends_the_run_failed_with_stage_panic() {
     let run = one(&engine, &p, Scope::Targets).unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error_code.as_deref(), Some("STAGE_PANIC"));
-    assert!(run.error_message.as_deref().unwrap().contains("index out of bounds"));
+    assert!(run
+        .error_message
+        .as_deref()
+        .unwrap()
+        .contains("index out of bounds"));
     // The lock is free again.
     let again = one(&engine, &flex(&clock).build().unwrap(), Scope::Targets).unwrap();
     assert_eq!(again.status, RunStatus::Success);
@@ -288,8 +351,14 @@ fn lock_rejection_is_itself_a_failed_run() {
         .stage("request", ok_stage(&clock, 800, json!(null)))
         .stage("poll", move |_| {
             c2.advance(ms(1_000));
-            let nested = Pipeline::builder("flex").stage("request", |_| Ok(StageOutput::done())).build().unwrap();
-            let out = e2.runs().trigger(&nested, ScopeSelector::Targets, TriggerKind::Schedule).unwrap();
+            let nested = Pipeline::builder("flex")
+                .stage("request", |_| Ok(StageOutput::done()))
+                .build()
+                .unwrap();
+            let out = e2
+                .runs()
+                .trigger(&nested, ScopeSelector::Targets, TriggerKind::Schedule)
+                .unwrap();
             *seen.lock().unwrap() = Some(out.into_iter().next().unwrap().result);
             Ok(StageOutput::done())
         })
@@ -299,7 +368,10 @@ fn lock_rejection_is_itself_a_failed_run() {
     assert_eq!(first.status, RunStatus::Success);
     let rejected = inner.lock().unwrap().take().unwrap();
     match rejected {
-        Err(Error::RunAlreadyActive { lock_key, active_run_id }) => {
+        Err(Error::RunAlreadyActive {
+            lock_key,
+            active_run_id,
+        }) => {
             assert_eq!(lock_key, "flex:targets");
             assert_eq!(active_run_id, Some(first.id));
         }
@@ -307,7 +379,10 @@ fn lock_rejection_is_itself_a_failed_run() {
     }
     let record = engine
         .runs()
-        .list(&RunFilter { status: Some(RunStatus::Failed), ..Default::default() })
+        .list(&RunFilter {
+            status: Some(RunStatus::Failed),
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(record.len(), 1);
     let record = &record[0];
@@ -325,13 +400,30 @@ fn an_expired_run_is_swept_as_abandoned_and_its_lock_freed() {
     let (engine, clock, dir) = file_engine();
     let child = spawn_child(
         "runs::child_crashes_mid_stage",
-        &[("RUNLEDGER_DB", dir.path().join("runledger.db").display().to_string())],
+        &[(
+            "RUNLEDGER_DB",
+            dir.path().join("runledger.db").display().to_string(),
+        )],
     );
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(42), "child: {}", String::from_utf8_lossy(&out.stderr));
-    let active = engine.runs().list(&RunFilter { status: Some(RunStatus::Started), ..Default::default() }).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "child: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let active = engine
+        .runs()
+        .list(&RunFilter {
+            status: Some(RunStatus::Started),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(active.len(), 1, "the crashed run still holds its lock");
-    assert!(engine.runs().sweep().unwrap().is_empty(), "its lease has not expired yet");
+    assert!(
+        engine.runs().sweep().unwrap().is_empty(),
+        "its lease has not expired yet"
+    );
     clock.set(active[0].lease_expires_at.unwrap());
     assert_eq!(engine.runs().sweep().unwrap(), vec![active[0].id]);
     let run = engine.runs().get(active[0].id).unwrap();
@@ -339,7 +431,10 @@ fn an_expired_run_is_swept_as_abandoned_and_its_lock_freed() {
     assert_eq!(run.error_code.as_deref(), Some("ABANDONED"));
     assert_eq!(run.meta["openStage"], "download");
     let last = run.timeline.last().unwrap();
-    assert_eq!((last.stage.as_str(), last.status), ("download", StageStatus::Failed));
+    assert_eq!(
+        (last.stage.as_str(), last.status),
+        ("download", StageStatus::Failed)
+    );
     snap_json!("abandoned_run", &run);
     let again = one(&engine, &flex(&clock).build().unwrap(), Scope::Targets).unwrap();
     assert_eq!(again.status, RunStatus::Success, "the lock is free");
@@ -361,11 +456,18 @@ fn child_crashes_mid_stage() {
     let p = Pipeline::builder("flex")
         .lease(secs(60))
         .gate(Gate::Token, ok_stage(&clock, 5, json!(null)))
-        .stage("request", ok_stage(&clock, 800, json!({"referenceCode": "1234567890"})))
-        .stage("download", |_| -> Result<StageOutput, StageError> { std::process::exit(42) })
+        .stage(
+            "request",
+            ok_stage(&clock, 800, json!({"referenceCode": "1234567890"})),
+        )
+        .stage("download", |_| -> Result<StageOutput, StageError> {
+            std::process::exit(42)
+        })
         .build()
         .unwrap();
-    let _ = engine.runs().trigger(&p, ScopeSelector::Targets, TriggerKind::Schedule);
+    let _ = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Targets, TriggerKind::Schedule);
     unreachable!("the stage exits the process");
 }
 
@@ -407,7 +509,11 @@ fn a_holder_that_outlived_its_lease_stops_once_swept() {
     let run = one(&engine, &p, Scope::Targets).unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error_code.as_deref(), Some("ABANDONED"));
-    assert_eq!(after.load(Ordering::SeqCst), 0, "a swept run runs no further stage");
+    assert_eq!(
+        after.load(Ordering::SeqCst),
+        0,
+        "a swept run runs no further stage"
+    );
     assert_eq!(run.timeline.len(), 1);
 }
 
@@ -441,7 +547,10 @@ fn contended_pipeline(engine_for_wait: Engine, expected_rejections: i64) -> Pipe
 fn assert_one_winner(engine: &Engine, total: usize) {
     let all = engine.runs().list(&RunFilter::default()).unwrap();
     assert_eq!(all.len(), total);
-    let winners: Vec<&Run> = all.iter().filter(|r| r.status == RunStatus::Success).collect();
+    let winners: Vec<&Run> = all
+        .iter()
+        .filter(|r| r.status == RunStatus::Success)
+        .collect();
     assert_eq!(winners.len(), 1, "{all:#?}");
     for r in all.iter().filter(|r| r.status != RunStatus::Success) {
         assert_eq!(r.error_code.as_deref(), Some("RUN_ALREADY_ACTIVE"));
@@ -461,17 +570,38 @@ fn eight_threads_trigger_at_once_and_exactly_one_wins() {
             let path = path.clone();
             std::thread::spawn(move || {
                 // Each thread has its own connection, as separate hosts would.
-                let engine = Engine::open_with(&path, EngineOptions::default().with_clock(ManualClock::new(t0()))).unwrap();
+                let engine = Engine::open_with(
+                    &path,
+                    EngineOptions::default().with_clock(ManualClock::new(t0())),
+                )
+                .unwrap();
                 let p = contended_pipeline(engine.clone(), 7);
                 barrier.wait();
-                let mut out = engine.runs().trigger(&p, ScopeSelector::Targets, TriggerKind::Manual).unwrap();
+                let mut out = engine
+                    .runs()
+                    .trigger(&p, ScopeSelector::Targets, TriggerKind::Manual)
+                    .unwrap();
                 out.remove(0).result.map(|r| r.status).map_err(|e| e.code())
             })
         })
         .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    assert_eq!(results.iter().filter(|r| **r == Ok(RunStatus::Success)).count(), 1, "{results:?}");
-    assert_eq!(results.iter().filter(|r| **r == Err("RUN_ALREADY_ACTIVE")).count(), 7, "{results:?}");
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| **r == Ok(RunStatus::Success))
+            .count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| **r == Err("RUN_ALREADY_ACTIVE"))
+            .count(),
+        7,
+        "{results:?}"
+    );
     assert_one_winner(&engine, 8);
 }
 
@@ -480,21 +610,44 @@ fn several_processes_trigger_at_once_and_exactly_one_wins() {
     let (engine, _clock, dir) = file_engine();
     let db = dir.path().join("runledger.db").display().to_string();
     let children: Vec<_> = (0..4)
-        .map(|_| spawn_child("runs::child_triggers_contended", &[("RUNLEDGER_DB", db.clone())]))
+        .map(|_| {
+            spawn_child(
+                "runs::child_triggers_contended",
+                &[("RUNLEDGER_DB", db.clone())],
+            )
+        })
         .collect();
     let outcomes: Vec<String> = children
         .into_iter()
         .map(|c| {
             let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             text.lines()
-                .find_map(|l| l.split_once("OUTCOME ").map(|(_, rest)| rest.trim().to_string()))
+                .find_map(|l| {
+                    l.split_once("OUTCOME ")
+                        .map(|(_, rest)| rest.trim().to_string())
+                })
                 .unwrap_or_else(|| format!("no outcome in {text:?}"))
         })
         .collect();
-    assert_eq!(outcomes.iter().filter(|o| *o == "success").count(), 1, "{outcomes:?}");
-    assert_eq!(outcomes.iter().filter(|o| *o == "RUN_ALREADY_ACTIVE").count(), 3, "{outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "success").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| *o == "RUN_ALREADY_ACTIVE")
+            .count(),
+        3,
+        "{outcomes:?}"
+    );
     assert_one_winner(&engine, 4);
 }
 
@@ -511,7 +664,10 @@ fn child_triggers_contended() {
     )
     .unwrap();
     let p = contended_pipeline(engine.clone(), 3);
-    let mut out = engine.runs().trigger(&p, ScopeSelector::Targets, TriggerKind::Schedule).unwrap();
+    let mut out = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Targets, TriggerKind::Schedule)
+        .unwrap();
     match out.remove(0).result {
         Ok(run) => println!("OUTCOME {}", run.status),
         Err(e) => println!("OUTCOME {}", e.code()),
@@ -522,14 +678,24 @@ fn child_triggers_contended() {
 fn accounts_have_their_own_locks() {
     let (engine, clock) = mem_engine();
     let p = flex(&clock).build().unwrap();
-    let opts = TriggerOptions { account_id: Some("U1234567".into()) };
-    let out = engine.runs().trigger_with(&p, ScopeSelector::Targets, TriggerKind::Manual, &opts).unwrap();
+    let opts = TriggerOptions {
+        account_id: Some("U1234567".into()),
+    };
+    let out = engine
+        .runs()
+        .trigger_with(&p, ScopeSelector::Targets, TriggerKind::Manual, &opts)
+        .unwrap();
     let run = out.into_iter().next().unwrap().result.unwrap();
     assert_eq!(run.lock_key, "flex:targets:U1234567");
     assert_eq!(run.account_id.as_deref(), Some("U1234567"));
-    let bad = TriggerOptions { account_id: Some(String::new()) };
+    let bad = TriggerOptions {
+        account_id: Some(String::new()),
+    };
     let before = dump(&engine);
-    let e = engine.runs().trigger_with(&p, ScopeSelector::Targets, TriggerKind::Manual, &bad).unwrap_err();
+    let e = engine
+        .runs()
+        .trigger_with(&p, ScopeSelector::Targets, TriggerKind::Manual, &bad)
+        .unwrap_err();
     assert_eq!(e.code(), "INVALID_INPUT");
     assert_eq!(dump(&engine), before);
 }
@@ -547,9 +713,21 @@ fn both_runs_targets_then_universe_and_one_failure_never_stops_the_other() {
         .stage("request", ok_stage(&clock, 10, json!(null)))
         .build()
         .unwrap();
-    let out = engine.runs().trigger(&p, ScopeSelector::Both, TriggerKind::Schedule).unwrap();
-    let got: Vec<(Scope, RunStatus)> = out.iter().map(|o| (o.scope, o.result.as_ref().unwrap().status)).collect();
-    assert_eq!(got, [(Scope::Targets, RunStatus::Failed), (Scope::Universe, RunStatus::Success)]);
+    let out = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Both, TriggerKind::Schedule)
+        .unwrap();
+    let got: Vec<(Scope, RunStatus)> = out
+        .iter()
+        .map(|o| (o.scope, o.result.as_ref().unwrap().status))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Scope::Targets, RunStatus::Failed),
+            (Scope::Universe, RunStatus::Success)
+        ]
+    );
 
     // A panic in targets does not stop universe either.
     let q = Pipeline::builder("flex")
@@ -561,8 +739,14 @@ fn both_runs_targets_then_universe_and_one_failure_never_stops_the_other() {
         })
         .build()
         .unwrap();
-    let out = engine.runs().trigger(&q, ScopeSelector::Both, TriggerKind::Schedule).unwrap();
-    let got: Vec<_> = out.iter().map(|o| o.result.as_ref().unwrap().error_code.clone()).collect();
+    let out = engine
+        .runs()
+        .trigger(&q, ScopeSelector::Both, TriggerKind::Schedule)
+        .unwrap();
+    let got: Vec<_> = out
+        .iter()
+        .map(|o| o.result.as_ref().unwrap().error_code.clone())
+        .collect();
     assert_eq!(got, [Some("STAGE_PANIC".to_string()), None]);
 }
 
@@ -571,9 +755,18 @@ fn a_held_targets_lock_does_not_block_universe() {
     let (engine, _clock) = mem_engine();
     exec(&engine, "insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at)
         values ('flex', 'targets', 'schedule', 'flex:targets', '2026-11-22T11:29:00.000Z', '2026-11-22T12:00:00.000Z')").unwrap();
-    let p = Pipeline::builder("flex").stage("request", |_| Ok(StageOutput::done())).build().unwrap();
-    let out = engine.runs().trigger(&p, ScopeSelector::Both, TriggerKind::Schedule).unwrap();
-    assert_eq!(out[0].result.as_ref().unwrap_err().code(), "RUN_ALREADY_ACTIVE");
+    let p = Pipeline::builder("flex")
+        .stage("request", |_| Ok(StageOutput::done()))
+        .build()
+        .unwrap();
+    let out = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Both, TriggerKind::Schedule)
+        .unwrap();
+    assert_eq!(
+        out[0].result.as_ref().unwrap_err().code(),
+        "RUN_ALREADY_ACTIVE"
+    );
     assert_eq!(out[1].result.as_ref().unwrap().status, RunStatus::Success);
 }
 
@@ -586,10 +779,16 @@ fn scopes_a_pipeline_does_not_serve_are_refused_before_any_write() {
         .build()
         .unwrap();
     let before = dump(&engine);
-    let e = engine.runs().trigger(&p, ScopeSelector::Universe, TriggerKind::Manual).unwrap_err();
+    let e = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Universe, TriggerKind::Manual)
+        .unwrap_err();
     assert_eq!(e.code(), "INVALID_INPUT");
     assert_eq!(dump(&engine), before);
-    let out = engine.runs().trigger(&p, ScopeSelector::Both, TriggerKind::Manual).unwrap();
+    let out = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Both, TriggerKind::Manual)
+        .unwrap();
     assert_eq!(out.len(), 1, "both = the served scopes");
     assert_eq!(out[0].scope, Scope::Targets);
 }
@@ -601,14 +800,36 @@ fn invalid_pipelines_are_refused_at_build() {
         Pipeline::builder("").stage("a", noop).build(),
         Pipeline::builder("has space").stage("a", noop).build(),
         Pipeline::builder("p").build(),
-        Pipeline::builder("p").stage("a", noop).stage("a", noop).build(),
+        Pipeline::builder("p")
+            .stage("a", noop)
+            .stage("a", noop)
+            .build(),
         Pipeline::builder("p").stage("token", noop).build(),
         Pipeline::builder("p").stage("lock", noop).build(),
-        Pipeline::builder("p").gate(Gate::Token, noop).gate(Gate::Token, noop).stage("a", noop).build(),
+        Pipeline::builder("p")
+            .gate(Gate::Token, noop)
+            .gate(Gate::Token, noop)
+            .stage("a", noop)
+            .build(),
         Pipeline::builder("p").scopes(&[]).stage("a", noop).build(),
-        Pipeline::builder("p").retry(RetryPolicy { max_attempts: 0, ..RetryPolicy::none() }).stage("a", noop).build(),
-        Pipeline::builder("p").retry(RetryPolicy { max_attempts: 11, ..RetryPolicy::none() }).stage("a", noop).build(),
-        Pipeline::builder("p").lease(ms(10)).stage("a", noop).build(),
+        Pipeline::builder("p")
+            .retry(RetryPolicy {
+                max_attempts: 0,
+                ..RetryPolicy::none()
+            })
+            .stage("a", noop)
+            .build(),
+        Pipeline::builder("p")
+            .retry(RetryPolicy {
+                max_attempts: 11,
+                ..RetryPolicy::none()
+            })
+            .stage("a", noop)
+            .build(),
+        Pipeline::builder("p")
+            .lease(ms(10))
+            .stage("a", noop)
+            .build(),
     ];
     for (i, c) in cases.into_iter().enumerate() {
         assert_eq!(c.unwrap_err().code(), "INVALID_INPUT", "case {i}");
@@ -627,7 +848,16 @@ fn gates_run_in_their_fixed_order_whatever_the_definition_order() {
         .gate(Gate::Readiness, noop)
         .build()
         .unwrap();
-    assert_eq!(p.stage_names(), ["preflight", "readiness", "token", "analysis_init", "request"]);
+    assert_eq!(
+        p.stage_names(),
+        [
+            "preflight",
+            "readiness",
+            "token",
+            "analysis_init",
+            "request"
+        ]
+    );
     let run = one(&engine, &p, Scope::Targets).unwrap();
     let order: Vec<&str> = run.timeline.iter().map(|e| e.stage.as_str()).collect();
     assert_eq!(order, p.stage_names());
@@ -637,15 +867,27 @@ fn gates_run_in_their_fixed_order_whatever_the_definition_order() {
 fn later_stages_see_earlier_outputs() {
     let (engine, clock) = mem_engine();
     let p = Pipeline::builder("p")
-        .stage("request", ok_stage(&clock, 1, json!({"referenceCode": "777"})))
+        .stage(
+            "request",
+            ok_stage(&clock, 1, json!({"referenceCode": "777"})),
+        )
         .stage("poll", |ctx| {
-            let code = ctx.output("request").and_then(|d| d["referenceCode"].as_str()).unwrap_or("none").to_string();
-            Ok(StageOutput::with_detail(json!({"polled": code, "attempt": ctx.attempt(), "run": ctx.run_id()})))
+            let code = ctx
+                .output("request")
+                .and_then(|d| d["referenceCode"].as_str())
+                .unwrap_or("none")
+                .to_string();
+            Ok(StageOutput::with_detail(
+                json!({"polled": code, "attempt": ctx.attempt(), "run": ctx.run_id()}),
+            ))
         })
         .build()
         .unwrap();
     let run = one(&engine, &p, Scope::Targets).unwrap();
-    assert_eq!(run.timeline[1].detail, Some(json!({"polled": "777", "attempt": 1, "run": run.id})));
+    assert_eq!(
+        run.timeline[1].detail,
+        Some(json!({"polled": "777", "attempt": 1, "run": run.id}))
+    );
 }
 
 // ---------------------------------------------------------------- retries
@@ -659,14 +901,21 @@ fn retryable_errors_are_retried_with_bounded_backoff_each_attempt_its_own_entry(
     let t2 = tries.clone();
     let c2 = clock.clone();
     let p = Pipeline::builder("flex")
-        .retry(RetryPolicy { max_attempts: 4, initial_backoff: secs(1), max_backoff: ms(1_500) })
+        .retry(RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: secs(1),
+            max_backoff: ms(1_500),
+        })
         .sleeper(move |d| s2.lock().unwrap().push(d))
         .stage("poll", move |ctx| {
             c2.advance(ms(100));
             let n = t2.fetch_add(1, Ordering::SeqCst) + 1;
             assert_eq!(ctx.attempt() as usize, n);
             if n < 3 {
-                Err(StageError::retryable("STATEMENT_NOT_READY", "statement generation in progress"))
+                Err(StageError::retryable(
+                    "STATEMENT_NOT_READY",
+                    "statement generation in progress",
+                ))
             } else {
                 Ok(StageOutput::done())
             }
@@ -675,23 +924,47 @@ fn retryable_errors_are_retried_with_bounded_backoff_each_attempt_its_own_entry(
         .unwrap();
     let run = one(&engine, &p, Scope::Targets).unwrap();
     assert_eq!(run.status, RunStatus::Success);
-    let statuses: Vec<(u32, StageStatus)> = run.timeline.iter().map(|e| (e.attempt, e.status)).collect();
-    assert_eq!(statuses, [(1, StageStatus::Failed), (2, StageStatus::Failed), (3, StageStatus::Success)]);
-    assert_eq!(*slept.lock().unwrap(), [secs(1), ms(1_500)], "doubling, capped at max_backoff");
+    let statuses: Vec<(u32, StageStatus)> =
+        run.timeline.iter().map(|e| (e.attempt, e.status)).collect();
+    assert_eq!(
+        statuses,
+        [
+            (1, StageStatus::Failed),
+            (2, StageStatus::Failed),
+            (3, StageStatus::Success)
+        ]
+    );
+    assert_eq!(
+        *slept.lock().unwrap(),
+        [secs(1), ms(1_500)],
+        "doubling, capped at max_backoff"
+    );
 
     // Exhausted: the last attempt's error ends the run; a fatal error is never retried.
     let p = Pipeline::builder("flex")
-        .retry(RetryPolicy { max_attempts: 3, initial_backoff: ms(1), max_backoff: ms(1) })
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: ms(1),
+            max_backoff: ms(1),
+        })
         .sleeper(|_| {})
-        .stage("poll", |_| Err(StageError::retryable("TIMEOUT", "timed out")))
+        .stage("poll", |_| {
+            Err(StageError::retryable("TIMEOUT", "timed out"))
+        })
         .build()
         .unwrap();
     let run = one(&engine, &p, Scope::Universe).unwrap();
     assert_eq!((run.status, run.timeline.len()), (RunStatus::Failed, 3));
     let p = Pipeline::builder("other")
-        .retry(RetryPolicy { max_attempts: 3, initial_backoff: ms(1), max_backoff: ms(1) })
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: ms(1),
+            max_backoff: ms(1),
+        })
         .sleeper(|_| panic!("must not sleep"))
-        .stage("poll", |_| Err(StageError::fatal("BAD_QUERY", "bad query id")))
+        .stage("poll", |_| {
+            Err(StageError::fatal("BAD_QUERY", "bad query id"))
+        })
         .build()
         .unwrap();
     let run = one(&engine, &p, Scope::Universe).unwrap();
@@ -703,15 +976,49 @@ fn list_filters_and_pages() {
     let (engine, clock) = mem_engine();
     let p = flex(&clock).build().unwrap();
     for _ in 0..3 {
-        engine.runs().trigger(&p, ScopeSelector::Both, TriggerKind::Schedule).unwrap();
+        engine
+            .runs()
+            .trigger(&p, ScopeSelector::Both, TriggerKind::Schedule)
+            .unwrap();
     }
     let all = engine.runs().list(&RunFilter::default()).unwrap();
     assert_eq!(all.len(), 6);
-    let t = engine.runs().list(&RunFilter { scope: Some(Scope::Targets), limit: 2, ..Default::default() }).unwrap();
+    let t = engine
+        .runs()
+        .list(&RunFilter {
+            scope: Some(Scope::Targets),
+            limit: 2,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(t.iter().map(|r| r.id).collect::<Vec<_>>(), [5, 3]);
-    let page = engine.runs().list(&RunFilter { scope: Some(Scope::Targets), before_id: Some(3), ..Default::default() }).unwrap();
+    let page = engine
+        .runs()
+        .list(&RunFilter {
+            scope: Some(Scope::Targets),
+            before_id: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), [1]);
-    assert!(engine.runs().list(&RunFilter { pipeline: Some("nope".into()), ..Default::default() }).unwrap().is_empty());
-    assert_eq!(engine.runs().list(&RunFilter { limit: 0, ..Default::default() }).unwrap_err().code(), "INVALID_INPUT");
+    assert!(engine
+        .runs()
+        .list(&RunFilter {
+            pipeline: Some("nope".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        engine
+            .runs()
+            .list(&RunFilter {
+                limit: 0,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .code(),
+        "INVALID_INPUT"
+    );
     assert_eq!(engine.runs().get(999).unwrap_err().code(), "NOT_FOUND");
 }
