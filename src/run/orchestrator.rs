@@ -230,7 +230,7 @@ impl<'a> Runs<'a> {
         for attempt in 1..=p.retry.max_attempts {
             let now = self.engine.now();
             let open = TimelineEntry::started(base.stage, kind, attempt, now);
-            let lease = now.add(p.lease);
+            let lease = now + p.lease;
             let held = self.engine.write(|tx| {
                 Ok(store::renew_lease(tx, run_id, lease)?
                     && store::append_entry(tx, run_id, &open)?)
@@ -278,7 +278,7 @@ impl<'a> Runs<'a> {
                     .with_error(&e.code, &e.message)
                     .with_detail(e.detail.clone()),
             };
-            let lease = now.add(p.lease);
+            let lease = now + p.lease;
             let held = self.engine.write(|tx| {
                 Ok(store::renew_lease(tx, run_id, lease)?
                     && store::close_last_entry(tx, run_id, &closed)?)

@@ -176,7 +176,7 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
         ":lock_key": new.lock_key,
         ":account_id": new.account_id,
         ":now": now,
-        ":lease": now.add(new.lease),
+        ":lease": now + new.lease,
         ":meta": meta,
     });
     match inserted.map_err(Error::from) {

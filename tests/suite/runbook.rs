@@ -23,6 +23,28 @@ fn populate(engine: &Engine, clock: &ManualClock) {
             Ok(StageOutput::done())
         }
     };
+    // Probes at t0, so stale by any later wall clock: one ok, one failed; one module untested.
+    let runs = engine.runs();
+    for (m, d, s) in [
+        ("ib_flex", "broker", vec![Scope::Targets, Scope::Universe]),
+        ("quotes", "market_data", vec![Scope::Targets]),
+        ("fundamentals", "research", vec![Scope::Universe]),
+    ] {
+        runs.upsert_module(&Module {
+            module: m.into(),
+            domain: d.into(),
+            scopes: s,
+            enabled: true,
+        })
+        .unwrap();
+    }
+    runs.record_probe("ib_flex", &Ok(()), 120).unwrap();
+    runs.record_probe(
+        "quotes",
+        &Err(ProbeError::new("HTTP_503", "unavailable")),
+        30,
+    )
+    .unwrap();
     let flex = Pipeline::builder("flex")
         .gate(Gate::Token, |ctx| match ctx.scope() {
             Scope::Universe => Err(StageError::fatal(
@@ -77,28 +99,6 @@ fn populate(engine: &Engine, clock: &ManualClock) {
         .runs()
         .trigger(&flex, ScopeSelector::Targets, TriggerKind::Manual)
         .unwrap();
-    // Probes: one fresh-then-stale ok, one failed, one untested.
-    let runs = engine.runs();
-    for (m, d, s) in [
-        ("ib_flex", "broker", vec![Scope::Targets, Scope::Universe]),
-        ("quotes", "market_data", vec![Scope::Targets]),
-        ("fundamentals", "research", vec![Scope::Universe]),
-    ] {
-        runs.upsert_module(&Module {
-            module: m.into(),
-            domain: d.into(),
-            scopes: s,
-            enabled: true,
-        })
-        .unwrap();
-    }
-    runs.record_probe("ib_flex", &Ok(()), 120).unwrap();
-    runs.record_probe(
-        "quotes",
-        &Err(ProbeError::new("HTTP_503", "unavailable")),
-        30,
-    )
-    .unwrap();
     // A stuck job (the jobs table of V1).
     engine
         .with_connection(|c| {

@@ -358,7 +358,7 @@ fn retention_prunes_old_terminal_runs_and_unreferenced_payloads_never_a_started_
     // A started run older than the cutoff (its holder still works) is kept.
     engine.with_connection(|c| Ok(c.execute("insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at)
         values ('slow', 'universe', 'manual', 'slow:universe', '2026-01-01T00:00:00.000Z', '2027-01-01T00:00:00.000Z')", [])?)).unwrap();
-    let cutoff = clock.now().sub(Duration::from_secs(30 * 86_400));
+    let cutoff = clock.now() - Duration::from_secs(30 * 86_400);
     let report = engine.runs().prune(cutoff).unwrap();
     assert_eq!((report.runs, report.records, report.payloads), (1, 2, 1));
     assert_eq!(engine.runs().get(old.id).unwrap_err().code(), "NOT_FOUND");
