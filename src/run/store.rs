@@ -397,3 +397,67 @@ impl RawRun {
         Ok(self.run)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{self, DbOptions};
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::from_unix_ms(1_795_000_000_000 + ms).unwrap()
+    }
+
+    #[test]
+    fn finish_refuses_what_the_table_refuses_before_touching_the_database() {
+        let conn = db::open_in_memory(&DbOptions::default()).unwrap();
+        let new = NewRun {
+            pipeline: "p",
+            scope: Scope::Targets,
+            trigger: TriggerKind::Manual,
+            lock_key: "p:targets",
+            account_id: None,
+            lease: Duration::from_secs(60),
+        };
+        let Started::Run(id) = start(&conn, &new, t(0)).unwrap() else {
+            panic!("lock is free")
+        };
+        let again = Finish {
+            status: RunStatus::Started,
+            error: None,
+            meta: json!({}),
+        };
+        assert_eq!(
+            finish(&conn, id, &again, t(1)).unwrap_err().code(),
+            "ILLEGAL_TRANSITION"
+        );
+        let no_code = Finish {
+            status: RunStatus::Failed,
+            error: None,
+            meta: json!({}),
+        };
+        assert_eq!(
+            finish(&conn, id, &no_code, t(1)).unwrap_err().code(),
+            "INVALID_INPUT"
+        );
+        let ok = Finish {
+            status: RunStatus::Success,
+            error: None,
+            meta: json!({}),
+        };
+        // A clock that stepped back: finished_at is clamped to started_at.
+        assert!(finish(&conn, id, &ok, t(-5)).unwrap());
+        let run = get(&conn, id).unwrap();
+        assert_eq!((run.finished_at, run.duration_ms), (Some(t(0)), Some(0)));
+        assert!(
+            !finish(&conn, id, &ok, t(2)).unwrap(),
+            "a terminal run is not finished twice"
+        );
+        assert!(!renew_lease(&conn, id, t(100)).unwrap());
+        assert!(!append_entry(
+            &conn,
+            id,
+            &TimelineEntry::started("x", StageKind::Runner, 1, t(3))
+        )
+        .unwrap());
+    }
+}
