@@ -3,5 +3,8 @@
 mod common;
 mod engine;
 mod jobs;
+mod runbook;
+mod runs;
+mod runs_probe;
 mod schedule;
 mod supervision;

@@ -1,0 +1,117 @@
+-- runledger operator runbook: named queries for a runledger database.
+--
+-- Every query runs as is in a stock sqlite3 shell (>= 3.37): `sqlite3 runledger.db`, then
+-- paste it. Each is preceded by `-- name: <name>` and a comment line saying when to use it.
+-- Times are fixed-width UTC text (2026-11-22T11:30:00.000Z); 'now' is the shell's clock
+-- in UTC. Values meant to be edited (a pipeline name, a threshold) are literals.
+
+-- name: latest_runs
+-- First look ("did ingestion run?"): the 20 newest runs of every pipeline and scope.
+select scope, status, started_at, finished_at, error_message
+from ingest_runs order by started_at desc limit 20;
+
+-- name: blocked_failures
+-- "Why did it not run?": the 50 newest failed runs with the gate (or lock) that blocked them; blocked_stage null means a runner stage failed.
+select scope, status,
+  json_extract(meta_json, '$.blockedStage') as blocked_stage,
+  json_extract(meta_json, '$.errorCode') as error_code,
+  error_message, started_at
+from ingest_runs where status = 'failed' order by started_at desc limit 50;
+
+-- name: health_summary
+-- Overall health at a glance: how many runs each scope has in each status.
+select scope, status, count(*) as cnt
+from ingest_runs group by scope, status order by scope, status;
+
+-- name: health_summary_recent
+-- Health over the 7 days before the newest run (edit the window): stays fast however long the history is, where health_summary counts every row.
+select scope, status, count(*) as cnt
+from ingest_runs indexed by ingest_runs_started
+where started_at >= (select strftime('%Y-%m-%dT%H:%M:%fZ', max(started_at), '-7 days') from ingest_runs)
+group by scope, status order by scope, status;
+
+-- name: active_runs
+-- Which runs hold their lock right now, for how long, in which stage; a negative lease_left_s means the holder died and the next sweep or trigger finalizes it as ABANDONED.
+select id, pipeline, scope, lock_key, trigger, started_at, lease_expires_at,
+  round((julianday('now') - julianday(started_at)) * 86400, 1) as running_s,
+  round((julianday(lease_expires_at) - julianday('now')) * 86400, 1) as lease_left_s,
+  json_extract(timeline, '$[#-1].stage') as current_stage
+from ingest_runs where status = 'started' order by started_at;
+
+-- name: abandoned_runs
+-- After a crash or hang: the 50 newest runs finalized as ABANDONED because their lease expired, with the stage they were in.
+select id, pipeline, scope, started_at, finished_at, lease_expires_at,
+  json_extract(meta_json, '$.openStage') as open_stage, error_message
+from ingest_runs where error_code = 'ABANDONED' order by started_at desc limit 50;
+
+-- name: pipeline_stage_durations
+-- Where the time goes in one pipeline (edit 'flex'): its 20 newest runs, one row per stage attempt with status and duration.
+select r.id as run_id, r.scope, r.status as run_status, r.started_at as run_started_at,
+  json_extract(e.value, '$.stage') as stage,
+  json_extract(e.value, '$.attempt') as attempt,
+  json_extract(e.value, '$.status') as stage_status,
+  json_extract(e.value, '$.duration_ms') as duration_ms,
+  json_extract(e.value, '$.error_code') as error_code
+from (select id, scope, status, started_at, timeline from ingest_runs
+      where pipeline = 'flex' order by started_at desc limit 20) r,
+     json_each(r.timeline) e
+order by r.started_at desc, r.id desc, e.key;
+
+-- name: stage_failure_counts
+-- Which stage breaks most: failed stage attempts (retries included) per pipeline, stage and code over the 1000 newest failed runs.
+select r.pipeline, json_extract(e.value, '$.stage') as stage,
+  json_extract(e.value, '$.error_code') as error_code,
+  count(*) as failures, max(r.started_at) as last_seen
+from (select pipeline, timeline, started_at from ingest_runs where status = 'failed'
+      order by started_at desc limit 1000) r,
+     json_each(r.timeline) e
+where json_extract(e.value, '$.status') = 'failed'
+group by r.pipeline, stage, error_code
+order by failures desc, r.pipeline, stage, error_code;
+
+-- name: last_success
+-- Is any pool silently stale? The newest successful run of each pipeline and scope that has runs (run_id null: never succeeded).
+with recursive pipelines(name) as (
+  select min(pipeline) from ingest_runs
+  union all
+  select (select min(r.pipeline) from ingest_runs r where r.pipeline > p.name)
+  from pipelines p where p.name is not null
+),
+keys(pipeline, scope) as (
+  select p.name, s.column1
+  from pipelines p, (values ('targets'), ('universe')) s
+  where p.name is not null
+    and exists (select 1 from ingest_runs r where r.pipeline = p.name and r.scope = s.column1)
+)
+select k.pipeline, k.scope, s.id as run_id, s.trigger, s.started_at, s.finished_at, s.duration_ms
+from keys k
+left join ingest_runs s on s.id = (
+  select r.id from ingest_runs r
+  where r.pipeline = k.pipeline and r.scope = k.scope and r.status = 'success'
+  order by r.started_at desc limit 1)
+order by k.pipeline, k.scope;
+
+-- name: stale_probes
+-- What preflight will probe or block on: enabled modules per scope whose newest probe is missing, failed, or older than 15 minutes (edit the threshold).
+select s.value as scope, m.module, m.domain, p.status as last_status, p.code, p.tested_at,
+  case when p.id is null then 'untested'
+       when p.status = 'failed' then 'failed'
+       else 'stale' end as problem
+from ingest_modules m
+join json_each(m.scopes) s
+left join ingest_probes p on p.id = (
+  select q.id from ingest_probes q where q.module = m.module
+  order by q.tested_at desc, q.id desc limit 1)
+where m.enabled = 1
+  and (p.id is null or p.status = 'failed'
+       or p.tested_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-15 minutes'))
+order by scope, m.module;
+
+-- name: stuck_jobs
+-- Is the supervisor alive? Running jobs whose last heartbeat is older than 5 minutes (edit the threshold); it should have rescued them.
+select id, user_id, kind, progress, step, attempt, worker_id, heartbeat_at,
+  round((julianday('now') - julianday(heartbeat_at)) * 86400, 1) as silent_s
+from jobs
+where state = 'running'
+  and heartbeat_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-5 minutes')
+order by heartbeat_at;

@@ -1,0 +1,395 @@
+//! [`Runs`]: trigger pipelines through their gates and stages, one run per scope, and keep
+//! every run's record terminal on every path (invariant 4).
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use serde_json::{json, Value};
+
+use super::pipeline::{Pipeline, StageContext, StageError, StageFn, StageOutput};
+use super::probe::{self, Module, PreflightConfig, ProbeError, ProbeSet, ReadinessSnapshot};
+use super::raw::{self, PruneReport, RawRecord};
+use super::state::{RunStatus, Scope, ScopeSelector, TriggerKind};
+use super::store::{self, Finish, NewRun, Run, RunFilter, Started};
+use super::timeline::{StageKind, StageStatus, TimelineEntry};
+use crate::clock::Timestamp;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// Options of one trigger.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerOptions {
+    /// The account the run is for. Part of the lock key: runs of different accounts do not
+    /// exclude each other.
+    pub account_id: Option<String>,
+}
+
+/// What became of one scope of a trigger.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The scope.
+    pub scope: Scope,
+    /// The finished run (success or failed: look at `status`), or why none ran:
+    /// [`Error::RunAlreadyActive`] (the refusal is itself recorded as a failed run) or a
+    /// database error (the run, if started, is finalized failed or later swept).
+    pub result: Result<Run>,
+}
+
+impl Engine {
+    /// Ingestion runs of this database: trigger, inspect, sweep, probes, raw records.
+    pub fn runs(&self) -> Runs<'_> {
+        Runs { engine: self }
+    }
+}
+
+/// The ingestion-run facade of an [`Engine`] (see [`Engine::runs`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Runs<'a> {
+    engine: &'a Engine,
+}
+
+enum StageEnd {
+    Done,
+    Failed(StageError),
+    LeaseLost,
+}
+
+impl<'a> Runs<'a> {
+    /// Triggers `pipeline` for `scope`; see [`Runs::trigger_with`].
+    pub fn trigger(
+        &self,
+        pipeline: &Pipeline,
+        scope: ScopeSelector,
+        trigger: TriggerKind,
+    ) -> Result<Vec<RunOutcome>> {
+        self.trigger_with(pipeline, scope, trigger, &TriggerOptions::default())
+    }
+
+    /// Triggers `pipeline`: one run per scope (`both` = `targets` then `universe`, each with
+    /// its own lock `pipeline:scope[:account]`; a failure in one never stops the other).
+    /// Each run goes through the gates, then the runner stages, and always ends terminal.
+    /// Returns one outcome per scope, in order. Errs only (with nothing written) when the
+    /// pipeline does not serve an explicitly requested scope, or the account id is invalid.
+    pub fn trigger_with(
+        &self,
+        pipeline: &Pipeline,
+        scope: ScopeSelector,
+        trigger: TriggerKind,
+        opts: &TriggerOptions,
+    ) -> Result<Vec<RunOutcome>> {
+        if let Some(a) = &opts.account_id {
+            if a.is_empty() || a.len() > 128 {
+                return Err(Error::invalid("account_id", "must be 1..=128 characters"));
+            }
+        }
+        let scopes: Vec<Scope> = scope
+            .scopes()
+            .iter()
+            .copied()
+            .filter(|s| pipeline.scopes.contains(s))
+            .collect();
+        if scopes.is_empty() {
+            return Err(Error::invalid(
+                "scope",
+                format!("pipeline {} does not serve scope {scope}", pipeline.name),
+            ));
+        }
+        Ok(scopes
+            .into_iter()
+            .map(|s| RunOutcome {
+                scope: s,
+                result: self.run_scope(pipeline, s, trigger, opts.account_id.as_deref()),
+            })
+            .collect())
+    }
+
+    fn run_scope(
+        &self,
+        p: &Pipeline,
+        scope: Scope,
+        trigger: TriggerKind,
+        account_id: Option<&str>,
+    ) -> Result<Run> {
+        let lock_key = match account_id {
+            Some(a) => format!("{}:{}:{}", p.name, scope, a),
+            None => format!("{}:{}", p.name, scope),
+        };
+        let new = NewRun {
+            pipeline: &p.name,
+            scope,
+            trigger,
+            lock_key: &lock_key,
+            account_id,
+            lease: p.lease,
+        };
+        let now = self.engine.now();
+        let run_id = match self.engine.write(|tx| store::start(tx, &new, now))? {
+            Started::Run(id) => id,
+            Started::Rejected { active_run_id, .. } => {
+                return Err(Error::RunAlreadyActive {
+                    lock_key,
+                    active_run_id,
+                })
+            }
+        };
+        match self.drive(p, run_id, scope, trigger, account_id) {
+            Ok(()) => self.get(run_id),
+            Err(e) => {
+                // Best effort: end it now; if even that fails, the lease sweep will.
+                let message = e.to_string();
+                let end = Finish {
+                    status: RunStatus::Failed,
+                    error: Some((e.code(), &message)),
+                    meta: json!({"errorCode": e.code()}),
+                };
+                let now = self.engine.now();
+                let _ = self.engine.write(|tx| store::finish(tx, run_id, &end, now));
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the stages of started run `run_id` and finishes it. A lost lease (the run was
+    /// swept meanwhile) stops it quietly: it is already terminal.
+    fn drive(
+        &self,
+        p: &Pipeline,
+        run_id: i64,
+        scope: Scope,
+        trigger: TriggerKind,
+        account_id: Option<&str>,
+    ) -> Result<()> {
+        let mut outputs = BTreeMap::new();
+        let none = BTreeMap::new();
+        let stages = p
+            .gates
+            .iter()
+            .map(|(g, f)| (g.as_str(), StageKind::Gate, f))
+            .chain(
+                p.runners
+                    .iter()
+                    .map(|(n, f)| (n.as_str(), StageKind::Runner, f)),
+            );
+        for (name, kind, f) in stages {
+            let base = StageContext {
+                engine: self.engine,
+                run_id,
+                pipeline: &p.name,
+                scope,
+                trigger,
+                account_id,
+                stage: name,
+                attempt: 1,
+                outputs: &none,
+            };
+            match self.run_stage(p, &base, kind, f, &mut outputs)? {
+                StageEnd::Done => {}
+                StageEnd::LeaseLost => return Ok(()),
+                StageEnd::Failed(err) => {
+                    let mut meta = json!({"errorCode": err.code});
+                    let key = if kind == StageKind::Gate {
+                        "blockedStage"
+                    } else {
+                        "failedStage"
+                    };
+                    meta[key] = json!(name);
+                    let end = Finish {
+                        status: RunStatus::Failed,
+                        error: Some((&err.code, &err.message)),
+                        meta,
+                    };
+                    let now = self.engine.now();
+                    self.engine
+                        .write(|tx| store::finish(tx, run_id, &end, now))?;
+                    return Ok(());
+                }
+            }
+        }
+        let end = Finish {
+            status: RunStatus::Success,
+            error: None,
+            meta: json!({}),
+        };
+        let now = self.engine.now();
+        self.engine
+            .write(|tx| store::finish(tx, run_id, &end, now))?;
+        Ok(())
+    }
+
+    /// One stage with its retries; each attempt is its own timeline entry, opened and
+    /// closed in its own transaction together with a lease renewal.
+    fn run_stage(
+        &self,
+        p: &Pipeline,
+        base: &StageContext<'_>,
+        kind: StageKind,
+        f: &StageFn,
+        outputs: &mut BTreeMap<String, Value>,
+    ) -> Result<StageEnd> {
+        let run_id = base.run_id;
+        for attempt in 1..=p.retry.max_attempts {
+            let now = self.engine.now();
+            let open = TimelineEntry::started(base.stage, kind, attempt, now);
+            let lease = now + p.lease;
+            let held = self.engine.write(|tx| {
+                Ok(store::renew_lease(tx, run_id, lease)?
+                    && store::append_entry(tx, run_id, &open)?)
+            })?;
+            if !held {
+                return Ok(StageEnd::LeaseLost);
+            }
+            let result = {
+                let mut ctx = StageContext {
+                    engine: base.engine,
+                    run_id,
+                    pipeline: base.pipeline,
+                    scope: base.scope,
+                    trigger: base.trigger,
+                    account_id: base.account_id,
+                    stage: base.stage,
+                    attempt,
+                    outputs,
+                };
+                catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))
+            };
+            let result: Result<StageOutput, StageError> = result.unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-text panic payload".into());
+                Err(StageError::fatal(
+                    "STAGE_PANIC",
+                    format!("stage panicked: {msg}"),
+                ))
+            });
+            let now = self.engine.now();
+            let closed = match &result {
+                Ok(out) => {
+                    let status = if out.skipped {
+                        StageStatus::Skipped
+                    } else {
+                        StageStatus::Success
+                    };
+                    open.close(status, now).with_detail(out.detail.clone())
+                }
+                Err(e) => open
+                    .close(StageStatus::Failed, now)
+                    .with_error(&e.code, &e.message)
+                    .with_detail(e.detail.clone()),
+            };
+            let lease = now + p.lease;
+            let held = self.engine.write(|tx| {
+                Ok(store::renew_lease(tx, run_id, lease)?
+                    && store::close_last_entry(tx, run_id, &closed)?)
+            })?;
+            if !held {
+                return Ok(StageEnd::LeaseLost);
+            }
+            match result {
+                Ok(out) => {
+                    if let Some(d) = out.detail {
+                        outputs.insert(base.stage.to_string(), d);
+                    }
+                    return Ok(StageEnd::Done);
+                }
+                Err(e) if e.retryable && attempt < p.retry.max_attempts => {
+                    (p.sleeper)(p.retry.backoff(attempt));
+                }
+                Err(e) => return Ok(StageEnd::Failed(e)),
+            }
+        }
+        unreachable!("the last attempt always returns")
+    }
+
+    /// The run with `id`.
+    pub fn get(&self, id: i64) -> Result<Run> {
+        self.engine.read(|c| store::get(c, id))
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub fn list(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        if filter.limit == 0 || filter.limit > 10_000 {
+            return Err(Error::invalid("limit", "must be 1..=10000"));
+        }
+        self.engine.read(|c| store::list(c, filter))
+    }
+
+    /// Finalizes every started run whose lease has expired (by the engine's clock) as failed
+    /// `ABANDONED`, freeing its lock. Returns their ids. Hosts call it periodically and at
+    /// start-up; the next trigger of a lock also finalizes its expired holder.
+    pub fn sweep(&self) -> Result<Vec<i64>> {
+        let now = self.engine.now();
+        self.engine.write(|tx| store::sweep(tx, now))
+    }
+
+    /// Adds or replaces a module in the catalog.
+    pub fn upsert_module(&self, module: &Module) -> Result<()> {
+        let now = self.engine.now();
+        self.engine
+            .write(|tx| probe::upsert_module(tx, module, now))
+    }
+
+    /// Enables or disables a module.
+    pub fn set_module_enabled(&self, module: &str, enabled: bool) -> Result<()> {
+        let now = self.engine.now();
+        self.engine
+            .write(|tx| probe::set_enabled(tx, module, enabled, now))
+    }
+
+    /// Removes a module and its probe history.
+    pub fn delete_module(&self, module: &str) -> Result<()> {
+        self.engine.write(|tx| probe::delete_module(tx, module))
+    }
+
+    /// The module catalog, by name.
+    pub fn modules(&self) -> Result<Vec<Module>> {
+        self.engine.read(probe::modules)
+    }
+
+    /// Persists a probe result the host obtained itself, ending now; returns its id.
+    pub fn record_probe(
+        &self,
+        module: &str,
+        outcome: &Result<(), ProbeError>,
+        latency_ms: i64,
+    ) -> Result<i64> {
+        let now = self.engine.now();
+        self.engine
+            .write(|tx| probe::record_probe(tx, module, outcome, latency_ms, now))
+    }
+
+    /// The readiness of `scope` now, from stored probes only (nothing is probed).
+    pub fn readiness(&self, scope: Scope, config: &PreflightConfig) -> Result<ReadinessSnapshot> {
+        let now = self.engine.now();
+        self.engine
+            .read(|c| probe::readiness(c, scope, config.fresh_for, now))
+    }
+
+    /// A manual preflight (a UI button): probes stale or untested modules of `scope` per
+    /// `config.policy`, persists the results, returns the snapshot. Starts no run.
+    pub fn preflight(
+        &self,
+        scope: Scope,
+        probes: &ProbeSet,
+        config: &PreflightConfig,
+    ) -> Result<ReadinessSnapshot> {
+        probe::preflight(self.engine, scope, probes, config)
+    }
+
+    /// The raw records of run `run_id`, oldest first.
+    pub fn raw_records(&self, run_id: i64) -> Result<Vec<RawRecord>> {
+        self.engine.read(|c| raw::records_of_run(c, run_id))
+    }
+
+    /// The bytes of the payload with this SHA-256.
+    pub fn raw_payload(&self, sha256: &str) -> Result<Vec<u8>> {
+        self.engine.read(|c| raw::payload(c, sha256))
+    }
+
+    /// Retention: deletes terminal runs that finished before `cutoff`, their raw records,
+    /// and payloads no record references any more, in one transaction. Started runs stay.
+    pub fn prune(&self, cutoff: Timestamp) -> Result<PruneReport> {
+        self.engine.write(|tx| raw::prune(tx, cutoff))
+    }
+}

@@ -1,0 +1,452 @@
+//! What a host defines: a [`Pipeline`] of gate and runner stages, each a host closure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::probe::{self, PreflightConfig, PreflightPolicy, ProbeSet};
+use super::raw::{self, RawInput, RawRecord};
+use super::state::{Scope, TriggerKind};
+use crate::clock::Timestamp;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// A stage: a host function from the run's context to success or a typed error.
+pub type StageFn =
+    Box<dyn Fn(&mut StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync>;
+
+/// How the orchestrator waits between retries (inject an instant one in tests).
+pub type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// The gates, in the only order they run. Any may be absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// Probe the scope's modules and check they are ready (see [`PipelineBuilder::preflight`]).
+    Preflight,
+    /// The host's own readiness check.
+    Readiness,
+    /// A credential is available (never store it: invariant 7).
+    Token,
+    /// The analysis side is initialised.
+    AnalysisInit,
+}
+
+text_enum!(Gate, "gate", [
+    Preflight => "preflight",
+    Readiness => "readiness",
+    Token => "token",
+    AnalysisInit => "analysis_init",
+]);
+
+/// What a stage returns when it did not fail.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageOutput {
+    /// JSON recorded in the timeline entry and visible to later stages
+    /// ([`StageContext::output`]). Never put secrets here.
+    pub detail: Option<Value>,
+    /// The stage had nothing to do: recorded as `skipped`.
+    pub skipped: bool,
+}
+
+impl StageOutput {
+    /// Success without detail.
+    pub fn done() -> Self {
+        Self::default()
+    }
+
+    /// Success with `detail`.
+    pub fn with_detail(detail: Value) -> Self {
+        Self {
+            detail: Some(detail),
+            skipped: false,
+        }
+    }
+
+    /// Nothing to do, with `detail` saying why.
+    pub fn skipped(detail: Value) -> Self {
+        Self {
+            detail: Some(detail),
+            skipped: true,
+        }
+    }
+}
+
+/// A stage's failure: a stable code, a message, whether a retry may help.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageError {
+    /// Stable upper-case code (`TOKEN_MISSING`, `FLEX_1019`...), stored as the run's `error_code`.
+    pub code: String,
+    /// Human-readable message (no secrets).
+    pub message: String,
+    /// Whether the pipeline's [`RetryPolicy`] may try again.
+    pub retryable: bool,
+    /// Optional JSON recorded in the failed timeline entry.
+    pub detail: Option<Value>,
+}
+
+impl StageError {
+    /// A failure that a retry will not fix.
+    pub fn fatal(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            retryable: false,
+            detail: None,
+        }
+    }
+
+    /// A failure that a later attempt may not meet (timeouts, "statement not ready").
+    pub fn retryable(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            retryable: true,
+            ..Self::fatal(code, message)
+        }
+    }
+
+    /// This error with `detail`.
+    pub fn with_detail(mut self, detail: Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+impl fmt::Display for StageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl From<Error> for StageError {
+    fn from(e: Error) -> Self {
+        Self {
+            code: e.code().to_string(),
+            message: e.to_string(),
+            retryable: e.is_transient(),
+            detail: None,
+        }
+    }
+}
+
+/// Bounded retries with exponential backoff for retryable stage errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per stage, first included (1 = no retry). At most [`RetryPolicy::MAX_ATTEMPTS`].
+    pub max_attempts: u32,
+    /// Pause before the second attempt; doubled for each further one.
+    pub initial_backoff: Duration,
+    /// Ceiling of a pause.
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// The most attempts a policy may ask for.
+    pub const MAX_ATTEMPTS: u32 = 10;
+
+    /// No retries.
+    pub fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            initial_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+        }
+    }
+
+    /// The pause after failed attempt number `attempt` (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+impl Default for RetryPolicy {
+    /// Three attempts, 1 s then 2 s apart (at most 30 s).
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A named ingestion pipeline: the scopes it serves, its gates and its runner stages.
+/// Build one with [`Pipeline::builder`].
+pub struct Pipeline {
+    pub(crate) name: String,
+    pub(crate) scopes: Vec<Scope>,
+    pub(crate) gates: BTreeMap<Gate, StageFn>,
+    pub(crate) runners: Vec<(String, StageFn)>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) lease: Duration,
+    pub(crate) sleeper: Sleeper,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("gates", &self.gates.keys().collect::<Vec<_>>())
+            .field(
+                "runners",
+                &self.runners.iter().map(|r| &r.0).collect::<Vec<_>>(),
+            )
+            .field("retry", &self.retry)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Starts defining a pipeline called `name`.
+    pub fn builder(name: impl Into<String>) -> PipelineBuilder {
+        PipelineBuilder {
+            name: name.into(),
+            scopes: vec![Scope::Targets, Scope::Universe],
+            gates: BTreeMap::new(),
+            runners: Vec::new(),
+            retry: RetryPolicy::none(),
+            lease: Duration::from_secs(300),
+            sleeper: Arc::new(std::thread::sleep),
+            duplicate: None,
+        }
+    }
+
+    /// Its name (the `pipeline` column).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The scopes it serves.
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    /// The names of its stages in run order: gates, then runners.
+    pub fn stage_names(&self) -> Vec<&str> {
+        self.gates
+            .keys()
+            .map(|g| g.as_str())
+            .chain(self.runners.iter().map(|r| r.0.as_str()))
+            .collect()
+    }
+}
+
+/// Defines a [`Pipeline`]; [`PipelineBuilder::build`] validates it.
+pub struct PipelineBuilder {
+    name: String,
+    scopes: Vec<Scope>,
+    gates: BTreeMap<Gate, StageFn>,
+    runners: Vec<(String, StageFn)>,
+    retry: RetryPolicy,
+    lease: Duration,
+    sleeper: Sleeper,
+    duplicate: Option<String>,
+}
+
+impl PipelineBuilder {
+    /// The scopes it serves (default both `targets` and `universe`).
+    pub fn scopes(mut self, scopes: &[Scope]) -> Self {
+        self.scopes = scopes.to_vec();
+        self
+    }
+
+    /// Sets gate `gate` (gates always run in [`Gate`] order, whatever the call order).
+    pub fn gate(
+        mut self,
+        gate: Gate,
+        f: impl Fn(&mut StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync + 'static,
+    ) -> Self {
+        if self.gates.insert(gate, Box::new(f)).is_some() {
+            self.duplicate = Some(gate.to_string());
+        }
+        self
+    }
+
+    /// Sets the preflight gate to runledger's own: probe the scope's stale or untested
+    /// modules with `probes` (per `config.policy`), then fail with `PREFLIGHT_NOT_READY` unless
+    /// every enabled module of the scope is ready. Policy `off` records the gate as skipped.
+    pub fn preflight(self, probes: ProbeSet, config: PreflightConfig) -> Self {
+        self.gate(Gate::Preflight, move |ctx| {
+            if config.policy == PreflightPolicy::Off {
+                return Ok(StageOutput::skipped(serde_json::json!({"policy": "off"})));
+            }
+            let snap = probe::preflight(ctx.engine, ctx.scope, &probes, &config)?;
+            let detail = snap.summary();
+            if snap.ready {
+                Ok(StageOutput::with_detail(detail))
+            } else {
+                Err(StageError::fatal("PREFLIGHT_NOT_READY", snap.why_not()).with_detail(detail))
+            }
+        })
+    }
+
+    /// Appends runner stage `name` (runs after the gates, in call order).
+    pub fn stage(
+        mut self,
+        name: impl Into<String>,
+        f: impl Fn(&mut StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync + 'static,
+    ) -> Self {
+        let name = name.into();
+        let taken = Gate::ALL.iter().any(|g| g.as_str() == name)
+            || name == "lock"
+            || self.runners.iter().any(|r| r.0 == name);
+        if taken {
+            self.duplicate = Some(name.clone());
+        }
+        self.runners.push((name, Box::new(f)));
+        self
+    }
+
+    /// The retry policy for retryable stage errors (default: no retries).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How long a run's lease lasts; renewed before and after every stage attempt
+    /// (default 5 minutes). A stage must not run longer than this.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How to wait between retries (default `std::thread::sleep`).
+    pub fn sleeper(mut self, sleeper: impl Fn(Duration) + Send + Sync + 'static) -> Self {
+        self.sleeper = Arc::new(sleeper);
+        self
+    }
+
+    /// Validates and builds the pipeline.
+    pub fn build(self) -> Result<Pipeline> {
+        let valid_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !valid_name {
+            return Err(Error::invalid(
+                "pipeline",
+                "name must be 1..=64 characters of [A-Za-z0-9_.-]",
+            ));
+        }
+        if let Some(stage) = self.duplicate {
+            return Err(Error::invalid(
+                "stage",
+                format!("stage name {stage:?} is used twice (or is reserved)"),
+            ));
+        }
+        if self.scopes.is_empty() {
+            return Err(Error::invalid(
+                "scopes",
+                "a pipeline serves at least one scope",
+            ));
+        }
+        if self.runners.is_empty() {
+            return Err(Error::invalid(
+                "stages",
+                "a pipeline has at least one runner stage",
+            ));
+        }
+        if let Some((name, _)) = self
+            .runners
+            .iter()
+            .find(|r| r.0.is_empty() || r.0.len() > 64)
+        {
+            return Err(Error::invalid(
+                "stage",
+                format!("stage name {name:?} must be 1..=64 characters"),
+            ));
+        }
+        if !(1..=RetryPolicy::MAX_ATTEMPTS).contains(&self.retry.max_attempts) {
+            return Err(Error::invalid(
+                "retry.max_attempts",
+                format!("must be 1..={}", RetryPolicy::MAX_ATTEMPTS),
+            ));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(Error::invalid("lease", "must be at least one second"));
+        }
+        let mut scopes = self.scopes;
+        scopes.sort();
+        scopes.dedup();
+        Ok(Pipeline {
+            name: self.name,
+            scopes,
+            gates: self.gates,
+            runners: self.runners,
+            retry: self.retry,
+            lease: self.lease,
+            sleeper: self.sleeper,
+        })
+    }
+}
+
+/// What a stage sees: the run, its scope, earlier stages' outputs, and the raw store.
+pub struct StageContext<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) run_id: i64,
+    pub(crate) pipeline: &'a str,
+    pub(crate) scope: Scope,
+    pub(crate) trigger: TriggerKind,
+    pub(crate) account_id: Option<&'a str>,
+    pub(crate) stage: &'a str,
+    pub(crate) attempt: u32,
+    pub(crate) outputs: &'a BTreeMap<String, Value>,
+}
+
+impl StageContext<'_> {
+    /// The run's id.
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+    /// The pipeline's name.
+    pub fn pipeline(&self) -> &str {
+        self.pipeline
+    }
+    /// The scope this run works on.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+    /// What triggered the run.
+    pub fn trigger(&self) -> TriggerKind {
+        self.trigger
+    }
+    /// The account the run is for, if the trigger named one.
+    pub fn account_id(&self) -> Option<&str> {
+        self.account_id
+    }
+    /// This stage's name.
+    pub fn stage(&self) -> &str {
+        self.stage
+    }
+    /// This attempt's number (1-based).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    /// The engine's current time.
+    pub fn now(&self) -> Timestamp {
+        self.engine.now()
+    }
+    /// The engine, for a stage that keeps its own data in the same file.
+    pub fn engine(&self) -> &Engine {
+        self.engine
+    }
+    /// The detail an earlier stage of this run returned.
+    pub fn output(&self, stage: &str) -> Option<&Value> {
+        self.outputs.get(stage)
+    }
+    /// Stores a downloaded payload (once per SHA-256) and records it for this run.
+    pub fn store_raw(&mut self, input: &RawInput<'_>) -> Result<RawRecord> {
+        let now = self.engine.now();
+        let run_id = self.run_id;
+        self.engine.write(|tx| raw::store(tx, run_id, input, now))
+    }
+}

@@ -1,0 +1,429 @@
+//! The module catalog, persisted probe results, readiness snapshots and preflight.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use rusqlite::{named_params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+
+use super::state::Scope;
+use crate::clock::Timestamp;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// One module (a data source or service a pipeline depends on) in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Module {
+    /// Unique name (`ib_flex`, `quotes`...).
+    pub module: String,
+    /// The domain it belongs to (`broker`, `market_data`...).
+    pub domain: String,
+    /// The scopes it serves.
+    pub scopes: Vec<Scope>,
+    /// Whether readiness and preflight consider it.
+    pub enabled: bool,
+}
+
+/// Whether a probe reached its module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeStatus {
+    /// Reached and answered.
+    Ok,
+    /// Did not.
+    Failed,
+}
+
+text_enum!(ProbeStatus, "probe status", [Ok => "ok", Failed => "failed"]);
+
+/// A persisted probe result.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProbeRecord {
+    /// Row id.
+    pub id: i64,
+    /// The probed module.
+    pub module: String,
+    /// Ok or failed.
+    pub status: ProbeStatus,
+    /// Failure code (none when ok).
+    pub code: Option<String>,
+    /// Failure message or note.
+    pub message: Option<String>,
+    /// How long the probe took by the engine's clock.
+    pub latency_ms: i64,
+    /// When it ended.
+    pub tested_at: Timestamp,
+}
+
+/// Why a probe failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeError {
+    /// Stable code (`TIMEOUT`, `HTTP_503`...).
+    pub code: String,
+    /// Message (no secrets).
+    pub message: String,
+}
+
+impl ProbeError {
+    /// A probe failure.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A host probe: tests connectivity to the module it is registered for.
+pub type ProbeFn = Box<dyn Fn() -> Result<(), ProbeError> + Send + Sync>;
+
+/// The host's probe functions by module name.
+#[derive(Default)]
+pub struct ProbeSet {
+    probes: BTreeMap<String, ProbeFn>,
+}
+
+impl fmt::Debug for ProbeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.probes.keys()).finish()
+    }
+}
+
+impl ProbeSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This set with `probe` for `module`.
+    pub fn with(
+        mut self,
+        module: impl Into<String>,
+        probe: impl Fn() -> Result<(), ProbeError> + Send + Sync + 'static,
+    ) -> Self {
+        self.probes.insert(module.into(), Box::new(probe));
+        self
+    }
+}
+
+/// What the preflight gate does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreflightPolicy {
+    /// Probe stale or untested modules, then check readiness. The default.
+    #[default]
+    ProbeThenCheck,
+    /// Only check readiness from the probes already stored.
+    CheckOnly,
+    /// Do nothing (the gate is recorded as skipped).
+    Off,
+}
+
+/// Preflight policy and freshness threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreflightConfig {
+    /// What the gate does.
+    pub policy: PreflightPolicy,
+    /// A probe older than this is stale. Default 15 minutes.
+    pub fresh_for: Duration,
+}
+
+impl Default for PreflightConfig {
+    fn default() -> Self {
+        Self {
+            policy: PreflightPolicy::default(),
+            fresh_for: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// One enabled module's readiness.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModuleReadiness {
+    /// The module.
+    pub module: String,
+    /// Its domain.
+    pub domain: String,
+    /// Its newest probe.
+    pub last_probe: Option<ProbeRecord>,
+    /// Whether that probe is younger than the threshold.
+    pub fresh: bool,
+    /// Fresh and ok.
+    pub ready: bool,
+    /// Why not ready: `UNTESTED`, `STALE` or `PROBE_FAILED`.
+    pub reason: Option<String>,
+}
+
+/// Readiness of one scope: every enabled module serving it, with its last probe.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReadinessSnapshot {
+    /// The scope.
+    pub scope: Scope,
+    /// When the snapshot was taken.
+    pub checked_at: Timestamp,
+    /// The freshness threshold used, in milliseconds.
+    pub fresh_for_ms: i64,
+    /// Every module is ready (true when the scope has no enabled module).
+    pub ready: bool,
+    /// Modules probed while taking this snapshot (preflight), in order.
+    pub probed: Vec<String>,
+    /// Each enabled module of the scope, by name.
+    pub modules: Vec<ModuleReadiness>,
+}
+
+impl ReadinessSnapshot {
+    /// `module: REASON` for every module that is not ready, joined by `; `.
+    pub fn why_not(&self) -> String {
+        let reasons: Vec<String> = self
+            .modules
+            .iter()
+            .filter(|m| !m.ready)
+            .map(|m| format!("{}: {}", m.module, m.reason.as_deref().unwrap_or("?")))
+            .collect();
+        if reasons.is_empty() {
+            "ready".into()
+        } else {
+            format!("not ready: {}", reasons.join("; "))
+        }
+    }
+
+    /// A compact JSON form for a timeline entry.
+    pub fn summary(&self) -> Value {
+        json!({
+            "ready": self.ready,
+            "probed": self.probed,
+            "modules": self.modules.iter().map(|m| json!({
+                "module": m.module,
+                "ready": m.ready,
+                "reason": m.reason,
+                "testedAt": m.last_probe.as_ref().map(|p| p.tested_at.to_string()),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+const UPSERT_MODULE: &str =
+    "INSERT INTO ingest_modules (module, domain, scopes, enabled, updated_at)
+    VALUES (:module, :domain, :scopes, :enabled, :now)
+    ON CONFLICT (module) DO UPDATE SET domain = excluded.domain, scopes = excluded.scopes,
+        enabled = excluded.enabled, updated_at = excluded.updated_at";
+
+const SET_ENABLED: &str =
+    "UPDATE ingest_modules SET enabled = :enabled, updated_at = :now WHERE module = :module";
+
+const DELETE_MODULE: &str = "DELETE FROM ingest_modules WHERE module = :module";
+
+const LIST_MODULES: &str =
+    "SELECT module, domain, scopes, enabled FROM ingest_modules ORDER BY module";
+
+const INSERT_PROBE: &str =
+    "INSERT INTO ingest_probes (module, status, code, message, latency_ms, tested_at)
+    VALUES (:module, :status, :code, :message, :latency, :now)";
+
+const LAST_PROBE: &str = "SELECT id, module, status, code, message, latency_ms, tested_at
+    FROM ingest_probes WHERE module = :module ORDER BY tested_at DESC, id DESC LIMIT 1";
+
+fn check_name(field: &str, value: &str) -> Result<()> {
+    if value.is_empty() || value.len() > 64 {
+        return Err(Error::invalid(field, "must be 1..=64 characters"));
+    }
+    Ok(())
+}
+
+/// Adds or replaces a module in the catalog.
+pub(crate) fn upsert_module(tx: &Connection, m: &Module, now: Timestamp) -> Result<()> {
+    check_name("module", &m.module)?;
+    check_name("domain", &m.domain)?;
+    let mut scopes = m.scopes.clone();
+    scopes.sort();
+    scopes.dedup();
+    tx.prepare_cached(UPSERT_MODULE)?.execute(named_params! {
+        ":module": m.module,
+        ":domain": m.domain,
+        ":scopes": serde_json::to_string(&scopes).expect("scopes serialize"),
+        ":enabled": m.enabled,
+        ":now": now,
+    })?;
+    Ok(())
+}
+
+/// Enables or disables a module.
+pub(crate) fn set_enabled(
+    tx: &Connection,
+    module: &str,
+    enabled: bool,
+    now: Timestamp,
+) -> Result<()> {
+    let n = tx
+        .prepare_cached(SET_ENABLED)?
+        .execute(named_params! {":module": module, ":enabled": enabled, ":now": now})?;
+    if n == 0 {
+        return Err(Error::not_found("module", module));
+    }
+    Ok(())
+}
+
+/// Removes a module and its probe history.
+pub(crate) fn delete_module(tx: &Connection, module: &str) -> Result<()> {
+    let n = tx
+        .prepare_cached(DELETE_MODULE)?
+        .execute(named_params! {":module": module})?;
+    if n == 0 {
+        return Err(Error::not_found("module", module));
+    }
+    Ok(())
+}
+
+/// The whole catalog, by name.
+pub(crate) fn modules(conn: &Connection) -> Result<Vec<Module>> {
+    let rows: Vec<(String, String, String, bool)> = conn
+        .prepare_cached(LIST_MODULES)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.into_iter()
+        .map(|(module, domain, scopes, enabled)| {
+            let scopes: Vec<Scope> = serde_json::from_str(&scopes).map_err(|e| {
+                Error::invalid(format!("ingest_modules/{module}/scopes"), e.to_string())
+            })?;
+            Ok(Module {
+                module,
+                domain,
+                scopes,
+                enabled,
+            })
+        })
+        .collect()
+}
+
+/// Persists one probe result ending at `now`.
+pub(crate) fn record_probe(
+    tx: &Connection,
+    module: &str,
+    outcome: &Result<(), ProbeError>,
+    latency_ms: i64,
+    now: Timestamp,
+) -> Result<i64> {
+    let (status, code, message) = match outcome {
+        Ok(()) => (ProbeStatus::Ok, None, None),
+        Err(e) => (
+            ProbeStatus::Failed,
+            Some(e.code.as_str()),
+            Some(e.message.as_str()),
+        ),
+    };
+    if let Some(code) = code {
+        check_name("probe code", code)?;
+    }
+    let exists = modules(tx)?.iter().any(|m| m.module == module);
+    if !exists {
+        return Err(Error::not_found("module", module));
+    }
+    tx.prepare_cached(INSERT_PROBE)?.execute(named_params! {
+        ":module": module,
+        ":status": status,
+        ":code": code,
+        ":message": message,
+        ":latency": latency_ms.max(0),
+        ":now": now,
+    })?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn last_probe(conn: &Connection, module: &str) -> Result<Option<ProbeRecord>> {
+    Ok(conn
+        .prepare_cached(LAST_PROBE)?
+        .query_row(named_params! {":module": module}, |r| {
+            Ok(ProbeRecord {
+                id: r.get(0)?,
+                module: r.get(1)?,
+                status: r.get(2)?,
+                code: r.get(3)?,
+                message: r.get(4)?,
+                latency_ms: r.get(5)?,
+                tested_at: r.get(6)?,
+            })
+        })
+        .optional()?)
+}
+
+fn fresh_for_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The readiness of `scope` at `now`: pure over the stored catalog and probes.
+pub(crate) fn readiness(
+    conn: &Connection,
+    scope: Scope,
+    fresh_for: Duration,
+    now: Timestamp,
+) -> Result<ReadinessSnapshot> {
+    let limit = fresh_for_ms(fresh_for);
+    let mut out = Vec::new();
+    for m in modules(conn)?
+        .into_iter()
+        .filter(|m| m.enabled && m.scopes.contains(&scope))
+    {
+        let last = last_probe(conn, &m.module)?;
+        let fresh = last
+            .as_ref()
+            .is_some_and(|p| now.millis_since(p.tested_at) < limit);
+        let reason = match &last {
+            None => Some("UNTESTED".to_string()),
+            Some(p) if p.status == ProbeStatus::Failed => Some(format!(
+                "PROBE_FAILED {} ({})",
+                p.code.as_deref().unwrap_or("?"),
+                p.message.as_deref().unwrap_or("")
+            )),
+            Some(p) if !fresh => Some(format!("STALE since {}", p.tested_at)),
+            Some(_) => None,
+        };
+        out.push(ModuleReadiness {
+            module: m.module,
+            domain: m.domain,
+            last_probe: last,
+            fresh,
+            ready: reason.is_none(),
+            reason,
+        });
+    }
+    Ok(ReadinessSnapshot {
+        scope,
+        checked_at: now,
+        fresh_for_ms: limit,
+        ready: out.iter().all(|m| m.ready),
+        probed: Vec::new(),
+        modules: out,
+    })
+}
+
+/// Preflight: under `ProbeThenCheck`, probes every enabled module of `scope` whose last
+/// probe is missing or stale (sequentially, with the host's probe functions), persists each
+/// result, then returns the readiness snapshot. A module without a probe function stays as it
+/// is. Under `CheckOnly` and `Off` nothing is probed.
+pub(crate) fn preflight(
+    engine: &Engine,
+    scope: Scope,
+    probes: &ProbeSet,
+    config: &PreflightConfig,
+) -> Result<ReadinessSnapshot> {
+    let before = engine.read(|c| readiness(c, scope, config.fresh_for, engine.now()))?;
+    let mut probed = Vec::new();
+    if config.policy == PreflightPolicy::ProbeThenCheck {
+        for m in before.modules.iter().filter(|m| !m.fresh) {
+            let Some(probe) = probes.probes.get(&m.module) else {
+                continue;
+            };
+            let start = engine.now();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe))
+                .unwrap_or_else(|_| Err(ProbeError::new("PROBE_PANIC", "probe panicked")));
+            let end = engine.now();
+            engine
+                .write(|tx| record_probe(tx, &m.module, &outcome, end.millis_since(start), end))?;
+            probed.push(m.module.clone());
+        }
+    }
+    let mut snap = engine.read(|c| readiness(c, scope, config.fresh_for, engine.now()))?;
+    snap.probed = probed;
+    Ok(snap)
+}

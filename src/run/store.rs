@@ -1,0 +1,463 @@
+//! SQL of `ingest_runs`: start under the lock, timeline entries, lease, finish, sweep.
+//!
+//! Every function takes the connection (a transaction for writes) and `now`; none reads a
+//! clock. The database enforces the same rules again (migrations/V3__ingest_runs.sql).
+
+use std::time::Duration;
+
+use rusqlite::{named_params, Connection, OptionalExtension, Row};
+use serde_json::{json, Map, Value};
+
+use super::state::{RunStatus, Scope, TriggerKind};
+use super::timeline::{self, StageKind, StageStatus, TimelineEntry};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+
+/// One ingestion run as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Run {
+    /// Row id.
+    pub id: i64,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The pool it ran in.
+    pub scope: Scope,
+    /// What started it.
+    pub trigger: TriggerKind,
+    /// Where it is.
+    pub status: RunStatus,
+    /// The lock it held (or was refused).
+    pub lock_key: String,
+    /// The account it ran for, if any.
+    pub account_id: Option<String>,
+    /// When it was triggered.
+    pub started_at: Timestamp,
+    /// When its lease runs out (last lease for terminal runs; none for a turned-away run).
+    pub lease_expires_at: Option<Timestamp>,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+    /// `finished_at - started_at` in milliseconds.
+    pub duration_ms: Option<i64>,
+    /// Why it failed (stable code: a stage's code, `RUN_ALREADY_ACTIVE`, `ABANDONED`, `STAGE_PANIC`).
+    pub error_code: Option<String>,
+    /// Human-readable reason.
+    pub error_message: Option<String>,
+    /// One entry per stage attempt.
+    pub timeline: Vec<TimelineEntry>,
+    /// `source`, `scope`; for a run blocked before its runner `blockedStage` and `errorCode`.
+    pub meta: Map<String, Value>,
+}
+
+/// Filters for [`Runs::list`](super::Runs::list); `None` matches everything.
+#[derive(Debug, Clone)]
+pub struct RunFilter {
+    /// Only this pipeline.
+    pub pipeline: Option<String>,
+    /// Only this scope.
+    pub scope: Option<Scope>,
+    /// Only this status.
+    pub status: Option<RunStatus>,
+    /// Only runs with a smaller id (paging, newest first).
+    pub before_id: Option<i64>,
+    /// At most this many (default 50).
+    pub limit: u32,
+}
+
+impl Default for RunFilter {
+    fn default() -> Self {
+        Self {
+            pipeline: None,
+            scope: None,
+            status: None,
+            before_id: None,
+            limit: 50,
+        }
+    }
+}
+
+const INSERT_STARTED: &str = "INSERT INTO ingest_runs
+    (pipeline, scope, trigger, status, lock_key, account_id, started_at, lease_expires_at, meta_json)
+    VALUES (:pipeline, :scope, :trigger, 'started', :lock_key, :account_id, :now, :lease, :meta)";
+
+const INSERT_REJECTED: &str = "INSERT INTO ingest_runs
+    (pipeline, scope, trigger, status, lock_key, account_id, started_at, finished_at, duration_ms,
+     error_code, error_message, timeline, meta_json)
+    VALUES (:pipeline, :scope, :trigger, 'failed', :lock_key, :account_id, :now, :now, 0,
+            :code, :message, :timeline, :meta)";
+
+const ACTIVE_HOLDER: &str = "SELECT id, lease_expires_at FROM ingest_runs
+    WHERE lock_key = :lock_key AND status = 'started'";
+
+const APPEND_ENTRY: &str = "UPDATE ingest_runs
+    SET timeline = json_insert(timeline, '$[#]', json(:entry))
+    WHERE id = :id AND status = 'started'";
+
+const REPLACE_LAST_ENTRY: &str = "UPDATE ingest_runs
+    SET timeline = json_set(timeline, '$[#-1]', json(:entry))
+    WHERE id = :id AND status = 'started' AND json_array_length(timeline) > 0";
+
+const RENEW_LEASE: &str = "UPDATE ingest_runs SET lease_expires_at = :lease
+    WHERE id = :id AND status = 'started'";
+
+// finished_at never precedes started_at (a clock may step back); duration_ms is computed
+// with the very expression of the CHECK, so the two always agree.
+const FINISH: &str = "UPDATE ingest_runs
+    SET status = :status,
+        finished_at = max(:now, started_at),
+        duration_ms = CAST(round((julianday(max(:now, started_at)) - julianday(started_at)) * 86400000) AS INTEGER),
+        error_code = :code,
+        error_message = :message,
+        meta_json = json_patch(meta_json, :meta)
+    WHERE id = :id AND status = 'started'";
+
+const EXPIRED: &str = "SELECT id FROM ingest_runs
+    WHERE status = 'started' AND lease_expires_at <= :now ORDER BY lease_expires_at, id";
+
+const TIMELINE_OF: &str =
+    "SELECT timeline, lease_expires_at FROM ingest_runs WHERE id = :id AND status = 'started'";
+
+const GET: &str = "SELECT id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
+     lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json \
+     FROM ingest_runs WHERE id = :id";
+
+const LIST: &str =
+    "SELECT id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
+     lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json \
+     FROM ingest_runs
+     WHERE (:pipeline IS NULL OR pipeline = :pipeline)
+       AND (:scope IS NULL OR scope = :scope)
+       AND (:status IS NULL OR status = :status)
+       AND (:before IS NULL OR id < :before)
+     ORDER BY id DESC LIMIT :limit";
+
+/// What a run about to start is.
+pub(crate) struct NewRun<'a> {
+    pub pipeline: &'a str,
+    pub scope: Scope,
+    pub trigger: TriggerKind,
+    pub lock_key: &'a str,
+    pub account_id: Option<&'a str>,
+    pub lease: Duration,
+}
+
+/// The result of [`start`].
+#[derive(Debug, PartialEq)]
+pub(crate) enum Started {
+    /// The new run holds the lock.
+    Run(i64),
+    /// Another run holds it; `rejection_id` is the failed record of this attempt.
+    Rejected {
+        rejection_id: i64,
+        active_run_id: Option<i64>,
+    },
+}
+
+/// Starts a run under its lock: first finalizes an expired holder of the same lock as
+/// `ABANDONED`, then inserts the started row. When the lock is held, records the attempt as
+/// a failed run (`RUN_ALREADY_ACTIVE`, `blockedStage: "lock"`) instead.
+pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result<Started> {
+    let holder: Option<(i64, Option<Timestamp>)> = tx
+        .prepare_cached(ACTIVE_HOLDER)?
+        .query_row(named_params! {":lock_key": new.lock_key}, |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    if let Some((id, Some(lease))) = holder {
+        if lease <= now {
+            abandon(tx, id, now)?;
+        }
+    }
+    let source = new.trigger.as_str();
+    let meta = json!({"source": source, "scope": new.scope.as_str()}).to_string();
+    let inserted = tx.prepare_cached(INSERT_STARTED)?.execute(named_params! {
+        ":pipeline": new.pipeline,
+        ":scope": new.scope,
+        ":trigger": new.trigger,
+        ":lock_key": new.lock_key,
+        ":account_id": new.account_id,
+        ":now": now,
+        ":lease": now + new.lease,
+        ":meta": meta,
+    });
+    match inserted.map_err(Error::from) {
+        Ok(_) => Ok(Started::Run(tx.last_insert_rowid())),
+        Err(Error::RunAlreadyActive { .. }) => {
+            let active_run_id: Option<i64> = tx
+                .prepare_cached(ACTIVE_HOLDER)?
+                .query_row(named_params! {":lock_key": new.lock_key}, |r| r.get(0))
+                .optional()?;
+            let err = Error::RunAlreadyActive {
+                lock_key: new.lock_key.to_string(),
+                active_run_id,
+            };
+            let message = err.to_string();
+            let entry = TimelineEntry::started("lock", StageKind::Lock, 1, now)
+                .close(StageStatus::Failed, now)
+                .with_error(err.code(), &message)
+                .with_detail(Some(json!({"activeRunId": active_run_id})));
+            let meta = json!({
+                "blockedStage": "lock",
+                "errorCode": err.code(),
+                "source": source,
+                "scope": new.scope.as_str(),
+                "activeRunId": active_run_id,
+            });
+            tx.prepare_cached(INSERT_REJECTED)?.execute(named_params! {
+                ":pipeline": new.pipeline,
+                ":scope": new.scope,
+                ":trigger": new.trigger,
+                ":lock_key": new.lock_key,
+                ":account_id": new.account_id,
+                ":now": now,
+                ":code": err.code(),
+                ":message": message,
+                ":timeline": serde_json::to_string(&[entry]).expect("entries serialize"),
+                ":meta": meta.to_string(),
+            })?;
+            Ok(Started::Rejected {
+                rejection_id: tx.last_insert_rowid(),
+                active_run_id,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends `entry` to a started run's timeline; `false` if the run is no longer started.
+pub(crate) fn append_entry(tx: &Connection, id: i64, entry: &TimelineEntry) -> Result<bool> {
+    let n = tx
+        .prepare_cached(APPEND_ENTRY)?
+        .execute(named_params! {":id": id, ":entry": entry.to_json()})?;
+    Ok(n == 1)
+}
+
+/// Replaces the last (open) entry of a started run's timeline with its closed form.
+pub(crate) fn close_last_entry(tx: &Connection, id: i64, entry: &TimelineEntry) -> Result<bool> {
+    let n = tx
+        .prepare_cached(REPLACE_LAST_ENTRY)?
+        .execute(named_params! {":id": id, ":entry": entry.to_json()})?;
+    Ok(n == 1)
+}
+
+/// Moves a started run's lease to `until`; `false` if the run is no longer started.
+pub(crate) fn renew_lease(tx: &Connection, id: i64, until: Timestamp) -> Result<bool> {
+    let n = tx
+        .prepare_cached(RENEW_LEASE)?
+        .execute(named_params! {":id": id, ":lease": until})?;
+    Ok(n == 1)
+}
+
+/// How a run ends.
+pub(crate) struct Finish<'a> {
+    pub status: RunStatus,
+    pub error: Option<(&'a str, &'a str)>,
+    pub meta: Value,
+}
+
+/// Ends a started run; `false` if it had already ended. Refuses non-terminal targets and
+/// a failure without a code before touching the database.
+pub(crate) fn finish(tx: &Connection, id: i64, end: &Finish<'_>, now: Timestamp) -> Result<bool> {
+    if !RunStatus::Started.can_transition_to(end.status) {
+        return Err(Error::IllegalTransition {
+            entity: "run",
+            id: id.to_string(),
+            from: RunStatus::Started.to_string(),
+            to: end.status.to_string(),
+        });
+    }
+    if (end.status == RunStatus::Failed) != end.error.is_some() {
+        return Err(Error::invalid(
+            "error",
+            "a failed run has an error code, a successful one none",
+        ));
+    }
+    let n = tx.prepare_cached(FINISH)?.execute(named_params! {
+        ":id": id,
+        ":status": end.status,
+        ":now": now,
+        ":code": end.error.map(|e| e.0),
+        ":message": end.error.map(|e| e.1),
+        ":meta": end.meta.to_string(),
+    })?;
+    Ok(n == 1)
+}
+
+/// Finalizes a started run whose holder stopped renewing: its open timeline entry is
+/// closed as failed, the run ends failed `ABANDONED`. `false` if it was no longer started.
+pub(crate) fn abandon(tx: &Connection, id: i64, now: Timestamp) -> Result<bool> {
+    let row: Option<(String, Option<Timestamp>)> = tx
+        .prepare_cached(TIMELINE_OF)?
+        .query_row(named_params! {":id": id}, |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((text, lease)) = row else {
+        return Ok(false);
+    };
+    let lease = lease.map(|l| l.to_string()).unwrap_or_default();
+    let message = format!("lease expired at {lease}: the holder stopped renewing it");
+    let mut meta = json!({"abandonedAt": now.to_string(), "errorCode": "ABANDONED"});
+    if let Some(last) = timeline::parse(&text)?.pop() {
+        if last.status == StageStatus::Started {
+            meta["openStage"] = json!(last.stage);
+            let closed = last
+                .close(StageStatus::Failed, now)
+                .with_error("ABANDONED", &message);
+            close_last_entry(tx, id, &closed)?;
+        }
+    }
+    finish(
+        tx,
+        id,
+        &Finish {
+            status: RunStatus::Failed,
+            error: Some(("ABANDONED", &message)),
+            meta,
+        },
+        now,
+    )
+}
+
+/// Finalizes every started run whose lease expired by `now`; returns their ids.
+pub(crate) fn sweep(tx: &Connection, now: Timestamp) -> Result<Vec<i64>> {
+    let ids: Vec<i64> = tx
+        .prepare_cached(EXPIRED)?
+        .query_map(named_params! {":now": now}, |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut done = Vec::with_capacity(ids.len());
+    for id in ids {
+        if abandon(tx, id, now)? {
+            done.push(id);
+        }
+    }
+    Ok(done)
+}
+
+/// The run with `id`.
+pub(crate) fn get(conn: &Connection, id: i64) -> Result<Run> {
+    let raw = conn
+        .prepare_cached(GET)?
+        .query_row(named_params! {":id": id}, RawRun::from_row)
+        .optional()?
+        .ok_or_else(|| Error::not_found("run", id))?;
+    raw.into_run()
+}
+
+/// Runs matching `filter`, newest first.
+pub(crate) fn list(conn: &Connection, filter: &RunFilter) -> Result<Vec<Run>> {
+    let raws: Vec<RawRun> = conn
+        .prepare_cached(LIST)?
+        .query_map(
+            named_params! {
+                ":pipeline": filter.pipeline,
+                ":scope": filter.scope,
+                ":status": filter.status,
+                ":before": filter.before_id,
+                ":limit": filter.limit,
+            },
+            RawRun::from_row,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    raws.into_iter().map(RawRun::into_run).collect()
+}
+
+struct RawRun {
+    run: Run,
+    timeline: String,
+    meta: String,
+}
+
+impl RawRun {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            run: Run {
+                id: r.get(0)?,
+                pipeline: r.get(1)?,
+                scope: r.get(2)?,
+                trigger: r.get(3)?,
+                status: r.get(4)?,
+                lock_key: r.get(5)?,
+                account_id: r.get(6)?,
+                started_at: r.get(7)?,
+                lease_expires_at: r.get(8)?,
+                finished_at: r.get(9)?,
+                duration_ms: r.get(10)?,
+                error_code: r.get(11)?,
+                error_message: r.get(12)?,
+                timeline: Vec::new(),
+                meta: Map::new(),
+            },
+            timeline: r.get(13)?,
+            meta: r.get(14)?,
+        })
+    }
+
+    fn into_run(mut self) -> Result<Run> {
+        self.run.timeline = timeline::parse(&self.timeline)?;
+        self.run.meta = serde_json::from_str(&self.meta)
+            .map_err(|e| Error::invalid("meta_json", e.to_string()))?;
+        Ok(self.run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{self, DbOptions};
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::from_unix_ms(1_795_000_000_000 + ms).unwrap()
+    }
+
+    #[test]
+    fn finish_refuses_what_the_table_refuses_before_touching_the_database() {
+        let conn = db::open_in_memory(&DbOptions::default()).unwrap();
+        let new = NewRun {
+            pipeline: "p",
+            scope: Scope::Targets,
+            trigger: TriggerKind::Manual,
+            lock_key: "p:targets",
+            account_id: None,
+            lease: Duration::from_secs(60),
+        };
+        let Started::Run(id) = start(&conn, &new, t(0)).unwrap() else {
+            panic!("lock is free")
+        };
+        let again = Finish {
+            status: RunStatus::Started,
+            error: None,
+            meta: json!({}),
+        };
+        assert_eq!(
+            finish(&conn, id, &again, t(1)).unwrap_err().code(),
+            "ILLEGAL_TRANSITION"
+        );
+        let no_code = Finish {
+            status: RunStatus::Failed,
+            error: None,
+            meta: json!({}),
+        };
+        assert_eq!(
+            finish(&conn, id, &no_code, t(1)).unwrap_err().code(),
+            "INVALID_INPUT"
+        );
+        let ok = Finish {
+            status: RunStatus::Success,
+            error: None,
+            meta: json!({}),
+        };
+        // A clock that stepped back: finished_at is clamped to started_at.
+        assert!(finish(&conn, id, &ok, t(-5)).unwrap());
+        let run = get(&conn, id).unwrap();
+        assert_eq!((run.finished_at, run.duration_ms), (Some(t(0)), Some(0)));
+        assert!(
+            !finish(&conn, id, &ok, t(2)).unwrap(),
+            "a terminal run is not finished twice"
+        );
+        assert!(!renew_lease(&conn, id, t(100)).unwrap());
+        assert!(!append_entry(
+            &conn,
+            id,
+            &TimelineEntry::started("x", StageKind::Runner, 1, t(3))
+        )
+        .unwrap());
+    }
+}
