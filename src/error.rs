@@ -128,6 +128,8 @@ pub enum Error {
         lock_key: String,
         /// The id of the run holding it, when known.
         active_run_id: Option<i64>,
+        /// The failed run that records this refusal (`blockedStage: "lock"`), when recorded.
+        recorded_run_id: Option<i64>,
     },
 
     /// A row that may never change was about to be updated or deleted.
@@ -277,6 +279,7 @@ impl Error {
             return Error::RunAlreadyActive {
                 lock_key: String::new(),
                 active_run_id: None,
+                recorded_run_id: None,
             };
         }
         Error::ConstraintViolation { message }
@@ -312,6 +315,7 @@ mod tests {
             Error::RunAlreadyActive {
                 lock_key: "k".into(),
                 active_run_id: Some(1),
+                recorded_run_id: Some(2),
             },
         ];
         let codes: Vec<_> = samples.iter().map(Error::code).collect();

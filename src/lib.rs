@@ -43,7 +43,7 @@ pub use job::supervisor::{RecoveryPolicy, Supervisor, SupervisorOptions};
 pub use job::worker::{JobContext, JobFailure, StopReason, Worker, WorkerOptions, WorkerReport};
 pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};
 pub use looping::LoopHandle;
-pub use run::{Pipeline, RunStatus, Runs, Scope, ScopeSelector, TriggerKind};
+pub use run::{Pipeline, RunStatus, Runs, ScheduledRuns, Scope, ScopeSelector, TriggerKind};
 pub use schedule::{
     Fire, FireOutcome, Misfire, NewSchedule, Schedule, ScheduleEdit, Schedules, Slot, SlotStatus,
     TickOptions, TickReport,

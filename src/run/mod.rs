@@ -55,6 +55,7 @@ pub mod orchestrator;
 pub mod pipeline;
 pub mod probe;
 pub mod raw;
+pub mod scheduled;
 pub mod state;
 pub(crate) mod store;
 pub mod timeline;
@@ -69,6 +70,7 @@ pub use probe::{
     ProbeSet, ProbeStatus, ReadinessSnapshot,
 };
 pub use raw::{PruneReport, RawInput, RawRecord};
+pub use scheduled::ScheduledRuns;
 pub use state::{RunStatus, Scope, ScopeSelector, TriggerKind};
 pub use store::{Run, RunFilter};
 pub use timeline::{StageKind, StageStatus, TimelineEntry, TIMELINE_VERSION};

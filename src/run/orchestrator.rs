@@ -125,10 +125,14 @@ impl<'a> Runs<'a> {
         let now = self.engine.now();
         let run_id = match self.engine.write(|tx| store::start(tx, &new, now))? {
             Started::Run(id) => id,
-            Started::Rejected { active_run_id, .. } => {
+            Started::Rejected {
+                active_run_id,
+                rejection_id,
+            } => {
                 return Err(Error::RunAlreadyActive {
                     lock_key,
                     active_run_id,
+                    recorded_run_id: Some(rejection_id),
                 })
             }
         };

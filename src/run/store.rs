@@ -189,6 +189,7 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
             let err = Error::RunAlreadyActive {
                 lock_key: new.lock_key.to_string(),
                 active_run_id,
+                recorded_run_id: None,
             };
             let message = err.to_string();
             let entry = TimelineEntry::started("lock", StageKind::Lock, 1, now)

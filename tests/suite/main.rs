@@ -7,4 +7,5 @@ mod runbook;
 mod runs;
 mod runs_probe;
 mod schedule;
+mod scheduled_runs;
 mod supervision;

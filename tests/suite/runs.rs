@@ -371,9 +371,11 @@ fn lock_rejection_is_itself_a_failed_run() {
         Err(Error::RunAlreadyActive {
             lock_key,
             active_run_id,
+            recorded_run_id,
         }) => {
             assert_eq!(lock_key, "flex:targets");
             assert_eq!(active_run_id, Some(first.id));
+            assert_eq!(recorded_run_id, Some(first.id + 1));
         }
         other => panic!("unexpected {other:?}"),
     }

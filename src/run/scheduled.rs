@@ -1,0 +1,117 @@
+//! Scheduled runs: the [`Fire`](crate::schedule::Fire) that turns a due slot of a schedule
+//! into runs of the host's registered pipelines.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::orchestrator::RunOutcome;
+use super::pipeline::Pipeline;
+use super::state::{ScopeSelector, TriggerKind};
+use crate::clock::Timestamp;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::schedule::{Fire, FireOutcome, Schedule};
+
+/// Fires schedule slots by triggering the pipeline the schedule names, with trigger kind
+/// `schedule`. A slot whose every scope was turned away by an active run is recorded as
+/// turned away (`RUN_ALREADY_ACTIVE`) with the ids of the refusal records; a slot where at
+/// least one run started is fired, with every run id (started and refused).
+#[derive(Clone)]
+pub struct ScheduledRuns {
+    engine: Engine,
+    pipelines: BTreeMap<String, Arc<Pipeline>>,
+}
+
+impl std::fmt::Debug for ScheduledRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScheduledRuns")
+            .field("pipelines", &self.pipelines.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ScheduledRuns {
+    /// No pipelines yet.
+    pub fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            pipelines: BTreeMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) a pipeline under its own name.
+    pub fn register(mut self, pipeline: Pipeline) -> Self {
+        self.pipelines
+            .insert(pipeline.name().to_owned(), Arc::new(pipeline));
+        self
+    }
+
+    /// The registered pipeline called `name`.
+    pub fn pipeline(&self, name: &str) -> Option<&Pipeline> {
+        self.pipelines.get(name).map(|p| &**p)
+    }
+}
+
+fn classify(outcomes: Vec<RunOutcome>) -> FireOutcome {
+    let mut started = Vec::new();
+    let mut refused = Vec::new();
+    let mut errors = Vec::new();
+    for o in outcomes {
+        match o.result {
+            Ok(run) => started.push(run.id),
+            Err(Error::RunAlreadyActive {
+                recorded_run_id, ..
+            }) => refused.extend(recorded_run_id),
+            Err(e) => errors.push(format!("{}: {} [{}]", o.scope, e, e.code())),
+        }
+    }
+    if !started.is_empty() {
+        started.extend(refused);
+        return FireOutcome::Fired { run_ids: started };
+    }
+    if errors.is_empty() {
+        return FireOutcome::TurnedAway {
+            run_ids: refused,
+            code: "RUN_ALREADY_ACTIVE".into(),
+        };
+    }
+    FireOutcome::Failed {
+        run_ids: refused,
+        code: "RUN_START_FAILED".into(),
+        message: errors.join("; "),
+    }
+}
+
+impl Fire for ScheduledRuns {
+    fn fire(&self, schedule: &Schedule, _slot: Timestamp) -> FireOutcome {
+        let Some(pipeline) = self.pipelines.get(&schedule.pipeline) else {
+            return FireOutcome::Failed {
+                run_ids: vec![],
+                code: "UNKNOWN_PIPELINE".into(),
+                message: format!("no pipeline named {:?} is registered", schedule.pipeline),
+            };
+        };
+        let scope: ScopeSelector = match schedule.scope.parse() {
+            Ok(s) => s,
+            Err(e) => {
+                return FireOutcome::Failed {
+                    run_ids: vec![],
+                    code: "INVALID_SCOPE".into(),
+                    message: Error::to_string(&e),
+                }
+            }
+        };
+        match self
+            .engine
+            .runs()
+            .trigger(pipeline, scope, TriggerKind::Schedule)
+        {
+            Ok(outcomes) => classify(outcomes),
+            Err(e) => FireOutcome::Failed {
+                run_ids: vec![],
+                code: e.code().into(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
