@@ -5,6 +5,7 @@ pub mod clock;
 pub mod db;
 mod engine;
 pub mod error;
+pub mod flex;
 pub mod job;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

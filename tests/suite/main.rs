@@ -2,3 +2,5 @@
 
 mod common;
 mod engine;
+mod flex_gen;
+mod flex_parse;
