@@ -104,15 +104,43 @@ const fn row(code: u32, class: CodeClass, meaning: &'static str) -> CodeInfo {
 /// IB's Flex Web Service v3 error codes (there is no 1002), sorted by code: the single
 /// source of truth for [`classify_code`]. Codes not listed are [`CodeClass::Fatal`].
 pub const ERROR_CODES: &[CodeInfo] = &[
-    row(1001, CodeClass::Transient, "statement could not be generated at this time"),
+    row(
+        1001,
+        CodeClass::Transient,
+        "statement could not be generated at this time",
+    ),
     row(1003, CodeClass::Fatal, "statement is not available"),
-    row(1004, CodeClass::Transient, "statement is incomplete at this time"),
-    row(1005, CodeClass::Transient, "settlement data is not ready at this time"),
-    row(1006, CodeClass::Transient, "fifo p/l data is not ready at this time"),
-    row(1007, CodeClass::Transient, "mtm p/l data is not ready at this time"),
-    row(1008, CodeClass::Transient, "mtm and fifo p/l data is not ready at this time"),
+    row(
+        1004,
+        CodeClass::Transient,
+        "statement is incomplete at this time",
+    ),
+    row(
+        1005,
+        CodeClass::Transient,
+        "settlement data is not ready at this time",
+    ),
+    row(
+        1006,
+        CodeClass::Transient,
+        "fifo p/l data is not ready at this time",
+    ),
+    row(
+        1007,
+        CodeClass::Transient,
+        "mtm p/l data is not ready at this time",
+    ),
+    row(
+        1008,
+        CodeClass::Transient,
+        "mtm and fifo p/l data is not ready at this time",
+    ),
     row(1009, CodeClass::Transient, "the server is under heavy load"),
-    row(1010, CodeClass::Fatal, "legacy flex queries are no longer supported"),
+    row(
+        1010,
+        CodeClass::Fatal,
+        "legacy flex queries are no longer supported",
+    ),
     row(1011, CodeClass::Fatal, "service account is inactive"),
     row(1012, CodeClass::Fatal, "token has expired"),
     row(1013, CodeClass::Fatal, "ip restriction"),
@@ -120,10 +148,26 @@ pub const ERROR_CODES: &[CodeInfo] = &[
     row(1015, CodeClass::Fatal, "token is invalid"),
     row(1016, CodeClass::Fatal, "account is invalid"),
     row(1017, CodeClass::Fatal, "reference code is invalid"),
-    row(1018, CodeClass::Throttled, "too many requests from this token"),
-    row(1019, CodeClass::NotReady, "statement generation in progress"),
-    row(1020, CodeClass::Fatal, "invalid request or unable to validate request"),
-    row(1021, CodeClass::Transient, "statement could not be retrieved at this time"),
+    row(
+        1018,
+        CodeClass::Throttled,
+        "too many requests from this token",
+    ),
+    row(
+        1019,
+        CodeClass::NotReady,
+        "statement generation in progress",
+    ),
+    row(
+        1020,
+        CodeClass::Fatal,
+        "invalid request or unable to validate request",
+    ),
+    row(
+        1021,
+        CodeClass::Transient,
+        "statement could not be retrieved at this time",
+    ),
 ];
 
 /// The table row of `code`, if IB documents it.
@@ -220,10 +264,7 @@ pub fn classify_body(body: &[u8]) -> BodyKind {
 
 /// Whether the first line is comma-separated printable text with at least two fields.
 fn looks_like_csv(body: &[u8]) -> bool {
-    let line_end = body
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(body.len());
+    let line_end = body.iter().position(|&b| b == b'\n').unwrap_or(body.len());
     let line = &body[..line_end.min(64 * 1024)];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     line.contains(&b',')
@@ -336,11 +377,9 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, ParseError> {
                     text.clear();
                 }
             }
-            Event::Empty(e) => {
-                if depth == 1 {
-                    if let Some(f) = Field::of(e.name().as_ref()) {
-                        values[f as usize].get_or_insert_with(String::new);
-                    }
+            Event::Empty(e) if depth == 1 => {
+                if let Some(f) = Field::of(e.name().as_ref()) {
+                    values[f as usize].get_or_insert_with(String::new);
                 }
             }
             Event::End(_) => {
@@ -396,7 +435,10 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, ParseError> {
         Some(s) if s.eq_ignore_ascii_case("fail") => EnvelopeStatus::Fail,
         Some(s) => {
             return Err(ParseError::BadEnvelope {
-                reason: format!("unknown status {:?}", s.chars().take(32).collect::<String>()),
+                reason: format!(
+                    "unknown status {:?}",
+                    s.chars().take(32).collect::<String>()
+                ),
             })
         }
     };

@@ -12,11 +12,11 @@
 //!
 //! Every failure is a [`ParseError`] with a stable [`ParseError::code`].
 
-mod error;
-mod xml;
 pub mod envelope;
+mod error;
 pub mod policy;
 pub mod statement;
+mod xml;
 
 pub use envelope::{
     classify_body, classify_code, parse_envelope, BodyKind, CodeClass, CodeInfo, Envelope,
@@ -25,6 +25,5 @@ pub use envelope::{
 pub use error::ParseError;
 pub use policy::{check, Missing, MissingSection, RequireRows, SectionCheck, SectionPolicy};
 pub use statement::{
-    scan, scan_bytes, scan_with, RootType, ScanLimits, SectionCount, StatementInfo,
-    StatementReport,
+    scan, scan_bytes, scan_with, RootType, ScanLimits, SectionCount, StatementInfo, StatementReport,
 };

@@ -60,8 +60,12 @@ impl SectionPolicy {
     /// daily activity statement to book an account: who and in which base currency
     /// (`AccountInformation`), cash balances (`CashReport`), holdings (`OpenPositions`)
     /// and executions (`Trades`).
-    pub const ACTIVITY_REQUIRED: &'static [&'static str] =
-        &["AccountInformation", "CashReport", "OpenPositions", "Trades"];
+    pub const ACTIVITY_REQUIRED: &'static [&'static str] = &[
+        "AccountInformation",
+        "CashReport",
+        "OpenPositions",
+        "Trades",
+    ];
 
     /// The reconcile sections of [`SectionPolicy::activity`]: what lets the ledger
     /// cross-check the required ones (NAV change and equity summary against positions and
@@ -206,7 +210,9 @@ pub fn check(report: &StatementReport, policy: &SectionPolicy) -> SectionCheck {
         };
         for s in &hard {
             match st.rows(s) {
-                None => out.missing_required.push(entry(&account, s, Missing::Absent)),
+                None => out
+                    .missing_required
+                    .push(entry(&account, s, Missing::Absent)),
                 Some(0) if policy.rows_required(s) => {
                     out.empty_required.push(entry(&account, s, Missing::Empty))
                 }
@@ -215,7 +221,8 @@ pub fn check(report: &StatementReport, policy: &SectionPolicy) -> SectionCheck {
         }
         for s in &policy.reconcile {
             if st.section(s).is_none() {
-                out.missing_reconcile.push(entry(&account, s, Missing::Absent));
+                out.missing_reconcile
+                    .push(entry(&account, s, Missing::Absent));
             }
         }
     }

@@ -252,16 +252,14 @@ pub fn scan_with<R: BufRead>(
             Event::Start(e) => scanner.start(&e, false)?,
             Event::Empty(e) => scanner.start(&e, true)?,
             Event::End(_) => scanner.end(),
-            Event::Text(t) => {
-                if scanner.depth == 0 && !t.trim_ascii().is_empty() {
-                    return Err(match scanner.root_seen {
-                        false => not_a_document(&prefix),
-                        true => ParseError::Malformed {
-                            position: xml.buffer_position(),
-                            reason: "text after the root element".into(),
-                        },
-                    });
-                }
+            Event::Text(t) if scanner.depth == 0 && !t.trim_ascii().is_empty() => {
+                return Err(match scanner.root_seen {
+                    false => not_a_document(&prefix),
+                    true => ParseError::Malformed {
+                        position: xml.buffer_position(),
+                        reason: "text after the root element".into(),
+                    },
+                });
             }
             Event::CData(_) | Event::GeneralRef(_) if scanner.depth == 0 => {
                 return Err(match scanner.root_seen {
@@ -517,7 +515,10 @@ impl<'l> Scanner<'l> {
                 b"whenGenerated" => &mut st.when_generated,
                 other => {
                     if st.other_attributes.len() < MAX_EXTRA_ATTRIBUTES {
-                        let value = attr_text(&attr).chars().take(MAX_EXTRA_VALUE_CHARS).collect();
+                        let value = attr_text(&attr)
+                            .chars()
+                            .take(MAX_EXTRA_VALUE_CHARS)
+                            .collect();
                         st.other_attributes
                             .insert(String::from_utf8_lossy(other).into_owned(), value);
                     }

@@ -90,10 +90,7 @@ impl FlexGen {
 
     /// Total length of the document in bytes.
     pub fn len(&self) -> u64 {
-        self.segments
-            .iter()
-            .map(|(b, n)| b.len() as u64 * n)
-            .sum()
+        self.segments.iter().map(|(b, n)| b.len() as u64 * n).sum()
     }
 }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use runledger::flex::{
     self, check, classify_body, classify_code, parse_envelope, scan, scan_bytes, scan_with,
-    BodyKind, CodeClass, EnvelopeStatus, Missing, ParseError, RequireRows, RootType,
-    ScanLimits, SectionPolicy, StatementReport,
+    BodyKind, CodeClass, EnvelopeStatus, Missing, ParseError, RequireRows, RootType, ScanLimits,
+    SectionPolicy, StatementReport,
 };
 use runledger::Error;
 
@@ -121,7 +121,10 @@ fn sample_facts_from_sources_md_hold() {
     let r = load("StatementOfFunds.xml");
     assert_eq!(r.statements[0].sections.len(), 1);
     assert_eq!(r.statements[0].sections[0].name, "StmtFunds");
-    assert_eq!(r.statements[0].period.as_deref(), Some("Last365CalendarDays"));
+    assert_eq!(
+        r.statements[0].period.as_deref(),
+        Some("Last365CalendarDays")
+    );
 
     // CashReport with 5 currencies incl. BASE_SUMMARY.
     let r = load("TestForCoding.xml");
@@ -149,7 +152,12 @@ fn every_sample_reply_parses_as_an_envelope() {
             _ => assert!(env.error_code.is_some() && env.error_message.is_some()),
         }
         assert_eq!(scan_bytes(&bytes).unwrap_err().code(), "FLEX_WRONG_ROOT");
-        out.push((stem(&path), env.status, env.error_code.clone(), env.code_class()));
+        out.push((
+            stem(&path),
+            env.status,
+            env.error_code.clone(),
+            env.code_class(),
+        ));
     }
     assert_eq!(out.len(), 4);
     snap_json!("sample_responses", &out);
@@ -181,7 +189,9 @@ fn multi_account_statement_reports_every_section_with_rows() {
         .map(|(n, r)| (n.to_string(), r))
     );
     assert_eq!(
-        report.statements[0].other_attributes.get("newStatementAttr"),
+        report.statements[0]
+            .other_attributes
+            .get("newStatementAttr"),
         Some(&"kept".to_string())
     );
     assert_eq!(
@@ -357,10 +367,19 @@ fn bodies_that_are_not_envelopes_get_their_own_errors() {
     for (label, body) in [
         ("empty", &b""[..]),
         ("plain text", b"Service temporarily unavailable"),
-        ("html without doctype", b"<html><body>Bad Gateway</body></html>"),
-        ("unknown status", b"<FlexStatementResponse><Status>Maybe</Status></FlexStatementResponse>"),
+        (
+            "html without doctype",
+            b"<html><body>Bad Gateway</body></html>",
+        ),
+        (
+            "unknown status",
+            b"<FlexStatementResponse><Status>Maybe</Status></FlexStatementResponse>",
+        ),
         ("self-closed", b"<FlexStatementResponse timestamp='x'/>"),
-        ("unclosed child", b"<FlexStatementResponse><Status>Warn</FlexStatementResponse>"),
+        (
+            "unclosed child",
+            b"<FlexStatementResponse><Status>Warn</FlexStatementResponse>",
+        ),
     ] {
         out.push_str(&format!(
             "{label} [{:?}]: {}\n",
@@ -400,7 +419,10 @@ fn error_code_table_classifies_as_protocol_md_says() {
         assert!(flex::envelope::code_info(c).is_none());
     }
     let table = flex::ERROR_CODES;
-    assert!(table.windows(2).all(|w| w[0].code < w[1].code), "sorted, unique");
+    assert!(
+        table.windows(2).all(|w| w[0].code < w[1].code),
+        "sorted, unique"
+    );
     assert_eq!(table.len(), 20);
 }
 
@@ -409,17 +431,34 @@ fn body_classifier() {
     let cases: [(&[u8], BodyKind); 10] = [
         (b"", BodyKind::Empty),
         (b"  \n ", BodyKind::Empty),
-        (b"<?xml version=\"1.0\"?><FlexStatementResponse>", BodyKind::Envelope),
-        (b"\xEF\xBB\xBF<!-- c --><FlexQueryResponse type=\"AF\">", BodyKind::Statement),
-        (b"<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\">", BodyKind::Html),
+        (
+            b"<?xml version=\"1.0\"?><FlexStatementResponse>",
+            BodyKind::Envelope,
+        ),
+        (
+            b"\xEF\xBB\xBF<!-- c --><FlexQueryResponse type=\"AF\">",
+            BodyKind::Statement,
+        ),
+        (
+            b"<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01//EN\">",
+            BodyKind::Html,
+        ),
         (b"<HTML><HEAD>", BodyKind::Html),
-        (b"\"ClientAccountID\",\"Symbol\"\r\n\"U1\",\"A\"", BodyKind::Csv),
+        (
+            b"\"ClientAccountID\",\"Symbol\"\r\n\"U1\",\"A\"",
+            BodyKind::Csv,
+        ),
         (b"<Other/>", BodyKind::Other),
         (b"hello", BodyKind::Other),
         (b"<", BodyKind::Other),
     ];
     for (body, kind) in cases {
-        assert_eq!(classify_body(body), kind, "{:?}", String::from_utf8_lossy(body));
+        assert_eq!(
+            classify_body(body),
+            kind,
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
     }
 }
 
@@ -538,7 +577,10 @@ fn a_generated_100_mb_statement_streams_with_exact_row_counts() {
     assert_eq!(report.bytes, len);
     assert_eq!(report.declared_count, Some(2));
     for (i, st) in report.statements.iter().enumerate() {
-        assert_eq!(st.account_id.as_deref(), Some(&*format!("U{:07}", 9_000_000 + i)));
+        assert_eq!(
+            st.account_id.as_deref(),
+            Some(&*format!("U{:07}", 9_000_000 + i))
+        );
         assert_eq!(st.rows("Trades"), Some(trades));
         assert_eq!(st.rows("OpenPositions"), Some(positions));
         assert_eq!(st.rows("AccountInformation"), Some(1));
@@ -553,7 +595,10 @@ fn a_generated_statement_cut_anywhere_is_truncated() {
         FlexGen::new(2, 50, 5).read_to_end(&mut v).unwrap();
         v
     };
-    assert_eq!(scan_bytes(&full).unwrap().statements[1].rows("Trades"), Some(50));
+    assert_eq!(
+        scan_bytes(&full).unwrap().statements[1].rows("Trades"),
+        Some(50)
+    );
     for cut in (1..full.len() - 1).step_by(97) {
         let e = scan(BufReader::with_capacity(100, &full[..cut])).unwrap_err();
         assert_eq!(e.code(), "FLEX_TRUNCATED", "cut at {cut}: {e}");
@@ -583,7 +628,10 @@ fn hostile_inputs_hit_limits_instead_of_memory() {
     // limit after reading about a megabyte, although the source never ends.
     let endless_attr = Read::chain(&b"<FlexQueryResponse type=\""[..], Repeat(b"A", 0));
     let e = scan_with(BufReader::new(endless_attr), &limits).unwrap_err();
-    assert_eq!(e.to_string(), "flex document exceeds the limit on element size in bytes (1048576)");
+    assert_eq!(
+        e.to_string(),
+        "flex document exceeds the limit on element size in bytes (1048576)"
+    );
     let endless_text = Read::chain(&b"<FlexQueryResponse>"[..], Repeat(b"text ", 0));
     let e = scan_with(BufReader::new(endless_text), &limits).unwrap_err();
     assert_eq!(e.code(), "FLEX_LIMIT_EXCEEDED");
@@ -591,7 +639,10 @@ fn hostile_inputs_hit_limits_instead_of_memory() {
     assert!(matches!(e, ParseError::WrongRoot { .. }), "{e}");
     let deep = Read::chain(&b"<FlexQueryResponse>"[..], Repeat(b"<a>", 0));
     let e = scan_with(BufReader::new(deep), &limits).unwrap_err();
-    assert_eq!(e.to_string(), "flex document exceeds the limit on nesting depth (32)");
+    assert_eq!(
+        e.to_string(),
+        "flex document exceeds the limit on nesting depth (32)"
+    );
     let many = Read::chain(
         &b"<FlexQueryResponse><FlexStatements>"[..],
         Repeat(b"<FlexStatement/>", 0),
@@ -601,7 +652,10 @@ fn hostile_inputs_hit_limits_instead_of_memory() {
         ..ScanLimits::default()
     };
     let e = scan_with(BufReader::new(many), &small).unwrap_err();
-    assert_eq!(e.to_string(), "flex document exceeds the limit on statements (1000)");
+    assert_eq!(
+        e.to_string(),
+        "flex document exceeds the limit on statements (1000)"
+    );
 }
 
 // ---------- seeded mutations ----------
@@ -688,7 +742,10 @@ fn seeded_mutations_never_panic_and_stream_like_slices() {
         }
     }
     // The mutations reach both outcomes of both parsers.
-    assert!(reports > 100 && errors > 3000 && envelopes > 100, "{reports} {errors} {envelopes}");
+    assert!(
+        reports > 100 && errors > 3000 && envelopes > 100,
+        "{reports} {errors} {envelopes}"
+    );
 }
 
 #[test]
