@@ -173,6 +173,19 @@ pub enum Error {
     /// Any other SQLite failure.
     #[error("database error")]
     Database(#[source] rusqlite::Error),
+
+    /// A Flex reply or statement could not be parsed; [`Error::code`] is the inner
+    /// [`crate::flex::ParseError::code`] (`FLEX_*`).
+    #[error(transparent)]
+    Flex(#[from] crate::flex::ParseError),
+
+    /// A Flex statement lacks sections its policy requires (absent, or without rows when
+    /// rows are required), named per account.
+    #[error("missing required sections: {}", crate::flex::policy::describe(.missing))]
+    MissingRequiredSection {
+        /// Every missing section, per account, in statement order.
+        missing: Vec<crate::flex::MissingSection>,
+    },
 }
 
 fn summarize(errors: &[FieldError]) -> String {
@@ -205,6 +218,8 @@ impl Error {
             Error::NotADatabase => "NOT_A_DATABASE",
             Error::Migration { .. } => "MIGRATION_FAILED",
             Error::Database(_) => "DATABASE",
+            Error::Flex(e) => e.code(),
+            Error::MissingRequiredSection { .. } => "MISSING_REQUIRED_SECTION",
         }
     }
 

@@ -28,6 +28,7 @@ pub mod db;
 mod engine;
 pub mod error;
 pub mod events;
+pub mod flex;
 pub mod job;
 mod looping;
 pub mod run;

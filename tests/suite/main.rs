@@ -2,6 +2,8 @@
 
 mod common;
 mod engine;
+mod flex_gen;
+mod flex_parse;
 mod jobs;
 mod runbook;
 mod runs;
