@@ -25,6 +25,7 @@
 
 pub mod clock;
 pub mod db;
+pub mod demo;
 mod engine;
 pub mod error;
 pub mod events;

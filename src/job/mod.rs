@@ -24,7 +24,7 @@ pub use state::{JobState, TRANSITIONS};
 pub use types::{Claim, Job, JobStats, NewJob, StateCounts};
 
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{self, EventKind};
 
 /// An operator's state change: where it may start, where it goes, how it is recorded.
@@ -94,6 +94,22 @@ impl<'e> Jobs<'e> {
     pub fn list_by_user(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
         self.engine
             .read(|c| store::list_by_user(c, user_id, &[], limit))
+    }
+
+    /// Jobs of any user matching every given filter (`None` matches all), newest first:
+    /// an operator's listing.
+    pub fn list(
+        &self,
+        user_id: Option<&str>,
+        state: Option<JobState>,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        if limit == 0 || limit > 10_000 {
+            return Err(Error::invalid("limit", "must be 1..=10000"));
+        }
+        self.engine
+            .read(|c| store::list(c, user_id, state, kind, limit))
     }
 
     /// A user's jobs that are not finished (created, running, paused), newest first.

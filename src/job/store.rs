@@ -39,6 +39,10 @@ const LIST_BY_USER: &str = select_jobs!("where user_id = :user_id order by id de
 const LIST_BY_USER_STATES: &str = select_jobs!(
     "where user_id = :user_id and state in (select value from json_each(:states)) order by id desc limit :limit"
 );
+const LIST: &str = select_jobs!(
+    "where (:user_id is null or user_id = :user_id) and (:state is null or state = :state)
+       and (:kind is null or kind = :kind) order by id desc limit :limit"
+);
 const RUNNING: &str = select_jobs!("where state = 'running' order by heartbeat_at");
 const STALE: &str =
     select_jobs!("where state = 'running' and heartbeat_at < :cutoff order by heartbeat_at");
@@ -240,6 +244,26 @@ pub(crate) fn list_by_user(
         conn,
         LIST_BY_USER_STATES,
         named_params! {":user_id": user_id, ":states": states, ":limit": limit},
+    )
+}
+
+/// Jobs matching every given filter, newest first.
+pub(crate) fn list(
+    conn: &Connection,
+    user_id: Option<&str>,
+    state: Option<JobState>,
+    kind: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Job>> {
+    collect(
+        conn,
+        LIST,
+        named_params! {
+            ":user_id": user_id,
+            ":state": state.map(JobState::as_str),
+            ":kind": kind,
+            ":limit": limit,
+        },
     )
 }
 
