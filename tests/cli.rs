@@ -1,0 +1,485 @@
+//! The `runledger` binary, run for real on temporary databases: outputs snapshotted with
+//! timestamps and temporary paths replaced by placeholders (the demo runs on its own manual
+//! clock, so its durations are stable); exit codes; `--json`; errors on stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use runledger::{Engine, EngineOptions, ManualClock, NewJob, Timestamp};
+use serde_json::{json, Value};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flex");
+
+fn snapshots() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"));
+    s.set_prepend_module_to_snapshot(true);
+    s.set_omit_expression(true);
+    s
+}
+
+macro_rules! snap {
+    ($name:expr, $value:expr) => {
+        snapshots().bind(|| insta::assert_snapshot!($name, $value))
+    };
+}
+
+/// What one run of the binary did.
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+fn cmd(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runledger"));
+    c.current_dir(dir)
+        .env_remove("RUNLEDGER_DB")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null());
+    c
+}
+
+fn finish(o: Output, dir: &Path) -> Ran {
+    let clean = |b: &[u8]| normalize(&String::from_utf8(b.to_vec()).unwrap(), dir);
+    Ran {
+        code: o.status.code().expect("exited"),
+        stdout: clean(&o.stdout),
+        stderr: clean(&o.stderr),
+    }
+}
+
+/// Runs `runledger --db <dir>/runledger.db ARGS` in `dir`.
+fn rl(dir: &Path, args: &[&str]) -> Ran {
+    let db = dir.join("runledger.db");
+    let o = cmd(dir)
+        .arg("--db")
+        .arg(&db)
+        .args(args)
+        .output()
+        .expect("binary runs");
+    finish(o, dir)
+}
+
+/// Replaces fixed-width timestamps by `<TS>` and the temporary directory by `<DIR>`.
+fn normalize(text: &str, dir: &Path) -> String {
+    let text = text.replace(&dir.display().to_string(), "<DIR>");
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        if i + 24 <= b.len() && is_timestamp(&b[i..i + 24]) {
+            out.push_str("<TS>");
+            i += 24;
+        } else {
+            let ch = text[i..].chars().next().unwrap();
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+fn is_timestamp(s: &[u8]) -> bool {
+    // 2026-11-22T11:30:00.000Z
+    const SHAPE: &[u8; 24] = b"dddd-dd-ddTdd:dd:dd.dddZ";
+    s.iter()
+        .zip(SHAPE)
+        .all(|(c, p)| if *p == b'd' { c.is_ascii_digit() } else { c == p })
+}
+
+/// A temporary directory with a demo database in it (`demo.db`).
+fn demo_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let ran = finish(
+        cmd(dir.path())
+            .arg("--db")
+            .arg(&db)
+            .arg("demo")
+            .output()
+            .unwrap(),
+        dir.path(),
+    );
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    (dir, db)
+}
+
+fn on(db: &Path, args: &[&str]) -> Ran {
+    let dir = db.parent().unwrap();
+    finish(
+        cmd(dir).arg("--db").arg(db).args(args).output().unwrap(),
+        dir,
+    )
+}
+
+#[test]
+fn demo_runs_end_to_end_on_a_fresh_database() {
+    let dir = tempfile::tempdir().unwrap();
+    // No --db: the demo writes ./runledger-demo.db, never the default ./runledger.db.
+    let ran = finish(cmd(dir.path()).arg("demo").output().unwrap(), dir.path());
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ran.stderr, "");
+    assert!(dir.path().join("runledger-demo.db").exists());
+    assert!(!dir.path().join("runledger.db").exists());
+    assert!(!ran.stdout.contains('\x1b'), "no colour off a terminal");
+    snap!("demo", ran.stdout);
+
+    // A second demo refuses to reuse the file...
+    let again = finish(cmd(dir.path()).arg("demo").output().unwrap(), dir.path());
+    assert_eq!(again.code, 1);
+    assert_eq!(again.stdout, "");
+    snap!("demo_refuses_existing_file", again.stderr);
+    // ...unless forced, and then it starts from an empty database (same run ids).
+    let forced = finish(
+        cmd(dir.path()).args(["demo", "--force"]).output().unwrap(),
+        dir.path(),
+    );
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(forced.stdout, ran.stdout);
+}
+
+#[test]
+fn listings_after_the_demo_as_tables_and_json() {
+    let (_dir, db) = demo_dir();
+    let runs = on(&db, &["runs", "list"]);
+    assert_eq!(runs.code, 0);
+    snap!("runs_list", runs.stdout);
+    let json = on(&db, &["--json", "runs", "list", "--scope", "universe"]);
+    snap!("runs_list_universe_json", json.stdout);
+    let v = json.json();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["meta"]["blockedStage"], "readiness");
+    assert_eq!(v[0]["error_code"], "MODULE_NOT_READY");
+    // --json also after the subcommand (a global flag).
+    let failed = on(&db, &["runs", "list", "--status", "failed", "--json"]).json();
+    assert_eq!(failed.as_array().unwrap().len(), 2);
+
+    snap!("runs_show_blocked", on(&db, &["runs", "show", "2"]).stdout);
+    snap!("runs_show_success", on(&db, &["runs", "show", "1"]).stdout);
+    let show = on(&db, &["runs", "show", "1", "--json"]).json();
+    assert_eq!(show["rawRecords"][0]["content_type"], "text/csv");
+    assert_eq!(show["run"]["timeline"].as_array().unwrap().len(), 5);
+
+    snap!("jobs_list", on(&db, &["jobs", "list"]).stdout);
+    snap!("jobs_show", on(&db, &["jobs", "show", "1"]).stdout);
+    let events = on(&db, &["jobs", "events", "1", "--after", "10", "--json"]).json();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["progress", "checkpoint", "completed"]);
+
+    snap!("schedule_list", on(&db, &["schedule", "list"]).stdout);
+    snap!("probes_list", on(&db, &["probes", "list"]).stdout);
+    snap!("runbook_queries", on(&db, &["runbook"]).stdout);
+    snap!(
+        "runbook_blocked_failures",
+        on(&db, &["runbook", "blocked_failures"]).stdout
+    );
+    let health = on(&db, &["runbook", "health_summary", "--json"]).json();
+    assert_eq!(health["columns"], json!(["scope", "status", "cnt"]));
+    assert_eq!(health["rows"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn usage_errors_exit_2_and_unknown_rows_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing_arg = rl(dir.path(), &["runs", "show"]);
+    assert_eq!(missing_arg.code, 2);
+    assert!(missing_arg.stderr.contains("<ID>"), "{}", missing_arg.stderr);
+    let bad_scope = rl(dir.path(), &["runs", "list", "--scope", "galaxy"]);
+    assert_eq!(bad_scope.code, 2);
+    assert!(bad_scope.stderr.contains("unknown scope"), "{}", bad_scope.stderr);
+    assert_eq!(rl(dir.path(), &["frobnicate"]).code, 2);
+
+    let not_found = rl(dir.path(), &["runs", "show", "42"]);
+    assert_eq!(
+        (not_found.code, not_found.stderr.as_str()),
+        (1, "error [NOT_FOUND]: run 42 not found\n")
+    );
+    let bad_rule = rl(
+        dir.path(),
+        &["schedule", "add", "x", "--rule", "sometimes"],
+    );
+    assert_eq!(bad_rule.code, 2, "{}", bad_rule.stderr);
+    assert!(bad_rule.stderr.starts_with("error [INVALID_INPUT]: "));
+
+    let init = rl(dir.path(), &["init"]);
+    assert_eq!(init.code, 0);
+    assert_eq!(
+        init.stdout,
+        "database: <DIR>/runledger.db\nschema version: 4\n"
+    );
+}
+
+#[test]
+fn flex_check_reports_sections_and_exits_3_on_a_missing_required_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| format!("{FIXTURES}/{name}");
+    let multi = file("multi_account.xml");
+
+    let missing = rl(dir.path(), &["flex", "check", &multi]);
+    assert_eq!(missing.code, 3);
+    assert_eq!(
+        missing.stderr,
+        "error [MISSING_REQUIRED_SECTION]: missing required sections: U9000002: OpenPositions\n"
+    );
+    snap!("flex_check_multi_account", missing.stdout);
+
+    let passes = rl(
+        dir.path(),
+        &[
+            "flex",
+            "check",
+            &multi,
+            "--require",
+            "AccountInformation,CashReport",
+            "--reconcile",
+            "OpenPositions",
+            "--json",
+        ],
+    );
+    assert_eq!(passes.code, 0, "{}", passes.stderr);
+    let v = passes.json();
+    assert_eq!(v["check"]["missingRequired"], json!([]));
+    assert_eq!(
+        v["check"]["missingReconcile"],
+        json!([{"account": "U9000002", "section": "OpenPositions", "missing": "absent"}])
+    );
+    assert_eq!(v["report"]["statements"].as_array().unwrap().len(), 2);
+
+    let truncated = rl(dir.path(), &["flex", "check", &file("truncated.xml")]);
+    assert_eq!(truncated.code, 3);
+    assert!(truncated.stderr.starts_with("error [FLEX_TRUNCATED]: "));
+    let absent = rl(dir.path(), &["flex", "check", "no-such-file.xml"]);
+    assert_eq!(absent.code, 1);
+    assert!(absent.stderr.starts_with("error [IO]: cannot open no-such-file.xml"));
+    // flex check never touches a database.
+    assert!(!dir.path().join("runledger.db").exists());
+}
+
+/// Plants a started run holding `ingest:targets` with a lease ending at `lease`.
+fn plant_active_run(db: &Path, lease: &str) {
+    let engine = Engine::open(db).unwrap();
+    engine
+        .with_connection(|c| {
+            c.execute(
+                "insert into ingest_runs (pipeline, scope, trigger, status, lock_key, started_at, lease_expires_at, meta_json)
+                 values ('ingest', 'targets', 'manual', 'started', 'ingest:targets',
+                         '2020-01-01T00:00:00.000Z', ?1, '{}')",
+                [lease],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_trigger_on_an_active_lock_exits_4_and_the_sweep_frees_an_expired_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runledger.db");
+    plant_active_run(&db, "2999-01-01T00:00:00.000Z");
+
+    let refused = rl(dir.path(), &["runs", "trigger", "--scope", "targets"]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    assert_eq!(
+        refused.stderr,
+        "error [RUN_ALREADY_ACTIVE]: a run is already active for lock ingest:targets\n"
+    );
+    // `both`: universe still runs (pool isolation) while targets is refused.
+    let both = rl(dir.path(), &["runs", "trigger", "--json"]);
+    assert_eq!(both.code, 4);
+    let v = both.json();
+    assert_eq!(v[0]["error"]["code"], "RUN_ALREADY_ACTIVE");
+    assert_eq!(v[1]["run"]["status"], "success");
+    assert_eq!(rl(dir.path(), &["runs", "sweep"]).stdout, "no expired run\n");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    plant_active_run(&dir2.path().join("runledger.db"), "2020-01-01T00:05:00.000Z");
+    let swept = rl(dir2.path(), &["runs", "sweep", "--json"]);
+    assert_eq!(swept.json(), json!({"abandoned": [1]}));
+    let ok = rl(dir2.path(), &["runs", "trigger", "--scope", "targets", "--json"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let run = &ok.json()[0]["run"];
+    assert_eq!((run["id"].as_i64(), &run["status"]), (Some(2), &json!("success")));
+    let stages: Vec<(&str, &str)> = run["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["stage"].as_str().unwrap(), e["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("preflight", "success"),
+            ("readiness", "success"),
+            ("fetch", "success"),
+            ("normalize", "success"),
+            ("persist", "success")
+        ]
+    );
+    let failing = rl(
+        dir2.path(),
+        &["runs", "trigger", "--scope", "universe", "--fail-probe", "estimates"],
+    );
+    assert_eq!(failing.code, 1);
+    assert!(failing
+        .stderr
+        .starts_with("error [MODULE_NOT_READY]: run 3 (universe) failed: not ready: estimates: PROBE_FAILED HTTP_503"));
+}
+
+#[test]
+fn preflight_probes_the_scope_and_prints_its_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = rl(
+        dir.path(),
+        &["preflight", "--scope", "universe", "--fail-probe", "fundamentals"],
+    );
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    snap!("preflight_universe", ran.stdout);
+    // Fresh probes are not repeated.
+    let again = rl(dir.path(), &["preflight", "--scope", "universe", "--json"]).json();
+    assert_eq!(again["probed"], json!([]));
+    assert_eq!(again["ready"], false);
+}
+
+/// A job claimed by a worker whose last heartbeat was in 2020 (then never again).
+fn plant_stale_job(db: &Path) -> i64 {
+    let clock = ManualClock::new(Timestamp::parse("2020-01-01T00:00:00.000Z").unwrap());
+    let engine = Engine::open_with(db, EngineOptions::default().with_clock(clock)).unwrap();
+    let jobs = engine.jobs();
+    let job = jobs
+        .create(&NewJob::new("alice", "research", json!({"q": 1})))
+        .unwrap();
+    let claim = jobs.claim("w1", &[]).unwrap().unwrap();
+    jobs.checkpoint(claim.id(), claim.attempt, &json!({"page": 1}))
+        .unwrap();
+    job.id
+}
+
+#[test]
+fn jobs_controls_and_the_supervisor_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runledger.db");
+    let id = plant_stale_job(&db).to_string();
+
+    let sup = rl(dir.path(), &["supervise", "--once"]);
+    assert_eq!(sup.code, 0, "{}", sup.stderr);
+    snap!("supervise_once", sup.stdout);
+    assert_eq!(
+        rl(dir.path(), &["supervise", "--once", "--json"]).json()["recovered"],
+        json!([])
+    );
+
+    let step = |args: &[&str]| {
+        let r = rl(dir.path(), args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        r.stdout
+    };
+    assert_eq!(step(&["jobs", "resume", &id]), "job 1: created\n");
+    let not_running = rl(dir.path(), &["jobs", "pause", &id]);
+    assert_eq!(
+        (not_running.code, not_running.stderr.as_str()),
+        (1, "error [ILLEGAL_TRANSITION]: job 1 cannot go from created to paused\n")
+    );
+    {
+        // A second job, running now (system clock): an operator pauses it.
+        let engine = Engine::open(&db).unwrap();
+        let job = engine
+            .jobs()
+            .create(&NewJob::new("bob", "trade", json!({})))
+            .unwrap();
+        assert_eq!(job.id, 2);
+        let claim = engine.jobs().claim("w2", &["trade"]).unwrap().unwrap();
+        assert_eq!(claim.id(), 2);
+    }
+    assert_eq!(step(&["jobs", "pause", "2"]), "job 2: paused\n");
+    assert_eq!(
+        step(&["jobs", "cancel", &id, "--reason", "not needed"]),
+        "job 1: cancelled\n"
+    );
+    let again = rl(dir.path(), &["jobs", "cancel", &id]);
+    assert_eq!(
+        (again.code, again.stderr.as_str()),
+        (1, "error [ILLEGAL_TRANSITION]: job 1 cannot go from cancelled to cancelled\n")
+    );
+    let restarted = rl(
+        dir.path(),
+        &["jobs", "restart", &id, "--input", r#"{"q": 2}"#, "--json"],
+    )
+    .json();
+    assert_eq!(
+        (&restarted["state"], &restarted["input"]),
+        (&json!("created"), &json!({"q": 2}))
+    );
+    let bad_json = rl(dir.path(), &["jobs", "restart", &id, "--input", "{"]);
+    assert_eq!(bad_json.code, 2);
+    assert_eq!(
+        rl(dir.path(), &["jobs", "pause", "99"]).stderr,
+        "error [NOT_FOUND]: job 99 not found\n"
+    );
+    let events = rl(dir.path(), &["jobs", "events", &id]);
+    snap!("jobs_events_controls", events.stdout);
+    let listed = rl(dir.path(), &["jobs", "list", "--state", "created", "--json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let none = rl(dir.path(), &["jobs", "list", "--user", "carol"]);
+    assert!(none.stdout.ends_with("(none)\n"), "{}", none.stdout);
+}
+
+#[test]
+fn schedules_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = rl(
+        dir.path(),
+        &[
+            "schedule", "add", "close", "--rule", "daily 16:05 mon-fri", "--zone",
+            "America/New_York", "--scope", "targets", "--misfire", "skip",
+        ],
+    );
+    assert_eq!(add.code, 0, "{}", add.stderr);
+    snap!("schedule_add", add.stdout);
+    let disabled = rl(dir.path(), &["schedule", "disable", "close", "--json"]).json();
+    assert_eq!(disabled["enabled"], false);
+    let enabled = rl(dir.path(), &["schedule", "enable", "close", "--json"]).json();
+    assert_eq!(enabled["enabled"], true);
+    let dup = rl(dir.path(), &["schedule", "add", "close", "--rule", "every 15m"]);
+    assert_eq!(dup.code, 2);
+    // Nothing is due yet: a tick fires nothing and names the next slot.
+    let tick = rl(dir.path(), &["schedule", "tick", "--json"]).json();
+    assert_eq!(tick["slots"], json!([]));
+    assert_eq!(tick["next_due"], enabled["next_due_at"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_stops_cleanly_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = cmd(dir.path())
+        .args(["--db", "runledger.db", "serve", "--poll", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("serving runledger.db: scheduler (0 schedules"), "{first}");
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(lines.next().unwrap().unwrap(), "stopped");
+}
