@@ -96,8 +96,8 @@ fn move_sql(to: RunStatus) -> &'static str {
 
 #[test]
 fn run_state_machine_agrees_with_sql() {
-    for &from in RunStatus::ALL {
-        for &to in RunStatus::ALL {
+    for from in RunStatus::ALL {
+        for to in RunStatus::ALL {
             if from == to {
                 continue;
             }
