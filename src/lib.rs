@@ -23,6 +23,9 @@
 //! ```
 #![warn(missing_docs)]
 
+#[macro_use]
+mod text_enum;
+
 pub mod clock;
 pub mod db;
 pub mod demo;

@@ -3,11 +3,6 @@
 //! `migrations/V1__jobs.sql` mirrors [`TRANSITIONS`] in the `jobs_state_machine` trigger;
 //! the test `job_state_machine_agrees_with_sql` proves the two equal.
 
-use std::fmt;
-use std::str::FromStr;
-
-use crate::error::Error;
-
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,22 +60,16 @@ pub const TRANSITIONS: &[(JobState, JobState, &str)] = &[
     (Cancelled, Created, "restart"),
 ];
 
+text_enum!(JobState, "state", [
+    Created => "created",
+    Running => "running",
+    Paused => "paused",
+    Completed => "completed",
+    Failed => "failed",
+    Cancelled => "cancelled",
+]);
+
 impl JobState {
-    /// All states, in declaration order.
-    pub const ALL: [JobState; 6] = [Created, Running, Paused, Completed, Failed, Cancelled];
-
-    /// The text stored in `jobs.state`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Created => "created",
-            Running => "running",
-            Paused => "paused",
-            Completed => "completed",
-            Failed => "failed",
-            Cancelled => "cancelled",
-        }
-    }
-
     /// Whether the job has finished (its `finished_at` is set).
     pub fn is_terminal(self) -> bool {
         matches!(self, Completed | Failed | Cancelled)
@@ -89,36 +78,6 @@ impl JobState {
     /// Whether `self -> to` is in [`TRANSITIONS`].
     pub fn can_transition_to(self, to: JobState) -> bool {
         TRANSITIONS.iter().any(|&(f, t, _)| f == self && t == to)
-    }
-}
-
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for JobState {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        JobState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| Error::invalid("state", format!("unknown job state {s:?}")))
-    }
-}
-
-impl rusqlite::types::FromSql for JobState {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let s = v.as_str()?;
-        s.parse()
-            .map_err(|e: Error| rusqlite::types::FromSqlError::Other(Box::new(e)))
-    }
-}
-
-impl rusqlite::ToSql for JobState {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
     }
 }
 

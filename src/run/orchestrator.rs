@@ -184,6 +184,7 @@ impl<'a> Runs<'a> {
                 account_id,
                 stage: name,
                 attempt: 1,
+                lease: p.lease,
                 outputs: &none,
             };
             match self.run_stage(p, &base, kind, f, &mut outputs)? {
@@ -252,6 +253,7 @@ impl<'a> Runs<'a> {
                     account_id: base.account_id,
                     stage: base.stage,
                     attempt,
+                    lease: base.lease,
                     outputs,
                 };
                 catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))

@@ -399,6 +399,7 @@ pub struct StageContext<'a> {
     pub(crate) account_id: Option<&'a str>,
     pub(crate) stage: &'a str,
     pub(crate) attempt: u32,
+    pub(crate) lease: Duration,
     pub(crate) outputs: &'a BTreeMap<String, Value>,
 }
 
@@ -443,6 +444,28 @@ impl StageContext<'_> {
     pub fn output(&self, stage: &str) -> Option<&Value> {
         self.outputs.get(stage)
     }
+    /// Renews the run's lease for another pipeline lease period: a stage that works longer
+    /// than the lease (a long poll, a big download) calls this now and then. Returns
+    /// [`Error::IllegalTransition`] when the run is no longer started (it was swept as
+    /// abandoned meanwhile): the stage should stop.
+    pub fn keep_alive(&self) -> Result<()> {
+        let until = self.engine.now() + self.lease;
+        let run_id = self.run_id;
+        if self
+            .engine
+            .write(|tx| super::store::renew_lease(tx, run_id, until))?
+        {
+            Ok(())
+        } else {
+            Err(Error::IllegalTransition {
+                entity: "run",
+                id: run_id.to_string(),
+                from: "failed".into(),
+                to: "started".into(),
+            })
+        }
+    }
+
     /// Stores a downloaded payload (once per SHA-256) and records it for this run.
     pub fn store_raw(&mut self, input: &RawInput<'_>) -> Result<RawRecord> {
         let now = self.engine.now();

@@ -117,7 +117,7 @@ mod tests {
                 assert!(!(a.0 == b.0 && a.1 == b.1), "duplicate {a:?}");
             }
         }
-        for &s in RunStatus::ALL {
+        for s in RunStatus::ALL {
             if s.is_terminal() {
                 assert!(
                     RunStatus::ALL.iter().all(|&t| !s.can_transition_to(t)),
@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn text_round_trips() {
-        for &s in RunStatus::ALL {
+        for s in RunStatus::ALL {
             assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
         }
         assert_eq!(

@@ -4,11 +4,6 @@
 //! `migrations/V4__schedules.sql` mirrors [`TRANSITIONS`] in the `due_runs_state_machine`
 //! trigger; the test `due_run_state_machine_agrees_with_sql` proves the two equal.
 
-use std::fmt;
-use std::str::FromStr;
-
-use crate::error::Error;
-
 /// Where one slot (one schedule at one due instant) is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,21 +44,15 @@ pub const TRANSITIONS: &[(SlotStatus, SlotStatus, &str)] = &[
     ),
 ];
 
+text_enum!(SlotStatus, "status", [
+    Pending => "pending",
+    Claimed => "claimed",
+    Fired => "fired",
+    Skipped => "skipped",
+    Failed => "failed",
+]);
+
 impl SlotStatus {
-    /// All states, in declaration order.
-    pub const ALL: [SlotStatus; 5] = [Pending, Claimed, Fired, Skipped, Failed];
-
-    /// The text stored in `due_runs.status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Pending => "pending",
-            Claimed => "claimed",
-            Fired => "fired",
-            Skipped => "skipped",
-            Failed => "failed",
-        }
-    }
-
     /// Whether the slot is finished (`finished_at` set, row immutable).
     pub fn is_terminal(self) -> bool {
         matches!(self, Fired | Skipped | Failed)
@@ -72,36 +61,6 @@ impl SlotStatus {
     /// Whether `self -> to` is in [`TRANSITIONS`].
     pub fn can_transition_to(self, to: SlotStatus) -> bool {
         TRANSITIONS.iter().any(|&(f, t, _)| f == self && t == to)
-    }
-}
-
-impl fmt::Display for SlotStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SlotStatus {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        SlotStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| Error::invalid("status", format!("unknown slot status {s:?}")))
-    }
-}
-
-impl rusqlite::types::FromSql for SlotStatus {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        v.as_str()?
-            .parse()
-            .map_err(|e: Error| rusqlite::types::FromSqlError::Other(Box::new(e)))
-    }
-}
-
-impl rusqlite::ToSql for SlotStatus {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
     }
 }
 

@@ -96,8 +96,8 @@ fn move_sql(to: RunStatus) -> &'static str {
 
 #[test]
 fn run_state_machine_agrees_with_sql() {
-    for &from in RunStatus::ALL {
-        for &to in RunStatus::ALL {
+    for from in RunStatus::ALL {
+        for to in RunStatus::ALL {
             if from == to {
                 continue;
             }
@@ -1023,4 +1023,31 @@ fn list_filters_and_pages() {
         "INVALID_INPUT"
     );
     assert_eq!(engine.runs().get(999).unwrap_err().code(), "NOT_FOUND");
+}
+
+#[test]
+fn a_long_stage_keeps_its_lease_alive_and_learns_when_it_was_swept() {
+    let (engine, clock) = mem_engine();
+    let (e2, c2) = (engine.clone(), clock.clone());
+    let p = Pipeline::builder("slow")
+        .lease(Duration::from_secs(60))
+        .stage("poll", move |ctx| {
+            // Ten minutes of work, renewing the 60 s lease every 30 s: never swept.
+            for _ in 0..20 {
+                c2.advance(Duration::from_secs(30));
+                assert!(e2.runs().sweep().unwrap().is_empty());
+                ctx.keep_alive().unwrap();
+            }
+            // Then silent past the lease: swept, and told so.
+            c2.advance(Duration::from_secs(61));
+            assert_eq!(e2.runs().sweep().unwrap(), vec![ctx.run_id()]);
+            let err = ctx.keep_alive().unwrap_err();
+            assert_eq!(err.code(), "ILLEGAL_TRANSITION");
+            Ok(StageOutput::done())
+        })
+        .build()
+        .unwrap();
+    let run = one(&engine, &p, Scope::Targets).unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.error_code.as_deref(), Some("ABANDONED"));
 }

@@ -973,25 +973,12 @@ fn misfire_and_rule_text_are_stored_canonically() {
     assert_eq!(DEFAULT_SCHEDULE_NAME, "daily-ingest");
 }
 
-/// `(name, when-to-use, sql)` of each query in runbook-schedule.sql, checking its format.
+/// `(name, when-to-use, sql)` of the scheduler's queries in runbook.sql.
 fn runbook_queries() -> Vec<(String, String, String)> {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/runbook-schedule.sql"))
-            .unwrap();
-    text.split("-- name: ")
-        .filter(|chunk| !chunk.trim().is_empty())
-        .map(|chunk| {
-            let mut lines = chunk.lines();
-            let name = lines.next().unwrap().trim().to_string();
-            let usage = lines.next().unwrap();
-            assert!(
-                usage.starts_with("-- ") && usage.len() > 10,
-                "{name}: no usage line"
-            );
-            let sql = lines.collect::<Vec<_>>().join("\n").trim().to_string();
-            assert!(sql.ends_with(';'), "{name}: must end with ;");
-            (name, usage[3..].to_string(), sql)
-        })
+    runledger::runbook::queries()
+        .iter()
+        .filter(|q| q.name.starts_with("schedule_"))
+        .map(|q| (q.name.clone(), q.comment.clone(), q.sql.clone()))
         .collect()
 }
 
