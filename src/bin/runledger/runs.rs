@@ -293,7 +293,7 @@ pub fn probes(engine: &Engine, out: Out, cmd: ProbesCmd) -> CliResult {
     let config = PreflightConfig::default();
     let mut readiness = Vec::new();
     for scope in Scope::ALL {
-        readiness.extend(engine.runs().readiness(*scope, &config)?.modules);
+        readiness.extend(engine.runs().readiness(scope, &config)?.modules);
     }
     let mut rows = Vec::new();
     let mut t = Table::new(&[
