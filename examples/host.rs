@@ -36,7 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if ready {
                 Ok(StageOutput::done())
             } else {
-                Err(StageError::retryable("BUSY_HOST", "too much work in flight"))
+                Err(StageError::retryable(
+                    "BUSY_HOST",
+                    "too much work in flight",
+                ))
             }
         })
         .stage("download", |ctx| {
@@ -125,10 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     supervisor.stop();
 
     let slots = engine.schedules().slots("prices-every-minute")?;
-    println!(
-        "slot {} fired runs {:?}",
-        slots[0].due_at, slots[0].run_ids
-    );
+    println!("slot {} fired runs {:?}", slots[0].due_at, slots[0].run_ids);
     let run = engine.runs().get(slots[0].run_ids[0])?;
     for e in &run.timeline {
         let ms = e.duration_ms.unwrap_or(0);

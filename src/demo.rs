@@ -44,8 +44,8 @@ use serde_json::json;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::run::{
-    Gate, Module, Pipeline, PreflightConfig, ProbeError, ProbeSet, RawInput, Scope,
-    StageError, StageOutput,
+    Gate, Module, Pipeline, PreflightConfig, ProbeError, ProbeSet, RawInput, Scope, StageError,
+    StageOutput,
 };
 
 /// The simulated provider's pipeline name.
@@ -184,7 +184,10 @@ pub fn pipeline(opts: &ProviderOptions) -> Result<Pipeline> {
     Pipeline::builder(PIPELINE)
         .gate(Gate::Preflight, move |ctx| {
             w_pre();
-            let snap = ctx.engine().runs().preflight(ctx.scope(), &probes, &config)?;
+            let snap = ctx
+                .engine()
+                .runs()
+                .preflight(ctx.scope(), &probes, &config)?;
             Ok(StageOutput::with_detail(json!({"probed": snap.probed})))
         })
         .gate(Gate::Readiness, move |ctx| {
@@ -193,7 +196,8 @@ pub fn pipeline(opts: &ProviderOptions) -> Result<Pipeline> {
             if snap.ready {
                 Ok(StageOutput::with_detail(snap.summary()))
             } else {
-                Err(StageError::fatal("MODULE_NOT_READY", snap.why_not()).with_detail(snap.summary()))
+                Err(StageError::fatal("MODULE_NOT_READY", snap.why_not())
+                    .with_detail(snap.summary()))
             }
         })
         .stage("fetch", move |ctx| {
@@ -208,7 +212,9 @@ pub fn pipeline(opts: &ProviderOptions) -> Result<Pipeline> {
             w_norm();
             let csv = to_csv(ctx.output("fetch"));
             let rows = csv.lines().count().saturating_sub(1);
-            Ok(StageOutput::with_detail(json!({"rows": rows, "format": "csv"})))
+            Ok(StageOutput::with_detail(
+                json!({"rows": rows, "format": "csv"}),
+            ))
         })
         .stage("persist", move |ctx| {
             w_persist();

@@ -48,7 +48,7 @@ fn cmd(dir: &Path) -> Command {
 }
 
 fn finish(o: Output, dir: &Path) -> Ran {
-    let clean = |b: &[u8]| normalize(&String::from_utf8(b.to_vec()).unwrap(), dir);
+    let clean = |b: &[u8]| normalize(std::str::from_utf8(b).unwrap(), dir);
     Ran {
         code: o.status.code().expect("exited"),
         stdout: clean(&o.stdout),
@@ -90,9 +90,13 @@ fn normalize(text: &str, dir: &Path) -> String {
 fn is_timestamp(s: &[u8]) -> bool {
     // 2026-11-22T11:30:00.000Z
     const SHAPE: &[u8; 24] = b"dddd-dd-ddTdd:dd:dd.dddZ";
-    s.iter()
-        .zip(SHAPE)
-        .all(|(c, p)| if *p == b'd' { c.is_ascii_digit() } else { c == p })
+    s.iter().zip(SHAPE).all(|(c, p)| {
+        if *p == b'd' {
+            c.is_ascii_digit()
+        } else {
+            c == p
+        }
+    })
 }
 
 /// A temporary directory with a demo database in it (`demo.db`).
@@ -196,10 +200,18 @@ fn usage_errors_exit_2_and_unknown_rows_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let missing_arg = rl(dir.path(), &["runs", "show"]);
     assert_eq!(missing_arg.code, 2);
-    assert!(missing_arg.stderr.contains("<ID>"), "{}", missing_arg.stderr);
+    assert!(
+        missing_arg.stderr.contains("<ID>"),
+        "{}",
+        missing_arg.stderr
+    );
     let bad_scope = rl(dir.path(), &["runs", "list", "--scope", "galaxy"]);
     assert_eq!(bad_scope.code, 2);
-    assert!(bad_scope.stderr.contains("unknown scope"), "{}", bad_scope.stderr);
+    assert!(
+        bad_scope.stderr.contains("unknown scope"),
+        "{}",
+        bad_scope.stderr
+    );
     assert_eq!(rl(dir.path(), &["frobnicate"]).code, 2);
 
     let not_found = rl(dir.path(), &["runs", "show", "42"]);
@@ -207,10 +219,7 @@ fn usage_errors_exit_2_and_unknown_rows_exit_1() {
         (not_found.code, not_found.stderr.as_str()),
         (1, "error [NOT_FOUND]: run 42 not found\n")
     );
-    let bad_rule = rl(
-        dir.path(),
-        &["schedule", "add", "x", "--rule", "sometimes"],
-    );
+    let bad_rule = rl(dir.path(), &["schedule", "add", "x", "--rule", "sometimes"]);
     assert_eq!(bad_rule.code, 2, "{}", bad_rule.stderr);
     assert!(bad_rule.stderr.starts_with("error [INVALID_INPUT]: "));
 
@@ -263,7 +272,9 @@ fn flex_check_reports_sections_and_exits_3_on_a_missing_required_one() {
     assert!(truncated.stderr.starts_with("error [FLEX_TRUNCATED]: "));
     let absent = rl(dir.path(), &["flex", "check", "no-such-file.xml"]);
     assert_eq!(absent.code, 1);
-    assert!(absent.stderr.starts_with("error [IO]: cannot open no-such-file.xml"));
+    assert!(absent
+        .stderr
+        .starts_with("error [IO]: cannot open no-such-file.xml"));
     // flex check never touches a database.
     assert!(!dir.path().join("runledger.db").exists());
 }
@@ -302,16 +313,28 @@ fn a_trigger_on_an_active_lock_exits_4_and_the_sweep_frees_an_expired_one() {
     let v = both.json();
     assert_eq!(v[0]["error"]["code"], "RUN_ALREADY_ACTIVE");
     assert_eq!(v[1]["run"]["status"], "success");
-    assert_eq!(rl(dir.path(), &["runs", "sweep"]).stdout, "no expired run\n");
+    assert_eq!(
+        rl(dir.path(), &["runs", "sweep"]).stdout,
+        "no expired run\n"
+    );
 
     let dir2 = tempfile::tempdir().unwrap();
-    plant_active_run(&dir2.path().join("runledger.db"), "2020-01-01T00:05:00.000Z");
+    plant_active_run(
+        &dir2.path().join("runledger.db"),
+        "2020-01-01T00:05:00.000Z",
+    );
     let swept = rl(dir2.path(), &["runs", "sweep", "--json"]);
     assert_eq!(swept.json(), json!({"abandoned": [1]}));
-    let ok = rl(dir2.path(), &["runs", "trigger", "--scope", "targets", "--json"]);
+    let ok = rl(
+        dir2.path(),
+        &["runs", "trigger", "--scope", "targets", "--json"],
+    );
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     let run = &ok.json()[0]["run"];
-    assert_eq!((run["id"].as_i64(), &run["status"]), (Some(2), &json!("success")));
+    assert_eq!(
+        (run["id"].as_i64(), &run["status"]),
+        (Some(2), &json!("success"))
+    );
     let stages: Vec<(&str, &str)> = run["timeline"]
         .as_array()
         .unwrap()
@@ -330,7 +353,14 @@ fn a_trigger_on_an_active_lock_exits_4_and_the_sweep_frees_an_expired_one() {
     );
     let failing = rl(
         dir2.path(),
-        &["runs", "trigger", "--scope", "universe", "--fail-probe", "estimates"],
+        &[
+            "runs",
+            "trigger",
+            "--scope",
+            "universe",
+            "--fail-probe",
+            "estimates",
+        ],
     );
     assert_eq!(failing.code, 1);
     assert!(failing
@@ -343,7 +373,13 @@ fn preflight_probes_the_scope_and_prints_its_readiness() {
     let dir = tempfile::tempdir().unwrap();
     let ran = rl(
         dir.path(),
-        &["preflight", "--scope", "universe", "--fail-probe", "fundamentals"],
+        &[
+            "preflight",
+            "--scope",
+            "universe",
+            "--fail-probe",
+            "fundamentals",
+        ],
     );
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     snap!("preflight_universe", ran.stdout);
@@ -390,7 +426,10 @@ fn jobs_controls_and_the_supervisor_from_the_shell() {
     let not_running = rl(dir.path(), &["jobs", "pause", &id]);
     assert_eq!(
         (not_running.code, not_running.stderr.as_str()),
-        (1, "error [ILLEGAL_TRANSITION]: job 1 cannot go from created to paused\n")
+        (
+            1,
+            "error [ILLEGAL_TRANSITION]: job 1 cannot go from created to paused\n"
+        )
     );
     {
         // A second job, running now (system clock): an operator pauses it.
@@ -411,7 +450,10 @@ fn jobs_controls_and_the_supervisor_from_the_shell() {
     let again = rl(dir.path(), &["jobs", "cancel", &id]);
     assert_eq!(
         (again.code, again.stderr.as_str()),
-        (1, "error [ILLEGAL_TRANSITION]: job 1 cannot go from cancelled to cancelled\n")
+        (
+            1,
+            "error [ILLEGAL_TRANSITION]: job 1 cannot go from cancelled to cancelled\n"
+        )
     );
     let restarted = rl(
         dir.path(),
@@ -430,7 +472,11 @@ fn jobs_controls_and_the_supervisor_from_the_shell() {
     );
     let events = rl(dir.path(), &["jobs", "events", &id]);
     snap!("jobs_events_controls", events.stdout);
-    let listed = rl(dir.path(), &["jobs", "list", "--state", "created", "--json"]).json();
+    let listed = rl(
+        dir.path(),
+        &["jobs", "list", "--state", "created", "--json"],
+    )
+    .json();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let none = rl(dir.path(), &["jobs", "list", "--user", "carol"]);
     assert!(none.stdout.ends_with("(none)\n"), "{}", none.stdout);
@@ -442,8 +488,17 @@ fn schedules_from_the_shell() {
     let add = rl(
         dir.path(),
         &[
-            "schedule", "add", "close", "--rule", "daily 16:05 mon-fri", "--zone",
-            "America/New_York", "--scope", "targets", "--misfire", "skip",
+            "schedule",
+            "add",
+            "close",
+            "--rule",
+            "daily 16:05 mon-fri",
+            "--zone",
+            "America/New_York",
+            "--scope",
+            "targets",
+            "--misfire",
+            "skip",
         ],
     );
     assert_eq!(add.code, 0, "{}", add.stderr);
@@ -452,7 +507,10 @@ fn schedules_from_the_shell() {
     assert_eq!(disabled["enabled"], false);
     let enabled = rl(dir.path(), &["schedule", "enable", "close", "--json"]).json();
     assert_eq!(enabled["enabled"], true);
-    let dup = rl(dir.path(), &["schedule", "add", "close", "--rule", "every 15m"]);
+    let dup = rl(
+        dir.path(),
+        &["schedule", "add", "close", "--rule", "every 15m"],
+    );
     assert_eq!(dup.code, 2);
     // Nothing is due yet: a tick fires nothing and names the next slot.
     let tick = rl(dir.path(), &["schedule", "tick", "--json"]).json();
@@ -473,7 +531,10 @@ fn serve_stops_cleanly_on_ctrl_c() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("serving runledger.db: scheduler (0 schedules"), "{first}");
+    assert!(
+        first.starts_with("serving runledger.db: scheduler (0 schedules"),
+        "{first}"
+    );
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -14,8 +14,8 @@ use clap::Args;
 use runledger::demo::{self, ProviderOptions};
 use runledger::run::{RunFilter, ScopeSelector, TriggerKind};
 use runledger::{
-    Clock, Engine, EngineOptions, Error, JobFailure, JobState, ManualClock, NewJob,
-    RecoveryPolicy, Supervisor, SupervisorOptions, SystemClock, Worker, WorkerOptions,
+    Clock, Engine, EngineOptions, Error, JobFailure, JobState, ManualClock, NewJob, RecoveryPolicy,
+    Supervisor, SupervisorOptions, SystemClock, Worker, WorkerOptions,
 };
 use serde_json::json;
 
@@ -45,8 +45,11 @@ pub struct Demo {
 /// The module whose probe fails, so that `universe` is blocked at readiness.
 const FAILING_MODULE: &str = "fundamentals";
 
+/// One step: its title and what it does.
+type Step = (&'static str, fn(&Demo) -> CliResult);
+
 /// The demo's steps, in order.
-const STEPS: &[(&str, fn(&Demo) -> CliResult)] = &[
+const STEPS: &[Step] = &[
     (
         "Pools: trigger `ingest` for both scopes; the universe-only module `fundamentals` fails its probe",
         pools,
@@ -171,10 +174,10 @@ fn lock(d: &Demo) -> CliResult {
         ..Default::default()
     };
     let pipeline = demo::pipeline(&opts)?;
-    let outcomes = d
-        .engine
-        .runs()
-        .trigger(&pipeline, ScopeSelector::Targets, TriggerKind::Manual)?;
+    let outcomes =
+        d.engine
+            .runs()
+            .trigger(&pipeline, ScopeSelector::Targets, TriggerKind::Manual)?;
     let active = outcomes.into_iter().next().map(|o| o.result).transpose()?;
     let nested = refused
         .lock()
@@ -216,8 +219,7 @@ fn lock(d: &Demo) -> CliResult {
 fn jobs(d: &Demo) -> CliResult {
     let jobs = d.engine.jobs();
     let job = jobs.create(
-        &NewJob::new("demo", "research", json!({"study": "momentum", "pages": 4}))
-            .tags(["demo"]),
+        &NewJob::new("demo", "research", json!({"study": "momentum", "pages": 4})).tags(["demo"]),
     )?;
     let clock = d.clock.clone();
     let handler = move |ctx: &runledger::JobContext| {
@@ -335,7 +337,10 @@ fn summary(d: &Demo) -> CliResult {
     let runs = d.engine.runs().list(&RunFilter::default())?;
     print!("{}", runs_table(&runs).render(d.out.color));
     println!();
-    println!("{}", d.out.bold("== Health summary (runbook: health_summary)"));
+    println!(
+        "{}",
+        d.out.bold("== Health summary (runbook: health_summary)")
+    );
     let health = d
         .engine
         .with_connection(|c| runledger::runbook::run(c, "health_summary"))?;

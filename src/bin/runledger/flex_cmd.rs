@@ -49,9 +49,8 @@ fn check(out: Out, args: CheckArgs) -> CliResult {
             ..SectionPolicy::none()
         }
     };
-    let file = File::open(&args.file).map_err(|e| {
-        Failure::new("IO", format!("cannot open {}: {e}", args.file.display()))
-    })?;
+    let file = File::open(&args.file)
+        .map_err(|e| Failure::new("IO", format!("cannot open {}: {e}", args.file.display())))?;
     let report = flex::scan(BufReader::new(file)).map_err(runledger::Error::from)?;
     let outcome = flex::check(&report, &policy);
     if out.json {

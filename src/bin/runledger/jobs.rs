@@ -157,7 +157,15 @@ pub fn jobs(engine: &Engine, out: Out, cmd: JobsCmd) -> CliResult {
 /// One row per job.
 pub fn jobs_table(jobs: &[Job]) -> Table {
     let mut t = Table::new(&[
-        "id", "user", "kind", "state", "progress", "step", "attempt", "worker", "updated_at",
+        "id",
+        "user",
+        "kind",
+        "state",
+        "progress",
+        "step",
+        "attempt",
+        "worker",
+        "updated_at",
         "error",
     ]);
     for j in jobs {
@@ -183,7 +191,10 @@ fn print_job(j: &Job) {
     line("user", j.user_id.clone());
     line("kind", j.kind.clone());
     line("state", j.state.to_string());
-    line("progress", format!("{}% {}", j.progress, opt(j.step.as_deref())));
+    line(
+        "progress",
+        format!("{}% {}", j.progress, opt(j.step.as_deref())),
+    );
     line("attempt", j.attempt.to_string());
     line("worker", opt(j.worker_id.as_deref()));
     line("recoveries", j.recovery_count.to_string());
@@ -205,6 +216,7 @@ fn print_job(j: &Job) {
 pub fn supervise(engine: &Engine, out: Out, args: SuperviseArgs) -> CliResult {
     let supervisor = Supervisor::new(engine.clone(), args.options())?;
     if !args.once {
+        let stop = crate::serve::stop_signal()?;
         let handle = supervisor.spawn()?;
         println!(
             "supervising {} (stale after {}s); Ctrl-C to stop",
@@ -214,7 +226,7 @@ pub fn supervise(engine: &Engine, out: Out, args: SuperviseArgs) -> CliResult {
                 .unwrap_or_default(),
             args.stale_after
         );
-        crate::serve::wait_for_stop()?;
+        let _ = stop.recv();
         handle.stop();
         println!("stopped");
         return Ok(());

@@ -108,9 +108,9 @@ impl Table {
         let mut out = String::new();
         let line = |out: &mut String, cells: &[String], header: bool| {
             let mut text = String::new();
-            for i in 0..n {
+            for (i, w) in widths.iter().enumerate() {
                 let cell = cells.get(i).map(String::as_str).unwrap_or("");
-                let pad = widths[i] - width(cell);
+                let pad = w - width(cell);
                 let shown = if header {
                     paint(color, "1", cell)
                 } else {

@@ -169,7 +169,15 @@ pub fn runs(engine: &Engine, out: Out, cmd: RunsCmd) -> CliResult {
 /// One row per run.
 pub fn runs_table(runs: &[Run]) -> Table {
     let mut t = Table::new(&[
-        "id", "pipeline", "scope", "trigger", "status", "started_at", "duration", "stage", "error",
+        "id",
+        "pipeline",
+        "scope",
+        "trigger",
+        "status",
+        "started_at",
+        "duration",
+        "stage",
+        "error",
     ]);
     for r in runs {
         let stage = r
@@ -221,7 +229,15 @@ pub fn print_run(out: Out, run: &Run) {
         println!("  error [{code}]: {msg}");
     }
     let mut t = Table::new(&[
-        "  #", "stage", "kind", "try", "status", "started_at", "duration", "code", "detail",
+        "  #",
+        "stage",
+        "kind",
+        "try",
+        "status",
+        "started_at",
+        "duration",
+        "code",
+        "detail",
     ]);
     for (i, e) in run.timeline.iter().enumerate() {
         let detail = match (&e.message, &e.detail) {
@@ -297,7 +313,14 @@ pub fn probes(engine: &Engine, out: Out, cmd: ProbesCmd) -> CliResult {
     }
     let mut rows = Vec::new();
     let mut t = Table::new(&[
-        "module", "domain", "scopes", "enabled", "probe", "code", "tested_at", "latency",
+        "module",
+        "domain",
+        "scopes",
+        "enabled",
+        "probe",
+        "code",
+        "tested_at",
+        "latency",
     ]);
     for m in &modules {
         let last = readiness

@@ -83,7 +83,11 @@ pub fn schedule(engine: &Engine, out: Out, cmd: ScheduleCmd) -> CliResult {
                     s.schedule.clone(),
                     s.due_at.to_string(),
                     s.status.to_string(),
-                    if runs.is_empty() { "-".into() } else { runs.join(",") },
+                    if runs.is_empty() {
+                        "-".into()
+                    } else {
+                        runs.join(",")
+                    },
                     opt(s.code.as_deref()),
                 ]);
             }
@@ -103,7 +107,14 @@ pub fn schedule(engine: &Engine, out: Out, cmd: ScheduleCmd) -> CliResult {
 /// One row per schedule.
 pub fn schedules_table(list: &[Schedule]) -> Table {
     let mut t = Table::new(&[
-        "name", "pipeline", "scope", "rule", "zone", "enabled", "misfire", "next_due_at",
+        "name",
+        "pipeline",
+        "scope",
+        "rule",
+        "zone",
+        "enabled",
+        "misfire",
+        "next_due_at",
         "last_due_at",
     ]);
     for s in list {

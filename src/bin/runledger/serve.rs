@@ -1,7 +1,7 @@
 //! `serve`: the scheduler and the supervisor in the foreground until Ctrl-C; the built-in
 //! pipelines the scheduler fires; waiting for a stop signal.
 
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,18 +31,19 @@ pub fn built_in_pipelines(engine: &Engine) -> CliResult<ScheduledRuns> {
     Ok(ScheduledRuns::new(engine.clone()).register(ingest))
 }
 
-/// Blocks until Ctrl-C (SIGINT) or SIGTERM.
-pub fn wait_for_stop() -> CliResult {
+/// Installs the Ctrl-C (SIGINT) and SIGTERM handler; the receiver gets a message on the
+/// first signal. Install it before announcing readiness, so no early signal is lost.
+pub fn stop_signal() -> CliResult<Receiver<()>> {
     let (tx, rx) = channel();
     ctrlc::set_handler(move || {
         let _ = tx.send(());
     })
     .map_err(|e| Failure::new("SIGNAL", format!("cannot install the Ctrl-C handler: {e}")))?;
-    let _ = rx.recv();
-    Ok(())
+    Ok(rx)
 }
 
 pub fn serve(engine: &Engine, args: ServeArgs) -> CliResult {
+    let stop = stop_signal()?;
     let swept = engine.runs().sweep()?;
     let fire = Arc::new(built_in_pipelines(engine)?);
     let scheduler = engine.schedules().spawn(
@@ -64,7 +65,7 @@ pub fn serve(engine: &Engine, args: ServeArgs) -> CliResult {
         ts(engine.schedules().next_due()?),
         swept.len()
     );
-    wait_for_stop()?;
+    let _ = stop.recv();
     scheduler.stop();
     supervisor.stop();
     println!("stopped");
