@@ -6,8 +6,8 @@
 //! - [`Supervisor`] and [`Worker`]: rescue of stalled jobs and a worker runtime;
 //! - [`Engine::events`]: the per-job event log for UIs that resync ([`events`]).
 //!
-//! [`demo`] is a simulated market-data provider (no network) that the CLI's `demo` and
-//! `examples/host.rs`-style experiments can run.
+//! [`demo`] is a simulated market-data provider (no network) that the CLI's `demo` command
+//! runs; tests and examples may use it too.
 //!
 //! Every state transition is checked by a Rust state machine and again by the database's
 //! CHECK constraints and triggers; see ARCHITECTURE.md for the invariants.
