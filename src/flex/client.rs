@@ -403,6 +403,8 @@ impl FlexClient {
             .timeout_connect(Some(config.connect_timeout))
             .timeout_recv_response(Some(config.read_timeout))
             .timeout_per_read(Some(config.read_timeout))
+            // At most one request a second: keeping connections alive gains nothing.
+            .max_idle_connections(0)
             .build()
             .into();
         Ok(FlexClient {
@@ -429,7 +431,7 @@ impl FlexClient {
             .ok()
             .and_then(|u| u.authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        let mut req = self.agent.get(endpoint);
+        let mut req = self.agent.get(endpoint).header("Connection", "close");
         for (k, v) in query {
             req = req.query(*k, *v);
         }

@@ -106,7 +106,7 @@ pub enum FetchError {
     },
 
     /// A non-2xx HTTP status without a Flex envelope in the body.
-    #[error("flex service answered http {status} ({body:?} body)")]
+    #[error("flex service answered http {status} with {} body", kind_name(*.body))]
     HttpStatus {
         /// The HTTP status.
         status: u16,
@@ -189,6 +189,18 @@ impl FetchError {
             FetchError::Service { class, .. } => *class == CodeClass::Transient,
             _ => false,
         }
+    }
+}
+
+/// How a body kind reads in a message.
+fn kind_name(kind: BodyKind) -> &'static str {
+    match kind {
+        BodyKind::Envelope => "a flex reply",
+        BodyKind::Statement => "a statement",
+        BodyKind::Html => "an html",
+        BodyKind::Csv => "a csv",
+        BodyKind::Empty => "an empty",
+        BodyKind::Other => "an unrecognised",
     }
 }
 

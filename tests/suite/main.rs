@@ -2,7 +2,9 @@
 
 mod common;
 mod engine;
+mod flex_client;
 mod flex_gen;
+mod flex_mock;
 mod flex_parse;
 mod jobs;
 mod runbook;
