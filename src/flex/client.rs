@@ -263,18 +263,29 @@ fn read_capped(
     Ok(())
 }
 
-/// Reads the first [`SNIFF_BYTES`] (or fewer, at the end of the stream).
+/// Reads just enough of the body to classify it: 256 bytes, then four times more while
+/// the prefix is still unrecognised (a long comment before the root), up to
+/// [`SNIFF_BYTES`]. The rest of a statement is left to [`StatementBody::read_to_end`], so
+/// a large or cut-off statement is reported by the download, not by the poll.
 fn read_prefix(reader: &mut impl Read, limit: u64, content_length: Option<u64>) -> Result<Vec<u8>> {
-    let want = SNIFF_BYTES.min(usize::try_from(limit.saturating_add(1)).unwrap_or(SNIFF_BYTES));
-    let mut buf = Vec::with_capacity(want.min(8192));
-    let mut part = reader.take(want as u64);
-    if let Err(e) = part.read_to_end(&mut buf) {
-        return Err(body_error(e, buf.len() as u64, content_length).into());
+    let mut buf = Vec::new();
+    let mut want: u64 = 256;
+    loop {
+        let target = want.min(SNIFF_BYTES as u64).min(limit.saturating_add(1));
+        let need = target.saturating_sub(buf.len() as u64);
+        if let Err(e) = (&mut *reader).take(need).read_to_end(&mut buf) {
+            return Err(body_error(e, buf.len() as u64, content_length).into());
+        }
+        if buf.len() as u64 > limit {
+            return Err(FetchError::BodyTooLarge { limit }.into());
+        }
+        let at_end = (buf.len() as u64) < target;
+        let unknown = matches!(classify_body(&buf), BodyKind::Other | BodyKind::Empty);
+        if at_end || !unknown || target >= SNIFF_BYTES as u64 || target > limit {
+            return Ok(buf);
+        }
+        want *= 4;
     }
-    if buf.len() as u64 > limit {
-        return Err(FetchError::BodyTooLarge { limit }.into());
-    }
-    Ok(buf)
 }
 
 /// A failed body read: a timeout, or a body cut off.

@@ -50,8 +50,12 @@ fn requests_speak_v3_with_the_user_agent_and_the_period() {
         r.url.as_deref(),
         Some("https://gdcdyn.interactivebrokers.com/AccountManagement/FlexWebService/GetStatement")
     );
-    c.send_request(&t, "777", &StatementPeriod::range("20261101", "20261120").unwrap())
-        .unwrap();
+    c.send_request(
+        &t,
+        "777",
+        &StatementPeriod::range("20261101", "20261120").unwrap(),
+    )
+    .unwrap();
     c.send_request(&t, "777", &StatementPeriod::Days { days: 7 })
         .unwrap();
     let body = c
@@ -77,7 +81,9 @@ fn requests_speak_v3_with_the_user_agent_and_the_period() {
             })
         })
         .collect();
-    assert!(seen.iter().all(|s| s.user_agent.as_deref() == Some(USER_AGENT)));
+    assert!(seen
+        .iter()
+        .all(|s| s.user_agent.as_deref() == Some(USER_AGENT)));
     snap_json!("client_requests", calls);
 }
 
@@ -130,7 +136,11 @@ fn http_faults_map_to_typed_errors() {
     let cases: Vec<(&str, Reply, Option<u64>)> = vec![
         ("not_ready_1019", Reply::not_ready(), None),
         ("expired_1012", Reply::fail(1012), None),
-        ("unknown_code_1025", Reply::fixture("envelope_fail_unknown.xml"), None),
+        (
+            "unknown_code_1025",
+            Reply::fixture("envelope_fail_unknown.xml"),
+            None,
+        ),
         (
             "html_404",
             Reply::Body {
@@ -209,10 +219,7 @@ fn http_faults_map_to_typed_errors() {
         ),
     ];
     let clock = ManualClock::new(t0());
-    let mock = MockFlex::start(
-        &clock,
-        cases.iter().map(|(_, r, _)| r.clone()).collect(),
-    );
+    let mock = MockFlex::start(&clock, cases.iter().map(|(_, r, _)| r.clone()).collect());
     let port = mock.port().to_string();
     let mut out = Vec::new();
     for (name, _, cap) in &cases {

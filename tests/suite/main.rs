@@ -6,6 +6,7 @@ mod flex_client;
 mod flex_gen;
 mod flex_mock;
 mod flex_parse;
+mod flex_pipeline;
 mod jobs;
 mod runbook;
 mod runs;
