@@ -430,13 +430,8 @@ impl FlexClient {
         &self.config
     }
 
-    /// One GET of `endpoint` with `query`; returns the status, the sniffed prefix, and the
-    /// rest of the body.
-    fn get(
-        &self,
-        endpoint: &str,
-        query: &[(&str, &str)],
-    ) -> Result<(u16, Vec<u8>, Box<dyn Read + Send>, Option<u64>)> {
+    /// One GET of `endpoint` with `query`: the status, the sniffed prefix, the rest.
+    fn get(&self, endpoint: &str, query: &[(&str, &str)]) -> Result<RawReply> {
         let host = endpoint
             .parse::<Uri>()
             .ok()
@@ -452,7 +447,12 @@ impl FlexClient {
         let content_length = body.content_length();
         let mut reader = body.into_reader();
         let prefix = read_prefix(&mut reader, self.config.max_body_bytes, content_length)?;
-        Ok((status, prefix, Box::new(reader), content_length))
+        Ok(RawReply {
+            status,
+            prefix,
+            rest: Box::new(reader),
+            content_length,
+        })
     }
 
     /// Reads the rest of a small reply (an envelope, an error page) under the cap.
@@ -517,6 +517,14 @@ impl FlexClient {
         }
         FetchError::HttpStatus { status, body: kind }.into()
     }
+}
+
+/// A reply whose body has only been sniffed.
+struct RawReply {
+    status: u16,
+    prefix: Vec<u8>,
+    rest: Box<dyn Read + Send>,
+    content_length: Option<u64>,
 }
 
 /// IB's text with the token masked, cut to 200 characters.
@@ -584,7 +592,12 @@ impl FlexTransport for FlexClient {
         let extra = period.query_pairs();
         let mut query: Vec<(&str, &str)> = vec![("t", token.secret()), ("q", query_id), ("v", "3")];
         query.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
-        let (status, prefix, rest, len) = self.get(&endpoint, &query)?;
+        let RawReply {
+            status,
+            prefix,
+            rest,
+            content_length: len,
+        } = self.get(&endpoint, &query)?;
         if !(200..300).contains(&status) {
             return Err(self.non_success(token, status, prefix, rest, len));
         }
@@ -630,7 +643,12 @@ impl FlexTransport for FlexClient {
             _ => format!("{}/GetStatement", self.base),
         };
         let query = [("t", token.secret()), ("q", reference), ("v", "3")];
-        let (status, prefix, rest, len) = self.get(&endpoint, &query)?;
+        let RawReply {
+            status,
+            prefix,
+            rest,
+            content_length: len,
+        } = self.get(&endpoint, &query)?;
         if !(200..300).contains(&status) {
             return Err(self.non_success(token, status, prefix, rest, len));
         }

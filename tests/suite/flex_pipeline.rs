@@ -638,3 +638,39 @@ fn bad_configs_are_refused_before_any_run() {
     assert_eq!(dump(&engine), before);
     assert!(mock.seen().is_empty());
 }
+
+#[test]
+fn stages_merge_meta_but_never_the_orchestrators_keys() {
+    use runledger::run::{Pipeline, StageError, StageOutput};
+    let (engine, _) = mem_engine();
+    let p = Pipeline::builder("meta")
+        .stage("note", |ctx| {
+            for bad in [json!({"errorCode": "X"}), json!({"scope": "x"}), json!([1])] {
+                let e = ctx.merge_meta(&bad).unwrap_err();
+                assert_eq!(e.code(), "INVALID_INPUT", "{bad}");
+            }
+            ctx.merge_meta(&json!({"warnings": ["a"], "n": 1}))
+                .map_err(StageError::from)?;
+            ctx.merge_meta(&json!({"n": null, "m": 2}))
+                .map_err(StageError::from)?;
+            Ok(StageOutput::done())
+        })
+        .build()
+        .unwrap();
+    let run = engine
+        .runs()
+        .trigger(
+            &p,
+            runledger::ScopeSelector::Targets,
+            runledger::TriggerKind::Manual,
+        )
+        .unwrap()
+        .remove(0)
+        .result
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Success);
+    assert_eq!(run.meta["warnings"], json!(["a"]));
+    assert_eq!(run.meta["m"], 2);
+    assert!(!run.meta.contains_key("n"));
+    assert_eq!(run.meta["scope"], "targets");
+}
