@@ -2,8 +2,11 @@
 
 mod common;
 mod engine;
+mod flex_client;
 mod flex_gen;
+mod flex_mock;
 mod flex_parse;
+mod flex_pipeline;
 mod jobs;
 mod runbook;
 mod runs;
