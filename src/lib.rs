@@ -25,6 +25,7 @@
 
 pub mod clock;
 pub mod db;
+pub mod doctor;
 mod engine;
 pub mod error;
 pub mod events;
