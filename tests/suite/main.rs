@@ -1,6 +1,7 @@
 //! runledger's integration tests: one binary, one module per area.
 
 mod common;
+mod doctor;
 mod engine;
 mod flex_client;
 mod flex_gen;
