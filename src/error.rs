@@ -179,6 +179,12 @@ pub enum Error {
     #[error(transparent)]
     Flex(#[from] crate::flex::ParseError),
 
+    /// Talking to the Flex Web Service failed (transport, HTTP, an IB error code, the
+    /// polling budget, the token); [`Error::code`] is the inner
+    /// [`crate::flex::FetchError::code`] (`FLEX_CONNECT`, `FLEX_1012`...).
+    #[error(transparent)]
+    FlexFetch(#[from] crate::flex::FetchError),
+
     /// A Flex statement lacks sections its policy requires (absent, or without rows when
     /// rows are required), named per account.
     #[error("missing required sections: {}", crate::flex::policy::describe(.missing))]
@@ -219,6 +225,7 @@ impl Error {
             Error::Migration { .. } => "MIGRATION_FAILED",
             Error::Database(_) => "DATABASE",
             Error::Flex(e) => e.code(),
+            Error::FlexFetch(e) => e.code(),
             Error::MissingRequiredSection { .. } => "MISSING_REQUIRED_SECTION",
         }
     }

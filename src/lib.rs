@@ -32,6 +32,7 @@ mod text_enum;
 pub mod clock;
 pub mod db;
 pub mod demo;
+pub mod doctor;
 mod engine;
 pub mod error;
 pub mod events;

@@ -544,3 +544,85 @@ fn serve_stops_cleanly_on_ctrl_c() {
     assert_eq!(status.code(), Some(0));
     assert_eq!(lines.next().unwrap().unwrap(), "stopped");
 }
+
+/// A copy of `db` (a consistent snapshot, whatever is in its WAL) at `to`.
+fn copy_db(db: &Path, to: &Path) {
+    let engine = Engine::open(db).unwrap();
+    engine
+        .with_connection(|c| {
+            c.execute("vacuum into ?1", [to.to_str().unwrap()])?;
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn doctor_finds_anomalies_planted_by_raw_sql_in_a_copy() {
+    let (dir, db) = demo_dir();
+    let clean = on(&db, &["doctor"]);
+    assert_eq!((clean.code, clean.stderr.as_str()), (0, ""));
+    assert!(
+        clean.stdout.ends_with(": 0 error(s), 0 warning(s)\n"),
+        "{}",
+        clean.stdout
+    );
+
+    // A crashed host: a started run whose lease expired long ago. Work for the sweeper: a
+    // warning, exit 0.
+    let crashed = dir.path().join("crashed.db");
+    copy_db(&db, &crashed);
+    Engine::open(&crashed)
+        .unwrap()
+        .with_connection(|c| {
+            c.execute_batch(
+                "insert into ingest_runs (pipeline, scope, trigger, status, lock_key, started_at, lease_expires_at, meta_json)
+                 values ('ingest', 'universe', 'schedule', 'started', 'ingest:universe',
+                         '2020-01-01T00:00:00.000Z', '2020-01-01T00:05:00.000Z', '{}')",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let warned = on(&crashed, &["doctor"]);
+    assert_eq!(warned.code, 0, "{}", warned.stderr);
+    snap!("doctor_expired_lease", warned.stdout);
+
+    // Damage: the audit log's immutability trigger dropped and a finished run edited back
+    // to `started` with its finish time kept (the run machine's triggers dropped and CHECKs
+    // ignored, as a careless hand edit could).
+    let damaged = dir.path().join("damaged.db");
+    copy_db(&db, &damaged);
+    Engine::open(&damaged)
+        .unwrap()
+        .with_connection(|c| {
+            c.execute_batch(
+                "drop trigger audit_log_no_update;
+                 drop trigger ingest_runs_terminal_is_final;
+                 drop trigger ingest_runs_state_machine;
+                 pragma ignore_check_constraints = on;
+                 update ingest_runs set status = 'started',
+                   lease_expires_at = '2999-01-01T00:00:00.000Z' where id = 1;",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let found = on(&damaged, &["doctor"]);
+    assert_eq!(found.code, 1);
+    assert!(
+        found.stderr.starts_with("error [DOCTOR_ANOMALIES]: "),
+        "{}",
+        found.stderr
+    );
+    snap!("doctor_damaged", found.stdout);
+    let json = on(&damaged, &["doctor", "--json"]);
+    assert_eq!(json.code, 1);
+    let report = json.json();
+    let checks: Vec<&str> = report["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["check"].as_str().unwrap())
+        .collect();
+    for expected in ["immutable_guard", "schema_object", "timestamps"] {
+        assert!(checks.contains(&expected), "{expected} in {checks:?}");
+    }
+}

@@ -466,6 +466,26 @@ impl StageContext<'_> {
         }
     }
 
+    /// Merges `patch` (a JSON object) into this run's `meta_json` now (JSON merge patch:
+    /// keys are added or replaced, `null` removes). The keys the orchestrator owns
+    /// (`source`, `scope`, `blockedStage`, `failedStage`, `errorCode`) are refused. Use it
+    /// for facts operators query with `json_extract` (warnings, a reference code); never
+    /// put secrets here.
+    pub fn merge_meta(&mut self, patch: &Value) -> Result<()> {
+        let Some(obj) = patch.as_object() else {
+            return Err(Error::invalid("meta", "must be a JSON object"));
+        };
+        if let Some(k) = obj
+            .keys()
+            .find(|k| super::store::RESERVED_META.contains(&k.as_str()))
+        {
+            return Err(Error::invalid("meta", format!("key {k:?} is reserved")));
+        }
+        let run_id = self.run_id;
+        self.engine
+            .write(|tx| super::store::merge_meta(tx, run_id, patch))
+    }
+
     /// Stores a downloaded payload (once per SHA-256) and records it for this run.
     pub fn store_raw(&mut self, input: &RawInput<'_>) -> Result<RawRecord> {
         let now = self.engine.now();

@@ -110,6 +110,9 @@ const FINISH: &str = "UPDATE ingest_runs
         meta_json = json_patch(meta_json, :meta)
     WHERE id = :id AND status = 'started'";
 
+const MERGE_META: &str = "UPDATE ingest_runs SET meta_json = json_patch(meta_json, :meta)
+    WHERE id = :id AND status = 'started'";
+
 const EXPIRED: &str = "SELECT id FROM ingest_runs
     WHERE status = 'started' AND lease_expires_at <= :now ORDER BY lease_expires_at, id";
 
@@ -246,6 +249,31 @@ pub(crate) fn renew_lease(tx: &Connection, id: i64, until: Timestamp) -> Result<
         .prepare_cached(RENEW_LEASE)?
         .execute(named_params! {":id": id, ":lease": until})?;
     Ok(n == 1)
+}
+
+/// `meta_json` keys written by the orchestrator only.
+pub(crate) const RESERVED_META: &[&str] = &[
+    "source",
+    "scope",
+    "blockedStage",
+    "failedStage",
+    "errorCode",
+];
+
+/// Merges a JSON object into a started run's `meta_json`; `NotFound`-like refusal when the
+/// run is not started.
+pub(crate) fn merge_meta(tx: &Connection, id: i64, patch: &Value) -> Result<()> {
+    let n = tx
+        .prepare_cached(MERGE_META)?
+        .execute(named_params! {":id": id, ":meta": patch.to_string()})?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "run_id",
+            format!("run {id} has ended; only a started run takes meta"),
+        ))
+    }
 }
 
 /// How a run ends.

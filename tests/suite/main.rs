@@ -1,9 +1,13 @@
 //! runledger's integration tests: one binary, one module per area.
 
 mod common;
+mod doctor;
 mod engine;
+mod flex_client;
 mod flex_gen;
+mod flex_mock;
 mod flex_parse;
+mod flex_pipeline;
 mod jobs;
 mod runbook;
 mod runs;

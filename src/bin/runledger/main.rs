@@ -2,6 +2,7 @@
 //! lives in its own module; `output` owns tables, JSON, colour and exit codes.
 
 mod demo;
+mod doctor;
 mod flex_cmd;
 mod jobs;
 mod output;
@@ -69,6 +70,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// List the operator queries of runbook.sql, or run one by name.
     Runbook(runbook_cmd::RunbookArgs),
+    /// Check every invariant of the database from SQL; print each anomaly (exit 1 on errors).
+    Doctor(doctor::DoctorArgs),
     /// Interactive Brokers Flex statements.
     Flex {
         #[command(subcommand)]
@@ -108,6 +111,7 @@ fn run(cli: Cli, out: Out) -> CliResult {
         Command::Schedule { cmd } => schedule::schedule(&engine, out, cmd),
         Command::Serve(args) => serve::serve(&engine, args),
         Command::Runbook(args) => runbook_cmd::runbook(&engine, out, args),
+        Command::Doctor(args) => doctor::doctor(&engine, out, args),
         Command::Demo(_) | Command::Flex { .. } => unreachable!("handled above"),
     }
 }
