@@ -626,3 +626,83 @@ fn doctor_finds_anomalies_planted_by_raw_sql_in_a_copy() {
         assert!(checks.contains(&expected), "{expected} in {checks:?}");
     }
 }
+
+/// A one-reply loopback Flex mock: answers every request with `body`; returns its base URL
+/// and the URLs it saw.
+fn one_reply_mock(body: &'static str) -> (String, std::sync::mpsc::Receiver<String>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/FlexWebService", server.server_addr());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for req in server.incoming_requests() {
+            let _ = tx.send(req.url().to_owned());
+            let _ = req.respond(tiny_http::Response::from_string(body));
+        }
+    });
+    (base, rx)
+}
+
+#[test]
+fn flex_run_fails_with_the_service_code_and_never_prints_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, seen) = one_reply_mock(
+        "<FlexStatementResponse timestamp='22 November, 2026 06:40 AM EST'>\n<Status>Fail</Status>\n<ErrorCode>1015</ErrorCode>\n<ErrorMessage>Token is invalid.</ErrorMessage>\n</FlexStatementResponse>\n",
+    );
+    let token = "SECRET987654321TOKEN";
+    let o = cmd(dir.path())
+        .args([
+            "--db",
+            "runledger.db",
+            "flex",
+            "run",
+            "--query-id",
+            "777",
+            "--base-url",
+            &base,
+        ])
+        .env("IBKR_FLEX_TOKEN", token)
+        .output()
+        .unwrap();
+    let ran = finish(o, dir.path());
+    assert_eq!(
+        ran.code, 1,
+        "a service failure is an error, not a validation failure"
+    );
+    assert!(ran.stderr.contains("error [FLEX_1015]"), "{}", ran.stderr);
+    assert!(ran.stdout.contains("failed"), "{}", ran.stdout);
+    assert!(
+        seen.recv().unwrap().contains(token),
+        "the mock did receive the token"
+    );
+    for text in [&ran.stdout, &ran.stderr] {
+        assert!(!text.contains(token), "token leaked: {text}");
+    }
+    let db = std::fs::read(dir.path().join("runledger.db")).unwrap();
+    assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()));
+}
+
+#[test]
+fn flex_run_without_a_token_is_refused_at_the_token_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = cmd(dir.path())
+        .args([
+            "--db",
+            "runledger.db",
+            "flex",
+            "run",
+            "--query-id",
+            "777",
+            "--token-env",
+            "NO_SUCH_TOKEN_VAR",
+        ])
+        .output()
+        .unwrap();
+    let ran = finish(o, dir.path());
+    assert_eq!(ran.code, 1);
+    assert!(
+        ran.stderr.contains("error [FLEX_TOKEN_MISSING]"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stdout.contains("blocked at token"), "{}", ran.stdout);
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 use runledger::demo::{self, ProviderOptions};
+use runledger::flex::{self, FlexConfig, FlexToken, Pacer, RateLimits, TokenSource};
 use runledger::run::{RunFilter, ScopeSelector, TriggerKind};
 use runledger::{
     Clock, Engine, EngineOptions, Error, JobFailure, JobState, ManualClock, NewJob, RecoveryPolicy,
@@ -19,6 +20,7 @@ use runledger::{
 };
 use serde_json::json;
 
+use crate::flex_mock::FlexMock;
 use crate::output::{opt, CliResult, Failure, Out, Table};
 use crate::runbook_cmd::result_table;
 use crate::runs::{print_run, runs_table};
@@ -54,8 +56,10 @@ const STEPS: &[Step] = &[
         "Pools: trigger `ingest` for both scopes; the universe-only module `fundamentals` fails its probe",
         pools,
     ),
-    // The Flex step (a run against an in-process loopback mock) is inserted here once the
-    // library's Flex pipeline lands.
+    (
+        "Flex: request, poll, download, check and persist a statement from a loopback mock of IB's service",
+        flex_statement,
+    ),
     (
         "Lock: a scheduled trigger arrives while a manual run of the same pool is active",
         lock,
@@ -151,6 +155,56 @@ fn pools(d: &Demo) -> CliResult {
     }
     println!("targets succeeded while universe was blocked at readiness: each pool has its own lock and gates.");
     Ok(())
+}
+
+/// The demo's token: only the loopback mock accepts it.
+const DEMO_TOKEN: &str = "DEMO1234567890TOKEN";
+
+fn flex_statement(d: &Demo) -> CliResult {
+    let mock = FlexMock::start(DEMO_TOKEN, 2)
+        .map_err(|e| Failure::new("IO", format!("cannot start the loopback mock: {e}")))?;
+    let mut config = FlexConfig::new("880001");
+    config.token = TokenSource::Given(FlexToken::new(DEMO_TOKEN).map_err(runledger::Error::from)?);
+    config.client.base_url = mock.base_url();
+    // Waits (first poll, not-ready backoff, IB's 1 request/s) advance the demo's clock
+    // instead of sleeping: the timeline shows them, the demo does not wait for them.
+    let clock = d.clock.clone();
+    config.pacer = Pacer::new(
+        d.clock.clone(),
+        move |wait| clock.advance(wait),
+        RateLimits::default(),
+    );
+    let run = flex::run_once(&d.engine, &config, Some("U0000042"))?;
+    print_run(d.out, &run);
+    for r in d.engine.runs().raw_records(run.id)? {
+        println!(
+            "  raw record {}: {} {} bytes from {} (reference {}), sha256 {}…",
+            r.id,
+            r.content_type,
+            r.size,
+            r.source,
+            opt(r.upstream_ref.as_deref()),
+            &r.sha256[..12]
+        );
+    }
+    let requests = mock.requests.load(std::sync::atomic::Ordering::SeqCst);
+    drop(mock);
+    println!(
+        "{requests} requests to the mock (SendRequest, two \"not ready\" polls, the statement); the token is in none of the database's bytes: {}",
+        if token_in_files(&d.path) { "FOUND (bug)" } else { "checked" }
+    );
+    Ok(())
+}
+
+/// Whether the demo token appears in the database file or its WAL.
+fn token_in_files(path: &str) -> bool {
+    [path.to_owned(), format!("{path}-wal")].iter().any(|p| {
+        std::fs::read(p).is_ok_and(|bytes| {
+            bytes
+                .windows(DEMO_TOKEN.len())
+                .any(|w| w == DEMO_TOKEN.as_bytes())
+        })
+    })
 }
 
 fn lock(d: &Demo) -> CliResult {

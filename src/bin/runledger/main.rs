@@ -4,6 +4,7 @@
 mod demo;
 mod doctor;
 mod flex_cmd;
+mod flex_mock;
 mod jobs;
 mod output;
 mod runbook_cmd;
@@ -97,7 +98,7 @@ fn run(cli: Cli, out: Out) -> CliResult {
         return demo::demo(&db(demo::DEFAULT_DEMO_DB), out, args);
     }
     if let Command::Flex { cmd } = cli.command {
-        return flex_cmd::flex(out, cmd);
+        return flex_cmd::flex(&db("./runledger.db"), out, cmd);
     }
     let path = db("./runledger.db");
     let engine = Engine::open(&path)?;

@@ -196,13 +196,27 @@ impl Failure {
     }
 }
 
+/// Codes of a statement that failed validation (the parsers' `flex::ParseError` codes).
+const STATEMENT_INVALID: &[&str] = &[
+    "FLEX_EMPTY_BODY",
+    "FLEX_HTML_BODY",
+    "FLEX_CSV_BODY",
+    "FLEX_NOT_XML",
+    "FLEX_MALFORMED_XML",
+    "FLEX_TRUNCATED",
+    "FLEX_WRONG_ROOT",
+    "FLEX_COUNT_MISMATCH",
+    "FLEX_BAD_ENVELOPE",
+    "FLEX_LIMIT_EXCEEDED",
+];
+
 /// The exit code of a library error: 3 validation failure (a statement without a required
 /// section, an unreadable statement), 4 run already active, 2 arguments the library
-/// rejected, 1 anything else.
+/// rejected, 1 anything else (a Flex transport or service failure included).
 pub fn exit_code(code: &str) -> u8 {
     match code {
         "MISSING_REQUIRED_SECTION" => 3,
-        c if c.starts_with("FLEX_") => 3,
+        c if STATEMENT_INVALID.contains(&c) => 3,
         "RUN_ALREADY_ACTIVE" => 4,
         "INVALID_INPUT" => 2,
         _ => 1,
