@@ -12,3 +12,5 @@ mod runs_probe;
 mod schedule;
 mod scheduled_runs;
 mod supervision;
+mod reliability;
+mod reliability_crash;
