@@ -11,8 +11,8 @@ use runledger::doctor::{self, DoctorOptions};
 use runledger::run::{Pipeline, RawInput, Scope, StageError, StageOutput, TriggerKind};
 use runledger::schedule::NewSchedule;
 use runledger::{
-    Clock, DbOptions, Durability, Engine, EngineOptions, Error, ManualClock, NewJob,
-    ScheduledRuns, Supervisor, SupervisorOptions, Timestamp,
+    Clock, DbOptions, Durability, Engine, EngineOptions, Error, ManualClock, NewJob, ScheduledRuns,
+    Supervisor, SupervisorOptions, Timestamp,
 };
 use serde_json::json;
 
@@ -197,7 +197,10 @@ fn verify_log(engine: &Engine, log: &str, skip: usize) -> usize {
             "J" => assert!(job_state().is_some(), "lost job {id}"),
             "K" => {
                 let attempt = query_i64(engine, "select attempt from jobs where id = ?1", id);
-                assert!(attempt >= Some(parts[2].parse().unwrap()), "lost claim {line}");
+                assert!(
+                    attempt >= Some(parts[2].parse().unwrap()),
+                    "lost claim {line}"
+                );
             }
             "P" => {
                 let state = job_state().unwrap();
@@ -303,7 +306,10 @@ fn crash_consistency_under_sigkill() {
         std::thread::sleep(Duration::from_millis(5 + rng.below(150)));
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
-        assert!(!status.success(), "round {round}: child finished before the kill");
+        assert!(
+            !status.success(),
+            "round {round}: child finished before the kill"
+        );
 
         // Another process (this one) opens the file at a time past every lease and threshold.
         let clock = ManualClock::new(base + DAY * 29);
