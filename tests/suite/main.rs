@@ -15,3 +15,4 @@ mod runs_probe;
 mod schedule;
 mod scheduled_runs;
 mod supervision;
+mod reliability_faults;
