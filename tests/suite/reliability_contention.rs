@@ -83,7 +83,7 @@ fn child_contention_workload() {
                         code: "HAMMER".into(),
                     }
                 };
-                let mut rng = Rng::new(seed ^ (t as u64 + 1) * 0x9E37);
+                let mut rng = Rng::new(seed ^ ((t as u64 + 1) * 0x9E37));
                 let report = |e: Error| println!("ERROR {} {e}", e.code());
                 for _ in 0..ops {
                     clock.advance(Duration::from_secs(2));
@@ -274,7 +274,7 @@ fn hammer(durability: &str, ops: usize, seed: u64) -> BTreeMap<&'static str, usi
 #[test]
 fn contention_processes_and_threads() {
     let ops = count(100, 1000);
-    let seed = seed(0xC0_4E4D);
+    let seed = seed(0x00C0_4E4D);
     for durability in ["full", "normal"] {
         let tally = hammer(durability, ops, seed);
         eprintln!(

@@ -75,7 +75,11 @@ fn a_full_database_mid_run_is_database_full_and_works_again_once_the_limit_is_ra
     // if even that could not be written, is swept once its lease expires).
     let outcome = engine
         .runs()
-        .trigger(&big_payload_pipeline(), Scope::Targets.into(), TriggerKind::Manual)
+        .trigger(
+            &big_payload_pipeline(),
+            Scope::Targets.into(),
+            TriggerKind::Manual,
+        )
         .unwrap()
         .remove(0);
     match outcome.result {
@@ -89,7 +93,10 @@ fn a_full_database_mid_run_is_database_full_and_works_again_once_the_limit_is_ra
     engine.runs().sweep().unwrap();
     assert_sound(&engine);
     assert_eq!(
-        pragma_i64(&engine, "select count(*) from ingest_runs where status = 'started'"),
+        pragma_i64(
+            &engine,
+            "select count(*) from ingest_runs where status = 'started'"
+        ),
         0
     );
 
@@ -101,7 +108,11 @@ fn a_full_database_mid_run_is_database_full_and_works_again_once_the_limit_is_ra
         .unwrap();
     let run = engine
         .runs()
-        .trigger(&big_payload_pipeline(), Scope::Targets.into(), TriggerKind::Manual)
+        .trigger(
+            &big_payload_pipeline(),
+            Scope::Targets.into(),
+            TriggerKind::Manual,
+        )
         .unwrap()
         .remove(0)
         .result
@@ -224,7 +235,11 @@ fn clock_jumps_fire_no_slot_twice_and_recover_no_healthy_job() {
     let supervisor = Supervisor::new(engine.clone(), SupervisorOptions::default()).unwrap();
     let fired: Mutex<HashMap<(String, Timestamp), usize>> = Mutex::default();
     let fire = |s: &Schedule, slot: Timestamp| {
-        *fired.lock().unwrap().entry((s.name.clone(), slot)).or_default() += 1;
+        *fired
+            .lock()
+            .unwrap()
+            .entry((s.name.clone(), slot))
+            .or_default() += 1;
         FireOutcome::TurnedAway {
             run_ids: vec![],
             code: "CLOCK_TEST".into(),
@@ -247,7 +262,10 @@ fn clock_jumps_fire_no_slot_twice_and_recover_no_healthy_job() {
         // ...and the scheduler and supervisor tick at the jumped time.
         engine.schedules().tick(clock.now(), &fire).unwrap();
         let report = supervisor.tick(clock.now()).unwrap();
-        assert!(report.recovered.is_empty(), "healthy job recovered: {report:?}");
+        assert!(
+            report.recovered.is_empty(),
+            "healthy job recovered: {report:?}"
+        );
     }
     let fired = fired.into_inner().unwrap();
     let twice: Vec<_> = fired.iter().filter(|(_, &n)| n > 1).collect();
@@ -261,7 +279,11 @@ fn clock_jumps_fire_no_slot_twice_and_recover_no_healthy_job() {
         &engine,
         "select count(*) from due_runs where outcome_code = 'CLOCK_TEST'",
     );
-    assert_eq!(recorded as usize, fired.len(), "every fired slot recorded once");
+    assert_eq!(
+        recorded as usize,
+        fired.len(),
+        "every fired slot recorded once"
+    );
     let report = doctor::check(&engine, &DoctorOptions::default()).unwrap();
     assert_eq!(report.errors().count(), 0, "{:#?}", report.anomalies);
     eprintln!(
