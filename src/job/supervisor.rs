@@ -214,6 +214,16 @@ impl Supervisor {
                     recovery_count: count,
                 });
             }
+            if let (Some(id), true) = (only, report.recovered.is_empty()) {
+                // A manual recovery that recovers nothing is refused whole: no bookkeeping.
+                let (state, _) = store::state_of(tx, id)?;
+                return Err(Error::IllegalTransition {
+                    entity: "job",
+                    id: id.to_string(),
+                    from: state.to_string(),
+                    to: "recovered".into(),
+                });
+            }
             let failed = report
                 .recovered
                 .iter()
@@ -238,18 +248,11 @@ impl Supervisor {
         validate::name("actor", actor)?;
         let now = self.engine.now();
         let report = self.recover(now, Timestamp::MIN, Some(job_id), Some(actor))?;
-        match report.recovered.into_iter().next() {
-            Some(r) => Ok(r),
-            None => {
-                let job = self.engine.jobs().get(job_id)?;
-                Err(Error::IllegalTransition {
-                    entity: "job",
-                    id: job_id.to_string(),
-                    from: job.state.to_string(),
-                    to: "recovered".into(),
-                })
-            }
-        }
+        report
+            .recovered
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::not_found("job", job_id))
     }
 
     /// Sets a job's recovery counter back to zero (audited).

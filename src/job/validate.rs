@@ -42,8 +42,35 @@ pub fn name(field: &str, value: &str) -> Result<()> {
     text(field, value, 256)
 }
 
-/// A JSON document's text, bounded by `limit` bytes.
+/// Deepest nesting of arrays and objects a document may have: serde_json refuses to read
+/// anything deeper (its recursion limit), so a deeper document would be written and then
+/// make its job unreadable.
+pub const MAX_DOCUMENT_DEPTH: usize = 100;
+
+/// The nesting depth of `value` (a scalar is 0), counted without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
+}
+
+/// A JSON document's text, bounded by `limit` bytes and [`MAX_DOCUMENT_DEPTH`] levels.
 pub fn document(field: &str, value: &Value, limit: usize) -> Result<String> {
+    if depth(value) > MAX_DOCUMENT_DEPTH {
+        return Err(Error::invalid(
+            field,
+            format!("nested deeper than {MAX_DOCUMENT_DEPTH} levels"),
+        ));
+    }
     let text = value.to_string();
     if text.len() > limit {
         return Err(Error::TooLarge {
