@@ -1,6 +1,10 @@
 //! SQL for the `jobs` table. Every function takes the connection (or transaction) and `now`;
 //! none reads the clock. Writes are guarded updates: the `WHERE` clause carries the expected
 //! state and attempt, and a write that matched nothing is diagnosed by [`diagnose`].
+//!
+//! A clock that stepped back (NTP, or processes whose clocks disagree) must not make a
+//! legal transition fail the row's time rules: `started_at` and `finished_at` are written
+//! as `max(:now, <the earlier time they must follow>)`.
 
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use serde_json::Value;
@@ -53,7 +57,7 @@ const RESUMABLE: &str =
 /// statement, so two workers can never take the same row.
 const CLAIM: &str = concat!(
     "update jobs set state = 'running', attempt = attempt + 1, worker_id = :worker,
-        started_at = :now, heartbeat_at = :now, updated_at = :now
+        started_at = max(:now, created_at), heartbeat_at = :now, updated_at = :now
      where id = (select id from jobs
                  where state = 'created'
                    and (:any or kind in (select value from json_each(:kinds)))
@@ -79,7 +83,7 @@ const CHECKPOINT: &str = "update jobs set checkpoint = :checkpoint, checkpoint_a
 
 const COMPLETE: &str = concat!(
     "update jobs set state = 'completed', result = :result, progress = 100,
-        finished_at = :now, updated_at = :now
+        finished_at = max(:now, started_at), updated_at = :now
      where id = :id and attempt = :attempt and state = 'running'
      returning ",
     job_columns!()
@@ -87,7 +91,7 @@ const COMPLETE: &str = concat!(
 
 const FAIL: &str = concat!(
     "update jobs set state = 'failed', error_code = :code, error_message = :message,
-        finished_at = :now, updated_at = :now
+        finished_at = max(:now, started_at), updated_at = :now
      where id = :id and attempt = :attempt and state = 'running'
      returning ",
     job_columns!()
@@ -95,7 +99,8 @@ const FAIL: &str = concat!(
 
 /// An operator's state change (cancel, pause, resume): guarded on the state read just before.
 const SET_STATE: &str = "update jobs set state = :to, updated_at = :now,
-        finished_at = case when :to in ('completed', 'failed', 'cancelled') then :now else null end,
+        finished_at = case when :to in ('completed', 'failed', 'cancelled')
+                           then max(:now, coalesce(started_at, created_at)) end,
         worker_id = case when :to = 'created' then null else worker_id end,
         started_at = case when :to = 'created' then null else started_at end,
         heartbeat_at = case when :to = 'created' then null else heartbeat_at end,
@@ -578,7 +583,7 @@ const RECOVERY_CANDIDATES: &str =
 /// The supervisor's guarded update: only the attempt it saw, only while still running.
 const RECOVER: &str =
     "update jobs set state = :to, recovery_count = recovery_count + 1, updated_at = :now,
-        finished_at = case when :to = 'failed' then :now else null end,
+        finished_at = case when :to = 'failed' then max(:now, started_at) end,
         error_code = case when :to = 'failed' then :code else null end,
         error_message = case when :to = 'failed' then :message else null end,
         worker_id = case when :to = 'created' then null else worker_id end,

@@ -624,3 +624,23 @@ fn restart_clears_the_outcome_and_may_replace_input() {
     jobs.delete(c.id(), "op").unwrap();
     assert_eq!(jobs.get(c.id()).unwrap_err().code(), "NOT_FOUND");
 }
+
+#[test]
+fn regression_a_clock_that_stepped_back_made_claim_and_complete_break_the_time_rules() {
+    let (engine, clock) = mem_engine();
+    let jobs = engine.jobs();
+    let job = jobs.create(&new_job("research")).unwrap();
+    clock.rewind(secs(3_600));
+    let c = jobs.claim("w", &[]).unwrap().unwrap();
+    assert_eq!(
+        c.job.started_at,
+        Some(job.created_at),
+        "clamped to its creation"
+    );
+    let done = jobs.complete(job.id, c.attempt, &json!(1)).unwrap();
+    assert_eq!(done.finished_at, Some(job.created_at));
+    let other = jobs.create(&new_job("research")).unwrap();
+    clock.rewind(secs(60));
+    let cancelled = jobs.cancel(other.id, "op", None).unwrap();
+    assert_eq!(cancelled.finished_at, Some(other.created_at));
+}
