@@ -96,6 +96,10 @@ CREATE INDEX due_runs_claim ON due_runs (due_at) WHERE status = 'pending';
 -- The abandoned-claim sweep: claimed slots by claim time.
 CREATE INDEX due_runs_claimed ON due_runs (claimed_at) WHERE status = 'claimed';
 -- (schedule_id, due_at) is indexed by the UNIQUE constraint: per-schedule history.
+-- runbook.sql's schedule_missed_slots and schedule_in_flight_slots: the few slots that were
+-- skipped or failed, or are still in flight, newest / oldest first, whatever the history.
+CREATE INDEX due_runs_missed ON due_runs (due_at) WHERE status IN ('skipped', 'failed');
+CREATE INDEX due_runs_in_flight ON due_runs (due_at) WHERE status IN ('pending', 'claimed');
 
 -- Invariant 1: only the transitions of the machine (src/schedule/state.rs TRANSITIONS).
 CREATE TRIGGER due_runs_state_machine

@@ -573,12 +573,15 @@ pub(crate) fn stats(conn: &Connection, user_id: Option<&str>) -> Result<JobStats
     Ok(stats)
 }
 
-/// Running jobs whose heartbeat is older than `cutoff` (all running jobs of `only` when
-/// given): what the supervisor decides about, read inside its write transaction.
-const RECOVERY_CANDIDATES: &str =
-    "select id, attempt, checkpoint is not null, recovery_count from jobs
-     where state = 'running' and (heartbeat_at < :cutoff or id = :only)
+/// Running jobs whose heartbeat is older than `cutoff`, stalest first: a range of the
+/// `jobs_running_heartbeat` partial index, so a tick costs what is stale, not what runs.
+const STALE_CANDIDATES: &str = "select id, attempt, checkpoint is not null, recovery_count from jobs
+     where state = 'running' and heartbeat_at < :cutoff
      order by heartbeat_at";
+
+/// One running job, whatever its heartbeat (an operator's recovery).
+const RUNNING_CANDIDATE: &str = "select id, attempt, checkpoint is not null, recovery_count from jobs
+     where id = :id and state = 'running'";
 
 /// The supervisor's guarded update: only the attempt it saw, only while still running.
 const RECOVER: &str =
@@ -603,22 +606,36 @@ pub(crate) struct Candidate {
     pub recovery_count: i64,
 }
 
-/// Stale running jobs (heartbeat before `cutoff`), plus job `only` if it is running.
+fn candidate(r: &Row<'_>) -> rusqlite::Result<Candidate> {
+    Ok(Candidate {
+        id: r.get(0)?,
+        attempt: r.get(1)?,
+        has_checkpoint: r.get(2)?,
+        recovery_count: r.get(3)?,
+    })
+}
+
+/// Running jobs whose heartbeat is before `cutoff`, or only job `only` (if it is running,
+/// whatever its heartbeat).
 pub(crate) fn recovery_candidates(
     conn: &Connection,
     cutoff: Timestamp,
     only: Option<i64>,
 ) -> Result<Vec<Candidate>> {
-    let mut stmt = conn.prepare_cached(RECOVERY_CANDIDATES)?;
-    let rows = stmt.query_map(named_params! {":cutoff": cutoff, ":only": only}, |r| {
-        Ok(Candidate {
-            id: r.get(0)?,
-            attempt: r.get(1)?,
-            has_checkpoint: r.get(2)?,
-            recovery_count: r.get(3)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let rows = match only {
+        None => {
+            let mut stmt = conn.prepare_cached(STALE_CANDIDATES)?;
+            let rows = stmt.query_map(named_params! {":cutoff": cutoff}, candidate)?;
+            rows.collect::<rusqlite::Result<_>>()?
+        }
+        Some(id) => conn
+            .prepare_cached(RUNNING_CANDIDATE)?
+            .query_row(named_params! {":id": id}, candidate)
+            .optional()?
+            .into_iter()
+            .collect(),
+    };
+    Ok(rows)
 }
 
 /// Moves a running job at `attempt` to `to` (paused, created or failed with `error`),

@@ -172,9 +172,6 @@ impl Supervisor {
                 recovered: Vec::new(),
             };
             for c in store::recovery_candidates(tx, cutoff, only)? {
-                if only.is_some_and(|id| id != c.id) {
-                    continue;
-                }
                 let (to, error) = self.decide(&c);
                 if !store::recover(tx, &c, to, error, now)? {
                     continue;
