@@ -38,3 +38,64 @@ pub mod operations {}
 
 #[doc = include_str!("../docs/errors.md")]
 pub mod errors {}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Upper-case string literals in `src/` that are not error or outcome codes.
+    const NOT_CODES: &[&str] = &["CARGO_PKG_VERSION", "IBKR_FLEX_TOKEN", "SECRET"];
+
+    fn collect(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("bin") {
+                    collect(&path, out);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+
+    /// `"CODE"` literals: upper-case letters and digits with at least one underscore, or a
+    /// single upper-case word passed as a code.
+    fn literals(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for piece in text.split('"').skip(1).step_by(2) {
+            let is_code = piece.len() >= 4
+                && !piece.ends_with('_')
+                && piece.starts_with(|c: char| c.is_ascii_uppercase())
+                && piece
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && (piece.contains('_') || ["PANIC", "STALLED", "BUSY", "DATABASE", "IMMUTABLE", "UNTESTED"].contains(&piece));
+            if is_code {
+                out.push(piece.to_string());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_code_in_the_library_is_explained_in_the_errors_page() {
+        let page = include_str!("../docs/errors.md");
+        let mut files = Vec::new();
+        collect(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        let mut missing = Vec::new();
+        for (path, text) in &files {
+            for code in literals(text) {
+                if !NOT_CODES.contains(&code.as_str()) && !page.contains(&format!("`{code}`")) {
+                    missing.push(format!("{code} ({path})"));
+                }
+            }
+        }
+        missing.sort();
+        missing.dedup();
+        assert!(missing.is_empty(), "codes not in docs/errors.md: {missing:?}");
+        // The scanner finds what it should.
+        assert!(literals(r#"x("RUN_ALREADY_ACTIVE", "no", "STALLED")"#).len() == 2);
+    }
+}
