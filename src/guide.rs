@@ -71,7 +71,16 @@ mod tests {
                 && piece
                     .chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                && (piece.contains('_') || ["PANIC", "STALLED", "BUSY", "DATABASE", "IMMUTABLE", "UNTESTED"].contains(&piece));
+                && (piece.contains('_')
+                    || [
+                        "PANIC",
+                        "STALLED",
+                        "BUSY",
+                        "DATABASE",
+                        "IMMUTABLE",
+                        "UNTESTED",
+                    ]
+                    .contains(&piece));
             if is_code {
                 out.push(piece.to_string());
             }
@@ -83,7 +92,10 @@ mod tests {
     fn every_code_in_the_library_is_explained_in_the_errors_page() {
         let page = include_str!("../docs/errors.md");
         let mut files = Vec::new();
-        collect(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        collect(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
         let mut missing = Vec::new();
         for (path, text) in &files {
             for code in literals(text) {
@@ -94,7 +106,10 @@ mod tests {
         }
         missing.sort();
         missing.dedup();
-        assert!(missing.is_empty(), "codes not in docs/errors.md: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "codes not in docs/errors.md: {missing:?}"
+        );
         // The scanner finds what it should.
         assert!(literals(r#"x("RUN_ALREADY_ACTIVE", "no", "STALLED")"#).len() == 2);
     }
