@@ -12,6 +12,11 @@
 //! Every state transition is checked by a Rust state machine and again by the database's
 //! CHECK constraints and triggers; see ARCHITECTURE.md for the invariants.
 //!
+//! **The [`guide`]**: [quick start](guide::quickstart), [jobs](guide::jobs),
+//! [runs](guide::runs), [schedules](guide::schedules), [Flex](guide::flex),
+//! [events](guide::events), [operations](guide::operations), and
+//! [every error code](guide::errors).
+//!
 //! ```
 //! use runledger::{Engine, JobState, NewJob};
 //! use serde_json::json;
@@ -37,6 +42,7 @@ mod engine;
 pub mod error;
 pub mod events;
 pub mod flex;
+pub mod guide;
 pub mod job;
 mod looping;
 pub mod run;

@@ -14,7 +14,7 @@
 //! - [`client`]: `SendRequest`/`GetStatement` over ureq ([`FlexClient`]), transport only.
 //! - [`token`]: [`FlexToken`], which never prints, and [`redact_url`].
 //! - [`poll`]: the polling policy and IB's rate limits over an injected clock and sleeper.
-//! - [`pipeline`]: the ready-made `flex` ingestion [`Pipeline`](crate::Pipeline)
+//! - [`pipeline`](mod@pipeline): the ready-made `flex` ingestion [`Pipeline`](crate::Pipeline)
 //!   (token gate; request, poll, download, section_preflight, persist).
 //!
 //! Parse failures are [`ParseError`]s, transport and service failures [`FetchError`]s,

@@ -4,7 +4,7 @@
 //! `running` and increments its *attempt*. Every later write of that worker (heartbeat,
 //! progress, checkpoint, complete, fail) carries the attempt, and the database only accepts it
 //! while that attempt still owns the running job: a worker whose job was recovered and
-//! re-claimed gets [`Error::StaleAttempt`](crate::Error::StaleAttempt). Operators cancel,
+//! re-claimed gets [`Error::StaleAttempt`]. Operators cancel,
 //! pause, resume and restart jobs; each of those is recorded in the append-only `audit_log`.
 
 pub mod record;
@@ -297,7 +297,7 @@ impl<'e> Jobs<'e> {
     }
 
     /// Cancels a created, running or paused job. A running worker sees it at its next
-    /// heartbeat or write ([`Error::NotRunning`](crate::Error::NotRunning)).
+    /// heartbeat or write ([`Error::NotRunning`]).
     pub fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job> {
         self.operator(id, &CANCEL, actor, json!({ "reason": reason }))
     }

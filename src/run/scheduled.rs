@@ -1,4 +1,4 @@
-//! Scheduled runs: the [`Fire`](crate::schedule::Fire) that turns a due slot of a schedule
+//! Scheduled runs: the [`Fire`] that turns a due slot of a schedule
 //! into runs of the host's registered pipelines.
 
 use std::collections::BTreeMap;
