@@ -337,8 +337,9 @@ impl<'e> Jobs<'e> {
         })
     }
 
-    /// Restarts a failed or cancelled job: back to `created`, result and error cleared,
-    /// input replaced when `input` is given.
+    /// Restarts a failed or cancelled job from scratch: back to `created` with result,
+    /// error, progress and checkpoint cleared, input replaced when `input` is given. (To
+    /// continue from a checkpoint, a job must be paused and resumed instead.)
     pub fn restart(&self, id: i64, actor: &str, input: Option<&Value>) -> Result<Job> {
         validate::name("actor", actor)?;
         if let Some(input) = input {

@@ -110,6 +110,7 @@ const SET_STATE: &str = "update jobs set state = :to, updated_at = :now,
 
 const RESTART: &str = "update jobs set state = 'created', input = coalesce(:input, input),
         result = null, error_code = null, error_message = null, progress = 0, step = null,
+        checkpoint = null, checkpoint_at = null,
         worker_id = null, started_at = null, heartbeat_at = null, finished_at = null,
         updated_at = :now
      where id = :id and state = :from";
@@ -482,7 +483,8 @@ pub(crate) fn transition(
     Ok(from)
 }
 
-/// failed|cancelled -> created, clearing the outcome; `input` replaces the input if given.
+/// failed|cancelled -> created, from scratch: outcome, progress and checkpoint cleared;
+/// `input` replaces the input if given.
 pub(crate) fn restart(
     conn: &Connection,
     id: i64,
@@ -575,12 +577,14 @@ pub(crate) fn stats(conn: &Connection, user_id: Option<&str>) -> Result<JobStats
 
 /// Running jobs whose heartbeat is older than `cutoff`, stalest first: a range of the
 /// `jobs_running_heartbeat` partial index, so a tick costs what is stale, not what runs.
-const STALE_CANDIDATES: &str = "select id, attempt, checkpoint is not null, recovery_count from jobs
+const STALE_CANDIDATES: &str =
+    "select id, attempt, checkpoint is not null, recovery_count from jobs
      where state = 'running' and heartbeat_at < :cutoff
      order by heartbeat_at";
 
 /// One running job, whatever its heartbeat (an operator's recovery).
-const RUNNING_CANDIDATE: &str = "select id, attempt, checkpoint is not null, recovery_count from jobs
+const RUNNING_CANDIDATE: &str =
+    "select id, attempt, checkpoint is not null, recovery_count from jobs
      where id = :id and state = 'running'";
 
 /// The supervisor's guarded update: only the attempt it saw, only while still running.

@@ -607,10 +607,22 @@ fn job_records_migrate_from_v1_and_refuse_unknown_versions() {
 fn restart_clears_the_outcome_and_may_replace_input() {
     let (engine, _clock) = mem_engine();
     let jobs = engine.jobs();
-    let failed = job_in(&engine, JobState::Failed);
+    let failing = jobs.create(&new_job("research")).unwrap();
+    let c = jobs.claim("w", &[]).unwrap().unwrap();
+    jobs.checkpoint(failing.id, c.attempt, &json!({"page": 2}))
+        .unwrap();
+    let failed = jobs
+        .fail(failing.id, c.attempt, "BOOM", "it broke")
+        .unwrap();
+    assert!(failed.checkpoint.is_some());
     let again = jobs
         .restart(failed.id, "op", Some(&json!({"symbol": "MSFT"})))
         .unwrap();
+    assert_eq!(
+        (again.checkpoint, again.checkpoint_at),
+        (None, None),
+        "from scratch"
+    );
     assert_eq!(again.state, JobState::Created);
     assert_eq!(
         (again.error_code, again.finished_at, again.started_at),
