@@ -54,9 +54,9 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_claim ON jobs (id, kind) WHERE state = 'created';
 -- The stale scan and "find running": only running rows, ordered by heartbeat.
 CREATE INDEX jobs_running_heartbeat ON jobs (heartbeat_at) WHERE state = 'running';
--- Per-user listings.
+-- Per-user listings and stats (newest first; a state filter reads along it). No index on
+-- state itself: it would be rewritten by every transition on the hot path.
 CREATE INDEX jobs_user ON jobs (user_id, id);
-CREATE INDEX jobs_user_state ON jobs (user_id, state);
 -- Resumable jobs: paused with a checkpoint.
 CREATE INDEX jobs_resumable ON jobs (id) WHERE state = 'paused' AND checkpoint IS NOT NULL;
 CREATE INDEX jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;

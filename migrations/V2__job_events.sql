@@ -27,6 +27,7 @@ END;
 -- Bounded backlog: keep the newest 200 events of each job.
 CREATE TRIGGER job_events_prune
 AFTER INSERT ON job_events
+WHEN NEW.seq > 200
 BEGIN
     DELETE FROM job_events WHERE job_id = NEW.job_id AND seq <= NEW.seq - 200;
 END;
