@@ -45,6 +45,7 @@ pub mod flex;
 pub mod guide;
 pub mod job;
 mod looping;
+mod machine;
 pub mod run;
 pub mod runbook;
 pub mod schedule;

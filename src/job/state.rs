@@ -77,7 +77,7 @@ impl JobState {
 
     /// Whether `self -> to` is in [`TRANSITIONS`].
     pub fn can_transition_to(self, to: JobState) -> bool {
-        TRANSITIONS.iter().any(|&(f, t, _)| f == self && t == to)
+        crate::machine::allows(TRANSITIONS, self, to)
     }
 }
 
@@ -86,26 +86,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_has_no_duplicates_or_self_loops() {
-        for (i, a) in TRANSITIONS.iter().enumerate() {
-            assert_ne!(a.0, a.1, "self loop {a:?}");
-            for b in &TRANSITIONS[i + 1..] {
-                assert!(!(a.0 == b.0 && a.1 == b.1), "duplicate {a:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn completed_is_final_and_every_state_is_reachable() {
-        assert!(JobState::ALL
-            .iter()
-            .all(|&t| !Completed.can_transition_to(t)));
-        for s in JobState::ALL {
-            assert!(
-                s == Created || TRANSITIONS.iter().any(|t| t.1 == s),
-                "{s} unreachable"
-            );
-        }
+    fn table_is_well_formed_and_completed_is_final() {
+        let terminal = [Completed, Failed, Cancelled];
+        let restartable = [Failed, Cancelled];
+        crate::machine::assert_well_formed(
+            TRANSITIONS,
+            &JobState::ALL,
+            Created,
+            &terminal,
+            &restartable,
+        );
     }
 
     #[test]

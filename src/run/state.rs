@@ -41,7 +41,7 @@ impl RunStatus {
 
     /// Whether `self -> to` is in [`TRANSITIONS`].
     pub fn can_transition_to(self, to: RunStatus) -> bool {
-        TRANSITIONS.iter().any(|&(f, t, _)| f == self && t == to)
+        crate::machine::allows(TRANSITIONS, self, to)
     }
 }
 
@@ -110,21 +110,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_has_no_duplicates_or_self_loops_and_terminal_states_are_final() {
-        for (i, a) in TRANSITIONS.iter().enumerate() {
-            assert_ne!(a.0, a.1, "self loop {a:?}");
-            for b in &TRANSITIONS[i + 1..] {
-                assert!(!(a.0 == b.0 && a.1 == b.1), "duplicate {a:?}");
-            }
-        }
-        for s in RunStatus::ALL {
-            if s.is_terminal() {
-                assert!(
-                    RunStatus::ALL.iter().all(|&t| !s.can_transition_to(t)),
-                    "{s}"
-                );
-            }
-        }
+    fn table_is_well_formed_and_terminal_states_are_final() {
+        let terminal = [RunStatus::Success, RunStatus::Failed];
+        crate::machine::assert_well_formed(
+            TRANSITIONS,
+            &RunStatus::ALL,
+            RunStatus::Started,
+            &terminal,
+            &[],
+        );
     }
 
     #[test]
