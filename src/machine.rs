@@ -3,8 +3,6 @@
 //! helper. (The SQL trigger of each machine mirrors its table; the integration tests prove
 //! the two equal.)
 
-use std::fmt::Debug;
-
 /// Whether `table` has the row `from -> to`.
 pub(crate) fn allows<S: Copy + PartialEq>(table: &[(S, S, &str)], from: S, to: S) -> bool {
     table.iter().any(|&(f, t, _)| f == from && t == to)
@@ -14,7 +12,7 @@ pub(crate) fn allows<S: Copy + PartialEq>(table: &[(S, S, &str)], from: S, to: S
 /// has a way out (except those listed in `reopenable`, such as a restart), and that every
 /// state but `initial` can be reached.
 #[cfg(test)]
-pub(crate) fn assert_well_formed<S: Copy + PartialEq + Debug>(
+pub(crate) fn assert_well_formed<S: Copy + PartialEq + std::fmt::Debug>(
     table: &[(S, S, &str)],
     all: &[S],
     initial: S,
