@@ -75,7 +75,9 @@ pub struct NewJob {
     pub tags: Vec<String>,
     /// Parent job, which must exist.
     pub parent_id: Option<i64>,
-    /// Per-attempt timeout.
+    /// Per-attempt timeout, enforced by [`Worker`](crate::Worker): the first heartbeat past
+    /// it fails the job with code `TIMEOUT`. (Jobs run without a `Worker` must enforce it
+    /// themselves.)
     pub timeout: Option<Duration>,
     /// Retry budget for the host's own retry policy.
     pub max_retries: u32,

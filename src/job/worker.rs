@@ -8,6 +8,10 @@
 //! failure's code; a panic fails it with code `PANIC` and the panic message, and the worker
 //! keeps going.
 //!
+//! A job created with a timeout ([`NewJob::timeout`](crate::NewJob::timeout)) is failed
+//! with code `TIMEOUT` by the first heartbeat past `started_at + timeout`; the handler sees
+//! [`StopReason::TimedOut`] (so the timeout's resolution is the heartbeat interval).
+//!
 //! [`Worker::shutdown`] stops claiming and waits for running handlers up to a deadline;
 //! jobs still running then are *abandoned*: their heartbeats stop and their context refuses
 //! further writes, so the supervisor recovers them from their last checkpoint.
@@ -24,7 +28,7 @@ use serde_json::Value;
 
 use super::types::{Claim, Job};
 use super::validate;
-use crate::clock::Deadline;
+use crate::clock::{Deadline, Timestamp};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
@@ -72,6 +76,9 @@ pub enum StopReason {
     Lost = 3,
     /// The worker is shutting down and its deadline passed.
     Shutdown = 4,
+    /// The attempt ran past the job's timeout ([`NewJob::timeout`](crate::NewJob::timeout));
+    /// the worker failed the job with code `TIMEOUT`.
+    TimedOut = 5,
 }
 
 impl StopReason {
@@ -81,6 +88,7 @@ impl StopReason {
             2 => Some(StopReason::Paused),
             3 => Some(StopReason::Lost),
             4 => Some(StopReason::Shutdown),
+            5 => Some(StopReason::TimedOut),
             _ => None,
         }
     }
@@ -185,6 +193,7 @@ fn stopped(job_id: i64, reason: StopReason) -> Error {
             StopReason::Paused => "paused",
             StopReason::Lost => "lost",
             StopReason::Shutdown => "abandoned at shutdown",
+            StopReason::TimedOut => "failed: timed out",
         }
         .into(),
     }
@@ -361,11 +370,16 @@ fn run_one(
     stop: Arc<AtomicU8>,
 ) -> Outcome {
     let (id, attempt) = (claim.id(), claim.attempt);
+    let deadline = claim
+        .job
+        .timeout_ms
+        .zip(claim.job.started_at)
+        .map(|(ms, start)| start + Duration::from_millis(ms.max(0) as u64));
     let beat = spawn_heartbeat(
         engine.clone(),
-        id,
-        attempt,
+        (id, attempt),
         opts.heartbeat_every,
+        deadline,
         stop.clone(),
     );
     let ctx = JobContext {
@@ -405,16 +419,17 @@ fn run_one(
     written.unwrap_or(Outcome::Stopped)
 }
 
-/// Heartbeats until dropped; records a cancel, pause or loss in `stop`.
+/// Heartbeats until dropped; records a cancel, pause or loss in `stop`. Past `deadline`
+/// (the job's per-attempt timeout), it fails the job with `TIMEOUT` instead and stops.
 struct Heartbeat {
     _stop: Sender<()>,
 }
 
 fn spawn_heartbeat(
     engine: Engine,
-    id: i64,
-    attempt: i64,
+    (id, attempt): (i64, i64),
     every: Duration,
+    deadline: Option<Timestamp>,
     stop: Arc<AtomicU8>,
 ) -> Heartbeat {
     let (tx, rx) = channel::<()>();
@@ -426,6 +441,19 @@ fn spawn_heartbeat(
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
             if stop.load(Ordering::SeqCst) != 0 {
+                return;
+            }
+            if deadline.is_some_and(|d| engine.now() >= d) {
+                let timed_out = StopReason::TimedOut as u8;
+                if stop
+                    .compare_exchange(0, timed_out, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    // A refusal means the job was cancelled, paused or recovered
+                    // meanwhile: that state stands.
+                    let message = "the attempt ran past the job's timeout";
+                    let _ = engine.jobs().fail(id, attempt, "TIMEOUT", message);
+                }
                 return;
             }
             if let Err(e) = engine.jobs().heartbeat(id, attempt) {

@@ -679,3 +679,42 @@ fn load_many_jobs_across_threads_and_processes() {
         assert_eq!(kinds.last(), Some(&EventKind::Completed));
     }
 }
+
+#[test]
+fn a_worker_fails_an_attempt_that_runs_past_its_timeout() {
+    let (engine, clock) = mem_engine();
+    let jobs = engine.jobs();
+    let job = jobs
+        .create(&NewJob::new("u", "research", json!({})).timeout(secs(60)))
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = Worker::start(engine.clone(), fast_worker("w1"), move |ctx| {
+        while !ctx.should_stop() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        tx.send(ctx.stop_reason()).unwrap();
+        Ok(json!("too late"))
+    })
+    .unwrap();
+    wait_for("the claim", || {
+        jobs.get(job.id).unwrap().state == JobState::Running
+    });
+    // 59 s in: still running; past 60 s: failed by the next heartbeat.
+    clock.advance(secs(59));
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(jobs.get(job.id).unwrap().state, JobState::Running);
+    clock.advance(secs(2));
+    let reason = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(reason, Some(StopReason::TimedOut));
+    let report = worker.shutdown(Duration::from_secs(5));
+    assert_eq!(report.stopped, 1);
+    let failed = jobs.get(job.id).unwrap();
+    assert_eq!(
+        (failed.state, failed.error_code.as_deref()),
+        (JobState::Failed, Some("TIMEOUT"))
+    );
+    assert_eq!(
+        failed.result, None,
+        "the handler's late result was not written"
+    );
+}
