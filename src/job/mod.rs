@@ -367,7 +367,7 @@ impl<'e> Jobs<'e> {
         let now = self.engine.now();
         self.engine.write(|tx| {
             let job = store::get(tx, id)?;
-            store::delete(tx, id)?;
+            store::delete(tx, &job)?;
             events::delete_for_job(tx, id)?;
             store::audit(
                 tx,

@@ -352,6 +352,17 @@ pub(crate) fn diagnose(conn: &Connection, id: i64, attempt: i64) -> Error {
     }
 }
 
+/// The bindings of a fenced write: the job, the attempt its writer holds, and `params`.
+fn fenced<'a>(
+    id: &'a i64,
+    attempt: &'a i64,
+    params: &[(&'a str, &'a dyn rusqlite::ToSql)],
+) -> Vec<(&'a str, &'a dyn rusqlite::ToSql)> {
+    let mut all: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":id", id), (":attempt", attempt)];
+    all.extend_from_slice(params);
+    all
+}
+
 fn guarded(
     conn: &Connection,
     sql: &str,
@@ -359,9 +370,9 @@ fn guarded(
     attempt: i64,
     params: &[(&str, &dyn rusqlite::ToSql)],
 ) -> Result<()> {
-    let mut all: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":id", &id), (":attempt", &attempt)];
-    all.extend_from_slice(params);
-    let n = conn.prepare_cached(sql)?.execute(all.as_slice())?;
+    let n = conn
+        .prepare_cached(sql)?
+        .execute(fenced(&id, &attempt, params).as_slice())?;
     if n == 1 {
         Ok(())
     } else {
@@ -417,10 +428,8 @@ fn guarded_returning(
     attempt: i64,
     params: &[(&str, &dyn rusqlite::ToSql)],
 ) -> Result<Job> {
-    let mut all: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":id", &id), (":attempt", &attempt)];
-    all.extend_from_slice(params);
     conn.prepare_cached(sql)?
-        .query_row(all.as_slice(), job_from_row)
+        .query_row(fenced(&id, &attempt, params).as_slice(), job_from_row)
         .optional()?
         .ok_or_else(|| diagnose(conn, id, attempt))
 }
@@ -501,19 +510,18 @@ pub(crate) fn restart(
     Ok(from)
 }
 
-/// Deletes a terminal job.
-pub(crate) fn delete(conn: &Connection, id: i64) -> Result<()> {
-    let (state, _) = state_of(conn, id)?;
-    if !state.is_terminal() {
+/// Deletes `job` (read in the same transaction) if it is terminal.
+pub(crate) fn delete(conn: &Connection, job: &Job) -> Result<()> {
+    if !job.state.is_terminal() {
         return Err(Error::IllegalTransition {
             entity: "job",
-            id: id.to_string(),
-            from: state.to_string(),
+            id: job.id.to_string(),
+            from: job.state.to_string(),
             to: "deleted".into(),
         });
     }
     conn.prepare_cached(DELETE)?
-        .execute(named_params! {":id": id})?;
+        .execute(named_params! {":id": job.id})?;
     Ok(())
 }
 

@@ -2,6 +2,30 @@
 //! mode switch, and counts printed for RELIABILITY.md.
 #![allow(dead_code)]
 
+use runledger::{DbOptions, Durability, Engine, EngineOptions, ManualClock};
+
+/// The durability a child process is told to use (`normal` or anything else for `Full`).
+pub fn durability_of(text: &str) -> Durability {
+    if text == "normal" {
+        Durability::Normal
+    } else {
+        Durability::Full
+    }
+}
+
+/// A file engine on `clock` with `durability`.
+pub fn engine_on(path: &str, clock: &ManualClock, durability: Durability) -> Engine {
+    let opts = EngineOptions {
+        db: DbOptions {
+            durability,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .with_clock(clock.clone());
+    Engine::open_with(path, opts).unwrap()
+}
+
 /// `RUNLEDGER_LONG=1` selects the release-check counts.
 pub fn long_mode() -> bool {
     std::env::var("RUNLEDGER_LONG").is_ok_and(|v| v == "1")

@@ -10,36 +10,14 @@ use std::time::Duration;
 
 use runledger::run::{Pipeline, Scope, StageError, StageOutput, TriggerKind};
 use runledger::schedule::NewSchedule;
-use runledger::{
-    Clock, DbOptions, Durability, Engine, EngineOptions, Error, FireOutcome, ManualClock, NewJob,
-};
+use runledger::{Clock, Error, FireOutcome, ManualClock, NewJob};
 use serde_json::json;
 
 use crate::common::*;
-use crate::reliability::{count, seed, Rng};
+use crate::reliability::{count, durability_of, engine_on, seed, Rng};
 
 const PROCESSES: usize = 4;
 const THREADS: usize = 2;
-
-fn durability_of(text: &str) -> Durability {
-    if text == "normal" {
-        Durability::Normal
-    } else {
-        Durability::Full
-    }
-}
-
-fn open(path: &str, clock: &ManualClock, durability: Durability) -> Engine {
-    let opts = EngineOptions {
-        db: DbOptions {
-            durability,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .with_clock(clock.clone());
-    Engine::open_with(path, opts).unwrap()
-}
 
 #[test]
 #[ignore = "child process of contention_processes_and_threads"]
@@ -52,7 +30,7 @@ fn child_contention_workload() {
     let seed: u64 = env("RL_SEED").parse().unwrap();
     let me = env("RL_NAME");
     let clock = ManualClock::new(t0());
-    let engine = open(&env("RL_DB"), &clock, durability_of(&env("RL_DURABILITY")));
+    let engine = engine_on(&env("RL_DB"), &clock, durability_of(&env("RL_DURABILITY")));
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let (engine, clock, me) = (engine.clone(), clock.clone(), format!("{me}-t{t}"));

@@ -11,13 +11,13 @@ use runledger::doctor::{self, DoctorOptions};
 use runledger::run::{Pipeline, RawInput, Scope, StageError, StageOutput, TriggerKind};
 use runledger::schedule::NewSchedule;
 use runledger::{
-    Clock, DbOptions, Durability, Engine, EngineOptions, Error, ManualClock, NewJob, ScheduledRuns,
-    Supervisor, SupervisorOptions, Timestamp,
+    Clock, Durability, Engine, Error, ManualClock, NewJob, ScheduledRuns, Supervisor,
+    SupervisorOptions, Timestamp,
 };
 use serde_json::json;
 
 use crate::common::*;
-use crate::reliability::{count, seed, Rng};
+use crate::reliability::{count, durability_of, engine_on, seed, Rng};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -45,18 +45,6 @@ fn pipeline(clock: &ManualClock, tag: u64) -> Pipeline {
         .unwrap()
 }
 
-fn engine_on(path: &str, clock: &ManualClock, durability: Durability) -> Engine {
-    let opts = EngineOptions {
-        db: DbOptions {
-            durability,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .with_clock(clock.clone());
-    Engine::open_with(path, opts).unwrap()
-}
-
 /// The child: a mixed workload until it is killed. After each commit returns it appends a
 /// line to the log file and fsyncs it, so every logged line is a commit that must survive.
 #[test]
@@ -68,11 +56,7 @@ fn child_crash_workload() {
     let env = |k: &str| std::env::var(k).unwrap();
     let seed: u64 = env("RL_SEED").parse().unwrap();
     let clock = ManualClock::new(Timestamp::parse(&env("RL_BASE")).unwrap());
-    let durability = if env("RL_DURABILITY") == "normal" {
-        Durability::Normal
-    } else {
-        Durability::Full
-    };
+    let durability = durability_of(&env("RL_DURABILITY"));
     let engine = engine_on(&env("RL_DB"), &clock, durability);
     let mut log = std::fs::OpenOptions::new()
         .append(true)
