@@ -7,7 +7,7 @@
 CREATE TABLE jobs (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id        TEXT    NOT NULL CHECK (length(user_id) BETWEEN 1 AND 256),
-    kind           TEXT    NOT NULL CHECK (length(kind) BETWEEN 1 AND 64),
+    kind           TEXT    NOT NULL CHECK (length(kind) BETWEEN 1 AND 64 AND kind NOT GLOB '*[^A-Za-z0-9_.:-]*'),
     state          TEXT    NOT NULL DEFAULT 'created'
                    CHECK (state IN ('created', 'running', 'paused', 'completed', 'failed', 'cancelled')),
     input          TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(input)),
@@ -15,7 +15,7 @@ CREATE TABLE jobs (
     error_code     TEXT,
     error_message  TEXT,
     progress       INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
-    step           TEXT,
+    step           TEXT    CHECK (step IS NULL OR length(step) <= 256),
     checkpoint     TEXT    CHECK (checkpoint IS NULL OR json_valid(checkpoint)),
     checkpoint_at  TEXT,
     tags           TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(tags) AND json_type(tags) = 'array'),

@@ -207,6 +207,8 @@ fn raw_sql_cannot_break_the_row_rules() {
         (format!("insert into jobs (user_id, kind, tags, created_at, updated_at) values ('u', 'k', '{{}}', '{now}', '{now}')"), "CONSTRAINT_VIOLATION"),
         ("insert into jobs (user_id, kind, created_at, updated_at) values ('u', 'k', '2026-11-22 11:30:00', '2026-11-22 11:30:00')".into(), "CONSTRAINT_VIOLATION"),
         (format!("update jobs set progress = 101 where id = {}", running.id), "CONSTRAINT_VIOLATION"),
+        (format!("insert into jobs (user_id, kind, created_at, updated_at) values ('u', 'bad kind!', '{now}', '{now}')"), "CONSTRAINT_VIOLATION"),
+        (format!("update jobs set step = '{}' where id = {}", "s".repeat(257), running.id), "CONSTRAINT_VIOLATION"),
         (format!("update jobs set progress = -1 where id = {}", running.id), "CONSTRAINT_VIOLATION"),
         (format!("update jobs set finished_at = '{now}' where id = {}", running.id), "CONSTRAINT_VIOLATION"),
         (format!("update jobs set heartbeat_at = null where id = {}", running.id), "CONSTRAINT_VIOLATION"),
