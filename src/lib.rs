@@ -49,14 +49,16 @@ mod machine;
 pub mod run;
 pub mod runbook;
 pub mod schedule;
+mod storage;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{DbOptions, Durability};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, FieldError, Result};
-pub use events::{Event, EventKind, Events};
+pub use events::{Event, EventKind};
 pub use job::supervisor::{RecoveryPolicy, Supervisor, SupervisorOptions};
 pub use job::worker::{JobContext, JobFailure, StopReason, Worker, WorkerOptions, WorkerReport};
+pub use job::Events;
 pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};
 pub use looping::LoopHandle;
 pub use run::{Pipeline, RunStatus, Runs, ScheduledRuns, Scope, ScopeSelector, TriggerKind};

@@ -7,10 +7,10 @@
 //! re-claimed gets [`Error::StaleAttempt`]. Operators cancel,
 //! pause, resume and restart jobs; each of those is recorded in the append-only `audit_log`.
 
+mod event_api;
 pub mod record;
 pub mod recovery;
 pub mod state;
-mod store;
 pub mod supervisor;
 mod types;
 pub(crate) mod validate;
@@ -20,12 +20,15 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub use event_api::Events;
 pub use state::{JobState, TRANSITIONS};
 pub use types::{Claim, Job, JobStats, NewJob, StateCounts};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::{self, EventKind};
+use crate::events::EventKind;
+use crate::storage::job_events as events;
+use crate::storage::jobs as store;
 
 /// An operator's state change: where it may start, where it goes, how it is recorded.
 struct Op {

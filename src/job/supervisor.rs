@@ -19,13 +19,15 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::state::JobState;
-use super::store::{self, Candidate};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::{self, EventKind};
+use crate::events::EventKind;
 use crate::job::validate;
 use crate::looping::{spawn_loop, LoopHandle};
+use crate::storage::job_events as events;
+use crate::storage::jobs::{self as store, Candidate};
+use crate::storage::supervisor_state;
 
 /// What happens to a stale job that has a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -89,29 +91,7 @@ pub struct TickReport {
     pub recovered: Vec<Recovery>,
 }
 
-/// A supervisor's bookkeeping, as stored in `supervisor_state`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SupervisorStatus {
-    /// Its name.
-    pub name: String,
-    /// Its last tick, if it ever ticked.
-    pub last_tick_at: Option<Timestamp>,
-    /// Ticks so far.
-    pub ticks: i64,
-    /// Jobs it paused or requeued.
-    pub jobs_recovered: i64,
-    /// Jobs it failed (STALLED or RECOVERY_EXHAUSTED).
-    pub jobs_failed: i64,
-}
-
-const RECORD_TICK: &str =
-    "insert into supervisor_state (name, last_tick_at, ticks, jobs_recovered, jobs_failed)
-     values (:name, :now, 1, :recovered, :failed)
-     on conflict (name) do update set last_tick_at = :now, ticks = ticks + 1,
-        jobs_recovered = jobs_recovered + :recovered, jobs_failed = jobs_failed + :failed";
-const STATUS: &str = "select name, last_tick_at, ticks, jobs_recovered, jobs_failed
-     from supervisor_state where name = :name";
-const CLEANUP: &str = "delete from supervisor_state where name = :name";
+pub use crate::storage::supervisor_state::SupervisorStatus;
 
 /// Rescues stalled jobs; see the module docs. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -227,9 +207,7 @@ impl Supervisor {
                 .filter(|r| r.to == JobState::Failed)
                 .count();
             let recovered = report.recovered.len() - failed;
-            tx.prepare_cached(RECORD_TICK)?.execute(rusqlite::named_params! {
-                ":name": self.opts.name, ":now": now, ":recovered": recovered as i64, ":failed": failed as i64,
-            })?;
+            supervisor_state::record_tick(tx, &self.opts.name, recovered, failed, now)?;
             Ok(report)
         })
     }
@@ -264,30 +242,14 @@ impl Supervisor {
 
     /// This supervisor's bookkeeping (`None` before its first tick or after cleanup).
     pub fn status(&self) -> Result<Option<SupervisorStatus>> {
-        use rusqlite::OptionalExtension;
-        self.engine.read(|c| {
-            Ok(c.prepare_cached(STATUS)?
-                .query_row(rusqlite::named_params! {":name": self.opts.name}, |r| {
-                    Ok(SupervisorStatus {
-                        name: r.get(0)?,
-                        last_tick_at: r.get(1)?,
-                        ticks: r.get(2)?,
-                        jobs_recovered: r.get(3)?,
-                        jobs_failed: r.get(4)?,
-                    })
-                })
-                .optional()?)
-        })
+        self.engine
+            .read(|c| supervisor_state::status(c, &self.opts.name))
     }
 
     /// Deletes this supervisor's bookkeeping row; returns whether there was one.
     pub fn cleanup(&self) -> Result<bool> {
-        self.engine.write(|tx| {
-            Ok(tx
-                .prepare_cached(CLEANUP)?
-                .execute(rusqlite::named_params! {":name": self.opts.name})?
-                == 1)
-        })
+        self.engine
+            .write(|tx| supervisor_state::cleanup(tx, &self.opts.name))
     }
 
     /// Runs [`Supervisor::tick`] every [`SupervisorOptions::poll_every`] on a background

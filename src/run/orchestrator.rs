@@ -10,11 +10,11 @@ use super::pipeline::{Pipeline, StageContext, StageError, StageFn, StageOutput};
 use super::probe::{self, Module, PreflightConfig, ProbeError, ProbeSet, ReadinessSnapshot};
 use super::raw::{self, PruneReport, RawRecord};
 use super::state::{RunStatus, Scope, ScopeSelector, TriggerKind};
-use super::store::{self, Finish, NewRun, Run, RunFilter, Started};
 use super::timeline::{StageKind, StageStatus, TimelineEntry};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::storage::ingest_runs::{self as store, Finish, NewRun, Run, RunFilter, Started};
 
 /// Options of one trigger.
 #[derive(Debug, Clone, Default)]

@@ -453,7 +453,7 @@ impl StageContext<'_> {
         let run_id = self.run_id;
         if self
             .engine
-            .write(|tx| super::store::renew_lease(tx, run_id, until))?
+            .write(|tx| crate::storage::ingest_runs::renew_lease(tx, run_id, until))?
         {
             Ok(())
         } else {
@@ -477,13 +477,13 @@ impl StageContext<'_> {
         };
         if let Some(k) = obj
             .keys()
-            .find(|k| super::store::RESERVED_META.contains(&k.as_str()))
+            .find(|k| crate::storage::ingest_runs::RESERVED_META.contains(&k.as_str()))
         {
             return Err(Error::invalid("meta", format!("key {k:?} is reserved")));
         }
         let run_id = self.run_id;
         self.engine
-            .write(|tx| super::store::merge_meta(tx, run_id, patch))
+            .write(|tx| crate::storage::ingest_runs::merge_meta(tx, run_id, patch))
     }
 
     /// Stores a downloaded payload (once per SHA-256) and records it for this run.

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use super::rule::next_due;
 use super::state::SlotStatus;
-use super::store::{self, Finish};
 use super::{Fire, FireOutcome, Misfire, Schedule};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::storage::schedules::{self as store, Finish};
 
 /// How a tick behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! SQL of `ingest_runs`: start under the lock, timeline entries, lease, finish, sweep.
+//! SQL for `ingest_runs`: start under the lock, timeline entries, lease, finish, sweep.
 //!
 //! Every function takes the connection (a transaction for writes) and `now`; none reads a
 //! clock. The database enforces the same rules again (migrations/V3__ingest_runs.sql).
@@ -8,10 +8,10 @@ use std::time::Duration;
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use serde_json::{json, Map, Value};
 
-use super::state::{RunStatus, Scope, TriggerKind};
-use super::timeline::{self, StageKind, StageStatus, TimelineEntry};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::run::state::{RunStatus, Scope, TriggerKind};
+use crate::run::timeline::{self, StageKind, StageStatus, TimelineEntry};
 
 /// One ingestion run as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -48,7 +48,7 @@ pub struct Run {
     pub meta: Map<String, Value>,
 }
 
-/// Filters for [`Runs::list`](super::Runs::list); `None` matches everything.
+/// Filters for [`Runs::list`](crate::Runs::list); `None` matches everything.
 #[derive(Debug, Clone)]
 pub struct RunFilter {
     /// Only this pipeline.
@@ -75,63 +75,77 @@ impl Default for RunFilter {
     }
 }
 
-const INSERT_STARTED: &str = "INSERT INTO ingest_runs
-    (pipeline, scope, trigger, status, lock_key, account_id, started_at, lease_expires_at, meta_json)
-    VALUES (:pipeline, :scope, :trigger, 'started', :lock_key, :account_id, :now, :lease, :meta)";
+/// Every column of a [`Run`], the one list [`RawRun::from_row`] reads by name.
+macro_rules! columns {
+    () => {
+        "id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
+         lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json"
+    };
+}
 
-const INSERT_REJECTED: &str = "INSERT INTO ingest_runs
+const INSERT_STARTED: &str = "insert into ingest_runs
+    (pipeline, scope, trigger, status, lock_key, account_id, started_at, lease_expires_at, meta_json)
+    values (:pipeline, :scope, :trigger, 'started', :lock_key, :account_id, :now, :lease, :meta)";
+
+const INSERT_REJECTED: &str = "insert into ingest_runs
     (pipeline, scope, trigger, status, lock_key, account_id, started_at, finished_at, duration_ms,
      error_code, error_message, timeline, meta_json)
-    VALUES (:pipeline, :scope, :trigger, 'failed', :lock_key, :account_id, :now, :now, 0,
+    values (:pipeline, :scope, :trigger, 'failed', :lock_key, :account_id, :now, :now, 0,
             :code, :message, :timeline, :meta)";
 
-const ACTIVE_HOLDER: &str = "SELECT id, lease_expires_at FROM ingest_runs
-    WHERE lock_key = :lock_key AND status = 'started'";
+const ACTIVE_HOLDER: &str = "select id, lease_expires_at from ingest_runs
+    where lock_key = :lock_key and status = 'started'";
 
-const APPEND_ENTRY: &str = "UPDATE ingest_runs
-    SET timeline = json_insert(timeline, '$[#]', json(:entry))
-    WHERE id = :id AND status = 'started'";
+const APPEND_ENTRY: &str = "update ingest_runs
+    set timeline = json_insert(timeline, '$[#]', json(:entry))
+    where id = :id and status = 'started'";
 
-const REPLACE_LAST_ENTRY: &str = "UPDATE ingest_runs
-    SET timeline = json_set(timeline, '$[#-1]', json(:entry))
-    WHERE id = :id AND status = 'started' AND json_array_length(timeline) > 0";
+const REPLACE_LAST_ENTRY: &str = "update ingest_runs
+    set timeline = json_set(timeline, '$[#-1]', json(:entry))
+    where id = :id and status = 'started' and json_array_length(timeline) > 0";
 
-const RENEW_LEASE: &str = "UPDATE ingest_runs SET lease_expires_at = :lease
-    WHERE id = :id AND status = 'started'";
+const RENEW_LEASE: &str = "update ingest_runs set lease_expires_at = :lease
+    where id = :id and status = 'started'";
 
 // finished_at never precedes started_at (a clock may step back); duration_ms is computed
 // with the very expression of the CHECK, so the two always agree.
-const FINISH: &str = "UPDATE ingest_runs
-    SET status = :status,
+const FINISH: &str = "update ingest_runs
+    set status = :status,
         finished_at = max(:now, started_at),
-        duration_ms = CAST(round((julianday(max(:now, started_at)) - julianday(started_at)) * 86400000) AS INTEGER),
+        duration_ms = cast(round((julianday(max(:now, started_at)) - julianday(started_at)) * 86400000) as integer),
         error_code = :code,
         error_message = :message,
         meta_json = json_patch(meta_json, :meta)
-    WHERE id = :id AND status = 'started'";
+    where id = :id and status = 'started'";
 
-const MERGE_META: &str = "UPDATE ingest_runs SET meta_json = json_patch(meta_json, :meta)
-    WHERE id = :id AND status = 'started'";
+const MERGE_META: &str = "update ingest_runs set meta_json = json_patch(meta_json, :meta)
+    where id = :id and status = 'started'";
 
-const EXPIRED: &str = "SELECT id FROM ingest_runs
-    WHERE status = 'started' AND lease_expires_at <= :now ORDER BY lease_expires_at, id";
+const EXPIRED: &str = "select id from ingest_runs
+    where status = 'started' and lease_expires_at <= :now order by lease_expires_at, id";
 
 const TIMELINE_OF: &str =
-    "SELECT timeline, lease_expires_at FROM ingest_runs WHERE id = :id AND status = 'started'";
+    "select timeline, lease_expires_at from ingest_runs where id = :id and status = 'started'";
 
-const GET: &str = "SELECT id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
-     lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json \
-     FROM ingest_runs WHERE id = :id";
+const IS_STARTED: &str = "select status = 'started' from ingest_runs where id = :id";
 
-const LIST: &str =
-    "SELECT id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
-     lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json \
-     FROM ingest_runs
-     WHERE (:pipeline IS NULL OR pipeline = :pipeline)
-       AND (:scope IS NULL OR scope = :scope)
-       AND (:status IS NULL OR status = :status)
-       AND (:before IS NULL OR id < :before)
-     ORDER BY id DESC LIMIT :limit";
+const GET: &str = concat!("select ", columns!(), " from ingest_runs where id = :id");
+
+const LIST: &str = concat!(
+    "select ",
+    columns!(),
+    " from ingest_runs
+     where (:pipeline is null or pipeline = :pipeline)
+       and (:scope is null or scope = :scope)
+       and (:status is null or status = :status)
+       and (:before is null or id < :before)
+     order by id desc limit :limit"
+);
+
+/// Retention: terminal runs that finished before the cutoff (never a started one).
+const PRUNE: &str = "delete from ingest_runs
+    where started_at < :cutoff and status <> 'started' and finished_at < :cutoff
+    returning id";
 
 /// What a run about to start is.
 pub(crate) struct NewRun<'a> {
@@ -360,6 +374,22 @@ pub(crate) fn sweep(tx: &Connection, now: Timestamp) -> Result<Vec<i64>> {
     Ok(done)
 }
 
+/// Whether run `id` is started (`None`: no such run).
+pub(crate) fn is_started(conn: &Connection, id: i64) -> Result<Option<bool>> {
+    Ok(conn
+        .prepare_cached(IS_STARTED)?
+        .query_row(named_params! {":id": id}, |r| r.get(0))
+        .optional()?)
+}
+
+/// Deletes terminal runs that finished before `cutoff`; returns their ids.
+pub(crate) fn prune(tx: &Connection, cutoff: Timestamp) -> Result<Vec<i64>> {
+    Ok(tx
+        .prepare_cached(PRUNE)?
+        .query_map(named_params! {":cutoff": cutoff}, |r| r.get("id"))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
 /// The run with `id`.
 pub(crate) fn get(conn: &Connection, id: i64) -> Result<Run> {
     let raw = conn
@@ -398,24 +428,24 @@ impl RawRun {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             run: Run {
-                id: r.get(0)?,
-                pipeline: r.get(1)?,
-                scope: r.get(2)?,
-                trigger: r.get(3)?,
-                status: r.get(4)?,
-                lock_key: r.get(5)?,
-                account_id: r.get(6)?,
-                started_at: r.get(7)?,
-                lease_expires_at: r.get(8)?,
-                finished_at: r.get(9)?,
-                duration_ms: r.get(10)?,
-                error_code: r.get(11)?,
-                error_message: r.get(12)?,
+                id: r.get("id")?,
+                pipeline: r.get("pipeline")?,
+                scope: r.get("scope")?,
+                trigger: r.get("trigger")?,
+                status: r.get("status")?,
+                lock_key: r.get("lock_key")?,
+                account_id: r.get("account_id")?,
+                started_at: r.get("started_at")?,
+                lease_expires_at: r.get("lease_expires_at")?,
+                finished_at: r.get("finished_at")?,
+                duration_ms: r.get("duration_ms")?,
+                error_code: r.get("error_code")?,
+                error_message: r.get("error_message")?,
                 timeline: Vec::new(),
                 meta: Map::new(),
             },
-            timeline: r.get(13)?,
-            meta: r.get(14)?,
+            timeline: r.get("timeline")?,
+            meta: r.get("meta_json")?,
         })
     }
 

@@ -1,14 +1,141 @@
 //! SQL for `schedules` and `due_runs`: named-constant statements, `prepare_cached`, named
 //! parameters, and `now` always passed in. No policy lives here: the facade in
-//! [`super`] and the tick in [`super::tick`] decide, this module reads and writes rows.
+//! `crate::schedule` and its tick decide, this module reads and writes rows.
+
+use std::fmt;
+use std::str::FromStr;
 
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
-use super::rule::{Rule, Zone};
-use super::state::SlotStatus;
-use super::{Misfire, Schedule, Slot};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::schedule::rule::{Rule, Zone};
+use crate::schedule::state::SlotStatus;
+
+/// What to do with slots that fell due while no ticker ran (downtime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    /// Fire the latest missed slot once; the older ones are skipped with code
+    /// `MISFIRE_SUPERSEDED`. The default.
+    #[default]
+    LatestOnly,
+    /// Fire every missed slot, oldest first.
+    All,
+    /// Fire none of the slots that are later than [`TickOptions::misfire_grace`](crate::TickOptions::misfire_grace); they are
+    /// skipped with code `MISFIRE_SKIPPED`.
+    Skip,
+}
+
+impl Misfire {
+    /// Every policy.
+    pub const ALL: [Misfire; 3] = [Misfire::LatestOnly, Misfire::All, Misfire::Skip];
+
+    /// The text stored in `schedules.misfire`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::LatestOnly => "latest_only",
+            Misfire::All => "all",
+            Misfire::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for Misfire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Misfire {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Misfire::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "misfire",
+                    format!("{s:?} is not a misfire policy (latest_only, all, skip)"),
+                )
+            })
+    }
+}
+
+/// A schedule as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Schedule {
+    /// Row id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// The pipeline its slots trigger (`ingest`).
+    pub pipeline: String,
+    /// The pipeline's scope (`targets`, `universe`, `both`...).
+    pub scope: String,
+    /// When it fires.
+    pub rule: Rule,
+    /// The zone the rule's wall-clock times are read in.
+    pub zone: Zone,
+    /// Whether ticks materialize its slots.
+    pub enabled: bool,
+    /// What happens to slots missed during downtime.
+    pub misfire: Misfire,
+    /// The last materialized slot (high-water mark), if any.
+    pub last_due_at: Option<Timestamp>,
+    /// The next slot a tick will materialize.
+    pub next_due_at: Option<Timestamp>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When its configuration last changed.
+    pub updated_at: Timestamp,
+}
+
+/// One due instant of one schedule (a row of `due_runs`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Slot {
+    /// Row id.
+    pub id: i64,
+    /// The schedule's name.
+    pub schedule: String,
+    /// The schedule's id.
+    pub schedule_id: i64,
+    /// The instant it was due.
+    pub due_at: Timestamp,
+    /// Where it is in its life.
+    pub status: SlotStatus,
+    /// When a tick materialized it.
+    pub created_at: Timestamp,
+    /// When a ticker claimed it.
+    pub claimed_at: Option<Timestamp>,
+    /// Which ticker claimed it.
+    pub claimed_by: Option<String>,
+    /// When it reached its final status.
+    pub finished_at: Option<Timestamp>,
+    /// The runs its fire produced (several for a `both` scope).
+    pub run_ids: Vec<i64>,
+    /// Why it was skipped or failed.
+    pub outcome_code: Option<String>,
+    /// Details of a failure.
+    pub outcome_message: Option<String>,
+}
+
+/// Every column of a [`Schedule`], the one list [`schedule_from_row`] reads by name.
+macro_rules! schedule_columns {
+    () => {
+        "id, name, pipeline, scope, rule, zone, enabled, misfire, \
+         last_due_at, next_due_at, created_at, updated_at"
+    };
+}
+
+/// Every column of a [`Slot`] (with its schedule's name), the one list [`slot_from_row`]
+/// reads by name; `d` is `due_runs`, `s` its schedule.
+macro_rules! slot_columns {
+    () => {
+        "d.id, s.name as schedule, d.schedule_id, d.due_at, d.status, d.created_at, \
+         d.claimed_at, d.claimed_by, d.finished_at, d.run_ids, d.outcome_code, d.outcome_message"
+    };
+}
 
 const INSERT_SCHEDULE: &str = "
     insert into schedules (name, pipeline, scope, rule, zone, enabled, misfire,
@@ -16,28 +143,32 @@ const INSERT_SCHEDULE: &str = "
     values (:name, :pipeline, :scope, :rule, :zone, :enabled, :misfire,
             null, :next_due_at, :now, :now)";
 
-const SELECT_SCHEDULE_BY_NAME: &str = "
-    select id, name, pipeline, scope, rule, zone, enabled, misfire,
-           last_due_at, next_due_at, created_at, updated_at
-    from schedules where name = :name";
+const SELECT_SCHEDULE_BY_NAME: &str = concat!(
+    "select ",
+    schedule_columns!(),
+    " from schedules where name = :name"
+);
 
-const SELECT_SCHEDULE_BY_ID: &str = "
-    select id, name, pipeline, scope, rule, zone, enabled, misfire,
-           last_due_at, next_due_at, created_at, updated_at
-    from schedules where id = :id";
+const SELECT_SCHEDULE_BY_ID: &str = concat!(
+    "select ",
+    schedule_columns!(),
+    " from schedules where id = :id"
+);
 
-const SELECT_SCHEDULES: &str = "
-    select id, name, pipeline, scope, rule, zone, enabled, misfire,
-           last_due_at, next_due_at, created_at, updated_at
-    from schedules order by name";
+const SELECT_SCHEDULES: &str = concat!(
+    "select ",
+    schedule_columns!(),
+    " from schedules order by name"
+);
 
 /// The tick's first query; served by the partial index `schedules_due`.
-const SELECT_DUE_SCHEDULES: &str = "
-    select id, name, pipeline, scope, rule, zone, enabled, misfire,
-           last_due_at, next_due_at, created_at, updated_at
-    from schedules
+const SELECT_DUE_SCHEDULES: &str = concat!(
+    "select ",
+    schedule_columns!(),
+    " from schedules
     where enabled = 1 and next_due_at is not null and next_due_at <= :now
-    order by next_due_at, id";
+    order by next_due_at, id"
+);
 
 const SELECT_NEXT_DUE: &str = "
     select min(next_due_at) from schedules
@@ -64,24 +195,27 @@ const INSERT_SLOT: &str = "
     insert into due_runs (schedule_id, due_at, status, created_at)
     values (:schedule_id, :due_at, 'pending', :now)";
 
-const SELECT_ALL_SLOTS: &str = "
-    select d.id, s.name, d.schedule_id, d.due_at, d.status, d.created_at, d.claimed_at,
-           d.claimed_by, d.finished_at, d.run_ids, d.outcome_code, d.outcome_message
-    from due_runs d join schedules s on s.id = d.schedule_id
-    order by d.due_at, d.id";
+const SELECT_ALL_SLOTS: &str = concat!(
+    "select ",
+    slot_columns!(),
+    " from due_runs d join schedules s on s.id = d.schedule_id
+    order by d.due_at, d.id"
+);
 
-const SELECT_SLOT: &str = "
-    select d.id, s.name, d.schedule_id, d.due_at, d.status, d.created_at, d.claimed_at,
-           d.claimed_by, d.finished_at, d.run_ids, d.outcome_code, d.outcome_message
-    from due_runs d join schedules s on s.id = d.schedule_id
-    where d.id = :id";
+const SELECT_SLOT: &str = concat!(
+    "select ",
+    slot_columns!(),
+    " from due_runs d join schedules s on s.id = d.schedule_id
+    where d.id = :id"
+);
 
-const SELECT_SLOTS_OF_SCHEDULE: &str = "
-    select d.id, s.name, d.schedule_id, d.due_at, d.status, d.created_at, d.claimed_at,
-           d.claimed_by, d.finished_at, d.run_ids, d.outcome_code, d.outcome_message
-    from due_runs d join schedules s on s.id = d.schedule_id
+const SELECT_SLOTS_OF_SCHEDULE: &str = concat!(
+    "select ",
+    slot_columns!(),
+    " from due_runs d join schedules s on s.id = d.schedule_id
     where d.schedule_id = :schedule_id
-    order by d.due_at";
+    order by d.due_at"
+);
 
 /// The claim query, exactly as the partial index `due_runs_claim` is shaped.
 const SELECT_CLAIMABLE: &str = "
@@ -138,45 +272,51 @@ pub(crate) struct ScheduleRow<'a> {
     pub misfire: Misfire,
 }
 
+/// Reads one row selected with [`schedule_columns!`], by column name.
 fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
-    let text = |i: usize| -> rusqlite::Result<String> { row.get(i) };
-    let parse_err = |i: usize, e: Error| {
+    let parsed = |col: &str, e: Error| {
+        let i = row.as_ref().column_index(col).unwrap_or(0);
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
     };
+    let rule: String = row.get("rule")?;
+    let zone: String = row.get("zone")?;
+    let misfire: String = row.get("misfire")?;
     Ok(Schedule {
-        id: row.get(0)?,
-        name: text(1)?,
-        pipeline: text(2)?,
-        scope: text(3)?,
-        rule: text(4)?.parse().map_err(|e| parse_err(4, e))?,
-        zone: Zone::new(&text(5)?).map_err(|e| parse_err(5, e))?,
-        enabled: row.get(6)?,
-        misfire: text(7)?.parse().map_err(|e| parse_err(7, e))?,
-        last_due_at: row.get(8)?,
-        next_due_at: row.get(9)?,
-        created_at: row.get(10)?,
-        updated_at: row.get(11)?,
+        id: row.get("id")?,
+        name: row.get("name")?,
+        pipeline: row.get("pipeline")?,
+        scope: row.get("scope")?,
+        rule: rule.parse().map_err(|e| parsed("rule", e))?,
+        zone: Zone::new(&zone).map_err(|e| parsed("zone", e))?,
+        enabled: row.get("enabled")?,
+        misfire: misfire.parse().map_err(|e| parsed("misfire", e))?,
+        last_due_at: row.get("last_due_at")?,
+        next_due_at: row.get("next_due_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 
+/// Reads one row selected with [`slot_columns!`], by column name.
 fn slot_from_row(row: &Row<'_>) -> rusqlite::Result<Slot> {
-    let run_ids: String = row.get(9)?;
+    let run_ids: String = row.get("run_ids")?;
     let run_ids: Vec<i64> = serde_json::from_str(&run_ids).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
+        let i = row.as_ref().column_index("run_ids").unwrap_or(0);
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
     })?;
     Ok(Slot {
-        id: row.get(0)?,
-        schedule: row.get(1)?,
-        schedule_id: row.get(2)?,
-        due_at: row.get(3)?,
-        status: row.get(4)?,
-        created_at: row.get(5)?,
-        claimed_at: row.get(6)?,
-        claimed_by: row.get(7)?,
-        finished_at: row.get(8)?,
+        id: row.get("id")?,
+        schedule: row.get("schedule")?,
+        schedule_id: row.get("schedule_id")?,
+        due_at: row.get("due_at")?,
+        status: row.get("status")?,
+        created_at: row.get("created_at")?,
+        claimed_at: row.get("claimed_at")?,
+        claimed_by: row.get("claimed_by")?,
+        finished_at: row.get("finished_at")?,
         run_ids,
-        outcome_code: row.get(10)?,
-        outcome_message: row.get(11)?,
+        outcome_code: row.get("outcome_code")?,
+        outcome_message: row.get("outcome_message")?,
     })
 }
 

@@ -1,4 +1,4 @@
-//! SQL for the `jobs` table. Every function takes the connection (or transaction) and `now`;
+//! SQL for the `jobs` table and its `audit_log` rows. Every function takes the connection (or transaction) and `now`;
 //! none reads the clock. Writes are guarded updates: the `WHERE` clause carries the expected
 //! state and attempt, and a write that matched nothing is diagnosed by [`diagnose`].
 //!
@@ -9,10 +9,9 @@
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
-use super::state::JobState;
-use super::types::{Job, JobStats, NewJob, StateCounts};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::job::{Job, JobState, JobStats, NewJob, StateCounts};
 
 /// Every column of a [`Job`], in the order [`job_from_row`] reads them.
 macro_rules! job_columns {
@@ -677,4 +676,13 @@ pub(crate) fn reset_recovery_count(conn: &Connection, id: i64, now: Timestamp) -
         return Err(illegal(id, state, state));
     }
     Ok(())
+}
+
+const EXISTS: &str = "select exists(select 1 from jobs where id = :id)";
+
+/// Whether job `id` exists.
+pub(crate) fn exists(conn: &Connection, id: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(EXISTS)?
+        .query_row(named_params! {":id": id}, |r| r.get(0))?)
 }

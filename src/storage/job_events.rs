@@ -1,0 +1,118 @@
+//! SQL for `job_events`: append inside the job change's own transaction, reads after a
+//! per-job `seq` or the global `cursor`, and removal of a deleted job's events.
+
+use rusqlite::{named_params, Connection, Row};
+use serde_json::Value;
+
+use super::jobs;
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind};
+
+/// Every column of an [`Event`], the one list [`from_row`] reads by name.
+macro_rules! columns {
+    () => {
+        "cursor, job_id, seq, kind, payload, at"
+    };
+}
+
+const APPEND: &str = "insert into job_events (job_id, seq, kind, payload, at)
+     values (:job_id, coalesce((select max(seq) from job_events where job_id = :job_id), 0) + 1,
+             :kind, :payload, :at)
+     returning cursor, seq";
+const SINCE: &str = concat!(
+    "select ",
+    columns!(),
+    " from job_events
+     where job_id = :job_id and seq > :seq order by seq limit :limit"
+);
+const OLDEST_SEQ: &str = "select min(seq), max(seq) from job_events where job_id = :job_id";
+const AFTER: &str = concat!(
+    "select ",
+    columns!(),
+    " from job_events
+     where cursor > :cursor order by cursor limit :limit"
+);
+const DELETE_FOR_JOB: &str = "delete from job_events where job_id = :job_id";
+
+/// Reads one row selected with [`columns!`], by column name.
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+    let kind: String = r.get("kind")?;
+    let payload: String = r.get("payload")?;
+    let bad = |what: String| {
+        let col = r.as_ref().column_index("kind").unwrap_or(0);
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
+    };
+    Ok(Event {
+        cursor: r.get("cursor")?,
+        job_id: r.get("job_id")?,
+        seq: r.get("seq")?,
+        kind: EventKind::parse(&kind).ok_or_else(|| bad(format!("unknown event kind {kind:?}")))?,
+        payload: serde_json::from_str(&payload).map_err(|e| bad(e.to_string()))?,
+        at: r.get("at")?,
+    })
+}
+
+/// Appends an event for `job_id` inside the caller's transaction.
+pub(crate) fn append(
+    conn: &Connection,
+    job_id: i64,
+    kind: EventKind,
+    payload: Value,
+    now: Timestamp,
+) -> Result<Event> {
+    let (cursor, seq) = conn.prepare_cached(APPEND)?.query_row(
+        named_params! {":job_id": job_id, ":kind": kind.as_str(), ":payload": payload.to_string(), ":at": now},
+        |r| Ok((r.get("cursor")?, r.get("seq")?)),
+    )?;
+    Ok(Event {
+        cursor,
+        job_id,
+        seq,
+        kind,
+        payload,
+        at: now,
+    })
+}
+
+/// Removes a deleted job's events (allowed by the trigger once the job row is gone).
+pub(crate) fn delete_for_job(conn: &Connection, job_id: i64) -> Result<()> {
+    conn.prepare_cached(DELETE_FOR_JOB)?
+        .execute(named_params! {":job_id": job_id})?;
+    Ok(())
+}
+
+/// Events of `job_id` after `seq` (0 for all kept), at most `limit`.
+pub(crate) fn since(conn: &Connection, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
+    if !jobs::exists(conn, job_id)? {
+        return Err(Error::not_found("job", job_id));
+    }
+    let (oldest, newest): (Option<i64>, Option<i64>) = conn
+        .prepare_cached(OLDEST_SEQ)?
+        .query_row(named_params! {":job_id": job_id}, |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    if let (Some(oldest), Some(newest)) = (oldest, newest) {
+        if seq + 1 < oldest {
+            return Err(Error::EventsPruned {
+                job_id,
+                requested: seq,
+                oldest_kept: oldest,
+                newest,
+            });
+        }
+    }
+    let mut stmt = conn.prepare_cached(SINCE)?;
+    let rows = stmt.query_map(
+        named_params! {":job_id": job_id, ":seq": seq, ":limit": limit},
+        from_row,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Events of every job after the global `cursor`, at most `limit`.
+pub(crate) fn after(conn: &Connection, cursor: i64, limit: u32) -> Result<Vec<Event>> {
+    let mut stmt = conn.prepare_cached(AFTER)?;
+    let rows = stmt.query_map(named_params! {":cursor": cursor, ":limit": limit}, from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
