@@ -74,8 +74,8 @@ impl<'e> Jobs<'e> {
     /// Creates a job in state `created`.
     pub fn create(&self, new: &NewJob) -> Result<Job> {
         validate::new_job(new)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let job = store::insert(tx, new, now)?;
             ev.push(events::append(
                 tx,
@@ -157,8 +157,8 @@ impl<'e> Jobs<'e> {
         for kind in kinds {
             validate::identifier("kind", kind)?;
         }
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let Some(job) = store::claim(tx, worker, kinds, now)? else {
                 return Ok(None);
             };
@@ -181,8 +181,8 @@ impl<'e> Jobs<'e> {
     pub fn resume_on(&self, id: i64, worker: &str, actor: &str) -> Result<Claim> {
         validate::name("worker", worker)?;
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             store::claim_paused(tx, id, worker, now)?;
             store::audit(tx, id, "resume", actor, &json!({ "worker": worker }), now)?;
             let job = store::get(tx, id)?;
@@ -209,17 +209,16 @@ impl<'e> Jobs<'e> {
 
     /// A sign of life from the worker holding `attempt`.
     pub fn heartbeat(&self, id: i64, attempt: i64) -> Result<()> {
-        let now = self.engine.now();
         self.engine
-            .write(|tx| store::heartbeat(tx, id, attempt, now))
+            .write(|tx| store::heartbeat(tx, id, attempt, tx.now()))
     }
 
     /// Progress in percent (0..=100) and an optional step description.
     pub fn progress(&self, id: i64, attempt: i64, pct: u8, step: Option<&str>) -> Result<()> {
         validate::progress(pct)?;
         validate::step(step)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             store::progress(tx, id, attempt, pct, step, now)?;
             ev.push(events::append(
                 tx,
@@ -236,8 +235,8 @@ impl<'e> Jobs<'e> {
     pub fn checkpoint(&self, id: i64, attempt: i64, checkpoint: &Value) -> Result<()> {
         let limit = self.engine.options().max_checkpoint_bytes;
         let text = validate::document("checkpoint", checkpoint, limit)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             store::checkpoint(tx, id, attempt, &text, now)?;
             ev.push(events::append(
                 tx,
@@ -253,8 +252,8 @@ impl<'e> Jobs<'e> {
     /// running -> completed with `result`.
     pub fn complete(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let job = store::complete(tx, id, attempt, result, now)?;
             ev.push(events::append(
                 tx,
@@ -270,8 +269,8 @@ impl<'e> Jobs<'e> {
     /// running -> failed with a stable error `code` and a message.
     pub fn fail(&self, id: i64, attempt: i64, code: &str, message: &str) -> Result<Job> {
         validate::identifier("error_code", code)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let job = store::fail(tx, id, attempt, code, message, now)?;
             ev.push(events::append(
                 tx,
@@ -286,8 +285,8 @@ impl<'e> Jobs<'e> {
 
     fn operator(&self, id: i64, op: &Op, actor: &str, detail: Value) -> Result<Job> {
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let from = store::transition(tx, id, op.from, op.to, None, now)?;
             let mut detail = detail.clone();
             detail["from"] = json!(from);
@@ -321,8 +320,8 @@ impl<'e> Jobs<'e> {
     pub fn mark_failed(&self, id: i64, actor: &str, code: &str, message: &str) -> Result<Job> {
         validate::name("actor", actor)?;
         validate::identifier("error_code", code)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let allowed = [JobState::Running, JobState::Paused];
             let from = store::transition(
                 tx,
@@ -348,8 +347,8 @@ impl<'e> Jobs<'e> {
         if let Some(input) = input {
             validate::document("input", input, validate::MAX_DOCUMENT_BYTES)?;
         }
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let from = store::restart(tx, id, input, now)?;
             let detail = json!({ "from": from, "new_input": input.is_some() });
             store::audit(tx, id, "restart", actor, &detail, now)?;
@@ -367,8 +366,8 @@ impl<'e> Jobs<'e> {
     /// Deletes a terminal job (its audit rows stay).
     pub fn delete(&self, id: i64, actor: &str) -> Result<()> {
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write(|tx| {
+            let now = tx.now();
             let job = store::get(tx, id)?;
             store::delete(tx, &job)?;
             events::delete_for_job(tx, id)?;
