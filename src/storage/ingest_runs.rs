@@ -8,6 +8,7 @@ use std::time::Duration;
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use serde_json::{json, Map, Value};
 
+use super::check::{err, warn, Check};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::run::state::{RunStatus, Scope, TriggerKind};
@@ -456,6 +457,63 @@ impl RawRun {
         Ok(self.run)
     }
 }
+
+// ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
+
+const RUNS_STATE: &str = "select id, case
+       when status is null or status not in (select value from json_each(:run_statuses))
+         then 'status ' || quote(status) || ' is not a run status'
+       when scope is null or scope not in (select value from json_each(:scopes))
+         then 'scope ' || quote(scope) || ' is not a scope'
+       when trigger is null or trigger not in (select value from json_each(:triggers))
+         then 'trigger ' || quote(trigger) || ' is not a trigger kind'
+     end as detail from ingest_runs where detail is not null";
+
+const RUNS_TIMESTAMPS: &str = "select id, case
+       when started_at is null or started_at not glob :ts or coalesce(finished_at, started_at) not glob :ts
+         or coalesce(lease_expires_at, started_at) not glob :ts
+         then 'a timestamp is not fixed-width utc text'
+       when (status = 'started') <> (finished_at is null)
+         then 'status ' || status || (case when finished_at is null then ' without' else ' with' end) || ' finished_at'
+       when (finished_at is null) <> (duration_ms is null) then 'duration_ms disagrees with finished_at'
+       when finished_at < started_at then 'finished before it started'
+       when duration_ms is not
+            cast(round((julianday(finished_at) - julianday(started_at)) * 86400000) as integer)
+         then 'duration_ms ' || duration_ms || ' is not finished_at - started_at'
+       when status = 'started' and lease_expires_at is null then 'started without a lease'
+     end as detail from ingest_runs
+     where detail is not null and status in (select value from json_each(:run_statuses))";
+
+const RUNS_OUTCOME: &str = "select id, case
+       when (status = 'failed') <> (error_code is not null) then 'error_code disagrees with status ' || status
+       when status <> 'failed' and error_message is not null then 'error_message on a ' || status || ' run'
+     end as detail from ingest_runs
+     where detail is not null and status in (select value from json_each(:run_statuses))";
+
+const RUNS_JSON: &str = "select id, case
+       when not json_valid(timeline) or json_type(timeline) <> 'array' then 'timeline is not a json array'
+       when exists (select 1 from json_each(timeline) where type <> 'object')
+         then 'a timeline entry is not an object'
+       when not json_valid(meta_json) or json_type(meta_json) <> 'object' then 'meta_json is not a json object'
+     end as detail from ingest_runs where detail is not null";
+
+const RUNS_LOCK: &str =
+    "select lock_key, count(*) || ' started runs hold this lock: ' || group_concat(id, ', ')
+     from ingest_runs where status = 'started' group by lock_key having count(*) > 1";
+
+const RUNS_ABANDONED: &str =
+    "select id, 'started, lease expired at ' || lease_expires_at || ' (needs a sweep)'
+     from ingest_runs where status = 'started' and lease_expires_at < :now";
+
+/// This module's doctor checks (collected by `doctor`).
+pub(crate) const CHECKS: &[Check] = &[
+    err("state", "ingest_runs", RUNS_STATE),
+    err("timestamps", "ingest_runs", RUNS_TIMESTAMPS),
+    err("outcome", "ingest_runs", RUNS_OUTCOME),
+    err("json", "ingest_runs", RUNS_JSON),
+    err("run_lock", "ingest_runs", RUNS_LOCK),
+    warn("abandoned_run", "ingest_runs", RUNS_ABANDONED),
+];
 
 #[cfg(test)]
 mod tests {

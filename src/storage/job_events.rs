@@ -1,9 +1,12 @@
 //! SQL for `job_events`: append inside the job change's own transaction, reads after a
 //! per-job `seq` or the global `cursor`, and removal of a deleted job's events.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{named_params, Connection, Row};
 use serde_json::Value;
 
+use super::check::{err, Check};
 use super::jobs;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -115,4 +118,37 @@ pub(crate) fn after(conn: &Connection, cursor: i64, limit: u32) -> Result<Vec<Ev
     let mut stmt = conn.prepare_cached(AFTER)?;
     let rows = stmt.query_map(named_params! {":cursor": cursor, ":limit": limit}, from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
+
+const EVENTS_SEQ: &str = "select job_id, 'kept seqs ' || min(seq) || '..' || max(seq) || ' hold ' || count(*) || ' events'
+     from job_events group by job_id
+     having count(*) <> max(seq) - min(seq) + 1 or min(seq) > max(1, max(seq) - :backlog + 1)";
+
+const EVENTS_BACKLOG: &str = "select job_id, count(*) || ' events kept, more than ' || :backlog
+     from job_events group by job_id having count(*) > :backlog";
+
+const EVENTS_ROWS: &str = "select cursor, case
+       when not json_valid(payload) or json_type(payload) <> 'object' then 'payload is not a json object'
+       when at is null or at not glob :ts then 'a timestamp is not fixed-width utc text'
+     end as detail from job_events where detail is not null";
+
+/// This module's doctor checks (collected by `doctor`).
+pub(crate) const CHECKS: &[Check] = &[
+    err("event_seq", "job_events", EVENTS_SEQ),
+    err("event_backlog", "job_events", EVENTS_BACKLOG),
+    err("json", "job_events", EVENTS_ROWS),
+];
+
+const COUNT_PER_JOB: &str = "select job_id, count(*) as events from job_events group by job_id";
+
+/// How many events each job with events has; `None` when the table cannot be read as
+/// expected (a dropped table or column, which doctor's schema check reports).
+pub(crate) fn count_per_job(conn: &Connection) -> Result<Option<BTreeMap<i64, i64>>> {
+    let Ok(mut stmt) = conn.prepare_cached(COUNT_PER_JOB) else {
+        return Ok(None);
+    };
+    let rows = stmt.query_map([], |r| Ok((r.get("job_id")?, r.get("events")?)))?;
+    Ok(Some(rows.collect::<rusqlite::Result<_>>()?))
 }

@@ -9,6 +9,7 @@
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
+use super::check::{err, warn, Check};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobState, JobStats, NewJob, StateCounts};
@@ -686,3 +687,72 @@ pub(crate) fn exists(conn: &Connection, id: i64) -> Result<bool> {
         .prepare_cached(EXISTS)?
         .query_row(named_params! {":id": id}, |r| r.get(0))?)
 }
+
+const MISSING: &str = "select value as id from json_each(:ids)
+     where value not in (select id from jobs) order by value";
+
+/// Which of `ids` name no job.
+pub(crate) fn missing(conn: &Connection, ids: &[i64]) -> Result<Vec<i64>> {
+    let ids = serde_json::to_string(ids).expect("integers serialize");
+    let mut stmt = conn.prepare_cached(MISSING)?;
+    let rows = stmt.query_map(named_params! {":ids": ids}, |r| r.get("id"))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
+
+const JOBS_STATE: &str = "select id, 'state ' || quote(state) || ' is not a job state' from jobs
+     where state is null or state not in (select value from json_each(:job_states))";
+
+const JOBS_TIMESTAMPS: &str = "select id, case
+       when created_at is null or created_at not glob :ts or updated_at is null or updated_at not glob :ts
+         or coalesce(started_at, created_at) not glob :ts or coalesce(heartbeat_at, created_at) not glob :ts
+         or coalesce(finished_at, created_at) not glob :ts or coalesce(checkpoint_at, created_at) not glob :ts
+         then 'a timestamp is not fixed-width utc text'
+       when (state in ('completed', 'failed', 'cancelled')) <> (finished_at is not null)
+         then 'state ' || state || (case when finished_at is null then ' without' else ' with' end) || ' finished_at'
+       when finished_at < created_at then 'finished before it was created'
+       when started_at < created_at then 'started before it was created'
+       when state in ('running', 'paused', 'completed') and started_at is null then 'state ' || state || ' without started_at'
+       when state = 'created' and (started_at is not null or heartbeat_at is not null or worker_id is not null)
+         then 'created with a start, heartbeat or worker'
+       when state = 'running' and (heartbeat_at is null or worker_id is null or attempt < 1)
+         then 'running without heartbeat, worker or attempt'
+       when checkpoint is not null and checkpoint_at is null then 'checkpoint without checkpoint_at'
+     end as detail from jobs
+     where detail is not null and state in (select value from json_each(:job_states))";
+
+const JOBS_OUTCOME: &str = "select id, case
+       when state <> 'completed' and result is not null then 'result on a ' || state || ' job'
+       when state = 'completed' and progress <> 100 then 'completed at progress ' || progress
+       when (state = 'failed') <> (error_code is not null) then 'error_code disagrees with state ' || state
+       when progress not between 0 and 100 then 'progress ' || progress || ' out of 0..100'
+       when attempt < 0 or recovery_count < 0 or max_retries < 0 then 'a negative counter'
+     end as detail from jobs
+     where detail is not null and state in (select value from json_each(:job_states))";
+
+const JOBS_JSON: &str = "select id, case
+       when not json_valid(input) then 'input is not json'
+       when result is not null and not json_valid(result) then 'result is not json'
+       when checkpoint is not null and not json_valid(checkpoint) then 'checkpoint is not json'
+       when not json_valid(tags) or json_type(tags) <> 'array' then 'tags is not a json array'
+     end as detail from jobs where detail is not null";
+
+const JOBS_STALE: &str =
+    "select id, 'running, last heartbeat ' || heartbeat_at || ' (needs the supervisor)'
+     from jobs where state = 'running' and heartbeat_at < :stale_before";
+
+const AUDIT_ROWS: &str = "select id, case
+       when not json_valid(detail) or json_type(detail) <> 'object' then 'detail is not a json object'
+       when at is null or at not glob :ts then 'a timestamp is not fixed-width utc text'
+     end as d from audit_log where d is not null";
+
+/// This module's doctor checks (collected by `doctor`).
+pub(crate) const CHECKS: &[Check] = &[
+    err("state", "jobs", JOBS_STATE),
+    err("timestamps", "jobs", JOBS_TIMESTAMPS),
+    err("outcome", "jobs", JOBS_OUTCOME),
+    err("json", "jobs", JOBS_JSON),
+    warn("stale_job", "jobs", JOBS_STALE),
+    err("json", "audit_log", AUDIT_ROWS),
+];

@@ -17,6 +17,7 @@
 //! | [`schedules`] | `schedules`, `due_runs` |
 //! | [`raw`] | `raw_payloads`, `raw_records` |
 
+pub(crate) mod check;
 pub(crate) mod ingest_runs;
 pub(crate) mod job_events;
 pub(crate) mod jobs;
@@ -24,3 +25,17 @@ pub(crate) mod modules;
 pub(crate) mod raw;
 pub(crate) mod schedules;
 pub(crate) mod supervisor_state;
+
+/// Every table's doctor checks, table module by table module.
+pub(crate) fn checks() -> impl Iterator<Item = &'static check::Check> {
+    [
+        jobs::CHECKS,
+        ingest_runs::CHECKS,
+        schedules::CHECKS,
+        job_events::CHECKS,
+        modules::CHECKS,
+        raw::CHECKS,
+    ]
+    .into_iter()
+    .flatten()
+}

@@ -2,6 +2,7 @@
 
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
+use super::check::{err, Check};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::run::state::Scope;
@@ -195,3 +196,11 @@ pub(crate) fn last_probe(conn: &Connection, module: &str) -> Result<Option<Probe
         .query_row(named_params! {":module": module}, probe_from_row)
         .optional()?)
 }
+
+// ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
+
+const MODULES_JSON: &str = "select module, 'scopes is not a json array' from ingest_modules
+     where not json_valid(scopes) or json_type(scopes) <> 'array'";
+
+/// This module's doctor checks (collected by `doctor`).
+pub(crate) const CHECKS: &[Check] = &[err("json", "ingest_modules", MODULES_JSON)];

@@ -3,6 +3,7 @@
 
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
+use super::check::{err, Check};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 
@@ -135,3 +136,38 @@ pub(crate) fn prune(tx: &Connection, run_ids: &[i64]) -> Result<(usize, usize)> 
         .execute([])?;
     Ok((records, payloads))
 }
+
+const BLOB_PAYLOADS: &str =
+    "select sha256, payload from raw_payloads where typeof(payload) = 'blob'";
+
+/// Calls `f(sha256, bytes)` for every stored payload, one row in memory at a time; `false`
+/// when the table cannot be read as expected (a dropped table or column, which doctor's
+/// schema check reports).
+pub(crate) fn for_each_payload(conn: &Connection, mut f: impl FnMut(&str, &[u8])) -> Result<bool> {
+    let Ok(mut stmt) = conn.prepare_cached(BLOB_PAYLOADS) else {
+        return Ok(false);
+    };
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let key: String = row.get("sha256")?;
+        let payload: Vec<u8> = row.get("payload")?;
+        f(&key, &payload);
+    }
+    Ok(true)
+}
+
+// ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
+
+const RAW_SIZE: &str =
+    "select sha256, 'size ' || size || ' but the payload has ' || length(payload) || ' bytes'
+     from raw_payloads where typeof(payload) <> 'blob' or length(payload) is not size";
+
+const RAW_RECORD_SIZE: &str =
+    "select r.id, 'size ' || r.size || ' but its payload has ' || p.size || ' bytes'
+     from raw_records r join raw_payloads p on p.sha256 = r.sha256 where r.size is not p.size";
+
+/// This module's doctor checks (collected by `doctor`).
+pub(crate) const CHECKS: &[Check] = &[
+    err("raw_payload", "raw_payloads", RAW_SIZE),
+    err("raw_record", "raw_records", RAW_RECORD_SIZE),
+];

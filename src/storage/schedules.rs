@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
+use super::check::{err, warn, Check};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::schedule::rule::{Rule, Zone};
@@ -544,6 +545,62 @@ pub(crate) fn fail_abandoned_slot(
         ":id": id, ":cutoff": cutoff, ":message": message, ":now": now,
     })? == 1)
 }
+
+// ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
+
+const SLOTS_STATE: &str =
+    "select id, 'status ' || quote(status) || ' is not a slot status' from due_runs
+     where status is null or status not in (select value from json_each(:slot_statuses))";
+
+const SLOTS_TIMESTAMPS: &str = "select id, case
+       when due_at is null or due_at not glob :ts or created_at is null or created_at not glob :ts
+         or coalesce(claimed_at, created_at) not glob :ts or coalesce(finished_at, created_at) not glob :ts
+         then 'a timestamp is not fixed-width utc text'
+       when (status in ('fired', 'skipped', 'failed')) <> (finished_at is not null)
+         then 'status ' || status || (case when finished_at is null then ' without' else ' with' end) || ' finished_at'
+       when (claimed_at is null) <> (claimed_by is null) then 'claimed_at disagrees with claimed_by'
+       when status = 'pending' and claimed_at is not null then 'pending with a claim'
+       when status in ('claimed', 'fired', 'failed') and claimed_at is null then 'status ' || status || ' without a claim'
+       when created_at < due_at then 'materialized before it was due'
+       when claimed_at < created_at or finished_at < created_at or finished_at < claimed_at
+         then 'times out of order'
+     end as detail from due_runs
+     where detail is not null and status in (select value from json_each(:slot_statuses))";
+
+const SLOTS_OUTCOME: &str = "select id, case
+       when not json_valid(run_ids) or json_type(run_ids) <> 'array' then 'run_ids is not a json array'
+       when exists (select 1 from json_each(run_ids) where type <> 'integer') then 'run_ids holds a non-integer'
+       when status not in ('fired', 'skipped', 'failed') and (run_ids <> '[]' or outcome_code is not null)
+         then 'outcome on a ' || status || ' slot'
+       when status = 'fired' and (json_array_length(run_ids) = 0 or outcome_code is not null)
+         then 'fired without runs or with an outcome code'
+       when (status in ('skipped', 'failed')) <> (outcome_code is not null)
+         then 'outcome_code disagrees with status ' || status
+     end as detail from due_runs
+     where detail is not null and status in (select value from json_each(:slot_statuses))";
+
+const SLOTS_STUCK: &str = "select id, 'claimed at ' || claimed_at || ' by ' || claimed_by || ' and never recorded (needs a tick)'
+     from due_runs where status = 'claimed' and claimed_at < :claim_before";
+
+const SCHEDULES_ROWS: &str = "select id, case
+       when misfire is null or misfire not in (select value from json_each(:misfires))
+         then 'misfire ' || quote(misfire) || ' is not a misfire policy'
+       when enabled not in (0, 1) then 'enabled is not 0 or 1'
+       when created_at not glob :ts or updated_at not glob :ts or coalesce(last_due_at, created_at) not glob :ts
+         or coalesce(next_due_at, created_at) not glob :ts
+         then 'a timestamp is not fixed-width utc text'
+       when updated_at < created_at then 'updated before it was created'
+       when next_due_at <= last_due_at then 'next_due_at is not after last_due_at'
+     end as detail from schedules where detail is not null";
+
+/// This module's doctor checks (collected by `doctor`).
+pub(crate) const CHECKS: &[Check] = &[
+    err("state", "due_runs", SLOTS_STATE),
+    err("timestamps", "due_runs", SLOTS_TIMESTAMPS),
+    err("outcome", "due_runs", SLOTS_OUTCOME),
+    warn("stuck_slot", "due_runs", SLOTS_STUCK),
+    err("state", "schedules", SCHEDULES_ROWS),
+];
 
 #[cfg(test)]
 mod tests {
