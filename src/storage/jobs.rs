@@ -132,18 +132,21 @@ fn json_text(v: &Value) -> String {
     v.to_string()
 }
 
-fn parse_json(text: Option<String>, col: usize) -> rusqlite::Result<Option<Value>> {
+/// The JSON in column `col` of `r` (`None` for SQL null).
+fn json_col(r: &Row<'_>, col: &str) -> rusqlite::Result<Option<Value>> {
+    let text: Option<String> = r.get(col)?;
     text.map(|t| {
         serde_json::from_str(&t).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, e.into())
+            let i = r.as_ref().column_index(col).unwrap_or(0);
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
         })
     })
     .transpose()
 }
 
-/// Reads one row selected with `select_jobs!`.
+/// Reads one row selected with `select_jobs!` (or `returning` [`job_columns!`]), by column name.
 pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
-    let tags: Option<Value> = parse_json(r.get(12)?, 12)?;
+    let tags: Option<Value> = json_col(r, "tags")?;
     let tags = match tags {
         Some(Value::Array(items)) => items
             .into_iter()
@@ -155,30 +158,30 @@ pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         _ => Vec::new(),
     };
     Ok(Job {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        kind: r.get(2)?,
-        state: r.get(3)?,
-        input: parse_json(r.get(4)?, 4)?.unwrap_or(Value::Null),
-        result: parse_json(r.get(5)?, 5)?,
-        error_code: r.get(6)?,
-        error_message: r.get(7)?,
-        progress: r.get(8)?,
-        step: r.get(9)?,
-        checkpoint: parse_json(r.get(10)?, 10)?,
-        checkpoint_at: r.get(11)?,
+        id: r.get("id")?,
+        user_id: r.get("user_id")?,
+        kind: r.get("kind")?,
+        state: r.get("state")?,
+        input: json_col(r, "input")?.unwrap_or(Value::Null),
+        result: json_col(r, "result")?,
+        error_code: r.get("error_code")?,
+        error_message: r.get("error_message")?,
+        progress: r.get("progress")?,
+        step: r.get("step")?,
+        checkpoint: json_col(r, "checkpoint")?,
+        checkpoint_at: r.get("checkpoint_at")?,
         tags,
-        parent_id: r.get(13)?,
-        timeout_ms: r.get(14)?,
-        max_retries: r.get(15)?,
-        attempt: r.get(16)?,
-        worker_id: r.get(17)?,
-        recovery_count: r.get(18)?,
-        created_at: r.get(19)?,
-        updated_at: r.get(20)?,
-        started_at: r.get(21)?,
-        heartbeat_at: r.get(22)?,
-        finished_at: r.get(23)?,
+        parent_id: r.get("parent_id")?,
+        timeout_ms: r.get("timeout_ms")?,
+        max_retries: r.get("max_retries")?,
+        attempt: r.get("attempt")?,
+        worker_id: r.get("worker_id")?,
+        recovery_count: r.get("recovery_count")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+        started_at: r.get("started_at")?,
+        heartbeat_at: r.get("heartbeat_at")?,
+        finished_at: r.get("finished_at")?,
     })
 }
 
@@ -583,17 +586,30 @@ pub(crate) fn stats(conn: &Connection, user_id: Option<&str>) -> Result<JobStats
     Ok(stats)
 }
 
+/// The columns of a [`Candidate`], the one list [`candidate`] reads by name.
+macro_rules! candidate_columns {
+    () => {
+        "id, attempt, checkpoint is not null as has_checkpoint, recovery_count"
+    };
+}
+
 /// Running jobs whose heartbeat is older than `cutoff`, stalest first: a range of the
 /// `jobs_running_heartbeat` partial index, so a tick costs what is stale, not what runs.
-const STALE_CANDIDATES: &str =
-    "select id, attempt, checkpoint is not null, recovery_count from jobs
+const STALE_CANDIDATES: &str = concat!(
+    "select ",
+    candidate_columns!(),
+    " from jobs
      where state = 'running' and heartbeat_at < :cutoff
-     order by heartbeat_at";
+     order by heartbeat_at"
+);
 
 /// One running job, whatever its heartbeat (an operator's recovery).
-const RUNNING_CANDIDATE: &str =
-    "select id, attempt, checkpoint is not null, recovery_count from jobs
-     where id = :id and state = 'running'";
+const RUNNING_CANDIDATE: &str = concat!(
+    "select ",
+    candidate_columns!(),
+    " from jobs
+     where id = :id and state = 'running'"
+);
 
 /// The supervisor's guarded update: only the attempt it saw, only while still running.
 const RECOVER: &str =
@@ -620,10 +636,10 @@ pub(crate) struct Candidate {
 
 fn candidate(r: &Row<'_>) -> rusqlite::Result<Candidate> {
     Ok(Candidate {
-        id: r.get(0)?,
-        attempt: r.get(1)?,
-        has_checkpoint: r.get(2)?,
-        recovery_count: r.get(3)?,
+        id: r.get("id")?,
+        attempt: r.get("attempt")?,
+        has_checkpoint: r.get("has_checkpoint")?,
+        recovery_count: r.get("recovery_count")?,
     })
 }
 
