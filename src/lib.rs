@@ -44,6 +44,8 @@ pub mod events;
 pub mod flex;
 pub mod guide;
 pub mod job;
+#[cfg(test)]
+mod layering;
 mod looping;
 mod machine;
 pub mod run;

@@ -12,7 +12,7 @@ pub mod record;
 pub mod recovery;
 pub mod state;
 pub mod supervisor;
-mod types;
+pub(crate) mod types;
 pub(crate) mod validate;
 pub mod worker;
 

@@ -18,8 +18,7 @@ use crate::error::{Error, Result};
 pub type StageFn =
     Box<dyn Fn(&mut StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync>;
 
-/// How the orchestrator waits between retries (inject an instant one in tests).
-pub type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
+pub use crate::clock::Sleeper;
 
 /// The gates, in the only order they run. Any may be absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::check::{err, warn, Check};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobState, JobStats, NewJob, StateCounts};
+use crate::job::state::JobState;
+use crate::job::types::{Job, JobStats, NewJob, StateCounts};
 
 /// Every column of a [`Job`], in the order [`job_from_row`] reads them.
 macro_rules! job_columns {
