@@ -281,6 +281,7 @@ impl Engine {
     }
 
     /// How many transactions the writer committed (each holding one or more operations).
+    #[cfg(test)]
     pub(crate) fn commits(&self) -> u64 {
         self.inner.commits.load(Ordering::SeqCst)
     }
