@@ -85,6 +85,19 @@ pub fn open(path: &Path, opts: &DbOptions) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Opens a read connection on the (already opened and migrated) file at `path`: it refuses
+/// writes (`query_only`) and keeps the same statement cache.
+pub(crate) fn open_reader(path: &Path, opts: &DbOptions) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(opts.busy_timeout)?;
+    conn.pragma_update(None, "query_only", "on")?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
 /// Opens a private in-memory database with the same schema.
 pub fn open_in_memory(opts: &DbOptions) -> Result<Connection> {
     let mut conn = Connection::open_in_memory()?;
@@ -167,7 +180,8 @@ fn migrate(conn: &mut Connection, opts: &DbOptions) -> Result<()> {
     }
 }
 
-fn backoff(try_no: u32) -> Duration {
+/// The pause before busy retry `try_no` (1-based): 6 ms growing to 51 ms.
+pub(crate) fn backoff(try_no: u32) -> Duration {
     Duration::from_millis(u64::from(try_no.min(10)) * 5 + 1)
 }
 

@@ -96,14 +96,38 @@ mod ownership {
     }
 
     /// The contents of every string literal (plain or raw) in Rust source `src`, skipping
-    /// comments, char literals and lifetimes.
+    /// comments, char literals, lifetimes, and `#[cfg(test)]` items (unit tests may plant
+    /// rows with raw SQL, as the integration tests do).
     fn literals(src: &str) -> Vec<&str> {
         let b = src.as_bytes();
         let mut out = Vec::new();
         let mut i = 0;
+        // While inside a `#[cfg(test)]` item: the brace depth that ends it.
+        let mut depth = 0usize;
+        let mut skip_until: Option<usize> = None;
+        let mut pending_test_item = false;
         while i < b.len() {
             let after_ident = i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
-            if src[i..].starts_with("//") {
+            if src[i..].starts_with("#[cfg(test)]") {
+                pending_test_item = skip_until.is_none();
+                i += "#[cfg(test)]".len();
+            } else if b[i] == b'{' {
+                if pending_test_item {
+                    skip_until = Some(depth);
+                    pending_test_item = false;
+                }
+                depth += 1;
+                i += 1;
+            } else if b[i] == b'}' {
+                depth = depth.saturating_sub(1);
+                if skip_until == Some(depth) {
+                    skip_until = None;
+                }
+                i += 1;
+            } else if b[i] == b';' && pending_test_item {
+                pending_test_item = false; // `#[cfg(test)] mod tests;` or a test-only `use`
+                i += 1;
+            } else if src[i..].starts_with("//") {
                 i = src[i..].find('\n').map_or(b.len(), |k| i + k);
             } else if src[i..].starts_with("/*") {
                 i = src[i..].find("*/").map_or(b.len(), |k| i + k + 2);
@@ -111,14 +135,18 @@ mod ownership {
                 let body = i + 2 + n;
                 let close = format!("\"{}", "#".repeat(n));
                 let end = src[body..].find(&close).map_or(b.len(), |k| body + k);
-                out.push(&src[body..end]);
+                if skip_until.is_none() {
+                    out.push(&src[body..end]);
+                }
                 i = end + close.len();
             } else if b[i] == b'"' {
                 let mut j = i + 1;
                 while j < b.len() && b[j] != b'"' {
                     j += if b[j] == b'\\' { 2 } else { 1 };
                 }
-                out.push(&src[i + 1..j.min(b.len())]);
+                if skip_until.is_none() {
+                    out.push(&src[i + 1..j.min(b.len())]);
+                }
                 i = j + 1;
             } else if b[i] == b'\'' {
                 // A char literal ('"', '\'', 'x') or a lifetime ('a).
@@ -290,6 +318,8 @@ mod ownership {
                     "const E: &str = \"the %j page\";\n",
                     "const F: &str = \"select %j_recovered from x\";\n",
                     "fn f<'a>(x: &'a str) { let q = '\"'; let s = \"select 1 from %a\"; }\n",
+                    "#[cfg(test)]\nmod tests { fn t() { if x { q(\"delete from %j\"); } } }\n",
+                    "const H: &str = \"select 1 from %s\";\n",
                 ),
             ),
             file(
@@ -315,6 +345,7 @@ mod ownership {
                 "src/run/planted.rs: due_runs",
                 "src/run/planted.rs: schedules",
                 "src/run/planted.rs: audit_log",
+                "src/run/planted.rs: schedules",
             ]
         );
     }
