@@ -116,3 +116,69 @@ pub fn spawn_child(test: &str, envs: &[(&str, String)]) -> std::process::Child {
 pub fn is_child() -> bool {
     std::env::var_os("RUNLEDGER_CHILD").is_some()
 }
+
+/// Proves a state machine's Rust table and its SQL rules are the same machine: for every
+/// `(from, to)` pair of distinct states, plants a row in `from`, moves it to `to` through
+/// raw SQL (with every other column made consistent, so only the transition rules can
+/// refuse), and asserts the database accepted exactly when `rust_allows(from, to)`. An
+/// accepted move leaves the row in `to`; a refused one is `ILLEGAL_TRANSITION` and leaves the
+/// whole database as it was. Returns `from -> to: allowed|refused` per pair, for snapshots.
+pub fn machine_equals_sql<S>(
+    states: &[S],
+    rust_allows: impl Fn(S, S) -> bool,
+    mut plant: impl FnMut(S) -> (Engine, i64),
+    mut raw_move: impl FnMut(&Engine, i64, S) -> runledger::Result<()>,
+    mut state_of: impl FnMut(&Engine, i64) -> S,
+) -> Vec<String>
+where
+    S: Copy + PartialEq + std::fmt::Display + std::fmt::Debug,
+{
+    let mut table = Vec::new();
+    for &from in states {
+        for &to in states {
+            if from == to {
+                continue;
+            }
+            let (engine, id) = plant(from);
+            assert_eq!(state_of(&engine, id), from, "planted in {from}");
+            let before = dump(&engine);
+            let result = raw_move(&engine, id, to);
+            let allowed = rust_allows(from, to);
+            match &result {
+                Ok(()) if allowed => assert_eq!(state_of(&engine, id), to, "{from} -> {to}"),
+                Err(e) if !allowed => {
+                    assert_eq!(e.code(), "ILLEGAL_TRANSITION", "{from} -> {to}: {e}");
+                    assert_eq!(dump(&engine), before, "{from} -> {to} changed the database");
+                }
+                _ => panic!("{from} -> {to}: rust says {allowed}, sql says {result:?}"),
+            }
+            table.push(format!(
+                "{from} -> {to}: {}",
+                if allowed { "allowed" } else { "refused" }
+            ));
+        }
+    }
+    table
+}
+
+/// Runs `sql` (one or more statements, no parameters) on `engine`'s connection: raw row
+/// planting that bypasses the Rust machines but not the database's own rules.
+pub fn exec(engine: &Engine, sql: &str) -> runledger::Result<()> {
+    engine.with_connection(|c| Ok(c.execute_batch(sql)?))
+}
+
+/// The first column of the first row of `sql` with `params`, as an integer (`None`
+/// without a row).
+pub fn query_i64(engine: &Engine, sql: &str, params: impl rusqlite::Params) -> Option<i64> {
+    engine
+        .with_connection(|c| {
+            use rusqlite::OptionalExtension;
+            Ok(c.query_row(sql, params, |r| r.get(0)).optional()?)
+        })
+        .unwrap()
+}
+
+/// A fixed-width UTC timestamp from its text.
+pub fn ts(text: &str) -> Timestamp {
+    Timestamp::parse(text).unwrap_or_else(|| panic!("bad test timestamp {text}"))
+}
