@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use runledger::run::{Pipeline, StageContext, StageError, StageOutput};
 use runledger::{Engine, EngineOptions, ManualClock, Timestamp};
 
 /// insta settings that keep every snapshot in the top-level `snapshots/` folder.
@@ -83,6 +84,11 @@ pub fn dump(engine: &Engine) -> String {
             Ok(out)
         })
         .unwrap()
+}
+
+/// Milliseconds as a Duration.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 /// Seconds as a Duration.
@@ -181,4 +187,38 @@ pub fn query_i64(engine: &Engine, sql: &str, params: impl rusqlite::Params) -> O
 /// A fixed-width UTC timestamp from its text.
 pub fn ts(text: &str) -> Timestamp {
     Timestamp::parse(text).unwrap_or_else(|| panic!("bad test timestamp {text}"))
+}
+
+/// A stage that takes `took` ms of manual-clock time and succeeds with `detail`.
+pub fn ok_stage(
+    clock: &ManualClock,
+    took: u64,
+    detail: serde_json::Value,
+) -> impl Fn(&mut StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync {
+    let c = clock.clone();
+    move |_| {
+        c.advance(ms(took));
+        Ok(StageOutput::with_detail(detail.clone()))
+    }
+}
+
+/// A stage that takes `took` ms and fails with `err`.
+pub fn failing_stage(
+    clock: &ManualClock,
+    took: u64,
+    err: StageError,
+) -> impl Fn(&mut StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync {
+    let c = clock.clone();
+    move |_| {
+        c.advance(ms(took));
+        Err(err.clone())
+    }
+}
+
+/// Pipeline `name` with one stage `stage` that does nothing and succeeds.
+pub fn noop_pipeline(name: &str, stage: &str) -> Pipeline {
+    Pipeline::builder(name)
+        .stage(stage, |_| Ok(StageOutput::done()))
+        .build()
+        .unwrap()
 }

@@ -14,38 +14,6 @@ use serde_json::json;
 use crate::common::*;
 use crate::snap_json;
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// A stage that takes `took` ms of manual-clock time and succeeds with `detail`.
-fn ok_stage(
-    clock: &ManualClock,
-    took: u64,
-    detail: serde_json::Value,
-) -> impl Fn(&mut runledger::run::StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync
-{
-    let c = clock.clone();
-    move |_| {
-        c.advance(ms(took));
-        Ok(StageOutput::with_detail(detail.clone()))
-    }
-}
-
-/// A stage that takes `took` ms and fails with `err`.
-fn failing_stage(
-    clock: &ManualClock,
-    took: u64,
-    err: StageError,
-) -> impl Fn(&mut runledger::run::StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync
-{
-    let c = clock.clone();
-    move |_| {
-        c.advance(ms(took));
-        Err(err.clone())
-    }
-}
-
 /// The reference pipeline of the snapshots: token + analysis_init gates, four runners.
 fn flex(clock: &ManualClock) -> runledger::run::PipelineBuilder {
     Pipeline::builder("flex")
@@ -746,10 +714,7 @@ fn a_held_targets_lock_does_not_block_universe() {
     let (engine, _clock) = mem_engine();
     exec(&engine, "insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at)
         values ('flex', 'targets', 'schedule', 'flex:targets', '2026-11-22T11:29:00.000Z', '2026-11-22T12:00:00.000Z')").unwrap();
-    let p = Pipeline::builder("flex")
-        .stage("request", |_| Ok(StageOutput::done()))
-        .build()
-        .unwrap();
+    let p = noop_pipeline("flex", "request");
     let out = engine
         .runs()
         .trigger(&p, ScopeSelector::Both, TriggerKind::Schedule)

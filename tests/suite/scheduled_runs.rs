@@ -66,10 +66,7 @@ fn a_slot_turned_away_by_an_active_run_is_recorded_not_retried() {
     // scheduler at the slot's instant.
     let outcome = Arc::new(Mutex::new(None));
     let (e2, c2, seen) = (engine.clone(), clock.clone(), outcome.clone());
-    let inner = Pipeline::builder("ingest")
-        .stage("fetch", |_| Ok(StageOutput::done()))
-        .build()
-        .unwrap();
+    let inner = noop_pipeline("ingest", "fetch");
     let fire = ScheduledRuns::new(engine.clone()).register(inner);
     let holder = Pipeline::builder("ingest")
         .stage("slow", move |_| {
