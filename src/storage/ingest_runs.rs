@@ -177,7 +177,7 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
     let holder: Option<(i64, Option<Timestamp>)> = tx
         .prepare_cached(ACTIVE_HOLDER)?
         .query_row(named_params! {":lock_key": new.lock_key}, |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get("id")?, r.get("lease_expires_at")?))
         })
         .optional()?;
     if let Some((id, Some(lease))) = holder {
@@ -331,7 +331,9 @@ pub(crate) fn finish(tx: &Connection, id: i64, end: &Finish<'_>, now: Timestamp)
 pub(crate) fn abandon(tx: &Connection, id: i64, now: Timestamp) -> Result<bool> {
     let row: Option<(String, Option<Timestamp>)> = tx
         .prepare_cached(TIMELINE_OF)?
-        .query_row(named_params! {":id": id}, |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(named_params! {":id": id}, |r| {
+            Ok((r.get("timeline")?, r.get("lease_expires_at")?))
+        })
         .optional()?;
     let Some((text, lease)) = row else {
         return Ok(false);

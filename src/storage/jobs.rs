@@ -132,9 +132,10 @@ const RESTART: &str = "update jobs set state = 'created', input = coalesce(:inpu
 const DELETE: &str =
     "delete from jobs where id = :id and state in ('completed', 'failed', 'cancelled')";
 
-const COUNT_BY_STATE_KIND: &str = "select kind, state, count(*) from jobs group by kind, state";
+const COUNT_BY_STATE_KIND: &str =
+    "select kind, state, count(*) as n from jobs group by kind, state";
 const COUNT_BY_STATE_KIND_USER: &str =
-    "select kind, state, count(*) from jobs where user_id = :user_id group by kind, state";
+    "select kind, state, count(*) as n from jobs where user_id = :user_id group by kind, state";
 const OLDEST_HEARTBEAT: &str = "select min(heartbeat_at) from jobs where state = 'running'";
 const OLDEST_HEARTBEAT_USER: &str =
     "select min(heartbeat_at) from jobs where state = 'running' and user_id = :user_id";
@@ -357,7 +358,9 @@ pub(crate) fn claim_paused(conn: &Connection, id: i64, worker: &str, now: Timest
 /// The state and attempt of a job.
 pub(crate) fn state_of(conn: &Connection, id: i64) -> Result<(JobState, i64)> {
     conn.prepare_cached(STATE_OF)?
-        .query_row(named_params! {":id": id}, |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(named_params! {":id": id}, |r| {
+            Ok((r.get("state")?, r.get("attempt")?))
+        })
         .optional()?
         .ok_or_else(|| Error::not_found("job", id))
 }
@@ -591,9 +594,9 @@ pub(crate) fn stats(conn: &Connection, user_id: Option<&str>) -> Result<JobStats
     };
     let row = |r: &Row<'_>| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, JobState>(1)?,
-            r.get::<_, i64>(2)?,
+            r.get::<_, String>("kind")?,
+            r.get::<_, JobState>("state")?,
+            r.get::<_, i64>("n")?,
         ))
     };
     let oldest: Option<Timestamp> = match user_id {

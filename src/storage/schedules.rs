@@ -464,7 +464,7 @@ pub(crate) fn all_slots(conn: &Connection) -> Result<Vec<Slot>> {
 pub(crate) fn claimable(conn: &Connection, now: Timestamp) -> Result<Vec<(i64, i64, Timestamp)>> {
     let mut stmt = conn.prepare_cached(SELECT_CLAIMABLE)?;
     let rows = stmt.query_map(named_params! { ":now": now }, |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        Ok((r.get("id")?, r.get("schedule_id")?, r.get("due_at")?))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
