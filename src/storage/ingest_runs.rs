@@ -9,6 +9,7 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use serde_json::{json, Map, Value};
 
 use super::check::{err, warn, Check};
+use super::col;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::run::state::{RunStatus, Scope, TriggerKind};
@@ -84,6 +85,9 @@ macro_rules! columns {
     };
 }
 
+/// [`columns!`] as a constant, for [`col!`].
+pub(super) const COLUMNS: &str = columns!();
+
 const INSERT_STARTED: &str = "insert into ingest_runs
     (pipeline, scope, trigger, status, lock_key, account_id, started_at, lease_expires_at, meta_json)
     values (:pipeline, :scope, :trigger, 'started', :lock_key, :account_id, :now, :lease, :meta)";
@@ -130,7 +134,7 @@ const TIMELINE_OF: &str =
 
 const IS_STARTED: &str = "select status = 'started' from ingest_runs where id = :id";
 
-const GET: &str = concat!("select ", columns!(), " from ingest_runs where id = :id");
+pub(super) const GET: &str = concat!("select ", columns!(), " from ingest_runs where id = :id");
 
 const LIST: &str = concat!(
     "select ",
@@ -431,24 +435,24 @@ impl RawRun {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             run: Run {
-                id: r.get("id")?,
-                pipeline: r.get("pipeline")?,
-                scope: r.get("scope")?,
-                trigger: r.get("trigger")?,
-                status: r.get("status")?,
-                lock_key: r.get("lock_key")?,
-                account_id: r.get("account_id")?,
-                started_at: r.get("started_at")?,
-                lease_expires_at: r.get("lease_expires_at")?,
-                finished_at: r.get("finished_at")?,
-                duration_ms: r.get("duration_ms")?,
-                error_code: r.get("error_code")?,
-                error_message: r.get("error_message")?,
+                id: r.get(col!(COLUMNS, "id"))?,
+                pipeline: r.get(col!(COLUMNS, "pipeline"))?,
+                scope: r.get(col!(COLUMNS, "scope"))?,
+                trigger: r.get(col!(COLUMNS, "trigger"))?,
+                status: r.get(col!(COLUMNS, "status"))?,
+                lock_key: r.get(col!(COLUMNS, "lock_key"))?,
+                account_id: r.get(col!(COLUMNS, "account_id"))?,
+                started_at: r.get(col!(COLUMNS, "started_at"))?,
+                lease_expires_at: r.get(col!(COLUMNS, "lease_expires_at"))?,
+                finished_at: r.get(col!(COLUMNS, "finished_at"))?,
+                duration_ms: r.get(col!(COLUMNS, "duration_ms"))?,
+                error_code: r.get(col!(COLUMNS, "error_code"))?,
+                error_message: r.get(col!(COLUMNS, "error_message"))?,
                 timeline: Vec::new(),
                 meta: Map::new(),
             },
-            timeline: r.get("timeline")?,
-            meta: r.get("meta_json")?,
+            timeline: r.get(col!(COLUMNS, "timeline"))?,
+            meta: r.get(col!(COLUMNS, "meta_json"))?,
         })
     }
 

@@ -7,6 +7,7 @@ use rusqlite::{named_params, Connection, Row};
 use serde_json::Value;
 
 use super::check::{err, Check};
+use super::col;
 use super::jobs;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -19,6 +20,9 @@ macro_rules! columns {
     };
 }
 
+/// [`columns!`] as a constant, for [`col!`].
+pub(super) const COLUMNS: &str = columns!();
+
 const APPEND: &str = "insert into job_events (job_id, seq, kind, payload, at)
      values (:job_id, coalesce((select max(seq) from job_events where job_id = :job_id), 0) + 1,
              :kind, :payload, :at)
@@ -30,7 +34,7 @@ const SINCE: &str = concat!(
      where job_id = :job_id and seq > :seq order by seq limit :limit"
 );
 const OLDEST_SEQ: &str = "select min(seq), max(seq) from job_events where job_id = :job_id";
-const AFTER: &str = concat!(
+pub(super) const AFTER: &str = concat!(
     "select ",
     columns!(),
     " from job_events
@@ -40,19 +44,24 @@ const DELETE_FOR_JOB: &str = "delete from job_events where job_id = :job_id";
 
 /// Reads one row selected with [`columns!`], by column name.
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
-    let kind: String = r.get("kind")?;
-    let payload: String = r.get("payload")?;
-    let bad = |what: String| {
-        let col = r.as_ref().column_index("kind").unwrap_or(0);
-        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
+    let kind: String = r.get(col!(COLUMNS, "kind"))?;
+    let payload: String = r.get(col!(COLUMNS, "payload"))?;
+    let bad = |i: usize, what: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
     };
     Ok(Event {
-        cursor: r.get("cursor")?,
-        job_id: r.get("job_id")?,
-        seq: r.get("seq")?,
-        kind: EventKind::parse(&kind).ok_or_else(|| bad(format!("unknown event kind {kind:?}")))?,
-        payload: serde_json::from_str(&payload).map_err(|e| bad(e.to_string()))?,
-        at: r.get("at")?,
+        cursor: r.get(col!(COLUMNS, "cursor"))?,
+        job_id: r.get(col!(COLUMNS, "job_id"))?,
+        seq: r.get(col!(COLUMNS, "seq"))?,
+        kind: EventKind::parse(&kind).ok_or_else(|| {
+            bad(
+                col!(COLUMNS, "kind"),
+                format!("unknown event kind {kind:?}"),
+            )
+        })?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| bad(col!(COLUMNS, "payload"), e.to_string()))?,
+        at: r.get(col!(COLUMNS, "at"))?,
     })
 }
 
@@ -66,7 +75,7 @@ pub(crate) fn append(
 ) -> Result<Event> {
     let (cursor, seq) = conn.prepare_cached(APPEND)?.query_row(
         named_params! {":job_id": job_id, ":kind": kind.as_str(), ":payload": payload.to_string(), ":at": now},
-        |r| Ok((r.get("cursor")?, r.get("seq")?)),
+        |r| Ok((r.get(0)?, r.get(1)?)), // returning cursor, seq
     )?;
     Ok(Event {
         cursor,

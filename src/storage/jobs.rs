@@ -10,6 +10,7 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
 use super::check::{err, warn, Check};
+use super::col;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::job::state::JobState;
@@ -23,6 +24,9 @@ macro_rules! job_columns {
          attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at"
     };
 }
+
+/// [`job_columns!`] as a constant, for [`col!`].
+pub(super) const COLUMNS: &str = job_columns!();
 
 /// `select <job columns> from jobs <tail>`.
 macro_rules! select_jobs {
@@ -38,7 +42,7 @@ const INSERT: &str = concat!(
     job_columns!()
 );
 
-const GET: &str = select_jobs!("where id = :id");
+pub(super) const GET: &str = select_jobs!("where id = :id");
 const STATE_OF: &str = "select state, attempt from jobs where id = :id";
 const LIST_BY_USER: &str = select_jobs!("where user_id = :user_id order by id desc limit :limit");
 const LIST_BY_USER_STATES: &str = select_jobs!(
@@ -147,12 +151,11 @@ fn json_text(v: &Value) -> String {
     v.to_string()
 }
 
-/// The JSON in column `col` of `r` (`None` for SQL null).
-fn json_col(r: &Row<'_>, col: &str) -> rusqlite::Result<Option<Value>> {
-    let text: Option<String> = r.get(col)?;
+/// The JSON in column `i` of `r` (`None` for SQL null).
+fn json_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Value>> {
+    let text: Option<String> = r.get(i)?;
     text.map(|t| {
         serde_json::from_str(&t).map_err(|e| {
-            let i = r.as_ref().column_index(col).unwrap_or(0);
             rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
         })
     })
@@ -161,7 +164,7 @@ fn json_col(r: &Row<'_>, col: &str) -> rusqlite::Result<Option<Value>> {
 
 /// Reads one row selected with `select_jobs!` (or `returning` [`job_columns!`]), by column name.
 pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
-    let tags: Option<Value> = json_col(r, "tags")?;
+    let tags: Option<Value> = json_col(r, col!(COLUMNS, "tags"))?;
     let tags = match tags {
         Some(Value::Array(items)) => items
             .into_iter()
@@ -173,30 +176,30 @@ pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         _ => Vec::new(),
     };
     Ok(Job {
-        id: r.get("id")?,
-        user_id: r.get("user_id")?,
-        kind: r.get("kind")?,
-        state: r.get("state")?,
-        input: json_col(r, "input")?.unwrap_or(Value::Null),
-        result: json_col(r, "result")?,
-        error_code: r.get("error_code")?,
-        error_message: r.get("error_message")?,
-        progress: r.get("progress")?,
-        step: r.get("step")?,
-        checkpoint: json_col(r, "checkpoint")?,
-        checkpoint_at: r.get("checkpoint_at")?,
+        id: r.get(col!(COLUMNS, "id"))?,
+        user_id: r.get(col!(COLUMNS, "user_id"))?,
+        kind: r.get(col!(COLUMNS, "kind"))?,
+        state: r.get(col!(COLUMNS, "state"))?,
+        input: json_col(r, col!(COLUMNS, "input"))?.unwrap_or(Value::Null),
+        result: json_col(r, col!(COLUMNS, "result"))?,
+        error_code: r.get(col!(COLUMNS, "error_code"))?,
+        error_message: r.get(col!(COLUMNS, "error_message"))?,
+        progress: r.get(col!(COLUMNS, "progress"))?,
+        step: r.get(col!(COLUMNS, "step"))?,
+        checkpoint: json_col(r, col!(COLUMNS, "checkpoint"))?,
+        checkpoint_at: r.get(col!(COLUMNS, "checkpoint_at"))?,
         tags,
-        parent_id: r.get("parent_id")?,
-        timeout_ms: r.get("timeout_ms")?,
-        max_retries: r.get("max_retries")?,
-        attempt: r.get("attempt")?,
-        worker_id: r.get("worker_id")?,
-        recovery_count: r.get("recovery_count")?,
-        created_at: r.get("created_at")?,
-        updated_at: r.get("updated_at")?,
-        started_at: r.get("started_at")?,
-        heartbeat_at: r.get("heartbeat_at")?,
-        finished_at: r.get("finished_at")?,
+        parent_id: r.get(col!(COLUMNS, "parent_id"))?,
+        timeout_ms: r.get(col!(COLUMNS, "timeout_ms"))?,
+        max_retries: r.get(col!(COLUMNS, "max_retries"))?,
+        attempt: r.get(col!(COLUMNS, "attempt"))?,
+        worker_id: r.get(col!(COLUMNS, "worker_id"))?,
+        recovery_count: r.get(col!(COLUMNS, "recovery_count"))?,
+        created_at: r.get(col!(COLUMNS, "created_at"))?,
+        updated_at: r.get(col!(COLUMNS, "updated_at"))?,
+        started_at: r.get(col!(COLUMNS, "started_at"))?,
+        heartbeat_at: r.get(col!(COLUMNS, "heartbeat_at"))?,
+        finished_at: r.get(col!(COLUMNS, "finished_at"))?,
     })
 }
 

