@@ -1,10 +1,10 @@
-//! Opening the database: pragmas, embedded refinery migrations, and the write-transaction
-//! helper that keeps `SQLITE_BUSY` away from callers.
+//! Opening the database: pragmas, embedded refinery migrations, read connections, and the
+//! busy back-off the engine's writer uses.
 
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Result};
 
@@ -183,29 +183,4 @@ fn migrate(conn: &mut Connection, opts: &DbOptions) -> Result<()> {
 /// The pause before busy retry `try_no` (1-based): 6 ms growing to 51 ms.
 pub(crate) fn backoff(try_no: u32) -> Duration {
     Duration::from_millis(u64::from(try_no.min(10)) * 5 + 1)
-}
-
-/// Runs `f` inside a `BEGIN IMMEDIATE` transaction and commits; on a busy database the whole
-/// transaction is retried (so `f` must be repeatable). An error from `f` rolls back.
-pub fn write<T>(
-    conn: &mut Connection,
-    opts: &DbOptions,
-    mut f: impl FnMut(&Transaction<'_>) -> Result<T>,
-) -> Result<T> {
-    let mut tries = 0;
-    loop {
-        let attempt = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })();
-        match attempt {
-            Err(Error::Busy) if tries < opts.busy_retries => {
-                tries += 1;
-                std::thread::sleep(backoff(tries));
-            }
-            other => return other,
-        }
-    }
 }

@@ -45,13 +45,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Stores `input` for started run `run_id`: the payload once per SHA-256, a record each time.
-pub(crate) fn store(
-    tx: &Connection,
-    run_id: i64,
-    input: &RawInput<'_>,
-    now: Timestamp,
-) -> Result<RawRecord> {
+/// A payload checked and hashed before its write starts.
+pub(crate) struct Checked {
+    sha: String,
+}
+
+/// Checks `input`'s fields and size and hashes its bytes: the slow part of storing a
+/// payload, done before the write transaction (nothing waits for it).
+pub(crate) fn check(input: &RawInput<'_>) -> Result<Checked> {
     for (field, value, max) in [
         ("source", input.source, 64),
         ("content_type", input.content_type, 128),
@@ -76,6 +77,20 @@ pub(crate) fn store(
             limit: MAX_PAYLOAD_BYTES,
         });
     }
+    Ok(Checked {
+        sha: sha256_hex(input.bytes),
+    })
+}
+
+/// Stores `input` (checked as `checked`) for started run `run_id`: the payload once per
+/// SHA-256, a record each time.
+pub(crate) fn store(
+    tx: &Connection,
+    run_id: i64,
+    input: &RawInput<'_>,
+    checked: &Checked,
+    now: Timestamp,
+) -> Result<RawRecord> {
     match ingest_runs::is_started(tx, run_id)? {
         None => return Err(Error::not_found("run", run_id)),
         Some(false) => {
@@ -86,7 +101,6 @@ pub(crate) fn store(
         }
         Some(true) => {}
     }
-    let sha = sha256_hex(input.bytes);
     raw::insert(
         tx,
         &raw::NewRaw {
@@ -94,7 +108,7 @@ pub(crate) fn store(
             source: input.source,
             upstream_ref: input.upstream_ref,
             content_type: input.content_type,
-            sha256: &sha,
+            sha256: &checked.sha,
             bytes: input.bytes,
         },
         now,
