@@ -14,6 +14,10 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
+/// How a waiting loop sleeps (the run orchestrator between retries, the Flex poller
+/// between polls): inject an instant one in tests.
+pub type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// The one text format of every timestamp column: UTC, millisecond precision, fixed width,
 /// so that text order is time order and SQLite's date functions read it.
 const FORMAT: &[FormatItem<'static>] =

@@ -1,21 +1,19 @@
-//! The per-job event log: append (inside the job change's own transaction), resync after a
-//! reconnect, in-process subscriptions, and a cheap cross-process change check.
+//! The per-job event log's types: [`Event`], [`EventKind`], the kept [`BACKLOG`], and the
+//! in-process bus that fans committed events out to subscribers. The SQL is in
+//! `storage::job_events`; the API ([`Events`](crate::Events)) is `job::events`.
 //!
 //! Each event has a per-job `seq` (1, 2, 3... gapless, enforced by a trigger) and a global
 //! `cursor` that only grows (AUTOINCREMENT: never reused, even after deletes). At most
 //! [`BACKLOG`] events per job are kept; a client asking for a pruned `seq` gets
-//! [`Error::EventsPruned`] and should reload the job row, which always holds the truth.
+//! [`Error::EventsPruned`](crate::Error::EventsPruned) and should reload the job row, which always holds the truth.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 
-use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::clock::Timestamp;
-use crate::engine::Engine;
-use crate::error::{Error, Result};
 
 /// How many events per job the database keeps (the `job_events_prune` trigger).
 pub const BACKLOG: i64 = 200;
@@ -66,7 +64,7 @@ impl EventKind {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         serde_json::from_value(Value::String(s.to_owned())).ok()
     }
 }
@@ -88,107 +86,6 @@ pub struct Event {
     pub at: Timestamp,
 }
 
-const APPEND: &str = "insert into job_events (job_id, seq, kind, payload, at)
-     values (:job_id, coalesce((select max(seq) from job_events where job_id = :job_id), 0) + 1,
-             :kind, :payload, :at)
-     returning cursor, seq";
-const SINCE: &str = "select cursor, job_id, seq, kind, payload, at from job_events
-     where job_id = :job_id and seq > :seq order by seq limit :limit";
-const OLDEST_SEQ: &str = "select min(seq), max(seq) from job_events where job_id = :job_id";
-const AFTER: &str = "select cursor, job_id, seq, kind, payload, at from job_events
-     where cursor > :cursor order by cursor limit :limit";
-const DELETE_FOR_JOB: &str = "delete from job_events where job_id = :job_id";
-const JOB_EXISTS: &str = "select 1 from jobs where id = :job_id";
-
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
-    let kind: String = r.get(3)?;
-    let payload: String = r.get(4)?;
-    Ok(Event {
-        cursor: r.get(0)?,
-        job_id: r.get(1)?,
-        seq: r.get(2)?,
-        kind: EventKind::parse(&kind).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                3,
-                rusqlite::types::Type::Text,
-                format!("unknown event kind {kind:?}").into(),
-            )
-        })?,
-        payload: serde_json::from_str(&payload).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
-        })?,
-        at: r.get(5)?,
-    })
-}
-
-/// Appends an event for `job_id` inside the caller's transaction.
-pub(crate) fn append(
-    conn: &Connection,
-    job_id: i64,
-    kind: EventKind,
-    payload: Value,
-    now: Timestamp,
-) -> Result<Event> {
-    let (cursor, seq) = conn.prepare_cached(APPEND)?.query_row(
-        named_params! {":job_id": job_id, ":kind": kind.as_str(), ":payload": payload.to_string(), ":at": now},
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(Event {
-        cursor,
-        job_id,
-        seq,
-        kind,
-        payload,
-        at: now,
-    })
-}
-
-/// Removes a deleted job's events (allowed by the trigger once the job row is gone).
-pub(crate) fn delete_for_job(conn: &Connection, job_id: i64) -> Result<()> {
-    conn.prepare_cached(DELETE_FOR_JOB)?
-        .execute(named_params! {":job_id": job_id})?;
-    Ok(())
-}
-
-/// Events of `job_id` after `seq` (0 for all kept), at most `limit`.
-pub(crate) fn since(conn: &Connection, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
-    let exists = conn
-        .prepare_cached(JOB_EXISTS)?
-        .query_row(named_params! {":job_id": job_id}, |_| Ok(()))
-        .optional()?;
-    if exists.is_none() {
-        return Err(Error::not_found("job", job_id));
-    }
-    let (oldest, newest): (Option<i64>, Option<i64>) = conn
-        .prepare_cached(OLDEST_SEQ)?
-        .query_row(named_params! {":job_id": job_id}, |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    if let (Some(oldest), Some(newest)) = (oldest, newest) {
-        if seq + 1 < oldest {
-            return Err(Error::EventsPruned {
-                job_id,
-                requested: seq,
-                oldest_kept: oldest,
-                newest,
-            });
-        }
-    }
-    let mut stmt = conn.prepare_cached(SINCE)?;
-    let rows = stmt.query_map(
-        named_params! {":job_id": job_id, ":seq": seq, ":limit": limit},
-        from_row,
-    )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// Events of every job after the global `cursor`, at most `limit`.
-pub(crate) fn after(conn: &Connection, cursor: i64, limit: u32) -> Result<Vec<Event>> {
-    let mut stmt = conn.prepare_cached(AFTER)?;
-    let rows = stmt.query_map(named_params! {":cursor": cursor, ":limit": limit}, from_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
 /// In-process fan-out of committed events to subscribers.
 #[derive(Debug, Default)]
 pub(crate) struct Bus {
@@ -196,7 +93,7 @@ pub(crate) struct Bus {
 }
 
 impl Bus {
-    fn subscribe(&self) -> Receiver<Event> {
+    pub(crate) fn subscribe(&self) -> Receiver<Event> {
         let (tx, rx) = channel();
         self.lock().push(tx);
         rx
@@ -215,46 +112,5 @@ impl Bus {
         }
         let mut subs = self.lock();
         subs.retain(|s| events.iter().all(|e| s.send(e.clone()).is_ok()));
-    }
-}
-
-/// The event API of an [`Engine`]; get it with [`Engine::events`].
-#[derive(Debug, Clone, Copy)]
-pub struct Events<'e> {
-    engine: &'e Engine,
-}
-
-impl Engine {
-    /// The event API.
-    pub fn events(&self) -> Events<'_> {
-        Events { engine: self }
-    }
-}
-
-impl Events<'_> {
-    /// Events of one job after `seq` (pass 0 for everything still kept), oldest first, at
-    /// most `limit`. If events after `seq` were pruned, returns [`Error::EventsPruned`]
-    /// instead of a partial history: reload the job and continue from the newest seq.
-    pub fn since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
-        self.engine.read(|c| since(c, job_id, seq, limit))
-    }
-
-    /// Events of all jobs after the global `cursor` (0 for the start), oldest first.
-    pub fn after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>> {
-        self.engine.read(|c| after(c, cursor, limit))
-    }
-
-    /// A channel receiving every event this engine (and its clones) commits from now on.
-    /// Events committed by other processes are not sent: poll [`Events::data_version`].
-    pub fn subscribe(&self) -> Receiver<Event> {
-        self.engine.bus().subscribe()
-    }
-
-    /// SQLite's `PRAGMA data_version` for this engine's connection: it changes when another
-    /// connection (another process, or another engine on the same file) commits. Compare it
-    /// between polls and call [`Events::after`] only when it changed.
-    pub fn data_version(&self) -> Result<i64> {
-        self.engine
-            .read(|c| Ok(c.query_row("pragma data_version", [], |r| r.get(0))?))
     }
 }

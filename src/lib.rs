@@ -44,19 +44,23 @@ pub mod events;
 pub mod flex;
 pub mod guide;
 pub mod job;
+#[cfg(test)]
+mod layering;
 mod looping;
 mod machine;
 pub mod run;
 pub mod runbook;
 pub mod schedule;
+mod storage;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{DbOptions, Durability};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, FieldError, Result};
-pub use events::{Event, EventKind, Events};
+pub use events::{Event, EventKind};
 pub use job::supervisor::{RecoveryPolicy, Supervisor, SupervisorOptions};
 pub use job::worker::{JobContext, JobFailure, StopReason, Worker, WorkerOptions, WorkerReport};
+pub use job::Events;
 pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};
 pub use looping::LoopHandle;
 pub use run::{Pipeline, RunStatus, Runs, ScheduledRuns, Scope, ScopeSelector, TriggerKind};

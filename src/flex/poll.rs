@@ -27,9 +27,9 @@ use std::time::Duration;
 use super::client::{FlexTransport, Requested, StatementBody, StatementPeriod};
 use super::envelope::CodeClass;
 use super::{FetchError, FlexToken};
+use crate::clock::Sleeper;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
-use crate::run::Sleeper;
 
 /// IB's per-token limits, with a margin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,12 +7,12 @@
 //! re-claimed gets [`Error::StaleAttempt`]. Operators cancel,
 //! pause, resume and restart jobs; each of those is recorded in the append-only `audit_log`.
 
+mod event_api;
 pub mod record;
 pub mod recovery;
 pub mod state;
-mod store;
 pub mod supervisor;
-mod types;
+pub(crate) mod types;
 pub(crate) mod validate;
 pub mod worker;
 
@@ -20,12 +20,15 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub use event_api::Events;
 pub use state::{JobState, TRANSITIONS};
 pub use types::{Claim, Job, JobStats, NewJob, StateCounts};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::{self, EventKind};
+use crate::events::EventKind;
+use crate::storage::job_events as events;
+use crate::storage::jobs as store;
 
 /// An operator's state change: where it may start, where it goes, how it is recorded.
 struct Op {
@@ -71,8 +74,8 @@ impl<'e> Jobs<'e> {
     /// Creates a job in state `created`.
     pub fn create(&self, new: &NewJob) -> Result<Job> {
         validate::new_job(new)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let job = store::insert(tx, new, now)?;
             ev.push(events::append(
                 tx,
@@ -82,6 +85,37 @@ impl<'e> Jobs<'e> {
                 now,
             )?);
             Ok(job)
+        })
+    }
+
+    /// Creates every job of `new` in one operation (one shared commit): all or none. Each is
+    /// validated first; the first bad one is refused with its index in the field name and
+    /// nothing is stored. Returned in the order given.
+    pub fn create_many(&self, new: &[NewJob]) -> Result<Vec<Job>> {
+        for (i, job) in new.iter().enumerate() {
+            validate::new_job(job).map_err(|e| match e {
+                Error::InvalidInput { field, reason } => Error::InvalidInput {
+                    field: format!("jobs[{i}].{field}"),
+                    reason,
+                },
+                other => other,
+            })?;
+        }
+        self.engine.write_events(|tx, ev| {
+            let now = tx.now();
+            let mut jobs = Vec::with_capacity(new.len());
+            for n in new {
+                let job = store::insert(tx, n, now)?;
+                ev.push(events::append(
+                    tx,
+                    job.id,
+                    EventKind::Created,
+                    json!({ "kind": job.kind, "user_id": job.user_id }),
+                    now,
+                )?);
+                jobs.push(job);
+            }
+            Ok(jobs)
         })
     }
 
@@ -154,8 +188,8 @@ impl<'e> Jobs<'e> {
         for kind in kinds {
             validate::identifier("kind", kind)?;
         }
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let Some(job) = store::claim(tx, worker, kinds, now)? else {
                 return Ok(None);
             };
@@ -173,13 +207,45 @@ impl<'e> Jobs<'e> {
         })
     }
 
+    /// Takes up to `max` (1..=1000) of the oldest created jobs of `kinds` for `worker` in one
+    /// statement and one shared commit, oldest first; each gets its `claimed` event like
+    /// [`Jobs::claim`]. Empty when none is waiting.
+    pub fn claim_many(&self, worker: &str, kinds: &[&str], max: u32) -> Result<Vec<Claim>> {
+        validate::name("worker", worker)?;
+        for kind in kinds {
+            validate::identifier("kind", kind)?;
+        }
+        if !(1..=1000).contains(&max) {
+            return Err(Error::invalid("max", "must be 1..=1000"));
+        }
+        self.engine.write_events(|tx, ev| {
+            let now = tx.now();
+            let jobs = store::claim_many(tx, worker, kinds, max, now)?;
+            let mut claims = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                ev.push(events::append(
+                    tx,
+                    job.id,
+                    EventKind::Claimed,
+                    json!({ "worker": worker, "attempt": job.attempt }),
+                    now,
+                )?);
+                claims.push(Claim {
+                    attempt: job.attempt,
+                    job,
+                });
+            }
+            Ok(claims)
+        })
+    }
+
     /// Resumes a paused job directly on `worker` (paused -> running, next attempt), handing
     /// it the checkpoint. `actor` is recorded in the audit log.
     pub fn resume_on(&self, id: i64, worker: &str, actor: &str) -> Result<Claim> {
         validate::name("worker", worker)?;
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             store::claim_paused(tx, id, worker, now)?;
             store::audit(tx, id, "resume", actor, &json!({ "worker": worker }), now)?;
             let job = store::get(tx, id)?;
@@ -206,17 +272,16 @@ impl<'e> Jobs<'e> {
 
     /// A sign of life from the worker holding `attempt`.
     pub fn heartbeat(&self, id: i64, attempt: i64) -> Result<()> {
-        let now = self.engine.now();
         self.engine
-            .write(|tx| store::heartbeat(tx, id, attempt, now))
+            .write(|tx| store::heartbeat(tx, id, attempt, tx.now()))
     }
 
     /// Progress in percent (0..=100) and an optional step description.
     pub fn progress(&self, id: i64, attempt: i64, pct: u8, step: Option<&str>) -> Result<()> {
         validate::progress(pct)?;
         validate::step(step)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             store::progress(tx, id, attempt, pct, step, now)?;
             ev.push(events::append(
                 tx,
@@ -233,8 +298,8 @@ impl<'e> Jobs<'e> {
     pub fn checkpoint(&self, id: i64, attempt: i64, checkpoint: &Value) -> Result<()> {
         let limit = self.engine.options().max_checkpoint_bytes;
         let text = validate::document("checkpoint", checkpoint, limit)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             store::checkpoint(tx, id, attempt, &text, now)?;
             ev.push(events::append(
                 tx,
@@ -250,8 +315,8 @@ impl<'e> Jobs<'e> {
     /// running -> completed with `result`.
     pub fn complete(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let job = store::complete(tx, id, attempt, result, now)?;
             ev.push(events::append(
                 tx,
@@ -267,8 +332,8 @@ impl<'e> Jobs<'e> {
     /// running -> failed with a stable error `code` and a message.
     pub fn fail(&self, id: i64, attempt: i64, code: &str, message: &str) -> Result<Job> {
         validate::identifier("error_code", code)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let job = store::fail(tx, id, attempt, code, message, now)?;
             ev.push(events::append(
                 tx,
@@ -283,8 +348,8 @@ impl<'e> Jobs<'e> {
 
     fn operator(&self, id: i64, op: &Op, actor: &str, detail: Value) -> Result<Job> {
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let from = store::transition(tx, id, op.from, op.to, None, now)?;
             let mut detail = detail.clone();
             detail["from"] = json!(from);
@@ -318,8 +383,8 @@ impl<'e> Jobs<'e> {
     pub fn mark_failed(&self, id: i64, actor: &str, code: &str, message: &str) -> Result<Job> {
         validate::name("actor", actor)?;
         validate::identifier("error_code", code)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let allowed = [JobState::Running, JobState::Paused];
             let from = store::transition(
                 tx,
@@ -345,8 +410,8 @@ impl<'e> Jobs<'e> {
         if let Some(input) = input {
             validate::document("input", input, validate::MAX_DOCUMENT_BYTES)?;
         }
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let from = store::restart(tx, id, input, now)?;
             let detail = json!({ "from": from, "new_input": input.is_some() });
             store::audit(tx, id, "restart", actor, &detail, now)?;
@@ -364,8 +429,8 @@ impl<'e> Jobs<'e> {
     /// Deletes a terminal job (its audit rows stay).
     pub fn delete(&self, id: i64, actor: &str) -> Result<()> {
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write(|tx| {
+            let now = tx.now();
             let job = store::get(tx, id)?;
             store::delete(tx, &job)?;
             events::delete_for_job(tx, id)?;

@@ -19,13 +19,15 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::state::JobState;
-use super::store::{self, Candidate};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::{self, EventKind};
+use crate::events::EventKind;
 use crate::job::validate;
 use crate::looping::{spawn_loop, LoopHandle};
+use crate::storage::job_events as events;
+use crate::storage::jobs::{self as store, Candidate};
+use crate::storage::supervisor_state;
 
 /// What happens to a stale job that has a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -89,29 +91,7 @@ pub struct TickReport {
     pub recovered: Vec<Recovery>,
 }
 
-/// A supervisor's bookkeeping, as stored in `supervisor_state`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SupervisorStatus {
-    /// Its name.
-    pub name: String,
-    /// Its last tick, if it ever ticked.
-    pub last_tick_at: Option<Timestamp>,
-    /// Ticks so far.
-    pub ticks: i64,
-    /// Jobs it paused or requeued.
-    pub jobs_recovered: i64,
-    /// Jobs it failed (STALLED or RECOVERY_EXHAUSTED).
-    pub jobs_failed: i64,
-}
-
-const RECORD_TICK: &str =
-    "insert into supervisor_state (name, last_tick_at, ticks, jobs_recovered, jobs_failed)
-     values (:name, :now, 1, :recovered, :failed)
-     on conflict (name) do update set last_tick_at = :now, ticks = ticks + 1,
-        jobs_recovered = jobs_recovered + :recovered, jobs_failed = jobs_failed + :failed";
-const STATUS: &str = "select name, last_tick_at, ticks, jobs_recovered, jobs_failed
-     from supervisor_state where name = :name";
-const CLEANUP: &str = "delete from supervisor_state where name = :name";
+pub use crate::storage::supervisor_state::SupervisorStatus;
 
 /// Rescues stalled jobs; see the module docs. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -161,12 +141,15 @@ impl Supervisor {
 
     fn recover(
         &self,
-        now: Timestamp,
-        cutoff: Timestamp,
+        at: Option<Timestamp>,
+        stale_after: Option<Duration>,
         only: Option<i64>,
         actor: Option<&str>,
     ) -> Result<TickReport> {
         self.engine.write_events(|tx, ev| {
+            // A tick runs at the host's time; an operator's recovery at the write's own.
+            let now = at.unwrap_or_else(|| tx.now());
+            let cutoff = stale_after.map_or(Timestamp::MIN, |d| now - d);
             let mut report = TickReport {
                 at: Some(now),
                 recovered: Vec::new(),
@@ -227,24 +210,21 @@ impl Supervisor {
                 .filter(|r| r.to == JobState::Failed)
                 .count();
             let recovered = report.recovered.len() - failed;
-            tx.prepare_cached(RECORD_TICK)?.execute(rusqlite::named_params! {
-                ":name": self.opts.name, ":now": now, ":recovered": recovered as i64, ":failed": failed as i64,
-            })?;
+            supervisor_state::record_tick(tx, &self.opts.name, recovered, failed, now)?;
             Ok(report)
         })
     }
 
     /// Recovers every job stale at `now`.
     pub fn tick(&self, now: Timestamp) -> Result<TickReport> {
-        self.recover(now, now - self.opts.stale_after, None, None)
+        self.recover(Some(now), Some(self.opts.stale_after), None, None)
     }
 
     /// Recovers one running job now, however fresh its heartbeat (an operator's action,
     /// recorded in the audit log).
     pub fn recover_now(&self, job_id: i64, actor: &str) -> Result<Recovery> {
         validate::name("actor", actor)?;
-        let now = self.engine.now();
-        let report = self.recover(now, Timestamp::MIN, Some(job_id), Some(actor))?;
+        let report = self.recover(None, None, Some(job_id), Some(actor))?;
         report
             .recovered
             .into_iter()
@@ -255,8 +235,8 @@ impl Supervisor {
     /// Sets a job's recovery counter back to zero (audited).
     pub fn reset_recovery_count(&self, job_id: i64, actor: &str) -> Result<()> {
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write(|tx| {
+            let now = tx.now();
             store::reset_recovery_count(tx, job_id, now)?;
             store::audit(tx, job_id, "reset_recovery_count", actor, &json!({}), now)
         })
@@ -264,30 +244,14 @@ impl Supervisor {
 
     /// This supervisor's bookkeeping (`None` before its first tick or after cleanup).
     pub fn status(&self) -> Result<Option<SupervisorStatus>> {
-        use rusqlite::OptionalExtension;
-        self.engine.read(|c| {
-            Ok(c.prepare_cached(STATUS)?
-                .query_row(rusqlite::named_params! {":name": self.opts.name}, |r| {
-                    Ok(SupervisorStatus {
-                        name: r.get(0)?,
-                        last_tick_at: r.get(1)?,
-                        ticks: r.get(2)?,
-                        jobs_recovered: r.get(3)?,
-                        jobs_failed: r.get(4)?,
-                    })
-                })
-                .optional()?)
-        })
+        self.engine
+            .read(|c| supervisor_state::status(c, &self.opts.name))
     }
 
     /// Deletes this supervisor's bookkeeping row; returns whether there was one.
     pub fn cleanup(&self) -> Result<bool> {
-        self.engine.write(|tx| {
-            Ok(tx
-                .prepare_cached(CLEANUP)?
-                .execute(rusqlite::named_params! {":name": self.opts.name})?
-                == 1)
-        })
+        self.engine
+            .write(|tx| supervisor_state::cleanup(tx, &self.opts.name))
     }
 
     /// Runs [`Supervisor::tick`] every [`SupervisorOptions::poll_every`] on a background

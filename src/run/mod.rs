@@ -9,9 +9,9 @@ pub mod probe;
 pub mod raw;
 pub mod scheduled;
 pub mod state;
-pub(crate) mod store;
 pub mod timeline;
 
+pub use crate::storage::ingest_runs::{Run, RunFilter};
 pub use orchestrator::{RunOutcome, Runs, TriggerOptions};
 pub use pipeline::{
     Gate, Pipeline, PipelineBuilder, RetryPolicy, Sleeper, StageContext, StageError, StageFn,
@@ -24,5 +24,4 @@ pub use probe::{
 pub use raw::{PruneReport, RawInput, RawRecord};
 pub use scheduled::ScheduledRuns;
 pub use state::{RunStatus, Scope, ScopeSelector, TriggerKind};
-pub use store::{Run, RunFilter};
 pub use timeline::{StageKind, StageStatus, TimelineEntry, TIMELINE_VERSION};

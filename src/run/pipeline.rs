@@ -18,8 +18,7 @@ use crate::error::{Error, Result};
 pub type StageFn =
     Box<dyn Fn(&mut StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync>;
 
-/// How the orchestrator waits between retries (inject an instant one in tests).
-pub type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
+pub use crate::clock::Sleeper;
 
 /// The gates, in the only order they run. Any may be absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -449,11 +448,10 @@ impl StageContext<'_> {
     /// [`Error::IllegalTransition`] when the run is no longer started (it was swept as
     /// abandoned meanwhile): the stage should stop.
     pub fn keep_alive(&self) -> Result<()> {
-        let until = self.engine.now() + self.lease;
-        let run_id = self.run_id;
+        let (run_id, lease) = (self.run_id, self.lease);
         if self
             .engine
-            .write(|tx| super::store::renew_lease(tx, run_id, until))?
+            .write(|tx| crate::storage::ingest_runs::renew_lease(tx, run_id, tx.now() + lease))?
         {
             Ok(())
         } else {
@@ -477,19 +475,20 @@ impl StageContext<'_> {
         };
         if let Some(k) = obj
             .keys()
-            .find(|k| super::store::RESERVED_META.contains(&k.as_str()))
+            .find(|k| crate::storage::ingest_runs::RESERVED_META.contains(&k.as_str()))
         {
             return Err(Error::invalid("meta", format!("key {k:?} is reserved")));
         }
         let run_id = self.run_id;
         self.engine
-            .write(|tx| super::store::merge_meta(tx, run_id, patch))
+            .write(|tx| crate::storage::ingest_runs::merge_meta(tx, run_id, patch))
     }
 
     /// Stores a downloaded payload (once per SHA-256) and records it for this run.
     pub fn store_raw(&mut self, input: &RawInput<'_>) -> Result<RawRecord> {
-        let now = self.engine.now();
         let run_id = self.run_id;
-        self.engine.write(|tx| raw::store(tx, run_id, input, now))
+        let checked = raw::check(input)?;
+        self.engine
+            .write(|tx| raw::store(tx, run_id, input, &checked, tx.now()))
     }
 }

@@ -4,57 +4,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use rusqlite::{named_params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::state::Scope;
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::storage::modules as store;
 
-/// One module (a data source or service a pipeline depends on) in the catalog.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Module {
-    /// Unique name (`ib_flex`, `quotes`...).
-    pub module: String,
-    /// The domain it belongs to (`broker`, `market_data`...).
-    pub domain: String,
-    /// The scopes it serves.
-    pub scopes: Vec<Scope>,
-    /// Whether readiness and preflight consider it.
-    pub enabled: bool,
-}
-
-/// Whether a probe reached its module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProbeStatus {
-    /// Reached and answered.
-    Ok,
-    /// Did not.
-    Failed,
-}
-
-text_enum!(ProbeStatus, "probe status", [Ok => "ok", Failed => "failed"]);
-
-/// A persisted probe result.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ProbeRecord {
-    /// Row id.
-    pub id: i64,
-    /// The probed module.
-    pub module: String,
-    /// Ok or failed.
-    pub status: ProbeStatus,
-    /// Failure code (none when ok).
-    pub code: Option<String>,
-    /// Failure message or note.
-    pub message: Option<String>,
-    /// How long the probe took by the engine's clock.
-    pub latency_ms: i64,
-    /// When it ended.
-    pub tested_at: Timestamp,
-}
+pub use crate::storage::modules::{Module, ProbeRecord, ProbeStatus};
 
 /// Why a probe failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,27 +162,6 @@ impl ReadinessSnapshot {
     }
 }
 
-const UPSERT_MODULE: &str =
-    "INSERT INTO ingest_modules (module, domain, scopes, enabled, updated_at)
-    VALUES (:module, :domain, :scopes, :enabled, :now)
-    ON CONFLICT (module) DO UPDATE SET domain = excluded.domain, scopes = excluded.scopes,
-        enabled = excluded.enabled, updated_at = excluded.updated_at";
-
-const SET_ENABLED: &str =
-    "UPDATE ingest_modules SET enabled = :enabled, updated_at = :now WHERE module = :module";
-
-const DELETE_MODULE: &str = "DELETE FROM ingest_modules WHERE module = :module";
-
-const LIST_MODULES: &str =
-    "SELECT module, domain, scopes, enabled FROM ingest_modules ORDER BY module";
-
-const INSERT_PROBE: &str =
-    "INSERT INTO ingest_probes (module, status, code, message, latency_ms, tested_at)
-    VALUES (:module, :status, :code, :message, :latency, :now)";
-
-const LAST_PROBE: &str = "SELECT id, module, status, code, message, latency_ms, tested_at
-    FROM ingest_probes WHERE module = :module ORDER BY tested_at DESC, id DESC LIMIT 1";
-
 fn check_name(field: &str, value: &str) -> Result<()> {
     if value.is_empty() || value.len() > 64 {
         return Err(Error::invalid(field, "must be 1..=64 characters"));
@@ -238,14 +176,14 @@ pub(crate) fn upsert_module(tx: &Connection, m: &Module, now: Timestamp) -> Resu
     let mut scopes = m.scopes.clone();
     scopes.sort();
     scopes.dedup();
-    tx.prepare_cached(UPSERT_MODULE)?.execute(named_params! {
-        ":module": m.module,
-        ":domain": m.domain,
-        ":scopes": serde_json::to_string(&scopes).expect("scopes serialize"),
-        ":enabled": m.enabled,
-        ":now": now,
-    })?;
-    Ok(())
+    store::upsert(
+        tx,
+        &Module {
+            scopes,
+            ..m.clone()
+        },
+        now,
+    )
 }
 
 /// Enables or disables a module.
@@ -255,10 +193,7 @@ pub(crate) fn set_enabled(
     enabled: bool,
     now: Timestamp,
 ) -> Result<()> {
-    let n = tx
-        .prepare_cached(SET_ENABLED)?
-        .execute(named_params! {":module": module, ":enabled": enabled, ":now": now})?;
-    if n == 0 {
+    if !store::set_enabled(tx, module, enabled, now)? {
         return Err(Error::not_found("module", module));
     }
     Ok(())
@@ -266,10 +201,7 @@ pub(crate) fn set_enabled(
 
 /// Removes a module and its probe history.
 pub(crate) fn delete_module(tx: &Connection, module: &str) -> Result<()> {
-    let n = tx
-        .prepare_cached(DELETE_MODULE)?
-        .execute(named_params! {":module": module})?;
-    if n == 0 {
+    if !store::delete(tx, module)? {
         return Err(Error::not_found("module", module));
     }
     Ok(())
@@ -277,23 +209,7 @@ pub(crate) fn delete_module(tx: &Connection, module: &str) -> Result<()> {
 
 /// The whole catalog, by name.
 pub(crate) fn modules(conn: &Connection) -> Result<Vec<Module>> {
-    let rows: Vec<(String, String, String, bool)> = conn
-        .prepare_cached(LIST_MODULES)?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    rows.into_iter()
-        .map(|(module, domain, scopes, enabled)| {
-            let scopes: Vec<Scope> = serde_json::from_str(&scopes).map_err(|e| {
-                Error::invalid(format!("ingest_modules/{module}/scopes"), e.to_string())
-            })?;
-            Ok(Module {
-                module,
-                domain,
-                scopes,
-                enabled,
-            })
-        })
-        .collect()
+    store::list(conn)
 }
 
 /// Persists one probe result ending at `now`.
@@ -319,32 +235,7 @@ pub(crate) fn record_probe(
     if !exists {
         return Err(Error::not_found("module", module));
     }
-    tx.prepare_cached(INSERT_PROBE)?.execute(named_params! {
-        ":module": module,
-        ":status": status,
-        ":code": code,
-        ":message": message,
-        ":latency": latency_ms.max(0),
-        ":now": now,
-    })?;
-    Ok(tx.last_insert_rowid())
-}
-
-fn last_probe(conn: &Connection, module: &str) -> Result<Option<ProbeRecord>> {
-    Ok(conn
-        .prepare_cached(LAST_PROBE)?
-        .query_row(named_params! {":module": module}, |r| {
-            Ok(ProbeRecord {
-                id: r.get(0)?,
-                module: r.get(1)?,
-                status: r.get(2)?,
-                code: r.get(3)?,
-                message: r.get(4)?,
-                latency_ms: r.get(5)?,
-                tested_at: r.get(6)?,
-            })
-        })
-        .optional()?)
+    store::insert_probe(tx, module, status, code, message, latency_ms.max(0), now)
 }
 
 fn fresh_for_ms(d: Duration) -> i64 {
@@ -364,7 +255,7 @@ pub(crate) fn readiness(
         .into_iter()
         .filter(|m| m.enabled && m.scopes.contains(&scope))
     {
-        let last = last_probe(conn, &m.module)?;
+        let last = store::last_probe(conn, &m.module)?;
         let fresh = last
             .as_ref()
             .is_some_and(|p| now.millis_since(p.tested_at) < limit);
@@ -418,8 +309,8 @@ pub(crate) fn preflight(
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe))
                 .unwrap_or_else(|_| Err(ProbeError::new("PROBE_PANIC", "probe panicked")));
             let end = engine.now();
-            engine
-                .write(|tx| record_probe(tx, &m.module, &outcome, end.millis_since(start), end))?;
+            let latency = end.millis_since(start);
+            engine.write(|tx| record_probe(tx, &m.module, &outcome, latency, tx.now()))?;
             probed.push(m.module.clone());
         }
     }

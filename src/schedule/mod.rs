@@ -31,11 +31,8 @@
 pub mod rule;
 mod runner;
 pub mod state;
-mod store;
 mod tick;
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
@@ -48,118 +45,12 @@ pub use runner::LoopOptions;
 pub use state::SlotStatus;
 pub use tick::{SlotReport, TickOptions, TickReport};
 
-use store::ScheduleRow;
+use crate::storage::schedules::{self as store, ScheduleRow};
 
 /// Name of the schedule [`Schedules::ensure_default`] creates.
 pub const DEFAULT_SCHEDULE_NAME: &str = "daily-ingest";
 
-/// What to do with slots that fell due while no ticker ran (downtime).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Misfire {
-    /// Fire the latest missed slot once; the older ones are skipped with code
-    /// `MISFIRE_SUPERSEDED`. The default.
-    #[default]
-    LatestOnly,
-    /// Fire every missed slot, oldest first.
-    All,
-    /// Fire none of the slots that are later than [`TickOptions::misfire_grace`]; they are
-    /// skipped with code `MISFIRE_SKIPPED`.
-    Skip,
-}
-
-impl Misfire {
-    /// Every policy.
-    pub const ALL: [Misfire; 3] = [Misfire::LatestOnly, Misfire::All, Misfire::Skip];
-
-    /// The text stored in `schedules.misfire`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Misfire::LatestOnly => "latest_only",
-            Misfire::All => "all",
-            Misfire::Skip => "skip",
-        }
-    }
-}
-
-impl fmt::Display for Misfire {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Misfire {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Misfire::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "misfire",
-                    format!("{s:?} is not a misfire policy (latest_only, all, skip)"),
-                )
-            })
-    }
-}
-
-/// A schedule as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Schedule {
-    /// Row id.
-    pub id: i64,
-    /// Unique name.
-    pub name: String,
-    /// The pipeline its slots trigger (`ingest`).
-    pub pipeline: String,
-    /// The pipeline's scope (`targets`, `universe`, `both`...).
-    pub scope: String,
-    /// When it fires.
-    pub rule: Rule,
-    /// The zone the rule's wall-clock times are read in.
-    pub zone: Zone,
-    /// Whether ticks materialize its slots.
-    pub enabled: bool,
-    /// What happens to slots missed during downtime.
-    pub misfire: Misfire,
-    /// The last materialized slot (high-water mark), if any.
-    pub last_due_at: Option<Timestamp>,
-    /// The next slot a tick will materialize.
-    pub next_due_at: Option<Timestamp>,
-    /// When it was created.
-    pub created_at: Timestamp,
-    /// When its configuration last changed.
-    pub updated_at: Timestamp,
-}
-
-/// One due instant of one schedule (a row of `due_runs`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Slot {
-    /// Row id.
-    pub id: i64,
-    /// The schedule's name.
-    pub schedule: String,
-    /// The schedule's id.
-    pub schedule_id: i64,
-    /// The instant it was due.
-    pub due_at: Timestamp,
-    /// Where it is in its life.
-    pub status: SlotStatus,
-    /// When a tick materialized it.
-    pub created_at: Timestamp,
-    /// When a ticker claimed it.
-    pub claimed_at: Option<Timestamp>,
-    /// Which ticker claimed it.
-    pub claimed_by: Option<String>,
-    /// When it reached its final status.
-    pub finished_at: Option<Timestamp>,
-    /// The runs its fire produced (several for a `both` scope).
-    pub run_ids: Vec<i64>,
-    /// Why it was skipped or failed.
-    pub outcome_code: Option<String>,
-    /// Details of a failure.
-    pub outcome_message: Option<String>,
-}
+pub use crate::storage::schedules::{Misfire, Schedule, Slot};
 
 /// What firing one slot did. Returned by [`Fire::fire`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,7 +201,6 @@ impl Schedules<'_> {
         check_word("scope", &new.scope, WORD_EXTRA)?;
         let rule: Rule = new.rule.parse()?;
         let zone = Zone::new(&new.zone)?;
-        let now = self.engine.now();
         let row = ScheduleRow {
             name: &new.name,
             pipeline: &new.pipeline,
@@ -320,8 +210,9 @@ impl Schedules<'_> {
             enabled: new.enabled,
             misfire: new.misfire,
         };
-        let next = next_due(&rule, &zone, now);
         self.engine.write(|tx| {
+            let now = tx.now();
+            let next = next_due(&rule, &zone, now);
             if store::schedule_by_name(tx, &new.name)?.is_some() {
                 return Err(Error::invalid(
                     "name",
@@ -394,8 +285,8 @@ impl Schedules<'_> {
         }
         let new_rule: Option<Rule> = edit.rule.as_deref().map(str::parse).transpose()?;
         let new_zone = edit.zone.as_deref().map(Zone::new).transpose()?;
-        let now = self.engine.now();
         self.engine.write(|tx| {
+            let now = tx.now();
             let cur = store::schedule_by_name(tx, name)?
                 .ok_or_else(|| Error::not_found("schedule", name))?;
             let rule = new_rule.unwrap_or(cur.rule);
@@ -436,8 +327,8 @@ impl Schedules<'_> {
     }
 
     fn set_enabled(&self, name: &str, enabled: bool) -> Result<Schedule> {
-        let now = self.engine.now();
         self.engine.write(|tx| {
+            let now = tx.now();
             let cur = store::schedule_by_name(tx, name)?
                 .ok_or_else(|| Error::not_found("schedule", name))?;
             if cur.enabled == enabled {

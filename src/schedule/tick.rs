@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use super::rule::next_due;
 use super::state::SlotStatus;
-use super::store::{self, Finish};
 use super::{Fire, FireOutcome, Misfire, Schedule};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::storage::schedules::{self as store, Finish};
 
 /// How a tick behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,8 +229,8 @@ pub(crate) fn tick(
             message: message.map(|m| clip(m, MAX_MESSAGE)),
         };
         // The outcome is recorded at the clock's time after the fire, not at `now`.
-        let done = engine.now().max(now);
         let recorded = engine.write(|tx| {
+            let done = tx.now().max(now);
             store::finish_claimed_slot(tx, c.slot_id, &opts.ticker, &finish, done)?;
             report(tx, c.slot_id)
         })?;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use runledger::run::{Pipeline, StageContext, StageError, StageOutput};
 use runledger::{Engine, EngineOptions, ManualClock, Timestamp};
 
 /// insta settings that keep every snapshot in the top-level `snapshots/` folder.
@@ -85,6 +86,11 @@ pub fn dump(engine: &Engine) -> String {
         .unwrap()
 }
 
+/// Milliseconds as a Duration.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 /// Seconds as a Duration.
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -115,4 +121,104 @@ pub fn spawn_child(test: &str, envs: &[(&str, String)]) -> std::process::Child {
 /// Whether this process is a child started by [`spawn_child`].
 pub fn is_child() -> bool {
     std::env::var_os("RUNLEDGER_CHILD").is_some()
+}
+
+/// Proves a state machine's Rust table and its SQL rules are the same machine: for every
+/// `(from, to)` pair of distinct states, plants a row in `from`, moves it to `to` through
+/// raw SQL (with every other column made consistent, so only the transition rules can
+/// refuse), and asserts the database accepted exactly when `rust_allows(from, to)`. An
+/// accepted move leaves the row in `to`; a refused one is `ILLEGAL_TRANSITION` and leaves the
+/// whole database as it was. Returns `from -> to: allowed|refused` per pair, for snapshots.
+pub fn machine_equals_sql<S>(
+    states: &[S],
+    rust_allows: impl Fn(S, S) -> bool,
+    mut plant: impl FnMut(S) -> (Engine, i64),
+    mut raw_move: impl FnMut(&Engine, i64, S) -> runledger::Result<()>,
+    mut state_of: impl FnMut(&Engine, i64) -> S,
+) -> Vec<String>
+where
+    S: Copy + PartialEq + std::fmt::Display + std::fmt::Debug,
+{
+    let mut table = Vec::new();
+    for &from in states {
+        for &to in states {
+            if from == to {
+                continue;
+            }
+            let (engine, id) = plant(from);
+            assert_eq!(state_of(&engine, id), from, "planted in {from}");
+            let before = dump(&engine);
+            let result = raw_move(&engine, id, to);
+            let allowed = rust_allows(from, to);
+            match &result {
+                Ok(()) if allowed => assert_eq!(state_of(&engine, id), to, "{from} -> {to}"),
+                Err(e) if !allowed => {
+                    assert_eq!(e.code(), "ILLEGAL_TRANSITION", "{from} -> {to}: {e}");
+                    assert_eq!(dump(&engine), before, "{from} -> {to} changed the database");
+                }
+                _ => panic!("{from} -> {to}: rust says {allowed}, sql says {result:?}"),
+            }
+            table.push(format!(
+                "{from} -> {to}: {}",
+                if allowed { "allowed" } else { "refused" }
+            ));
+        }
+    }
+    table
+}
+
+/// Runs `sql` (one or more statements, no parameters) on `engine`'s connection: raw row
+/// planting that bypasses the Rust machines but not the database's own rules.
+pub fn exec(engine: &Engine, sql: &str) -> runledger::Result<()> {
+    engine.with_connection(|c| Ok(c.execute_batch(sql)?))
+}
+
+/// The first column of the first row of `sql` with `params`, as an integer (`None`
+/// without a row).
+pub fn query_i64(engine: &Engine, sql: &str, params: impl rusqlite::Params) -> Option<i64> {
+    engine
+        .with_connection(|c| {
+            use rusqlite::OptionalExtension;
+            Ok(c.query_row(sql, params, |r| r.get(0)).optional()?)
+        })
+        .unwrap()
+}
+
+/// A fixed-width UTC timestamp from its text.
+pub fn ts(text: &str) -> Timestamp {
+    Timestamp::parse(text).unwrap_or_else(|| panic!("bad test timestamp {text}"))
+}
+
+/// A stage that takes `took` ms of manual-clock time and succeeds with `detail`.
+pub fn ok_stage(
+    clock: &ManualClock,
+    took: u64,
+    detail: serde_json::Value,
+) -> impl Fn(&mut StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync {
+    let c = clock.clone();
+    move |_| {
+        c.advance(ms(took));
+        Ok(StageOutput::with_detail(detail.clone()))
+    }
+}
+
+/// A stage that takes `took` ms and fails with `err`.
+pub fn failing_stage(
+    clock: &ManualClock,
+    took: u64,
+    err: StageError,
+) -> impl Fn(&mut StageContext<'_>) -> Result<StageOutput, StageError> + Send + Sync {
+    let c = clock.clone();
+    move |_| {
+        c.advance(ms(took));
+        Err(err.clone())
+    }
+}
+
+/// Pipeline `name` with one stage `stage` that does nothing and succeeds.
+pub fn noop_pipeline(name: &str, stage: &str) -> Pipeline {
+    Pipeline::builder(name)
+        .stage(stage, |_| Ok(StageOutput::done()))
+        .build()
+        .unwrap()
 }

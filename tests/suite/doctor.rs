@@ -96,12 +96,6 @@ pub fn copy_of(engine: &Engine, to: &Path, clock: &ManualClock) -> Engine {
     Engine::open_with(to, EngineOptions::default().with_clock(clock.clone())).unwrap()
 }
 
-fn exec(engine: &Engine, sql: &str) {
-    engine
-        .with_connection(|c| Ok(c.execute_batch(sql)?))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
 type Finding = (&'static str, Severity, String, Option<String>);
 
 fn findings(anomalies: &[Anomaly]) -> Vec<Finding> {
@@ -128,7 +122,7 @@ fn plant_with(sql: &str, opts: &DoctorOptions) -> Vec<Finding> {
     let (engine, clock, dir) = populated();
     let copy = copy_of(&engine, &dir.path().join("copy.db"), &clock);
     assert!(doctor::check(&copy, opts).unwrap().is_clean());
-    exec(&copy, sql);
+    exec(&copy, sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let report = doctor::check(&copy, opts).unwrap();
     findings(&report.anomalies)
 }
@@ -403,7 +397,8 @@ fn doctor_writes_nothing() {
         &engine,
         "insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at)
          values ('p', 'targets', 'manual', 'p:targets', '2026-11-22T10:00:00.000Z', '2026-11-22T10:05:00.000Z')",
-    );
+    )
+    .unwrap();
     let before = dump(&engine);
     let opts = DoctorOptions {
         now: Some(clock.now() + Duration::from_secs(86_400)),

@@ -3,22 +3,13 @@
 
 use std::time::Duration;
 
-use runledger::flex::{
-    ClientConfig, FlexClient, FlexToken, FlexTransport, StatementPeriod, USER_AGENT,
-};
+use runledger::flex::{ClientConfig, FlexClient, FlexTransport, StatementPeriod, USER_AGENT};
 use runledger::ManualClock;
 use serde_json::json;
 
 use crate::common::*;
 use crate::flex_mock::*;
 use crate::snap_json;
-
-/// Distinctive enough that finding it anywhere is a leak.
-pub const TOKEN: &str = "918273645546372819283746";
-
-fn token() -> FlexToken {
-    FlexToken::new(TOKEN).unwrap()
-}
 
 fn client(mock: &MockFlex) -> FlexClient {
     FlexClient::new(ClientConfig {

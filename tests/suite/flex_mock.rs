@@ -7,7 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use runledger::flex::FlexToken;
 use runledger::{Clock, ManualClock, Timestamp};
+
+/// Distinctive enough that finding it anywhere is a leak.
+pub const TOKEN: &str = "918273645546372819283746";
+
+/// The test token.
+pub fn token() -> FlexToken {
+    FlexToken::new(TOKEN).unwrap()
+}
 
 /// Where the fixtures live.
 pub fn fixture(name: &str) -> Vec<u8> {

@@ -13,14 +13,11 @@ use runledger::flex::{
 use runledger::Error;
 
 use crate::flex_gen::FlexGen;
+use crate::flex_mock::fixture;
 use crate::{snap_json, snap_text};
 
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/flex/samples");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flex");
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(FIXTURES).join(name)).unwrap()
-}
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -15,13 +15,8 @@ use runledger::{Clock, Engine, Error, ManualClock, RunStatus, ScheduledRuns, Tim
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::flex_client::TOKEN;
 use crate::flex_mock::*;
 use crate::snap_json;
-
-fn token() -> FlexToken {
-    FlexToken::new(TOKEN).unwrap()
-}
 
 /// A config for query 777 against `mock`, on `clock` (the sleeper advances it).
 fn config(mock: &MockFlex, clock: &ManualClock) -> FlexConfig {

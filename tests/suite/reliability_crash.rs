@@ -150,15 +150,6 @@ fn child_crash_workload() {
     }
 }
 
-fn query_i64(engine: &Engine, sql: &str, id: i64) -> Option<i64> {
-    engine
-        .with_connection(|c| {
-            use rusqlite::OptionalExtension;
-            Ok(c.query_row(sql, [id], |r| r.get(0)).optional()?)
-        })
-        .unwrap()
-}
-
 fn query_text(engine: &Engine, sql: &str, id: i64) -> Option<String> {
     engine
         .with_connection(|c| {
@@ -180,7 +171,7 @@ fn verify_log(engine: &Engine, log: &str, skip: usize) -> usize {
         match parts[0] {
             "J" => assert!(job_state().is_some(), "lost job {id}"),
             "K" => {
-                let attempt = query_i64(engine, "select attempt from jobs where id = ?1", id);
+                let attempt = query_i64(engine, "select attempt from jobs where id = ?1", [id]);
                 assert!(
                     attempt >= Some(parts[2].parse().unwrap()),
                     "lost claim {line}"
@@ -188,7 +179,7 @@ fn verify_log(engine: &Engine, log: &str, skip: usize) -> usize {
             }
             "P" => {
                 let state = job_state().unwrap();
-                let progress = query_i64(engine, "select progress from jobs where id = ?1", id);
+                let progress = query_i64(engine, "select progress from jobs where id = ?1", [id]);
                 assert!(
                     state == "completed" || progress >= Some(parts[2].parse().unwrap()),
                     "lost progress {line}: {state} {progress:?}"

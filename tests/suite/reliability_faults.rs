@@ -20,12 +20,6 @@ use crate::common::*;
 use crate::doctor::populate;
 use crate::reliability::{count, seed, Rng};
 
-fn pragma_i64(engine: &Engine, sql: &str) -> i64 {
-    engine
-        .with_connection(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
-        .unwrap()
-}
-
 fn assert_sound(engine: &Engine) {
     let ok: String = engine
         .with_connection(|c| Ok(c.query_row("pragma integrity_check", [], |r| r.get(0))?))
@@ -56,8 +50,8 @@ fn big_payload_pipeline() -> Pipeline {
 fn a_full_database_mid_run_is_database_full_and_works_again_once_the_limit_is_raised() {
     let (engine, clock, _dir) = file_engine();
     populate(&engine, &clock);
-    let pages = pragma_i64(&engine, "pragma page_count");
-    let limit = pragma_i64(&engine, &format!("pragma max_page_count = {pages}"));
+    let pages = query_i64(&engine, "pragma page_count", []).unwrap();
+    let limit = query_i64(&engine, &format!("pragma max_page_count = {pages}"), []).unwrap();
     assert_eq!(limit, pages);
 
     // A write outside a run: refused whole, nothing changed.
@@ -93,15 +87,17 @@ fn a_full_database_mid_run_is_database_full_and_works_again_once_the_limit_is_ra
     engine.runs().sweep().unwrap();
     assert_sound(&engine);
     assert_eq!(
-        pragma_i64(
+        query_i64(
             &engine,
-            "select count(*) from ingest_runs where status = 'started'"
-        ),
+            "select count(*) from ingest_runs where status = 'started'",
+            []
+        )
+        .unwrap(),
         0
     );
 
     // Raise the limit: the same calls succeed.
-    pragma_i64(&engine, "pragma max_page_count = 1000000");
+    query_i64(&engine, "pragma max_page_count = 1000000", []).unwrap();
     engine
         .jobs()
         .create(&NewJob::new("alice", "research", big))
@@ -140,7 +136,8 @@ fn a_read_only_database_refuses_writes_typed_and_the_next_read_write_open_works(
                 .create(&NewJob::new("alice", "research", json!({})))
                 .unwrap_err();
             assert_eq!(err.code(), "READ_ONLY");
-            let waiting = pragma_i64(&ro, "select id from jobs where state = 'created'");
+            let waiting =
+                query_i64(&ro, "select id from jobs where state = 'created'", []).unwrap();
             let err = ro.jobs().cancel(waiting, "op", None).unwrap_err();
             assert_eq!(err.code(), "READ_ONLY");
         }
@@ -275,10 +272,12 @@ fn clock_jumps_fire_no_slot_twice_and_recover_no_healthy_job() {
     assert_eq!(job.state, runledger::JobState::Running);
     let slots = engine.schedules().slots("quarter").unwrap();
     assert!(slots.len() >= fired.len());
-    let recorded = pragma_i64(
+    let recorded = query_i64(
         &engine,
         "select count(*) from due_runs where outcome_code = 'CLOCK_TEST'",
-    );
+        [],
+    )
+    .unwrap();
     assert_eq!(
         recorded as usize,
         fired.len(),

@@ -52,10 +52,7 @@ fn every_entry_point_refuses_bad_input_typed_and_changes_nothing() {
     let huge = "x".repeat(100_000);
     let deep = (0..200).fold(json!(1), |v, _| json!([v]));
     let big_doc = json!({ "blob": "z".repeat(5 << 20) });
-    let noop = Pipeline::builder("noop")
-        .stage("s", |_| Ok(StageOutput::done()))
-        .build()
-        .unwrap();
+    let noop = noop_pipeline("noop", "s");
     let cases: Vec<Case<'_>> = vec![
         // jobs: creation
         (

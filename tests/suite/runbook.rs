@@ -113,12 +113,7 @@ fn populate(engine: &Engine, clock: &ManualClock) {
             "UTC",
         ))
         .unwrap();
-    let fire = ScheduledRuns::new(engine.clone()).register(
-        Pipeline::builder("prices")
-            .stage("fetch", |_| Ok(StageOutput::done()))
-            .build()
-            .unwrap(),
-    );
+    let fire = ScheduledRuns::new(engine.clone()).register(noop_pipeline("prices", "fetch"));
     clock.advance(Duration::from_secs(3_600));
     schedules.tick(clock.now(), &fire).unwrap();
     clock.advance(Duration::from_secs(3 * 3_600));

@@ -267,9 +267,7 @@ fn count(engine: &Engine, table: &str) -> i64 {
         "raw_records" => "select count(*) from raw_records",
         _ => "select count(*) from ingest_runs",
     };
-    engine
-        .with_connection(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
-        .unwrap()
+    query_i64(engine, sql, []).unwrap()
 }
 
 #[test]

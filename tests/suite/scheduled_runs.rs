@@ -4,20 +4,16 @@ use std::sync::{Arc, Mutex};
 
 use runledger::run::{Pipeline, StageOutput};
 use runledger::schedule::NewSchedule;
-use runledger::{Clock, ScheduledRuns, Timestamp};
+use runledger::{Clock, ScheduledRuns};
 use serde_json::json;
 
 use crate::common::*;
-
-fn at(text: &str) -> Timestamp {
-    Timestamp::parse(text).unwrap()
-}
 
 #[test]
 fn a_due_slot_triggers_both_scopes_and_records_their_run_ids() {
     let (engine, clock) = mem_engine();
     // 2026-11-22T11:30Z is 19:30 in Shanghai: the default schedule's slot.
-    clock.set(at("2026-11-22T11:00:00.000Z"));
+    clock.set(ts("2026-11-22T11:00:00.000Z"));
     let schedule = engine.schedules().ensure_default().unwrap();
     assert_eq!(
         (schedule.pipeline.as_str(), schedule.scope.as_str()),
@@ -30,7 +26,7 @@ fn a_due_slot_triggers_both_scopes_and_records_their_run_ids() {
         .build()
         .unwrap();
     let fire = ScheduledRuns::new(engine.clone()).register(pipeline);
-    clock.set(at("2026-11-22T11:30:00.000Z"));
+    clock.set(ts("2026-11-22T11:30:00.000Z"));
     let report = engine.schedules().tick(clock.now(), &fire).unwrap();
     let slots = engine.schedules().slots("daily-ingest").unwrap();
     assert_eq!(slots.len(), 1, "{report:?}");
@@ -55,7 +51,7 @@ fn a_due_slot_triggers_both_scopes_and_records_their_run_ids() {
 #[test]
 fn a_slot_turned_away_by_an_active_run_is_recorded_not_retried() {
     let (engine, clock) = mem_engine();
-    clock.set(at("2026-11-22T11:29:59.000Z"));
+    clock.set(ts("2026-11-22T11:29:59.000Z"));
     engine
         .schedules()
         .create(&NewSchedule::new(
@@ -70,14 +66,11 @@ fn a_slot_turned_away_by_an_active_run_is_recorded_not_retried() {
     // scheduler at the slot's instant.
     let outcome = Arc::new(Mutex::new(None));
     let (e2, c2, seen) = (engine.clone(), clock.clone(), outcome.clone());
-    let inner = Pipeline::builder("ingest")
-        .stage("fetch", |_| Ok(StageOutput::done()))
-        .build()
-        .unwrap();
+    let inner = noop_pipeline("ingest", "fetch");
     let fire = ScheduledRuns::new(engine.clone()).register(inner);
     let holder = Pipeline::builder("ingest")
         .stage("slow", move |_| {
-            c2.set(at("2026-11-22T11:30:00.000Z"));
+            c2.set(ts("2026-11-22T11:30:00.000Z"));
             let slot = fire.pipeline("ingest").is_some();
             assert!(slot);
             let report = e2.schedules().tick(c2.now(), &fire).unwrap();
@@ -104,7 +97,7 @@ fn a_slot_turned_away_by_an_active_run_is_recorded_not_retried() {
     assert_eq!(refused.error_code.as_deref(), Some("RUN_ALREADY_ACTIVE"));
     assert_eq!(refused.meta["blockedStage"], "lock");
     // A later tick does not retry the skipped slot.
-    clock.set(at("2026-11-22T12:00:00.000Z"));
+    clock.set(ts("2026-11-22T12:00:00.000Z"));
     let fire = ScheduledRuns::new(engine.clone());
     engine.schedules().tick(clock.now(), &fire).unwrap();
     assert_eq!(engine.schedules().slots("targets-only").unwrap(), slots);
@@ -113,9 +106,9 @@ fn a_slot_turned_away_by_an_active_run_is_recorded_not_retried() {
 #[test]
 fn an_unknown_pipeline_fails_the_slot_with_a_code() {
     let (engine, clock) = mem_engine();
-    clock.set(at("2026-11-22T11:00:00.000Z"));
+    clock.set(ts("2026-11-22T11:00:00.000Z"));
     engine.schedules().ensure_default().unwrap();
-    clock.set(at("2026-11-22T11:30:00.000Z"));
+    clock.set(ts("2026-11-22T11:30:00.000Z"));
     let fire = ScheduledRuns::new(engine.clone());
     engine.schedules().tick(clock.now(), &fire).unwrap();
     let slot = &engine.schedules().slots("daily-ingest").unwrap()[0];

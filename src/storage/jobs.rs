@@ -1,4 +1,4 @@
-//! SQL for the `jobs` table. Every function takes the connection (or transaction) and `now`;
+//! SQL for the `jobs` table and its `audit_log` rows. Every function takes the connection (or transaction) and `now`;
 //! none reads the clock. Writes are guarded updates: the `WHERE` clause carries the expected
 //! state and attempt, and a write that matched nothing is diagnosed by [`diagnose`].
 //!
@@ -9,10 +9,12 @@
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
-use super::state::JobState;
-use super::types::{Job, JobStats, NewJob, StateCounts};
+use super::check::{err, warn, Check};
+use super::col;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::job::state::JobState;
+use crate::job::types::{Job, JobStats, NewJob, StateCounts};
 
 /// Every column of a [`Job`], in the order [`job_from_row`] reads them.
 macro_rules! job_columns {
@@ -22,6 +24,9 @@ macro_rules! job_columns {
          attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at"
     };
 }
+
+/// [`job_columns!`] as a constant, for [`col!`].
+pub(super) const COLUMNS: &str = job_columns!();
 
 /// `select <job columns> from jobs <tail>`.
 macro_rules! select_jobs {
@@ -37,7 +42,7 @@ const INSERT: &str = concat!(
     job_columns!()
 );
 
-const GET: &str = select_jobs!("where id = :id");
+pub(super) const GET: &str = select_jobs!("where id = :id");
 const STATE_OF: &str = "select state, attempt from jobs where id = :id";
 const LIST_BY_USER: &str = select_jobs!("where user_id = :user_id order by id desc limit :limit");
 const LIST_BY_USER_STATES: &str = select_jobs!(
@@ -62,6 +67,19 @@ const CLAIM: &str = concat!(
                  where state = 'created'
                    and (:any or kind in (select value from json_each(:kinds)))
                  order by id limit 1)
+     returning ",
+    job_columns!()
+);
+
+/// Claims up to `:limit` of the oldest created jobs of the given kinds in one statement (on
+/// the partial index of created jobs), each moving to running with its next attempt.
+const CLAIM_MANY: &str = concat!(
+    "update jobs set state = 'running', attempt = attempt + 1, worker_id = :worker,
+        started_at = max(:now, created_at), heartbeat_at = :now, updated_at = :now
+     where id in (select id from jobs
+                  where state = 'created'
+                    and (:any or kind in (select value from json_each(:kinds)))
+                  order by id limit :limit)
      returning ",
     job_columns!()
 );
@@ -118,9 +136,10 @@ const RESTART: &str = "update jobs set state = 'created', input = coalesce(:inpu
 const DELETE: &str =
     "delete from jobs where id = :id and state in ('completed', 'failed', 'cancelled')";
 
-const COUNT_BY_STATE_KIND: &str = "select kind, state, count(*) from jobs group by kind, state";
+const COUNT_BY_STATE_KIND: &str =
+    "select kind, state, count(*) as n from jobs group by kind, state";
 const COUNT_BY_STATE_KIND_USER: &str =
-    "select kind, state, count(*) from jobs where user_id = :user_id group by kind, state";
+    "select kind, state, count(*) as n from jobs where user_id = :user_id group by kind, state";
 const OLDEST_HEARTBEAT: &str = "select min(heartbeat_at) from jobs where state = 'running'";
 const OLDEST_HEARTBEAT_USER: &str =
     "select min(heartbeat_at) from jobs where state = 'running' and user_id = :user_id";
@@ -132,18 +151,20 @@ fn json_text(v: &Value) -> String {
     v.to_string()
 }
 
-fn parse_json(text: Option<String>, col: usize) -> rusqlite::Result<Option<Value>> {
+/// The JSON in column `i` of `r` (`None` for SQL null).
+fn json_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Value>> {
+    let text: Option<String> = r.get(i)?;
     text.map(|t| {
         serde_json::from_str(&t).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, e.into())
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
         })
     })
     .transpose()
 }
 
-/// Reads one row selected with `select_jobs!`.
+/// Reads one row selected with `select_jobs!` (or `returning` [`job_columns!`]), by column name.
 pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
-    let tags: Option<Value> = parse_json(r.get(12)?, 12)?;
+    let tags: Option<Value> = json_col(r, col!(COLUMNS, "tags"))?;
     let tags = match tags {
         Some(Value::Array(items)) => items
             .into_iter()
@@ -155,30 +176,30 @@ pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         _ => Vec::new(),
     };
     Ok(Job {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        kind: r.get(2)?,
-        state: r.get(3)?,
-        input: parse_json(r.get(4)?, 4)?.unwrap_or(Value::Null),
-        result: parse_json(r.get(5)?, 5)?,
-        error_code: r.get(6)?,
-        error_message: r.get(7)?,
-        progress: r.get(8)?,
-        step: r.get(9)?,
-        checkpoint: parse_json(r.get(10)?, 10)?,
-        checkpoint_at: r.get(11)?,
+        id: r.get(col!(COLUMNS, "id"))?,
+        user_id: r.get(col!(COLUMNS, "user_id"))?,
+        kind: r.get(col!(COLUMNS, "kind"))?,
+        state: r.get(col!(COLUMNS, "state"))?,
+        input: json_col(r, col!(COLUMNS, "input"))?.unwrap_or(Value::Null),
+        result: json_col(r, col!(COLUMNS, "result"))?,
+        error_code: r.get(col!(COLUMNS, "error_code"))?,
+        error_message: r.get(col!(COLUMNS, "error_message"))?,
+        progress: r.get(col!(COLUMNS, "progress"))?,
+        step: r.get(col!(COLUMNS, "step"))?,
+        checkpoint: json_col(r, col!(COLUMNS, "checkpoint"))?,
+        checkpoint_at: r.get(col!(COLUMNS, "checkpoint_at"))?,
         tags,
-        parent_id: r.get(13)?,
-        timeout_ms: r.get(14)?,
-        max_retries: r.get(15)?,
-        attempt: r.get(16)?,
-        worker_id: r.get(17)?,
-        recovery_count: r.get(18)?,
-        created_at: r.get(19)?,
-        updated_at: r.get(20)?,
-        started_at: r.get(21)?,
-        heartbeat_at: r.get(22)?,
-        finished_at: r.get(23)?,
+        parent_id: r.get(col!(COLUMNS, "parent_id"))?,
+        timeout_ms: r.get(col!(COLUMNS, "timeout_ms"))?,
+        max_retries: r.get(col!(COLUMNS, "max_retries"))?,
+        attempt: r.get(col!(COLUMNS, "attempt"))?,
+        worker_id: r.get(col!(COLUMNS, "worker_id"))?,
+        recovery_count: r.get(col!(COLUMNS, "recovery_count"))?,
+        created_at: r.get(col!(COLUMNS, "created_at"))?,
+        updated_at: r.get(col!(COLUMNS, "updated_at"))?,
+        started_at: r.get(col!(COLUMNS, "started_at"))?,
+        heartbeat_at: r.get(col!(COLUMNS, "heartbeat_at"))?,
+        finished_at: r.get(col!(COLUMNS, "finished_at"))?,
     })
 }
 
@@ -305,6 +326,26 @@ pub(crate) fn claim(
         .optional()?)
 }
 
+/// Claims up to `limit` created jobs of `kinds` for `worker` in one statement, oldest first.
+pub(crate) fn claim_many(
+    conn: &Connection,
+    worker: &str,
+    kinds: &[&str],
+    limit: u32,
+    now: Timestamp,
+) -> Result<Vec<Job>> {
+    let kinds_json = serde_json::to_string(kinds).expect("strings serialize");
+    let mut stmt = conn.prepare_cached(CLAIM_MANY)?;
+    let rows = stmt.query_map(
+        named_params! {":worker": worker, ":any": kinds.is_empty(), ":kinds": kinds_json, ":limit": limit, ":now": now},
+        job_from_row,
+    )?;
+    let mut jobs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    // RETURNING has no order: hand them out oldest first.
+    jobs.sort_by_key(|j| j.id);
+    Ok(jobs)
+}
+
 /// Claims one paused job for `worker` (paused -> running, next attempt).
 pub(crate) fn claim_paused(conn: &Connection, id: i64, worker: &str, now: Timestamp) -> Result<()> {
     let n = conn
@@ -320,7 +361,9 @@ pub(crate) fn claim_paused(conn: &Connection, id: i64, worker: &str, now: Timest
 /// The state and attempt of a job.
 pub(crate) fn state_of(conn: &Connection, id: i64) -> Result<(JobState, i64)> {
     conn.prepare_cached(STATE_OF)?
-        .query_row(named_params! {":id": id}, |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(named_params! {":id": id}, |r| {
+            Ok((r.get("state")?, r.get("attempt")?))
+        })
         .optional()?
         .ok_or_else(|| Error::not_found("job", id))
 }
@@ -554,9 +597,9 @@ pub(crate) fn stats(conn: &Connection, user_id: Option<&str>) -> Result<JobStats
     };
     let row = |r: &Row<'_>| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, JobState>(1)?,
-            r.get::<_, i64>(2)?,
+            r.get::<_, String>("kind")?,
+            r.get::<_, JobState>("state")?,
+            r.get::<_, i64>("n")?,
         ))
     };
     let oldest: Option<Timestamp> = match user_id {
@@ -583,17 +626,30 @@ pub(crate) fn stats(conn: &Connection, user_id: Option<&str>) -> Result<JobStats
     Ok(stats)
 }
 
+/// The columns of a [`Candidate`], the one list [`candidate`] reads by name.
+macro_rules! candidate_columns {
+    () => {
+        "id, attempt, checkpoint is not null as has_checkpoint, recovery_count"
+    };
+}
+
 /// Running jobs whose heartbeat is older than `cutoff`, stalest first: a range of the
 /// `jobs_running_heartbeat` partial index, so a tick costs what is stale, not what runs.
-const STALE_CANDIDATES: &str =
-    "select id, attempt, checkpoint is not null, recovery_count from jobs
+const STALE_CANDIDATES: &str = concat!(
+    "select ",
+    candidate_columns!(),
+    " from jobs
      where state = 'running' and heartbeat_at < :cutoff
-     order by heartbeat_at";
+     order by heartbeat_at"
+);
 
 /// One running job, whatever its heartbeat (an operator's recovery).
-const RUNNING_CANDIDATE: &str =
-    "select id, attempt, checkpoint is not null, recovery_count from jobs
-     where id = :id and state = 'running'";
+const RUNNING_CANDIDATE: &str = concat!(
+    "select ",
+    candidate_columns!(),
+    " from jobs
+     where id = :id and state = 'running'"
+);
 
 /// The supervisor's guarded update: only the attempt it saw, only while still running.
 const RECOVER: &str =
@@ -620,10 +676,10 @@ pub(crate) struct Candidate {
 
 fn candidate(r: &Row<'_>) -> rusqlite::Result<Candidate> {
     Ok(Candidate {
-        id: r.get(0)?,
-        attempt: r.get(1)?,
-        has_checkpoint: r.get(2)?,
-        recovery_count: r.get(3)?,
+        id: r.get("id")?,
+        attempt: r.get("attempt")?,
+        has_checkpoint: r.get("has_checkpoint")?,
+        recovery_count: r.get("recovery_count")?,
     })
 }
 
@@ -678,3 +734,81 @@ pub(crate) fn reset_recovery_count(conn: &Connection, id: i64, now: Timestamp) -
     }
     Ok(())
 }
+
+const EXISTS: &str = "select exists(select 1 from jobs where id = :id)";
+
+/// Whether job `id` exists.
+pub(crate) fn exists(conn: &Connection, id: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(EXISTS)?
+        .query_row(named_params! {":id": id}, |r| r.get(0))?)
+}
+
+const MISSING: &str = "select value as id from json_each(:ids)
+     where value not in (select id from jobs) order by value";
+
+/// Which of `ids` name no job.
+pub(crate) fn missing(conn: &Connection, ids: &[i64]) -> Result<Vec<i64>> {
+    let ids = serde_json::to_string(ids).expect("integers serialize");
+    let mut stmt = conn.prepare_cached(MISSING)?;
+    let rows = stmt.query_map(named_params! {":ids": ids}, |r| r.get("id"))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
+
+const JOBS_STATE: &str = "select id, 'state ' || quote(state) || ' is not a job state' from jobs
+     where state is null or state not in (select value from json_each(:job_states))";
+
+const JOBS_TIMESTAMPS: &str = "select id, case
+       when created_at is null or created_at not glob :ts or updated_at is null or updated_at not glob :ts
+         or coalesce(started_at, created_at) not glob :ts or coalesce(heartbeat_at, created_at) not glob :ts
+         or coalesce(finished_at, created_at) not glob :ts or coalesce(checkpoint_at, created_at) not glob :ts
+         then 'a timestamp is not fixed-width utc text'
+       when (state in ('completed', 'failed', 'cancelled')) <> (finished_at is not null)
+         then 'state ' || state || (case when finished_at is null then ' without' else ' with' end) || ' finished_at'
+       when finished_at < created_at then 'finished before it was created'
+       when started_at < created_at then 'started before it was created'
+       when state in ('running', 'paused', 'completed') and started_at is null then 'state ' || state || ' without started_at'
+       when state = 'created' and (started_at is not null or heartbeat_at is not null or worker_id is not null)
+         then 'created with a start, heartbeat or worker'
+       when state = 'running' and (heartbeat_at is null or worker_id is null or attempt < 1)
+         then 'running without heartbeat, worker or attempt'
+       when checkpoint is not null and checkpoint_at is null then 'checkpoint without checkpoint_at'
+     end as detail from jobs
+     where detail is not null and state in (select value from json_each(:job_states))";
+
+const JOBS_OUTCOME: &str = "select id, case
+       when state <> 'completed' and result is not null then 'result on a ' || state || ' job'
+       when state = 'completed' and progress <> 100 then 'completed at progress ' || progress
+       when (state = 'failed') <> (error_code is not null) then 'error_code disagrees with state ' || state
+       when progress not between 0 and 100 then 'progress ' || progress || ' out of 0..100'
+       when attempt < 0 or recovery_count < 0 or max_retries < 0 then 'a negative counter'
+     end as detail from jobs
+     where detail is not null and state in (select value from json_each(:job_states))";
+
+const JOBS_JSON: &str = "select id, case
+       when not json_valid(input) then 'input is not json'
+       when result is not null and not json_valid(result) then 'result is not json'
+       when checkpoint is not null and not json_valid(checkpoint) then 'checkpoint is not json'
+       when not json_valid(tags) or json_type(tags) <> 'array' then 'tags is not a json array'
+     end as detail from jobs where detail is not null";
+
+const JOBS_STALE: &str =
+    "select id, 'running, last heartbeat ' || heartbeat_at || ' (needs the supervisor)'
+     from jobs where state = 'running' and heartbeat_at < :stale_before";
+
+const AUDIT_ROWS: &str = "select id, case
+       when not json_valid(detail) or json_type(detail) <> 'object' then 'detail is not a json object'
+       when at is null or at not glob :ts then 'a timestamp is not fixed-width utc text'
+     end as d from audit_log where d is not null";
+
+/// This module's doctor checks (collected by `doctor`).
+pub(crate) const CHECKS: &[Check] = &[
+    err("state", "jobs", JOBS_STATE),
+    err("timestamps", "jobs", JOBS_TIMESTAMPS),
+    err("outcome", "jobs", JOBS_OUTCOME),
+    err("json", "jobs", JOBS_JSON),
+    warn("stale_job", "jobs", JOBS_STALE),
+    err("json", "audit_log", AUDIT_ROWS),
+];

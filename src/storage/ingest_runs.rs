@@ -1,4 +1,4 @@
-//! SQL of `ingest_runs`: start under the lock, timeline entries, lease, finish, sweep.
+//! SQL for `ingest_runs`: start under the lock, timeline entries, lease, finish, sweep.
 //!
 //! Every function takes the connection (a transaction for writes) and `now`; none reads a
 //! clock. The database enforces the same rules again (migrations/V3__ingest_runs.sql).
@@ -8,10 +8,12 @@ use std::time::Duration;
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 use serde_json::{json, Map, Value};
 
-use super::state::{RunStatus, Scope, TriggerKind};
-use super::timeline::{self, StageKind, StageStatus, TimelineEntry};
+use super::check::{err, warn, Check};
+use super::col;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::run::state::{RunStatus, Scope, TriggerKind};
+use crate::run::timeline::{self, StageKind, StageStatus, TimelineEntry};
 
 /// One ingestion run as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -48,7 +50,7 @@ pub struct Run {
     pub meta: Map<String, Value>,
 }
 
-/// Filters for [`Runs::list`](super::Runs::list); `None` matches everything.
+/// Filters for [`Runs::list`](crate::Runs::list); `None` matches everything.
 #[derive(Debug, Clone)]
 pub struct RunFilter {
     /// Only this pipeline.
@@ -75,63 +77,80 @@ impl Default for RunFilter {
     }
 }
 
-const INSERT_STARTED: &str = "INSERT INTO ingest_runs
-    (pipeline, scope, trigger, status, lock_key, account_id, started_at, lease_expires_at, meta_json)
-    VALUES (:pipeline, :scope, :trigger, 'started', :lock_key, :account_id, :now, :lease, :meta)";
+/// Every column of a [`Run`], the one list [`RawRun::from_row`] reads by name.
+macro_rules! columns {
+    () => {
+        "id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
+         lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json"
+    };
+}
 
-const INSERT_REJECTED: &str = "INSERT INTO ingest_runs
+/// [`columns!`] as a constant, for [`col!`].
+pub(super) const COLUMNS: &str = columns!();
+
+const INSERT_STARTED: &str = "insert into ingest_runs
+    (pipeline, scope, trigger, status, lock_key, account_id, started_at, lease_expires_at, meta_json)
+    values (:pipeline, :scope, :trigger, 'started', :lock_key, :account_id, :now, :lease, :meta)";
+
+const INSERT_REJECTED: &str = "insert into ingest_runs
     (pipeline, scope, trigger, status, lock_key, account_id, started_at, finished_at, duration_ms,
      error_code, error_message, timeline, meta_json)
-    VALUES (:pipeline, :scope, :trigger, 'failed', :lock_key, :account_id, :now, :now, 0,
+    values (:pipeline, :scope, :trigger, 'failed', :lock_key, :account_id, :now, :now, 0,
             :code, :message, :timeline, :meta)";
 
-const ACTIVE_HOLDER: &str = "SELECT id, lease_expires_at FROM ingest_runs
-    WHERE lock_key = :lock_key AND status = 'started'";
+const ACTIVE_HOLDER: &str = "select id, lease_expires_at from ingest_runs
+    where lock_key = :lock_key and status = 'started'";
 
-const APPEND_ENTRY: &str = "UPDATE ingest_runs
-    SET timeline = json_insert(timeline, '$[#]', json(:entry))
-    WHERE id = :id AND status = 'started'";
+const APPEND_ENTRY: &str = "update ingest_runs
+    set timeline = json_insert(timeline, '$[#]', json(:entry))
+    where id = :id and status = 'started'";
 
-const REPLACE_LAST_ENTRY: &str = "UPDATE ingest_runs
-    SET timeline = json_set(timeline, '$[#-1]', json(:entry))
-    WHERE id = :id AND status = 'started' AND json_array_length(timeline) > 0";
+const REPLACE_LAST_ENTRY: &str = "update ingest_runs
+    set timeline = json_set(timeline, '$[#-1]', json(:entry))
+    where id = :id and status = 'started' and json_array_length(timeline) > 0";
 
-const RENEW_LEASE: &str = "UPDATE ingest_runs SET lease_expires_at = :lease
-    WHERE id = :id AND status = 'started'";
+const RENEW_LEASE: &str = "update ingest_runs set lease_expires_at = :lease
+    where id = :id and status = 'started'";
 
 // finished_at never precedes started_at (a clock may step back); duration_ms is computed
 // with the very expression of the CHECK, so the two always agree.
-const FINISH: &str = "UPDATE ingest_runs
-    SET status = :status,
+const FINISH: &str = "update ingest_runs
+    set status = :status,
         finished_at = max(:now, started_at),
-        duration_ms = CAST(round((julianday(max(:now, started_at)) - julianday(started_at)) * 86400000) AS INTEGER),
+        duration_ms = cast(round((julianday(max(:now, started_at)) - julianday(started_at)) * 86400000) as integer),
         error_code = :code,
         error_message = :message,
         meta_json = json_patch(meta_json, :meta)
-    WHERE id = :id AND status = 'started'";
+    where id = :id and status = 'started'";
 
-const MERGE_META: &str = "UPDATE ingest_runs SET meta_json = json_patch(meta_json, :meta)
-    WHERE id = :id AND status = 'started'";
+const MERGE_META: &str = "update ingest_runs set meta_json = json_patch(meta_json, :meta)
+    where id = :id and status = 'started'";
 
-const EXPIRED: &str = "SELECT id FROM ingest_runs
-    WHERE status = 'started' AND lease_expires_at <= :now ORDER BY lease_expires_at, id";
+const EXPIRED: &str = "select id from ingest_runs
+    where status = 'started' and lease_expires_at <= :now order by lease_expires_at, id";
 
 const TIMELINE_OF: &str =
-    "SELECT timeline, lease_expires_at FROM ingest_runs WHERE id = :id AND status = 'started'";
+    "select timeline, lease_expires_at from ingest_runs where id = :id and status = 'started'";
 
-const GET: &str = "SELECT id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
-     lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json \
-     FROM ingest_runs WHERE id = :id";
+const IS_STARTED: &str = "select status = 'started' from ingest_runs where id = :id";
 
-const LIST: &str =
-    "SELECT id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
-     lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json \
-     FROM ingest_runs
-     WHERE (:pipeline IS NULL OR pipeline = :pipeline)
-       AND (:scope IS NULL OR scope = :scope)
-       AND (:status IS NULL OR status = :status)
-       AND (:before IS NULL OR id < :before)
-     ORDER BY id DESC LIMIT :limit";
+pub(super) const GET: &str = concat!("select ", columns!(), " from ingest_runs where id = :id");
+
+const LIST: &str = concat!(
+    "select ",
+    columns!(),
+    " from ingest_runs
+     where (:pipeline is null or pipeline = :pipeline)
+       and (:scope is null or scope = :scope)
+       and (:status is null or status = :status)
+       and (:before is null or id < :before)
+     order by id desc limit :limit"
+);
+
+/// Retention: terminal runs that finished before the cutoff (never a started one).
+const PRUNE: &str = "delete from ingest_runs
+    where started_at < :cutoff and status <> 'started' and finished_at < :cutoff
+    returning id";
 
 /// What a run about to start is.
 pub(crate) struct NewRun<'a> {
@@ -162,7 +181,7 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
     let holder: Option<(i64, Option<Timestamp>)> = tx
         .prepare_cached(ACTIVE_HOLDER)?
         .query_row(named_params! {":lock_key": new.lock_key}, |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get("id")?, r.get("lease_expires_at")?))
         })
         .optional()?;
     if let Some((id, Some(lease))) = holder {
@@ -316,7 +335,9 @@ pub(crate) fn finish(tx: &Connection, id: i64, end: &Finish<'_>, now: Timestamp)
 pub(crate) fn abandon(tx: &Connection, id: i64, now: Timestamp) -> Result<bool> {
     let row: Option<(String, Option<Timestamp>)> = tx
         .prepare_cached(TIMELINE_OF)?
-        .query_row(named_params! {":id": id}, |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(named_params! {":id": id}, |r| {
+            Ok((r.get("timeline")?, r.get("lease_expires_at")?))
+        })
         .optional()?;
     let Some((text, lease)) = row else {
         return Ok(false);
@@ -360,6 +381,22 @@ pub(crate) fn sweep(tx: &Connection, now: Timestamp) -> Result<Vec<i64>> {
     Ok(done)
 }
 
+/// Whether run `id` is started (`None`: no such run).
+pub(crate) fn is_started(conn: &Connection, id: i64) -> Result<Option<bool>> {
+    Ok(conn
+        .prepare_cached(IS_STARTED)?
+        .query_row(named_params! {":id": id}, |r| r.get(0))
+        .optional()?)
+}
+
+/// Deletes terminal runs that finished before `cutoff`; returns their ids.
+pub(crate) fn prune(tx: &Connection, cutoff: Timestamp) -> Result<Vec<i64>> {
+    Ok(tx
+        .prepare_cached(PRUNE)?
+        .query_map(named_params! {":cutoff": cutoff}, |r| r.get("id"))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
 /// The run with `id`.
 pub(crate) fn get(conn: &Connection, id: i64) -> Result<Run> {
     let raw = conn
@@ -398,24 +435,24 @@ impl RawRun {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             run: Run {
-                id: r.get(0)?,
-                pipeline: r.get(1)?,
-                scope: r.get(2)?,
-                trigger: r.get(3)?,
-                status: r.get(4)?,
-                lock_key: r.get(5)?,
-                account_id: r.get(6)?,
-                started_at: r.get(7)?,
-                lease_expires_at: r.get(8)?,
-                finished_at: r.get(9)?,
-                duration_ms: r.get(10)?,
-                error_code: r.get(11)?,
-                error_message: r.get(12)?,
+                id: r.get(col!(COLUMNS, "id"))?,
+                pipeline: r.get(col!(COLUMNS, "pipeline"))?,
+                scope: r.get(col!(COLUMNS, "scope"))?,
+                trigger: r.get(col!(COLUMNS, "trigger"))?,
+                status: r.get(col!(COLUMNS, "status"))?,
+                lock_key: r.get(col!(COLUMNS, "lock_key"))?,
+                account_id: r.get(col!(COLUMNS, "account_id"))?,
+                started_at: r.get(col!(COLUMNS, "started_at"))?,
+                lease_expires_at: r.get(col!(COLUMNS, "lease_expires_at"))?,
+                finished_at: r.get(col!(COLUMNS, "finished_at"))?,
+                duration_ms: r.get(col!(COLUMNS, "duration_ms"))?,
+                error_code: r.get(col!(COLUMNS, "error_code"))?,
+                error_message: r.get(col!(COLUMNS, "error_message"))?,
                 timeline: Vec::new(),
                 meta: Map::new(),
             },
-            timeline: r.get(13)?,
-            meta: r.get(14)?,
+            timeline: r.get(col!(COLUMNS, "timeline"))?,
+            meta: r.get(col!(COLUMNS, "meta_json"))?,
         })
     }
 
@@ -426,6 +463,63 @@ impl RawRun {
         Ok(self.run)
     }
 }
+
+// ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
+
+const RUNS_STATE: &str = "select id, case
+       when status is null or status not in (select value from json_each(:run_statuses))
+         then 'status ' || quote(status) || ' is not a run status'
+       when scope is null or scope not in (select value from json_each(:scopes))
+         then 'scope ' || quote(scope) || ' is not a scope'
+       when trigger is null or trigger not in (select value from json_each(:triggers))
+         then 'trigger ' || quote(trigger) || ' is not a trigger kind'
+     end as detail from ingest_runs where detail is not null";
+
+const RUNS_TIMESTAMPS: &str = "select id, case
+       when started_at is null or started_at not glob :ts or coalesce(finished_at, started_at) not glob :ts
+         or coalesce(lease_expires_at, started_at) not glob :ts
+         then 'a timestamp is not fixed-width utc text'
+       when (status = 'started') <> (finished_at is null)
+         then 'status ' || status || (case when finished_at is null then ' without' else ' with' end) || ' finished_at'
+       when (finished_at is null) <> (duration_ms is null) then 'duration_ms disagrees with finished_at'
+       when finished_at < started_at then 'finished before it started'
+       when duration_ms is not
+            cast(round((julianday(finished_at) - julianday(started_at)) * 86400000) as integer)
+         then 'duration_ms ' || duration_ms || ' is not finished_at - started_at'
+       when status = 'started' and lease_expires_at is null then 'started without a lease'
+     end as detail from ingest_runs
+     where detail is not null and status in (select value from json_each(:run_statuses))";
+
+const RUNS_OUTCOME: &str = "select id, case
+       when (status = 'failed') <> (error_code is not null) then 'error_code disagrees with status ' || status
+       when status <> 'failed' and error_message is not null then 'error_message on a ' || status || ' run'
+     end as detail from ingest_runs
+     where detail is not null and status in (select value from json_each(:run_statuses))";
+
+const RUNS_JSON: &str = "select id, case
+       when not json_valid(timeline) or json_type(timeline) <> 'array' then 'timeline is not a json array'
+       when exists (select 1 from json_each(timeline) where type <> 'object')
+         then 'a timeline entry is not an object'
+       when not json_valid(meta_json) or json_type(meta_json) <> 'object' then 'meta_json is not a json object'
+     end as detail from ingest_runs where detail is not null";
+
+const RUNS_LOCK: &str =
+    "select lock_key, count(*) || ' started runs hold this lock: ' || group_concat(id, ', ')
+     from ingest_runs where status = 'started' group by lock_key having count(*) > 1";
+
+const RUNS_ABANDONED: &str =
+    "select id, 'started, lease expired at ' || lease_expires_at || ' (needs a sweep)'
+     from ingest_runs where status = 'started' and lease_expires_at < :now";
+
+/// This module's doctor checks (collected by `doctor`).
+pub(crate) const CHECKS: &[Check] = &[
+    err("state", "ingest_runs", RUNS_STATE),
+    err("timestamps", "ingest_runs", RUNS_TIMESTAMPS),
+    err("outcome", "ingest_runs", RUNS_OUTCOME),
+    err("json", "ingest_runs", RUNS_JSON),
+    err("run_lock", "ingest_runs", RUNS_LOCK),
+    warn("abandoned_run", "ingest_runs", RUNS_ABANDONED),
+];
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,149 @@
 //! SQL for `schedules` and `due_runs`: named-constant statements, `prepare_cached`, named
 //! parameters, and `now` always passed in. No policy lives here: the facade in
-//! [`super`] and the tick in [`super::tick`] decide, this module reads and writes rows.
+//! `crate::schedule` and its tick decide, this module reads and writes rows.
+
+use std::fmt;
+use std::str::FromStr;
 
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
-use super::rule::{Rule, Zone};
-use super::state::SlotStatus;
-use super::{Misfire, Schedule, Slot};
+use super::check::{err, warn, Check};
+use super::col;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::schedule::rule::{Rule, Zone};
+use crate::schedule::state::SlotStatus;
+
+/// What to do with slots that fell due while no ticker ran (downtime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    /// Fire the latest missed slot once; the older ones are skipped with code
+    /// `MISFIRE_SUPERSEDED`. The default.
+    #[default]
+    LatestOnly,
+    /// Fire every missed slot, oldest first.
+    All,
+    /// Fire none of the slots that are later than [`TickOptions::misfire_grace`](crate::TickOptions::misfire_grace); they are
+    /// skipped with code `MISFIRE_SKIPPED`.
+    Skip,
+}
+
+impl Misfire {
+    /// Every policy.
+    pub const ALL: [Misfire; 3] = [Misfire::LatestOnly, Misfire::All, Misfire::Skip];
+
+    /// The text stored in `schedules.misfire`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::LatestOnly => "latest_only",
+            Misfire::All => "all",
+            Misfire::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for Misfire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Misfire {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Misfire::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "misfire",
+                    format!("{s:?} is not a misfire policy (latest_only, all, skip)"),
+                )
+            })
+    }
+}
+
+/// A schedule as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Schedule {
+    /// Row id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// The pipeline its slots trigger (`ingest`).
+    pub pipeline: String,
+    /// The pipeline's scope (`targets`, `universe`, `both`...).
+    pub scope: String,
+    /// When it fires.
+    pub rule: Rule,
+    /// The zone the rule's wall-clock times are read in.
+    pub zone: Zone,
+    /// Whether ticks materialize its slots.
+    pub enabled: bool,
+    /// What happens to slots missed during downtime.
+    pub misfire: Misfire,
+    /// The last materialized slot (high-water mark), if any.
+    pub last_due_at: Option<Timestamp>,
+    /// The next slot a tick will materialize.
+    pub next_due_at: Option<Timestamp>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When its configuration last changed.
+    pub updated_at: Timestamp,
+}
+
+/// One due instant of one schedule (a row of `due_runs`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Slot {
+    /// Row id.
+    pub id: i64,
+    /// The schedule's name.
+    pub schedule: String,
+    /// The schedule's id.
+    pub schedule_id: i64,
+    /// The instant it was due.
+    pub due_at: Timestamp,
+    /// Where it is in its life.
+    pub status: SlotStatus,
+    /// When a tick materialized it.
+    pub created_at: Timestamp,
+    /// When a ticker claimed it.
+    pub claimed_at: Option<Timestamp>,
+    /// Which ticker claimed it.
+    pub claimed_by: Option<String>,
+    /// When it reached its final status.
+    pub finished_at: Option<Timestamp>,
+    /// The runs its fire produced (several for a `both` scope).
+    pub run_ids: Vec<i64>,
+    /// Why it was skipped or failed.
+    pub outcome_code: Option<String>,
+    /// Details of a failure.
+    pub outcome_message: Option<String>,
+}
+
+/// Every column of a [`Schedule`], the one list [`schedule_from_row`] reads by name.
+macro_rules! schedule_columns {
+    () => {
+        "id, name, pipeline, scope, rule, zone, enabled, misfire, \
+         last_due_at, next_due_at, created_at, updated_at"
+    };
+}
+
+/// [`schedule_columns!`] as a constant, for [`col!`].
+pub(super) const SCHEDULE_COLUMNS: &str = schedule_columns!();
+
+/// Every column of a [`Slot`] (with its schedule's name), the one list [`slot_from_row`]
+/// reads by name; `d` is `due_runs`, `s` its schedule.
+macro_rules! slot_columns {
+    () => {
+        "d.id, s.name as schedule, d.schedule_id, d.due_at, d.status, d.created_at, \
+         d.claimed_at, d.claimed_by, d.finished_at, d.run_ids, d.outcome_code, d.outcome_message"
+    };
+}
+
+/// [`slot_columns!`] as a constant, for [`col!`].
+pub(super) const SLOT_COLUMNS: &str = slot_columns!();
 
 const INSERT_SCHEDULE: &str = "
     insert into schedules (name, pipeline, scope, rule, zone, enabled, misfire,
@@ -16,28 +151,32 @@ const INSERT_SCHEDULE: &str = "
     values (:name, :pipeline, :scope, :rule, :zone, :enabled, :misfire,
             null, :next_due_at, :now, :now)";
 
-const SELECT_SCHEDULE_BY_NAME: &str = "
-    select id, name, pipeline, scope, rule, zone, enabled, misfire,
-           last_due_at, next_due_at, created_at, updated_at
-    from schedules where name = :name";
+const SELECT_SCHEDULE_BY_NAME: &str = concat!(
+    "select ",
+    schedule_columns!(),
+    " from schedules where name = :name"
+);
 
-const SELECT_SCHEDULE_BY_ID: &str = "
-    select id, name, pipeline, scope, rule, zone, enabled, misfire,
-           last_due_at, next_due_at, created_at, updated_at
-    from schedules where id = :id";
+const SELECT_SCHEDULE_BY_ID: &str = concat!(
+    "select ",
+    schedule_columns!(),
+    " from schedules where id = :id"
+);
 
-const SELECT_SCHEDULES: &str = "
-    select id, name, pipeline, scope, rule, zone, enabled, misfire,
-           last_due_at, next_due_at, created_at, updated_at
-    from schedules order by name";
+pub(super) const SELECT_SCHEDULES: &str = concat!(
+    "select ",
+    schedule_columns!(),
+    " from schedules order by name"
+);
 
 /// The tick's first query; served by the partial index `schedules_due`.
-const SELECT_DUE_SCHEDULES: &str = "
-    select id, name, pipeline, scope, rule, zone, enabled, misfire,
-           last_due_at, next_due_at, created_at, updated_at
-    from schedules
+const SELECT_DUE_SCHEDULES: &str = concat!(
+    "select ",
+    schedule_columns!(),
+    " from schedules
     where enabled = 1 and next_due_at is not null and next_due_at <= :now
-    order by next_due_at, id";
+    order by next_due_at, id"
+);
 
 const SELECT_NEXT_DUE: &str = "
     select min(next_due_at) from schedules
@@ -64,24 +203,27 @@ const INSERT_SLOT: &str = "
     insert into due_runs (schedule_id, due_at, status, created_at)
     values (:schedule_id, :due_at, 'pending', :now)";
 
-const SELECT_ALL_SLOTS: &str = "
-    select d.id, s.name, d.schedule_id, d.due_at, d.status, d.created_at, d.claimed_at,
-           d.claimed_by, d.finished_at, d.run_ids, d.outcome_code, d.outcome_message
-    from due_runs d join schedules s on s.id = d.schedule_id
-    order by d.due_at, d.id";
+pub(super) const SELECT_ALL_SLOTS: &str = concat!(
+    "select ",
+    slot_columns!(),
+    " from due_runs d join schedules s on s.id = d.schedule_id
+    order by d.due_at, d.id"
+);
 
-const SELECT_SLOT: &str = "
-    select d.id, s.name, d.schedule_id, d.due_at, d.status, d.created_at, d.claimed_at,
-           d.claimed_by, d.finished_at, d.run_ids, d.outcome_code, d.outcome_message
-    from due_runs d join schedules s on s.id = d.schedule_id
-    where d.id = :id";
+const SELECT_SLOT: &str = concat!(
+    "select ",
+    slot_columns!(),
+    " from due_runs d join schedules s on s.id = d.schedule_id
+    where d.id = :id"
+);
 
-const SELECT_SLOTS_OF_SCHEDULE: &str = "
-    select d.id, s.name, d.schedule_id, d.due_at, d.status, d.created_at, d.claimed_at,
-           d.claimed_by, d.finished_at, d.run_ids, d.outcome_code, d.outcome_message
-    from due_runs d join schedules s on s.id = d.schedule_id
+const SELECT_SLOTS_OF_SCHEDULE: &str = concat!(
+    "select ",
+    slot_columns!(),
+    " from due_runs d join schedules s on s.id = d.schedule_id
     where d.schedule_id = :schedule_id
-    order by d.due_at";
+    order by d.due_at"
+);
 
 /// The claim query, exactly as the partial index `due_runs_claim` is shaped.
 const SELECT_CLAIMABLE: &str = "
@@ -138,45 +280,57 @@ pub(crate) struct ScheduleRow<'a> {
     pub misfire: Misfire,
 }
 
+/// Reads one row selected with [`schedule_columns!`], by column name.
 fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
-    let text = |i: usize| -> rusqlite::Result<String> { row.get(i) };
-    let parse_err = |i: usize, e: Error| {
+    let parsed = |i: usize, e: Error| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
     };
+    let rule: String = row.get(col!(SCHEDULE_COLUMNS, "rule"))?;
+    let zone: String = row.get(col!(SCHEDULE_COLUMNS, "zone"))?;
+    let misfire: String = row.get(col!(SCHEDULE_COLUMNS, "misfire"))?;
     Ok(Schedule {
-        id: row.get(0)?,
-        name: text(1)?,
-        pipeline: text(2)?,
-        scope: text(3)?,
-        rule: text(4)?.parse().map_err(|e| parse_err(4, e))?,
-        zone: Zone::new(&text(5)?).map_err(|e| parse_err(5, e))?,
-        enabled: row.get(6)?,
-        misfire: text(7)?.parse().map_err(|e| parse_err(7, e))?,
-        last_due_at: row.get(8)?,
-        next_due_at: row.get(9)?,
-        created_at: row.get(10)?,
-        updated_at: row.get(11)?,
+        id: row.get(col!(SCHEDULE_COLUMNS, "id"))?,
+        name: row.get(col!(SCHEDULE_COLUMNS, "name"))?,
+        pipeline: row.get(col!(SCHEDULE_COLUMNS, "pipeline"))?,
+        scope: row.get(col!(SCHEDULE_COLUMNS, "scope"))?,
+        rule: rule
+            .parse()
+            .map_err(|e| parsed(col!(SCHEDULE_COLUMNS, "rule"), e))?,
+        zone: Zone::new(&zone).map_err(|e| parsed(col!(SCHEDULE_COLUMNS, "zone"), e))?,
+        enabled: row.get(col!(SCHEDULE_COLUMNS, "enabled"))?,
+        misfire: misfire
+            .parse()
+            .map_err(|e| parsed(col!(SCHEDULE_COLUMNS, "misfire"), e))?,
+        last_due_at: row.get(col!(SCHEDULE_COLUMNS, "last_due_at"))?,
+        next_due_at: row.get(col!(SCHEDULE_COLUMNS, "next_due_at"))?,
+        created_at: row.get(col!(SCHEDULE_COLUMNS, "created_at"))?,
+        updated_at: row.get(col!(SCHEDULE_COLUMNS, "updated_at"))?,
     })
 }
 
+/// Reads one row selected with [`slot_columns!`], by column name.
 fn slot_from_row(row: &Row<'_>) -> rusqlite::Result<Slot> {
-    let run_ids: String = row.get(9)?;
+    let run_ids: String = row.get(col!(SLOT_COLUMNS, "run_ids"))?;
     let run_ids: Vec<i64> = serde_json::from_str(&run_ids).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
+        rusqlite::Error::FromSqlConversionFailure(
+            col!(SLOT_COLUMNS, "run_ids"),
+            rusqlite::types::Type::Text,
+            Box::new(e),
+        )
     })?;
     Ok(Slot {
-        id: row.get(0)?,
-        schedule: row.get(1)?,
-        schedule_id: row.get(2)?,
-        due_at: row.get(3)?,
-        status: row.get(4)?,
-        created_at: row.get(5)?,
-        claimed_at: row.get(6)?,
-        claimed_by: row.get(7)?,
-        finished_at: row.get(8)?,
+        id: row.get(col!(SLOT_COLUMNS, "id"))?,
+        schedule: row.get(col!(SLOT_COLUMNS, "schedule"))?,
+        schedule_id: row.get(col!(SLOT_COLUMNS, "schedule_id"))?,
+        due_at: row.get(col!(SLOT_COLUMNS, "due_at"))?,
+        status: row.get(col!(SLOT_COLUMNS, "status"))?,
+        created_at: row.get(col!(SLOT_COLUMNS, "created_at"))?,
+        claimed_at: row.get(col!(SLOT_COLUMNS, "claimed_at"))?,
+        claimed_by: row.get(col!(SLOT_COLUMNS, "claimed_by"))?,
+        finished_at: row.get(col!(SLOT_COLUMNS, "finished_at"))?,
         run_ids,
-        outcome_code: row.get(10)?,
-        outcome_message: row.get(11)?,
+        outcome_code: row.get(col!(SLOT_COLUMNS, "outcome_code"))?,
+        outcome_message: row.get(col!(SLOT_COLUMNS, "outcome_message"))?,
     })
 }
 
@@ -323,7 +477,7 @@ pub(crate) fn all_slots(conn: &Connection) -> Result<Vec<Slot>> {
 pub(crate) fn claimable(conn: &Connection, now: Timestamp) -> Result<Vec<(i64, i64, Timestamp)>> {
     let mut stmt = conn.prepare_cached(SELECT_CLAIMABLE)?;
     let rows = stmt.query_map(named_params! { ":now": now }, |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        Ok((r.get("id")?, r.get("schedule_id")?, r.get("due_at")?))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -404,6 +558,62 @@ pub(crate) fn fail_abandoned_slot(
         ":id": id, ":cutoff": cutoff, ":message": message, ":now": now,
     })? == 1)
 }
+
+// ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
+
+const SLOTS_STATE: &str =
+    "select id, 'status ' || quote(status) || ' is not a slot status' from due_runs
+     where status is null or status not in (select value from json_each(:slot_statuses))";
+
+const SLOTS_TIMESTAMPS: &str = "select id, case
+       when due_at is null or due_at not glob :ts or created_at is null or created_at not glob :ts
+         or coalesce(claimed_at, created_at) not glob :ts or coalesce(finished_at, created_at) not glob :ts
+         then 'a timestamp is not fixed-width utc text'
+       when (status in ('fired', 'skipped', 'failed')) <> (finished_at is not null)
+         then 'status ' || status || (case when finished_at is null then ' without' else ' with' end) || ' finished_at'
+       when (claimed_at is null) <> (claimed_by is null) then 'claimed_at disagrees with claimed_by'
+       when status = 'pending' and claimed_at is not null then 'pending with a claim'
+       when status in ('claimed', 'fired', 'failed') and claimed_at is null then 'status ' || status || ' without a claim'
+       when created_at < due_at then 'materialized before it was due'
+       when claimed_at < created_at or finished_at < created_at or finished_at < claimed_at
+         then 'times out of order'
+     end as detail from due_runs
+     where detail is not null and status in (select value from json_each(:slot_statuses))";
+
+const SLOTS_OUTCOME: &str = "select id, case
+       when not json_valid(run_ids) or json_type(run_ids) <> 'array' then 'run_ids is not a json array'
+       when exists (select 1 from json_each(run_ids) where type <> 'integer') then 'run_ids holds a non-integer'
+       when status not in ('fired', 'skipped', 'failed') and (run_ids <> '[]' or outcome_code is not null)
+         then 'outcome on a ' || status || ' slot'
+       when status = 'fired' and (json_array_length(run_ids) = 0 or outcome_code is not null)
+         then 'fired without runs or with an outcome code'
+       when (status in ('skipped', 'failed')) <> (outcome_code is not null)
+         then 'outcome_code disagrees with status ' || status
+     end as detail from due_runs
+     where detail is not null and status in (select value from json_each(:slot_statuses))";
+
+const SLOTS_STUCK: &str = "select id, 'claimed at ' || claimed_at || ' by ' || claimed_by || ' and never recorded (needs a tick)'
+     from due_runs where status = 'claimed' and claimed_at < :claim_before";
+
+const SCHEDULES_ROWS: &str = "select id, case
+       when misfire is null or misfire not in (select value from json_each(:misfires))
+         then 'misfire ' || quote(misfire) || ' is not a misfire policy'
+       when enabled not in (0, 1) then 'enabled is not 0 or 1'
+       when created_at not glob :ts or updated_at not glob :ts or coalesce(last_due_at, created_at) not glob :ts
+         or coalesce(next_due_at, created_at) not glob :ts
+         then 'a timestamp is not fixed-width utc text'
+       when updated_at < created_at then 'updated before it was created'
+       when next_due_at <= last_due_at then 'next_due_at is not after last_due_at'
+     end as detail from schedules where detail is not null";
+
+/// This module's doctor checks (collected by `doctor`).
+pub(crate) const CHECKS: &[Check] = &[
+    err("state", "due_runs", SLOTS_STATE),
+    err("timestamps", "due_runs", SLOTS_TIMESTAMPS),
+    err("outcome", "due_runs", SLOTS_OUTCOME),
+    warn("stuck_slot", "due_runs", SLOTS_STUCK),
+    err("state", "schedules", SCHEDULES_ROWS),
+];
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,49 @@
+//! The event API of an [`Engine`]: resync after a reconnect, in-process subscriptions, and a
+//! cheap cross-process change check. The types are in [`crate::events`].
+
+use std::sync::mpsc::Receiver;
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::events::Event;
+use crate::storage::job_events::{after, since};
+
+/// The event API of an [`Engine`]; get it with [`Engine::events`].
+#[derive(Debug, Clone, Copy)]
+pub struct Events<'e> {
+    engine: &'e Engine,
+}
+
+impl Engine {
+    /// The event API.
+    pub fn events(&self) -> Events<'_> {
+        Events { engine: self }
+    }
+}
+
+impl Events<'_> {
+    /// Events of one job after `seq` (pass 0 for everything still kept), oldest first, at
+    /// most `limit`. If events after `seq` were pruned, returns [`Error::EventsPruned`](crate::Error::EventsPruned)
+    /// instead of a partial history: reload the job and continue from the newest seq.
+    pub fn since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
+        self.engine.read(|c| since(c, job_id, seq, limit))
+    }
+
+    /// Events of all jobs after the global `cursor` (0 for the start), oldest first.
+    pub fn after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>> {
+        self.engine.read(|c| after(c, cursor, limit))
+    }
+
+    /// A channel receiving every event this engine (and its clones) commits from now on.
+    /// Events committed by other processes are not sent: poll [`Events::data_version`].
+    pub fn subscribe(&self) -> Receiver<Event> {
+        self.engine.bus().subscribe()
+    }
+
+    /// SQLite's `PRAGMA data_version` for this engine's connection: it changes when another
+    /// connection (another process, or another engine on the same file) commits. Compare it
+    /// between polls and call [`Events::after`] only when it changed.
+    pub fn data_version(&self) -> Result<i64> {
+        self.engine.writer_data_version()
+    }
+}
