@@ -6,9 +6,6 @@
 //! - [`Supervisor`] and [`Worker`]: rescue of stalled jobs and a worker runtime;
 //! - [`Engine::events`]: the per-job event log for UIs that resync ([`events`]).
 //!
-//! [`demo`] is a simulated market-data provider (no network) that the CLI's `demo` command
-//! runs; tests and examples may use it too.
-//!
 //! Every state transition is checked by a Rust state machine and again by the database's
 //! CHECK constraints and triggers; see ARCHITECTURE.md for the invariants.
 //!
@@ -25,7 +22,7 @@
 //! let job = engine.jobs().create(&NewJob::new("alice", "research", json!({"q": 1})))?;
 //! let claim = engine.jobs().claim("worker-1", &[])?.unwrap();
 //! assert_eq!(claim.id(), job.id);
-//! let done = engine.jobs().complete(claim.id(), claim.attempt, &json!({"ok": true}))?;
+//! let done = engine.jobs().complete(&claim, &json!({"ok": true}))?;
 //! assert_eq!(done.state, JobState::Completed);
 //! # Ok::<(), runledger::Error>(())
 //! ```
@@ -36,7 +33,6 @@ mod text_enum;
 
 pub mod clock;
 pub mod db;
-pub mod demo;
 pub mod doctor;
 mod engine;
 pub mod error;

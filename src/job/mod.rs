@@ -204,15 +204,17 @@ impl<'e> Jobs<'e> {
         })
     }
 
-    /// A sign of life from the worker holding `attempt`.
-    pub fn heartbeat(&self, id: i64, attempt: i64) -> Result<()> {
+    /// A sign of life from the worker holding `claim`.
+    pub fn heartbeat(&self, claim: &Claim) -> Result<()> {
+        let (id, attempt) = (claim.id(), claim.attempt);
         let now = self.engine.now();
         self.engine
             .write(|tx| store::heartbeat(tx, id, attempt, now))
     }
 
     /// Progress in percent (0..=100) and an optional step description.
-    pub fn progress(&self, id: i64, attempt: i64, pct: u8, step: Option<&str>) -> Result<()> {
+    pub fn progress(&self, claim: &Claim, pct: u8, step: Option<&str>) -> Result<()> {
+        let (id, attempt) = (claim.id(), claim.attempt);
         validate::progress(pct)?;
         validate::step(step)?;
         let now = self.engine.now();
@@ -230,7 +232,8 @@ impl<'e> Jobs<'e> {
     }
 
     /// Saves a checkpoint (any JSON value, at most the engine's checkpoint limit).
-    pub fn checkpoint(&self, id: i64, attempt: i64, checkpoint: &Value) -> Result<()> {
+    pub fn checkpoint(&self, claim: &Claim, checkpoint: &Value) -> Result<()> {
+        let (id, attempt) = (claim.id(), claim.attempt);
         let limit = self.engine.options().max_checkpoint_bytes;
         let text = validate::document("checkpoint", checkpoint, limit)?;
         let now = self.engine.now();
@@ -248,7 +251,8 @@ impl<'e> Jobs<'e> {
     }
 
     /// running -> completed with `result`.
-    pub fn complete(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
+    pub fn complete(&self, claim: &Claim, result: &Value) -> Result<Job> {
+        let (id, attempt) = (claim.id(), claim.attempt);
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
         let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
@@ -265,7 +269,8 @@ impl<'e> Jobs<'e> {
     }
 
     /// running -> failed with a stable error `code` and a message.
-    pub fn fail(&self, id: i64, attempt: i64, code: &str, message: &str) -> Result<Job> {
+    pub fn fail(&self, claim: &Claim, code: &str, message: &str) -> Result<Job> {
+        let (id, attempt) = (claim.id(), claim.attempt);
         validate::identifier("error_code", code)?;
         let now = self.engine.now();
         self.engine.write_events(|tx, ev| {

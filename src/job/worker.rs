@@ -165,10 +165,7 @@ impl JobContext {
         if let Some(reason) = self.stop_reason() {
             return Err(stopped(self.claim.id(), reason));
         }
-        let res = self
-            .engine
-            .jobs()
-            .progress(self.claim.id(), self.claim.attempt, pct, step);
+        let res = self.engine.jobs().progress(&self.claim, pct, step);
         self.guard(res)
     }
 
@@ -177,10 +174,7 @@ impl JobContext {
         if let Some(reason) = self.stop_reason() {
             return Err(stopped(self.claim.id(), reason));
         }
-        let res = self
-            .engine
-            .jobs()
-            .checkpoint(self.claim.id(), self.claim.attempt, checkpoint);
+        let res = self.engine.jobs().checkpoint(&self.claim, checkpoint);
         self.guard(res)
     }
 }
@@ -369,7 +363,6 @@ fn run_one(
     claim: Claim,
     stop: Arc<AtomicU8>,
 ) -> Outcome {
-    let (id, attempt) = (claim.id(), claim.attempt);
     let deadline = claim
         .job
         .timeout_ms
@@ -377,7 +370,7 @@ fn run_one(
         .map(|(ms, start)| start + Duration::from_millis(ms.max(0) as u64));
     let beat = spawn_heartbeat(
         engine.clone(),
-        (id, attempt),
+        claim.clone(),
         opts.heartbeat_every,
         deadline,
         stop.clone(),
@@ -395,7 +388,7 @@ fn run_one(
     let jobs = engine.jobs();
     let written = match result {
         Ok(Ok(value)) => jobs
-            .complete(id, attempt, &value)
+            .complete(&ctx.claim, &value)
             .map(|_| Outcome::Completed),
         Ok(Err(failure)) => {
             let code = if validate::identifier("code", &failure.code).is_ok() {
@@ -403,7 +396,7 @@ fn run_one(
             } else {
                 "HANDLER_FAILED"
             };
-            jobs.fail(id, attempt, code, &failure.message)
+            jobs.fail(&ctx.claim, code, &failure.message)
                 .map(|_| Outcome::Failed)
         }
         Err(panic) => {
@@ -412,7 +405,7 @@ fn run_one(
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "handler panicked".into());
-            jobs.fail(id, attempt, "PANIC", &message)
+            jobs.fail(&ctx.claim, "PANIC", &message)
                 .map(|_| Outcome::Failed)
         }
     };
@@ -427,14 +420,14 @@ struct Heartbeat {
 
 fn spawn_heartbeat(
     engine: Engine,
-    (id, attempt): (i64, i64),
+    claim: Claim,
     every: Duration,
     deadline: Option<Timestamp>,
     stop: Arc<AtomicU8>,
 ) -> Heartbeat {
     let (tx, rx) = channel::<()>();
     let _ = std::thread::Builder::new()
-        .name(format!("runledger-heartbeat-{id}"))
+        .name(format!("runledger-heartbeat-{}", claim.id()))
         .spawn(move || loop {
             match rx.recv_timeout(every) {
                 Err(RecvTimeoutError::Timeout) => {}
@@ -452,11 +445,11 @@ fn spawn_heartbeat(
                     // A refusal means the job was cancelled, paused or recovered
                     // meanwhile: that state stands.
                     let message = "the attempt ran past the job's timeout";
-                    let _ = engine.jobs().fail(id, attempt, "TIMEOUT", message);
+                    let _ = engine.jobs().fail(&claim, "TIMEOUT", message);
                 }
                 return;
             }
-            if let Err(e) = engine.jobs().heartbeat(id, attempt) {
+            if let Err(e) = engine.jobs().heartbeat(&claim) {
                 note_stop(&stop, &e);
                 if stop.load(Ordering::SeqCst) != 0 {
                     return;

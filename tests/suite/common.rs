@@ -116,3 +116,19 @@ pub fn spawn_child(test: &str, envs: &[(&str, String)]) -> std::process::Child {
 pub fn is_child() -> bool {
     std::env::var_os("RUNLEDGER_CHILD").is_some()
 }
+
+/// The claim a worker holding `attempt` of job `id` presents: the job row as it is now (or,
+/// when no job `id` exists, another job's row under that id), with `attempt` as its fencing
+/// token. For tests of stale, forged and late writes.
+pub fn claim_at(jobs: &runledger::Jobs<'_>, id: i64, attempt: i64) -> runledger::Claim {
+    let job = jobs.get(id).unwrap_or_else(|_| {
+        let mut any = jobs
+            .list(None, None, None, 1)
+            .unwrap()
+            .pop()
+            .expect("claim_at on a missing id needs some other job to copy");
+        any.id = id;
+        any
+    });
+    runledger::Claim { job, attempt }
+}

@@ -31,12 +31,11 @@ pub fn job_in(engine: &Engine, state: JobState) -> Job {
         }
         JobState::Completed => {
             let c = claim();
-            jobs.complete(job.id, c.attempt, &json!({"ok": true}))
-                .unwrap()
+            jobs.complete(&c, &json!({"ok": true})).unwrap()
         }
         JobState::Failed => {
             let c = claim();
-            jobs.fail(job.id, c.attempt, "BOOM", "it broke").unwrap()
+            jobs.fail(&c, "BOOM", "it broke").unwrap()
         }
         JobState::Cancelled => jobs.cancel(job.id, "op", None).unwrap(),
     }
@@ -118,7 +117,7 @@ fn api_move(engine: &Engine, id: i64, to: JobState) -> bool {
             jobs.restart(id, "op", None).map(|_| true),
             {
                 // the supervisor requeues under auto-resume (needs a checkpoint)
-                let _ = jobs.checkpoint(id, attempt, &json!({"cp": 1}));
+                let _ = jobs.checkpoint(&claim_at(&jobs, id, attempt), &json!({"cp": 1}));
                 recover(RecoveryPolicy::AutoResume)
             },
         ],
@@ -128,9 +127,12 @@ fn api_move(engine: &Engine, id: i64, to: JobState) -> bool {
             jobs.resume_on(id, "w1", "op").map(|_| true),
         ],
         JobState::Paused => vec![jobs.pause(id, "op").map(|_| true)],
-        JobState::Completed => vec![jobs.complete(id, attempt, &json!(1)).map(|_| true)],
+        JobState::Completed => vec![jobs
+            .complete(&claim_at(&jobs, id, attempt), &json!(1))
+            .map(|_| true)],
         JobState::Failed => vec![
-            jobs.fail(id, attempt, "X", "x").map(|_| true),
+            jobs.fail(&claim_at(&jobs, id, attempt), "X", "x")
+                .map(|_| true),
             jobs.mark_failed(id, "op", "X", "x").map(|_| true),
         ],
         JobState::Cancelled => vec![jobs.cancel(id, "op", None).map(|_| true)],
@@ -259,7 +261,8 @@ fn a_stale_attempt_cannot_write_after_the_job_was_reclaimed() {
     let job = jobs.create(&new_job("trade")).unwrap();
     let first = jobs.claim("w1", &["trade"]).unwrap().unwrap();
     assert_eq!(first.attempt, 1);
-    jobs.checkpoint(job.id, 1, &json!({"page": 3})).unwrap();
+    jobs.checkpoint(&claim_at(&jobs, job.id, 1), &json!({"page": 3}))
+        .unwrap();
     // The first worker goes silent; the job is paused and resumed on another worker.
     jobs.pause(job.id, "op").unwrap();
     let second = jobs.resume_on(job.id, "w2", "op").unwrap();
@@ -268,11 +271,15 @@ fn a_stale_attempt_cannot_write_after_the_job_was_reclaimed() {
     clock.advance(secs(1));
     let before = dump(&engine);
     let stale = [
-        jobs.heartbeat(job.id, 1).unwrap_err(),
-        jobs.progress(job.id, 1, 50, Some("late")).unwrap_err(),
-        jobs.checkpoint(job.id, 1, &json!({"page": 1})).unwrap_err(),
-        jobs.complete(job.id, 1, &json!({})).unwrap_err(),
-        jobs.fail(job.id, 1, "LATE", "late").unwrap_err(),
+        jobs.heartbeat(&claim_at(&jobs, job.id, 1)).unwrap_err(),
+        jobs.progress(&claim_at(&jobs, job.id, 1), 50, Some("late"))
+            .unwrap_err(),
+        jobs.checkpoint(&claim_at(&jobs, job.id, 1), &json!({"page": 1}))
+            .unwrap_err(),
+        jobs.complete(&claim_at(&jobs, job.id, 1), &json!({}))
+            .unwrap_err(),
+        jobs.fail(&claim_at(&jobs, job.id, 1), "LATE", "late")
+            .unwrap_err(),
     ];
     for err in stale {
         match err {
@@ -283,8 +290,11 @@ fn a_stale_attempt_cannot_write_after_the_job_was_reclaimed() {
         }
     }
     assert_eq!(dump(&engine), before);
-    jobs.progress(job.id, 2, 80, Some("resumed")).unwrap();
-    let done = jobs.complete(job.id, 2, &json!({"pages": 10})).unwrap();
+    jobs.progress(&claim_at(&jobs, job.id, 2), 80, Some("resumed"))
+        .unwrap();
+    let done = jobs
+        .complete(&claim_at(&jobs, job.id, 2), &json!({"pages": 10}))
+        .unwrap();
     assert_eq!(done.state, JobState::Completed);
     assert_eq!(done.progress, 100);
     assert_eq!(done.finished_at, Some(clock.now()));
@@ -296,10 +306,12 @@ fn a_cancelled_running_job_tells_its_worker_to_stop() {
     let jobs = engine.jobs();
     let running = job_in(&engine, JobState::Running);
     jobs.cancel(running.id, "op", Some("user asked")).unwrap();
-    let err = jobs.heartbeat(running.id, running.attempt).unwrap_err();
+    let err = jobs
+        .heartbeat(&claim_at(&jobs, running.id, running.attempt))
+        .unwrap_err();
     assert_eq!(err.code(), "JOB_NOT_RUNNING", "{err}");
     let err = jobs
-        .complete(running.id, running.attempt, &json!(1))
+        .complete(&claim_at(&jobs, running.id, running.attempt), &json!(1))
         .unwrap_err();
     assert_eq!(err.code(), "JOB_NOT_RUNNING");
 }
@@ -314,7 +326,10 @@ fn bad_input_is_typed_and_changes_nothing() {
     let big = json!({ "blob": "x".repeat(engine.options().max_checkpoint_bytes) });
     let cases: Vec<(&str, Error)> = vec![
         ("NOT_FOUND", jobs.get(999).unwrap_err()),
-        ("NOT_FOUND", jobs.heartbeat(999, 1).unwrap_err()),
+        (
+            "NOT_FOUND",
+            jobs.heartbeat(&claim_at(&jobs, 999, 1)).unwrap_err(),
+        ),
         ("NOT_FOUND", jobs.cancel(999, "op", None).unwrap_err()),
         ("ILLEGAL_TRANSITION", jobs.pause(done.id, "op").unwrap_err()),
         (
@@ -335,7 +350,8 @@ fn bad_input_is_typed_and_changes_nothing() {
         ),
         (
             "STALE_ATTEMPT",
-            jobs.heartbeat(running.id, running.attempt + 1).unwrap_err(),
+            jobs.heartbeat(&claim_at(&jobs, running.id, running.attempt + 1))
+                .unwrap_err(),
         ),
         (
             "INVALID_INPUT",
@@ -343,12 +359,12 @@ fn bad_input_is_typed_and_changes_nothing() {
         ),
         (
             "TOO_LARGE",
-            jobs.checkpoint(running.id, running.attempt, &big)
+            jobs.checkpoint(&claim_at(&jobs, running.id, running.attempt), &big)
                 .unwrap_err(),
         ),
         (
             "INVALID_INPUT",
-            jobs.progress(running.id, running.attempt, 101, None)
+            jobs.progress(&claim_at(&jobs, running.id, running.attempt), 101, None)
                 .unwrap_err(),
         ),
         (
@@ -381,7 +397,8 @@ fn bad_input_is_typed_and_changes_nothing() {
         ),
         (
             "INVALID_INPUT",
-            jobs.fail(running.id, running.attempt, "", "x").unwrap_err(),
+            jobs.fail(&claim_at(&jobs, running.id, running.attempt), "", "x")
+                .unwrap_err(),
         ),
     ];
     for (code, err) in &cases {
@@ -437,10 +454,7 @@ fn threads_with_their_own_connections_never_claim_the_same_job() {
                 let engine = Engine::open(&path).unwrap();
                 let mut mine = Vec::new();
                 while let Some(c) = engine.jobs().claim(&format!("w{w}"), &[]).unwrap() {
-                    engine
-                        .jobs()
-                        .complete(c.id(), c.attempt, &json!(w))
-                        .unwrap();
+                    engine.jobs().complete(&c, &json!(w)).unwrap();
                     mine.push(c.id());
                 }
                 mine
@@ -467,11 +481,8 @@ fn child_claim_worker() {
     let engine = Engine::open(std::env::var("RUNLEDGER_TEST_DB").unwrap()).unwrap();
     let worker = std::env::var("RUNLEDGER_TEST_WORKER").unwrap();
     while let Some(c) = engine.jobs().claim(&worker, &[]).unwrap() {
-        engine.jobs().heartbeat(c.id(), c.attempt).unwrap();
-        engine
-            .jobs()
-            .complete(c.id(), c.attempt, &json!(worker))
-            .unwrap();
+        engine.jobs().heartbeat(&c).unwrap();
+        engine.jobs().complete(&c, &json!(worker)).unwrap();
         println!("claimed {}", c.id());
     }
 }
@@ -501,10 +512,7 @@ fn processes_never_claim_the_same_job() {
         .collect();
     // The parent claims too, so three processes race.
     while let Some(c) = engine.jobs().claim("parent", &[]).unwrap() {
-        engine
-            .jobs()
-            .complete(c.id(), c.attempt, &json!("parent"))
-            .unwrap();
+        engine.jobs().complete(&c, &json!("parent")).unwrap();
     }
     for child in children {
         let out = child.wait_with_output().unwrap();
@@ -549,8 +557,7 @@ fn listings_stats_and_record_shapes() {
         .unwrap();
     let claim = jobs.claim("w", &["analysis"]).unwrap().unwrap();
     clock.advance(secs(5));
-    jobs.progress(claim.id(), claim.attempt, 40, Some("loading"))
-        .unwrap();
+    jobs.progress(&claim, 40, Some("loading")).unwrap();
     assert_eq!(jobs.active("bob", 10).unwrap().len(), 2);
     assert_eq!(jobs.failed("alice", 10).unwrap().len(), 1);
     assert_eq!(jobs.list_by_user("bob", 1).unwrap()[0].id, child.id);
@@ -609,13 +616,10 @@ fn job_records_migrate_from_v1_and_refuse_unknown_versions() {
 fn restart_clears_the_outcome_and_may_replace_input() {
     let (engine, _clock) = mem_engine();
     let jobs = engine.jobs();
-    let failing = jobs.create(&new_job("research")).unwrap();
+    jobs.create(&new_job("research")).unwrap();
     let c = jobs.claim("w", &[]).unwrap().unwrap();
-    jobs.checkpoint(failing.id, c.attempt, &json!({"page": 2}))
-        .unwrap();
-    let failed = jobs
-        .fail(failing.id, c.attempt, "BOOM", "it broke")
-        .unwrap();
+    jobs.checkpoint(&c, &json!({"page": 2})).unwrap();
+    let failed = jobs.fail(&c, "BOOM", "it broke").unwrap();
     assert!(failed.checkpoint.is_some());
     let again = jobs
         .restart(failed.id, "op", Some(&json!({"symbol": "MSFT"})))
@@ -634,7 +638,7 @@ fn restart_clears_the_outcome_and_may_replace_input() {
     assert_eq!(again.attempt, failed.attempt, "attempt only grows on claim");
     let c = jobs.claim("w", &[]).unwrap().unwrap();
     assert_eq!(c.attempt, failed.attempt + 1);
-    jobs.complete(c.id(), c.attempt, &json!(null)).unwrap();
+    jobs.complete(&c, &json!(null)).unwrap();
     jobs.delete(c.id(), "op").unwrap();
     assert_eq!(jobs.get(c.id()).unwrap_err().code(), "NOT_FOUND");
 }
@@ -651,7 +655,7 @@ fn regression_a_clock_that_stepped_back_made_claim_and_complete_break_the_time_r
         Some(job.created_at),
         "clamped to its creation"
     );
-    let done = jobs.complete(job.id, c.attempt, &json!(1)).unwrap();
+    let done = jobs.complete(&c, &json!(1)).unwrap();
     assert_eq!(done.finished_at, Some(job.created_at));
     let other = jobs.create(&new_job("research")).unwrap();
     clock.rewind(secs(60));

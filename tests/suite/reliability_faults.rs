@@ -258,7 +258,7 @@ fn clock_jumps_fire_no_slot_twice_and_recover_no_healthy_job() {
             forward += 1;
         }
         // The healthy worker heartbeats (its heartbeat thread runs on its own schedule)...
-        engine.jobs().heartbeat(claim.id(), claim.attempt).unwrap();
+        engine.jobs().heartbeat(&claim).unwrap();
         // ...and the scheduler and supervisor tick at the jumped time.
         engine.schedules().tick(clock.now(), &fire).unwrap();
         let report = supervisor.tick(clock.now()).unwrap();

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::provider::{self as demo, ProviderOptions};
 use clap::Args;
-use runledger::demo::{self, ProviderOptions};
 use runledger::flex::{self, FlexConfig, FlexToken, Pacer, RateLimits, TokenSource};
 use runledger::run::{RunFilter, ScopeSelector, TriggerKind};
 use runledger::{
