@@ -1,6 +1,8 @@
 //! [`Engine`]: one SQLite file, one clock, shared by every thread of the host.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction};
@@ -53,6 +55,29 @@ struct Inner {
     bus: Bus,
     opts: EngineOptions,
     path: Option<PathBuf>,
+    /// The latest time a write of this engine stamped (Unix ms): write times never go back.
+    last_write: AtomicI64,
+}
+
+/// What a write closure works with: the open transaction (by `Deref`) and the write's time.
+pub(crate) struct WriteCtx<'a> {
+    tx: &'a Transaction<'a>,
+    now: Timestamp,
+}
+
+impl WriteCtx<'_> {
+    /// The time of this write: the engine's clock read once the write lock was held, never
+    /// earlier than the time of a write committed before it by this engine.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.now
+    }
+}
+
+impl<'a> Deref for WriteCtx<'a> {
+    type Target = Transaction<'a>;
+    fn deref(&self) -> &Transaction<'a> {
+        self.tx
+    }
 }
 
 impl Engine {
@@ -86,6 +111,7 @@ impl Engine {
                 bus: Bus::default(),
                 opts,
                 path,
+                last_write: AtomicI64::new(i64::MIN),
             }),
         }
     }
@@ -119,17 +145,30 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `f` in an immediate write transaction (retried whole on a busy database).
-    pub(crate) fn write<T>(&self, f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    /// The time for a write that holds the write lock: the clock, clamped so that it never
+    /// goes back behind an earlier write of this engine (a clock stepping back).
+    fn write_time(&self) -> Timestamp {
+        let now = self.now().unix_ms();
+        let prev = self.inner.last_write.fetch_max(now, Ordering::SeqCst);
+        Timestamp::from_unix_ms(now.max(prev)).expect("both come from valid timestamps")
+    }
+
+    /// Runs `f` in an immediate write transaction (retried whole on a busy database). `f`
+    /// reads the write's time from its context ([`WriteCtx::now`]), taken after `BEGIN
+    /// IMMEDIATE` succeeded, so stored times follow commit order.
+    pub(crate) fn write<T>(&self, mut f: impl FnMut(&WriteCtx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
-        db::write(&mut conn, &self.inner.opts.db, f)
+        db::write(&mut conn, &self.inner.opts.db, |tx| {
+            let now = self.write_time();
+            f(&WriteCtx { tx, now })
+        })
     }
 
     /// Runs `f` in an immediate write transaction that may append job events; once it
     /// commits, the events go to in-process subscribers.
     pub(crate) fn write_events<T>(
         &self,
-        mut f: impl FnMut(&Transaction<'_>, &mut Vec<Event>) -> Result<T>,
+        mut f: impl FnMut(&WriteCtx<'_>, &mut Vec<Event>) -> Result<T>,
     ) -> Result<T> {
         let mut events = Vec::new();
         let out = self.write(|tx| {

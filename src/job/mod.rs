@@ -71,8 +71,8 @@ impl<'e> Jobs<'e> {
     /// Creates a job in state `created`.
     pub fn create(&self, new: &NewJob) -> Result<Job> {
         validate::new_job(new)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let job = store::insert(tx, new, now)?;
             ev.push(events::append(
                 tx,
@@ -154,8 +154,8 @@ impl<'e> Jobs<'e> {
         for kind in kinds {
             validate::identifier("kind", kind)?;
         }
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let Some(job) = store::claim(tx, worker, kinds, now)? else {
                 return Ok(None);
             };
@@ -178,8 +178,8 @@ impl<'e> Jobs<'e> {
     pub fn resume_on(&self, id: i64, worker: &str, actor: &str) -> Result<Claim> {
         validate::name("worker", worker)?;
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             store::claim_paused(tx, id, worker, now)?;
             store::audit(tx, id, "resume", actor, &json!({ "worker": worker }), now)?;
             let job = store::get(tx, id)?;
@@ -207,9 +207,8 @@ impl<'e> Jobs<'e> {
     /// A sign of life from the worker holding `claim`.
     pub fn heartbeat(&self, claim: &Claim) -> Result<()> {
         let (id, attempt) = (claim.id(), claim.attempt);
-        let now = self.engine.now();
         self.engine
-            .write(|tx| store::heartbeat(tx, id, attempt, now))
+            .write(|tx| store::heartbeat(tx, id, attempt, tx.now()))
     }
 
     /// Progress in percent (0..=100) and an optional step description.
@@ -217,8 +216,8 @@ impl<'e> Jobs<'e> {
         let (id, attempt) = (claim.id(), claim.attempt);
         validate::progress(pct)?;
         validate::step(step)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             store::progress(tx, id, attempt, pct, step, now)?;
             ev.push(events::append(
                 tx,
@@ -236,8 +235,8 @@ impl<'e> Jobs<'e> {
         let (id, attempt) = (claim.id(), claim.attempt);
         let limit = self.engine.options().max_checkpoint_bytes;
         let text = validate::document("checkpoint", checkpoint, limit)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             store::checkpoint(tx, id, attempt, &text, now)?;
             ev.push(events::append(
                 tx,
@@ -254,8 +253,8 @@ impl<'e> Jobs<'e> {
     pub fn complete(&self, claim: &Claim, result: &Value) -> Result<Job> {
         let (id, attempt) = (claim.id(), claim.attempt);
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let job = store::complete(tx, id, attempt, result, now)?;
             ev.push(events::append(
                 tx,
@@ -272,8 +271,8 @@ impl<'e> Jobs<'e> {
     pub fn fail(&self, claim: &Claim, code: &str, message: &str) -> Result<Job> {
         let (id, attempt) = (claim.id(), claim.attempt);
         validate::identifier("error_code", code)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let job = store::fail(tx, id, attempt, code, message, now)?;
             ev.push(events::append(
                 tx,
@@ -288,8 +287,8 @@ impl<'e> Jobs<'e> {
 
     fn operator(&self, id: i64, op: &Op, actor: &str, detail: Value) -> Result<Job> {
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let from = store::transition(tx, id, op.from, op.to, None, now)?;
             let mut detail = detail.clone();
             detail["from"] = json!(from);
@@ -323,8 +322,8 @@ impl<'e> Jobs<'e> {
     pub fn mark_failed(&self, id: i64, actor: &str, code: &str, message: &str) -> Result<Job> {
         validate::name("actor", actor)?;
         validate::identifier("error_code", code)?;
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let allowed = [JobState::Running, JobState::Paused];
             let from = store::transition(
                 tx,
@@ -350,8 +349,8 @@ impl<'e> Jobs<'e> {
         if let Some(input) = input {
             validate::document("input", input, validate::MAX_DOCUMENT_BYTES)?;
         }
-        let now = self.engine.now();
         self.engine.write_events(|tx, ev| {
+            let now = tx.now();
             let from = store::restart(tx, id, input, now)?;
             let detail = json!({ "from": from, "new_input": input.is_some() });
             store::audit(tx, id, "restart", actor, &detail, now)?;
@@ -369,8 +368,8 @@ impl<'e> Jobs<'e> {
     /// Deletes a terminal job (its audit rows stay).
     pub fn delete(&self, id: i64, actor: &str) -> Result<()> {
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write(|tx| {
+            let now = tx.now();
             let job = store::get(tx, id)?;
             store::delete(tx, &job)?;
             events::delete_for_job(tx, id)?;

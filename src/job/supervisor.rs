@@ -161,12 +161,15 @@ impl Supervisor {
 
     fn recover(
         &self,
-        now: Timestamp,
-        cutoff: Timestamp,
+        at: Option<Timestamp>,
+        stale_after: Option<Duration>,
         only: Option<i64>,
         actor: Option<&str>,
     ) -> Result<TickReport> {
         self.engine.write_events(|tx, ev| {
+            // A tick runs at the host's time; an operator's recovery at the write's own.
+            let now = at.unwrap_or_else(|| tx.now());
+            let cutoff = stale_after.map_or(Timestamp::MIN, |d| now - d);
             let mut report = TickReport {
                 at: Some(now),
                 recovered: Vec::new(),
@@ -236,15 +239,14 @@ impl Supervisor {
 
     /// Recovers every job stale at `now`.
     pub fn tick(&self, now: Timestamp) -> Result<TickReport> {
-        self.recover(now, now - self.opts.stale_after, None, None)
+        self.recover(Some(now), Some(self.opts.stale_after), None, None)
     }
 
     /// Recovers one running job now, however fresh its heartbeat (an operator's action,
     /// recorded in the audit log).
     pub fn recover_now(&self, job_id: i64, actor: &str) -> Result<Recovery> {
         validate::name("actor", actor)?;
-        let now = self.engine.now();
-        let report = self.recover(now, Timestamp::MIN, Some(job_id), Some(actor))?;
+        let report = self.recover(None, None, Some(job_id), Some(actor))?;
         report
             .recovered
             .into_iter()
@@ -255,8 +257,8 @@ impl Supervisor {
     /// Sets a job's recovery counter back to zero (audited).
     pub fn reset_recovery_count(&self, job_id: i64, actor: &str) -> Result<()> {
         validate::name("actor", actor)?;
-        let now = self.engine.now();
         self.engine.write(|tx| {
+            let now = tx.now();
             store::reset_recovery_count(tx, job_id, now)?;
             store::audit(tx, job_id, "reset_recovery_count", actor, &json!({}), now)
         })

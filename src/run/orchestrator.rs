@@ -122,8 +122,8 @@ impl<'a> Runs<'a> {
             account_id,
             lease: p.lease,
         };
-        let now = self.engine.now();
-        let run_id = match self.engine.write(|tx| store::start(tx, &new, now))? {
+        // The run starts (and its lease runs) from the time its write holds the lock.
+        let run_id = match self.engine.write(|tx| store::start(tx, &new, tx.now()))? {
             Started::Run(id) => id,
             Started::Rejected {
                 active_run_id,
@@ -146,8 +146,9 @@ impl<'a> Runs<'a> {
                     error: Some((e.code(), &message)),
                     meta: json!({"errorCode": e.code()}),
                 };
-                let now = self.engine.now();
-                let _ = self.engine.write(|tx| store::finish(tx, run_id, &end, now));
+                let _ = self
+                    .engine
+                    .write(|tx| store::finish(tx, run_id, &end, tx.now()));
                 Err(e)
             }
         }
@@ -203,9 +204,8 @@ impl<'a> Runs<'a> {
                         error: Some((&err.code, &err.message)),
                         meta,
                     };
-                    let now = self.engine.now();
                     self.engine
-                        .write(|tx| store::finish(tx, run_id, &end, now))?;
+                        .write(|tx| store::finish(tx, run_id, &end, tx.now()))?;
                     return Ok(());
                 }
             }
@@ -215,9 +215,8 @@ impl<'a> Runs<'a> {
             error: None,
             meta: json!({}),
         };
-        let now = self.engine.now();
         self.engine
-            .write(|tx| store::finish(tx, run_id, &end, now))?;
+            .write(|tx| store::finish(tx, run_id, &end, tx.now()))?;
         Ok(())
     }
 
@@ -233,12 +232,12 @@ impl<'a> Runs<'a> {
     ) -> Result<StageEnd> {
         let run_id = base.run_id;
         for attempt in 1..=p.retry.max_attempts {
-            let now = self.engine.now();
-            let open = TimelineEntry::started(base.stage, kind, attempt, now);
-            let lease = now + p.lease;
-            let held = self.engine.write(|tx| {
-                Ok(store::renew_lease(tx, run_id, lease)?
-                    && store::append_entry(tx, run_id, &open)?)
+            let (held, open) = self.engine.write(|tx| {
+                let now = tx.now();
+                let open = TimelineEntry::started(base.stage, kind, attempt, now);
+                let held = store::renew_lease(tx, run_id, now + p.lease)?
+                    && store::append_entry(tx, run_id, &open)?;
+                Ok((held, open))
             })?;
             if !held {
                 return Ok(StageEnd::LeaseLost);
@@ -269,24 +268,26 @@ impl<'a> Runs<'a> {
                     format!("stage panicked: {msg}"),
                 ))
             });
-            let now = self.engine.now();
-            let closed = match &result {
-                Ok(out) => {
-                    let status = if out.skipped {
-                        StageStatus::Skipped
-                    } else {
-                        StageStatus::Success
-                    };
-                    open.close(status, now).with_detail(out.detail.clone())
-                }
-                Err(e) => open
-                    .close(StageStatus::Failed, now)
-                    .with_error(&e.code, &e.message)
-                    .with_detail(e.detail.clone()),
-            };
-            let lease = now + p.lease;
             let held = self.engine.write(|tx| {
-                Ok(store::renew_lease(tx, run_id, lease)?
+                let now = tx.now();
+                let closed = match &result {
+                    Ok(out) => {
+                        let status = if out.skipped {
+                            StageStatus::Skipped
+                        } else {
+                            StageStatus::Success
+                        };
+                        open.clone()
+                            .close(status, now)
+                            .with_detail(out.detail.clone())
+                    }
+                    Err(e) => open
+                        .clone()
+                        .close(StageStatus::Failed, now)
+                        .with_error(&e.code, &e.message)
+                        .with_detail(e.detail.clone()),
+                };
+                Ok(store::renew_lease(tx, run_id, now + p.lease)?
                     && store::close_last_entry(tx, run_id, &closed)?)
             })?;
             if !held {
@@ -325,22 +326,19 @@ impl<'a> Runs<'a> {
     /// `ABANDONED`, freeing its lock. Returns their ids. Hosts call it periodically and at
     /// start-up; the next trigger of a lock also finalizes its expired holder.
     pub fn sweep(&self) -> Result<Vec<i64>> {
-        let now = self.engine.now();
-        self.engine.write(|tx| store::sweep(tx, now))
+        self.engine.write(|tx| store::sweep(tx, tx.now()))
     }
 
     /// Adds or replaces a module in the catalog.
     pub fn upsert_module(&self, module: &Module) -> Result<()> {
-        let now = self.engine.now();
         self.engine
-            .write(|tx| probe::upsert_module(tx, module, now))
+            .write(|tx| probe::upsert_module(tx, module, tx.now()))
     }
 
     /// Enables or disables a module.
     pub fn set_module_enabled(&self, module: &str, enabled: bool) -> Result<()> {
-        let now = self.engine.now();
         self.engine
-            .write(|tx| probe::set_enabled(tx, module, enabled, now))
+            .write(|tx| probe::set_enabled(tx, module, enabled, tx.now()))
     }
 
     /// Removes a module and its probe history.
@@ -360,9 +358,8 @@ impl<'a> Runs<'a> {
         outcome: &Result<(), ProbeError>,
         latency_ms: i64,
     ) -> Result<i64> {
-        let now = self.engine.now();
         self.engine
-            .write(|tx| probe::record_probe(tx, module, outcome, latency_ms, now))
+            .write(|tx| probe::record_probe(tx, module, outcome, latency_ms, tx.now()))
     }
 
     /// The readiness of `scope` now, from stored probes only (nothing is probed).

@@ -449,11 +449,10 @@ impl StageContext<'_> {
     /// [`Error::IllegalTransition`] when the run is no longer started (it was swept as
     /// abandoned meanwhile): the stage should stop.
     pub fn keep_alive(&self) -> Result<()> {
-        let until = self.engine.now() + self.lease;
-        let run_id = self.run_id;
+        let (run_id, lease) = (self.run_id, self.lease);
         if self
             .engine
-            .write(|tx| super::store::renew_lease(tx, run_id, until))?
+            .write(|tx| super::store::renew_lease(tx, run_id, tx.now() + lease))?
         {
             Ok(())
         } else {
@@ -488,8 +487,8 @@ impl StageContext<'_> {
 
     /// Stores a downloaded payload (once per SHA-256) and records it for this run.
     pub fn store_raw(&mut self, input: &RawInput<'_>) -> Result<RawRecord> {
-        let now = self.engine.now();
         let run_id = self.run_id;
-        self.engine.write(|tx| raw::store(tx, run_id, input, now))
+        self.engine
+            .write(|tx| raw::store(tx, run_id, input, tx.now()))
     }
 }

@@ -418,8 +418,8 @@ pub(crate) fn preflight(
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe))
                 .unwrap_or_else(|_| Err(ProbeError::new("PROBE_PANIC", "probe panicked")));
             let end = engine.now();
-            engine
-                .write(|tx| record_probe(tx, &m.module, &outcome, end.millis_since(start), end))?;
+            let latency = end.millis_since(start);
+            engine.write(|tx| record_probe(tx, &m.module, &outcome, latency, tx.now()))?;
             probed.push(m.module.clone());
         }
     }

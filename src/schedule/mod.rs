@@ -310,7 +310,6 @@ impl Schedules<'_> {
         check_word("scope", &new.scope, WORD_EXTRA)?;
         let rule: Rule = new.rule.parse()?;
         let zone = Zone::new(&new.zone)?;
-        let now = self.engine.now();
         let row = ScheduleRow {
             name: &new.name,
             pipeline: &new.pipeline,
@@ -320,8 +319,9 @@ impl Schedules<'_> {
             enabled: new.enabled,
             misfire: new.misfire,
         };
-        let next = next_due(&rule, &zone, now);
         self.engine.write(|tx| {
+            let now = tx.now();
+            let next = next_due(&rule, &zone, now);
             if store::schedule_by_name(tx, &new.name)?.is_some() {
                 return Err(Error::invalid(
                     "name",
@@ -394,8 +394,8 @@ impl Schedules<'_> {
         }
         let new_rule: Option<Rule> = edit.rule.as_deref().map(str::parse).transpose()?;
         let new_zone = edit.zone.as_deref().map(Zone::new).transpose()?;
-        let now = self.engine.now();
         self.engine.write(|tx| {
+            let now = tx.now();
             let cur = store::schedule_by_name(tx, name)?
                 .ok_or_else(|| Error::not_found("schedule", name))?;
             let rule = new_rule.unwrap_or(cur.rule);
@@ -436,8 +436,8 @@ impl Schedules<'_> {
     }
 
     fn set_enabled(&self, name: &str, enabled: bool) -> Result<Schedule> {
-        let now = self.engine.now();
         self.engine.write(|tx| {
+            let now = tx.now();
             let cur = store::schedule_by_name(tx, name)?
                 .ok_or_else(|| Error::not_found("schedule", name))?;
             if cur.enabled == enabled {

@@ -229,8 +229,8 @@ pub(crate) fn tick(
             message: message.map(|m| clip(m, MAX_MESSAGE)),
         };
         // The outcome is recorded at the clock's time after the fire, not at `now`.
-        let done = engine.now().max(now);
         let recorded = engine.write(|tx| {
+            let done = tx.now().max(now);
             store::finish_claimed_slot(tx, c.slot_id, &opts.ticker, &finish, done)?;
             report(tx, c.slot_id)
         })?;
