@@ -10,7 +10,7 @@
 //! CHECK constraints and triggers; see ARCHITECTURE.md for the invariants.
 //!
 //! **The [`guide`]**: [quick start](guide::quickstart), [jobs](guide::jobs),
-//! [runs](guide::runs), [schedules](guide::schedules), [Flex](guide::flex),
+//! [runs](guide::runs), [schedules](guide::schedules), Flex (`guide::flex`, with the `flex` feature),
 //! [events](guide::events), [operations](guide::operations), and
 //! [every error code](guide::errors).
 //!
@@ -32,11 +32,12 @@
 mod text_enum;
 
 pub mod clock;
-pub mod db;
+mod db;
 pub mod doctor;
 mod engine;
 pub mod error;
 pub mod events;
+#[cfg(feature = "flex")]
 pub mod flex;
 pub mod guide;
 pub mod job;
@@ -47,7 +48,7 @@ pub mod runbook;
 pub mod schedule;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use db::{DbOptions, Durability};
+pub use db::{known_schema_version, DbOptions, Durability};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, FieldError, Result};
 pub use events::{Event, EventKind, Events};

@@ -82,7 +82,7 @@ pub struct Recovery {
 
 /// What one [`Supervisor::tick`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TickReport {
+pub struct RecoveryReport {
     /// When the tick ran.
     pub at: Option<Timestamp>,
     /// Every job recovered, stalest first.
@@ -165,12 +165,12 @@ impl Supervisor {
         stale_after: Option<Duration>,
         only: Option<i64>,
         actor: Option<&str>,
-    ) -> Result<TickReport> {
+    ) -> Result<RecoveryReport> {
         self.engine.write_events(|tx, ev| {
             // A tick runs at the host's time; an operator's recovery at the write's own.
             let now = at.unwrap_or_else(|| tx.now());
             let cutoff = stale_after.map_or(Timestamp::MIN, |d| now - d);
-            let mut report = TickReport {
+            let mut report = RecoveryReport {
                 at: Some(now),
                 recovered: Vec::new(),
             };
@@ -238,7 +238,7 @@ impl Supervisor {
     }
 
     /// Recovers every job stale at `now`.
-    pub fn tick(&self, now: Timestamp) -> Result<TickReport> {
+    pub fn tick(&self, now: Timestamp) -> Result<RecoveryReport> {
         self.recover(Some(now), Some(self.opts.stale_after), None, None)
     }
 
@@ -300,6 +300,6 @@ impl Supervisor {
             let _ = me.tick(me.engine.now());
             me.opts.poll_every
         })
-        .map_err(|e| Error::invalid("thread", e.to_string()))
+        .map_err(|e| Error::thread_spawn("runledger-supervisor", e))
     }
 }

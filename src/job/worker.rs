@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::state::JobState;
 use super::types::{Claim, Job};
 use super::validate;
 use crate::clock::{Deadline, Timestamp};
@@ -79,6 +80,18 @@ pub enum StopReason {
     /// The attempt ran past the job's timeout ([`NewJob::timeout`](crate::NewJob::timeout));
     /// the worker failed the job with code `TIMEOUT`.
     TimedOut = 5,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::Cancelled => "cancelled",
+            StopReason::Paused => "paused",
+            StopReason::Lost => "lost",
+            StopReason::Shutdown => "shut down",
+            StopReason::TimedOut => "timed out",
+        })
+    }
 }
 
 impl StopReason {
@@ -180,24 +193,19 @@ impl JobContext {
 }
 
 fn stopped(job_id: i64, reason: StopReason) -> Error {
-    Error::NotRunning {
-        job_id,
-        state: match reason {
-            StopReason::Cancelled => "cancelled",
-            StopReason::Paused => "paused",
-            StopReason::Lost => "lost",
-            StopReason::Shutdown => "abandoned at shutdown",
-            StopReason::TimedOut => "failed: timed out",
-        }
-        .into(),
-    }
+    Error::JobStopped { job_id, reason }
 }
 
-/// Records in `stop` what a refused write says about the job.
 fn note_stop(stop: &AtomicU8, e: &Error) {
     let reason = match e {
-        Error::NotRunning { state, .. } if state == "cancelled" => StopReason::Cancelled,
-        Error::NotRunning { state, .. } if state == "paused" => StopReason::Paused,
+        Error::NotRunning {
+            state: JobState::Cancelled,
+            ..
+        } => StopReason::Cancelled,
+        Error::NotRunning {
+            state: JobState::Paused,
+            ..
+        } => StopReason::Paused,
         Error::NotRunning { .. } | Error::StaleAttempt { .. } | Error::NotFound { .. } => {
             StopReason::Lost
         }
@@ -268,13 +276,14 @@ impl Worker {
                 shared.clone(),
                 done_tx.clone(),
             );
+            let name = format!("runledger-worker-{slot}");
             let t = std::thread::Builder::new()
-                .name(format!("runledger-worker-{slot}"))
+                .name(name.clone())
                 .spawn(move || {
                     run_slot(slot, &engine, &opts, &*handler, &shared);
                     let _ = done_tx.send(slot);
                 })
-                .map_err(|e| Error::invalid("thread", e.to_string()))?;
+                .map_err(|e| Error::thread_spawn(name, e))?;
             threads.push(t);
         }
         Ok(Worker {

@@ -283,9 +283,13 @@ pub(crate) fn modules(conn: &Connection) -> Result<Vec<Module>> {
         .collect::<rusqlite::Result<_>>()?;
     rows.into_iter()
         .map(|(module, domain, scopes, enabled)| {
-            let scopes: Vec<Scope> = serde_json::from_str(&scopes).map_err(|e| {
-                Error::invalid(format!("ingest_modules/{module}/scopes"), e.to_string())
-            })?;
+            let scopes: Vec<Scope> =
+                serde_json::from_str(&scopes).map_err(|e| Error::CorruptRow {
+                    table: "ingest_modules",
+                    id: module.clone(),
+                    column: "scopes",
+                    reason: e.to_string(),
+                })?;
             Ok(Module {
                 module,
                 domain,

@@ -153,7 +153,7 @@ fn a_clean_populated_database_reports_nothing() {
     let (engine, _clock, _dir) = populated();
     let report = doctor::check(&engine, &DoctorOptions::default()).unwrap();
     assert!(report.is_clean(), "{:#?}", report.anomalies);
-    assert_eq!(report.schema_version, runledger::db::known_schema_version());
+    assert_eq!(report.schema_version, runledger::known_schema_version());
     for check in [
         "integrity",
         "foreign_key",

@@ -310,6 +310,10 @@ fn a_cancelled_running_job_tells_its_worker_to_stop() {
         .heartbeat(&claim_at(&jobs, running.id, running.attempt))
         .unwrap_err();
     assert_eq!(err.code(), "JOB_NOT_RUNNING", "{err}");
+    assert!(
+        matches!(err, Error::NotRunning { state: JobState::Cancelled, job_id } if job_id == running.id),
+        "the state is typed: {err:?}"
+    );
     let err = jobs
         .complete(&claim_at(&jobs, running.id, running.attempt), &json!(1))
         .unwrap_err();

@@ -176,7 +176,7 @@ fn a_file_that_is_not_sqlite_is_not_a_database_and_is_left_untouched() {
 fn a_newer_schema_is_unsupported_version_and_opens_once_it_is_gone() {
     let (engine, _clock, dir) = file_engine();
     let path = dir.path().join("runledger.db");
-    let known = runledger::db::known_schema_version();
+    let known = runledger::known_schema_version();
     engine
         .with_connection(|c| {
             Ok(c.execute(

@@ -476,7 +476,13 @@ fn shutdown_abandons_unfinished_work_to_the_supervisor() {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert!(
-            ctx.progress(99, None).is_err(),
+            matches!(
+                ctx.progress(99, None),
+                Err(Error::JobStopped {
+                    reason: StopReason::Shutdown,
+                    ..
+                })
+            ),
             "no writes after abandonment"
         );
         Ok(json!("late"))
