@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Result};
 
@@ -82,6 +82,19 @@ pub fn open(path: &Path, opts: &DbOptions) -> Result<Connection> {
     let mut conn = Connection::open_with_flags(path, flags)?;
     configure(&conn, opts, true)?;
     migrate(&mut conn, opts)?;
+    Ok(conn)
+}
+
+/// Opens a read connection on the (already opened and migrated) file at `path`: it refuses
+/// writes (`query_only`) and keeps the same statement cache.
+pub(crate) fn open_reader(path: &Path, opts: &DbOptions) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(opts.busy_timeout)?;
+    conn.pragma_update(None, "query_only", "on")?;
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
 
@@ -167,31 +180,7 @@ fn migrate(conn: &mut Connection, opts: &DbOptions) -> Result<()> {
     }
 }
 
-fn backoff(try_no: u32) -> Duration {
+/// The pause before busy retry `try_no` (1-based): 6 ms growing to 51 ms.
+pub(crate) fn backoff(try_no: u32) -> Duration {
     Duration::from_millis(u64::from(try_no.min(10)) * 5 + 1)
-}
-
-/// Runs `f` inside a `BEGIN IMMEDIATE` transaction and commits; on a busy database the whole
-/// transaction is retried (so `f` must be repeatable). An error from `f` rolls back.
-pub fn write<T>(
-    conn: &mut Connection,
-    opts: &DbOptions,
-    mut f: impl FnMut(&Transaction<'_>) -> Result<T>,
-) -> Result<T> {
-    let mut tries = 0;
-    loop {
-        let attempt = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })();
-        match attempt {
-            Err(Error::Busy) if tries < opts.busy_retries => {
-                tries += 1;
-                std::thread::sleep(backoff(tries));
-            }
-            other => return other,
-        }
-    }
 }

@@ -1,16 +1,65 @@
 //! [`Engine`]: one SQLite file, one clock, shared by every thread of the host.
+//!
+//! # Writes: one writer connection, commits shared by many callers
+//!
+//! Every write of the process goes through one writer connection behind a mutex. A caller
+//! takes the mutex, opens the group transaction (`BEGIN IMMEDIATE`) unless one is open,
+//! runs its own operation inside its own `SAVEPOINT`, and then either commits the group or,
+//! when other writers are already queued for the mutex, leaves the transaction open for them
+//! and waits until a later member commits it. So concurrent callers share one commit (one
+//! fsync at `synchronous = FULL`), each caller still runs its closure on its own thread
+//! (no closure crosses a thread, no lifetime is erased), and:
+//! - a failing operation rolls back only its own savepoint and returns its own error;
+//! - a panicking operation is caught, rolled back to its savepoint, and re-raised in its own
+//!   caller only, after the group's commit;
+//! - events reach subscribers only after the commit that holds them, in commit order;
+//! - a group holds at most [`MAX_GROUP`] operations, so a steady stream of writers cannot
+//!   postpone a commit for ever.
+//!
+//! Across processes, `BEGIN IMMEDIATE` meeting another process's write lock fails at once
+//! (the writer's busy timeout is zero): the caller releases the mutex, sleeps, and retries,
+//! so no thread ever sleeps holding a lock other callers need. A group whose commit fails
+//! reports the failure to each of its members (busy: each re-runs its operation).
+//!
+//! # Reads: a pool of read connections, each read one snapshot
+//!
+//! File engines read on a small pool of `query_only` connections; each read API runs inside
+//! one deferred read transaction, so a multi-statement read sees one snapshot, and in WAL
+//! mode it never waits for the writer. In-memory engines have no second connection to the
+//! same database: they read on the writer connection, after committing any open group (a
+//! read never sees another caller's uncommitted work).
 
+use std::collections::VecDeque;
 use std::ops::Deref;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 
-use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::clock::{Clock, Deadline, SystemClock, Timestamp};
 use crate::db::{self, DbOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
+
+/// The most operations one shared commit holds.
+pub(crate) const MAX_GROUP: usize = 256;
+
+/// How many idle read connections a file engine keeps.
+const IDLE_READERS: usize = 4;
+
+/// How many failed groups are remembered for their waiting members.
+const FAILED_KEPT: usize = 1024;
+
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+const COMMIT: &str = "COMMIT";
+const ROLLBACK: &str = "ROLLBACK";
+const SAVEPOINT: &str = "SAVEPOINT rl_op";
+const RELEASE: &str = "RELEASE rl_op";
+const ROLLBACK_TO: &str = "ROLLBACK TO rl_op";
+const BEGIN_READ: &str = "BEGIN DEFERRED";
 
 /// How an [`Engine`] is opened: database options and the clock.
 #[derive(Debug, Clone)]
@@ -41,9 +90,10 @@ impl EngineOptions {
     }
 }
 
-/// A handle on one runledger database. Cheap to clone; clones share one connection, so
-/// writes from the threads of one process never contend inside SQLite, and several
-/// processes may open the same file (writes use `BEGIN IMMEDIATE` with busy retries).
+/// A handle on one runledger database. Cheap to clone; clones share one writer connection
+/// (concurrent writes of the process share commits) and one pool of read connections
+/// (reads never wait for a write). Several processes may open the same file: their writes
+/// are serialised by SQLite's write lock, taken with `BEGIN IMMEDIATE` and busy retries.
 #[derive(Debug, Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -51,17 +101,52 @@ pub struct Engine {
 
 #[derive(Debug)]
 struct Inner {
-    conn: Mutex<Connection>,
+    writer: Mutex<Writer>,
+    /// Writers between "I want the writer" and "I hold it": a member that sees some leaves
+    /// the group open for them instead of committing.
+    queued: AtomicUsize,
+    outcomes: Mutex<Outcomes>,
+    settled: Condvar,
+    /// Idle read connections (`None` in memory: reads use the writer).
+    readers: Option<Mutex<Vec<Connection>>>,
     bus: Bus,
     opts: EngineOptions,
     path: Option<PathBuf>,
     /// The latest time a write of this engine stamped (Unix ms): write times never go back.
     last_write: AtomicI64,
+    /// Commits of groups (crate-internal: tests count shared commits with it).
+    commits: AtomicU64,
 }
 
-/// What a write closure works with: the open transaction (by `Deref`) and the write's time.
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    open: Option<Group>,
+    next_group: u64,
+}
+
+/// The open transaction and what its members left in it.
+#[derive(Debug)]
+struct Group {
+    id: u64,
+    ops: usize,
+    events: Vec<Event>,
+    /// Set when the transaction can no longer commit (a savepoint could not be ended, or
+    /// SQLite rolled the whole transaction back).
+    broken: Option<Error>,
+}
+
+/// Which groups are settled (committed or failed): groups settle in id order.
+#[derive(Debug, Default)]
+struct Outcomes {
+    settled: u64,
+    failed: VecDeque<(u64, Error)>,
+}
+
+/// What a write closure works with: the writer connection inside the open transaction (by
+/// `Deref`) and the write's time.
 pub(crate) struct WriteCtx<'a> {
-    tx: &'a Transaction<'a>,
+    conn: &'a Connection,
     now: Timestamp,
 }
 
@@ -73,10 +158,38 @@ impl WriteCtx<'_> {
     }
 }
 
-impl<'a> Deref for WriteCtx<'a> {
-    type Target = Transaction<'a>;
-    fn deref(&self) -> &Transaction<'a> {
-        self.tx
+impl Deref for WriteCtx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Operations run under catch_unwind, and a panic elsewhere while a lock was held left no
+    // state half-changed, so a poisoned lock is still sound.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn exec(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// The same failure again, for each member of a group that failed to commit.
+fn share(e: &Error) -> Error {
+    match e {
+        Error::Busy => Error::Busy,
+        Error::DatabaseFull => Error::DatabaseFull,
+        Error::ReadOnly => Error::ReadOnly,
+        Error::NotADatabase => Error::NotADatabase,
+        Error::Database(rusqlite::Error::SqliteFailure(f, msg)) => {
+            Error::Database(rusqlite::Error::SqliteFailure(*f, msg.clone()))
+        }
+        other => Error::Database(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!("the shared commit failed: {other}")),
+        )),
     }
 }
 
@@ -90,7 +203,16 @@ impl Engine {
     pub fn open_with(path: impl AsRef<Path>, opts: EngineOptions) -> Result<Self> {
         let path = path.as_ref();
         let conn = db::open(path, &opts.db)?;
-        Ok(Self::from_parts(conn, opts, Some(path.to_path_buf())))
+        // The writer never waits inside SQLite: a busy BEGIN returns at once and is retried
+        // with the writer mutex released.
+        conn.busy_timeout(Duration::ZERO)?;
+        let readers = Some(Mutex::new(Vec::new()));
+        Ok(Self::from_parts(
+            conn,
+            readers,
+            opts,
+            Some(path.to_path_buf()),
+        ))
     }
 
     /// A private in-memory database (for tests and demos) with default options.
@@ -98,20 +220,34 @@ impl Engine {
         Self::open_in_memory_with(EngineOptions::default())
     }
 
-    /// A private in-memory database with `opts`.
+    /// A private in-memory database with `opts`. Reads use the writer connection.
     pub fn open_in_memory_with(opts: EngineOptions) -> Result<Self> {
         let conn = db::open_in_memory(&opts.db)?;
-        Ok(Self::from_parts(conn, opts, None))
+        Ok(Self::from_parts(conn, None, opts, None))
     }
 
-    fn from_parts(conn: Connection, opts: EngineOptions, path: Option<PathBuf>) -> Self {
+    fn from_parts(
+        conn: Connection,
+        readers: Option<Mutex<Vec<Connection>>>,
+        opts: EngineOptions,
+        path: Option<PathBuf>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
+                writer: Mutex::new(Writer {
+                    conn,
+                    open: None,
+                    next_group: 1,
+                }),
+                queued: AtomicUsize::new(0),
+                outcomes: Mutex::new(Outcomes::default()),
+                settled: Condvar::new(),
+                readers,
                 bus: Bus::default(),
                 opts,
                 path,
                 last_write: AtomicI64::new(i64::MIN),
+                commits: AtomicU64::new(0),
             }),
         }
     }
@@ -136,15 +272,6 @@ impl Engine {
         self.read(db::schema_version)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while the lock was held left no transaction open (it rolled back on
-        // unwind), so the connection is still sound.
-        self.inner
-            .conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// The time for a write that holds the write lock: the clock, clamped so that it never
     /// goes back behind an earlier write of this engine (a clock stepping back).
     fn write_time(&self) -> Timestamp {
@@ -153,45 +280,424 @@ impl Engine {
         Timestamp::from_unix_ms(now.max(prev)).expect("both come from valid timestamps")
     }
 
-    /// Runs `f` in an immediate write transaction (retried whole on a busy database). `f`
-    /// reads the write's time from its context ([`WriteCtx::now`]), taken after `BEGIN
-    /// IMMEDIATE` succeeded, so stored times follow commit order.
-    pub(crate) fn write<T>(&self, mut f: impl FnMut(&WriteCtx<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
-        db::write(&mut conn, &self.inner.opts.db, |tx| {
-            let now = self.write_time();
-            f(&WriteCtx { tx, now })
-        })
+    /// How many transactions the writer committed (each holding one or more operations).
+    #[cfg(test)]
+    pub(crate) fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::SeqCst)
     }
 
-    /// Runs `f` in an immediate write transaction that may append job events; once it
-    /// commits, the events go to in-process subscribers.
+    /// Runs `f` as one operation of a shared write transaction. `f` reads the write's time
+    /// from its context ([`WriteCtx::now`]), taken while it holds the writer, so stored
+    /// times follow commit order. `f` may run more than once (a busy database or a failed
+    /// shared commit re-runs it), so it must be repeatable.
+    pub(crate) fn write<T>(&self, mut f: impl FnMut(&WriteCtx<'_>) -> Result<T>) -> Result<T> {
+        self.write_op(&mut |ctx, _| f(ctx))
+    }
+
+    /// Like [`Engine::write`] for an operation that appends job events; they go to
+    /// in-process subscribers once the commit holding them is done.
     pub(crate) fn write_events<T>(
         &self,
         mut f: impl FnMut(&WriteCtx<'_>, &mut Vec<Event>) -> Result<T>,
     ) -> Result<T> {
-        let mut events = Vec::new();
-        let out = self.write(|tx| {
-            events.clear();
-            f(tx, &mut events)
-        })?;
-        self.inner.bus.publish(&events);
-        Ok(out)
+        self.write_op(&mut f)
+    }
+
+    fn write_op<T>(
+        &self,
+        f: &mut dyn FnMut(&WriteCtx<'_>, &mut Vec<Event>) -> Result<T>,
+    ) -> Result<T> {
+        let inner = &*self.inner;
+        let db = &inner.opts.db;
+        let budget = db
+            .busy_timeout
+            .saturating_mul(db.busy_retries.saturating_add(1));
+        let deadline = Deadline::after(budget);
+        let mut tries = 0u32;
+        loop {
+            inner.queued.fetch_add(1, Ordering::SeqCst);
+            let mut w = lock(&inner.writer);
+            inner.queued.fetch_sub(1, Ordering::SeqCst);
+            if w.open.is_none() {
+                match exec(&w.conn, BEGIN_WRITE) {
+                    Ok(()) => {
+                        let id = w.next_group;
+                        w.next_group += 1;
+                        w.open = Some(Group {
+                            id,
+                            ops: 0,
+                            events: Vec::new(),
+                            broken: None,
+                        });
+                    }
+                    Err(Error::Busy) if !deadline.remaining().is_zero() => {
+                        drop(w);
+                        tries += 1;
+                        std::thread::sleep(db::backoff(tries));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let now = self.write_time();
+            let mut events = Vec::new();
+            let (ran, end) = run_in_savepoint(&w.conn, now, &mut events, f);
+            let lost = w.conn.is_autocommit();
+            let group = w
+                .open
+                .as_mut()
+                .expect("a group is open while a member runs");
+            let gid = group.id;
+            group.ops += 1;
+            if let Err(e) = end {
+                group.broken.get_or_insert(e);
+            }
+            if lost && group.broken.is_none() {
+                // SQLite itself rolled the whole transaction back (disk full, I/O error).
+                group.broken = Some(match &ran {
+                    Ok(Err(e)) => share(e),
+                    _ => Error::Busy,
+                });
+            }
+            if matches!(ran, Ok(Ok(_))) {
+                group.events.append(&mut events);
+            }
+            let commit_now = group.ops >= MAX_GROUP
+                || group.broken.is_some()
+                || inner.queued.load(Ordering::SeqCst) == 0;
+            let committed = if commit_now {
+                let r = self.settle(&mut w);
+                drop(w);
+                r
+            } else {
+                drop(w);
+                self.wait_settled(gid)
+            };
+            match (ran, committed) {
+                (Err(panic), _) => resume_unwind(panic),
+                (Ok(Err(e)), _) => return Err(e),
+                (Ok(Ok(out)), Ok(())) => return Ok(out),
+                (Ok(Ok(_)), Err(Error::Busy)) if !deadline.remaining().is_zero() => {
+                    tries += 1;
+                    std::thread::sleep(db::backoff(tries));
+                }
+                (Ok(Ok(_)), Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Ends the open group (commit, or roll back a broken one), publishes its events, and
+    /// wakes its waiting members. Called with the writer held.
+    fn settle(&self, w: &mut Writer) -> Result<()> {
+        let Some(mut group) = w.open.take() else {
+            return Ok(());
+        };
+        let res = match group.broken.take() {
+            None => exec(&w.conn, COMMIT),
+            Some(e) => Err(e),
+        };
+        if res.is_err() && !w.conn.is_autocommit() {
+            let _ = exec(&w.conn, ROLLBACK);
+        }
+        if res.is_ok() {
+            self.inner.commits.fetch_add(1, Ordering::SeqCst);
+            self.inner.bus.publish(&group.events);
+        }
+        let mut o = lock(&self.inner.outcomes);
+        o.settled = group.id;
+        if let Err(e) = &res {
+            if o.failed.len() == FAILED_KEPT {
+                o.failed.pop_front();
+            }
+            o.failed.push_back((group.id, share(e)));
+        }
+        drop(o);
+        self.inner.settled.notify_all();
+        res
+    }
+
+    /// Waits until group `gid` is settled; its failure, if it failed.
+    fn wait_settled(&self, gid: u64) -> Result<()> {
+        let o = lock(&self.inner.outcomes);
+        let o = self
+            .inner
+            .settled
+            .wait_while(o, |o| o.settled < gid)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match o.failed.iter().find(|(id, _)| *id == gid) {
+            Some((_, e)) => Err(share(e)),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn bus(&self) -> &Bus {
         &self.inner.bus
     }
 
-    /// Runs `f` on the connection for reads.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.lock();
-        f(&conn)
+    /// Runs `f` on the writer connection with no transaction open (an open group is
+    /// committed first).
+    fn on_writer<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut w = lock(&self.inner.writer);
+        if w.open.is_some() {
+            // Its members learn the outcome; this caller only needs the group closed.
+            let _ = self.settle(&mut w);
+        }
+        f(&w.conn)
     }
 
-    /// Runs `f` with the raw connection: for operators' SQL (runbook, doctor) and tests.
-    /// Writes made here bypass the Rust state machines but not the database's own rules.
+    /// Runs `f` in one read snapshot: a deferred read transaction on a pooled read
+    /// connection (file engines: it never waits for a writer), or on the writer in memory.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let Some(pool) = &self.inner.readers else {
+            return self.on_writer(|c| in_snapshot(c, f));
+        };
+        let idle = lock(pool).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                let path = self
+                    .inner
+                    .path
+                    .as_deref()
+                    .expect("file engines have a path");
+                db::open_reader(path, &self.inner.opts.db)?
+            }
+        };
+        let out = in_snapshot(&conn, f);
+        if conn.is_autocommit() {
+            let mut idle = lock(pool);
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+        out
+    }
+
+    /// `PRAGMA data_version` of the writer connection: it changes when another connection
+    /// (another process, another engine) commits.
+    pub(crate) fn writer_data_version(&self) -> Result<i64> {
+        self.on_writer(|c| Ok(c.query_row("pragma data_version", [], |r| r.get(0))?))
+    }
+
+    /// Runs `f` with the writer connection, outside any transaction: for operators' SQL
+    /// (runbook) and tests. Writes made here bypass the Rust state machines but not the
+    /// database's own rules.
     pub fn with_connection<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        self.read(f)
+        self.on_writer(f)
+    }
+}
+
+/// Runs `f` in a deferred read transaction on `conn`.
+fn in_snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    exec(conn, BEGIN_READ)?;
+    let out = f(conn);
+    if !conn.is_autocommit() {
+        let end = exec(conn, COMMIT);
+        if end.is_err() && !conn.is_autocommit() {
+            let _ = exec(conn, ROLLBACK);
+        }
+        if out.is_ok() {
+            end?;
+        }
+    }
+    out
+}
+
+type Ran<T> = std::thread::Result<Result<T>>;
+
+/// Runs one operation in its own savepoint; returns its outcome (a panic caught) and how
+/// ending the savepoint went. A failed or panicking operation is rolled back to the
+/// savepoint; the rest of the group stays.
+fn run_in_savepoint<T>(
+    conn: &Connection,
+    now: Timestamp,
+    events: &mut Vec<Event>,
+    f: &mut dyn FnMut(&WriteCtx<'_>, &mut Vec<Event>) -> Result<T>,
+) -> (Ran<T>, Result<()>) {
+    if let Err(e) = exec(conn, SAVEPOINT) {
+        return (Ok(Err(e)), Ok(()));
+    }
+    let ctx = WriteCtx { conn, now };
+    let ran = catch_unwind(AssertUnwindSafe(|| f(&ctx, events)));
+    if conn.is_autocommit() {
+        // The transaction (and the savepoint) is already gone.
+        return (ran, Ok(()));
+    }
+    let end = if matches!(ran, Ok(Ok(_))) {
+        exec(conn, RELEASE)
+    } else {
+        exec(conn, ROLLBACK_TO).and_then(|()| exec(conn, RELEASE))
+    };
+    (ran, end)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::thread;
+
+    use rusqlite::named_params;
+
+    use super::*;
+
+    const INSERT: &str = "insert into supervisor_state (name) values (:name)";
+    const NAMES: &str = "select name from supervisor_state order by name";
+
+    fn names(engine: &Engine) -> Vec<String> {
+        engine
+            .read(|c| {
+                let mut stmt = c.prepare_cached(NAMES)?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .unwrap()
+    }
+
+    fn insert(tx: &Connection, name: &str) -> Result<()> {
+        tx.prepare_cached(INSERT)?
+            .execute(named_params! {":name": name})?;
+        Ok(())
+    }
+
+    /// Starts a write that inserts `holder` and keeps the writer (its group open) until the
+    /// returned sender is used.
+    fn hold_writer(engine: &Engine) -> (mpsc::Sender<()>, thread::JoinHandle<Result<()>>) {
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let e = engine.clone();
+        let holder = thread::spawn(move || {
+            e.write(|tx| {
+                insert(tx, "holder")?;
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(())
+            })
+        });
+        started_rx.recv().unwrap();
+        (release_tx, holder)
+    }
+
+    fn wait_queued(engine: &Engine, n: usize) {
+        let deadline = Deadline::after(Duration::from_secs(20));
+        while engine.inner.queued.load(Ordering::SeqCst) < n {
+            assert!(!deadline.remaining().is_zero(), "writers never queued");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_reader_never_waits_for_a_writer_holding_its_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path().join("r.db")).unwrap();
+        let (release, holder) = hold_writer(&engine);
+        let (done_tx, done_rx) = mpsc::channel();
+        let e = engine.clone();
+        thread::spawn(move || done_tx.send(names(&e)).unwrap());
+        let seen = done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the read waited for the writer's commit");
+        assert!(seen.is_empty(), "a read saw uncommitted work: {seen:?}");
+        release.send(()).unwrap();
+        holder.join().unwrap().unwrap();
+        assert_eq!(names(&engine), ["holder"]);
+    }
+
+    #[test]
+    fn queued_writes_share_one_commit_and_each_gets_its_own_error() {
+        let engine = Engine::open_in_memory().unwrap();
+        let (release, holder) = hold_writer(&engine);
+        let before = engine.commits();
+        let ops: Vec<_> = (0..8)
+            .map(|k| {
+                let e = engine.clone();
+                thread::spawn(move || {
+                    e.write(|tx| {
+                        insert(tx, &format!("op{k}"))?;
+                        if k % 2 == 1 {
+                            return Err(Error::invalid("op", format!("op {k} refused")));
+                        }
+                        Ok(k)
+                    })
+                })
+            })
+            .collect();
+        wait_queued(&engine, 8);
+        release.send(()).unwrap();
+        holder.join().unwrap().unwrap();
+        for (k, op) in ops.into_iter().enumerate() {
+            match (k % 2, op.join().unwrap()) {
+                (0, Ok(got)) => assert_eq!(got, k),
+                (1, Err(Error::InvalidInput { field, reason })) => {
+                    assert_eq!(field, "op");
+                    assert_eq!(reason, format!("op {k} refused"));
+                }
+                (_, other) => panic!("op {k}: {other:?}"),
+            }
+        }
+        assert_eq!(engine.commits() - before, 1, "nine writes, one commit");
+        assert_eq!(names(&engine), ["holder", "op0", "op2", "op4", "op6"]);
+    }
+
+    #[test]
+    fn a_panicking_write_fails_only_its_own_caller() {
+        let engine = Engine::open_in_memory().unwrap();
+        let (release, holder) = hold_writer(&engine);
+        let before = engine.commits();
+        let ops: Vec<_> = (0..4)
+            .map(|k| {
+                let e = engine.clone();
+                thread::spawn(move || {
+                    e.write(|tx| {
+                        insert(tx, &format!("op{k}"))?;
+                        assert_ne!(k, 2, "op 2 panics");
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        wait_queued(&engine, 4);
+        release.send(()).unwrap();
+        holder.join().unwrap().unwrap();
+        for (k, op) in ops.into_iter().enumerate() {
+            let res = op.join();
+            if k == 2 {
+                assert!(res.is_err(), "op 2's caller sees its panic");
+            } else {
+                res.unwrap().unwrap();
+            }
+        }
+        assert_eq!(engine.commits() - before, 1);
+        assert_eq!(names(&engine), ["holder", "op0", "op1", "op3"]);
+        // The writer is sound afterwards.
+        engine.write(|tx| insert(tx, "after")).unwrap();
+        assert_eq!(names(&engine).len(), 5);
+    }
+
+    #[test]
+    fn a_lone_writer_commits_at_once() {
+        let engine = Engine::open_in_memory().unwrap();
+        let before = engine.commits();
+        for k in 0..3 {
+            engine.write(|tx| insert(tx, &format!("n{k}"))).unwrap();
+        }
+        assert_eq!(engine.commits() - before, 3);
+        let err = engine.write(|tx| insert(tx, "n0")).unwrap_err();
+        assert_eq!(err.code(), "CONSTRAINT_VIOLATION", "{err}");
+        assert_eq!(names(&engine), ["n0", "n1", "n2"]);
+    }
+
+    #[test]
+    fn write_times_never_go_back_when_the_clock_does() {
+        let clock = crate::ManualClock::new(Timestamp::from_unix_ms(1_000_000).unwrap());
+        let engine =
+            Engine::open_in_memory_with(EngineOptions::default().with_clock(clock.clone()))
+                .unwrap();
+        let first = engine.write(|tx| Ok(tx.now())).unwrap();
+        clock.rewind(Duration::from_secs(60));
+        let second = engine.write(|tx| Ok(tx.now())).unwrap();
+        assert_eq!(second, first);
+        clock.advance(Duration::from_secs(120));
+        let third = engine.write(|tx| Ok(tx.now())).unwrap();
+        assert_eq!(third.millis_since(first), 60_000);
     }
 }

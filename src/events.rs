@@ -254,7 +254,6 @@ impl Events<'_> {
     /// connection (another process, or another engine on the same file) commits. Compare it
     /// between polls and call [`Events::after`] only when it changed.
     pub fn data_version(&self) -> Result<i64> {
-        self.engine
-            .read(|c| Ok(c.query_row("pragma data_version", [], |r| r.get(0))?))
+        self.engine.writer_data_version()
     }
 }

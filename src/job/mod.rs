@@ -85,6 +85,37 @@ impl<'e> Jobs<'e> {
         })
     }
 
+    /// Creates every job of `new` in one operation (one shared commit): all or none. Each is
+    /// validated first; the first bad one is refused with its index in the field name and
+    /// nothing is stored. Returned in the order given.
+    pub fn create_many(&self, new: &[NewJob]) -> Result<Vec<Job>> {
+        for (i, job) in new.iter().enumerate() {
+            validate::new_job(job).map_err(|e| match e {
+                Error::InvalidInput { field, reason } => Error::InvalidInput {
+                    field: format!("jobs[{i}].{field}"),
+                    reason,
+                },
+                other => other,
+            })?;
+        }
+        self.engine.write_events(|tx, ev| {
+            let now = tx.now();
+            let mut jobs = Vec::with_capacity(new.len());
+            for n in new {
+                let job = store::insert(tx, n, now)?;
+                ev.push(events::append(
+                    tx,
+                    job.id,
+                    EventKind::Created,
+                    json!({ "kind": job.kind, "user_id": job.user_id }),
+                    now,
+                )?);
+                jobs.push(job);
+            }
+            Ok(jobs)
+        })
+    }
+
     /// The job with this id.
     pub fn get(&self, id: i64) -> Result<Job> {
         self.engine.read(|c| store::get(c, id))
@@ -173,6 +204,38 @@ impl<'e> Jobs<'e> {
         })
     }
 
+    /// Takes up to `max` (1..=1000) of the oldest created jobs of `kinds` for `worker` in one
+    /// statement and one shared commit, oldest first; each gets its `claimed` event like
+    /// [`Jobs::claim`]. Empty when none is waiting.
+    pub fn claim_many(&self, worker: &str, kinds: &[&str], max: u32) -> Result<Vec<Claim>> {
+        validate::name("worker", worker)?;
+        for kind in kinds {
+            validate::identifier("kind", kind)?;
+        }
+        if !(1..=1000).contains(&max) {
+            return Err(Error::invalid("max", "must be 1..=1000"));
+        }
+        self.engine.write_events(|tx, ev| {
+            let now = tx.now();
+            let jobs = store::claim_many(tx, worker, kinds, max, now)?;
+            let mut claims = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                ev.push(events::append(
+                    tx,
+                    job.id,
+                    EventKind::Claimed,
+                    json!({ "worker": worker, "attempt": job.attempt }),
+                    now,
+                )?);
+                claims.push(Claim {
+                    attempt: job.attempt,
+                    job,
+                });
+            }
+            Ok(claims)
+        })
+    }
+
     /// Resumes a paused job directly on `worker` (paused -> running, next attempt), handing
     /// it the checkpoint. `actor` is recorded in the audit log.
     pub fn resume_on(&self, id: i64, worker: &str, actor: &str) -> Result<Claim> {
@@ -206,7 +269,11 @@ impl<'e> Jobs<'e> {
 
     /// A sign of life from the worker holding `claim`.
     pub fn heartbeat(&self, claim: &Claim) -> Result<()> {
-        let (id, attempt) = (claim.id(), claim.attempt);
+        self.heartbeat_fenced(claim.id(), claim.attempt)
+    }
+
+    /// [`Jobs::heartbeat`] for the worker's heartbeat thread, which holds only the fence.
+    pub(crate) fn heartbeat_fenced(&self, id: i64, attempt: i64) -> Result<()> {
         self.engine
             .write(|tx| store::heartbeat(tx, id, attempt, tx.now()))
     }
@@ -269,7 +336,17 @@ impl<'e> Jobs<'e> {
 
     /// running -> failed with a stable error `code` and a message.
     pub fn fail(&self, claim: &Claim, code: &str, message: &str) -> Result<Job> {
-        let (id, attempt) = (claim.id(), claim.attempt);
+        self.fail_fenced(claim.id(), claim.attempt, code, message)
+    }
+
+    /// [`Jobs::fail`] for the worker's heartbeat thread, which holds only the fence.
+    pub(crate) fn fail_fenced(
+        &self,
+        id: i64,
+        attempt: i64,
+        code: &str,
+        message: &str,
+    ) -> Result<Job> {
         validate::identifier("error_code", code)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();

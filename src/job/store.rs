@@ -66,6 +66,19 @@ const CLAIM: &str = concat!(
     job_columns!()
 );
 
+/// Claims up to `:limit` of the oldest created jobs of the given kinds in one statement (on
+/// the partial index of created jobs), each moving to running with its next attempt.
+const CLAIM_MANY: &str = concat!(
+    "update jobs set state = 'running', attempt = attempt + 1, worker_id = :worker,
+        started_at = max(:now, created_at), heartbeat_at = :now, updated_at = :now
+     where id in (select id from jobs
+                  where state = 'created'
+                    and (:any or kind in (select value from json_each(:kinds)))
+                  order by id limit :limit)
+     returning ",
+    job_columns!()
+);
+
 const CLAIM_PAUSED: &str =
     "update jobs set state = 'running', attempt = attempt + 1, worker_id = :worker,
         heartbeat_at = :now, updated_at = :now
@@ -303,6 +316,26 @@ pub(crate) fn claim(
             job_from_row,
         )
         .optional()?)
+}
+
+/// Claims up to `limit` created jobs of `kinds` for `worker` in one statement, oldest first.
+pub(crate) fn claim_many(
+    conn: &Connection,
+    worker: &str,
+    kinds: &[&str],
+    limit: u32,
+    now: Timestamp,
+) -> Result<Vec<Job>> {
+    let kinds_json = serde_json::to_string(kinds).expect("strings serialize");
+    let mut stmt = conn.prepare_cached(CLAIM_MANY)?;
+    let rows = stmt.query_map(
+        named_params! {":worker": worker, ":any": kinds.is_empty(), ":kinds": kinds_json, ":limit": limit, ":now": now},
+        job_from_row,
+    )?;
+    let mut jobs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    // RETURNING has no order: hand them out oldest first.
+    jobs.sort_by_key(|j| j.id);
+    Ok(jobs)
 }
 
 /// Claims one paused job for `worker` (paused -> running, next attempt).

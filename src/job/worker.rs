@@ -1,7 +1,12 @@
 //! [`Worker`]: runs a host's handler on claimed jobs, heartbeating while it works.
 //!
-//! Each of the worker's threads claims a job of its kinds, starts a heartbeat thread for it
-//! (every [`WorkerOptions::heartbeat_every`]), and calls the handler with a [`JobContext`].
+//! The worker's threads (one per slot of [`WorkerOptions::concurrency`]) share a queue of
+//! claimed jobs: a thread that finds it empty claims as many jobs as there are idle slots in
+//! one statement ([`Jobs::claim_many`](crate::Jobs::claim_many)), keeps one and queues the
+//! rest for the other idle slots. One heartbeat thread per worker beats every job it holds
+//! (each [`WorkerOptions::heartbeat_every`] after its claim or last beat). Each thread calls
+//! the handler with a [`JobContext`]; completions and failures go through the engine's
+//! shared commits.
 //! The handler reports progress, saves checkpoints and checks [`JobContext::should_stop`];
 //! a cancel or pause by an operator is seen at the next heartbeat or write. When the
 //! handler returns `Ok(result)` the job completes; `Err(failure)` fails it with the
@@ -16,10 +21,10 @@
 //! jobs still running then are *abandoned*: their heartbeats stop and their context refuses
 //! further writes, so the supervisor recovers them from their last checkpoint.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -234,6 +239,22 @@ struct Shared {
     stopping: AtomicBool,
     report: Mutex<WorkerReport>,
     in_flight: Mutex<BTreeMap<usize, (i64, Arc<AtomicU8>)>>,
+    /// Jobs claimed for idle slots and not yet started.
+    ready: Mutex<VecDeque<(Claim, Arc<AtomicU8>)>>,
+    /// Slots looking for a job.
+    idle: AtomicUsize,
+    /// Every job this worker holds (claimed, queued or running), by id: the heartbeat
+    /// thread's work list.
+    beats: Mutex<BTreeMap<i64, Beat>>,
+}
+
+/// One held job, as the heartbeat thread sees it.
+struct Beat {
+    attempt: i64,
+    next: Deadline,
+    /// The job's per-attempt timeout, as an instant.
+    timeout_at: Option<Timestamp>,
+    stop: Arc<AtomicU8>,
 }
 
 /// A running pool of job threads; see the module docs.
@@ -267,20 +288,31 @@ impl Worker {
         let handler: Arc<Handler> = Arc::new(handler);
         let shared = Arc::new(Shared::default());
         let (done_tx, done) = channel();
+        // The heartbeat thread ends when every slot thread (each holding a sender) has.
+        let (alive_tx, alive_rx) = channel::<()>();
+        {
+            let (engine, shared, every) = (engine.clone(), shared.clone(), opts.heartbeat_every);
+            std::thread::Builder::new()
+                .name("runledger-heartbeat".into())
+                .spawn(move || beat_loop(&engine, &shared, every, &alive_rx))
+                .map_err(|e| Error::invalid("thread", e.to_string()))?;
+        }
         let mut threads = Vec::new();
         for slot in 0..opts.concurrency {
-            let (engine, opts, handler, shared, done_tx) = (
+            let (engine, opts, handler, shared, done_tx, alive) = (
                 engine.clone(),
                 opts.clone(),
                 handler.clone(),
                 shared.clone(),
                 done_tx.clone(),
+                alive_tx.clone(),
             );
             let name = format!("runledger-worker-{slot}");
             let t = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
                     run_slot(slot, &engine, &opts, &*handler, &shared);
+                    drop(alive);
                     let _ = done_tx.send(slot);
                 })
                 .map_err(|e| Error::thread_spawn(name, e))?;
@@ -306,15 +338,22 @@ impl Worker {
             }
         }
         let mut abandoned = Vec::new();
-        for (job_id, stop) in lock(&self.shared.in_flight).values() {
+        let queued: Vec<_> = lock(&self.shared.ready)
+            .drain(..)
+            .map(|(c, stop)| (c.id(), stop))
+            .collect();
+        let running: Vec<_> = lock(&self.shared.in_flight).values().cloned().collect();
+        for (job_id, stop) in running.into_iter().chain(queued) {
             let _ = stop.compare_exchange(
                 0,
                 StopReason::Shutdown as u8,
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             );
-            abandoned.push(*job_id);
+            lock(&self.shared.beats).remove(&job_id);
+            abandoned.push(job_id);
         }
+        abandoned.sort_unstable();
         for t in self.threads {
             if t.is_finished() {
                 let _ = t.join();
@@ -338,18 +377,15 @@ fn run_slot(
     shared: &Shared,
 ) {
     let kinds: Vec<&str> = opts.kinds.iter().map(String::as_str).collect();
+    shared.idle.fetch_add(1, Ordering::SeqCst);
     while !shared.stopping.load(Ordering::SeqCst) {
-        let claim = match engine.jobs().claim(&opts.id, &kinds) {
-            Ok(Some(claim)) => claim,
-            Ok(None) | Err(_) => {
-                std::thread::sleep(opts.idle_poll);
-                continue;
-            }
+        let Some((claim, stop)) = next_job(engine, opts, &kinds, slot, shared) else {
+            std::thread::sleep(opts.idle_poll);
+            continue;
         };
-        let stop = Arc::new(AtomicU8::new(0));
-        lock(&shared.in_flight).insert(slot, (claim.id(), stop.clone()));
-        let outcome = run_one(engine, opts, handler, claim, stop);
+        let outcome = run_one(engine, handler, claim, stop, shared);
         lock(&shared.in_flight).remove(&slot);
+        shared.idle.fetch_add(1, Ordering::SeqCst);
         let mut report = lock(&shared.report);
         match outcome {
             Outcome::Completed => report.completed += 1,
@@ -357,6 +393,52 @@ fn run_slot(
             Outcome::Stopped => report.stopped += 1,
         }
     }
+}
+
+/// A queued job, or else as many new claims as there are idle slots (one statement): this
+/// slot keeps the first, the others wait in the queue. The job returned is registered
+/// in flight for `slot` and no longer counted idle.
+fn next_job(
+    engine: &Engine,
+    opts: &WorkerOptions,
+    kinds: &[&str],
+    slot: usize,
+    shared: &Shared,
+) -> Option<(Claim, Arc<AtomicU8>)> {
+    let take = |shared: &Shared| {
+        let mut ready = lock(&shared.ready);
+        let job = ready.pop_front()?;
+        lock(&shared.in_flight).insert(slot, (job.0.id(), job.1.clone()));
+        shared.idle.fetch_sub(1, Ordering::SeqCst);
+        Some(job)
+    };
+    if let Some(job) = take(shared) {
+        return Some(job);
+    }
+    let want = shared.idle.load(Ordering::SeqCst).clamp(1, 1000) as u32;
+    let claims = engine.jobs().claim_many(&opts.id, kinds, want).ok()?;
+    {
+        let mut beats = lock(&shared.beats);
+        let mut ready = lock(&shared.ready);
+        for claim in claims {
+            let stop = Arc::new(AtomicU8::new(0));
+            beats.insert(
+                claim.id(),
+                Beat {
+                    attempt: claim.attempt,
+                    next: Deadline::after(opts.heartbeat_every),
+                    timeout_at: claim
+                        .job
+                        .timeout_ms
+                        .zip(claim.job.started_at)
+                        .map(|(ms, start)| start + Duration::from_millis(ms.max(0) as u64)),
+                    stop: stop.clone(),
+                },
+            );
+            ready.push_back((claim, stop));
+        }
+    }
+    take(shared)
 }
 
 enum Outcome {
@@ -367,30 +449,20 @@ enum Outcome {
 
 fn run_one(
     engine: &Engine,
-    opts: &WorkerOptions,
     handler: &Handler,
     claim: Claim,
     stop: Arc<AtomicU8>,
+    shared: &Shared,
 ) -> Outcome {
-    let deadline = claim
-        .job
-        .timeout_ms
-        .zip(claim.job.started_at)
-        .map(|(ms, start)| start + Duration::from_millis(ms.max(0) as u64));
-    let beat = spawn_heartbeat(
-        engine.clone(),
-        claim.clone(),
-        opts.heartbeat_every,
-        deadline,
-        stop.clone(),
-    );
+    let id = claim.id();
     let ctx = JobContext {
         engine: engine.clone(),
         claim,
         stop: stop.clone(),
     };
     let result = catch_unwind(AssertUnwindSafe(|| handler(&ctx)));
-    drop(beat);
+    // No heartbeat after this (the heartbeat thread beats with the list locked).
+    lock(&shared.beats).remove(&id);
     if ctx.should_stop() {
         return Outcome::Stopped;
     }
@@ -421,49 +493,60 @@ fn run_one(
     written.unwrap_or(Outcome::Stopped)
 }
 
-/// Heartbeats until dropped; records a cancel, pause or loss in `stop`. Past `deadline`
-/// (the job's per-attempt timeout), it fails the job with `TIMEOUT` instead and stops.
-struct Heartbeat {
-    _stop: Sender<()>,
-}
-
-fn spawn_heartbeat(
-    engine: Engine,
-    claim: Claim,
+/// The worker's heartbeat thread: beats each held job `every` after its claim or last beat;
+/// records a cancel, pause or loss in the job's stop flag; past a job's timeout it fails the
+/// job with `TIMEOUT` instead. Ends when every slot thread has ended (`alive` disconnects).
+fn beat_loop(
+    engine: &Engine,
+    shared: &Shared,
     every: Duration,
-    deadline: Option<Timestamp>,
-    stop: Arc<AtomicU8>,
-) -> Heartbeat {
-    let (tx, rx) = channel::<()>();
-    let _ = std::thread::Builder::new()
-        .name(format!("runledger-heartbeat-{}", claim.id()))
-        .spawn(move || loop {
-            match rx.recv_timeout(every) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+    alive: &std::sync::mpsc::Receiver<()>,
+) {
+    loop {
+        let wait = lock(&shared.beats)
+            .values()
+            .map(|b| b.next.remaining())
+            .min()
+            .unwrap_or(every);
+        match alive.recv_timeout(wait) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let due: Vec<i64> = lock(&shared.beats)
+            .iter()
+            .filter(|(_, b)| b.next.remaining().is_zero())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let mut beats = lock(&shared.beats);
+            let Some(b) = beats.get_mut(&id) else {
+                continue;
+            };
+            b.next = Deadline::after(every);
+            if b.stop.load(Ordering::SeqCst) != 0 {
+                beats.remove(&id);
+                continue;
             }
-            if stop.load(Ordering::SeqCst) != 0 {
-                return;
-            }
-            if deadline.is_some_and(|d| engine.now() >= d) {
+            if b.timeout_at.is_some_and(|d| engine.now() >= d) {
                 let timed_out = StopReason::TimedOut as u8;
-                if stop
+                if b.stop
                     .compare_exchange(0, timed_out, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
                 {
                     // A refusal means the job was cancelled, paused or recovered
                     // meanwhile: that state stands.
                     let message = "the attempt ran past the job's timeout";
-                    let _ = engine.jobs().fail(&claim, "TIMEOUT", message);
+                    let _ = engine.jobs().fail_fenced(id, b.attempt, "TIMEOUT", message);
                 }
-                return;
+                beats.remove(&id);
+                continue;
             }
-            if let Err(e) = engine.jobs().heartbeat(&claim) {
-                note_stop(&stop, &e);
-                if stop.load(Ordering::SeqCst) != 0 {
-                    return;
+            if let Err(e) = engine.jobs().heartbeat_fenced(id, b.attempt) {
+                note_stop(&b.stop, &e);
+                if b.stop.load(Ordering::SeqCst) != 0 {
+                    beats.remove(&id);
                 }
             }
-        });
-    Heartbeat { _stop: tx }
+        }
+    }
 }

@@ -66,3 +66,59 @@ fn a_newer_schema_than_this_build_knows_is_refused() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// Issue 11: times were read before the write lock, so under contention a job could store a
+/// heartbeat older than its start, and events a time older than the event committed before.
+#[test]
+fn stored_times_follow_commit_order_when_8_threads_race() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = runledger::EngineOptions {
+        db: runledger::DbOptions {
+            durability: runledger::Durability::Normal,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let engine = Engine::open_with(dir.path().join("race.db"), opts).unwrap();
+    let jobs = 400;
+    for i in 0..jobs {
+        let new = runledger::NewJob::new("u", "race", serde_json::json!({ "i": i }));
+        engine.jobs().create(&new).unwrap();
+    }
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let worker = format!("w{t}");
+                while let Some(c) = engine.jobs().claim(&worker, &[]).unwrap() {
+                    engine.jobs().heartbeat(&c).unwrap();
+                    let done = serde_json::json!({ "ok": true });
+                    engine.jobs().complete(&c, &done).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (completed, behind, events_back): (i64, i64, i64) = engine
+        .with_connection(|c| {
+            Ok(c.query_row(
+                "select (select count(*) from jobs where state = 'completed'),
+                        (select count(*) from jobs where heartbeat_at < started_at
+                                                      or finished_at < heartbeat_at),
+                        (select count(*) from job_events a join job_events b
+                           on b.cursor = (select min(cursor) from job_events where cursor > a.cursor)
+                         where b.at < a.at)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(completed, jobs);
+    assert_eq!(behind, 0, "jobs whose stored times go back");
+    assert_eq!(
+        events_back, 0,
+        "events stored with a time before the event committed before"
+    );
+}

@@ -666,3 +666,54 @@ fn regression_a_clock_that_stepped_back_made_claim_and_complete_break_the_time_r
     let cancelled = jobs.cancel(other.id, "op", None).unwrap();
     assert_eq!(cancelled.finished_at, Some(other.created_at));
 }
+
+#[test]
+fn create_many_stores_all_or_nothing_and_claim_many_takes_the_oldest_in_one_call() {
+    let (engine, _clock) = mem_engine();
+    let jobs = engine.jobs();
+    let batch: Vec<NewJob> = (0..5)
+        .map(|i| NewJob::new("u", "batch", serde_json::json!({ "i": i })))
+        .collect();
+    let mut bad = batch.clone();
+    bad[2].kind = "no spaces allowed".into();
+    let before = dump(&engine);
+    let err = jobs.create_many(&bad).unwrap_err();
+    assert_eq!(err.code(), "INVALID_INPUT");
+    assert!(err.to_string().contains("jobs[2].kind"), "{err}");
+    assert_eq!(dump(&engine), before, "a refused batch stores nothing");
+
+    let created = jobs.create_many(&batch).unwrap();
+    assert_eq!(created.len(), 5);
+    assert!(created.windows(2).all(|w| w[0].id < w[1].id));
+    for (i, job) in created.iter().enumerate() {
+        assert_eq!(job.input, serde_json::json!({ "i": i }));
+        let ev = engine.events().since(job.id, 0, 10).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].kind, runledger::EventKind::Created);
+    }
+
+    assert_eq!(
+        jobs.claim_many("w", &[], 0).unwrap_err().code(),
+        "INVALID_INPUT"
+    );
+    let first = jobs.claim_many("w", &["batch"], 3).unwrap();
+    let ids: Vec<i64> = first.iter().map(|c| c.id()).collect();
+    assert_eq!(ids, created[..3].iter().map(|j| j.id).collect::<Vec<_>>());
+    for c in &first {
+        assert_eq!(c.attempt, 1);
+        assert_eq!(c.job.state, JobState::Running);
+        let ev = engine.events().since(c.id(), 1, 10).unwrap();
+        assert_eq!(ev[0].kind, runledger::EventKind::Claimed);
+        assert_eq!(ev[0].payload["attempt"], 1);
+    }
+    assert_eq!(jobs.claim_many("w", &["other"], 3).unwrap().len(), 0);
+    assert_eq!(jobs.claim_many("w", &[], 3).unwrap().len(), 2);
+    assert!(jobs.claim_many("w", &[], 3).unwrap().is_empty());
+    // Fencing holds for batch claims like single ones.
+    let c = &first[0];
+    let stale = jobs.complete(
+        &claim_at(&jobs, c.id(), c.attempt + 1),
+        &serde_json::json!(1),
+    );
+    assert_eq!(stale.unwrap_err().code(), "STALE_ATTEMPT");
+}
