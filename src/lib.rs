@@ -51,7 +51,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{known_schema_version, DbOptions, Durability};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, FieldError, Result};
-pub use events::{Event, EventKind, Events};
+pub use events::{Event, EventKind, EventPayload, Events};
 pub use job::supervisor::{RecoveryPolicy, Supervisor, SupervisorOptions};
 pub use job::worker::{JobContext, JobFailure, StopReason, Worker, WorkerOptions, WorkerReport};
 pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};

@@ -25,7 +25,7 @@ pub use types::{Claim, Job, JobStats, NewJob, StateCounts};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::{self, EventKind};
+use crate::events::{self, EventKind, EventPayload};
 
 /// An operator's state change: where it may start, where it goes, how it is recorded.
 struct Op {
@@ -74,13 +74,7 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let job = store::insert(tx, new, now)?;
-            ev.push(events::append(
-                tx,
-                job.id,
-                EventKind::Created,
-                json!({ "kind": job.kind, "user_id": job.user_id }),
-                now,
-            )?);
+            ev.push(events::append(tx, job.id, &created(&job), now)?);
             Ok(job)
         })
     }
@@ -103,13 +97,7 @@ impl<'e> Jobs<'e> {
             let mut jobs = Vec::with_capacity(new.len());
             for n in new {
                 let job = store::insert(tx, n, now)?;
-                ev.push(events::append(
-                    tx,
-                    job.id,
-                    EventKind::Created,
-                    json!({ "kind": job.kind, "user_id": job.user_id }),
-                    now,
-                )?);
+                ev.push(events::append(tx, job.id, &created(&job), now)?);
                 jobs.push(job);
             }
             Ok(jobs)
@@ -190,13 +178,7 @@ impl<'e> Jobs<'e> {
             let Some(job) = store::claim(tx, worker, kinds, now)? else {
                 return Ok(None);
             };
-            ev.push(events::append(
-                tx,
-                job.id,
-                EventKind::Claimed,
-                json!({ "worker": worker, "attempt": job.attempt }),
-                now,
-            )?);
+            ev.push(events::append(tx, job.id, &claimed(worker, &job), now)?);
             Ok(Some(Claim {
                 attempt: job.attempt,
                 job,
@@ -220,13 +202,7 @@ impl<'e> Jobs<'e> {
             let jobs = store::claim_many(tx, worker, kinds, max, now)?;
             let mut claims = Vec::with_capacity(jobs.len());
             for job in jobs {
-                ev.push(events::append(
-                    tx,
-                    job.id,
-                    EventKind::Claimed,
-                    json!({ "worker": worker, "attempt": job.attempt }),
-                    now,
-                )?);
+                ev.push(events::append(tx, job.id, &claimed(worker, &job), now)?);
                 claims.push(Claim {
                     attempt: job.attempt,
                     job,
@@ -246,20 +222,13 @@ impl<'e> Jobs<'e> {
             store::claim_paused(tx, id, worker, now)?;
             store::audit(tx, id, "resume", actor, &json!({ "worker": worker }), now)?;
             let job = store::get(tx, id)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Resumed,
-                json!({ "by": actor, "to": "running" }),
-                now,
-            )?);
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Claimed,
-                json!({ "worker": worker, "attempt": job.attempt }),
-                now,
-            )?);
+            let resumed = EventPayload::Resumed {
+                by: actor.into(),
+                from: JobState::Paused,
+                to: JobState::Running,
+            };
+            ev.push(events::append(tx, id, &resumed, now)?);
+            ev.push(events::append(tx, id, &claimed(worker, &job), now)?);
             Ok(Claim {
                 attempt: job.attempt,
                 job,
@@ -286,13 +255,11 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             store::progress(tx, id, attempt, pct, step, now)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Progress,
-                json!({ "progress": pct, "step": step }),
-                now,
-            )?);
+            let payload = EventPayload::Progress {
+                progress: pct,
+                step: step.map(str::to_owned),
+            };
+            ev.push(events::append(tx, id, &payload, now)?);
             Ok(())
         })
     }
@@ -305,13 +272,8 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             store::checkpoint(tx, id, attempt, &text, now)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Checkpoint,
-                json!({ "bytes": text.len() }),
-                now,
-            )?);
+            let payload = EventPayload::Checkpoint { bytes: text.len() };
+            ev.push(events::append(tx, id, &payload, now)?);
             Ok(())
         })
     }
@@ -323,13 +285,8 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let job = store::complete(tx, id, attempt, result, now)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Completed,
-                json!({ "attempt": attempt }),
-                now,
-            )?);
+            let payload = EventPayload::Completed { attempt };
+            ev.push(events::append(tx, id, &payload, now)?);
             Ok(job)
         })
     }
@@ -351,13 +308,7 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let job = store::fail(tx, id, attempt, code, message, now)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Failed,
-                json!({ "code": code, "message": message }),
-                now,
-            )?);
+            ev.push(events::append(tx, id, &failed(code, message, None), now)?);
             Ok(job)
         })
     }
@@ -370,9 +321,18 @@ impl<'e> Jobs<'e> {
             let mut detail = detail.clone();
             detail["from"] = json!(from);
             store::audit(tx, id, op.action, actor, &detail, now)?;
-            detail["by"] = json!(actor);
-            detail["to"] = json!(op.to);
-            ev.push(events::append(tx, id, op.event, detail, now)?);
+            let (by, to) = (actor.to_owned(), op.to);
+            let payload = match op.event {
+                EventKind::Cancelled => EventPayload::Cancelled {
+                    by,
+                    from,
+                    to,
+                    reason: detail["reason"].as_str().map(str::to_owned),
+                },
+                EventKind::Paused => EventPayload::Paused { by, from, to },
+                _ => EventPayload::Resumed { by, from, to },
+            };
+            ev.push(events::append(tx, id, &payload, now)?);
             store::get(tx, id)
         })
     }
@@ -412,8 +372,8 @@ impl<'e> Jobs<'e> {
             )?;
             let detail = json!({ "from": from, "code": code, "message": message });
             store::audit(tx, id, "fail", actor, &detail, now)?;
-            let payload = json!({ "code": code, "message": message, "by": actor });
-            ev.push(events::append(tx, id, EventKind::Failed, payload, now)?);
+            let payload = failed(code, message, Some(actor));
+            ev.push(events::append(tx, id, &payload, now)?);
             store::get(tx, id)
         })
     }
@@ -431,13 +391,12 @@ impl<'e> Jobs<'e> {
             let from = store::restart(tx, id, input, now)?;
             let detail = json!({ "from": from, "new_input": input.is_some() });
             store::audit(tx, id, "restart", actor, &detail, now)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Restarted,
-                json!({ "by": actor, "from": from, "new_input": input.is_some() }),
-                now,
-            )?);
+            let payload = EventPayload::Restarted {
+                by: actor.into(),
+                from,
+                new_input: input.is_some(),
+            };
+            ev.push(events::append(tx, id, &payload, now)?);
             store::get(tx, id)
         })
     }
@@ -480,4 +439,29 @@ impl<'e> Jobs<'e> {
 /// checkpoint, with a typed [`Error::InvalidInput`] when it is not JSON.
 pub fn parse_json(field: &str, text: &str) -> Result<Value> {
     validate::parse_document(field, text)
+}
+
+/// The `created` event of `job`.
+fn created(job: &Job) -> EventPayload {
+    EventPayload::Created {
+        kind: job.kind.clone(),
+        user_id: job.user_id.clone(),
+    }
+}
+
+/// The `claimed` event of `job`, just claimed by `worker`.
+fn claimed(worker: &str, job: &Job) -> EventPayload {
+    EventPayload::Claimed {
+        worker: worker.into(),
+        attempt: job.attempt,
+    }
+}
+
+/// The `failed` event: one shape for the worker (`by` none), an operator and a supervisor.
+pub(crate) fn failed(code: &str, message: &str, by: Option<&str>) -> EventPayload {
+    EventPayload::Failed {
+        code: code.into(),
+        message: message.into(),
+        by: by.map(str::to_owned),
+    }
 }

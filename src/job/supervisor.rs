@@ -23,7 +23,7 @@ use super::store::{self, Candidate};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::{self, EventKind};
+use crate::events::{self, EventPayload};
 use crate::job::validate;
 use crate::looping::{spawn_loop, LoopHandle};
 
@@ -181,20 +181,18 @@ impl Supervisor {
                 }
                 let code = error.map(|(code, _)| code.to_owned());
                 let count = c.recovery_count + 1;
-                let payload = json!({
-                    "to": to, "code": code, "attempt": c.attempt,
-                    "recovery_count": count, "by": actor.unwrap_or(&self.opts.name),
-                });
-                ev.push(events::append(
-                    tx,
-                    c.id,
-                    EventKind::Recovered,
-                    payload,
-                    now,
-                )?);
+                let by = actor.unwrap_or(&self.opts.name);
+                let payload = EventPayload::Recovered {
+                    to,
+                    code: code.clone(),
+                    attempt: c.attempt,
+                    recovery_count: count,
+                    by: by.to_owned(),
+                };
+                ev.push(events::append(tx, c.id, &payload, now)?);
                 if let Some((code, message)) = error {
-                    let payload = json!({ "code": code, "message": message });
-                    ev.push(events::append(tx, c.id, EventKind::Failed, payload, now)?);
+                    let payload = super::failed(code, message, Some(by));
+                    ev.push(events::append(tx, c.id, &payload, now)?);
                 }
                 if let Some(actor) = actor {
                     store::audit(

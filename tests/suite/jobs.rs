@@ -717,3 +717,72 @@ fn create_many_stores_all_or_nothing_and_claim_many_takes_the_oldest_in_one_call
     );
     assert_eq!(stale.unwrap_err().code(), "STALE_ATTEMPT");
 }
+
+#[test]
+fn every_event_payload_decodes_to_its_kind_and_failed_has_one_shape() {
+    use runledger::{EventKind, EventPayload, Supervisor, SupervisorOptions};
+    let (engine, clock) = mem_engine();
+    let jobs = engine.jobs();
+    // Worker path: created, claimed, progress, checkpoint, failed (by the worker).
+    jobs.create(&new_job("research")).unwrap();
+    let c = jobs.claim("w1", &[]).unwrap().unwrap();
+    jobs.progress(&c, 10, Some("s")).unwrap();
+    jobs.checkpoint(&c, &json!({"p": 1})).unwrap();
+    jobs.fail(&c, "BOOM", "worker says").unwrap();
+    // Operator paths: restarted, claimed, paused, resumed, cancelled; failed by an operator.
+    jobs.restart(c.id(), "op", None).unwrap();
+    let c2 = jobs.claim("w1", &[]).unwrap().unwrap();
+    jobs.pause(c2.id(), "op").unwrap();
+    jobs.resume(c2.id(), "op").unwrap();
+    jobs.cancel(c2.id(), "op", Some("why")).unwrap();
+    jobs.restart(c2.id(), "op", None).unwrap();
+    let c3 = jobs.claim("w1", &[]).unwrap().unwrap();
+    jobs.mark_failed(c3.id(), "op", "GONE", "operator says")
+        .unwrap();
+    // Supervisor path: a stalled job without a checkpoint is recovered and failed.
+    jobs.create(&new_job("research")).unwrap();
+    let stalled = jobs.claim("w2", &[]).unwrap().unwrap();
+    clock.advance(std::time::Duration::from_secs(120));
+    Supervisor::new(engine.clone(), SupervisorOptions::default())
+        .unwrap()
+        .tick(clock.now())
+        .unwrap();
+    // Completed.
+    jobs.create(&new_job("research")).unwrap();
+    let c4 = jobs.claim("w1", &[]).unwrap().unwrap();
+    jobs.complete(&c4, &json!(1)).unwrap();
+
+    let all = engine.events().after(0, 1000).unwrap();
+    let mut kinds = BTreeSet::new();
+    let mut failed_by = Vec::new();
+    for e in &all {
+        let p = e.decode().unwrap_or_else(|err| panic!("{e:?}: {err}"));
+        assert_eq!(p.kind(), e.kind, "{e:?}");
+        kinds.insert(e.kind.as_str());
+        if let EventPayload::Failed { code, by, .. } = p {
+            failed_by.push((e.job_id, code, by));
+        }
+    }
+    assert_eq!(kinds.len(), 11, "every kind emitted: {kinds:?}");
+    let sup = SupervisorOptions::default().name;
+    assert_eq!(
+        failed_by,
+        [
+            (c.id(), "BOOM".to_string(), None),
+            (c3.id(), "GONE".to_string(), Some("op".to_string())),
+            (stalled.id(), "STALLED".to_string(), Some(sup)),
+        ]
+    );
+    // The stored shape of v1 has no kind and no `v`; an unknown version is refused.
+    let cancelled = all.iter().find(|e| e.kind == EventKind::Cancelled).unwrap();
+    assert_eq!(
+        cancelled.payload,
+        json!({"by": "op", "from": "created", "to": "cancelled", "reason": "why"})
+    );
+    let mut future = cancelled.clone();
+    future.payload["v"] = json!(2);
+    assert_eq!(future.decode().unwrap_err().code(), "UNSUPPORTED_VERSION");
+    let mut wrong = cancelled.clone();
+    wrong.payload = json!({"by": 1});
+    assert_eq!(wrong.decode().unwrap_err().code(), "INVALID_RECORD");
+}
