@@ -74,7 +74,7 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let job = store::insert(tx, new, now)?;
-            ev.push(events::append(tx, job.id, &created(&job), now)?);
+            record(tx, ev, job.id, None, &[created(&job)], now)?;
             Ok(job)
         })
     }
@@ -97,7 +97,7 @@ impl<'e> Jobs<'e> {
             let mut jobs = Vec::with_capacity(new.len());
             for n in new {
                 let job = store::insert(tx, n, now)?;
-                ev.push(events::append(tx, job.id, &created(&job), now)?);
+                record(tx, ev, job.id, None, &[created(&job)], now)?;
                 jobs.push(job);
             }
             Ok(jobs)
@@ -178,7 +178,7 @@ impl<'e> Jobs<'e> {
             let Some(job) = store::claim(tx, worker, kinds, now)? else {
                 return Ok(None);
             };
-            ev.push(events::append(tx, job.id, &claimed(worker, &job), now)?);
+            record(tx, ev, job.id, None, &[claimed(worker, &job)], now)?;
             Ok(Some(Claim {
                 attempt: job.attempt,
                 job,
@@ -202,7 +202,7 @@ impl<'e> Jobs<'e> {
             let jobs = store::claim_many(tx, worker, kinds, max, now)?;
             let mut claims = Vec::with_capacity(jobs.len());
             for job in jobs {
-                ev.push(events::append(tx, job.id, &claimed(worker, &job), now)?);
+                record(tx, ev, job.id, None, &[claimed(worker, &job)], now)?;
                 claims.push(Claim {
                     attempt: job.attempt,
                     job,
@@ -220,15 +220,21 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             store::claim_paused(tx, id, worker, now)?;
-            store::audit(tx, id, "resume", actor, &json!({ "worker": worker }), now)?;
             let job = store::get(tx, id)?;
             let resumed = EventPayload::Resumed {
                 by: actor.into(),
                 from: JobState::Paused,
                 to: JobState::Running,
             };
-            ev.push(events::append(tx, id, &resumed, now)?);
-            ev.push(events::append(tx, id, &claimed(worker, &job), now)?);
+            let audit = Audit::new("resume", actor, json!({ "worker": worker }));
+            record(
+                tx,
+                ev,
+                id,
+                Some(audit),
+                &[resumed, claimed(worker, &job)],
+                now,
+            )?;
             Ok(Claim {
                 attempt: job.attempt,
                 job,
@@ -259,7 +265,7 @@ impl<'e> Jobs<'e> {
                 progress: pct,
                 step: step.map(str::to_owned),
             };
-            ev.push(events::append(tx, id, &payload, now)?);
+            record(tx, ev, id, None, &[payload], now)?;
             Ok(())
         })
     }
@@ -273,7 +279,7 @@ impl<'e> Jobs<'e> {
             let now = tx.now();
             store::checkpoint(tx, id, attempt, &text, now)?;
             let payload = EventPayload::Checkpoint { bytes: text.len() };
-            ev.push(events::append(tx, id, &payload, now)?);
+            record(tx, ev, id, None, &[payload], now)?;
             Ok(())
         })
     }
@@ -286,7 +292,7 @@ impl<'e> Jobs<'e> {
             let now = tx.now();
             let job = store::complete(tx, id, attempt, result, now)?;
             let payload = EventPayload::Completed { attempt };
-            ev.push(events::append(tx, id, &payload, now)?);
+            record(tx, ev, id, None, &[payload], now)?;
             Ok(job)
         })
     }
@@ -308,7 +314,7 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let job = store::fail(tx, id, attempt, code, message, now)?;
-            ev.push(events::append(tx, id, &failed(code, message, None), now)?);
+            record(tx, ev, id, None, &[failed(code, message, None)], now)?;
             Ok(job)
         })
     }
@@ -320,7 +326,6 @@ impl<'e> Jobs<'e> {
             let from = store::transition(tx, id, op.from, op.to, None, now)?;
             let mut detail = detail.clone();
             detail["from"] = json!(from);
-            store::audit(tx, id, op.action, actor, &detail, now)?;
             let (by, to) = (actor.to_owned(), op.to);
             let payload = match op.event {
                 EventKind::Cancelled => EventPayload::Cancelled {
@@ -332,7 +337,14 @@ impl<'e> Jobs<'e> {
                 EventKind::Paused => EventPayload::Paused { by, from, to },
                 _ => EventPayload::Resumed { by, from, to },
             };
-            ev.push(events::append(tx, id, &payload, now)?);
+            record(
+                tx,
+                ev,
+                id,
+                Some(Audit::new(op.action, actor, detail)),
+                &[payload],
+                now,
+            )?;
             store::get(tx, id)
         })
     }
@@ -371,9 +383,15 @@ impl<'e> Jobs<'e> {
                 now,
             )?;
             let detail = json!({ "from": from, "code": code, "message": message });
-            store::audit(tx, id, "fail", actor, &detail, now)?;
             let payload = failed(code, message, Some(actor));
-            ev.push(events::append(tx, id, &payload, now)?);
+            record(
+                tx,
+                ev,
+                id,
+                Some(Audit::new("fail", actor, detail)),
+                &[payload],
+                now,
+            )?;
             store::get(tx, id)
         })
     }
@@ -390,13 +408,13 @@ impl<'e> Jobs<'e> {
             let now = tx.now();
             let from = store::restart(tx, id, input, now)?;
             let detail = json!({ "from": from, "new_input": input.is_some() });
-            store::audit(tx, id, "restart", actor, &detail, now)?;
             let payload = EventPayload::Restarted {
                 by: actor.into(),
                 from,
                 new_input: input.is_some(),
             };
-            ev.push(events::append(tx, id, &payload, now)?);
+            let audit = Audit::new("restart", actor, detail);
+            record(tx, ev, id, Some(audit), &[payload], now)?;
             store::get(tx, id)
         })
     }
@@ -439,6 +457,43 @@ impl<'e> Jobs<'e> {
 /// checkpoint, with a typed [`Error::InvalidInput`] when it is not JSON.
 pub fn parse_json(field: &str, text: &str) -> Result<Value> {
     validate::parse_document(field, text)
+}
+
+/// Who changed a job, and how, for its row in `audit_log`.
+pub(crate) struct Audit<'a> {
+    action: &'static str,
+    actor: &'a str,
+    detail: Value,
+}
+
+impl<'a> Audit<'a> {
+    pub(crate) fn new(action: &'static str, actor: &'a str, detail: Value) -> Self {
+        Self {
+            action,
+            actor,
+            detail,
+        }
+    }
+}
+
+/// The bookkeeping of one job change, inside the change's own transaction: its audit row
+/// (for changes by an operator) and its events, in order. Every job event and every audit
+/// row of a state change is written here, and every event from an [`EventPayload`].
+pub(crate) fn record(
+    tx: &rusqlite::Connection,
+    ev: &mut Vec<events::Event>,
+    id: i64,
+    audit: Option<Audit<'_>>,
+    payloads: &[EventPayload],
+    now: crate::clock::Timestamp,
+) -> Result<()> {
+    if let Some(a) = audit {
+        store::audit(tx, id, a.action, a.actor, &a.detail, now)?;
+    }
+    for payload in payloads {
+        ev.push(events::append(tx, id, payload, now)?);
+    }
+    Ok(())
 }
 
 /// The `created` event of `job`.

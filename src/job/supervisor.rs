@@ -23,7 +23,7 @@ use super::store::{self, Candidate};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::{self, EventPayload};
+use crate::events::EventPayload;
 use crate::job::validate;
 use crate::looping::{spawn_loop, LoopHandle};
 
@@ -189,21 +189,13 @@ impl Supervisor {
                     recovery_count: count,
                     by: by.to_owned(),
                 };
-                ev.push(events::append(tx, c.id, &payload, now)?);
+                let mut payloads = vec![payload];
                 if let Some((code, message)) = error {
-                    let payload = super::failed(code, message, Some(by));
-                    ev.push(events::append(tx, c.id, &payload, now)?);
+                    payloads.push(super::failed(code, message, Some(by)));
                 }
-                if let Some(actor) = actor {
-                    store::audit(
-                        tx,
-                        c.id,
-                        "recover",
-                        actor,
-                        &json!({ "to": to, "code": code }),
-                        now,
-                    )?;
-                }
+                let audit = actor
+                    .map(|actor| super::Audit::new("recover", actor, json!({ "to": to, "code": code })));
+                super::record(tx, ev, c.id, audit, &payloads, now)?;
                 report.recovered.push(Recovery {
                     job_id: c.id,
                     attempt: c.attempt,
