@@ -7,8 +7,9 @@ use super::fetch_error::FetchError;
 use super::policy::{describe, MissingSection};
 use crate::run::StageError;
 
-/// The result type of the Flex API.
-pub type Result<T, E = FlexError> = std::result::Result<T, E>;
+/// The result type of the Flex API (crate-private: the public signatures read
+/// `Result<T, FlexError>`, so no two public types share the name `Result`).
+pub(crate) type Result<T, E = FlexError> = std::result::Result<T, E>;
 
 /// Everything a Flex call can fail with. Match on [`FlexError::code`] for a stable string.
 #[derive(Debug, thiserror::Error)]

@@ -42,7 +42,7 @@ pub use envelope::{
     EnvelopeStatus, ERROR_CODES,
 };
 pub use error::ParseError;
-pub use failure::{FlexError, Result};
+pub use failure::FlexError;
 pub use fetch_error::FetchError;
 pub use pipeline::{build_pipeline, run_once, FlexConfig, TokenSource};
 pub use policy::{check, Missing, MissingSection, RequireRows, SectionCheck, SectionPolicy};

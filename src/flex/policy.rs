@@ -174,7 +174,7 @@ impl SectionCheck {
 
     /// `Ok(self)` when [`Self::passed`], else [`super::FlexError::MissingRequiredSection`] naming
     /// every absent or empty required section per account.
-    pub fn into_result(self) -> super::Result<SectionCheck> {
+    pub fn into_result(self) -> Result<SectionCheck, super::FlexError> {
         if self.passed() {
             return Ok(self);
         }

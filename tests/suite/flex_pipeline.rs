@@ -400,7 +400,7 @@ impl FlexTransport for Reentrant {
         t: &FlexToken,
         q: &str,
         p: &StatementPeriod,
-    ) -> runledger::flex::Result<Requested> {
+    ) -> Result<Requested, FlexError> {
         for (cfg, account) in &self.others {
             let outcome = match flex::run_once(&self.engine, cfg, *account) {
                 Ok(run) => format!(
@@ -420,7 +420,7 @@ impl FlexTransport for Reentrant {
         t: &FlexToken,
         r: &str,
         u: Option<&str>,
-    ) -> runledger::flex::Result<StatementBody> {
+    ) -> Result<StatementBody, FlexError> {
         self.inner.get_statement(t, r, u)
     }
     fn shown_url(&self, call: &str) -> String {
