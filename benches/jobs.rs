@@ -36,12 +36,6 @@ fn engine(path: &Path, durability: Durability) -> Engine {
     .unwrap()
 }
 
-const PLAIN_SCHEMA: &str = "create table if not exists jobs (id integer primary key, user_id text, kind text,
-    state text, input text, attempt integer default 0, worker_id text, progress integer default 0,
-    result text, heartbeat_at text, created_at text, finished_at text);
-  create index if not exists jobs_claim on jobs(id) where state = 'created';
-  create table if not exists events (id integer primary key, job_id integer, kind text, payload text, at text);";
-
 fn sync_name(d: Durability) -> &'static str {
     match d {
         Durability::Full => "full",

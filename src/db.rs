@@ -1,5 +1,5 @@
-//! Opening the database: pragmas, embedded refinery migrations, and the write-transaction
-//! helper that keeps `SQLITE_BUSY` away from callers.
+//! Opening the database: pragmas, embedded refinery migrations, read connections, and the
+//! busy back-off the engine's writer uses.
 
 use std::path::Path;
 use std::time::Duration;

@@ -116,6 +116,8 @@ struct Inner {
     last_write: AtomicI64,
     /// Commits of groups (crate-internal: tests count shared commits with it).
     commits: AtomicU64,
+    /// Whether callers share commits (`Durability::Full`); see [`Engine::write`].
+    share: bool,
 }
 
 #[derive(Debug)]
@@ -134,6 +136,8 @@ struct Group {
     /// Set when the transaction can no longer commit (a savepoint could not be ended, or
     /// SQLite rolled the whole transaction back).
     broken: Option<Error>,
+    /// Roll back instead of committing: the group's only operation failed.
+    undo: bool,
 }
 
 /// Which groups are settled (committed or failed): groups settle in id order.
@@ -244,6 +248,7 @@ impl Engine {
                 settled: Condvar::new(),
                 readers,
                 bus: Bus::default(),
+                share: opts.db.durability == db::Durability::Full,
                 opts,
                 path,
                 last_write: AtomicI64::new(i64::MIN),
@@ -328,6 +333,7 @@ impl Engine {
                             ops: 0,
                             events: Vec::new(),
                             broken: None,
+                            undo: false,
                         });
                     }
                     Err(Error::Busy) if !deadline.remaining().is_zero() => {
@@ -341,7 +347,13 @@ impl Engine {
             }
             let now = self.write_time();
             let mut events = Vec::new();
-            let (ran, end) = run_in_savepoint(&w.conn, now, &mut events, f);
+            let (ran, end) = if inner.share {
+                run_in_savepoint(&w.conn, now, &mut events, f)
+            } else {
+                let ctx = WriteCtx { conn: &w.conn, now };
+                let ran = catch_unwind(AssertUnwindSafe(|| f(&ctx, &mut events)));
+                (ran, Ok(()))
+            };
             let lost = w.conn.is_autocommit();
             let group = w
                 .open
@@ -361,8 +373,12 @@ impl Engine {
             }
             if matches!(ran, Ok(Ok(_))) {
                 group.events.append(&mut events);
+            } else if !inner.share {
+                // Alone in its transaction: undo it whole.
+                group.undo = true;
             }
-            let commit_now = group.ops >= MAX_GROUP
+            let commit_now = !inner.share
+                || group.ops >= MAX_GROUP
                 || group.broken.is_some()
                 || inner.queued.load(Ordering::SeqCst) == 0;
             let committed = if commit_now {
@@ -392,14 +408,16 @@ impl Engine {
         let Some(mut group) = w.open.take() else {
             return Ok(());
         };
+        let undo = group.undo && group.broken.is_none();
         let res = match group.broken.take() {
+            _ if undo => Ok(()),
             None => exec(&w.conn, COMMIT),
             Some(e) => Err(e),
         };
-        if res.is_err() && !w.conn.is_autocommit() {
+        if (undo || res.is_err()) && !w.conn.is_autocommit() {
             let _ = exec(&w.conn, ROLLBACK);
         }
-        if res.is_ok() {
+        if res.is_ok() && !undo {
             self.inner.commits.fetch_add(1, Ordering::SeqCst);
             self.inner.bus.publish(&group.events);
         }
@@ -684,6 +702,36 @@ mod tests {
         let err = engine.write(|tx| insert(tx, "n0")).unwrap_err();
         assert_eq!(err.code(), "CONSTRAINT_VIOLATION", "{err}");
         assert_eq!(names(&engine), ["n0", "n1", "n2"]);
+    }
+
+    #[test]
+    fn at_normal_each_write_commits_alone_and_a_failure_undoes_only_itself() {
+        let mut opts = EngineOptions::default();
+        opts.db.durability = db::Durability::Normal;
+        let engine = Engine::open_in_memory_with(opts).unwrap();
+        let before = engine.commits();
+        engine.write(|tx| insert(tx, "a")).unwrap();
+        let err = engine
+            .write(|tx| {
+                insert(tx, "b")?;
+                Err::<(), _>(Error::invalid("op", "refused"))
+            })
+            .unwrap_err();
+        assert_eq!(err.code(), "INVALID_INPUT");
+        let e = engine.clone();
+        let panicked = thread::spawn(move || {
+            e.write(|tx| {
+                insert(tx, "c")?;
+                panic!("op c panics");
+                #[allow(unreachable_code)]
+                Ok(())
+            })
+        })
+        .join();
+        assert!(panicked.is_err());
+        engine.write(|tx| insert(tx, "d")).unwrap();
+        assert_eq!(engine.commits() - before, 2);
+        assert_eq!(names(&engine), ["a", "d"]);
     }
 
     #[test]

@@ -488,7 +488,8 @@ impl StageContext<'_> {
     /// Stores a downloaded payload (once per SHA-256) and records it for this run.
     pub fn store_raw(&mut self, input: &RawInput<'_>) -> Result<RawRecord> {
         let run_id = self.run_id;
+        let checked = raw::check(input)?;
         self.engine
-            .write(|tx| raw::store(tx, run_id, input, tx.now()))
+            .write(|tx| raw::store(tx, run_id, input, &checked, tx.now()))
     }
 }

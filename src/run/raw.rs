@@ -89,13 +89,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Stores `input` for started run `run_id`: the payload once per SHA-256, a record each time.
-pub(crate) fn store(
-    tx: &Connection,
-    run_id: i64,
-    input: &RawInput<'_>,
-    now: Timestamp,
-) -> Result<RawRecord> {
+/// A payload checked and hashed before its write starts.
+pub(crate) struct Checked {
+    sha: String,
+    size: i64,
+}
+
+/// Checks `input`'s fields and size and hashes its bytes: the slow part of storing a
+/// payload, done before the write transaction (nothing waits for it).
+pub(crate) fn check(input: &RawInput<'_>) -> Result<Checked> {
     for (field, value, max) in [
         ("source", input.source, 64),
         ("content_type", input.content_type, 128),
@@ -120,6 +122,23 @@ pub(crate) fn store(
             limit: MAX_PAYLOAD_BYTES,
         });
     }
+    Ok(Checked {
+        sha: sha256_hex(input.bytes),
+        size: i64::try_from(input.bytes.len()).expect("bounded by MAX_PAYLOAD_BYTES"),
+    })
+}
+
+/// Stores `input` (checked as `checked`) for started run `run_id`: the payload once per
+/// SHA-256, a record each time.
+pub(crate) fn store(
+    tx: &Connection,
+    run_id: i64,
+    input: &RawInput<'_>,
+    checked: &Checked,
+    now: Timestamp,
+) -> Result<RawRecord> {
+    let Checked { sha, size } = checked;
+    let (sha, size) = (sha.clone(), *size);
     let started: Option<bool> = tx
         .prepare_cached(RUN_IS_STARTED)?
         .query_row(named_params! {":id": run_id}, |r| r.get(0))
@@ -134,8 +153,6 @@ pub(crate) fn store(
         }
         Some(true) => {}
     }
-    let sha = sha256_hex(input.bytes);
-    let size = i64::try_from(input.bytes.len()).expect("bounded by MAX_PAYLOAD_BYTES");
     tx.prepare_cached(INSERT_PAYLOAD)?.execute(named_params! {
         ":sha": sha,
         ":size": size,
