@@ -122,9 +122,7 @@ fn claim_complete(dir: &Path, d: Durability, n: usize, threads: usize) -> f64 {
                 std::thread::spawn(move || {
                     let name = format!("w{w}");
                     while let Some(c) = e.jobs().claim(&name, &["noop"]).unwrap() {
-                        e.jobs()
-                            .complete(c.id(), c.attempt, &json!({"ok": true}))
-                            .unwrap();
+                        e.jobs().complete(&c, &json!({"ok": true})).unwrap();
                     }
                 })
             })
@@ -254,7 +252,7 @@ fn reads_under_writes(
         .unwrap();
     let w = e.jobs().claim("watcher", &["watched"]).unwrap().unwrap();
     for p in 0..60u8 {
-        e.jobs().progress(w.id(), w.attempt, p, None).unwrap();
+        e.jobs().progress(&w, p, None).unwrap();
     }
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..8)
@@ -267,7 +265,7 @@ fn reads_under_writes(
                     let Some(c) = e.jobs().claim(&name, &["noop"]).unwrap() else {
                         break;
                     };
-                    e.jobs().complete(c.id(), c.attempt, &json!(1)).unwrap();
+                    e.jobs().complete(&c, &json!(1)).unwrap();
                     done += 1;
                 }
                 done

@@ -86,9 +86,7 @@ fn bench_claim_complete(dir: &Path, d: Durability, n: usize) -> (f64, f64) {
                     let e = engine(&path, d);
                     let name = format!("w{w}");
                     while let Some(c) = e.jobs().claim(&name, &["research"]).unwrap() {
-                        e.jobs()
-                            .complete(c.id(), c.attempt, &json!({"ok": true}))
-                            .unwrap();
+                        e.jobs().complete(&c, &json!({"ok": true})).unwrap();
                     }
                 })
             })
@@ -158,13 +156,13 @@ fn bench_heartbeat_and_progress(dir: &Path, d: Durability, n: usize) -> [(f64, f
     let c = e.jobs().claim("w", &[]).unwrap().unwrap();
     let (hb, _) = rate(n, || {
         for _ in 0..n {
-            e.jobs().heartbeat(c.id(), c.attempt).unwrap();
+            e.jobs().heartbeat(&c).unwrap();
         }
     });
     let (pr, _) = rate(n, || {
         for i in 0..n {
             e.jobs()
-                .progress(c.id(), c.attempt, (i % 100) as u8, Some("step"))
+                .progress(&c, (i % 100) as u8, Some("step"))
                 .unwrap();
         }
     });

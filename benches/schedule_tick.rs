@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use runledger::db::{DbOptions, Durability};
+use runledger::{DbOptions, Durability};
 use runledger::{
     Engine, EngineOptions, Fire, FireOutcome, ManualClock, NewSchedule, Schedule, TickOptions,
     Timestamp,

@@ -6,6 +6,9 @@
 
 use rusqlite::ffi;
 
+use crate::job::worker::StopReason;
+use crate::job::JobState;
+
 /// The result type of every fallible runledger call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -64,7 +67,50 @@ pub enum Error {
         /// The job.
         job_id: i64,
         /// Its current state.
-        state: String,
+        state: JobState,
+    },
+
+    /// A [`Worker`](crate::Worker)'s handler wrote after its job was stopped (cancelled,
+    /// paused, lost, timed out, or the worker shutting down): refused without a write.
+    #[error("job {job_id} was stopped ({reason}); nothing written")]
+    JobStopped {
+        /// The job.
+        job_id: i64,
+        /// Why the handler was told to stop.
+        reason: StopReason,
+    },
+
+    /// A write that needs a started run met one that has already ended (finished, or swept
+    /// when its lease expired).
+    #[error("run {run_id} has ended; only a started run takes this write")]
+    RunEnded {
+        /// The run.
+        run_id: i64,
+    },
+
+    /// A stored value that this build wrote as JSON no longer parses (edited by hand, or
+    /// damaged): the row cannot be read.
+    #[error("{table} row {id}: column {column} is corrupt: {reason}")]
+    CorruptRow {
+        /// The table.
+        table: &'static str,
+        /// The row's key as text.
+        id: String,
+        /// The column.
+        column: &'static str,
+        /// What the parser said.
+        reason: String,
+    },
+
+    /// The operating system refused to start a thread (a worker slot, a heartbeat, a
+    /// background loop).
+    #[error("cannot start thread {thread}: {source}")]
+    ThreadSpawn {
+        /// The thread's name.
+        thread: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
     },
 
     /// An argument was rejected before anything was written.
@@ -173,25 +219,6 @@ pub enum Error {
     /// Any other SQLite failure.
     #[error("database error")]
     Database(#[source] rusqlite::Error),
-
-    /// A Flex reply or statement could not be parsed; [`Error::code`] is the inner
-    /// [`crate::flex::ParseError::code`] (`FLEX_*`).
-    #[error(transparent)]
-    Flex(#[from] crate::flex::ParseError),
-
-    /// Talking to the Flex Web Service failed (transport, HTTP, an IB error code, the
-    /// polling budget, the token); [`Error::code`] is the inner
-    /// [`crate::flex::FetchError::code`] (`FLEX_CONNECT`, `FLEX_1012`...).
-    #[error(transparent)]
-    FlexFetch(#[from] crate::flex::FetchError),
-
-    /// A Flex statement lacks sections its policy requires (absent, or without rows when
-    /// rows are required), named per account.
-    #[error("missing required sections: {}", crate::flex::policy::describe(.missing))]
-    MissingRequiredSection {
-        /// Every missing section, per account, in statement order.
-        missing: Vec<crate::flex::MissingSection>,
-    },
 }
 
 fn summarize(errors: &[FieldError]) -> String {
@@ -210,6 +237,10 @@ impl Error {
             Error::IllegalTransition { .. } => "ILLEGAL_TRANSITION",
             Error::StaleAttempt { .. } => "STALE_ATTEMPT",
             Error::NotRunning { .. } => "JOB_NOT_RUNNING",
+            Error::JobStopped { .. } => "JOB_STOPPED",
+            Error::RunEnded { .. } => "RUN_ENDED",
+            Error::CorruptRow { .. } => "CORRUPT_ROW",
+            Error::ThreadSpawn { .. } => "THREAD_SPAWN_FAILED",
             Error::InvalidInput { .. } => "INVALID_INPUT",
             Error::TooLarge { .. } => "TOO_LARGE",
             Error::InvalidRecord { .. } => "INVALID_RECORD",
@@ -224,9 +255,6 @@ impl Error {
             Error::NotADatabase => "NOT_A_DATABASE",
             Error::Migration { .. } => "MIGRATION_FAILED",
             Error::Database(_) => "DATABASE",
-            Error::Flex(e) => e.code(),
-            Error::FlexFetch(e) => e.code(),
-            Error::MissingRequiredSection { .. } => "MISSING_REQUIRED_SECTION",
         }
     }
 
@@ -235,6 +263,14 @@ impl Error {
         Error::InvalidInput {
             field: field.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::ThreadSpawn`].
+    pub(crate) fn thread_spawn(thread: impl Into<String>, source: std::io::Error) -> Self {
+        Error::ThreadSpawn {
+            thread: thread.into(),
+            source,
         }
     }
 
@@ -345,6 +381,13 @@ mod tests {
             codes,
             ["NOT_FOUND", "INVALID_INPUT", "BUSY", "RUN_ALREADY_ACTIVE"]
         );
+        let spawn = Error::thread_spawn("runledger-worker-0", std::io::Error::other("no threads"));
+        assert_eq!(spawn.code(), "THREAD_SPAWN_FAILED");
+        assert_eq!(
+            spawn.to_string(),
+            "cannot start thread runledger-worker-0: no threads"
+        );
+        assert!(std::error::Error::source(&spawn).is_some());
     }
 
     #[test]

@@ -14,37 +14,210 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::job::state::JobState;
 
 /// How many events per job the database keeps (the `job_events_prune` trigger).
 pub const BACKLOG: i64 = 200;
 
-/// What happened to a job.
+/// What happened to a job. The payload of each kind is the matching [`EventPayload`]
+/// variant; its fields are listed there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
-    /// Created.
+    /// Created ([`EventPayload::Created`]).
     Created,
-    /// Claimed by a worker (payload: worker, attempt).
+    /// Claimed by a worker ([`EventPayload::Claimed`]).
     Claimed,
-    /// Progress reported (payload: progress, step).
+    /// Progress reported ([`EventPayload::Progress`]).
     Progress,
-    /// Checkpoint saved (payload: bytes).
+    /// Checkpoint saved ([`EventPayload::Checkpoint`]).
     Checkpoint,
-    /// Paused (payload: by).
+    /// Paused by an operator ([`EventPayload::Paused`]).
     Paused,
-    /// Resumed (payload: by, to).
+    /// Resumed by an operator ([`EventPayload::Resumed`]).
     Resumed,
-    /// Recovered by the supervisor (payload: to, reason, recovery_count).
+    /// Recovered by a supervisor ([`EventPayload::Recovered`]).
     Recovered,
-    /// Completed.
+    /// Completed ([`EventPayload::Completed`]).
     Completed,
-    /// Failed (payload: code, message).
+    /// Failed by its worker, an operator or a supervisor ([`EventPayload::Failed`]).
     Failed,
-    /// Cancelled (payload: by, reason).
+    /// Cancelled by an operator ([`EventPayload::Cancelled`]).
     Cancelled,
-    /// Restarted (payload: by, new_input).
+    /// Restarted by an operator ([`EventPayload::Restarted`]).
     Restarted,
 }
+
+/// The payload of a job event, one variant per [`EventKind`]: the only way runledger writes
+/// one, and a typed way to read one ([`Event::decode`]).
+///
+/// **Wire shape, version 1.** `job_events.payload` (and [`Event::payload`]) is the JSON
+/// object of the variant's fields; the kind is its own column. Version 1 has no `v` key; a
+/// later change of shape adds `"v": 2`, and [`Event::decode`] refuses a version it does not
+/// know ([`Error::UnsupportedVersion`]). Readers must ignore keys they do not know.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum EventPayload {
+    /// The job was created.
+    Created {
+        /// The job's kind.
+        kind: String,
+        /// Its owner.
+        user_id: String,
+    },
+    /// A worker claimed the job (also after a resume onto a worker).
+    Claimed {
+        /// The worker.
+        worker: String,
+        /// The attempt it holds.
+        attempt: i64,
+    },
+    /// The worker reported progress.
+    Progress {
+        /// 0..=100.
+        progress: u8,
+        /// What it is doing, if it said.
+        step: Option<String>,
+    },
+    /// The worker saved a checkpoint.
+    Checkpoint {
+        /// Its size in bytes of JSON text.
+        bytes: usize,
+    },
+    /// An operator paused the running job.
+    Paused {
+        /// The operator.
+        by: String,
+        /// The state before.
+        from: JobState,
+        /// `paused`.
+        to: JobState,
+    },
+    /// An operator resumed the paused job: back to `created`, or straight to `running` on a
+    /// worker ([`Jobs::resume_on`](crate::Jobs::resume_on), followed by `claimed`).
+    Resumed {
+        /// The operator.
+        by: String,
+        /// `paused`.
+        from: JobState,
+        /// `created` or `running`.
+        to: JobState,
+    },
+    /// A supervisor recovered the stalled job.
+    Recovered {
+        /// `paused`, `created` or `failed`.
+        to: JobState,
+        /// `STALLED` or `RECOVERY_EXHAUSTED` when it failed the job, else `null`.
+        code: Option<String>,
+        /// The attempt that stalled.
+        attempt: i64,
+        /// Recoveries so far, this one included.
+        recovery_count: i64,
+        /// The supervisor, or the operator of a manual recovery.
+        by: String,
+    },
+    /// The worker completed the job.
+    Completed {
+        /// The attempt that completed it.
+        attempt: i64,
+    },
+    /// The job failed: its worker reported a failure (`by` absent), or an operator or a
+    /// supervisor failed it (`by` names them).
+    Failed {
+        /// Stable error code.
+        code: String,
+        /// Message.
+        message: String,
+        /// Who failed it, when not its own worker.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// An operator cancelled the job.
+    Cancelled {
+        /// The operator.
+        by: String,
+        /// The state before.
+        from: JobState,
+        /// `cancelled`.
+        to: JobState,
+        /// Why, if given.
+        reason: Option<String>,
+    },
+    /// An operator restarted the failed or cancelled job.
+    Restarted {
+        /// The operator.
+        by: String,
+        /// The state before.
+        from: JobState,
+        /// Whether the input was replaced.
+        new_input: bool,
+    },
+}
+
+impl EventPayload {
+    /// The kind of event this payload belongs to.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventPayload::Created { .. } => EventKind::Created,
+            EventPayload::Claimed { .. } => EventKind::Claimed,
+            EventPayload::Progress { .. } => EventKind::Progress,
+            EventPayload::Checkpoint { .. } => EventKind::Checkpoint,
+            EventPayload::Paused { .. } => EventKind::Paused,
+            EventPayload::Resumed { .. } => EventKind::Resumed,
+            EventPayload::Recovered { .. } => EventKind::Recovered,
+            EventPayload::Completed { .. } => EventKind::Completed,
+            EventPayload::Failed { .. } => EventKind::Failed,
+            EventPayload::Cancelled { .. } => EventKind::Cancelled,
+            EventPayload::Restarted { .. } => EventKind::Restarted,
+        }
+    }
+
+    /// The stored JSON object (version 1: the variant's fields, no kind, no `v`).
+    pub(crate) fn to_wire(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(map) = v.as_object_mut() {
+            map.remove("event");
+        }
+        v
+    }
+
+    /// Reads a stored payload of `kind`.
+    fn from_wire(kind: EventKind, payload: &Value) -> Result<Self> {
+        let Some(map) = payload.as_object() else {
+            return Err(Error::InvalidRecord {
+                what: "event payload",
+                errors: vec![crate::error::FieldError {
+                    field: "payload".into(),
+                    reason: "not a JSON object".into(),
+                }],
+            });
+        };
+        if let Some(v) = map.get("v") {
+            let found = v.as_i64().unwrap_or(-1);
+            if found != PAYLOAD_VERSION {
+                return Err(Error::UnsupportedVersion {
+                    what: "event payload",
+                    found,
+                    known: PAYLOAD_VERSION,
+                });
+            }
+        }
+        let mut tagged = map.clone();
+        tagged.insert("event".into(), Value::String(kind.as_str().into()));
+        serde_json::from_value(Value::Object(tagged)).map_err(|e| Error::InvalidRecord {
+            what: "event payload",
+            errors: vec![crate::error::FieldError {
+                field: "payload".into(),
+                reason: e.to_string(),
+            }],
+        })
+    }
+}
+
+/// The newest event payload version this build writes and reads.
+pub const PAYLOAD_VERSION: i64 = 1;
 
 impl EventKind {
     /// The text stored in `job_events.kind`.
@@ -84,6 +257,15 @@ pub struct Event {
     pub payload: Value,
     /// When.
     pub at: Timestamp,
+}
+
+impl Event {
+    /// The payload, typed: the [`EventPayload`] variant of [`Event::kind`]. Refuses a
+    /// payload of an unknown version ([`Error::UnsupportedVersion`]) or one that does not
+    /// have its kind's fields ([`Error::InvalidRecord`]).
+    pub fn decode(&self) -> Result<EventPayload> {
+        EventPayload::from_wire(self.kind, &self.payload)
+    }
 }
 
 /// In-process fan-out of committed events to subscribers.

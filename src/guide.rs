@@ -7,8 +7,8 @@
 //!   probes and readiness, raw records and retention.
 //! - [`schedules`]: rules, zones and DST, misfire policies, ticks that fire each slot once,
 //!   [`ScheduledRuns`](crate::ScheduledRuns), the background loop.
-//! - [`flex`]: the ready-made Interactive Brokers Flex pipeline, the token, polling and rate
-//!   limits, the section policy.
+//! - `flex` (with the default `flex` feature): the ready-made Interactive Brokers Flex
+//!   pipeline, the token, polling and rate limits, the section policy.
 //! - [`events`]: the per-job event log, resync after a reconnect, subscriptions, polling
 //!   across processes.
 //! - [`operations`]: `runbook.sql` in the `sqlite3` shell, `doctor`, durability, several
@@ -27,6 +27,7 @@ pub mod runs {}
 #[doc = include_str!("../docs/schedules.md")]
 pub mod schedules {}
 
+#[cfg(feature = "flex")]
 #[doc = include_str!("../docs/flex.md")]
 pub mod flex {}
 

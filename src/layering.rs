@@ -46,11 +46,7 @@ const LAYERS: &[(&str, u8)] = &[
 
 /// Upward imports known today, each waiting for the change that removes it. The test
 /// fails when one disappears too, so the list cannot go stale.
-const KNOWN: &[&str] = &[
-    // Flex's error types in the core `Error` (issue 11 item 5: Flex gets its own error
-    // type wrapping the core one; the `surface` branch).
-    "src/error.rs -> src/flex/",
-];
+const KNOWN: &[&str] = &[];
 
 fn layer_of(path: &str) -> Option<u8> {
     LAYERS
@@ -234,12 +230,6 @@ fn no_module_imports_a_higher_layer() {
     sources(&root.join("src"), root, &mut files);
     assert!(files.len() > 40, "the scan found the sources");
     assert_eq!(upward(root, &files), KNOWN);
-    // The known upward import is also the one cycle (error -> flex -> error); leave it out
-    // until it is gone, and find any other.
-    let files: Vec<(String, String)> = files
-        .into_iter()
-        .filter(|(r, _)| r != "src/error.rs")
-        .collect();
     assert_eq!(group_cycle(root, &files), None);
 }
 

@@ -6,14 +6,11 @@
 //! - [`Supervisor`] and [`Worker`]: rescue of stalled jobs and a worker runtime;
 //! - [`Engine::events`]: the per-job event log for UIs that resync ([`events`]).
 //!
-//! [`demo`] is a simulated market-data provider (no network) that the CLI's `demo` command
-//! runs; tests and examples may use it too.
-//!
 //! Every state transition is checked by a Rust state machine and again by the database's
 //! CHECK constraints and triggers; see ARCHITECTURE.md for the invariants.
 //!
 //! **The [`guide`]**: [quick start](guide::quickstart), [jobs](guide::jobs),
-//! [runs](guide::runs), [schedules](guide::schedules), [Flex](guide::flex),
+//! [runs](guide::runs), [schedules](guide::schedules), Flex (`guide::flex`, with the `flex` feature),
 //! [events](guide::events), [operations](guide::operations), and
 //! [every error code](guide::errors).
 //!
@@ -25,7 +22,7 @@
 //! let job = engine.jobs().create(&NewJob::new("alice", "research", json!({"q": 1})))?;
 //! let claim = engine.jobs().claim("worker-1", &[])?.unwrap();
 //! assert_eq!(claim.id(), job.id);
-//! let done = engine.jobs().complete(claim.id(), claim.attempt, &json!({"ok": true}))?;
+//! let done = engine.jobs().complete(&claim, &json!({"ok": true}))?;
 //! assert_eq!(done.state, JobState::Completed);
 //! # Ok::<(), runledger::Error>(())
 //! ```
@@ -35,12 +32,12 @@
 mod text_enum;
 
 pub mod clock;
-pub mod db;
-pub mod demo;
+mod db;
 pub mod doctor;
 mod engine;
 pub mod error;
 pub mod events;
+#[cfg(feature = "flex")]
 pub mod flex;
 pub mod guide;
 pub mod job;
@@ -54,10 +51,10 @@ pub mod schedule;
 mod storage;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use db::{DbOptions, Durability};
+pub use db::{known_schema_version, DbOptions, Durability};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, FieldError, Result};
-pub use events::{Event, EventKind};
+pub use events::{Event, EventKind, EventPayload};
 pub use job::supervisor::{RecoveryPolicy, Supervisor, SupervisorOptions};
 pub use job::worker::{JobContext, JobFailure, StopReason, Worker, WorkerOptions, WorkerReport};
 pub use job::Events;

@@ -398,8 +398,7 @@ fn plant_stale_job(db: &Path) -> i64 {
         .create(&NewJob::new("alice", "research", json!({"q": 1})))
         .unwrap();
     let claim = jobs.claim("w1", &[]).unwrap().unwrap();
-    jobs.checkpoint(claim.id(), claim.attempt, &json!({"page": 1}))
-        .unwrap();
+    jobs.checkpoint(&claim, &json!({"page": 1})).unwrap();
     job.id
 }
 

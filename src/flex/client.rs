@@ -24,8 +24,8 @@ use super::envelope::{
     classify_body, kind_error, parse_envelope, BodyKind, EnvelopeStatus, ENVELOPE_ROOT,
     STATEMENT_ROOT,
 };
+use super::failure::{FlexError, Result};
 use super::{redact_url, FetchError, FlexToken, ParseError};
-use crate::error::{Error, Result};
 
 /// IB's current, documented base URL.
 pub const DEFAULT_BASE_URL: &str =
@@ -117,7 +117,8 @@ impl StatementPeriod {
     /// is malformed, `from > to`, or the span exceeds 365 days.
     pub fn range(from: &str, to: &str) -> Result<Self> {
         let parse = |field: &str, s: &str| {
-            time::Date::parse(s, YMD).map_err(|_| Error::invalid(field, "must be a yyyymmdd date"))
+            time::Date::parse(s, YMD)
+                .map_err(|_| FlexError::invalid(field, "must be a yyyymmdd date"))
         };
         let p = StatementPeriod::Range {
             from: parse("from", from)?,
@@ -133,15 +134,20 @@ impl StatementPeriod {
             StatementPeriod::Query => Ok(()),
             StatementPeriod::Range { from, to } => {
                 if from > to {
-                    return Err(Error::invalid("period", "from is after to"));
+                    return Err(FlexError::invalid("period", "from is after to"));
                 }
                 if (to - from).whole_days() > 365 {
-                    return Err(Error::invalid("period", "a range spans at most 365 days"));
+                    return Err(FlexError::invalid(
+                        "period",
+                        "a range spans at most 365 days",
+                    ));
                 }
                 Ok(())
             }
             StatementPeriod::Days { days } if (1..=365).contains(&days) => Ok(()),
-            StatementPeriod::Days { .. } => Err(Error::invalid("period", "days must be 1..=365")),
+            StatementPeriod::Days { .. } => {
+                Err(FlexError::invalid("period", "days must be 1..=365"))
+            }
         }
     }
 
@@ -165,7 +171,7 @@ pub fn validate_query_id(query_id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(
+        Err(FlexError::invalid(
             "query_id",
             "must be 1..=32 ascii letters, digits, '_' or '-'",
         ))
@@ -403,7 +409,7 @@ impl FlexClient {
     pub fn new(config: ClientConfig) -> Result<Self> {
         let base = check_base(&config.base_url)?;
         if config.max_body_bytes == 0 {
-            return Err(Error::invalid("max_body_bytes", "must be at least 1"));
+            return Err(FlexError::invalid("max_body_bytes", "must be at least 1"));
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -504,11 +510,11 @@ impl FlexClient {
         prefix: Vec<u8>,
         rest: Box<dyn Read + Send>,
         content_length: Option<u64>,
-    ) -> Error {
+    ) -> FlexError {
         let kind = classify_body(&prefix);
         if kind == BodyKind::Envelope {
             if let Ok(body) = self.finish_small(prefix, rest, content_length) {
-                if let Err(e @ Error::FlexFetch(FetchError::Service { .. })) =
+                if let Err(e @ FlexError::Fetch(FetchError::Service { .. })) =
                     self.envelope(token, &body)
                 {
                     return e;
@@ -537,7 +543,7 @@ fn scrub(text: &str, token: &FlexToken) -> String {
 
 /// Maps a ureq failure before the body (connect, headers) to a typed error. ureq's own
 /// messages are never shown: some quote the URL, which carries the token.
-fn call_error(e: ureq::Error, endpoint: &str, host: &str) -> Error {
+fn call_error(e: ureq::Error, endpoint: &str, host: &str) -> FlexError {
     use ureq::Error as U;
     let connect = |reason: &str| FetchError::Connect {
         host: host.to_string(),

@@ -1,5 +1,5 @@
 //! [`FetchError`]: everything that can go wrong talking to the Flex Web Service, each kind
-//! with a stable code. Wrapped by [`crate::Error::FlexFetch`], whose `code()` delegates.
+//! with a stable code. Wrapped by [`super::FlexError::Fetch`], whose `code()` delegates.
 
 use std::time::Duration;
 

@@ -23,6 +23,7 @@
 pub mod client;
 pub mod envelope;
 mod error;
+mod failure;
 mod fetch_error;
 pub mod pipeline;
 pub mod policy;
@@ -41,8 +42,9 @@ pub use envelope::{
     EnvelopeStatus, ERROR_CODES,
 };
 pub use error::ParseError;
+pub use failure::FlexError;
 pub use fetch_error::FetchError;
-pub use pipeline::{pipeline, run_once, FlexConfig, TokenSource};
+pub use pipeline::{build_pipeline, run_once, FlexConfig, TokenSource};
 pub use policy::{check, Missing, MissingSection, RequireRows, SectionCheck, SectionPolicy};
 pub use poll::{Pacer, PollSettings, RateLimiter, RateLimits};
 pub use statement::{

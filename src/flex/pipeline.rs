@@ -40,13 +40,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::client::{FlexClient, FlexTransport, Requested, StatementBody, StatementPeriod};
+use super::failure::{FlexError, Result};
 use super::policy::{check, SectionPolicy};
 use super::poll::{Pacer, PollSettings, PollStats, Poller};
 use super::statement::{scan_bytes, StatementReport};
 use super::{ClientConfig, FetchError, FlexToken, DEFAULT_TOKEN_ENV};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
-use crate::error::{Error, Result};
 use crate::run::{
     Gate, Pipeline, RawInput, Run, RunFilter, RunStatus, Scope, StageContext, StageError,
     StageOutput, TriggerKind, TriggerOptions,
@@ -210,14 +210,14 @@ impl Shared {
 }
 
 /// A stage error for `e`, with `detail`; IB's raw code goes to `meta_json.ibCode`.
-fn fail(ctx: &mut StageContext<'_>, e: Error, detail: Value) -> StageError {
-    if let Error::FlexFetch(FetchError::Service { raw_code, .. }) = &e {
+fn fail(ctx: &mut StageContext<'_>, e: FlexError, detail: Value) -> StageError {
+    if let FlexError::Fetch(FetchError::Service { raw_code, .. }) = &e {
         let _ = ctx.merge_meta(&json!({"ibCode": raw_code}));
     }
     StageError::from(e).with_detail(detail)
 }
 
-fn db(e: Error) -> StageError {
+fn db(e: crate::Error) -> StageError {
     StageError::from(e)
 }
 
@@ -229,7 +229,9 @@ fn token_gate(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput
     let token = match shared.config.token.resolve() {
         Ok(t) => t,
         Err(e) => {
-            return Err(StageError::from(Error::from(e)).with_detail(json!({"tokenSource": source})))
+            return Err(
+                StageError::from(FlexError::from(e)).with_detail(json!({"tokenSource": source}))
+            )
         }
     };
     let fingerprint = token.fingerprint();
@@ -261,7 +263,7 @@ fn token_gate(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput
                 ib_code: code.to_string(),
                 run_id: run.id,
             };
-            return Err(StageError::from(Error::from(e)).with_detail(detail));
+            return Err(StageError::from(FlexError::from(e)).with_detail(detail));
         }
     }
     shared.put(
@@ -471,7 +473,7 @@ fn persist_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOut
 
 /// Builds the Flex pipeline for `config` (see the module docs). Refuses an invalid query
 /// id, period or poll settings, and a base URL that is not https (or http to loopback).
-pub fn pipeline(config: FlexConfig) -> Result<Pipeline> {
+pub fn build_pipeline(config: FlexConfig) -> Result<Pipeline> {
     super::client::validate_query_id(&config.query_id)?;
     config.period.validate()?;
     config.poll.validate()?;
@@ -491,7 +493,7 @@ pub fn pipeline(config: FlexConfig) -> Result<Pipeline> {
         let shared = shared.clone();
         move |ctx: &mut StageContext<'_>| f(&shared, ctx)
     };
-    Pipeline::builder(name)
+    Ok(Pipeline::builder(name)
         .scopes(&[scope])
         .lease(lease)
         .gate(Gate::Token, s(token_gate))
@@ -500,19 +502,19 @@ pub fn pipeline(config: FlexConfig) -> Result<Pipeline> {
         .stage("download", s(download_stage))
         .stage("section_preflight", s(section_stage))
         .stage("persist", s(persist_stage))
-        .build()
+        .build()?)
 }
 
 /// Builds the pipeline for `config` and runs it once, now (trigger `manual`), for
 /// `account` (part of the lock key; when given, the statement must hold that account).
-/// Returns the finished run (look at its `status`), or [`Error::RunAlreadyActive`] when a
+/// Returns the finished run (look at its `status`), or [`crate::Error::RunAlreadyActive`] when a
 /// run of the same query and account is in progress.
 ///
-/// Build the pipeline once with [`pipeline`] when running it repeatedly: its in-memory
+/// Build the pipeline once with [`build_pipeline`] when running it repeatedly: its in-memory
 /// state is per pipeline (the rate limiter is shared through [`FlexConfig::pacer`]).
 pub fn run_once(engine: &Engine, config: &FlexConfig, account: Option<&str>) -> Result<Run> {
     let scope = config.scope;
-    let p = pipeline(config.clone())?;
+    let p = build_pipeline(config.clone())?;
     let opts = TriggerOptions {
         account_id: account.map(str::to_string),
     };
@@ -521,6 +523,6 @@ pub fn run_once(engine: &Engine, config: &FlexConfig, account: Option<&str>) -> 
         .trigger_with(&p, scope.into(), TriggerKind::Manual, &opts)?;
     outcomes
         .pop()
-        .map(|o| o.result)
-        .unwrap_or_else(|| Err(Error::invalid("scope", "no run was started")))
+        .map(|o| o.result.map_err(FlexError::from))
+        .unwrap_or_else(|| Err(FlexError::invalid("scope", "no run was started")))
 }

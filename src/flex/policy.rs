@@ -172,15 +172,15 @@ impl SectionCheck {
         self.missing_required.is_empty() && self.empty_required.is_empty()
     }
 
-    /// `Ok(self)` when [`Self::passed`], else [`crate::Error::MissingRequiredSection`] naming
+    /// `Ok(self)` when [`Self::passed`], else [`super::FlexError::MissingRequiredSection`] naming
     /// every absent or empty required section per account.
-    pub fn into_result(self) -> crate::Result<SectionCheck> {
+    pub fn into_result(self) -> Result<SectionCheck, super::FlexError> {
         if self.passed() {
             return Ok(self);
         }
         let mut missing = self.missing_required;
         missing.extend(self.empty_required);
-        Err(crate::Error::MissingRequiredSection { missing })
+        Err(super::FlexError::MissingRequiredSection { missing })
     }
 }
 

@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use super::client::{FlexTransport, Requested, StatementBody, StatementPeriod};
 use super::envelope::CodeClass;
+use super::failure::{FlexError, Result};
 use super::{FetchError, FlexToken};
 use crate::clock::Sleeper;
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::error::{Error, Result};
 
 /// IB's per-token limits, with a margin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,16 +203,16 @@ impl PollSettings {
     /// Refuses settings that could loop without waiting.
     pub fn validate(&self) -> Result<()> {
         if self.poll_interval.is_zero() || self.max_poll_interval < self.poll_interval {
-            return Err(Error::invalid(
+            return Err(FlexError::invalid(
                 "poll_interval",
                 "must be > 0 and <= max_poll_interval",
             ));
         }
         if self.total_budget.is_zero() {
-            return Err(Error::invalid("total_budget", "must be > 0"));
+            return Err(FlexError::invalid("total_budget", "must be > 0"));
         }
         if self.transient_retries > 20 || self.throttle_retries > 20 {
-            return Err(Error::invalid("retries", "at most 20"));
+            return Err(FlexError::invalid("retries", "at most 20"));
         }
         Ok(())
     }
@@ -243,16 +243,16 @@ pub struct PollStats {
 }
 
 /// How the poller treats an error.
-fn class_of(e: &Error) -> CodeClass {
+fn class_of(e: &FlexError) -> CodeClass {
     match e {
-        Error::FlexFetch(FetchError::Service { class, .. }) => *class,
-        Error::FlexFetch(f) if f.is_transient() => CodeClass::Transient,
+        FlexError::Fetch(FetchError::Service { class, .. }) => *class,
+        FlexError::Fetch(f) if f.is_transient() => CodeClass::Transient,
         _ => CodeClass::Fatal,
     }
 }
 
-fn is_code(e: &Error, code: u32) -> bool {
-    matches!(e, Error::FlexFetch(FetchError::Service { code: Some(c), .. }) if *c == code)
+fn is_code(e: &FlexError, code: u32) -> bool {
+    matches!(e, FlexError::Fetch(FetchError::Service { code: Some(c), .. }) if *c == code)
 }
 
 /// The polling driver for one run: the transport, the pacer, the settings, the token, and
@@ -316,7 +316,7 @@ impl<'a> Poller<'a> {
 
     /// Handles a failed call: `Ok(())` after waiting when a retry is allowed, else the
     /// error. `not_ready_is_transient`: SendRequest has no "not ready" state.
-    fn retry_or_fail(&mut self, e: Error, not_ready_is_transient: bool) -> Result<()> {
+    fn retry_or_fail(&mut self, e: FlexError, not_ready_is_transient: bool) -> Result<()> {
         let class = match class_of(&e) {
             CodeClass::NotReady if not_ready_is_transient => CodeClass::Transient,
             c => c,
@@ -400,7 +400,7 @@ impl<'a> Poller<'a> {
         }
     }
 
-    fn budget_error(&self, current: &Requested) -> Error {
+    fn budget_error(&self, current: &Requested) -> FlexError {
         FetchError::PollBudgetExhausted {
             reference: current.reference.clone(),
             polls: self.stats.polls,

@@ -26,7 +26,7 @@ pub use types::{Claim, Job, JobStats, NewJob, StateCounts};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::EventKind;
+use crate::events::{EventKind, EventPayload};
 use crate::storage::job_events as events;
 use crate::storage::jobs as store;
 
@@ -77,13 +77,7 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let job = store::insert(tx, new, now)?;
-            ev.push(events::append(
-                tx,
-                job.id,
-                EventKind::Created,
-                json!({ "kind": job.kind, "user_id": job.user_id }),
-                now,
-            )?);
+            record(tx, ev, job.id, None, &[created(&job)], now)?;
             Ok(job)
         })
     }
@@ -106,13 +100,7 @@ impl<'e> Jobs<'e> {
             let mut jobs = Vec::with_capacity(new.len());
             for n in new {
                 let job = store::insert(tx, n, now)?;
-                ev.push(events::append(
-                    tx,
-                    job.id,
-                    EventKind::Created,
-                    json!({ "kind": job.kind, "user_id": job.user_id }),
-                    now,
-                )?);
+                record(tx, ev, job.id, None, &[created(&job)], now)?;
                 jobs.push(job);
             }
             Ok(jobs)
@@ -193,13 +181,7 @@ impl<'e> Jobs<'e> {
             let Some(job) = store::claim(tx, worker, kinds, now)? else {
                 return Ok(None);
             };
-            ev.push(events::append(
-                tx,
-                job.id,
-                EventKind::Claimed,
-                json!({ "worker": worker, "attempt": job.attempt }),
-                now,
-            )?);
+            record(tx, ev, job.id, None, &[claimed(worker, &job)], now)?;
             Ok(Some(Claim {
                 attempt: job.attempt,
                 job,
@@ -223,13 +205,7 @@ impl<'e> Jobs<'e> {
             let jobs = store::claim_many(tx, worker, kinds, max, now)?;
             let mut claims = Vec::with_capacity(jobs.len());
             for job in jobs {
-                ev.push(events::append(
-                    tx,
-                    job.id,
-                    EventKind::Claimed,
-                    json!({ "worker": worker, "attempt": job.attempt }),
-                    now,
-                )?);
+                record(tx, ev, job.id, None, &[claimed(worker, &job)], now)?;
                 claims.push(Claim {
                     attempt: job.attempt,
                     job,
@@ -247,22 +223,21 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             store::claim_paused(tx, id, worker, now)?;
-            store::audit(tx, id, "resume", actor, &json!({ "worker": worker }), now)?;
             let job = store::get(tx, id)?;
-            ev.push(events::append(
+            let resumed = EventPayload::Resumed {
+                by: actor.into(),
+                from: JobState::Paused,
+                to: JobState::Running,
+            };
+            let audit = Audit::new("resume", actor, json!({ "worker": worker }));
+            record(
                 tx,
+                ev,
                 id,
-                EventKind::Resumed,
-                json!({ "by": actor, "to": "running" }),
+                Some(audit),
+                &[resumed, claimed(worker, &job)],
                 now,
-            )?);
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Claimed,
-                json!({ "worker": worker, "attempt": job.attempt }),
-                now,
-            )?);
+            )?;
             Ok(Claim {
                 attempt: job.attempt,
                 job,
@@ -270,78 +245,79 @@ impl<'e> Jobs<'e> {
         })
     }
 
-    /// A sign of life from the worker holding `attempt`.
-    pub fn heartbeat(&self, id: i64, attempt: i64) -> Result<()> {
+    /// A sign of life from the worker holding `claim`.
+    pub fn heartbeat(&self, claim: &Claim) -> Result<()> {
+        self.heartbeat_fenced(claim.id(), claim.attempt)
+    }
+
+    /// [`Jobs::heartbeat`] for the worker's heartbeat thread, which holds only the fence.
+    pub(crate) fn heartbeat_fenced(&self, id: i64, attempt: i64) -> Result<()> {
         self.engine
             .write(|tx| store::heartbeat(tx, id, attempt, tx.now()))
     }
 
     /// Progress in percent (0..=100) and an optional step description.
-    pub fn progress(&self, id: i64, attempt: i64, pct: u8, step: Option<&str>) -> Result<()> {
+    pub fn progress(&self, claim: &Claim, pct: u8, step: Option<&str>) -> Result<()> {
+        let (id, attempt) = (claim.id(), claim.attempt);
         validate::progress(pct)?;
         validate::step(step)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             store::progress(tx, id, attempt, pct, step, now)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Progress,
-                json!({ "progress": pct, "step": step }),
-                now,
-            )?);
+            let payload = EventPayload::Progress {
+                progress: pct,
+                step: step.map(str::to_owned),
+            };
+            record(tx, ev, id, None, &[payload], now)?;
             Ok(())
         })
     }
 
     /// Saves a checkpoint (any JSON value, at most the engine's checkpoint limit).
-    pub fn checkpoint(&self, id: i64, attempt: i64, checkpoint: &Value) -> Result<()> {
+    pub fn checkpoint(&self, claim: &Claim, checkpoint: &Value) -> Result<()> {
+        let (id, attempt) = (claim.id(), claim.attempt);
         let limit = self.engine.options().max_checkpoint_bytes;
         let text = validate::document("checkpoint", checkpoint, limit)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             store::checkpoint(tx, id, attempt, &text, now)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Checkpoint,
-                json!({ "bytes": text.len() }),
-                now,
-            )?);
+            let payload = EventPayload::Checkpoint { bytes: text.len() };
+            record(tx, ev, id, None, &[payload], now)?;
             Ok(())
         })
     }
 
     /// running -> completed with `result`.
-    pub fn complete(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
+    pub fn complete(&self, claim: &Claim, result: &Value) -> Result<Job> {
+        let (id, attempt) = (claim.id(), claim.attempt);
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let job = store::complete(tx, id, attempt, result, now)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Completed,
-                json!({ "attempt": attempt }),
-                now,
-            )?);
+            let payload = EventPayload::Completed { attempt };
+            record(tx, ev, id, None, &[payload], now)?;
             Ok(job)
         })
     }
 
     /// running -> failed with a stable error `code` and a message.
-    pub fn fail(&self, id: i64, attempt: i64, code: &str, message: &str) -> Result<Job> {
+    pub fn fail(&self, claim: &Claim, code: &str, message: &str) -> Result<Job> {
+        self.fail_fenced(claim.id(), claim.attempt, code, message)
+    }
+
+    /// [`Jobs::fail`] for the worker's heartbeat thread, which holds only the fence.
+    pub(crate) fn fail_fenced(
+        &self,
+        id: i64,
+        attempt: i64,
+        code: &str,
+        message: &str,
+    ) -> Result<Job> {
         validate::identifier("error_code", code)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let job = store::fail(tx, id, attempt, code, message, now)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Failed,
-                json!({ "code": code, "message": message }),
-                now,
-            )?);
+            record(tx, ev, id, None, &[failed(code, message, None)], now)?;
             Ok(job)
         })
     }
@@ -353,10 +329,25 @@ impl<'e> Jobs<'e> {
             let from = store::transition(tx, id, op.from, op.to, None, now)?;
             let mut detail = detail.clone();
             detail["from"] = json!(from);
-            store::audit(tx, id, op.action, actor, &detail, now)?;
-            detail["by"] = json!(actor);
-            detail["to"] = json!(op.to);
-            ev.push(events::append(tx, id, op.event, detail, now)?);
+            let (by, to) = (actor.to_owned(), op.to);
+            let payload = match op.event {
+                EventKind::Cancelled => EventPayload::Cancelled {
+                    by,
+                    from,
+                    to,
+                    reason: detail["reason"].as_str().map(str::to_owned),
+                },
+                EventKind::Paused => EventPayload::Paused { by, from, to },
+                _ => EventPayload::Resumed { by, from, to },
+            };
+            record(
+                tx,
+                ev,
+                id,
+                Some(Audit::new(op.action, actor, detail)),
+                &[payload],
+                now,
+            )?;
             store::get(tx, id)
         })
     }
@@ -395,9 +386,15 @@ impl<'e> Jobs<'e> {
                 now,
             )?;
             let detail = json!({ "from": from, "code": code, "message": message });
-            store::audit(tx, id, "fail", actor, &detail, now)?;
-            let payload = json!({ "code": code, "message": message, "by": actor });
-            ev.push(events::append(tx, id, EventKind::Failed, payload, now)?);
+            let payload = failed(code, message, Some(actor));
+            record(
+                tx,
+                ev,
+                id,
+                Some(Audit::new("fail", actor, detail)),
+                &[payload],
+                now,
+            )?;
             store::get(tx, id)
         })
     }
@@ -414,14 +411,13 @@ impl<'e> Jobs<'e> {
             let now = tx.now();
             let from = store::restart(tx, id, input, now)?;
             let detail = json!({ "from": from, "new_input": input.is_some() });
-            store::audit(tx, id, "restart", actor, &detail, now)?;
-            ev.push(events::append(
-                tx,
-                id,
-                EventKind::Restarted,
-                json!({ "by": actor, "from": from, "new_input": input.is_some() }),
-                now,
-            )?);
+            let payload = EventPayload::Restarted {
+                by: actor.into(),
+                from,
+                new_input: input.is_some(),
+            };
+            let audit = Audit::new("restart", actor, detail);
+            record(tx, ev, id, Some(audit), &[payload], now)?;
             store::get(tx, id)
         })
     }
@@ -464,4 +460,66 @@ impl<'e> Jobs<'e> {
 /// checkpoint, with a typed [`Error::InvalidInput`] when it is not JSON.
 pub fn parse_json(field: &str, text: &str) -> Result<Value> {
     validate::parse_document(field, text)
+}
+
+/// Who changed a job, and how, for its row in `audit_log`.
+pub(crate) struct Audit<'a> {
+    action: &'static str,
+    actor: &'a str,
+    detail: Value,
+}
+
+impl<'a> Audit<'a> {
+    pub(crate) fn new(action: &'static str, actor: &'a str, detail: Value) -> Self {
+        Self {
+            action,
+            actor,
+            detail,
+        }
+    }
+}
+
+/// The bookkeeping of one job change, inside the change's own transaction: its audit row
+/// (for changes by an operator) and its events, in order. Every job event and every audit
+/// row of a state change is written here, and every event from an [`EventPayload`].
+pub(crate) fn record(
+    tx: &rusqlite::Connection,
+    ev: &mut Vec<crate::events::Event>,
+    id: i64,
+    audit: Option<Audit<'_>>,
+    payloads: &[EventPayload],
+    now: crate::clock::Timestamp,
+) -> Result<()> {
+    if let Some(a) = audit {
+        store::audit(tx, id, a.action, a.actor, &a.detail, now)?;
+    }
+    for payload in payloads {
+        ev.push(events::append(tx, id, payload, now)?);
+    }
+    Ok(())
+}
+
+/// The `created` event of `job`.
+fn created(job: &Job) -> EventPayload {
+    EventPayload::Created {
+        kind: job.kind.clone(),
+        user_id: job.user_id.clone(),
+    }
+}
+
+/// The `claimed` event of `job`, just claimed by `worker`.
+fn claimed(worker: &str, job: &Job) -> EventPayload {
+    EventPayload::Claimed {
+        worker: worker.into(),
+        attempt: job.attempt,
+    }
+}
+
+/// The `failed` event: one shape for the worker (`by` none), an operator and a supervisor.
+pub(crate) fn failed(code: &str, message: &str, by: Option<&str>) -> EventPayload {
+    EventPayload::Failed {
+        code: code.into(),
+        message: message.into(),
+        by: by.map(str::to_owned),
+    }
 }

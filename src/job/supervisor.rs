@@ -22,10 +22,9 @@ use super::state::JobState;
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::EventKind;
+use crate::events::EventPayload;
 use crate::job::validate;
 use crate::looping::{spawn_loop, LoopHandle};
-use crate::storage::job_events as events;
 use crate::storage::jobs::{self as store, Candidate};
 use crate::storage::supervisor_state;
 
@@ -84,7 +83,7 @@ pub struct Recovery {
 
 /// What one [`Supervisor::tick`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TickReport {
+pub struct RecoveryReport {
     /// When the tick ran.
     pub at: Option<Timestamp>,
     /// Every job recovered, stalest first.
@@ -145,12 +144,12 @@ impl Supervisor {
         stale_after: Option<Duration>,
         only: Option<i64>,
         actor: Option<&str>,
-    ) -> Result<TickReport> {
+    ) -> Result<RecoveryReport> {
         self.engine.write_events(|tx, ev| {
             // A tick runs at the host's time; an operator's recovery at the write's own.
             let now = at.unwrap_or_else(|| tx.now());
             let cutoff = stale_after.map_or(Timestamp::MIN, |d| now - d);
-            let mut report = TickReport {
+            let mut report = RecoveryReport {
                 at: Some(now),
                 recovered: Vec::new(),
             };
@@ -161,31 +160,21 @@ impl Supervisor {
                 }
                 let code = error.map(|(code, _)| code.to_owned());
                 let count = c.recovery_count + 1;
-                let payload = json!({
-                    "to": to, "code": code, "attempt": c.attempt,
-                    "recovery_count": count, "by": actor.unwrap_or(&self.opts.name),
-                });
-                ev.push(events::append(
-                    tx,
-                    c.id,
-                    EventKind::Recovered,
-                    payload,
-                    now,
-                )?);
+                let by = actor.unwrap_or(&self.opts.name);
+                let payload = EventPayload::Recovered {
+                    to,
+                    code: code.clone(),
+                    attempt: c.attempt,
+                    recovery_count: count,
+                    by: by.to_owned(),
+                };
+                let mut payloads = vec![payload];
                 if let Some((code, message)) = error {
-                    let payload = json!({ "code": code, "message": message });
-                    ev.push(events::append(tx, c.id, EventKind::Failed, payload, now)?);
+                    payloads.push(super::failed(code, message, Some(by)));
                 }
-                if let Some(actor) = actor {
-                    store::audit(
-                        tx,
-                        c.id,
-                        "recover",
-                        actor,
-                        &json!({ "to": to, "code": code }),
-                        now,
-                    )?;
-                }
+                let audit = actor
+                    .map(|actor| super::Audit::new("recover", actor, json!({ "to": to, "code": code })));
+                super::record(tx, ev, c.id, audit, &payloads, now)?;
                 report.recovered.push(Recovery {
                     job_id: c.id,
                     attempt: c.attempt,
@@ -216,7 +205,7 @@ impl Supervisor {
     }
 
     /// Recovers every job stale at `now`.
-    pub fn tick(&self, now: Timestamp) -> Result<TickReport> {
+    pub fn tick(&self, now: Timestamp) -> Result<RecoveryReport> {
         self.recover(Some(now), Some(self.opts.stale_after), None, None)
     }
 
@@ -262,6 +251,6 @@ impl Supervisor {
             let _ = me.tick(me.engine.now());
             me.opts.poll_every
         })
-        .map_err(|e| Error::invalid("thread", e.to_string()))
+        .map_err(|e| Error::thread_spawn("runledger-supervisor", e))
     }
 }

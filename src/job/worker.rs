@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::state::JobState;
 use super::types::{Claim, Job};
 use super::validate;
 use crate::clock::{Deadline, Timestamp};
@@ -84,6 +85,18 @@ pub enum StopReason {
     /// The attempt ran past the job's timeout ([`NewJob::timeout`](crate::NewJob::timeout));
     /// the worker failed the job with code `TIMEOUT`.
     TimedOut = 5,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::Cancelled => "cancelled",
+            StopReason::Paused => "paused",
+            StopReason::Lost => "lost",
+            StopReason::Shutdown => "shut down",
+            StopReason::TimedOut => "timed out",
+        })
+    }
 }
 
 impl StopReason {
@@ -170,10 +183,7 @@ impl JobContext {
         if let Some(reason) = self.stop_reason() {
             return Err(stopped(self.claim.id(), reason));
         }
-        let res = self
-            .engine
-            .jobs()
-            .progress(self.claim.id(), self.claim.attempt, pct, step);
+        let res = self.engine.jobs().progress(&self.claim, pct, step);
         self.guard(res)
     }
 
@@ -182,33 +192,25 @@ impl JobContext {
         if let Some(reason) = self.stop_reason() {
             return Err(stopped(self.claim.id(), reason));
         }
-        let res = self
-            .engine
-            .jobs()
-            .checkpoint(self.claim.id(), self.claim.attempt, checkpoint);
+        let res = self.engine.jobs().checkpoint(&self.claim, checkpoint);
         self.guard(res)
     }
 }
 
 fn stopped(job_id: i64, reason: StopReason) -> Error {
-    Error::NotRunning {
-        job_id,
-        state: match reason {
-            StopReason::Cancelled => "cancelled",
-            StopReason::Paused => "paused",
-            StopReason::Lost => "lost",
-            StopReason::Shutdown => "abandoned at shutdown",
-            StopReason::TimedOut => "failed: timed out",
-        }
-        .into(),
-    }
+    Error::JobStopped { job_id, reason }
 }
 
-/// Records in `stop` what a refused write says about the job.
 fn note_stop(stop: &AtomicU8, e: &Error) {
     let reason = match e {
-        Error::NotRunning { state, .. } if state == "cancelled" => StopReason::Cancelled,
-        Error::NotRunning { state, .. } if state == "paused" => StopReason::Paused,
+        Error::NotRunning {
+            state: JobState::Cancelled,
+            ..
+        } => StopReason::Cancelled,
+        Error::NotRunning {
+            state: JobState::Paused,
+            ..
+        } => StopReason::Paused,
         Error::NotRunning { .. } | Error::StaleAttempt { .. } | Error::NotFound { .. } => {
             StopReason::Lost
         }
@@ -305,14 +307,15 @@ impl Worker {
                 done_tx.clone(),
                 alive_tx.clone(),
             );
+            let name = format!("runledger-worker-{slot}");
             let t = std::thread::Builder::new()
-                .name(format!("runledger-worker-{slot}"))
+                .name(name.clone())
                 .spawn(move || {
                     run_slot(slot, &engine, &opts, &*handler, &shared);
                     drop(alive);
                     let _ = done_tx.send(slot);
                 })
-                .map_err(|e| Error::invalid("thread", e.to_string()))?;
+                .map_err(|e| Error::thread_spawn(name, e))?;
             threads.push(t);
         }
         Ok(Worker {
@@ -451,7 +454,7 @@ fn run_one(
     stop: Arc<AtomicU8>,
     shared: &Shared,
 ) -> Outcome {
-    let (id, attempt) = (claim.id(), claim.attempt);
+    let id = claim.id();
     let ctx = JobContext {
         engine: engine.clone(),
         claim,
@@ -466,7 +469,7 @@ fn run_one(
     let jobs = engine.jobs();
     let written = match result {
         Ok(Ok(value)) => jobs
-            .complete(id, attempt, &value)
+            .complete(&ctx.claim, &value)
             .map(|_| Outcome::Completed),
         Ok(Err(failure)) => {
             let code = if validate::identifier("code", &failure.code).is_ok() {
@@ -474,7 +477,7 @@ fn run_one(
             } else {
                 "HANDLER_FAILED"
             };
-            jobs.fail(id, attempt, code, &failure.message)
+            jobs.fail(&ctx.claim, code, &failure.message)
                 .map(|_| Outcome::Failed)
         }
         Err(panic) => {
@@ -483,7 +486,7 @@ fn run_one(
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "handler panicked".into());
-            jobs.fail(id, attempt, "PANIC", &message)
+            jobs.fail(&ctx.claim, "PANIC", &message)
                 .map(|_| Outcome::Failed)
         }
     };
@@ -533,12 +536,12 @@ fn beat_loop(
                     // A refusal means the job was cancelled, paused or recovered
                     // meanwhile: that state stands.
                     let message = "the attempt ran past the job's timeout";
-                    let _ = engine.jobs().fail(id, b.attempt, "TIMEOUT", message);
+                    let _ = engine.jobs().fail_fenced(id, b.attempt, "TIMEOUT", message);
                 }
                 beats.remove(&id);
                 continue;
             }
-            if let Err(e) = engine.jobs().heartbeat(id, b.attempt) {
+            if let Err(e) = engine.jobs().heartbeat_fenced(id, b.attempt) {
                 note_stop(&b.stop, &e);
                 if b.stop.load(Ordering::SeqCst) != 0 {
                     beats.remove(&id);

@@ -288,10 +288,7 @@ pub(crate) fn merge_meta(tx: &Connection, id: i64, patch: &Value) -> Result<()> 
     if n == 1 {
         Ok(())
     } else {
-        Err(Error::invalid(
-            "run_id",
-            format!("run {id} has ended; only a started run takes meta"),
-        ))
+        Err(Error::RunEnded { run_id: id })
     }
 }
 
@@ -458,8 +455,12 @@ impl RawRun {
 
     fn into_run(mut self) -> Result<Run> {
         self.run.timeline = timeline::parse(&self.timeline)?;
-        self.run.meta = serde_json::from_str(&self.meta)
-            .map_err(|e| Error::invalid("meta_json", e.to_string()))?;
+        self.run.meta = serde_json::from_str(&self.meta).map_err(|e| Error::CorruptRow {
+            table: "ingest_runs",
+            id: self.run.id.to_string(),
+            column: "meta_json",
+            reason: e.to_string(),
+        })?;
         Ok(self.run)
     }
 }

@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{named_params, Connection, Row};
-use serde_json::Value;
 
 use super::check::{err, Check};
 use super::col;
 use super::jobs;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::events::{Event, EventKind};
+use crate::events::{Event, EventKind, EventPayload};
 
 /// Every column of an [`Event`], the one list [`from_row`] reads by name.
 macro_rules! columns {
@@ -69,10 +68,11 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
 pub(crate) fn append(
     conn: &Connection,
     job_id: i64,
-    kind: EventKind,
-    payload: Value,
+    payload: &EventPayload,
     now: Timestamp,
 ) -> Result<Event> {
+    let kind = payload.kind();
+    let payload = payload.to_wire();
     let (cursor, seq) = conn.prepare_cached(APPEND)?.query_row(
         named_params! {":job_id": job_id, ":kind": kind.as_str(), ":payload": payload.to_string(), ":at": now},
         |r| Ok((r.get(0)?, r.get(1)?)), // returning cursor, seq

@@ -388,10 +388,7 @@ pub(crate) fn diagnose(conn: &Connection, id: i64, attempt: i64) -> Error {
             current,
             state: state.to_string(),
         },
-        Ok((state, _)) => Error::NotRunning {
-            job_id: id,
-            state: state.to_string(),
-        },
+        Ok((state, _)) => Error::NotRunning { job_id: id, state },
     }
 }
 

@@ -160,8 +160,11 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<Module>> {
         .collect::<rusqlite::Result<_>>()?;
     rows.into_iter()
         .map(|(mut m, scopes)| {
-            m.scopes = serde_json::from_str(&scopes).map_err(|e| {
-                Error::invalid(format!("ingest_modules/{}/scopes", m.module), e.to_string())
+            m.scopes = serde_json::from_str(&scopes).map_err(|e| Error::CorruptRow {
+                table: "ingest_modules",
+                id: m.module.clone(),
+                column: "scopes",
+                reason: e.to_string(),
             })?;
             Ok(m)
         })

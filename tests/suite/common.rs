@@ -222,3 +222,19 @@ pub fn noop_pipeline(name: &str, stage: &str) -> Pipeline {
         .build()
         .unwrap()
 }
+
+/// The claim a worker holding `attempt` of job `id` presents: the job row as it is now (or,
+/// when no job `id` exists, another job's row under that id), with `attempt` as its fencing
+/// token. For tests of stale, forged and late writes.
+pub fn claim_at(jobs: &runledger::Jobs<'_>, id: i64, attempt: i64) -> runledger::Claim {
+    let job = jobs.get(id).unwrap_or_else(|_| {
+        let mut any = jobs
+            .list(None, None, None, 1)
+            .unwrap()
+            .pop()
+            .expect("claim_at on a missing id needs some other job to copy");
+        any.id = id;
+        any
+    });
+    runledger::Claim { job, attempt }
+}

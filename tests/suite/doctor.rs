@@ -67,11 +67,19 @@ pub fn populate(engine: &Engine, clock: &ManualClock) {
         mk("research");
         let claim = jobs.claim("w1", &[]).unwrap().unwrap();
         let (id, attempt) = (claim.id(), claim.attempt);
-        jobs.progress(id, attempt, 40, Some("fetch")).unwrap();
-        jobs.checkpoint(id, attempt, &json!({"page": 4})).unwrap();
+        jobs.progress(&claim_at(&jobs, id, attempt), 40, Some("fetch"))
+            .unwrap();
+        jobs.checkpoint(&claim_at(&jobs, id, attempt), &json!({"page": 4}))
+            .unwrap();
         match outcome {
-            "complete" => drop(jobs.complete(id, attempt, &json!({"ok": true})).unwrap()),
-            "fail" => drop(jobs.fail(id, attempt, "BOOM", "it broke").unwrap()),
+            "complete" => drop(
+                jobs.complete(&claim_at(&jobs, id, attempt), &json!({"ok": true}))
+                    .unwrap(),
+            ),
+            "fail" => drop(
+                jobs.fail(&claim_at(&jobs, id, attempt), "BOOM", "it broke")
+                    .unwrap(),
+            ),
             "pause" => drop(jobs.pause(id, "alice").unwrap()),
             _ => {}
         }
@@ -139,7 +147,7 @@ fn a_clean_populated_database_reports_nothing() {
     let (engine, _clock, _dir) = populated();
     let report = doctor::check(&engine, &DoctorOptions::default()).unwrap();
     assert!(report.is_clean(), "{:#?}", report.anomalies);
-    assert_eq!(report.schema_version, runledger::db::known_schema_version());
+    assert_eq!(report.schema_version, runledger::known_schema_version());
     for check in [
         "integrity",
         "foreign_key",

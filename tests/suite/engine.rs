@@ -1,6 +1,6 @@
 //! Opening, migrating and configuring the database.
 
-use runledger::{db, Engine, Error};
+use runledger::{known_schema_version, Engine, Error};
 
 use crate::common::*;
 
@@ -8,7 +8,7 @@ use crate::common::*;
 fn open_migrates_to_the_known_version_and_reopens_without_work() {
     let (engine, _clock, dir) = file_engine();
     let v = engine.schema_version().unwrap();
-    assert_eq!(v, db::known_schema_version());
+    assert_eq!(v, known_schema_version());
     assert!(v >= 1);
     drop(engine);
     let again = Engine::open(dir.path().join("runledger.db")).unwrap();
@@ -48,7 +48,7 @@ fn a_file_that_is_not_sqlite_is_a_typed_error() {
 #[test]
 fn a_newer_schema_than_this_build_knows_is_refused() {
     let (engine, _clock, dir) = file_engine();
-    let future = db::known_schema_version() + 1;
+    let future = known_schema_version() + 1;
     engine
         .with_connection(|c| {
             c.execute(
@@ -61,7 +61,7 @@ fn a_newer_schema_than_this_build_knows_is_refused() {
     drop(engine);
     match Engine::open(dir.path().join("runledger.db")).unwrap_err() {
         Error::UnsupportedVersion { found, known, .. } => {
-            assert_eq!((found, known), (future, db::known_schema_version()))
+            assert_eq!((found, known), (future, known_schema_version()))
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -91,9 +91,9 @@ fn stored_times_follow_commit_order_when_8_threads_race() {
             std::thread::spawn(move || {
                 let worker = format!("w{t}");
                 while let Some(c) = engine.jobs().claim(&worker, &[]).unwrap() {
-                    engine.jobs().heartbeat(c.id(), c.attempt).unwrap();
+                    engine.jobs().heartbeat(&c).unwrap();
                     let done = serde_json::json!({ "ok": true });
-                    engine.jobs().complete(c.id(), c.attempt, &done).unwrap();
+                    engine.jobs().complete(&c, &done).unwrap();
                 }
             })
         })

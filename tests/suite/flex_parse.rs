@@ -5,12 +5,12 @@
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use runledger::flex::FlexError;
 use runledger::flex::{
     self, check, classify_body, classify_code, parse_envelope, scan, scan_bytes, scan_with,
     BodyKind, CodeClass, EnvelopeStatus, Missing, ParseError, RequireRows, RootType, ScanLimits,
     SectionPolicy, StatementReport,
 };
-use runledger::Error;
 
 use crate::flex_gen::FlexGen;
 use crate::flex_mock::fixture;
@@ -551,14 +551,14 @@ fn policy_round_trips_through_json_and_defaults_to_activity() {
 }
 
 #[test]
-fn crate_error_delegates_to_the_flex_code() {
-    let e: Error = scan_bytes(b"<FlexQueryResponse>").unwrap_err().into();
+fn flex_error_delegates_to_the_parse_code() {
+    let e: FlexError = scan_bytes(b"<FlexQueryResponse>").unwrap_err().into();
     assert_eq!(e.code(), "FLEX_TRUNCATED");
     assert_eq!(
         e.to_string(),
         "flex xml is truncated at byte 19, inside <FlexQueryResponse>"
     );
-    let e: Error = parse_envelope(b"<html>").unwrap_err().into();
+    let e: FlexError = parse_envelope(b"<html>").unwrap_err().into();
     assert_eq!(e.code(), "FLEX_HTML_BODY");
 }
 
@@ -731,7 +731,7 @@ fn seeded_mutations_never_panic_and_stream_like_slices() {
             }
             (Err(a), Err(b)) => {
                 assert_eq!(a.code(), b.code(), "case {case}: {a} / {b}");
-                let wrapped: Error = scan_bytes(&body).unwrap_err().into();
+                let wrapped: FlexError = scan_bytes(&body).unwrap_err().into();
                 assert_eq!(wrapped.code(), a.code());
                 errors += 1;
             }

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runledger::flex::{
-    self, ClientConfig, FlexClient, FlexConfig, FlexToken, FlexTransport, Pacer, PollSettings,
-    RateLimits, Requested, StatementBody, StatementPeriod, TokenSource,
+    self, ClientConfig, FlexClient, FlexConfig, FlexError, FlexToken, FlexTransport, Pacer,
+    PollSettings, RateLimits, Requested, StatementBody, StatementPeriod, TokenSource,
 };
 use runledger::run::Run;
 use runledger::schedule::NewSchedule;
-use runledger::{Clock, Engine, Error, ManualClock, RunStatus, ScheduledRuns, Timestamp};
+use runledger::{Clock, Engine, ManualClock, RunStatus, ScheduledRuns, Timestamp};
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -395,7 +395,7 @@ impl FlexTransport for Reentrant {
         t: &FlexToken,
         q: &str,
         p: &StatementPeriod,
-    ) -> runledger::Result<Requested> {
+    ) -> Result<Requested, FlexError> {
         for (cfg, account) in &self.others {
             let outcome = match flex::run_once(&self.engine, cfg, *account) {
                 Ok(run) => format!(
@@ -415,7 +415,7 @@ impl FlexTransport for Reentrant {
         t: &FlexToken,
         r: &str,
         u: Option<&str>,
-    ) -> runledger::Result<StatementBody> {
+    ) -> Result<StatementBody, FlexError> {
         self.inner.get_statement(t, r, u)
     }
     fn shown_url(&self, call: &str) -> String {
@@ -469,7 +469,7 @@ fn scheduled_flex_runs() {
     let (engine, clock) = mem_engine();
     clock.set(Timestamp::parse("2026-11-22T11:00:00.000Z").unwrap());
     let mock = MockFlex::start(&clock, not_ready_then_ok(1));
-    let p = flex::pipeline(config(&mock, &clock)).unwrap();
+    let p = flex::build_pipeline(config(&mock, &clock)).unwrap();
     engine
         .schedules()
         .create(&NewSchedule::new(
@@ -538,7 +538,7 @@ fn the_token_reaches_no_database_byte_timeline_error_or_debug_print() {
     ]);
     let mock = MockFlex::start(&clock, script);
     let cfg = config(&mock, &clock);
-    let mut shown_text = format!("{cfg:?} {:?}", flex::pipeline(cfg.clone()).unwrap());
+    let mut shown_text = format!("{cfg:?} {:?}", flex::build_pipeline(cfg.clone()).unwrap());
     let mut runs = Vec::new();
     for _ in 0..4 {
         runs.push(flex::run_once(&engine, &cfg, Some("U9000001")).unwrap());
@@ -567,7 +567,7 @@ fn the_token_reaches_no_database_byte_timeline_error_or_debug_print() {
         ..ClientConfig::default()
     })
     .unwrap_err();
-    let errors: Vec<Error> = vec![
+    let errors: Vec<FlexError> = vec![
         bad_url,
         FlexToken::new(format!("{TOKEN}&")).unwrap_err().into(),
     ];

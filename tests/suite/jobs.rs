@@ -31,12 +31,11 @@ pub fn job_in(engine: &Engine, state: JobState) -> Job {
         }
         JobState::Completed => {
             let c = claim();
-            jobs.complete(job.id, c.attempt, &json!({"ok": true}))
-                .unwrap()
+            jobs.complete(&c, &json!({"ok": true})).unwrap()
         }
         JobState::Failed => {
             let c = claim();
-            jobs.fail(job.id, c.attempt, "BOOM", "it broke").unwrap()
+            jobs.fail(&c, "BOOM", "it broke").unwrap()
         }
         JobState::Cancelled => jobs.cancel(job.id, "op", None).unwrap(),
     }
@@ -110,7 +109,7 @@ fn api_move(engine: &Engine, id: i64, to: JobState) -> bool {
             jobs.restart(id, "op", None).map(|_| true),
             {
                 // the supervisor requeues under auto-resume (needs a checkpoint)
-                let _ = jobs.checkpoint(id, attempt, &json!({"cp": 1}));
+                let _ = jobs.checkpoint(&claim_at(&jobs, id, attempt), &json!({"cp": 1}));
                 recover(RecoveryPolicy::AutoResume)
             },
         ],
@@ -120,9 +119,12 @@ fn api_move(engine: &Engine, id: i64, to: JobState) -> bool {
             jobs.resume_on(id, "w1", "op").map(|_| true),
         ],
         JobState::Paused => vec![jobs.pause(id, "op").map(|_| true)],
-        JobState::Completed => vec![jobs.complete(id, attempt, &json!(1)).map(|_| true)],
+        JobState::Completed => vec![jobs
+            .complete(&claim_at(&jobs, id, attempt), &json!(1))
+            .map(|_| true)],
         JobState::Failed => vec![
-            jobs.fail(id, attempt, "X", "x").map(|_| true),
+            jobs.fail(&claim_at(&jobs, id, attempt), "X", "x")
+                .map(|_| true),
             jobs.mark_failed(id, "op", "X", "x").map(|_| true),
         ],
         JobState::Cancelled => vec![jobs.cancel(id, "op", None).map(|_| true)],
@@ -251,7 +253,8 @@ fn a_stale_attempt_cannot_write_after_the_job_was_reclaimed() {
     let job = jobs.create(&new_job("trade")).unwrap();
     let first = jobs.claim("w1", &["trade"]).unwrap().unwrap();
     assert_eq!(first.attempt, 1);
-    jobs.checkpoint(job.id, 1, &json!({"page": 3})).unwrap();
+    jobs.checkpoint(&claim_at(&jobs, job.id, 1), &json!({"page": 3}))
+        .unwrap();
     // The first worker goes silent; the job is paused and resumed on another worker.
     jobs.pause(job.id, "op").unwrap();
     let second = jobs.resume_on(job.id, "w2", "op").unwrap();
@@ -260,11 +263,15 @@ fn a_stale_attempt_cannot_write_after_the_job_was_reclaimed() {
     clock.advance(secs(1));
     let before = dump(&engine);
     let stale = [
-        jobs.heartbeat(job.id, 1).unwrap_err(),
-        jobs.progress(job.id, 1, 50, Some("late")).unwrap_err(),
-        jobs.checkpoint(job.id, 1, &json!({"page": 1})).unwrap_err(),
-        jobs.complete(job.id, 1, &json!({})).unwrap_err(),
-        jobs.fail(job.id, 1, "LATE", "late").unwrap_err(),
+        jobs.heartbeat(&claim_at(&jobs, job.id, 1)).unwrap_err(),
+        jobs.progress(&claim_at(&jobs, job.id, 1), 50, Some("late"))
+            .unwrap_err(),
+        jobs.checkpoint(&claim_at(&jobs, job.id, 1), &json!({"page": 1}))
+            .unwrap_err(),
+        jobs.complete(&claim_at(&jobs, job.id, 1), &json!({}))
+            .unwrap_err(),
+        jobs.fail(&claim_at(&jobs, job.id, 1), "LATE", "late")
+            .unwrap_err(),
     ];
     for err in stale {
         match err {
@@ -275,8 +282,11 @@ fn a_stale_attempt_cannot_write_after_the_job_was_reclaimed() {
         }
     }
     assert_eq!(dump(&engine), before);
-    jobs.progress(job.id, 2, 80, Some("resumed")).unwrap();
-    let done = jobs.complete(job.id, 2, &json!({"pages": 10})).unwrap();
+    jobs.progress(&claim_at(&jobs, job.id, 2), 80, Some("resumed"))
+        .unwrap();
+    let done = jobs
+        .complete(&claim_at(&jobs, job.id, 2), &json!({"pages": 10}))
+        .unwrap();
     assert_eq!(done.state, JobState::Completed);
     assert_eq!(done.progress, 100);
     assert_eq!(done.finished_at, Some(clock.now()));
@@ -288,10 +298,16 @@ fn a_cancelled_running_job_tells_its_worker_to_stop() {
     let jobs = engine.jobs();
     let running = job_in(&engine, JobState::Running);
     jobs.cancel(running.id, "op", Some("user asked")).unwrap();
-    let err = jobs.heartbeat(running.id, running.attempt).unwrap_err();
-    assert_eq!(err.code(), "JOB_NOT_RUNNING", "{err}");
     let err = jobs
-        .complete(running.id, running.attempt, &json!(1))
+        .heartbeat(&claim_at(&jobs, running.id, running.attempt))
+        .unwrap_err();
+    assert_eq!(err.code(), "JOB_NOT_RUNNING", "{err}");
+    assert!(
+        matches!(err, Error::NotRunning { state: JobState::Cancelled, job_id } if job_id == running.id),
+        "the state is typed: {err:?}"
+    );
+    let err = jobs
+        .complete(&claim_at(&jobs, running.id, running.attempt), &json!(1))
         .unwrap_err();
     assert_eq!(err.code(), "JOB_NOT_RUNNING");
 }
@@ -306,7 +322,10 @@ fn bad_input_is_typed_and_changes_nothing() {
     let big = json!({ "blob": "x".repeat(engine.options().max_checkpoint_bytes) });
     let cases: Vec<(&str, Error)> = vec![
         ("NOT_FOUND", jobs.get(999).unwrap_err()),
-        ("NOT_FOUND", jobs.heartbeat(999, 1).unwrap_err()),
+        (
+            "NOT_FOUND",
+            jobs.heartbeat(&claim_at(&jobs, 999, 1)).unwrap_err(),
+        ),
         ("NOT_FOUND", jobs.cancel(999, "op", None).unwrap_err()),
         ("ILLEGAL_TRANSITION", jobs.pause(done.id, "op").unwrap_err()),
         (
@@ -327,7 +346,8 @@ fn bad_input_is_typed_and_changes_nothing() {
         ),
         (
             "STALE_ATTEMPT",
-            jobs.heartbeat(running.id, running.attempt + 1).unwrap_err(),
+            jobs.heartbeat(&claim_at(&jobs, running.id, running.attempt + 1))
+                .unwrap_err(),
         ),
         (
             "INVALID_INPUT",
@@ -335,12 +355,12 @@ fn bad_input_is_typed_and_changes_nothing() {
         ),
         (
             "TOO_LARGE",
-            jobs.checkpoint(running.id, running.attempt, &big)
+            jobs.checkpoint(&claim_at(&jobs, running.id, running.attempt), &big)
                 .unwrap_err(),
         ),
         (
             "INVALID_INPUT",
-            jobs.progress(running.id, running.attempt, 101, None)
+            jobs.progress(&claim_at(&jobs, running.id, running.attempt), 101, None)
                 .unwrap_err(),
         ),
         (
@@ -373,7 +393,8 @@ fn bad_input_is_typed_and_changes_nothing() {
         ),
         (
             "INVALID_INPUT",
-            jobs.fail(running.id, running.attempt, "", "x").unwrap_err(),
+            jobs.fail(&claim_at(&jobs, running.id, running.attempt), "", "x")
+                .unwrap_err(),
         ),
     ];
     for (code, err) in &cases {
@@ -429,10 +450,7 @@ fn threads_with_their_own_connections_never_claim_the_same_job() {
                 let engine = Engine::open(&path).unwrap();
                 let mut mine = Vec::new();
                 while let Some(c) = engine.jobs().claim(&format!("w{w}"), &[]).unwrap() {
-                    engine
-                        .jobs()
-                        .complete(c.id(), c.attempt, &json!(w))
-                        .unwrap();
+                    engine.jobs().complete(&c, &json!(w)).unwrap();
                     mine.push(c.id());
                 }
                 mine
@@ -459,11 +477,8 @@ fn child_claim_worker() {
     let engine = Engine::open(std::env::var("RUNLEDGER_TEST_DB").unwrap()).unwrap();
     let worker = std::env::var("RUNLEDGER_TEST_WORKER").unwrap();
     while let Some(c) = engine.jobs().claim(&worker, &[]).unwrap() {
-        engine.jobs().heartbeat(c.id(), c.attempt).unwrap();
-        engine
-            .jobs()
-            .complete(c.id(), c.attempt, &json!(worker))
-            .unwrap();
+        engine.jobs().heartbeat(&c).unwrap();
+        engine.jobs().complete(&c, &json!(worker)).unwrap();
         println!("claimed {}", c.id());
     }
 }
@@ -493,10 +508,7 @@ fn processes_never_claim_the_same_job() {
         .collect();
     // The parent claims too, so three processes race.
     while let Some(c) = engine.jobs().claim("parent", &[]).unwrap() {
-        engine
-            .jobs()
-            .complete(c.id(), c.attempt, &json!("parent"))
-            .unwrap();
+        engine.jobs().complete(&c, &json!("parent")).unwrap();
     }
     for child in children {
         let out = child.wait_with_output().unwrap();
@@ -541,8 +553,7 @@ fn listings_stats_and_record_shapes() {
         .unwrap();
     let claim = jobs.claim("w", &["analysis"]).unwrap().unwrap();
     clock.advance(secs(5));
-    jobs.progress(claim.id(), claim.attempt, 40, Some("loading"))
-        .unwrap();
+    jobs.progress(&claim, 40, Some("loading")).unwrap();
     assert_eq!(jobs.active("bob", 10).unwrap().len(), 2);
     assert_eq!(jobs.failed("alice", 10).unwrap().len(), 1);
     assert_eq!(jobs.list_by_user("bob", 1).unwrap()[0].id, child.id);
@@ -601,13 +612,10 @@ fn job_records_migrate_from_v1_and_refuse_unknown_versions() {
 fn restart_clears_the_outcome_and_may_replace_input() {
     let (engine, _clock) = mem_engine();
     let jobs = engine.jobs();
-    let failing = jobs.create(&new_job("research")).unwrap();
+    jobs.create(&new_job("research")).unwrap();
     let c = jobs.claim("w", &[]).unwrap().unwrap();
-    jobs.checkpoint(failing.id, c.attempt, &json!({"page": 2}))
-        .unwrap();
-    let failed = jobs
-        .fail(failing.id, c.attempt, "BOOM", "it broke")
-        .unwrap();
+    jobs.checkpoint(&c, &json!({"page": 2})).unwrap();
+    let failed = jobs.fail(&c, "BOOM", "it broke").unwrap();
     assert!(failed.checkpoint.is_some());
     let again = jobs
         .restart(failed.id, "op", Some(&json!({"symbol": "MSFT"})))
@@ -626,7 +634,7 @@ fn restart_clears_the_outcome_and_may_replace_input() {
     assert_eq!(again.attempt, failed.attempt, "attempt only grows on claim");
     let c = jobs.claim("w", &[]).unwrap().unwrap();
     assert_eq!(c.attempt, failed.attempt + 1);
-    jobs.complete(c.id(), c.attempt, &json!(null)).unwrap();
+    jobs.complete(&c, &json!(null)).unwrap();
     jobs.delete(c.id(), "op").unwrap();
     assert_eq!(jobs.get(c.id()).unwrap_err().code(), "NOT_FOUND");
 }
@@ -643,7 +651,7 @@ fn regression_a_clock_that_stepped_back_made_claim_and_complete_break_the_time_r
         Some(job.created_at),
         "clamped to its creation"
     );
-    let done = jobs.complete(job.id, c.attempt, &json!(1)).unwrap();
+    let done = jobs.complete(&c, &json!(1)).unwrap();
     assert_eq!(done.finished_at, Some(job.created_at));
     let other = jobs.create(&new_job("research")).unwrap();
     clock.rewind(secs(60));
@@ -695,6 +703,78 @@ fn create_many_stores_all_or_nothing_and_claim_many_takes_the_oldest_in_one_call
     assert!(jobs.claim_many("w", &[], 3).unwrap().is_empty());
     // Fencing holds for batch claims like single ones.
     let c = &first[0];
-    let stale = jobs.complete(c.id(), c.attempt + 1, &serde_json::json!(1));
+    let stale = jobs.complete(
+        &claim_at(&jobs, c.id(), c.attempt + 1),
+        &serde_json::json!(1),
+    );
     assert_eq!(stale.unwrap_err().code(), "STALE_ATTEMPT");
+}
+
+#[test]
+fn every_event_payload_decodes_to_its_kind_and_failed_has_one_shape() {
+    use runledger::{EventKind, EventPayload, Supervisor, SupervisorOptions};
+    let (engine, clock) = mem_engine();
+    let jobs = engine.jobs();
+    // Worker path: created, claimed, progress, checkpoint, failed (by the worker).
+    jobs.create(&new_job("research")).unwrap();
+    let c = jobs.claim("w1", &[]).unwrap().unwrap();
+    jobs.progress(&c, 10, Some("s")).unwrap();
+    jobs.checkpoint(&c, &json!({"p": 1})).unwrap();
+    jobs.fail(&c, "BOOM", "worker says").unwrap();
+    // Operator paths: restarted, claimed, paused, resumed, cancelled; failed by an operator.
+    jobs.restart(c.id(), "op", None).unwrap();
+    let c2 = jobs.claim("w1", &[]).unwrap().unwrap();
+    jobs.pause(c2.id(), "op").unwrap();
+    jobs.resume(c2.id(), "op").unwrap();
+    jobs.cancel(c2.id(), "op", Some("why")).unwrap();
+    jobs.restart(c2.id(), "op", None).unwrap();
+    let c3 = jobs.claim("w1", &[]).unwrap().unwrap();
+    jobs.mark_failed(c3.id(), "op", "GONE", "operator says")
+        .unwrap();
+    // Supervisor path: a stalled job without a checkpoint is recovered and failed.
+    jobs.create(&new_job("research")).unwrap();
+    let stalled = jobs.claim("w2", &[]).unwrap().unwrap();
+    clock.advance(std::time::Duration::from_secs(120));
+    Supervisor::new(engine.clone(), SupervisorOptions::default())
+        .unwrap()
+        .tick(clock.now())
+        .unwrap();
+    // Completed.
+    jobs.create(&new_job("research")).unwrap();
+    let c4 = jobs.claim("w1", &[]).unwrap().unwrap();
+    jobs.complete(&c4, &json!(1)).unwrap();
+
+    let all = engine.events().after(0, 1000).unwrap();
+    let mut kinds = BTreeSet::new();
+    let mut failed_by = Vec::new();
+    for e in &all {
+        let p = e.decode().unwrap_or_else(|err| panic!("{e:?}: {err}"));
+        assert_eq!(p.kind(), e.kind, "{e:?}");
+        kinds.insert(e.kind.as_str());
+        if let EventPayload::Failed { code, by, .. } = p {
+            failed_by.push((e.job_id, code, by));
+        }
+    }
+    assert_eq!(kinds.len(), 11, "every kind emitted: {kinds:?}");
+    let sup = SupervisorOptions::default().name;
+    assert_eq!(
+        failed_by,
+        [
+            (c.id(), "BOOM".to_string(), None),
+            (c3.id(), "GONE".to_string(), Some("op".to_string())),
+            (stalled.id(), "STALLED".to_string(), Some(sup)),
+        ]
+    );
+    // The stored shape of v1 has no kind and no `v`; an unknown version is refused.
+    let cancelled = all.iter().find(|e| e.kind == EventKind::Cancelled).unwrap();
+    assert_eq!(
+        cancelled.payload,
+        json!({"by": "op", "from": "created", "to": "cancelled", "reason": "why"})
+    );
+    let mut future = cancelled.clone();
+    future.payload["v"] = json!(2);
+    assert_eq!(future.decode().unwrap_err().code(), "UNSUPPORTED_VERSION");
+    let mut wrong = cancelled.clone();
+    wrong.payload = json!({"by": 1});
+    assert_eq!(wrong.decode().unwrap_err().code(), "INVALID_RECORD");
 }

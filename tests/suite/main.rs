@@ -3,10 +3,15 @@
 mod common;
 mod doctor;
 mod engine;
+#[cfg(feature = "flex")]
 mod flex_client;
+#[cfg(feature = "flex")]
 mod flex_gen;
+#[cfg(feature = "flex")]
 mod flex_mock;
+#[cfg(feature = "flex")]
 mod flex_parse;
+#[cfg(feature = "flex")]
 mod flex_pipeline;
 mod jobs;
 mod reliability;

@@ -85,9 +85,9 @@ fn child_contention_workload() {
                                 println!("CLAIMED {} {}", c.id(), c.attempt);
                                 let r = engine
                                     .jobs()
-                                    .heartbeat(c.id(), c.attempt)
-                                    .and_then(|_| engine.jobs().progress(c.id(), c.attempt, 50, None))
-                                    .and_then(|_| engine.jobs().complete(c.id(), c.attempt, &json!(me)));
+                                    .heartbeat(&c)
+                                    .and_then(|_| engine.jobs().progress(&c, 50, None))
+                                    .and_then(|_| engine.jobs().complete(&c, &json!(me)));
                                 if let Err(e) = r {
                                     report(e);
                                 }

@@ -105,8 +105,10 @@ fn child_crash_workload() {
                 let i = rng.below(mine.len() as u64) as usize;
                 let (id, attempt, pct) = mine[i];
                 let next = (pct + 1 + rng.below(40) as u8).min(99);
-                jobs.progress(id, attempt, next, Some("work")).unwrap();
-                jobs.checkpoint(id, attempt, &json!({"pct": next})).unwrap();
+                jobs.progress(&claim_at(&jobs, id, attempt), next, Some("work"))
+                    .unwrap();
+                jobs.checkpoint(&claim_at(&jobs, id, attempt), &json!({"pct": next}))
+                    .unwrap();
                 mine[i].2 = next;
                 commit(format!("P {id} {next}"));
             }
@@ -114,10 +116,12 @@ fn child_crash_workload() {
                 let i = rng.below(mine.len() as u64) as usize;
                 let (id, attempt, _) = mine.swap_remove(i);
                 if rng.below(4) == 0 {
-                    jobs.fail(id, attempt, "BOOM", "seeded failure").unwrap();
+                    jobs.fail(&claim_at(&jobs, id, attempt), "BOOM", "seeded failure")
+                        .unwrap();
                     commit(format!("F {id}"));
                 } else {
-                    jobs.complete(id, attempt, &json!({"ok": id})).unwrap();
+                    jobs.complete(&claim_at(&jobs, id, attempt), &json!({"ok": id}))
+                        .unwrap();
                     commit(format!("C {id}"));
                 }
             }
@@ -143,7 +147,7 @@ fn child_crash_workload() {
             }
             _ => {
                 for &(id, attempt, _) in &mine {
-                    jobs.heartbeat(id, attempt).unwrap();
+                    jobs.heartbeat(&claim_at(&jobs, id, attempt)).unwrap();
                 }
             }
         }

@@ -173,7 +173,7 @@ fn a_file_that_is_not_sqlite_is_not_a_database_and_is_left_untouched() {
 fn a_newer_schema_is_unsupported_version_and_opens_once_it_is_gone() {
     let (engine, _clock, dir) = file_engine();
     let path = dir.path().join("runledger.db");
-    let known = runledger::db::known_schema_version();
+    let known = runledger::known_schema_version();
     engine
         .with_connection(|c| {
             Ok(c.execute(
@@ -255,7 +255,7 @@ fn clock_jumps_fire_no_slot_twice_and_recover_no_healthy_job() {
             forward += 1;
         }
         // The healthy worker heartbeats (its heartbeat thread runs on its own schedule)...
-        engine.jobs().heartbeat(claim.id(), claim.attempt).unwrap();
+        engine.jobs().heartbeat(&claim).unwrap();
         // ...and the scheduler and supervisor tick at the jumped time.
         engine.schedules().tick(clock.now(), &fire).unwrap();
         let report = supervisor.tick(clock.now()).unwrap();

@@ -1005,3 +1005,60 @@ fn a_long_stage_keeps_its_lease_alive_and_learns_when_it_was_swept() {
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error_code.as_deref(), Some("ABANDONED"));
 }
+
+#[test]
+fn meta_merged_into_a_swept_run_is_refused_as_run_ended() {
+    let (engine, clock) = mem_engine();
+    let seen = Arc::new(Mutex::new(None));
+    let (seen_in, c) = (seen.clone(), clock.clone());
+    let p = Pipeline::builder("p")
+        .lease(Duration::from_secs(60))
+        .stage("s", move |ctx| {
+            c.advance(Duration::from_secs(120));
+            assert_eq!(ctx.engine().runs().sweep().unwrap().len(), 1);
+            *seen_in.lock().unwrap() = Some(ctx.merge_meta(&json!({"k": 1})).unwrap_err());
+            Ok(StageOutput::default())
+        })
+        .build()
+        .unwrap();
+    let _ = one(&engine, &p, Scope::Targets);
+    let err = seen.lock().unwrap().take().unwrap();
+    assert_eq!(err.code(), "RUN_ENDED", "{err}");
+    assert!(
+        matches!(err, Error::RunEnded { run_id } if run_id > 0),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_damaged_meta_json_reads_as_corrupt_row_not_invalid_input() {
+    let (engine, _clock) = mem_engine();
+    // A started run whose meta_json was cut short by hand (the CHECK switched off).
+    let id = engine
+        .with_connection(|c| {
+            c.execute_batch(
+                "pragma ignore_check_constraints = on;
+                 insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at,
+                                          lease_expires_at, meta_json)
+                 values ('p', 'targets', 'manual', 'p:targets', '2026-11-22T11:30:00.000Z',
+                         '2099-01-01T00:00:00.000Z', '{\"cut');
+                 pragma ignore_check_constraints = off;",
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+        .unwrap();
+    let err = engine.runs().get(id).unwrap_err();
+    assert_eq!(err.code(), "CORRUPT_ROW", "{err}");
+    match err {
+        Error::CorruptRow {
+            table,
+            id: key,
+            column,
+            ..
+        } => assert_eq!(
+            (table, key, column),
+            ("ingest_runs", id.to_string(), "meta_json")
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -40,8 +40,11 @@ fn stale_jobs_are_recovered_by_policy_and_fresh_ones_left_alone() {
     let (engine, clock) = mem_engine();
     let jobs = engine.jobs();
     let with_cp = job_in(&engine, JobState::Running);
-    jobs.checkpoint(with_cp.id, with_cp.attempt, &json!({"page": 7}))
-        .unwrap();
+    jobs.checkpoint(
+        &claim_at(&jobs, with_cp.id, with_cp.attempt),
+        &json!({"page": 7}),
+    )
+    .unwrap();
     let without_cp = job_in(&engine, JobState::Running);
     clock.advance(secs(31));
     let fresh = job_in(&engine, JobState::Running);
@@ -82,7 +85,7 @@ fn auto_resume_requeues_and_the_limit_fails_for_good() {
     let (engine, clock) = mem_engine();
     let jobs = engine.jobs();
     let job = job_in(&engine, JobState::Running);
-    jobs.checkpoint(job.id, job.attempt, &json!({"n": 1}))
+    jobs.checkpoint(&claim_at(&jobs, job.id, job.attempt), &json!({"n": 1}))
         .unwrap();
     let sup = supervisor(&engine, RecoveryPolicy::AutoResume);
     let mut attempts = vec![job.attempt];
@@ -105,7 +108,9 @@ fn auto_resume_requeues_and_the_limit_fails_for_good() {
     assert_eq!(attempts, [1, 2, 3, 4]);
     // The stale attempts cannot write anymore.
     assert_eq!(
-        jobs.heartbeat(job.id, 1).unwrap_err().code(),
+        jobs.heartbeat(&claim_at(&jobs, job.id, 1))
+            .unwrap_err()
+            .code(),
         "STALE_ATTEMPT"
     );
     // An operator resets the counter and restarts.
@@ -153,7 +158,10 @@ fn racing_supervisors_recover_each_job_once() {
         let j = job_in(&engine, JobState::Running);
         engine
             .jobs()
-            .checkpoint(j.id, j.attempt, &json!({"k": j.id}))
+            .checkpoint(
+                &claim_at(&engine.jobs(), j.id, j.attempt),
+                &json!({"k": j.id}),
+            )
             .unwrap();
         ids.push(j.id);
     }
@@ -207,7 +215,8 @@ fn recovery_tools_describe_and_validate_checkpoints() {
     assert_eq!(jobs.checkpoint_details(job.id).unwrap(), None);
     assert!(!jobs.validate_checkpoint(job.id).unwrap().valid);
     let cp = json!({"cursor": "2026-11-01", "done": [1, 2, 3], "notes": "x".repeat(500), "a": 1});
-    jobs.checkpoint(job.id, job.attempt, &cp).unwrap();
+    jobs.checkpoint(&claim_at(&jobs, job.id, job.attempt), &cp)
+        .unwrap();
     let details = jobs.checkpoint_details(job.id).unwrap().unwrap();
     crate::snap_json!("checkpoint_details", &details);
     assert!(details.sample.iter().all(|(_, v)| v.len() <= 124));
@@ -228,14 +237,12 @@ fn events_are_gapless_per_job_and_resync_without_duplicates() {
         .create(&NewJob::new("u", "research", json!({})))
         .unwrap();
     let c = jobs.claim("w", &[]).unwrap().unwrap();
-    jobs.progress(job.id, c.attempt, 10, Some("fetch")).unwrap();
-    jobs.checkpoint(job.id, c.attempt, &json!({"i": 1}))
-        .unwrap();
+    jobs.progress(&c, 10, Some("fetch")).unwrap();
+    jobs.checkpoint(&c, &json!({"i": 1})).unwrap();
     jobs.pause(job.id, "op").unwrap();
     jobs.resume(job.id, "op").unwrap();
     let c = jobs.claim("w", &[]).unwrap().unwrap();
-    jobs.complete(job.id, c.attempt, &json!({"rows": 3}))
-        .unwrap();
+    jobs.complete(&c, &json!({"rows": 3})).unwrap();
     let all = engine.events().since(job.id, 0, 100).unwrap();
     let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=all.len() as i64).collect::<Vec<_>>());
@@ -271,7 +278,7 @@ fn backlog_is_bounded_and_a_pruned_seq_is_reported() {
     let jobs = engine.jobs();
     let job = job_in(&engine, JobState::Running);
     for i in 0..250u32 {
-        jobs.progress(job.id, job.attempt, (i % 100) as u8, None)
+        jobs.progress(&claim_at(&jobs, job.id, job.attempt), (i % 100) as u8, None)
             .unwrap();
     }
     let kept = engine.events().since(job.id, 52, 1000).unwrap();
@@ -469,7 +476,13 @@ fn shutdown_abandons_unfinished_work_to_the_supervisor() {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert!(
-            ctx.progress(99, None).is_err(),
+            matches!(
+                ctx.progress(99, None),
+                Err(Error::JobStopped {
+                    reason: StopReason::Shutdown,
+                    ..
+                })
+            ),
             "no writes after abandonment"
         );
         Ok(json!("late"))
@@ -578,7 +591,7 @@ fn a_killed_worker_process_is_recovered_from_another_process() {
     assert_eq!(claim.checkpoint(), Some(&json!({"chunk": 3})));
     engine
         .jobs()
-        .complete(job.id, claim.attempt, &json!({"chunks": 3}))
+        .complete(&claim, &json!({"chunks": 3}))
         .unwrap();
 }
 

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::provider::{self as demo, ProviderOptions};
 use clap::Args;
-use runledger::demo::{self, ProviderOptions};
 use runledger::flex::{self, FlexConfig, FlexToken, Pacer, RateLimits, TokenSource};
 use runledger::run::{RunFilter, ScopeSelector, TriggerKind};
 use runledger::{
@@ -164,7 +164,8 @@ fn flex_statement(d: &Demo) -> CliResult {
     let mock = FlexMock::start(DEMO_TOKEN, 2)
         .map_err(|e| Failure::new("IO", format!("cannot start the loopback mock: {e}")))?;
     let mut config = FlexConfig::new("880001");
-    config.token = TokenSource::Given(FlexToken::new(DEMO_TOKEN).map_err(runledger::Error::from)?);
+    config.token =
+        TokenSource::Given(FlexToken::new(DEMO_TOKEN).map_err(runledger::flex::FlexError::from)?);
     config.client.base_url = mock.base_url();
     // Waits (first poll, not-ready backoff, IB's 1 request/s) advance the demo's clock
     // instead of sleeping: the timeline shows them, the demo does not wait for them.

@@ -174,7 +174,7 @@ fn check(out: Out, args: CheckArgs) -> CliResult {
     };
     let file = File::open(&args.file)
         .map_err(|e| Failure::new("IO", format!("cannot open {}: {e}", args.file.display())))?;
-    let report = flex::scan(BufReader::new(file)).map_err(runledger::Error::from)?;
+    let report = flex::scan(BufReader::new(file)).map_err(flex::FlexError::from)?;
     let outcome = flex::check(&report, &policy);
     if out.json {
         out.json(&json!({"report": report, "policy": policy, "check": outcome}));

@@ -7,6 +7,7 @@ mod flex_cmd;
 mod flex_mock;
 mod jobs;
 mod output;
+mod provider;
 mod runbook_cmd;
 mod runs;
 mod schedule;

@@ -234,6 +234,17 @@ impl From<runledger::Error> for Failure {
     }
 }
 
+impl From<runledger::flex::FlexError> for Failure {
+    fn from(e: runledger::flex::FlexError) -> Self {
+        let code = e.code();
+        Failure {
+            code: code.into(),
+            message: e.to_string(),
+            exit: exit_code(code),
+        }
+    }
+}
+
 /// Result of a command.
 pub type CliResult<T = ()> = Result<T, Failure>;
 

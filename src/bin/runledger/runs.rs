@@ -1,7 +1,7 @@
 //! `runs list|show|sweep|trigger`, `preflight`, `probes list`.
 
+use crate::provider::{self as demo, ProviderOptions};
 use clap::{Args, Subcommand};
-use runledger::demo::{self, ProviderOptions};
 use runledger::run::{PreflightConfig, Run, RunFilter, ScopeSelector, TriggerKind};
 use runledger::{Engine, RunStatus, Scope};
 use serde_json::json;

@@ -5,8 +5,8 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::provider::{self as demo, ProviderOptions};
 use clap::Args;
-use runledger::demo::{self, ProviderOptions};
 use runledger::schedule::LoopOptions;
 use runledger::{Engine, ScheduledRuns, Supervisor};
 
@@ -24,7 +24,7 @@ pub struct ServeArgs {
 }
 
 /// The pipelines the CLI can run: the simulated market-data provider `ingest`
-/// (`runledger::demo`).
+/// (`provider.rs`).
 pub fn built_in_pipelines(engine: &Engine) -> CliResult<ScheduledRuns> {
     demo::install(engine)?;
     let ingest = demo::pipeline(&ProviderOptions::default())?;

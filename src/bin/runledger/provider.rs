@@ -1,5 +1,6 @@
 //! A simulated market-data provider: the `ingest` pipeline the CLI's `demo`, `serve`,
-//! `schedule tick` and `preflight` run, and that tests and examples may use.
+//! `schedule tick` and `preflight` run. It lives in the binary, not the library: a host
+//! brings its own pipelines.
 //!
 //! **A demo, not a data source.** Nothing here opens a socket: probes answer from a
 //! configured list of failing modules, and the runner stages compute small deterministic
@@ -19,34 +20,17 @@
 //! no-op by default; the `demo` command advances its manual clock so timelines show
 //! durations (and triggers a second run from inside `fetch` to show the lock).
 //!
-//! ```
-//! use runledger::demo::{self, ProviderOptions};
-//! use runledger::{Engine, ScopeSelector, TriggerKind};
-//!
-//! let engine = Engine::open_in_memory()?;
-//! demo::install(&engine)?;
-//! let opts = ProviderOptions { failing_probes: vec!["fundamentals".into()], ..Default::default() };
-//! let pipeline = demo::pipeline(&opts)?;
-//! let out = engine.runs().trigger(&pipeline, ScopeSelector::Both, TriggerKind::Manual)?;
-//! let targets = out[0].result.as_ref().unwrap();
-//! let universe = out[1].result.as_ref().unwrap();
-//! assert_eq!(targets.status.as_str(), "success");
-//! assert_eq!(universe.error_code.as_deref(), Some("MODULE_NOT_READY"));
-//! assert_eq!(universe.meta["blockedStage"], "readiness");
-//! # Ok::<(), runledger::Error>(())
-//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::engine::Engine;
-use crate::error::Result;
-use crate::run::{
+use runledger::run::{
     Gate, Module, Pipeline, PreflightConfig, ProbeError, ProbeSet, RawInput, Scope, StageError,
     StageOutput,
 };
+use runledger::{Engine, Result};
 
 /// The simulated provider's pipeline name.
 pub const PIPELINE: &str = "ingest";
@@ -236,6 +220,28 @@ pub fn pipeline(opts: &ProviderOptions) -> Result<Pipeline> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_universe_probe_blocks_universe_runs_only() {
+        use runledger::{ScopeSelector, TriggerKind};
+
+        let engine = Engine::open_in_memory().unwrap();
+        install(&engine).unwrap();
+        let opts = ProviderOptions {
+            failing_probes: vec!["fundamentals".into()],
+            ..Default::default()
+        };
+        let pipeline = pipeline(&opts).unwrap();
+        let out = engine
+            .runs()
+            .trigger(&pipeline, ScopeSelector::Both, TriggerKind::Manual)
+            .unwrap();
+        let targets = out[0].result.as_ref().unwrap();
+        let universe = out[1].result.as_ref().unwrap();
+        assert_eq!(targets.status.as_str(), "success");
+        assert_eq!(universe.error_code.as_deref(), Some("MODULE_NOT_READY"));
+        assert_eq!(universe.meta["blockedStage"], "readiness");
+    }
 
     #[test]
     fn prices_are_deterministic_and_in_range() {
