@@ -178,7 +178,7 @@ pub(crate) fn since(conn: &Connection, job_id: i64, seq: i64, limit: u32) -> Res
             Ok((r.get(0)?, r.get(1)?))
         })?;
     if let (Some(oldest), Some(newest)) = (oldest, newest) {
-        if seq + 1 < oldest {
+        if seq.saturating_add(1) < oldest {
             return Err(Error::EventsPruned {
                 job_id,
                 requested: seq,
