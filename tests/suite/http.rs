@@ -932,3 +932,113 @@ fn python_example_runs_a_worker_and_a_follower() {
 fn node_example_runs_a_worker_and_a_follower() {
     run_example("node", "http_client.mjs");
 }
+
+#[test]
+fn a_client_that_falls_behind_its_buffer_gets_resync_not_unbounded_buffering() {
+    let (engine, _clock, dir) = file_engine();
+    let opts = HttpOptions {
+        stream: runledger::http::StreamOptions {
+            poll: Duration::from_millis(500),
+            client_buffer: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api = Api::start(&engine, opts);
+    let mut sse = Sse::open(&api.base, "", None);
+    // Another connection (no in-process wake-up): the watcher finds the whole burst at
+    // its next poll and broadcasts it at once, far past a 2-event buffer.
+    let other = Engine::open(dir.path().join("runledger.db")).unwrap();
+    for i in 0..300 {
+        other
+            .jobs()
+            .create(&runledger::NewJob::new(
+                "burst",
+                "research",
+                json!({"i": i}),
+            ))
+            .unwrap();
+    }
+    let mut last = 0;
+    let mut resync = None;
+    let mut seen = std::collections::HashSet::new();
+    let head = engine
+        .events()
+        .feed(&runledger::FeedFilter::All, i64::MAX, 1, false)
+        .unwrap()
+        .head;
+    while last < head {
+        let f = sse.next();
+        let id = f.id.unwrap();
+        assert!(id > last, "ids only grow: {id} after {last}");
+        last = id;
+        if f.event == "resync" {
+            assert_eq!(f.data["reason"], "lagged");
+            resync = Some(id);
+        } else {
+            assert!(seen.insert(id), "duplicate {id}");
+        }
+    }
+    assert!(
+        resync.is_some(),
+        "a 2-event buffer kept up with a 300-event burst"
+    );
+    assert!(seen.len() < 300);
+    // The stream goes on from the present.
+    let job = create_job(&api, "after");
+    loop {
+        let f = sse.next();
+        if f.data["job_id"].as_i64() == Some(job) {
+            break;
+        }
+    }
+}
+
+#[test]
+fn cors_is_off_unless_an_origin_is_configured() {
+    let (engine, _clock, _dir) = file_engine();
+    let closed = Api::start(&engine, HttpOptions::default());
+    let res = closed
+        .agent
+        .get(format!("{}/stats", closed.base))
+        .header("origin", "http://ui.test")
+        .call()
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    let open = Api::start(
+        &engine,
+        HttpOptions {
+            cors_origins: vec!["http://ui.test".into()],
+            ..Default::default()
+        },
+    );
+    let res = open
+        .agent
+        .get(format!("{}/stats", open.base))
+        .header("origin", "http://ui.test")
+        .call()
+        .unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://ui.test"
+    );
+    let res = open
+        .agent
+        .get(format!("{}/stats", open.base))
+        .header("origin", "http://evil.test")
+        .call()
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    let preflight = ureq::http::Request::builder()
+        .method("OPTIONS")
+        .uri(format!("{}/jobs", open.base))
+        .header("origin", "http://ui.test")
+        .body(())
+        .unwrap();
+    let pre = open.agent.run(preflight).unwrap();
+    assert_eq!(pre.status().as_u16(), 204);
+    assert!(pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+}
