@@ -268,6 +268,59 @@ impl Event {
     }
 }
 
+/// Which events a feed ([`Events::feed`]) follows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FeedFilter {
+    /// Every job's events.
+    #[default]
+    All,
+    /// One job's events.
+    Job(i64),
+    /// The events of one user's jobs.
+    User(String),
+}
+
+impl FeedFilter {
+    /// Whether an event of a job owned by `user_id` passes this filter.
+    pub fn matches(&self, job_id: i64, user_id: Option<&str>) -> bool {
+        match self {
+            FeedFilter::All => true,
+            FeedFilter::Job(j) => *j == job_id,
+            FeedFilter::User(u) => user_id == Some(u.as_str()),
+        }
+    }
+
+    pub(crate) fn params(&self) -> (Option<i64>, Option<&str>) {
+        match self {
+            FeedFilter::All => (None, None),
+            FeedFilter::Job(j) => (Some(*j), None),
+            FeedFilter::User(u) => (None, Some(u.as_str())),
+        }
+    }
+}
+
+/// An event with the user its job belongs to (`None` once the job was deleted).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeedEvent {
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+    /// The job's user.
+    pub user_id: Option<String>,
+}
+
+/// One page of a feed, read in one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedPage {
+    /// Events after the cursor asked for, oldest first.
+    pub events: Vec<FeedEvent>,
+    /// Jobs (of the filter) whose events after the cursor were partly pruned: a reader
+    /// cannot continue without a gap and must reload them (empty when not checked).
+    pub pruned_jobs: Vec<i64>,
+    /// The newest cursor in the log at the time of the read.
+    pub head: i64,
+}
+
 /// In-process fan-out of committed events to subscribers.
 #[derive(Debug, Default)]
 pub(crate) struct Bus {

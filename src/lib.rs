@@ -4,7 +4,9 @@
 //! - [`Engine::jobs`]: durable jobs with claims, heartbeats, progress, checkpoints and
 //!   operator controls, fenced by an attempt number ([`job`]);
 //! - [`Supervisor`] and [`Worker`]: rescue of stalled jobs and a worker runtime;
-//! - [`Engine::events`]: the per-job event log for UIs that resync ([`events`]).
+//! - [`Engine::events`]: the per-job event log for UIs that resync ([`events`]);
+//! - with the cargo feature `http` (on in the CLI), `http`: the JSON API and live
+//!   event stream for hosts in any language (`runledger serve --http ADDR`).
 //!
 //! Every state transition is checked by a Rust state machine and again by the database's
 //! CHECK constraints and triggers; see ARCHITECTURE.md for the invariants.
@@ -40,6 +42,8 @@ pub mod events;
 #[cfg(feature = "flex")]
 pub mod flex;
 pub mod guide;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod job;
 #[cfg(test)]
 mod layering;
@@ -54,7 +58,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{known_schema_version, DbOptions, Durability};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, FieldError, Result};
-pub use events::{Event, EventKind, EventPayload};
+pub use events::{Event, EventKind, EventPayload, FeedEvent, FeedFilter, FeedPage};
 pub use job::supervisor::{RecoveryPolicy, Supervisor, SupervisorOptions};
 pub use job::worker::{JobContext, JobFailure, StopReason, Worker, WorkerOptions, WorkerReport};
 pub use job::Events;

@@ -5,8 +5,8 @@ use std::sync::mpsc::Receiver;
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::events::Event;
-use crate::storage::job_events::{after, since};
+use crate::events::{Event, FeedFilter, FeedPage};
+use crate::storage::job_events::{after, feed, since};
 
 /// The event API of an [`Engine`]; get it with [`Engine::events`].
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +32,20 @@ impl Events<'_> {
     /// Events of all jobs after the global `cursor` (0 for the start), oldest first.
     pub fn after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>> {
         self.engine.read(|c| after(c, cursor, limit))
+    }
+
+    /// A page of the global feed after `cursor` for `filter`, with each job's user, in one
+    /// snapshot. With `check_gaps`, also names the jobs whose events after `cursor` were
+    /// partly pruned (a follower at `cursor` must reload those jobs): a live stream's resume.
+    pub fn feed(
+        &self,
+        filter: &FeedFilter,
+        cursor: i64,
+        limit: u32,
+        check_gaps: bool,
+    ) -> Result<FeedPage> {
+        self.engine
+            .read(|c| feed(c, filter, cursor, limit, check_gaps))
     }
 
     /// A channel receiving every event this engine (and its clones) commits from now on.

@@ -24,6 +24,10 @@ pub struct TriggerOptions {
     pub account_id: Option<String>,
 }
 
+/// The observer of [`Runs::trigger_observed`]: called once per scope with the started run
+/// or the error that kept it from starting.
+pub type OnStart<'a> = dyn FnMut(Scope, std::result::Result<&Run, &Error>) + 'a;
+
 /// What became of one scope of a trigger.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -77,6 +81,32 @@ impl<'a> Runs<'a> {
         trigger: TriggerKind,
         opts: &TriggerOptions,
     ) -> Result<Vec<RunOutcome>> {
+        self.trigger_inner(pipeline, scope, trigger, opts, None)
+    }
+
+    /// [`Runs::trigger_with`], calling `on_start` for each scope as soon as its lock is
+    /// decided, before any stage runs: with the started run (status `started`), or with the
+    /// refusal ([`Error::RunAlreadyActive`], already recorded) or the error that kept it
+    /// from starting. An HTTP host answers its caller from there and lets the run go on.
+    pub fn trigger_observed(
+        &self,
+        pipeline: &Pipeline,
+        scope: ScopeSelector,
+        trigger: TriggerKind,
+        opts: &TriggerOptions,
+        on_start: &mut OnStart<'_>,
+    ) -> Result<Vec<RunOutcome>> {
+        self.trigger_inner(pipeline, scope, trigger, opts, Some(on_start))
+    }
+
+    fn trigger_inner(
+        &self,
+        pipeline: &Pipeline,
+        scope: ScopeSelector,
+        trigger: TriggerKind,
+        opts: &TriggerOptions,
+        mut on_start: Option<&mut OnStart<'_>>,
+    ) -> Result<Vec<RunOutcome>> {
         if let Some(a) = &opts.account_id {
             if a.is_empty() || a.len() > 128 {
                 return Err(Error::invalid("account_id", "must be 1..=128 characters"));
@@ -94,13 +124,15 @@ impl<'a> Runs<'a> {
                 format!("pipeline {} does not serve scope {scope}", pipeline.name),
             ));
         }
-        Ok(scopes
-            .into_iter()
-            .map(|s| RunOutcome {
+        let mut outcomes = Vec::with_capacity(scopes.len());
+        for s in scopes {
+            let observer = on_start.as_mut().map(|f| &mut **f as &mut OnStart<'_>);
+            outcomes.push(RunOutcome {
                 scope: s,
-                result: self.run_scope(pipeline, s, trigger, opts.account_id.as_deref()),
-            })
-            .collect())
+                result: self.run_scope(pipeline, s, trigger, opts.account_id.as_deref(), observer),
+            });
+        }
+        Ok(outcomes)
     }
 
     fn run_scope(
@@ -109,6 +141,7 @@ impl<'a> Runs<'a> {
         scope: Scope,
         trigger: TriggerKind,
         account_id: Option<&str>,
+        on_start: Option<&mut OnStart<'_>>,
     ) -> Result<Run> {
         let lock_key = match account_id {
             Some(a) => format!("{}:{}:{}", p.name, scope, a),
@@ -123,19 +156,36 @@ impl<'a> Runs<'a> {
             lease: p.lease,
         };
         // The run starts (and its lease runs) from the time its write holds the lock.
-        let run_id = match self.engine.write(|tx| store::start(tx, &new, tx.now()))? {
-            Started::Run(id) => id,
-            Started::Rejected {
+        let started = self.engine.write(|tx| store::start(tx, &new, tx.now()));
+        let run_id = match started {
+            Ok(Started::Run(id)) => id,
+            Ok(Started::Rejected {
                 active_run_id,
                 rejection_id,
-            } => {
-                return Err(Error::RunAlreadyActive {
+            }) => {
+                let e = Error::RunAlreadyActive {
                     lock_key,
                     active_run_id,
                     recorded_run_id: Some(rejection_id),
-                })
+                };
+                if let Some(f) = on_start {
+                    f(scope, Err(&e));
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                if let Some(f) = on_start {
+                    f(scope, Err(&e));
+                }
+                return Err(e);
             }
         };
+        if let Some(f) = on_start {
+            match self.get(run_id) {
+                Ok(run) => f(scope, Ok(&run)),
+                Err(e) => f(scope, Err(&e)),
+            }
+        }
         match self.drive(p, run_id, scope, trigger, account_id) {
             Ok(()) => self.get(run_id),
             Err(e) => {

@@ -266,6 +266,12 @@ impl Schedules<'_> {
         self.engine.read(store::all_slots)
     }
 
+    /// When a ticker last claimed a due slot (`None` before the first): when the scheduler
+    /// last fired something.
+    pub fn last_claimed_at(&self) -> Result<Option<Timestamp>> {
+        self.engine.read(store::last_claimed_at)
+    }
+
     /// The earliest next slot of any enabled schedule (when a loop should tick next).
     pub fn next_due(&self) -> Result<Option<Timestamp>> {
         self.engine.read(store::next_due)

@@ -59,6 +59,8 @@ pub struct RunFilter {
     pub scope: Option<Scope>,
     /// Only this status.
     pub status: Option<RunStatus>,
+    /// Only runs started this way.
+    pub trigger: Option<TriggerKind>,
     /// Only runs with a smaller id (paging, newest first).
     pub before_id: Option<i64>,
     /// At most this many (default 50).
@@ -71,6 +73,7 @@ impl Default for RunFilter {
             pipeline: None,
             scope: None,
             status: None,
+            trigger: None,
             before_id: None,
             limit: 50,
         }
@@ -143,6 +146,7 @@ const LIST: &str = concat!(
      where (:pipeline is null or pipeline = :pipeline)
        and (:scope is null or scope = :scope)
        and (:status is null or status = :status)
+       and (:trigger is null or trigger = :trigger)
        and (:before is null or id < :before)
      order by id desc limit :limit"
 );
@@ -413,6 +417,7 @@ pub(crate) fn list(conn: &Connection, filter: &RunFilter) -> Result<Vec<Run>> {
                 ":pipeline": filter.pipeline,
                 ":scope": filter.scope,
                 ":status": filter.status,
+                ":trigger": filter.trigger,
                 ":before": filter.before_id,
                 ":limit": filter.limit,
             },

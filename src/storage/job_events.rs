@@ -10,7 +10,7 @@ use super::col;
 use super::jobs;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::events::{Event, EventKind, EventPayload};
+use crate::events::{Event, EventKind, EventPayload, FeedEvent, FeedFilter, FeedPage};
 
 /// Every column of an [`Event`], the one list [`from_row`] reads by name.
 macro_rules! columns {
@@ -105,7 +105,7 @@ pub(crate) fn since(conn: &Connection, job_id: i64, seq: i64, limit: u32) -> Res
             Ok((r.get(0)?, r.get(1)?))
         })?;
     if let (Some(oldest), Some(newest)) = (oldest, newest) {
-        if seq + 1 < oldest {
+        if seq.saturating_add(1) < oldest {
             return Err(Error::EventsPruned {
                 job_id,
                 requested: seq,
@@ -127,6 +127,69 @@ pub(crate) fn after(conn: &Connection, cursor: i64, limit: u32) -> Result<Vec<Ev
     let mut stmt = conn.prepare_cached(AFTER)?;
     let rows = stmt.query_map(named_params! {":cursor": cursor, ":limit": limit}, from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The events of a feed after `:cursor`: one job's (`:job`), the jobs `:jobs` (a JSON array
+/// of ids: one user's), or all.
+const FEED: &str = "select cursor, job_id, seq, kind, payload, at from job_events
+     where cursor > :cursor and (:job is null or job_id = :job)
+       and (:jobs is null or job_id in (select value from json_each(:jobs)))
+     order by cursor limit :limit";
+/// Jobs (of the filter) whose oldest kept event comes after `:cursor` but is not their first:
+/// the events between were pruned, so a reader at `:cursor` would see a gap.
+const FEED_GAPS: &str = "select e.job_id from job_events e
+     where e.cursor > :cursor and e.seq > 1 and (:job is null or e.job_id = :job)
+       and (:jobs is null or e.job_id in (select value from json_each(:jobs)))
+       and not exists (select 1 from job_events f where f.job_id = e.job_id and f.seq = e.seq - 1)
+     order by e.cursor limit 100";
+const HEAD: &str = "select coalesce(max(cursor), 0) from job_events";
+
+/// A page of the event feed for `filter` after `cursor` (call inside one read snapshot).
+pub(crate) fn feed(
+    conn: &Connection,
+    filter: &FeedFilter,
+    cursor: i64,
+    limit: u32,
+    check_gaps: bool,
+) -> Result<FeedPage> {
+    let (job, user) = filter.params();
+    let jobs_of_user = match user {
+        Some(u) => Some(serde_json::to_string(&jobs::ids_of_user(conn, u)?).expect("ids")),
+        None => None,
+    };
+    let pruned_jobs = if check_gaps {
+        conn.prepare_cached(FEED_GAPS)?
+            .query_map(
+                named_params! {":cursor": cursor, ":job": job, ":jobs": jobs_of_user},
+                |r| r.get(0),
+            )?
+            .collect::<rusqlite::Result<Vec<i64>>>()?
+    } else {
+        Vec::new()
+    };
+    let events: Vec<Event> = conn
+        .prepare_cached(FEED)?
+        .query_map(
+            named_params! {":cursor": cursor, ":job": job, ":jobs": jobs_of_user, ":limit": limit},
+            from_row,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut ids: Vec<i64> = events.iter().map(|e| e.job_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let users = jobs::users_of(conn, &ids)?;
+    let head = conn.prepare_cached(HEAD)?.query_row([], |r| r.get(0))?;
+    Ok(FeedPage {
+        events: events
+            .into_iter()
+            .map(|event| FeedEvent {
+                user_id: users.get(&event.job_id).cloned(),
+                event,
+            })
+            .collect(),
+        pruned_jobs,
+        head,
+    })
 }
 
 // ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders

@@ -50,7 +50,8 @@ const LIST_BY_USER_STATES: &str = select_jobs!(
 );
 const LIST: &str = select_jobs!(
     "where (:user_id is null or user_id = :user_id) and (:state is null or state = :state)
-       and (:kind is null or kind = :kind) order by id desc limit :limit"
+       and (:kind is null or kind = :kind) and (:before is null or id < :before)
+     order by id desc limit :limit"
 );
 const RUNNING: &str = select_jobs!("where state = 'running' order by heartbeat_at");
 const STALE: &str =
@@ -280,6 +281,7 @@ pub(crate) fn list(
     user_id: Option<&str>,
     state: Option<JobState>,
     kind: Option<&str>,
+    before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<Job>> {
     collect(
@@ -289,6 +291,7 @@ pub(crate) fn list(
             ":user_id": user_id,
             ":state": state.map(JobState::as_str),
             ":kind": kind,
+            ":before": before,
             ":limit": limit,
         },
     )
@@ -739,6 +742,31 @@ pub(crate) fn exists(conn: &Connection, id: i64) -> Result<bool> {
     Ok(conn
         .prepare_cached(EXISTS)?
         .query_row(named_params! {":id": id}, |r| r.get(0))?)
+}
+
+const IDS_OF_USER: &str = "select id from jobs where user_id = :user order by id";
+
+/// The ids of `user`'s jobs (an event feed filtered by user reads their events).
+pub(crate) fn ids_of_user(conn: &Connection, user: &str) -> Result<Vec<i64>> {
+    Ok(conn
+        .prepare_cached(IDS_OF_USER)?
+        .query_map(named_params! {":user": user}, |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+const USERS_OF: &str = "select id, user_id from jobs
+     where id in (select value from json_each(:ids))";
+
+/// The user of each of the jobs `ids` that still exists.
+pub(crate) fn users_of(
+    conn: &Connection,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, String>> {
+    let ids = serde_json::to_string(ids).expect("integers serialize");
+    Ok(conn
+        .prepare_cached(USERS_OF)?
+        .query_map(named_params! {":ids": ids}, |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 const MISSING: &str = "select value as id from json_each(:ids)

@@ -656,3 +656,12 @@ mod tests {
         }
     }
 }
+
+const LAST_CLAIMED_AT: &str = "select max(claimed_at) from due_runs";
+
+/// When a ticker last claimed a due slot (`None` before the first).
+pub(crate) fn last_claimed_at(conn: &Connection) -> Result<Option<Timestamp>> {
+    Ok(conn
+        .prepare_cached(LAST_CLAIMED_AT)?
+        .query_row([], |r| r.get(0))?)
+}

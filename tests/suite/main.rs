@@ -13,6 +13,8 @@ mod flex_mock;
 mod flex_parse;
 #[cfg(feature = "flex")]
 mod flex_pipeline;
+#[cfg(feature = "http")]
+mod http;
 mod jobs;
 mod reliability;
 mod reliability_contention;
