@@ -43,6 +43,8 @@ pub mod error;
 pub mod events;
 pub mod flex;
 pub mod guide;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod job;
 mod looping;
 mod machine;
