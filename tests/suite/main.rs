@@ -20,3 +20,5 @@ mod runs_probe;
 mod schedule;
 mod scheduled_runs;
 mod supervision;
+#[cfg(feature = "http")]
+mod ui;

@@ -389,6 +389,13 @@ pub fn job_live(e: &Engine, id: i64) -> Result<Value> {
         "checkpoint_text": checkpoint_text(checkpoint.as_ref()),
         "checkpoint": checkpoint,
         "error_code": job.error_code,
+        "live": {
+            "resumable": if recovery.resumable { "yes" } else { "no" },
+            "restartable": if recovery.restartable { "yes" } else { "no" },
+            "recoveries_left": recovery.recoveries_left.to_string(),
+            "last_heartbeat": recovery.last_heartbeat.map(|t| t.to_string()).unwrap_or_else(|| "—".into()),
+        },
+        "audit": e.with_connection(|c| queries::job_audit(c, id, 50))?,
     }))
 }
 

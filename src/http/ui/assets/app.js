@@ -115,6 +115,15 @@
       for (const b of page.querySelectorAll("button[data-action]")) b.hidden = !j.actions[b.dataset.action];
       const rec = page.querySelector("#recovery-text");
       if (rec) rec.textContent = j.recovery_text;
+      for (const d of page.querySelectorAll("[data-live]")) d.textContent = j.live[d.dataset.live];
+      const audit = page.querySelector("#audit-rows");
+      if (audit && j.audit.length) {
+        audit.replaceChildren(...j.audit.map((a) => {
+          const tr = el("tr");
+          for (const v of [a.action, a.actor, a.at]) tr.appendChild(el("td", {}, v));
+          return tr;
+        }));
+      }
       const keys = page.querySelector("#ckpt-keys");
       if (keys) {
         keys.replaceChildren(...(j.checkpoint ? j.checkpoint.keys : []).map((k) => el("li", { class: "mono" }, k)));
