@@ -382,19 +382,19 @@ fn json_err(e: &Error) -> Response {
     json_error(status_of(e), e.code(), e.to_string())
 }
 
-/// Refuses a write that lacks the write token or the UI's header.
-fn check_write(ui: &Ui, headers: &HeaderMap) -> std::result::Result<(), Response> {
+/// The refusal of a write that lacks the write token or the UI's header, if it does.
+fn refuse_write(ui: &Ui, headers: &HeaderMap) -> Option<Response> {
     match ui.access(headers) {
         Access::Write => {}
         Access::Read => {
-            return Err(json_error(
+            return Some(json_error(
                 StatusCode::FORBIDDEN,
                 "FORBIDDEN",
                 "this token may only read",
             ))
         }
         Access::None => {
-            return Err(json_error(
+            return Some(json_error(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "sign in with the API token",
@@ -402,13 +402,13 @@ fn check_write(ui: &Ui, headers: &HeaderMap) -> std::result::Result<(), Response
         }
     }
     if headers.get(WRITE_HEADER).and_then(|v| v.to_str().ok()) != Some("1") {
-        return Err(json_error(
+        return Some(json_error(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
             "UI writes must come from the UI's own script",
         ));
     }
-    Ok(())
+    None
 }
 
 // ---------------------------------------------------------------- pages
@@ -563,7 +563,7 @@ async fn job_action(
     headers: HeaderMap,
     Path((id, action)): Path<(i64, String)>,
 ) -> Response {
-    if let Err(refused) = check_write(&ui, &headers) {
+    if let Some(refused) = refuse_write(&ui, &headers) {
         return refused;
     }
     let engine = ui.engine.clone();
@@ -620,7 +620,7 @@ async fn schedule_action(
     headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    if let Err(refused) = check_write(&ui, &headers) {
+    if let Some(refused) = refuse_write(&ui, &headers) {
         return refused;
     }
     let engine = ui.engine.clone();
@@ -665,7 +665,7 @@ async fn preflight(
     headers: HeaderMap,
     Query(q): Query<ScopeQuery>,
 ) -> Response {
-    if let Err(refused) = check_write(&ui, &headers) {
+    if let Some(refused) = refuse_write(&ui, &headers) {
         return refused;
     }
     let Some(probes) = ui.opts.probes.clone() else {
