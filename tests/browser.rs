@@ -125,7 +125,8 @@ fn populate(engine: &Engine) -> Fixture {
     }
 }
 
-/// A worker that reports progress on `job` every 150 ms until `stop`.
+/// A worker that reports progress on its job every 150 ms until `stop`; every 3 s it also
+/// creates a job nobody claims (the list's "new jobs" notice).
 fn progress_worker(engine: Engine, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let claim = engine
@@ -134,7 +135,13 @@ fn progress_worker(engine: Engine, stop: Arc<AtomicBool>) -> std::thread::JoinHa
             .unwrap()
             .unwrap();
         let mut pct = 1u8;
+        let mut tick = 0u32;
         while !stop.load(Ordering::SeqCst) {
+            tick += 1;
+            if tick % 20 == 0 {
+                let late = NewJob::new("dave", "late", json!({"tick": tick}));
+                engine.jobs().create(&late).unwrap();
+            }
             let step = format!("day {pct}");
             if engine
                 .jobs()

@@ -85,6 +85,8 @@ try {
   await page.waitForFunction(([id, v]) => Number(document.querySelector(`[data-job="${id}"] progress`).value) > v, [PROGRESS_JOB, v0], { timeout: 20000 });
   const v1 = await progressOf(page);
   check(v1 > v0 && await page.evaluate(() => window.__notReloaded === true), `the list's progress bar advanced live ${v0} -> ${v1} (no reload)`);
+  await page.waitForSelector("#new-jobs:not([hidden])", { timeout: 20000 });
+  check((await page.locator("#new-jobs").innerText()).includes("since this page loaded"), "a job created meanwhile is announced, not inserted under the reader");
   await page.screenshot({ path: join(SHOTS, "jobs.png"), fullPage: true });
 
   // ---- a running job's page: live progress; an open dialog and the scroll survive updates ----

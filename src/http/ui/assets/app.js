@@ -161,6 +161,14 @@
       return;
     }
     const interested = scopesOf(e.job_id).length > 0;
+    const fresh = document.getElementById("new-jobs");
+    if (fresh && e.kind === "created" && !interested) {
+      fresh.dataset.count = String(Number(fresh.dataset.count || 0) + 1);
+      const link = fresh.querySelector("a");
+      link.href = location.href;
+      link.textContent = fresh.dataset.count + " new job" + (fresh.dataset.count === "1" ? "" : "s") + " since this page loaded";
+      fresh.hidden = false;
+    }
     if (interested || e.kind === "paused") {
       refreshJob(e.job_id).then((j) => { if (j && e.kind === "paused" && j.resumable) resumableToast(j); });
     }
