@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use runledger::http::ui::UiOptions;
+use runledger::http::HttpOptions;
 use runledger::{DbOptions, Durability, Engine, EngineOptions};
 
 mod common;
@@ -119,7 +119,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let app = runledger::http::router(engine.clone(), UiOptions::default());
+    let app = runledger::http::router(engine.clone(), HttpOptions::default()).unwrap();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();

@@ -97,6 +97,19 @@ const SINCE: &str = "select cursor, job_id, seq, kind, payload, at from job_even
 const OLDEST_SEQ: &str = "select min(seq), max(seq) from job_events where job_id = :job_id";
 const AFTER: &str = "select cursor, job_id, seq, kind, payload, at from job_events
      where cursor > :cursor order by cursor limit :limit";
+const FEED: &str = "select e.cursor, e.job_id, e.seq, e.kind, e.payload, e.at, j.user_id
+     from job_events e left join jobs j on j.id = e.job_id
+     where e.cursor > :cursor and (:job is null or e.job_id = :job)
+       and (:user is null or j.user_id = :user)
+     order by e.cursor limit :limit";
+/// Jobs (of the filter) whose oldest kept event comes after `:cursor` but is not their first:
+/// the events between were pruned, so a reader at `:cursor` would see a gap.
+const FEED_GAPS: &str = "select e.job_id from job_events e
+     where e.cursor > :cursor and e.seq > 1 and (:job is null or e.job_id = :job)
+       and (:user is null or e.job_id in (select id from jobs where user_id = :user))
+       and not exists (select 1 from job_events f where f.job_id = e.job_id and f.seq = e.seq - 1)
+     order by e.cursor limit 100";
+const HEAD: &str = "select coalesce(max(cursor), 0) from job_events";
 const DELETE_FOR_JOB: &str = "delete from job_events where job_id = :job_id";
 const JOB_EXISTS: &str = "select 1 from jobs where id = :job_id";
 
@@ -165,7 +178,7 @@ pub(crate) fn since(conn: &Connection, job_id: i64, seq: i64, limit: u32) -> Res
             Ok((r.get(0)?, r.get(1)?))
         })?;
     if let (Some(oldest), Some(newest)) = (oldest, newest) {
-        if seq + 1 < oldest {
+        if seq.saturating_add(1) < oldest {
             return Err(Error::EventsPruned {
                 job_id,
                 requested: seq,
@@ -187,6 +200,100 @@ pub(crate) fn after(conn: &Connection, cursor: i64, limit: u32) -> Result<Vec<Ev
     let mut stmt = conn.prepare_cached(AFTER)?;
     let rows = stmt.query_map(named_params! {":cursor": cursor, ":limit": limit}, from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Which events a feed ([`Events::feed`]) follows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FeedFilter {
+    /// Every job's events.
+    #[default]
+    All,
+    /// One job's events.
+    Job(i64),
+    /// The events of one user's jobs.
+    User(String),
+}
+
+impl FeedFilter {
+    /// Whether an event of a job owned by `user_id` passes this filter.
+    pub fn matches(&self, job_id: i64, user_id: Option<&str>) -> bool {
+        match self {
+            FeedFilter::All => true,
+            FeedFilter::Job(j) => *j == job_id,
+            FeedFilter::User(u) => user_id == Some(u.as_str()),
+        }
+    }
+
+    fn params(&self) -> (Option<i64>, Option<&str>) {
+        match self {
+            FeedFilter::All => (None, None),
+            FeedFilter::Job(j) => (Some(*j), None),
+            FeedFilter::User(u) => (None, Some(u.as_str())),
+        }
+    }
+}
+
+/// An event with the user its job belongs to (`None` once the job was deleted).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeedEvent {
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+    /// The job's user.
+    pub user_id: Option<String>,
+}
+
+/// One page of a feed, read in one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedPage {
+    /// Events after the cursor asked for, oldest first.
+    pub events: Vec<FeedEvent>,
+    /// Jobs (of the filter) whose events after the cursor were partly pruned: a reader
+    /// cannot continue without a gap and must reload them (empty when not checked).
+    pub pruned_jobs: Vec<i64>,
+    /// The newest cursor in the log at the time of the read.
+    pub head: i64,
+}
+
+fn feed(
+    conn: &Connection,
+    filter: &FeedFilter,
+    cursor: i64,
+    limit: u32,
+    check_gaps: bool,
+) -> Result<FeedPage> {
+    let tx = conn.unchecked_transaction()?;
+    let (job, user) = filter.params();
+    let pruned_jobs = if check_gaps {
+        let mut stmt = tx.prepare_cached(FEED_GAPS)?;
+        let rows = stmt.query_map(
+            named_params! {":cursor": cursor, ":job": job, ":user": user},
+            |r| r.get(0),
+        )?;
+        rows.collect::<rusqlite::Result<Vec<i64>>>()?
+    } else {
+        Vec::new()
+    };
+    let events = {
+        let mut stmt = tx.prepare_cached(FEED)?;
+        let rows = stmt.query_map(
+            named_params! {":cursor": cursor, ":job": job, ":user": user, ":limit": limit},
+            |r| {
+                Ok(FeedEvent {
+                    event: from_row(r)?,
+                    user_id: r.get(6)?,
+                })
+            },
+        )?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let head = tx.prepare_cached(HEAD)?.query_row([], |r| r.get(0))?;
+    tx.commit()?;
+    Ok(FeedPage {
+        events,
+        pruned_jobs,
+        head,
+    })
 }
 
 /// In-process fan-out of committed events to subscribers.
@@ -242,6 +349,20 @@ impl Events<'_> {
     /// Events of all jobs after the global `cursor` (0 for the start), oldest first.
     pub fn after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>> {
         self.engine.read(|c| after(c, cursor, limit))
+    }
+
+    /// A page of the global feed after `cursor` for `filter`, with each job's user, in one
+    /// snapshot. With `check_gaps`, also names the jobs whose events after `cursor` were
+    /// partly pruned (a follower at `cursor` must reload those jobs): a live stream's resume.
+    pub fn feed(
+        &self,
+        filter: &FeedFilter,
+        cursor: i64,
+        limit: u32,
+        check_gaps: bool,
+    ) -> Result<FeedPage> {
+        self.engine
+            .read(|c| feed(c, filter, cursor, limit, check_gaps))
     }
 
     /// A channel receiving every event this engine (and its clones) commits from now on.

@@ -4,7 +4,9 @@
 //! - [`Engine::jobs`]: durable jobs with claims, heartbeats, progress, checkpoints and
 //!   operator controls, fenced by an attempt number ([`job`]);
 //! - [`Supervisor`] and [`Worker`]: rescue of stalled jobs and a worker runtime;
-//! - [`Engine::events`]: the per-job event log for UIs that resync ([`events`]).
+//! - [`Engine::events`]: the per-job event log for UIs that resync ([`events`]);
+//! - with the cargo feature `http` (on in the CLI), `http`: the JSON API and live
+//!   event stream for hosts in any language (`runledger serve --http ADDR`).
 //!
 //! [`demo`] is a simulated market-data provider (no network) that the CLI's `demo` command
 //! runs; tests and examples may use it too.
@@ -56,7 +58,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{DbOptions, Durability};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, FieldError, Result};
-pub use events::{Event, EventKind, Events};
+pub use events::{Event, EventKind, Events, FeedEvent, FeedFilter, FeedPage};
 pub use job::supervisor::{RecoveryPolicy, Supervisor, SupervisorOptions};
 pub use job::worker::{JobContext, JobFailure, StopReason, Worker, WorkerOptions, WorkerReport};
 pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};

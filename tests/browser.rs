@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runledger::demo::{self, ProviderOptions};
-use runledger::http::ui::UiOptions;
+use runledger::http::{Auth, HttpOptions, Token};
+use runledger::run::PreflightConfig;
 use runledger::{
     Engine, JobState, NewJob, ScopeSelector, Supervisor, SupervisorOptions, TriggerKind,
 };
@@ -174,13 +175,18 @@ fn the_trust_ui_in_chromium() {
         .enable_all()
         .build()
         .unwrap();
-    let opts = UiOptions {
-        write_token: Some(WRITE_TOKEN.into()),
-        read_token: Some(READ_TOKEN.into()),
-        ..UiOptions::default()
+    let opts = HttpOptions {
+        auth: Auth {
+            write: Token::new(WRITE_TOKEN),
+            read: Token::new(READ_TOKEN),
+        },
+        ..HttpOptions::default()
     }
-    .with_probes(demo::probes(&["fundamentals".to_string()]));
-    let app = runledger::http::router(engine.clone(), opts);
+    .probes(
+        demo::probes(&["fundamentals".to_string()]),
+        PreflightConfig::default(),
+    );
+    let app = runledger::http::router(engine.clone(), opts).unwrap();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();

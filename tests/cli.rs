@@ -706,3 +706,49 @@ fn flex_run_without_a_token_is_refused_at_the_token_gate() {
     );
     assert!(ran.stdout.contains("blocked at token"), "{}", ran.stdout);
 }
+
+#[test]
+fn serve_http_answers_on_loopback_and_refuses_an_open_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = rl(dir.path(), &["serve", "--http", "0.0.0.0:0"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("RUNLEDGER_API_TOKEN"),
+        "{}",
+        refused.stderr
+    );
+
+    let mut child = cmd(dir.path())
+        .arg("--db")
+        .arg(dir.path().join("runledger.db"))
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .env_remove("RUNLEDGER_API_TOKEN")
+        .env_remove("RUNLEDGER_API_READ_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kept open until the child is killed, so its later lines never hit a closed pipe.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert!(
+        first.contains("open: no RUNLEDGER_API_TOKEN set"),
+        "{first}"
+    );
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let body = ureq::get(format!("http://{addr}/health"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["pipelines"], json!(["ingest"]));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

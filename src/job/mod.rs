@@ -105,11 +105,24 @@ impl<'e> Jobs<'e> {
         kind: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Job>> {
+        self.list_before(user_id, state, kind, None, limit)
+    }
+
+    /// [`Jobs::list`] of the jobs with an id below `before` (`None`: from the newest): the
+    /// next page after a page whose last job was `before`.
+    pub fn list_before(
+        &self,
+        user_id: Option<&str>,
+        state: Option<JobState>,
+        kind: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
         if limit == 0 || limit > 10_000 {
             return Err(Error::invalid("limit", "must be 1..=10000"));
         }
         self.engine
-            .read(|c| store::list(c, user_id, state, kind, limit))
+            .read(|c| store::list(c, user_id, state, kind, before, limit))
     }
 
     /// A user's jobs that are not finished (created, running, paused), newest first.

@@ -45,7 +45,8 @@ const LIST_BY_USER_STATES: &str = select_jobs!(
 );
 const LIST: &str = select_jobs!(
     "where (:user_id is null or user_id = :user_id) and (:state is null or state = :state)
-       and (:kind is null or kind = :kind) order by id desc limit :limit"
+       and (:kind is null or kind = :kind) and (:before is null or id < :before)
+     order by id desc limit :limit"
 );
 const RUNNING: &str = select_jobs!("where state = 'running' order by heartbeat_at");
 const STALE: &str =
@@ -259,6 +260,7 @@ pub(crate) fn list(
     user_id: Option<&str>,
     state: Option<JobState>,
     kind: Option<&str>,
+    before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<Job>> {
     collect(
@@ -268,6 +270,7 @@ pub(crate) fn list(
             ":user_id": user_id,
             ":state": state.map(JobState::as_str),
             ":kind": kind,
+            ":before": before,
             ":limit": limit,
         },
     )

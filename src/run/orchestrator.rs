@@ -77,6 +77,32 @@ impl<'a> Runs<'a> {
         trigger: TriggerKind,
         opts: &TriggerOptions,
     ) -> Result<Vec<RunOutcome>> {
+        self.trigger_inner(pipeline, scope, trigger, opts, None)
+    }
+
+    /// [`Runs::trigger_with`], calling `on_start` for each scope as soon as its lock is
+    /// decided, before any stage runs: with the started run (status `started`), or with the
+    /// refusal ([`Error::RunAlreadyActive`], already recorded) or the error that kept it
+    /// from starting. An HTTP host answers its caller from there and lets the run go on.
+    pub fn trigger_observed(
+        &self,
+        pipeline: &Pipeline,
+        scope: ScopeSelector,
+        trigger: TriggerKind,
+        opts: &TriggerOptions,
+        on_start: &mut dyn FnMut(Scope, std::result::Result<&Run, &Error>),
+    ) -> Result<Vec<RunOutcome>> {
+        self.trigger_inner(pipeline, scope, trigger, opts, Some(on_start))
+    }
+
+    fn trigger_inner(
+        &self,
+        pipeline: &Pipeline,
+        scope: ScopeSelector,
+        trigger: TriggerKind,
+        opts: &TriggerOptions,
+        mut on_start: Option<&mut dyn FnMut(Scope, std::result::Result<&Run, &Error>)>,
+    ) -> Result<Vec<RunOutcome>> {
         if let Some(a) = &opts.account_id {
             if a.is_empty() || a.len() > 128 {
                 return Err(Error::invalid("account_id", "must be 1..=128 characters"));
@@ -94,13 +120,20 @@ impl<'a> Runs<'a> {
                 format!("pipeline {} does not serve scope {scope}", pipeline.name),
             ));
         }
-        Ok(scopes
-            .into_iter()
-            .map(|s| RunOutcome {
+        let mut outcomes = Vec::with_capacity(scopes.len());
+        for s in scopes {
+            let observer = match on_start.as_mut() {
+                Some(f) => {
+                    Some(&mut **f as &mut dyn FnMut(Scope, std::result::Result<&Run, &Error>))
+                }
+                None => None,
+            };
+            outcomes.push(RunOutcome {
                 scope: s,
-                result: self.run_scope(pipeline, s, trigger, opts.account_id.as_deref()),
-            })
-            .collect())
+                result: self.run_scope(pipeline, s, trigger, opts.account_id.as_deref(), observer),
+            });
+        }
+        Ok(outcomes)
     }
 
     fn run_scope(
@@ -109,6 +142,7 @@ impl<'a> Runs<'a> {
         scope: Scope,
         trigger: TriggerKind,
         account_id: Option<&str>,
+        on_start: Option<&mut dyn FnMut(Scope, std::result::Result<&Run, &Error>)>,
     ) -> Result<Run> {
         let lock_key = match account_id {
             Some(a) => format!("{}:{}:{}", p.name, scope, a),
@@ -123,19 +157,36 @@ impl<'a> Runs<'a> {
             lease: p.lease,
         };
         let now = self.engine.now();
-        let run_id = match self.engine.write(|tx| store::start(tx, &new, now))? {
-            Started::Run(id) => id,
-            Started::Rejected {
+        let started = self.engine.write(|tx| store::start(tx, &new, now));
+        let run_id = match started {
+            Ok(Started::Run(id)) => id,
+            Ok(Started::Rejected {
                 active_run_id,
                 rejection_id,
-            } => {
-                return Err(Error::RunAlreadyActive {
+            }) => {
+                let e = Error::RunAlreadyActive {
                     lock_key,
                     active_run_id,
                     recorded_run_id: Some(rejection_id),
-                })
+                };
+                if let Some(f) = on_start {
+                    f(scope, Err(&e));
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                if let Some(f) = on_start {
+                    f(scope, Err(&e));
+                }
+                return Err(e);
             }
         };
+        if let Some(f) = on_start {
+            match self.get(run_id) {
+                Ok(run) => f(scope, Ok(&run)),
+                Err(e) => f(scope, Err(&e)),
+            }
+        }
         match self.drive(p, run_id, scope, trigger, account_id) {
             Ok(()) => self.get(run_id),
             Err(e) => {

@@ -57,6 +57,8 @@ pub struct RunFilter {
     pub scope: Option<Scope>,
     /// Only this status.
     pub status: Option<RunStatus>,
+    /// Only runs started this way.
+    pub trigger: Option<TriggerKind>,
     /// Only runs with a smaller id (paging, newest first).
     pub before_id: Option<i64>,
     /// At most this many (default 50).
@@ -69,6 +71,7 @@ impl Default for RunFilter {
             pipeline: None,
             scope: None,
             status: None,
+            trigger: None,
             before_id: None,
             limit: 50,
         }
@@ -130,6 +133,7 @@ const LIST: &str =
      WHERE (:pipeline IS NULL OR pipeline = :pipeline)
        AND (:scope IS NULL OR scope = :scope)
        AND (:status IS NULL OR status = :status)
+       AND (:trigger IS NULL OR trigger = :trigger)
        AND (:before IS NULL OR id < :before)
      ORDER BY id DESC LIMIT :limit";
 
@@ -379,6 +383,7 @@ pub(crate) fn list(conn: &Connection, filter: &RunFilter) -> Result<Vec<Run>> {
                 ":pipeline": filter.pipeline,
                 ":scope": filter.scope,
                 ":status": filter.status,
+                ":trigger": filter.trigger,
                 ":before": filter.before_id,
                 ":limit": filter.limit,
             },

@@ -8,6 +8,8 @@ mod flex_gen;
 mod flex_mock;
 mod flex_parse;
 mod flex_pipeline;
+#[cfg(feature = "http")]
+mod http;
 mod jobs;
 mod reliability;
 mod reliability_contention;

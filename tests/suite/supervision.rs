@@ -718,3 +718,19 @@ fn a_worker_fails_an_attempt_that_runs_past_its_timeout() {
         "the handler's late result was not written"
     );
 }
+
+/// Regression (found by the HTTP fuzz): `since(job, i64::MAX)` overflowed `seq + 1` and
+/// panicked; it is simply past the end.
+#[test]
+fn events_since_the_largest_seq_does_not_overflow() {
+    let (engine, _clock) = crate::common::mem_engine();
+    let job = engine
+        .jobs()
+        .create(&runledger::NewJob::new(
+            "u",
+            "research",
+            serde_json::json!({}),
+        ))
+        .unwrap();
+    assert_eq!(engine.events().since(job.id, i64::MAX, 10).unwrap(), vec![]);
+}

@@ -1,11 +1,12 @@
 //! The Trust UI over real loopback HTTP (the browser itself is tests/browser.rs): every page
 //! renders, assets are cached by hash, access rules, refused writes change nothing, HTML is
-//! escaped, the live stream resumes exactly, raw downloads.
+//! escaped, the sign-in cookie reads the API's event stream and nothing more, raw downloads.
 
 use std::io::{BufRead, BufReader};
 
 use runledger::demo::{self, ProviderOptions};
-use runledger::http::ui::UiOptions;
+use runledger::http::{Auth, HttpOptions, Token};
+use runledger::run::PreflightConfig;
 use runledger::{Engine, JobState, NewJob, ScopeSelector, TriggerKind};
 use serde_json::{json, Value};
 
@@ -19,13 +20,13 @@ struct Server {
     _rt: tokio::runtime::Runtime,
 }
 
-fn serve(engine: &Engine, opts: UiOptions) -> Server {
+fn serve(engine: &Engine, opts: HttpOptions) -> Server {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let app = runledger::http::router(engine.clone(), opts);
+    let app = runledger::http::router(engine.clone(), opts).unwrap();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -34,11 +35,13 @@ fn serve(engine: &Engine, opts: UiOptions) -> Server {
     Server { base, _rt: rt }
 }
 
-fn tokens() -> UiOptions {
-    UiOptions {
-        write_token: Some(WRITE.into()),
-        read_token: Some(READ.into()),
-        ..UiOptions::default()
+fn tokens() -> HttpOptions {
+    HttpOptions {
+        auth: Auth {
+            write: Token::new(WRITE),
+            read: Token::new(READ),
+        },
+        ..HttpOptions::default()
     }
 }
 
@@ -131,7 +134,7 @@ fn populate(engine: &Engine) -> (i64, i64) {
 #[test]
 fn every_page_renders_on_an_empty_and_a_populated_file() {
     let (engine, _clock, _dir) = file_engine();
-    let s = serve(&engine, UiOptions::default());
+    let s = serve(&engine, HttpOptions::default());
     let pages = [
         "/",
         "/ui/runs",
@@ -190,7 +193,7 @@ fn every_page_renders_on_an_empty_and_a_populated_file() {
 #[test]
 fn assets_are_cached_by_hash_and_revalidated_by_etag() {
     let (engine, _clock, _dir) = file_engine();
-    let s = serve(&engine, UiOptions::default());
+    let s = serve(&engine, HttpOptions::default());
     // (minijinja's HTML escaping writes `/` as `&#x2f;` in attributes.)
     let page = get(&s, "/", None).body.replace("&#x2f;", "/");
     let css = page
@@ -317,7 +320,7 @@ fn sign_in_sets_an_http_only_strict_cookie_and_a_wrong_token_sets_none() {
 fn an_illegal_action_is_refused_with_its_code_and_changes_nothing() {
     let (engine, _clock, _dir) = file_engine();
     let (job, _) = populate(&engine);
-    let s = serve(&engine, UiOptions::default());
+    let s = serve(&engine, HttpOptions::default());
     let before = dump(&engine);
     let resume = post(&s, &format!("/ui/jobs/{job}/resume"), None, true);
     assert_eq!(
@@ -349,7 +352,7 @@ fn an_illegal_action_is_refused_with_its_code_and_changes_nothing() {
 fn schedules_and_preflight_act_from_the_ui() {
     let (engine, clock, _dir) = file_engine();
     populate(&engine);
-    let opts = UiOptions::default().with_probes(demo::probes(&[]));
+    let opts = HttpOptions::default().probes(demo::probes(&[]), PreflightConfig::default());
     let s = serve(&engine, opts);
     let name = engine.schedules().list().unwrap()[0].name.clone();
     assert_eq!(
@@ -384,7 +387,7 @@ fn html_is_escaped_everywhere_a_host_value_appears() {
         .jobs()
         .create(&NewJob::new(evil, "research", json!({"x": evil})))
         .unwrap();
-    let s = serve(&engine, UiOptions::default());
+    let s = serve(&engine, HttpOptions::default());
     for path in [format!("/ui/jobs/{}", job.id), "/ui/jobs".into()] {
         let body = get(&s, &path, None).body;
         assert!(!body.contains(evil), "{path} renders host text as HTML");
@@ -397,7 +400,7 @@ fn raw_records_download_with_their_type_and_bytes() {
     let (engine, _clock, _dir) = file_engine();
     populate(&engine);
     let record = engine.runs().raw_records(1).unwrap().remove(0);
-    let s = serve(&engine, UiOptions::default());
+    let s = serve(&engine, HttpOptions::default());
     let r = get(&s, &format!("/ui/runs/1/raw/{}", record.id), None);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some(record.content_type.as_str()));
@@ -441,50 +444,33 @@ fn frames(reader: &mut impl BufRead, n: usize) -> Vec<(i64, String)> {
 }
 
 #[test]
-fn the_stream_resumes_after_last_event_id_without_gap_or_duplicate() {
+fn the_sign_in_cookie_reads_the_event_stream_but_writes_nothing_through_the_api() {
     let (engine, _clock, _dir) = file_engine();
-    let (job, attempt) = populate(&engine); // created, claimed, progress, checkpoint
-    let s = serve(&engine, UiOptions::default());
-    let open = |last: Option<i64>| {
-        let mut req = agent().get(&format!("{}/ui/events?after=0&job={job}", s.base));
-        if let Some(l) = last {
-            req = req.header("last-event-id", &l.to_string());
-        }
-        let r = req.call().unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(
-            r.headers().get("content-type").unwrap().to_str().unwrap(),
-            "text/event-stream"
-        );
-        assert_eq!(r.headers().get("x-accel-buffering").unwrap(), "no");
-        BufReader::new(r.into_body().into_reader())
-    };
-    let mut first = open(None);
-    let got = frames(&mut first, 2);
-    assert_eq!(
-        got.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(),
-        ["created", "claimed"]
-    );
-    drop(first); // the connection is cut after the second event
-    for pct in [40, 50, 60] {
-        engine.jobs().progress(job, attempt, pct, None).unwrap();
-    }
-    let mut again = open(Some(got[1].0));
-    let rest = frames(&mut again, 5);
-    assert_eq!(
-        rest.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(),
-        ["progress", "checkpoint", "progress", "progress", "progress"]
-    );
-    let all: Vec<i64> = engine
+    let (job, _) = populate(&engine); // created, claimed, progress, checkpoint
+    let s = serve(&engine, tokens());
+    let url = format!("{}/events?after=0&job={job}", s.base);
+    let anonymous = reply(agent().get(&url).call().unwrap());
+    assert_eq!(anonymous.status, 401);
+    // The page's EventSource sends the cookie, as a browser does.
+    let r = agent()
+        .get(&url)
+        .header("cookie", &format!("runledger_ui={READ}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = BufReader::new(r.into_body().into_reader());
+    let got = frames(&mut body, 4);
+    let all: Vec<(i64, String)> = engine
         .events()
         .since(job, 0, 100)
         .unwrap()
         .iter()
-        .map(|e| e.cursor)
+        .map(|e| (e.cursor, e.kind.as_str().to_string()))
         .collect();
-    let seen: Vec<i64> = got.iter().chain(&rest).map(|(c, _)| *c).collect();
-    assert_eq!(seen, all, "exactly the log, in order, once");
-    // A live event written while the page follows arrives too.
-    engine.jobs().pause(job, "ui").unwrap();
-    assert_eq!(frames(&mut again, 1)[0].1, "paused");
+    assert_eq!(got, all);
+    // The cookie is not a bearer token for the API's writes (those need the header).
+    let before = dump(&engine);
+    let write = post(&s, &format!("/jobs/{job}/pause"), Some(WRITE), true);
+    assert_eq!(write.status, 401, "{}", write.body);
+    assert_eq!(dump(&engine), before);
 }

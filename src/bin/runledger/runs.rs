@@ -76,6 +76,7 @@ pub fn runs(engine: &Engine, out: Out, cmd: RunsCmd) -> CliResult {
                 status,
                 before_id: None,
                 limit,
+                ..RunFilter::default()
             })?;
             out.listing(&runs_table(&runs), &runs);
         }

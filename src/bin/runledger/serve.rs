@@ -19,6 +19,11 @@ pub struct ServeArgs {
     /// Longest sleep of the scheduler between ticks, in seconds.
     #[arg(long, default_value_t = 30)]
     poll: u64,
+    /// Also serve the HTTP API and event stream on this address (e.g. 127.0.0.1:8750).
+    /// Mutations need `Authorization: Bearer $RUNLEDGER_API_TOKEN` when that is set; a
+    /// non-loopback address is refused without it.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
     #[command(flatten)]
     supervisor: SuperviseArgs,
 }
@@ -29,6 +34,28 @@ pub fn built_in_pipelines(engine: &Engine) -> CliResult<ScheduledRuns> {
     demo::install(engine)?;
     let ingest = demo::pipeline(&ProviderOptions::default())?;
     Ok(ScheduledRuns::new(engine.clone()).register(ingest))
+}
+
+/// The HTTP API over `engine` with the built-in pipelines and probes and the tokens of the
+/// environment, bound to `addr`.
+pub fn start_http(engine: &Engine, addr: &str) -> CliResult<runledger::http::Server> {
+    let provider = ProviderOptions::default();
+    let opts = runledger::http::HttpOptions::default()
+        .auth_from_env()
+        .pipeline(demo::pipeline(&provider)?)
+        .probes(demo::probes(&provider.failing_probes), provider.preflight);
+    let open = opts.auth.is_open();
+    let server = runledger::http::Server::start(engine.clone(), opts, addr)?;
+    println!(
+        "http API on http://{} ({})",
+        server.addr(),
+        if open {
+            "open: no RUNLEDGER_API_TOKEN set, loopback only"
+        } else {
+            "bearer token required"
+        }
+    );
+    Ok(server)
 }
 
 /// Installs the Ctrl-C (SIGINT) and SIGTERM handler; the receiver gets a message on the
@@ -54,6 +81,11 @@ pub fn serve(engine: &Engine, args: ServeArgs) -> CliResult {
         },
     )?;
     let supervisor = Supervisor::new(engine.clone(), args.supervisor.options())?.spawn()?;
+    let http = args
+        .http
+        .as_deref()
+        .map(|addr| start_http(engine, addr))
+        .transpose()?;
     let schedules = engine.schedules().list()?;
     println!(
         "serving {}: scheduler ({} schedules, next due {}) and supervisor; {} abandoned runs swept; Ctrl-C to stop",
@@ -66,6 +98,9 @@ pub fn serve(engine: &Engine, args: ServeArgs) -> CliResult {
         swept.len()
     );
     let _ = stop.recv();
+    if let Some(server) = http {
+        server.stop();
+    }
     scheduler.stop();
     supervisor.stop();
     println!("stopped");

@@ -2,7 +2,7 @@
 //!
 //! Every page is rendered on the server from the engine (on tokio's blocking pool) with
 //! minijinja templates embedded in the binary; the only JavaScript ([`assets`]) follows the
-//! live stream (`/ui/events`, see [`live`]), asks for confirmations and shows toasts. Pages:
+//! API's live stream (`GET /events`), asks for confirmations and shows toasts. Pages:
 //!
 //! | path | page |
 //! |---|---|
@@ -11,16 +11,15 @@
 //! | `/ui/jobs`, `/ui/jobs/{id}` | live job list; a job's status bar, events, error banner, actions, checkpoint |
 //! | `/ui/schedules`, `/ui/probes` | schedules (enable/disable); readiness per scope (preflight) |
 //!
-//! **Access.** With neither `RUNLEDGER_API_TOKEN` nor `RUNLEDGER_API_READ_TOKEN` set, the
-//! (loopback) UI is open and says so. Otherwise a browser signs in once at `/ui/login` (the
-//! token goes to an HttpOnly, SameSite=Strict cookie) or sends `Authorization: Bearer`:
-//! the read-write token shows the action buttons, the read-only token shows none and its
-//! writes are refused. Every write is a `POST` carrying the header `X-Runledger-UI: 1`
-//! (which a cross-site form cannot send) and is recorded with actor `ui`.
+//! **Access.** The API's tokens ([`HttpOptions::auth`]): with none configured the (loopback)
+//! UI is open and says so. Otherwise a browser signs in once at `/ui/login` (the token goes
+//! to an HttpOnly, SameSite=Strict cookie, which also lets it read `GET /events`) or sends
+//! `Authorization: Bearer`: the read-write token shows the action buttons, the read-only
+//! token shows none and its writes are refused. Every write is a `POST` carrying the header
+//! `X-Runledger-UI: 1` (which a cross-site form cannot send) and is recorded with actor `ui`.
 
 pub mod assets;
 pub mod guide;
-pub mod live;
 pub mod queries;
 mod view;
 
@@ -34,9 +33,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::HttpOptions;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::run::{PreflightConfig, ProbeSet};
 
 /// The actor the UI's writes are recorded with.
 pub const ACTOR: &str = "ui";
@@ -44,48 +43,6 @@ pub const ACTOR: &str = "ui";
 pub const COOKIE: &str = "runledger_ui";
 /// The header every UI write must carry.
 pub const WRITE_HEADER: &str = "x-runledger-ui";
-
-/// How the UI is served.
-#[derive(Clone, Default)]
-pub struct UiOptions {
-    /// The read-write token (`RUNLEDGER_API_TOKEN`): writes need it when set.
-    pub write_token: Option<String>,
-    /// The read-only token (`RUNLEDGER_API_READ_TOKEN`): reads need a token when set.
-    pub read_token: Option<String>,
-    /// The host's probes, for the "run preflight" button (absent without them).
-    pub probes: Option<Arc<ProbeSet>>,
-    /// Freshness threshold and policy of readiness and preflight.
-    pub preflight: PreflightConfig,
-}
-
-impl std::fmt::Debug for UiOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UiOptions")
-            .field("write_token", &self.write_token.as_ref().map(|_| "***"))
-            .field("read_token", &self.read_token.as_ref().map(|_| "***"))
-            .field("probes", &self.probes)
-            .field("preflight", &self.preflight)
-            .finish()
-    }
-}
-
-impl UiOptions {
-    /// Tokens from `RUNLEDGER_API_TOKEN` and `RUNLEDGER_API_READ_TOKEN` (empty = unset).
-    pub fn from_env() -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Self {
-            write_token: var("RUNLEDGER_API_TOKEN"),
-            read_token: var("RUNLEDGER_API_READ_TOKEN"),
-            ..Self::default()
-        }
-    }
-
-    /// These options with `probes` for the preflight button.
-    pub fn with_probes(mut self, probes: ProbeSet) -> Self {
-        self.probes = Some(Arc::new(probes));
-        self
-    }
-}
 
 /// What a request may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,16 +57,15 @@ pub enum Access {
 
 struct Ui {
     engine: Engine,
-    opts: UiOptions,
-    hub: Arc<live::Hub>,
+    opts: Arc<HttpOptions>,
 }
 
 type Shared = Arc<Ui>;
 
-/// The UI's routes; [`super::router`] merges them at `/`.
-pub fn router(engine: Engine, options: UiOptions) -> Router {
+/// The UI's routes; [`super::router`] merges them at `/`. Tokens, probes, the preflight
+/// policy and the recovery limit are the API's own (`options`).
+pub fn router(engine: Engine, options: Arc<HttpOptions>) -> Router {
     let ui = Arc::new(Ui {
-        hub: live::Hub::new(engine.clone()),
         engine,
         opts: options,
     });
@@ -127,7 +83,6 @@ pub fn router(engine: Engine, options: UiOptions) -> Router {
         .route("/ui/schedules/{name}/{action}", post(schedule_action))
         .route("/ui/probes", get(probes))
         .route("/ui/probes/preflight", post(preflight))
-        .route("/ui/events", get(events))
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/assets/{file}", get(asset))
@@ -136,23 +91,8 @@ pub fn router(engine: Engine, options: UiOptions) -> Router {
 
 // ---------------------------------------------------------------- access
 
-fn same(a: &str, b: &str) -> bool {
-    // Constant time in the length of the presented token.
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-fn presented(headers: &HeaderMap) -> Option<String> {
-    if let Some(bearer) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return Some(bearer.trim().to_string());
-    }
+/// The token a signed-in browser's cookie carries, if any.
+pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -163,25 +103,45 @@ fn presented(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+fn presented(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+        .or_else(|| cookie_token(headers))
+}
+
 impl Ui {
+    /// The same rules as the API's ([`super::Auth::check`]), as a level.
     fn access(&self, headers: &HeaderMap) -> Access {
-        let (w, r) = (&self.opts.write_token, &self.opts.read_token);
-        if w.is_none() && r.is_none() {
+        let auth = &self.opts.auth;
+        if auth.is_open() {
             return Access::Write;
         }
-        match presented(headers) {
-            Some(t) if w.as_deref().is_some_and(|w| same(&t, w)) => Access::Write,
-            Some(t) if r.as_deref().is_some_and(|r| same(&t, r)) => Access::Read,
+        let token = presented(headers);
+        let is = |t: &Option<super::Token>| {
+            token
+                .as_deref()
+                .is_some_and(|p| t.as_ref().is_some_and(|t| t.matches(p)))
+        };
+        if is(&auth.write) {
+            Access::Write
+        } else if is(&auth.read) {
+            Access::Read
+        } else if auth.read.is_none() {
             // Only a write token configured: reads stay open, as the API's are.
-            None if r.is_none() => Access::Read,
-            _ => Access::None,
+            Access::Read
+        } else {
+            Access::None
         }
     }
 
     fn access_text(&self, access: Access) -> &'static str {
-        let open = self.opts.write_token.is_none() && self.opts.read_token.is_none();
         match access {
-            Access::Write if open => "open: no API token is configured (loopback only)",
+            Access::Write if self.opts.auth.is_open() => {
+                "open: no API token is configured (loopback only)"
+            }
             Access::Write => "signed in: read and write",
             Access::Read => "read-only",
             Access::None => "signed out",
@@ -267,7 +227,7 @@ fn render(
         "assets": {"css": assets::url("app.css"), "js": assets::url("app.js")},
         "can_write": access == Access::Write,
         "access": access_text,
-        "stream": "/ui/events",
+        "stream": "/events",
         "cursor": cursor,
     });
     if let (Some(full), Value::Object(own)) = (full.as_object_mut(), ctx) {
@@ -326,7 +286,7 @@ impl Ui {
     async fn page(
         self: Arc<Self>,
         headers: &HeaderMap,
-        f: impl FnOnce(&Engine, &UiOptions) -> Result<Page> + Send + 'static,
+        f: impl FnOnce(&Engine, &HttpOptions) -> Result<Page> + Send + 'static,
     ) -> Response {
         let access = self.access(headers);
         if access == Access::None {
@@ -529,11 +489,11 @@ async fn jobs(
 }
 
 async fn job(State(ui): State<Shared>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
-    ui.page(&headers, move |e, _| {
+    ui.page(&headers, move |e, opts| {
         Ok(Page {
             template: "job.html",
             key: "jobs",
-            ctx: view::job(e, id)?,
+            ctx: view::job(e, id, opts.max_recoveries)?,
         })
     })
     .await
@@ -547,8 +507,8 @@ async fn job_live(State(ui): State<Shared>, headers: HeaderMap, Path(id): Path<i
             "sign in with the API token",
         );
     }
-    let engine = ui.engine.clone();
-    match blocking(move || view::job_live(&engine, id)).await {
+    let (engine, max) = (ui.engine.clone(), ui.opts.max_recoveries);
+    match blocking(move || view::job_live(&engine, id, max)).await {
         Ok(v) => {
             let mut resp = Json(v).into_response();
             security_headers(&mut resp);
@@ -690,40 +650,6 @@ async fn preflight(
     }
 }
 
-/// Query of the stream.
-#[derive(Debug, Deserialize)]
-struct StreamQuery {
-    after: Option<i64>,
-    job: Option<i64>,
-}
-
-async fn events(
-    State(ui): State<Shared>,
-    headers: HeaderMap,
-    Query(q): Query<StreamQuery>,
-) -> Response {
-    if ui.access(&headers) == Access::None {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "sign in with the API token",
-        );
-    }
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i64>().ok());
-    match live::stream(Arc::clone(&ui.hub), last_event_id.or(q.after), q.job).await {
-        Ok(sse) => {
-            let mut resp = sse.into_response();
-            resp.headers_mut()
-                .insert("x-accel-buffering", HeaderValue::from_static("no"));
-            resp
-        }
-        Err(e) => json_err(&e),
-    }
-}
-
 async fn login_page(State(ui): State<Shared>) -> Response {
     render(
         StatusCode::OK,
@@ -755,7 +681,7 @@ async fn login(State(ui): State<Shared>, Form(form): Form<LoginForm>) -> Respons
         }
     }
     let access = ui.access(&headers);
-    let configured = ui.opts.write_token.is_some() || ui.opts.read_token.is_some();
+    let configured = !ui.opts.auth.is_open();
     if !configured || access == Access::None || !cookie_safe {
         return render(
             StatusCode::UNAUTHORIZED,

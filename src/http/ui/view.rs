@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::guide;
 use super::queries::{self, COUNT_CAP, JOB_WINDOW};
-use super::UiOptions;
+use super::HttpOptions;
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -127,6 +127,7 @@ pub fn runs(
         status: status.as_deref().map(str::parse).transpose()?,
         before_id: before,
         limit: RUNS_PER_PAGE,
+        ..RunFilter::default()
     };
     let list = e.runs().list(&filter)?;
     let next_href = (list.len() == RUNS_PER_PAGE as usize)
@@ -322,14 +323,11 @@ fn checkpoint_text(c: Option<&crate::job::recovery::CheckpointDetails>) -> Strin
     }
 }
 
-/// The supervisor's default recovery limit, shown as "recoveries left".
-const MAX_RECOVERIES: u32 = 3;
-
-/// A job's page.
-pub fn job(e: &Engine, id: i64) -> Result<Value> {
+/// A job's page; `max_recoveries` is the supervisor's limit ("recoveries left").
+pub fn job(e: &Engine, id: i64, max_recoveries: u32) -> Result<Value> {
     let jobs = e.jobs();
     let job = jobs.get(id)?;
-    let recovery = jobs.recovery_options(id, MAX_RECOVERIES)?;
+    let recovery = jobs.recovery_options(id, max_recoveries)?;
     let checkpoint = jobs.checkpoint_details(id)?;
     let validation = match checkpoint {
         Some(_) => Some(jobs.validate_checkpoint(id)?),
@@ -372,10 +370,10 @@ pub fn job(e: &Engine, id: i64) -> Result<Value> {
 }
 
 /// What the job page's script refreshes after a state change.
-pub fn job_live(e: &Engine, id: i64) -> Result<Value> {
+pub fn job_live(e: &Engine, id: i64, max_recoveries: u32) -> Result<Value> {
     let jobs = e.jobs();
     let job = jobs.get(id)?;
-    let recovery = jobs.recovery_options(id, MAX_RECOVERIES)?;
+    let recovery = jobs.recovery_options(id, max_recoveries)?;
     let checkpoint = jobs.checkpoint_details(id)?;
     Ok(json!({
         "id": job.id,
@@ -415,7 +413,7 @@ pub fn schedules(e: &Engine) -> Result<Value> {
 }
 
 /// The probes page.
-pub fn probes(e: &Engine, opts: &UiOptions) -> Result<Value> {
+pub fn probes(e: &Engine, opts: &HttpOptions) -> Result<Value> {
     let mut scopes = Vec::new();
     for scope in Scope::ALL {
         let snapshot = e.runs().readiness(scope, &opts.preflight)?;
