@@ -342,6 +342,17 @@ fn json_err(e: &Error) -> Response {
     json_error(status_of(e), e.code(), e.to_string())
 }
 
+/// The refusal of a request that may not even read, if it may not.
+fn refuse_read(ui: &Ui, headers: &HeaderMap) -> Option<Response> {
+    (ui.access(headers) == Access::None).then(|| {
+        json_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "sign in with the API token",
+        )
+    })
+}
+
 /// The refusal of a write that lacks the write token or the UI's header, if it does.
 fn refuse_write(ui: &Ui, headers: &HeaderMap) -> Option<Response> {
     match ui.access(headers) {
@@ -353,13 +364,7 @@ fn refuse_write(ui: &Ui, headers: &HeaderMap) -> Option<Response> {
                 "this token may only read",
             ))
         }
-        Access::None => {
-            return Some(json_error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "sign in with the API token",
-            ))
-        }
+        Access::None => return refuse_read(ui, headers),
     }
     if headers.get(WRITE_HEADER).and_then(|v| v.to_str().ok()) != Some("1") {
         return Some(json_error(
@@ -424,12 +429,8 @@ async fn raw(
     headers: HeaderMap,
     Path((id, raw_id)): Path<(i64, i64)>,
 ) -> Response {
-    if ui.access(&headers) == Access::None {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "sign in with the API token",
-        );
+    if let Some(refused) = refuse_read(&ui, &headers) {
+        return refused;
     }
     let engine = ui.engine.clone();
     let out = blocking(move || {
@@ -500,12 +501,8 @@ async fn job(State(ui): State<Shared>, headers: HeaderMap, Path(id): Path<i64>) 
 }
 
 async fn job_live(State(ui): State<Shared>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
-    if ui.access(&headers) == Access::None {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "sign in with the API token",
-        );
+    if let Some(refused) = refuse_read(&ui, &headers) {
+        return refused;
     }
     let (engine, max) = (ui.engine.clone(), ui.opts.max_recoveries);
     match blocking(move || view::job_live(&engine, id, max)).await {

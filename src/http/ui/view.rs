@@ -111,6 +111,11 @@ pub fn in_zone(t: Timestamp, zone: &str) -> String {
     )
 }
 
+/// A query field left empty in a filter form means "any".
+fn nonempty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
 /// The runs list.
 pub fn runs(
     e: &Engine,
@@ -119,7 +124,6 @@ pub fn runs(
     status: Option<String>,
     before: Option<i64>,
 ) -> Result<Value> {
-    let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
     let (pipeline, scope, status) = (nonempty(pipeline), nonempty(scope), nonempty(status));
     let filter = RunFilter {
         pipeline: pipeline.clone(),
@@ -268,7 +272,6 @@ pub fn jobs(
     state: Option<String>,
     kind: Option<String>,
 ) -> Result<Value> {
-    let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
     let (user, state, kind) = (nonempty(user), nonempty(state), nonempty(kind));
     let parsed: Option<JobState> = state.as_deref().map(str::parse).transpose()?;
     let list = e
