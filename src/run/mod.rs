@@ -12,7 +12,7 @@ pub mod state;
 pub(crate) mod store;
 pub mod timeline;
 
-pub use orchestrator::{RunOutcome, Runs, TriggerOptions};
+pub use orchestrator::{OnStart, RunOutcome, Runs, TriggerOptions};
 pub use pipeline::{
     Gate, Pipeline, PipelineBuilder, RetryPolicy, Sleeper, StageContext, StageError, StageFn,
     StageOutput,

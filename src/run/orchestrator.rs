@@ -24,6 +24,10 @@ pub struct TriggerOptions {
     pub account_id: Option<String>,
 }
 
+/// The observer of [`Runs::trigger_observed`]: called once per scope with the started run
+/// or the error that kept it from starting.
+pub type OnStart<'a> = dyn FnMut(Scope, std::result::Result<&Run, &Error>) + 'a;
+
 /// What became of one scope of a trigger.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -90,7 +94,7 @@ impl<'a> Runs<'a> {
         scope: ScopeSelector,
         trigger: TriggerKind,
         opts: &TriggerOptions,
-        on_start: &mut dyn FnMut(Scope, std::result::Result<&Run, &Error>),
+        on_start: &mut OnStart<'_>,
     ) -> Result<Vec<RunOutcome>> {
         self.trigger_inner(pipeline, scope, trigger, opts, Some(on_start))
     }
@@ -101,7 +105,7 @@ impl<'a> Runs<'a> {
         scope: ScopeSelector,
         trigger: TriggerKind,
         opts: &TriggerOptions,
-        mut on_start: Option<&mut dyn FnMut(Scope, std::result::Result<&Run, &Error>)>,
+        mut on_start: Option<&mut OnStart<'_>>,
     ) -> Result<Vec<RunOutcome>> {
         if let Some(a) = &opts.account_id {
             if a.is_empty() || a.len() > 128 {
@@ -122,12 +126,7 @@ impl<'a> Runs<'a> {
         }
         let mut outcomes = Vec::with_capacity(scopes.len());
         for s in scopes {
-            let observer = match on_start.as_mut() {
-                Some(f) => {
-                    Some(&mut **f as &mut dyn FnMut(Scope, std::result::Result<&Run, &Error>))
-                }
-                None => None,
-            };
+            let observer = on_start.as_mut().map(|f| &mut **f as &mut OnStart<'_>);
             outcomes.push(RunOutcome {
                 scope: s,
                 result: self.run_scope(pipeline, s, trigger, opts.account_id.as_deref(), observer),
@@ -142,7 +141,7 @@ impl<'a> Runs<'a> {
         scope: Scope,
         trigger: TriggerKind,
         account_id: Option<&str>,
-        on_start: Option<&mut dyn FnMut(Scope, std::result::Result<&Run, &Error>)>,
+        on_start: Option<&mut OnStart<'_>>,
     ) -> Result<Run> {
         let lock_key = match account_id {
             Some(a) => format!("{}:{}:{}", p.name, scope, a),

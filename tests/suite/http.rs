@@ -237,7 +237,7 @@ fn jobs_and_workers_over_http_with_every_error_mapping() {
             "INVALID_INPUT",
         ),
         ("/jobs/999/pause", b"{}".to_vec(), 404, "NOT_FOUND"),
-        (&"/jobs/abc/pause", b"{}".to_vec(), 400, "INVALID_INPUT"),
+        ("/jobs/abc/pause", b"{}".to_vec(), 400, "INVALID_INPUT"),
         ("/jobs/1/resume", b"".to_vec(), 409, "ILLEGAL_TRANSITION"),
         (
             "/jobs/1/progress",
