@@ -139,7 +139,7 @@ fn progress_worker(engine: Engine, stop: Arc<AtomicBool>) -> std::thread::JoinHa
         let mut tick = 0u32;
         while !stop.load(Ordering::SeqCst) {
             tick += 1;
-            if tick % 20 == 0 {
+            if tick.is_multiple_of(20) {
                 let late = NewJob::new("dave", "late", json!({"tick": tick}));
                 engine.jobs().create(&late).unwrap();
             }
