@@ -91,18 +91,15 @@ fn main() {
                 let mut mine = Vec::new();
                 for _ in 0..JOBS / WORKERS {
                     let c = engine.jobs().claim(&format!("w{w}"), &[]).unwrap().unwrap();
-                    mine.push((c.id(), c.attempt));
+                    mine.push(c);
                 }
                 for p in 0..per_job {
-                    for (id, attempt) in &mine {
-                        engine
-                            .jobs()
-                            .progress(*id, *attempt, (p % 100) as u8, None)
-                            .unwrap();
+                    for c in &mine {
+                        engine.jobs().progress(c, (p % 100) as u8, None).unwrap();
                     }
                 }
-                for (id, attempt) in &mine {
-                    engine.jobs().complete(*id, *attempt, &json!({})).unwrap();
+                for c in &mine {
+                    engine.jobs().complete(c, &json!({})).unwrap();
                 }
             })
         })

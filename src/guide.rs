@@ -50,6 +50,8 @@ mod tests {
         "CARGO_PKG_VERSION",
         "IBKR_FLEX_TOKEN",
         "SECRET",
+        "RUNLEDGER_API_TOKEN",
+        "RUNLEDGER_API_READ_TOKEN",
     ];
 
     fn collect(dir: &Path, out: &mut Vec<(String, String)>) {

@@ -106,11 +106,17 @@ const PUBLIC: [&str; 2] = ["/health", "/openapi.json"];
 
 pub(super) async fn require(State(app): State<AppState>, req: Request, next: Next) -> Response {
     if !PUBLIC.contains(&req.uri().path()) {
-        let authorization = req
+        let mut authorization = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if let Err(e) = app.opts.auth.check(req.method(), authorization) {
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // A browser signed in to the UI reads (the UI follows `GET /events`) with its
+        // SameSite=Strict cookie; writes always need the header.
+        if authorization.is_none() && matches!(*req.method(), Method::GET | Method::HEAD) {
+            authorization = super::ui::cookie_token(req.headers()).map(|t| format!("Bearer {t}"));
+        }
+        if let Err(e) = app.opts.auth.check(req.method(), authorization.as_deref()) {
             return e.into_response();
         }
     }

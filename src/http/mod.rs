@@ -5,7 +5,7 @@
 //! out-of-process workers, ingestion runs, schedules and probes, `GET /events` (Server-Sent
 //! Events with resume by cursor), and `GET /openapi.json` describing exactly these routes.
 //! A host mounts it in its own axum server (and may [`Router::merge`] its own routes, as
-//! the browser UI will); [`Server`] runs it on its own runtime for synchronous hosts and the
+//! the browser UI [`ui`] is); [`Server`] runs it on its own runtime for synchronous hosts and the
 //! CLI's `runledger serve --http ADDR`.
 //!
 //! The engine is synchronous: every call runs on tokio's blocking pool, never on the
@@ -28,6 +28,7 @@ mod error;
 mod openapi;
 mod routes;
 mod stream;
+pub mod ui;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -176,7 +177,10 @@ fn build(engine: Engine, options: HttpOptions) -> Result<(Router, Arc<stream::Wa
             auth::require,
         ))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state);
+        .with_state(state.clone())
+        // The Trust UI's pages at `/` and `/ui/...` (their own access checks; not in the
+        // OpenAPI document, which describes the JSON API).
+        .merge(ui::router(state.engine, state.opts));
     if !cors.is_empty() {
         app = app.layer(axum::middleware::from_fn(move |req, next| {
             cors_layer(cors.clone(), req, next)

@@ -414,13 +414,22 @@ struct FailBody {
     message: String,
 }
 
+/// The claim a remote worker presents: the job as stored, with the attempt it holds (the
+/// fenced write itself checks that attempt against the database).
+fn remote_claim(e: &crate::Engine, id: i64, attempt: i64) -> crate::Result<crate::Claim> {
+    Ok(crate::Claim {
+        job: e.jobs().get(id)?,
+        attempt,
+    })
+}
+
 async fn heartbeat(
     State(app): State<AppState>,
     P(id): P<i64>,
     JsonBody(b): JsonBody<AttemptBody>,
 ) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
-    blocking(move || e.jobs().heartbeat(id, b.attempt)).await?;
+    blocking(move || e.jobs().heartbeat(&remote_claim(&e, id, b.attempt)?)).await?;
     Ok(ok())
 }
 
@@ -431,8 +440,11 @@ async fn progress(
 ) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
     blocking(move || {
-        e.jobs()
-            .progress(id, b.attempt, b.progress, b.step.as_deref())
+        e.jobs().progress(
+            &remote_claim(&e, id, b.attempt)?,
+            b.progress,
+            b.step.as_deref(),
+        )
     })
     .await?;
     Ok(ok())
@@ -444,7 +456,11 @@ async fn checkpoint(
     JsonBody(b): JsonBody<CheckpointBody>,
 ) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
-    blocking(move || e.jobs().checkpoint(id, b.attempt, &b.checkpoint)).await?;
+    blocking(move || {
+        e.jobs()
+            .checkpoint(&remote_claim(&e, id, b.attempt)?, &b.checkpoint)
+    })
+    .await?;
     Ok(ok())
 }
 
@@ -454,7 +470,11 @@ async fn complete(
     JsonBody(b): JsonBody<CompleteBody>,
 ) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
-    let job = blocking(move || e.jobs().complete(id, b.attempt, &b.result)).await?;
+    let job = blocking(move || {
+        e.jobs()
+            .complete(&remote_claim(&e, id, b.attempt)?, &b.result)
+    })
+    .await?;
     Ok(Json(json!(job)))
 }
 
@@ -464,7 +484,11 @@ async fn fail(
     JsonBody(b): JsonBody<FailBody>,
 ) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
-    let job = blocking(move || e.jobs().fail(id, b.attempt, &b.code, &b.message)).await?;
+    let job = blocking(move || {
+        e.jobs()
+            .fail(&remote_claim(&e, id, b.attempt)?, &b.code, &b.message)
+    })
+    .await?;
     Ok(Json(json!(job)))
 }
 

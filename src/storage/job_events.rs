@@ -224,3 +224,8 @@ pub(crate) fn count_per_job(conn: &Connection) -> Result<Option<BTreeMap<i64, i6
     let rows = stmt.query_map([], |r| Ok((r.get("job_id")?, r.get("events")?)))?;
     Ok(Some(rows.collect::<rusqlite::Result<_>>()?))
 }
+
+// ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
+
+/// The Trust UI's bounded read (run by `http::ui::queries`).
+pub(crate) const UI_LAST_CURSOR: &str = "select coalesce(max(cursor), 0) from job_events";

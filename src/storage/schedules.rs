@@ -665,3 +665,18 @@ pub(crate) fn last_claimed_at(conn: &Connection) -> Result<Option<Timestamp>> {
         .prepare_cached(LAST_CLAIMED_AT)?
         .query_row([], |r| r.get(0))?)
 }
+
+// ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
+
+/// The Trust UI's bounded read (run by `http::ui::queries`).
+pub(crate) const UI_LAST_SLOT: &str = "select s.name, d.due_at, d.status, d.created_at
+     from due_runs d join schedules s on s.id = d.schedule_id order by d.id desc limit 1";
+
+/// The Trust UI's bounded read (run by `http::ui::queries`).
+pub(crate) const UI_SCHEDULE_LAST_SLOT: &str =
+    "select due_at, status, outcome_code, outcome_message from due_runs
+     where schedule_id = :id and status not in ('pending', 'claimed') order by due_at desc limit 1";
+
+/// The Trust UI's bounded read (run by `http::ui::queries`).
+pub(crate) const UI_SCHEDULE_MISSED: &str = "select count(*) from (select 1 from due_runs
+     where schedule_id = :id and status in ('skipped', 'failed') limit :cap)";

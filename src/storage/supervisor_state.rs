@@ -80,3 +80,10 @@ pub(crate) fn cleanup(conn: &Connection, name: &str) -> Result<bool> {
         .execute(named_params! {":name": name})?
         == 1)
 }
+
+// ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
+
+/// The Trust UI's bounded read (run by `http::ui::queries`).
+pub(crate) const UI_SUPERVISORS: &str =
+    "select name, last_tick_at, ticks, jobs_recovered, jobs_failed
+     from supervisor_state order by last_tick_at desc limit 10";

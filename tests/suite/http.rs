@@ -9,7 +9,7 @@ use runledger::run::{Pipeline, RawInput, StageOutput};
 use runledger::{Engine, Scope, SystemClock};
 use serde_json::{json, Value};
 
-use crate::common::{dump, file_engine, is_child, spawn_child};
+use crate::common::{claim_at, dump, file_engine, is_child, spawn_child};
 
 /// A server on a free loopback port and a client that never turns statuses into errors.
 struct Api {
@@ -554,10 +554,10 @@ fn concurrent_triggers_on_one_lock_give_one_202_and_recorded_409s() {
 #[test]
 fn preflight_probes_readiness_and_schedules() {
     let (engine, _clock, _dir) = file_engine();
-    runledger::demo::install(&engine).unwrap();
-    let provider = runledger::demo::ProviderOptions::default();
+    crate::demo::install(&engine).unwrap();
+    let provider = crate::demo::ProviderOptions::default();
     let opts = HttpOptions::default().probes(
-        runledger::demo::probes(&["quotes".to_string()]),
+        crate::demo::probes(&["quotes".to_string()]),
         provider.preflight,
     );
     let api = Api::start(&engine, opts);
@@ -734,7 +734,11 @@ fn sse_position_older_than_the_backlog_gets_resync() {
     for i in 0..250u32 {
         engine
             .jobs()
-            .progress(id, attempt, (i % 100) as u8, None)
+            .progress(
+                &claim_at(&engine.jobs(), id, attempt),
+                (i % 100) as u8,
+                None,
+            )
             .unwrap();
     }
     let head = engine.events().since(id, 251, 1).unwrap()[0].cursor;
@@ -748,7 +752,7 @@ fn sse_position_older_than_the_backlog_gets_resync() {
     assert_eq!(f.id, Some(head), "continues from the present");
     engine
         .jobs()
-        .progress(id, attempt, 99, Some("last"))
+        .progress(&claim_at(&engine.jobs(), id, attempt), 99, Some("last"))
         .unwrap();
     let f = sse.next();
     assert_eq!(

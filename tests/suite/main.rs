@@ -27,3 +27,11 @@ mod runs_probe;
 mod schedule;
 mod scheduled_runs;
 mod supervision;
+#[cfg(feature = "http")]
+mod ui;
+
+/// The CLI's simulated provider (the file the binary builds), for tests that need a
+/// demo-like file.
+#[path = "../../src/bin/runledger/provider.rs"]
+#[allow(dead_code)]
+pub mod demo;
