@@ -139,6 +139,57 @@ pub enum Error {
         table: String,
     },
 
+    /// The database refused a write by one of its triggers. Trigger messages are
+    /// `CODE: table: rule`; `code` is that stable code (`ILLEGAL_TRANSITION`, `IMMUTABLE`,
+    /// `STALE_ATTEMPT`, `EVENT_SEQ`, `EVENT_CURSOR`, `CLAIM_FENCE`, `MISSING_REFERENCE`,
+    /// `INVALID_SHAPE`, `DUPLICATE`, `INTEGRITY`, `RUN_ALREADY_ACTIVE`) and is what
+    /// [`Error::code`] returns.
+    #[error("{table}: {rule} ({code})")]
+    Refused {
+        /// The rule's stable code.
+        code: &'static str,
+        /// The table whose rule refused the write.
+        table: String,
+        /// Which rule, in words, as the trigger says it.
+        rule: String,
+        /// The row the message names (`row 7`), or `None` when the database did not say.
+        row: Option<String>,
+    },
+
+    /// A stored row could not be decoded (a value of the wrong type or shape that reached
+    /// the file around the rules). Readers report it instead of failing opaquely.
+    #[error("{table} row {id}: column {column} cannot be read: {reason}")]
+    CorruptRow {
+        /// The table.
+        table: &'static str,
+        /// The row's id as text.
+        id: String,
+        /// The column that failed.
+        column: String,
+        /// Why, in lower case.
+        reason: String,
+    },
+
+    /// A row written under an older schema breaks a rule of a newer migration, which
+    /// therefore did not apply (nothing was dropped or changed).
+    #[error("migration refused: {table} row {row} breaks a rule of the new schema")]
+    MigrationRefused {
+        /// The table of the offending row.
+        table: String,
+        /// Its id (or key) as SQL text.
+        row: String,
+    },
+
+    /// The file's migration history differs from the migrations of this build (a row of
+    /// `refinery_schema_history` was edited, added or removed).
+    #[error("migration history differs at version {version}: {detail}")]
+    MigrationHistory {
+        /// The first version that differs.
+        version: i64,
+        /// What differs.
+        detail: String,
+    },
+
     /// The database refused a write that breaks one of its rules (CHECK, trigger, UNIQUE)
     /// in a way no more specific error describes.
     #[error("database rule violated: {message}")]
@@ -217,6 +268,10 @@ impl Error {
             Error::EventsPruned { .. } => "EVENTS_PRUNED",
             Error::RunAlreadyActive { .. } => "RUN_ALREADY_ACTIVE",
             Error::Immutable { .. } => "IMMUTABLE",
+            Error::Refused { code, .. } => code,
+            Error::CorruptRow { .. } => "CORRUPT_ROW",
+            Error::MigrationRefused { .. } => "MIGRATION_REFUSED",
+            Error::MigrationHistory { .. } => "MIGRATION_HISTORY",
             Error::ConstraintViolation { .. } => "CONSTRAINT_VIOLATION",
             Error::Busy => "BUSY",
             Error::DatabaseFull => "DATABASE_FULL",
@@ -271,50 +326,56 @@ impl Error {
             _ => return Error::Database(err),
         }
         if code.extended_code == ffi::SQLITE_CONSTRAINT_TRIGGER {
-            let mut parts = message.splitn(3, ':').map(str::trim);
-            let kind = parts.next().unwrap_or_default();
-            let table = parts.next().unwrap_or_default().to_string();
-            let detail = parts.next().unwrap_or_default();
-            match kind {
-                "ILLEGAL_TRANSITION" => {
-                    let (from, to) = detail.split_once("->").unwrap_or(("?", "?"));
-                    return Error::IllegalTransition {
-                        entity: entity_of(&table),
-                        id: "?".into(),
-                        from: from.trim().into(),
-                        to: to.trim().into(),
-                    };
-                }
-                "IMMUTABLE" => return Error::Immutable { table },
-                "STALE_ATTEMPT" => {
-                    return Error::StaleAttempt {
-                        job_id: 0,
-                        attempt: -1,
-                        current: -1,
-                        state: detail.into(),
-                    }
-                }
-                _ => {}
+            if let Some(e) = Error::from_trigger_message(&message) {
+                return e;
             }
         }
         if message.starts_with("UNIQUE constraint failed: ingest_runs.lock_key") {
-            return Error::RunAlreadyActive {
-                lock_key: String::new(),
-                active_run_id: None,
-                recorded_run_id: None,
+            return Error::Refused {
+                code: "RUN_ALREADY_ACTIVE",
+                table: "ingest_runs".into(),
+                rule: "a started run holds this lock key".into(),
+                row: None,
             };
         }
         Error::ConstraintViolation { message }
     }
 }
 
-fn entity_of(table: &str) -> &'static str {
-    match table {
-        "jobs" => "job",
-        "ingest_runs" => "run",
-        "due_runs" => "due_run",
-        "schedules" => "schedule",
-        _ => "row",
+/// Every code a trigger may raise (see migrations/V5).
+const TRIGGER_CODES: &[&str] = &[
+    "ILLEGAL_TRANSITION",
+    "IMMUTABLE",
+    "STALE_ATTEMPT",
+    "EVENT_SEQ",
+    "EVENT_CURSOR",
+    "CLAIM_FENCE",
+    "MISSING_REFERENCE",
+    "INVALID_SHAPE",
+    "DUPLICATE",
+    "INTEGRITY",
+    "RUN_ALREADY_ACTIVE",
+];
+
+impl Error {
+    /// Parses a trigger message `CODE: table[: rule][ row ID]` into [`Error::Refused`];
+    /// `None` when the message is not of that form or the code is unknown.
+    pub fn from_trigger_message(message: &str) -> Option<Self> {
+        let mut parts = message.splitn(3, ':').map(str::trim);
+        let kind = parts.next()?;
+        let code = TRIGGER_CODES.iter().copied().find(|c| *c == kind)?;
+        let table = parts.next().filter(|t| !t.is_empty())?.to_string();
+        let rule = parts.next().unwrap_or_default();
+        let (rule, row) = match rule.rsplit_once(" row ") {
+            Some((r, id)) if !id.is_empty() && !id.contains(' ') => (r, Some(id.to_string())),
+            _ => (rule, None),
+        };
+        Some(Error::Refused {
+            code,
+            table,
+            rule: rule.to_string(),
+            row,
+        })
     }
 }
 
@@ -364,16 +425,27 @@ mod tests {
         .unwrap();
         let e = Error::from(conn.execute("insert into t values (1)", []).unwrap_err());
         match e {
-            Error::IllegalTransition {
-                entity, from, to, ..
+            Error::Refused {
+                code,
+                table,
+                rule,
+                row,
             } => {
                 assert_eq!(
-                    (entity, from.as_str(), to.as_str()),
-                    ("job", "created", "completed")
+                    (code, table.as_str(), rule.as_str(), row),
+                    ("ILLEGAL_TRANSITION", "jobs", "created->completed", None)
                 );
             }
             other => panic!("unexpected {other:?}"),
         }
+        let e = Error::from_trigger_message("MISSING_REFERENCE: due_runs: schedule_id names no schedule row 7")
+            .unwrap();
+        assert!(
+            matches!(&e, Error::Refused { code: "MISSING_REFERENCE", row: Some(r), .. } if r == "7"),
+            "{e:?}"
+        );
+        assert!(Error::from_trigger_message("NOPE: jobs").is_none());
+        assert!(Error::from_trigger_message("IMMUTABLE").is_none());
         let e = Error::from(conn.execute("delete from u", []).unwrap_err());
         assert_eq!(e.code(), "IMMUTABLE");
         let e = Error::from(conn.execute("select * from missing", []).unwrap_err());

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::integrity;
 
 /// How many events per job the database keeps (the `job_events_prune` trigger).
 pub const BACKLOG: i64 = 200;
@@ -88,10 +89,12 @@ pub struct Event {
     pub at: Timestamp,
 }
 
-const APPEND: &str = "insert into job_events (job_id, seq, kind, payload, at)
-     values (:job_id, coalesce((select max(seq) from job_events where job_id = :job_id), 0) + 1,
-             :kind, :payload, :at)
-     returning cursor, seq";
+const APPEND: &str = "insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash)
+     values (:job_id, :seq, :kind, :payload, :at, :prev_hash, :hash)
+     returning cursor";
+/// The job's newest event (its seq and chain hash), which the next event follows.
+const LAST_OF_JOB: &str = "select seq, hash from job_events where job_id = :job_id
+     order by seq desc limit 1";
 const SINCE: &str = "select cursor, job_id, seq, kind, payload, at from job_events
      where job_id = :job_id and seq > :seq order by seq limit :limit";
 const OLDEST_SEQ: &str = "select min(seq), max(seq) from job_events where job_id = :job_id";
@@ -129,9 +132,24 @@ pub(crate) fn append(
     payload: Value,
     now: Timestamp,
 ) -> Result<Event> {
-    let (cursor, seq) = conn.prepare_cached(APPEND)?.query_row(
-        named_params! {":job_id": job_id, ":kind": kind.as_str(), ":payload": payload.to_string(), ":at": now},
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    let last: Option<(i64, Option<String>)> = conn
+        .prepare_cached(LAST_OF_JOB)?
+        .query_row(named_params! {":job_id": job_id}, |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, None));
+    let seq = prev_seq + 1;
+    let prev_hash = prev_hash.unwrap_or_else(|| integrity::GENESIS.to_string());
+    let text = payload.to_string();
+    let at = now.to_string();
+    let hash = integrity::event_hash(&prev_hash, job_id, seq, kind.as_str(), &at, &text);
+    let cursor = conn.prepare_cached(APPEND)?.query_row(
+        named_params! {
+            ":job_id": job_id, ":seq": seq, ":kind": kind.as_str(), ":payload": text,
+            ":at": at, ":prev_hash": prev_hash, ":hash": hash,
+        },
+        |r| r.get(0),
     )?;
     Ok(Event {
         cursor,

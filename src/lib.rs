@@ -43,6 +43,7 @@ pub mod error;
 pub mod events;
 pub mod flex;
 pub mod guide;
+pub mod integrity;
 pub mod job;
 mod looping;
 mod machine;

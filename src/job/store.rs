@@ -125,8 +125,10 @@ const OLDEST_HEARTBEAT: &str = "select min(heartbeat_at) from jobs where state =
 const OLDEST_HEARTBEAT_USER: &str =
     "select min(heartbeat_at) from jobs where state = 'running' and user_id = :user_id";
 
-const AUDIT: &str = "insert into audit_log (entity, entity_id, action, actor, at, detail)
-     values ('job', :id, :action, :actor, :now, :detail)";
+const AUDIT: &str = "insert into audit_log (entity, entity_id, action, actor, at, detail, hash)
+     values ('job', :id, :action, :actor, :now, :detail, :hash)";
+/// The newest audit row's chain hash, which the next row follows.
+const AUDIT_LAST_HASH: &str = "select hash from audit_log order by id desc limit 1";
 
 fn json_text(v: &Value) -> String {
     v.to_string()
@@ -534,8 +536,23 @@ pub(crate) fn audit(
     detail: &Value,
     now: Timestamp,
 ) -> Result<()> {
+    let prev: Option<Option<String>> = conn
+        .prepare_cached(AUDIT_LAST_HASH)?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let prev = prev.flatten();
+    let (entity_id, detail, at) = (id.to_string(), json_text(detail), now.to_string());
+    let hash = crate::integrity::audit_hash(
+        prev.as_deref().unwrap_or(crate::integrity::GENESIS),
+        "job",
+        &entity_id,
+        action,
+        actor,
+        &at,
+        &detail,
+    );
     conn.prepare_cached(AUDIT)?.execute(named_params! {
-        ":id": id.to_string(), ":action": action, ":actor": actor, ":now": now, ":detail": json_text(detail),
+        ":id": entity_id, ":action": action, ":actor": actor, ":now": at, ":detail": detail, ":hash": hash,
     })?;
     Ok(())
 }

@@ -104,11 +104,14 @@ pub struct SupervisorStatus {
     pub jobs_failed: i64,
 }
 
-const RECORD_TICK: &str =
+// Update, else insert: the table refuses any INSERT of an existing name (so a REPLACE can
+// never reset the counters), which also refuses an upsert's insert half.
+const RECORD_TICK: &str = "update supervisor_state set last_tick_at = :now, ticks = ticks + 1,
+        jobs_recovered = jobs_recovered + :recovered, jobs_failed = jobs_failed + :failed
+     where name = :name";
+const FIRST_TICK: &str =
     "insert into supervisor_state (name, last_tick_at, ticks, jobs_recovered, jobs_failed)
-     values (:name, :now, 1, :recovered, :failed)
-     on conflict (name) do update set last_tick_at = :now, ticks = ticks + 1,
-        jobs_recovered = jobs_recovered + :recovered, jobs_failed = jobs_failed + :failed";
+     values (:name, :now, 1, :recovered, :failed)";
 const STATUS: &str = "select name, last_tick_at, ticks, jobs_recovered, jobs_failed
      from supervisor_state where name = :name";
 const CLEANUP: &str = "delete from supervisor_state where name = :name";
@@ -227,9 +230,12 @@ impl Supervisor {
                 .filter(|r| r.to == JobState::Failed)
                 .count();
             let recovered = report.recovered.len() - failed;
-            tx.prepare_cached(RECORD_TICK)?.execute(rusqlite::named_params! {
+            let tick = rusqlite::named_params! {
                 ":name": self.opts.name, ":now": now, ":recovered": recovered as i64, ":failed": failed as i64,
-            })?;
+            };
+            if tx.prepare_cached(RECORD_TICK)?.execute(tick)? == 0 {
+                tx.prepare_cached(FIRST_TICK)?.execute(tick)?;
+            }
             Ok(report)
         })
     }

@@ -217,6 +217,9 @@ const DELETE_MODULE: &str = "DELETE FROM ingest_modules WHERE module = :module";
 const LIST_MODULES: &str =
     "SELECT module, domain, scopes, enabled FROM ingest_modules ORDER BY module";
 
+/// The longest latency a probe records (one day; the table refuses more).
+const MAX_LATENCY_MS: i64 = 86_400_000;
+
 const INSERT_PROBE: &str =
     "INSERT INTO ingest_probes (module, status, code, message, latency_ms, tested_at)
     VALUES (:module, :status, :code, :message, :latency, :now)";
@@ -324,7 +327,7 @@ pub(crate) fn record_probe(
         ":status": status,
         ":code": code,
         ":message": message,
-        ":latency": latency_ms.max(0),
+        ":latency": latency_ms.clamp(0, MAX_LATENCY_MS),
         ":now": now,
     })?;
     Ok(tx.last_insert_rowid())

@@ -184,7 +184,7 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
     });
     match inserted.map_err(Error::from) {
         Ok(_) => Ok(Started::Run(tx.last_insert_rowid())),
-        Err(Error::RunAlreadyActive { .. }) => {
+        Err(e) if e.code() == "RUN_ALREADY_ACTIVE" => {
             let active_run_id: Option<i64> = tx
                 .prepare_cached(ACTIVE_HOLDER)?
                 .query_row(named_params! {":lock_key": new.lock_key}, |r| r.get(0))

@@ -168,7 +168,7 @@ fn sql_refuses_every_broken_run_row() {
     let (engine, _clock) = mem_engine();
     exec(&engine, START_SQL).unwrap();
     exec(&engine, "insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at, status, finished_at, duration_ms, error_code, meta_json)
-        values ('p', 'universe', 'manual', 'p:universe', '2026-11-22T11:30:00.000Z', null, 'failed', '2026-11-22T11:30:00.000Z', 0, 'RUN_ALREADY_ACTIVE', '{\"blockedStage\":\"lock\"}')").unwrap();
+        values ('p', 'universe', 'manual', 'p:universe', '2026-11-22T11:30:00.000Z', null, 'failed', '2026-11-22T11:30:00.000Z', 0, 'RUN_ALREADY_ACTIVE', '{\"blockedStage\":\"lock\",\"errorCode\":\"RUN_ALREADY_ACTIVE\",\"source\":\"manual\",\"scope\":\"universe\"}')").unwrap();
     let before = dump(&engine);
     let cases: &[(&str, &str)] = &[
         (START_SQL, "RUN_ALREADY_ACTIVE"),
