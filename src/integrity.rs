@@ -193,7 +193,13 @@ fn event_chain(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
         let seq: i64 = r.get(2)?;
         let prev_hash: Option<String> = r.get(6)?;
         let hash: Option<String> = r.get(7)?;
-        let before = last.take().filter(|(j, s, _)| *j == job_id && *s == seq - 1);
+        let same_job = last.take().filter(|(j, _, _)| *j == job_id);
+        // an event missing between two kept ones breaks the chain (pruning only removes
+        // the oldest)
+        if matches!(&same_job, Some((_, s, _)) if *s != seq - 1) {
+            mark(job_id, cursor, seq);
+        }
+        let before = same_job.filter(|(_, s, _)| *s == seq - 1);
         last = Some((job_id, seq, hash.clone()));
         let (Some(prev_hash), Some(hash)) = (prev_hash, hash) else {
             if cursor > legacy {
@@ -240,14 +246,29 @@ fn sequences(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
     })?;
     for row in rows {
         let (table, seq, max_id) = row?;
-        let Some(max_id) = max_id else { continue };
-        match seq {
-            None => found.push(anomaly(
+        // V5 gives every AUTOINCREMENT table an entry; only DROP TABLE removes it.
+        let Some(seq) = seq else {
+            found.push(anomaly(
                 "sequence",
                 &table,
                 None,
-                format!("rows up to id {max_id} but no sqlite_sequence entry (ids may be reused)"),
-            )),
+                "no sqlite_sequence entry: the table was dropped and recreated (ids may be reused)".into(),
+            ));
+            continue;
+        };
+        let Some(max_id) = max_id else {
+            if table == "audit_log" && seq > legacy_through(conn, "audit_log")? {
+                found.push(anomaly(
+                    "sequence",
+                    &table,
+                    None,
+                    format!("sqlite_sequence is {seq} but the table is empty: audit rows were deleted"),
+                ));
+            }
+            continue;
+        };
+        match Some(seq) {
+            None => {}
             Some(seq) if seq < max_id => found.push(anomaly(
                 "sequence",
                 &table,

@@ -365,6 +365,9 @@ fn events_of_a_deleted_job_are_found() {
         found,
         [
             e("event_orphan", "job_events", "1"),
+            // job_events.job_id is a foreign key since V5
+            e("foreign_key", "job_events", "1"),
+            e("foreign_key", "job_events", "2"),
             e("schema_object", "jobs", "jobs_delete_cascades"),
         ]
     );

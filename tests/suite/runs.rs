@@ -200,15 +200,43 @@ fn sql_refuses_every_broken_run_row() {
         assert_eq!(e.code(), code, "{sql}: {e}");
         assert_eq!(dump(&engine), before, "{sql} changed the database");
     }
-    // The timeline only grows.
-    exec(
+    // Entries have the one shape the reader knows (since V5), and the timeline only grows.
+    let e = exec(
         &engine,
         "update ingest_runs set timeline = '[1,2]' where id = 1",
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), "INVALID_SHAPE", "{e}");
+    let entry = |stage: &str| {
+        format!(
+            "json_object('v', 1, 'stage', '{stage}', 'kind', 'gate', 'attempt', 1, 'status', 'success', \
+             'started_at', '2026-11-22T11:30:00.000Z', 'finished_at', '2026-11-22T11:30:00.000Z', \
+             'duration_ms', 0, 'error_code', null, 'message', null, 'detail', null)"
+        )
+    };
+    exec(
+        &engine,
+        &format!(
+            "update ingest_runs set timeline = json_array({}, {}) where id = 1",
+            entry("a"),
+            entry("b")
+        ),
     )
     .unwrap();
     let e = exec(
         &engine,
-        "update ingest_runs set timeline = '[1]' where id = 1",
+        &format!("update ingest_runs set timeline = json_array({}) where id = 1", entry("a")),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), "IMMUTABLE", "{e}");
+    // an earlier (closed) entry is never rewritten in place
+    let e = exec(
+        &engine,
+        &format!(
+            "update ingest_runs set timeline = json_array({}, {}) where id = 1",
+            entry("x"),
+            entry("b")
+        ),
     )
     .unwrap_err();
     assert_eq!(e.code(), "IMMUTABLE", "{e}");
