@@ -73,7 +73,8 @@ pub fn schema_version(conn: &Connection) -> Result<i64> {
     )?)
 }
 
-const HISTORY: &str = "select version, name, checksum from refinery_schema_history order by version";
+const HISTORY: &str =
+    "select version, name, checksum from refinery_schema_history order by version";
 
 /// Compares the file's migration history with this build's migrations: every recorded
 /// version must be one of ours with the same name and checksum, and none of ours below the
@@ -122,13 +123,15 @@ pub fn verify_history(conn: &Connection) -> Result<()> {
             Some(_) => {}
         }
     }
-    if let Some(extra) = recorded
-        .iter()
-        .find(|r| r.0 <= known_schema_version() && !ours.iter().any(|m| i64::from(m.version()) == r.0))
-    {
+    if let Some(extra) = recorded.iter().find(|r| {
+        r.0 <= known_schema_version() && !ours.iter().any(|m| i64::from(m.version()) == r.0)
+    }) {
         return Err(Error::MigrationHistory {
             version: extra.0,
-            detail: format!("version {} ({:?}) is not a migration of this build", extra.0, extra.1),
+            detail: format!(
+                "version {} ({:?}) is not a migration of this build",
+                extra.0, extra.1
+            ),
         });
     }
     let duplicates = recorded.windows(2).find(|w| w[0].0 == w[1].0);
@@ -146,7 +149,9 @@ pub fn verify_history(conn: &Connection) -> Result<()> {
 pub fn open_read_only(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.query_row("select count(*) from sqlite_master", [], |_| Ok(()))?;
     Ok(conn)

@@ -438,8 +438,10 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let e = Error::from_trigger_message("MISSING_REFERENCE: due_runs: schedule_id names no schedule row 7")
-            .unwrap();
+        let e = Error::from_trigger_message(
+            "MISSING_REFERENCE: due_runs: schedule_id names no schedule row 7",
+        )
+        .unwrap();
         assert!(
             matches!(&e, Error::Refused { code: "MISSING_REFERENCE", row: Some(r), .. } if r == "7"),
             "{e:?}"

@@ -77,7 +77,12 @@ pub fn event_hash(
 
 /// The checks `doctor` runs for what SQL cannot forbid (DDL traces): the two hash chains,
 /// `sqlite_sequence` against the largest ids, and the migration history.
-pub(crate) const CHECK_NAMES: &[&str] = &["audit_chain", "event_chain", "sequence", "migration_history"];
+pub(crate) const CHECK_NAMES: &[&str] = &[
+    "audit_chain",
+    "event_chain",
+    "sequence",
+    "migration_history",
+];
 
 fn anomaly(check: &'static str, table: &str, row: Option<String>, detail: String) -> Anomaly {
     Anomaly {
@@ -110,7 +115,12 @@ const SEQUENCES: &str = "SELECT t.name, s.seq, t.max_id FROM (
 pub(crate) fn doctor_checks(conn: &Connection, found: &mut Vec<Anomaly>) {
     let mut run = |name: &'static str, table: &str, r: Result<()>| {
         if let Err(e) = r {
-            found.push(anomaly(name, table, None, format!("check could not run: {e}")));
+            found.push(anomaly(
+                name,
+                table,
+                None,
+                format!("check could not run: {e}"),
+            ));
         }
     };
     let mut local = Vec::new();
@@ -162,7 +172,15 @@ fn audit_chain(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
                 other => format!("{other:?}"),
             })
         };
-        let expected = audit_hash(&prev, &text(1)?, &text(2)?, &text(3)?, &text(4)?, &text(5)?, &text(6)?);
+        let expected = audit_hash(
+            &prev,
+            &text(1)?,
+            &text(2)?,
+            &text(3)?,
+            &text(4)?,
+            &text(5)?,
+            &text(6)?,
+        );
         if expected != hash {
             found.push(anomaly(
                 "audit_chain",
@@ -242,7 +260,11 @@ fn event_chain(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
 fn sequences(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
     let mut stmt = conn.prepare_cached(SEQUENCES)?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+        ))
     })?;
     for row in rows {
         let (table, seq, max_id) = row?;
@@ -252,7 +274,8 @@ fn sequences(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
                 "sequence",
                 &table,
                 None,
-                "no sqlite_sequence entry: the table was dropped and recreated (ids may be reused)".into(),
+                "no sqlite_sequence entry: the table was dropped and recreated (ids may be reused)"
+                    .into(),
             ));
             continue;
         };
@@ -262,7 +285,9 @@ fn sequences(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
                     "sequence",
                     &table,
                     None,
-                    format!("sqlite_sequence is {seq} but the table is empty: audit rows were deleted"),
+                    format!(
+                        "sqlite_sequence is {seq} but the table is empty: audit rows were deleted"
+                    ),
                 ));
             }
             continue;
@@ -295,14 +320,58 @@ mod tests {
     fn every_field_and_the_predecessor_change_the_hash() {
         let base = event_hash(GENESIS, 1, 1, "created", "2026-11-22T11:30:00.000Z", "{}");
         assert_eq!(base.len(), 64);
-        assert_ne!(base, event_hash(&base, 1, 1, "created", "2026-11-22T11:30:00.000Z", "{}"));
-        assert_ne!(base, event_hash(GENESIS, 2, 1, "created", "2026-11-22T11:30:00.000Z", "{}"));
-        assert_ne!(base, event_hash(GENESIS, 1, 2, "created", "2026-11-22T11:30:00.000Z", "{}"));
-        assert_ne!(base, event_hash(GENESIS, 1, 1, "claimed", "2026-11-22T11:30:00.000Z", "{}"));
-        assert_ne!(base, event_hash(GENESIS, 1, 1, "created", "2026-11-22T11:30:00.001Z", "{}"));
-        assert_ne!(base, event_hash(GENESIS, 1, 1, "created", "2026-11-22T11:30:00.000Z", "{\"a\":1}"));
-        let a = audit_hash(GENESIS, "job", "1", "cancel", "cli", "2026-11-22T11:30:00.000Z", "{}");
-        assert_ne!(a, audit_hash(GENESIS, "job", "1", "cancel", "cli2", "2026-11-22T11:30:00.000Z", "{}"));
+        assert_ne!(
+            base,
+            event_hash(&base, 1, 1, "created", "2026-11-22T11:30:00.000Z", "{}")
+        );
+        assert_ne!(
+            base,
+            event_hash(GENESIS, 2, 1, "created", "2026-11-22T11:30:00.000Z", "{}")
+        );
+        assert_ne!(
+            base,
+            event_hash(GENESIS, 1, 2, "created", "2026-11-22T11:30:00.000Z", "{}")
+        );
+        assert_ne!(
+            base,
+            event_hash(GENESIS, 1, 1, "claimed", "2026-11-22T11:30:00.000Z", "{}")
+        );
+        assert_ne!(
+            base,
+            event_hash(GENESIS, 1, 1, "created", "2026-11-22T11:30:00.001Z", "{}")
+        );
+        assert_ne!(
+            base,
+            event_hash(
+                GENESIS,
+                1,
+                1,
+                "created",
+                "2026-11-22T11:30:00.000Z",
+                "{\"a\":1}"
+            )
+        );
+        let a = audit_hash(
+            GENESIS,
+            "job",
+            "1",
+            "cancel",
+            "cli",
+            "2026-11-22T11:30:00.000Z",
+            "{}",
+        );
+        assert_ne!(
+            a,
+            audit_hash(
+                GENESIS,
+                "job",
+                "1",
+                "cancel",
+                "cli2",
+                "2026-11-22T11:30:00.000Z",
+                "{}"
+            )
+        );
         // field boundaries are unambiguous
         assert_ne!(
             audit_hash(GENESIS, "job", "1", "ab", "c", "t", "{}"),

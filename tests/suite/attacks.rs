@@ -272,7 +272,8 @@ fn attacks(t: &Target) -> Vec<(u8, String, &'static str)> {
 fn refused(conn: &Connection, sql: &str) -> Option<Error> {
     conn.execute_batch("SAVEPOINT attack").unwrap();
     let out = conn.execute_batch(sql).err().map(Error::from);
-    conn.execute_batch("ROLLBACK TO attack; RELEASE attack").unwrap();
+    conn.execute_batch("ROLLBACK TO attack; RELEASE attack")
+        .unwrap();
     out
 }
 
@@ -282,8 +283,12 @@ fn every_illegal_statement_is_refused_by_the_database_with_its_code() {
     let conn = Connection::open(t.path()).unwrap();
     // this build's SQLite turns foreign keys on by default; a stock shell has them off
     conn.execute_batch("pragma foreign_keys = off").unwrap();
-    let fk: i64 = conn.query_row("pragma foreign_keys", [], |r| r.get(0)).unwrap();
-    let rec: i64 = conn.query_row("pragma recursive_triggers", [], |r| r.get(0)).unwrap();
+    let fk: i64 = conn
+        .query_row("pragma foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    let rec: i64 = conn
+        .query_row("pragma recursive_triggers", [], |r| r.get(0))
+        .unwrap();
     assert_eq!((fk, rec), (0, 0), "a stock shell's defaults");
     let before = dump(&conn);
     let mut failures = Vec::new();
@@ -291,14 +296,25 @@ fn every_illegal_statement_is_refused_by_the_database_with_its_code() {
     for (class, sql, code) in &list {
         match refused(&conn, sql) {
             None => failures.push(format!("class {class}: ACCEPTED: {sql}")),
-            Some(e) if e.code() != *code => {
-                failures.push(format!("class {class}: {} instead of {code}: {sql}: {e}", e.code()))
-            }
+            Some(e) if e.code() != *code => failures.push(format!(
+                "class {class}: {} instead of {code}: {sql}: {e}",
+                e.code()
+            )),
             Some(_) => {}
         }
-        assert_eq!(dump(&conn), before, "class {class}: {sql} changed the database");
+        assert_eq!(
+            dump(&conn),
+            before,
+            "class {class}: {sql} changed the database"
+        );
     }
-    assert!(failures.is_empty(), "{} of {}:\n{}", failures.len(), list.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {}:\n{}",
+        failures.len(),
+        list.len(),
+        failures.join("\n")
+    );
     let classes: std::collections::BTreeSet<u8> = list.iter().map(|a| a.0).collect();
     assert_eq!(classes.len(), 11, "every class is attacked");
 }
@@ -311,7 +327,10 @@ fn shell() -> Option<PathBuf> {
 #[test]
 fn the_stock_sqlite3_shell_is_refused_too() {
     let Some(sqlite3) = shell() else {
-        assert!(std::env::var_os("CI").is_none(), "CI installs sqlite3 (.ci/run)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs sqlite3 (.ci/run)"
+        );
         eprintln!("sqlite3 is not installed; skipped");
         return;
     };
@@ -329,7 +348,10 @@ fn the_stock_sqlite3_shell_is_refused_too() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let named = code == "CONSTRAINT_VIOLATION" || stderr.contains(code);
         if out.status.success() || !named {
-            failures.push(format!("class {class}: {sql}: exit {:?}, {stderr}", out.status.code()));
+            failures.push(format!(
+                "class {class}: {sql}: exit {:?}, {stderr}",
+                out.status.code()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -347,16 +369,19 @@ fn the_stock_sqlite3_shell_is_refused_too() {
 
 fn shell_batch(path: &Path, sql: &str) {
     let conn = Connection::open(path).unwrap();
-    conn.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    conn.execute_batch(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// The statement that creates `name`, to put it back word for word after the write.
 fn sql_of(path: &Path, name: &str) -> String {
     Connection::open(path)
         .unwrap()
-        .query_row("select sql from sqlite_master where name = ?1", [name], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "select sql from sqlite_master where name = ?1",
+            [name],
+            |r| r.get(0),
+        )
         .unwrap()
 }
 
@@ -387,9 +412,14 @@ fn doctor_finds_an_audit_row_rewritten_behind_a_dropped_trigger() {
     let trig = sql_of(&t.path(), "audit_log_no_update");
     shell_batch(
         &t.path(),
-        &format!("drop trigger audit_log_no_update; update audit_log set actor = 'nobody'; {trig};"),
+        &format!(
+            "drop trigger audit_log_no_update; update audit_log set actor = 'nobody'; {trig};"
+        ),
     );
-    assert_eq!(errors(&t.path()), [("audit_chain", "audit_log".to_string())]);
+    assert_eq!(
+        errors(&t.path()),
+        [("audit_chain", "audit_log".to_string())]
+    );
     assert_eq!(doctor_cli_exit(&t.path()), Some(1));
 }
 
@@ -410,10 +440,14 @@ fn doctor_finds_the_audit_table_dropped_and_recreated() {
     let t = demo();
     let table = sql_of(&t.path(), "audit_log");
     let index = sql_of(&t.path(), "audit_log_entity");
-    let triggers: Vec<String> = ["audit_log_append_only", "audit_log_no_update", "audit_log_no_delete"]
-        .iter()
-        .map(|n| sql_of(&t.path(), n))
-        .collect();
+    let triggers: Vec<String> = [
+        "audit_log_append_only",
+        "audit_log_no_update",
+        "audit_log_no_delete",
+    ]
+    .iter()
+    .map(|n| sql_of(&t.path(), n))
+    .collect();
     shell_batch(
         &t.path(),
         &format!(
@@ -439,7 +473,10 @@ fn doctor_finds_events_rewritten_deleted_or_forged_behind_dropped_triggers() {
             &format!("drop trigger job_events_no_update; drop trigger job_events_no_delete; {write}; {upd}; {del};"),
         );
         let found = errors(&t.path());
-        assert!(found.contains(&("event_chain", "job_events".to_string())), "{write}: {found:?}");
+        assert!(
+            found.contains(&("event_chain", "job_events".to_string())),
+            "{write}: {found:?}"
+        );
         assert_eq!(doctor_cli_exit(&t.path()), Some(1), "{write}");
     }
     // an event inserted with a made-up hash
@@ -455,15 +492,25 @@ fn doctor_finds_events_rewritten_deleted_or_forged_behind_dropped_triggers() {
             t.running
         ),
     );
-    assert_eq!(errors(&t.path()), [("event_chain", "job_events".to_string())]);
+    assert_eq!(
+        errors(&t.path()),
+        [("event_chain", "job_events".to_string())]
+    );
 }
 
 #[test]
 fn doctor_finds_a_rewound_sqlite_sequence() {
     for table in ["jobs", "job_events", "ingest_runs", "due_runs"] {
         let t = demo();
-        shell_batch(&t.path(), &format!("update sqlite_sequence set seq = 0 where name = '{table}'"));
-        assert_eq!(errors(&t.path()), [("sequence", table.to_string())], "{table}");
+        shell_batch(
+            &t.path(),
+            &format!("update sqlite_sequence set seq = 0 where name = '{table}'"),
+        );
+        assert_eq!(
+            errors(&t.path()),
+            [("sequence", table.to_string())],
+            "{table}"
+        );
         assert_eq!(doctor_cli_exit(&t.path()), Some(1));
     }
 }
@@ -500,7 +547,10 @@ fn an_edited_migration_history_is_a_typed_error_and_doctor_still_reports() {
     );
     let e = Engine::open(t.path()).unwrap_err();
     assert_eq!(e.code(), "MIGRATION_HISTORY", "{e}");
-    assert!(matches!(e, Error::MigrationHistory { version: 3, .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::MigrationHistory { version: 3, .. }),
+        "{e:?}"
+    );
     assert_eq!(
         errors(&t.path()),
         [("migration_history", "refinery_schema_history".to_string())]
@@ -512,7 +562,10 @@ fn an_edited_migration_history_is_a_typed_error_and_doctor_still_reports() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("migration_history"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("migration_history"),
+        "{out:?}"
+    );
 }
 
 // ------------------------------------------------------------- upgrading a V4 file
@@ -549,15 +602,23 @@ fn v4_rows(conn: &Connection) -> Vec<String> {
     let mut out = Vec::new();
     for table in V4_TABLES {
         let cols: Vec<String> = conn
-            .prepare(&format!("select name from pragma_table_info('{table}') order by cid"))
+            .prepare(&format!(
+                "select name from pragma_table_info('{table}') order by cid"
+            ))
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let cols: Vec<String> = cols.into_iter().filter(|c| c != "hash" && c != "prev_hash").collect();
+        let cols: Vec<String> = cols
+            .into_iter()
+            .filter(|c| c != "hash" && c != "prev_hash")
+            .collect();
         let mut stmt = conn
-            .prepare(&format!("select {} from {table} order by 1", cols.join(", ")))
+            .prepare(&format!(
+                "select {} from {table} order by 1",
+                cols.join(", ")
+            ))
             .unwrap();
         let n = stmt.column_count();
         let mut rows = stmt.query([]).unwrap();
@@ -575,9 +636,16 @@ fn v4_rows(conn: &Connection) -> Vec<String> {
 fn a_v4_file_upgrades_with_every_row_and_doctor_clean() {
     let (_dir, path) = v4_fixture();
     let before = v4_rows(&Connection::open(&path).unwrap());
-    assert!(before.len() > 40, "the fixture has rows in every table: {}", before.len());
+    assert!(
+        before.len() > 40,
+        "the fixture has rows in every table: {}",
+        before.len()
+    );
     let engine = Engine::open(&path).unwrap();
-    assert_eq!(engine.schema_version().unwrap(), runledger::db::known_schema_version());
+    assert_eq!(
+        engine.schema_version().unwrap(),
+        runledger::db::known_schema_version()
+    );
     drop(engine);
     let conn = Connection::open(&path).unwrap();
     assert_eq!(v4_rows(&conn), before);
@@ -625,5 +693,99 @@ fn a_v4_row_the_new_rules_refuse_names_itself_and_the_file_stays_v4() {
         // doctor still reports on the file, read-only
         let out = Command::new(bin()).arg("--db").arg(&path).arg("doctor").output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{out:?}");
+    }
+}
+
+// ------------------------------------- the machine proof, by REPLACE and upsert
+
+/// Every column of `table`, in order.
+fn columns(engine: &Engine, table: &str) -> Vec<String> {
+    engine
+        .with_connection(|c| {
+            let mut stmt = c.prepare(&format!(
+                "select name from pragma_table_info('{table}') order by cid"
+            ))?;
+            let cols = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(cols)
+        })
+        .unwrap()
+}
+
+/// `INSERT OR REPLACE` of the row `id` of `table` with `state_col` set to `to`, and the
+/// upsert form of the same write: both must be refused for every (from, to) pair, so neither
+/// is a way around the machine (a REPLACE deletes without DELETE triggers in a stock shell).
+fn replace_forms(engine: &Engine, table: &str, key: &str, id: i64, state_col: &str, to: &str) {
+    let cols = columns(engine, table);
+    let select: Vec<String> = cols
+        .iter()
+        .map(|c| {
+            if c == state_col {
+                format!("'{to}'")
+            } else {
+                c.clone()
+            }
+        })
+        .collect();
+    let (list, select) = (cols.join(", "), select.join(", "));
+    let forms = [
+        format!("INSERT OR REPLACE INTO {table} ({list}) SELECT {select} FROM {table} WHERE {key} = {id}"),
+        format!("REPLACE INTO {table} ({list}) SELECT {select} FROM {table} WHERE {key} = {id}"),
+        format!(
+            "INSERT INTO {table} ({list}) SELECT {list} FROM {table} WHERE {key} = {id} AND 1
+             ON CONFLICT ({key}) DO UPDATE SET {state_col} = '{to}'"
+        ),
+    ];
+    let before = crate::common::dump(engine);
+    for sql in forms {
+        let e = engine
+            .with_connection(|c| Ok(c.execute_batch(&sql)?))
+            .expect_err(&sql);
+        assert_eq!(e.code(), "IMMUTABLE", "{sql}: {e}");
+        assert_eq!(crate::common::dump(engine), before, "{sql}");
+    }
+}
+
+#[test]
+fn replace_and_upsert_never_move_a_job_run_or_slot() {
+    use runledger::job::JobState;
+    let (engine, _clock) = crate::common::mem_engine();
+    for from in JobState::ALL {
+        let job = crate::jobs::job_in(&engine, from);
+        for to in JobState::ALL {
+            replace_forms(&engine, "jobs", "id", job.id, "state", to.as_str());
+        }
+        // leave no created or running job for the next job_in's claim
+        if matches!(
+            from,
+            JobState::Created | JobState::Running | JobState::Paused
+        ) {
+            engine.jobs().cancel(job.id, "op", None).unwrap();
+        }
+    }
+    engine
+        .with_connection(|c| {
+            Ok(c.execute_batch(&format!(
+                "insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at)
+                 values ('p', 'targets', 'manual', 'p:targets', '{TS}', '2099-01-01T00:00:00.000Z'),
+                        ('q', 'targets', 'manual', 'q:targets', '{TS}', '2099-01-01T00:00:00.000Z');
+                 update ingest_runs set status = 'success', finished_at = '{TS}', duration_ms = 0 where id = 2;
+                 insert into schedules (name, pipeline, scope, rule, zone, created_at, updated_at)
+                 values ('s', 'ingest', 'both', 'daily 19:30', 'UTC', '{TS}', '{TS}');
+                 insert into due_runs (schedule_id, due_at, status, created_at)
+                 values (1, '2026-11-29T10:00:00.000Z', 'pending', '{TS}'),
+                        (1, '2026-11-29T11:00:00.000Z', 'pending', '{TS}');
+                 update due_runs set status = 'claimed', claimed_at = '{TS}', claimed_by = 't' where id = 2;"
+            ))?)
+        })
+        .unwrap();
+    for id in [1, 2] {
+        for to in ["started", "success", "failed"] {
+            replace_forms(&engine, "ingest_runs", "id", id, "status", to);
+        }
+        for to in ["pending", "claimed", "fired", "skipped", "failed"] {
+            replace_forms(&engine, "due_runs", "id", id, "status", to);
+        }
     }
 }

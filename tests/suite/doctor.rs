@@ -284,7 +284,11 @@ fn json_of_the_wrong_shape_is_found() {
             e("json", "audit_log", audit.as_deref().unwrap()),
             e("json", "ingest_runs", "3"),
             e("schema_object", "audit_log", "audit_log_append_only"),
-            e("schema_object", "ingest_runs", "ingest_runs_timeline_shape_insert"),
+            e(
+                "schema_object",
+                "ingest_runs",
+                "ingest_runs_timeline_shape_insert"
+            ),
         ]
     );
 }
@@ -315,7 +319,10 @@ fn an_event_sequence_gap_is_found() {
          insert into job_events (job_id, seq, kind, at)
          values (2, (select max(seq) + 2 from job_events where job_id = 2), 'progress', '2026-11-22T11:45:00.000Z');",
     );
-    let chain = found.iter().find(|f| f.0 == "event_chain").and_then(|f| f.3.clone());
+    let chain = found
+        .iter()
+        .find(|f| f.0 == "event_chain")
+        .and_then(|f| f.3.clone());
     assert!(chain.is_some(), "{found:?}");
     assert_eq!(
         found,
@@ -337,7 +344,10 @@ fn more_events_than_the_backlog_are_found_once_pruning_is_dropped() {
          insert into job_events (job_id, seq, kind, at)
          select 6, (select max(seq) from job_events where job_id = 6) + i, 'progress', '2026-11-22T11:45:00.000Z' from n;",
     );
-    let chain = found.iter().find(|f| f.0 == "event_chain").and_then(|f| f.3.clone());
+    let chain = found
+        .iter()
+        .find(|f| f.0 == "event_chain")
+        .and_then(|f| f.3.clone());
     assert!(chain.is_some(), "{found:?}");
     assert_eq!(
         found,
@@ -426,9 +436,7 @@ fn an_object_the_migrations_do_not_create_is_an_error() {
     // rows, an index that makes a key unique): an error since V5.
     let found = plant("create index jobs_extra on jobs (kind)");
     assert_eq!(found, [e("schema_object", "jobs", "jobs_extra")]);
-    let found = plant(
-        "create trigger jobs_rogue after update on jobs begin select 1; end",
-    );
+    let found = plant("create trigger jobs_rogue after update on jobs begin select 1; end");
     assert_eq!(found, [e("schema_object", "jobs", "jobs_rogue")]);
 }
 
@@ -439,8 +447,16 @@ fn a_dropped_table_is_reported_not_fatal() {
         found,
         [
             e("schema_object", "supervisor_state", "supervisor_state"),
-            e("schema_object", "supervisor_state", "supervisor_state_counters_grow"),
-            e("schema_object", "supervisor_state", "supervisor_state_insert_new"),
+            e(
+                "schema_object",
+                "supervisor_state",
+                "supervisor_state_counters_grow"
+            ),
+            e(
+                "schema_object",
+                "supervisor_state",
+                "supervisor_state_insert_new"
+            ),
         ]
     );
 }

@@ -225,7 +225,10 @@ fn sql_refuses_every_broken_run_row() {
     .unwrap();
     let e = exec(
         &engine,
-        &format!("update ingest_runs set timeline = json_array({}) where id = 1", entry("a")),
+        &format!(
+            "update ingest_runs set timeline = json_array({}) where id = 1",
+            entry("a")
+        ),
     )
     .unwrap_err();
     assert_eq!(e.code(), "IMMUTABLE", "{e}");

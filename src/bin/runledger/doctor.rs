@@ -27,7 +27,10 @@ pub fn doctor_read_only(
     _args: DoctorArgs,
     why: runledger::Error,
 ) -> CliResult {
-    eprintln!("doctor: the file does not open ([{}] {why}); checking it read-only", why.code());
+    eprintln!(
+        "doctor: the file does not open ([{}] {why}); checking it read-only",
+        why.code()
+    );
     let report = doctor::check_path(path, &DoctorOptions::default())?;
     print_report(&report, out)
 }
