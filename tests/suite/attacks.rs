@@ -789,3 +789,28 @@ fn replace_and_upsert_never_move_a_job_run_or_slot() {
         }
     }
 }
+
+#[test]
+fn the_zones_table_is_exactly_the_tz_database_the_crate_ships() {
+    use time_tz::TimeZone;
+    let mut ours: Vec<String> = time_tz::timezones::iter()
+        .map(|tz| tz.name().to_string())
+        .chain(["UTC".to_string()])
+        .filter(|n| runledger::schedule::Zone::new(n).is_ok())
+        .collect();
+    ours.sort();
+    ours.dedup();
+    let (engine, _clock) = crate::common::mem_engine();
+    let stored: Vec<String> = engine
+        .with_connection(|c| {
+            let mut stmt = c.prepare("select name from zones order by name")?;
+            let names = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(names)
+        })
+        .unwrap();
+    assert_eq!(stored, ours);
+    // so every zone a schedule can be created with is accepted by the table
+    assert!(stored.len() > 500, "{}", stored.len());
+}
