@@ -311,6 +311,16 @@ impl Error {
     /// Trigger messages are `CODE: table[: detail]`; a UNIQUE failure on the active-run
     /// lock index is [`Error::RunAlreadyActive`].
     pub fn from_sqlite(err: rusqlite::Error) -> Self {
+        if let rusqlite::Error::FromSqlConversionFailure(_, _, inner) = &err {
+            if let Some(d) = inner.downcast_ref::<CorruptRowDetail>() {
+                return Error::CorruptRow {
+                    table: d.table,
+                    id: d.id.clone(),
+                    column: d.column.clone(),
+                    reason: d.reason.clone(),
+                };
+            }
+        }
         let (code, message) = match &err {
             rusqlite::Error::SqliteFailure(f, msg) => (f, msg.clone().unwrap_or_default()),
             _ => return Error::Database(err),
@@ -340,6 +350,76 @@ impl Error {
         }
         Error::ConstraintViolation { message }
     }
+}
+
+/// What [`decode_row`] found wrong with a row, carried through rusqlite's error type to
+/// [`Error::from_sqlite`].
+#[derive(Debug)]
+struct CorruptRowDetail {
+    table: &'static str,
+    id: String,
+    column: String,
+    reason: String,
+}
+
+impl std::fmt::Display for CorruptRowDetail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} row {}: column {}: {}",
+            self.table, self.id, self.column, self.reason
+        )
+    }
+}
+
+impl std::error::Error for CorruptRowDetail {}
+
+/// Runs the row decoder `f` on `row` (of `table`, id in column 0); a value that cannot be
+/// decoded becomes [`Error::CorruptRow`] naming the table, the row's id and the column, so
+/// one bad row never turns a listing into an opaque `DATABASE` error.
+pub(crate) fn decode_row<T>(
+    table: &'static str,
+    row: &rusqlite::Row<'_>,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    use rusqlite::Error as E;
+    f(row).map_err(|e| {
+        let (col, ty, reason) = match &e {
+            E::FromSqlConversionFailure(i, ty, err) => {
+                (*i, ty.clone(), format!("{err} (stored as {ty})"))
+            }
+            E::InvalidColumnType(i, _, ty) => {
+                (*i, ty.clone(), format!("holds a value of type {ty}"))
+            }
+            E::IntegralValueOutOfRange(i, v) => (
+                *i,
+                rusqlite::types::Type::Integer,
+                format!("{v} is out of range"),
+            ),
+            _ => return e,
+        };
+        let id = match row.get_ref(0) {
+            Ok(rusqlite::types::ValueRef::Integer(i)) => i.to_string(),
+            Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+            Ok(other) => format!("{other:?}"),
+            Err(_) => "(unreadable)".into(),
+        };
+        let column = row
+            .as_ref()
+            .column_name(col)
+            .map(str::to_string)
+            .unwrap_or_else(|_| format!("#{col}"));
+        E::FromSqlConversionFailure(
+            col,
+            ty,
+            Box::new(CorruptRowDetail {
+                table,
+                id,
+                column,
+                reason,
+            }),
+        )
+    })
 }
 
 /// Every code a trigger may raise (see migrations/V5).

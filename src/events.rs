@@ -104,6 +104,10 @@ const DELETE_FOR_JOB: &str = "delete from job_events where job_id = :job_id";
 const JOB_EXISTS: &str = "select 1 from jobs where id = :job_id";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+    crate::error::decode_row("job_events", r, from_row_unchecked)
+}
+
+fn from_row_unchecked(r: &Row<'_>) -> rusqlite::Result<Event> {
     let kind: String = r.get(3)?;
     let payload: String = r.get(4)?;
     Ok(Event {

@@ -145,6 +145,10 @@ fn parse_json(text: Option<String>, col: usize) -> rusqlite::Result<Option<Value
 
 /// Reads one row selected with `select_jobs!`.
 pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    crate::error::decode_row("jobs", r, job_from_row_unchecked)
+}
+
+fn job_from_row_unchecked(r: &Row<'_>) -> rusqlite::Result<Job> {
     let tags: Option<Value> = parse_json(r.get(12)?, 12)?;
     let tags = match tags {
         Some(Value::Array(items)) => items

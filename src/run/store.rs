@@ -396,6 +396,10 @@ struct RawRun {
 
 impl RawRun {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        crate::error::decode_row("ingest_runs", r, Self::from_row_unchecked)
+    }
+
+    fn from_row_unchecked(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             run: Run {
                 id: r.get(0)?,

@@ -138,7 +138,11 @@ pub(crate) struct ScheduleRow<'a> {
     pub misfire: Misfire,
 }
 
-fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
+fn schedule_from_row(r: &Row<'_>) -> rusqlite::Result<Schedule> {
+    crate::error::decode_row("schedules", r, schedule_from_row_unchecked)
+}
+
+fn schedule_from_row_unchecked(row: &Row<'_>) -> rusqlite::Result<Schedule> {
     let text = |i: usize| -> rusqlite::Result<String> { row.get(i) };
     let parse_err = |i: usize, e: Error| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
@@ -159,7 +163,11 @@ fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
     })
 }
 
-fn slot_from_row(row: &Row<'_>) -> rusqlite::Result<Slot> {
+fn slot_from_row(r: &Row<'_>) -> rusqlite::Result<Slot> {
+    crate::error::decode_row("due_runs", r, slot_from_row_unchecked)
+}
+
+fn slot_from_row_unchecked(row: &Row<'_>) -> rusqlite::Result<Slot> {
     let run_ids: String = row.get(9)?;
     let run_ids: Vec<i64> = serde_json::from_str(&run_ids).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))

@@ -814,3 +814,35 @@ fn the_zones_table_is_exactly_the_tz_database_the_crate_ships() {
     // so every zone a schedule can be created with is accepted by the table
     assert!(stored.len() > 500, "{}", stored.len());
 }
+
+#[test]
+fn regression_one_undecodable_row_made_listings_fail_with_an_opaque_database_error() {
+    // A row that reached the file around the rules (checks ignored, a trigger dropped):
+    // readers name it (CORRUPT_ROW: table, id, column) instead of `DATABASE`.
+    let (engine, _clock) = crate::common::mem_engine();
+    let job = crate::jobs::job_in(&engine, runledger::job::JobState::Running);
+    engine
+        .with_connection(|c| {
+            Ok(c.execute_batch(&format!(
+                "pragma ignore_check_constraints = on;
+                 update jobs set input = '{{not json' where id = {};
+                 pragma ignore_check_constraints = off;",
+                job.id
+            ))?)
+        })
+        .unwrap();
+    let e = engine.jobs().get(job.id).unwrap_err();
+    assert_eq!(e.code(), "CORRUPT_ROW", "{e}");
+    match &e {
+        Error::CorruptRow {
+            table, id, column, ..
+        } => assert_eq!(
+            (*table, id.as_str(), column.as_str()),
+            ("jobs", job.id.to_string().as_str(), "input")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let e = engine.jobs().list_by_user("alice", 10).unwrap_err();
+    assert_eq!(e.code(), "CORRUPT_ROW", "{e}");
+    assert!(e.to_string().contains("input"), "{e}");
+}
