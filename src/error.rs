@@ -385,12 +385,8 @@ pub(crate) fn decode_row<T>(
     use rusqlite::Error as E;
     f(row).map_err(|e| {
         let (col, ty, reason) = match &e {
-            E::FromSqlConversionFailure(i, ty, err) => {
-                (*i, ty.clone(), format!("{err} (stored as {ty})"))
-            }
-            E::InvalidColumnType(i, _, ty) => {
-                (*i, ty.clone(), format!("holds a value of type {ty}"))
-            }
+            E::FromSqlConversionFailure(i, ty, err) => (*i, *ty, format!("{err} (stored as {ty})")),
+            E::InvalidColumnType(i, _, ty) => (*i, *ty, format!("holds a value of type {ty}")),
             E::IntegralValueOutOfRange(i, v) => (
                 *i,
                 rusqlite::types::Type::Integer,

@@ -138,6 +138,15 @@ pub(crate) fn doctor_checks(conn: &Connection, found: &mut Vec<Anomaly>) {
     found.extend(local);
 }
 
+/// Column `i` of `r` as the text that was hashed (a non-text value, which the CHECKs refuse,
+/// is spelled out so that it cannot match).
+fn text_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> {
+    Ok(match r.get_ref(i)? {
+        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        other => format!("{other:?}"),
+    })
+}
+
 fn legacy_through(conn: &Connection, tbl: &str) -> Result<i64> {
     Ok(conn
         .prepare_cached(LEGACY)?
@@ -166,12 +175,7 @@ fn audit_chain(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
             prev = GENESIS.to_string();
             continue;
         };
-        let text = |i: usize| -> rusqlite::Result<String> {
-            Ok(match r.get_ref(i)? {
-                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                other => format!("{other:?}"),
-            })
-        };
+        let text = |i: usize| text_at(r, i);
         let expected = audit_hash(
             &prev,
             &text(1)?,
@@ -225,12 +229,7 @@ fn event_chain(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
             }
             continue;
         };
-        let text = |i: usize| -> rusqlite::Result<String> {
-            Ok(match r.get_ref(i)? {
-                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                other => format!("{other:?}"),
-            })
-        };
+        let text = |i: usize| text_at(r, i);
         let own = event_hash(&prev_hash, job_id, seq, &text(3)?, &text(4)?, &text(5)?);
         let link_ok = match &before {
             // the previous event is kept: it is the one this event was chained on
