@@ -40,6 +40,7 @@ pub mod events;
 #[cfg(feature = "flex")]
 pub mod flex;
 pub mod guide;
+pub mod integrity;
 pub mod job;
 #[cfg(test)]
 mod layering;
