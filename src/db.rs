@@ -73,6 +73,90 @@ pub fn schema_version(conn: &Connection) -> Result<i64> {
     )?)
 }
 
+const HISTORY: &str =
+    "select version, name, checksum from refinery_schema_history order by version";
+
+/// Compares the file's migration history with this build's migrations: every recorded
+/// version must be one of ours with the same name and checksum, and none of ours below the
+/// newest recorded one may be missing. [`Error::MigrationHistory`] names the first
+/// difference. A file without history (fresh) passes.
+pub fn verify_history(conn: &Connection) -> Result<()> {
+    if schema_version(conn)? == 0 {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare(HISTORY)?;
+    let recorded: Vec<(i64, String, String)> = stmt
+        .query_map([], |r| {
+            let checksum: rusqlite::types::Value = r.get(2)?;
+            let checksum = match checksum {
+                rusqlite::types::Value::Text(t) => t,
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                other => format!("{other:?}"),
+            };
+            Ok((r.get(0)?, r.get(1)?, checksum))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let ours = embedded::migrations::runner().get_migrations().clone();
+    let newest = recorded.iter().map(|r| r.0).max().unwrap_or(0);
+    for m in &ours {
+        let v = i64::from(m.version());
+        if v > newest {
+            continue;
+        }
+        match recorded.iter().find(|r| r.0 == v) {
+            None => {
+                return Err(Error::MigrationHistory {
+                    version: v,
+                    detail: format!("migration V{v}__{} is not recorded", m.name()),
+                })
+            }
+            Some((_, name, checksum)) if name != m.name() || *checksum != m.checksum().to_string() => {
+                return Err(Error::MigrationHistory {
+                    version: v,
+                    detail: format!(
+                        "recorded as {name:?} with checksum {checksum}, this build has {:?} with checksum {}",
+                        m.name(),
+                        m.checksum()
+                    ),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = recorded.iter().find(|r| {
+        r.0 <= known_schema_version() && !ours.iter().any(|m| i64::from(m.version()) == r.0)
+    }) {
+        return Err(Error::MigrationHistory {
+            version: extra.0,
+            detail: format!(
+                "version {} ({:?}) is not a migration of this build",
+                extra.0, extra.1
+            ),
+        });
+    }
+    let duplicates = recorded.windows(2).find(|w| w[0].0 == w[1].0);
+    if let Some(w) = duplicates {
+        return Err(Error::MigrationHistory {
+            version: w[0].0,
+            detail: "recorded twice".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Opens `path` read-only, without applying migrations or checking the history: what
+/// `doctor` uses on a file that [`open`] refuses.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.query_row("select count(*) from sqlite_master", [], |_| Ok(()))?;
+    Ok(conn)
+}
+
 /// Opens (creating if needed) the file at `path`, applies pragmas and migrations.
 pub fn open(path: &Path, opts: &DbOptions) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -141,13 +225,15 @@ fn migrate(conn: &mut Connection, opts: &DbOptions) -> Result<()> {
             });
         }
         if found == known {
-            return Ok(());
+            return verify_history(conn);
         }
+        // An edited history is refused before anything is applied on top of it.
+        verify_history(conn)?;
         // Another process may be migrating the same file at this moment: its transaction
         // makes ours fail, after which the loop sees its result.
         match embedded::migrations::runner().set_grouped(true).run(conn) {
             Ok(_) => return Ok(()),
-            Err(e) if tries < opts.busy_retries => {
+            Err(e) if tries < opts.busy_retries && !e.to_string().contains("MIGRATION_REFUSED") => {
                 tries += 1;
                 let _ = e;
                 std::thread::sleep(backoff(tries));
@@ -166,18 +252,29 @@ fn migrate(conn: &mut Connection, opts: &DbOptions) -> Result<()> {
                             {
                                 Error::ReadOnly
                             }
-                            _ => Error::Migration {
-                                message: e.to_string(),
-                            },
+                            _ => migration_error(e.to_string()),
                         }
                     }
-                    _ => Error::Migration {
-                        message: e.to_string(),
-                    },
+                    _ => migration_error(e.to_string()),
                 })
             }
         }
     }
+}
+
+/// A failed migration; a row that a new rule refuses (`MIGRATION_REFUSED: <table> row
+/// <id>`, raised by the migration itself) becomes [`Error::MigrationRefused`].
+fn migration_error(message: String) -> Error {
+    if let Some(rest) = message.split("MIGRATION_REFUSED: ").nth(1) {
+        let mut words = rest.split_whitespace();
+        if let (Some(table), Some("row"), Some(row)) = (words.next(), words.next(), words.next()) {
+            return Error::MigrationRefused {
+                table: table.to_string(),
+                row: row.to_string(),
+            };
+        }
+    }
+    Error::Migration { message }
 }
 
 /// The pause before busy retry `try_no` (1-based): 6 ms growing to 51 ms.

@@ -46,6 +46,8 @@ use rusqlite::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+mod chains;
+
 use crate::clock::Timestamp;
 use crate::db::{self, DbOptions};
 use crate::engine::Engine;
@@ -138,6 +140,16 @@ pub fn check(engine: &Engine, opts: &DoctorOptions) -> Result<DoctorReport> {
     engine.read(|conn| check_connection(conn, now, opts))
 }
 
+/// Checks the file at `path` opened read-only, without migrating it: for a file that
+/// [`Engine::open`] refuses (an edited migration history, a row a newer migration refuses).
+pub fn check_path(path: &std::path::Path, opts: &DoctorOptions) -> Result<DoctorReport> {
+    let conn = db::open_read_only(path)?;
+    let now = opts
+        .now
+        .unwrap_or_else(|| crate::clock::Clock::now(&crate::clock::SystemClock));
+    check_connection(&conn, now, opts)
+}
+
 /// Checks the database behind `conn` as of `now` (what [`check`] runs).
 pub fn check_connection(
     conn: &Connection,
@@ -175,6 +187,8 @@ pub fn check_connection(
     checks.push("event_orphan");
     event_orphans(conn, &mut found)?;
     raw_payload_hashes(conn, &mut found)?;
+    checks.extend(chains::CHECK_NAMES);
+    chains::doctor_checks(conn, &mut found);
     // `integrity_check` names only the table of a failed CHECK; a row check that found the
     // offending row of that table already says more.
     let named: Vec<String> = found
@@ -281,9 +295,10 @@ fn schema_objects(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
     }
     for (name, (kind, table, _)) in &actual {
         if !reference.contains_key(name) {
+            // A rogue trigger or index can change what the rules mean: an error.
             found.push(Anomaly {
                 check: "schema_object",
-                severity: Severity::Warning,
+                severity: Severity::Error,
                 table: table.clone(),
                 row_id: Some(name.clone()),
                 detail: format!("{kind} {name} is not created by the migrations"),

@@ -7,7 +7,7 @@
 use rusqlite::ffi;
 
 use crate::job::state::JobState;
-use crate::job::state::StopReason;
+use crate::job::types::StopReason;
 
 /// The result type of every fallible runledger call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -88,8 +88,10 @@ pub enum Error {
         run_id: i64,
     },
 
-    /// A stored value that this build wrote as JSON no longer parses (edited by hand, or
-    /// damaged): the row cannot be read.
+    /// A stored row could not be decoded: a value this build wrote as JSON no longer
+    /// parses, or a value of the wrong type or shape reached the file around the rules
+    /// (edited by hand, or damaged). Readers report it instead of failing opaquely, so one
+    /// bad row never turns a listing into an opaque `DATABASE` error.
     #[error("{table} row {id}: column {column} is corrupt: {reason}")]
     CorruptRow {
         /// The table.
@@ -97,7 +99,7 @@ pub enum Error {
         /// The row's key as text.
         id: String,
         /// The column.
-        column: &'static str,
+        column: String,
         /// What the parser said.
         reason: String,
     },
@@ -185,6 +187,43 @@ pub enum Error {
         table: String,
     },
 
+    /// The database refused a write by one of its triggers. Trigger messages are
+    /// `CODE: table: rule`; `code` is that stable code (`ILLEGAL_TRANSITION`, `IMMUTABLE`,
+    /// `STALE_ATTEMPT`, `EVENT_SEQ`, `EVENT_CURSOR`, `CLAIM_FENCE`, `MISSING_REFERENCE`,
+    /// `INVALID_SHAPE`, `DUPLICATE`, `INTEGRITY`, `RUN_ALREADY_ACTIVE`) and is what
+    /// [`Error::code`] returns.
+    #[error("{table}: {rule} ({code})")]
+    Refused {
+        /// The rule's stable code.
+        code: &'static str,
+        /// The table whose rule refused the write.
+        table: String,
+        /// Which rule, in words, as the trigger says it.
+        rule: String,
+        /// The row the message names (`row 7`), or `None` when the database did not say.
+        row: Option<String>,
+    },
+
+    /// A row written under an older schema breaks a rule of a newer migration, which
+    /// therefore did not apply (nothing was dropped or changed).
+    #[error("migration refused: {table} row {row} breaks a rule of the new schema")]
+    MigrationRefused {
+        /// The table of the offending row.
+        table: String,
+        /// Its id (or key) as SQL text.
+        row: String,
+    },
+
+    /// The file's migration history differs from the migrations of this build (a row of
+    /// `refinery_schema_history` was edited, added or removed).
+    #[error("migration history differs at version {version}: {detail}")]
+    MigrationHistory {
+        /// The first version that differs.
+        version: i64,
+        /// What differs.
+        detail: String,
+    },
+
     /// The database refused a write that breaks one of its rules (CHECK, trigger, UNIQUE)
     /// in a way no more specific error describes.
     #[error("database rule violated: {message}")]
@@ -248,6 +287,9 @@ impl Error {
             Error::EventsPruned { .. } => "EVENTS_PRUNED",
             Error::RunAlreadyActive { .. } => "RUN_ALREADY_ACTIVE",
             Error::Immutable { .. } => "IMMUTABLE",
+            Error::Refused { code, .. } => code,
+            Error::MigrationRefused { .. } => "MIGRATION_REFUSED",
+            Error::MigrationHistory { .. } => "MIGRATION_HISTORY",
             Error::ConstraintViolation { .. } => "CONSTRAINT_VIOLATION",
             Error::Busy => "BUSY",
             Error::DatabaseFull => "DATABASE_FULL",
@@ -292,6 +334,16 @@ impl Error {
     /// Trigger messages are `CODE: table[: detail]`; a UNIQUE failure on the active-run
     /// lock index is [`Error::RunAlreadyActive`].
     pub fn from_sqlite(err: rusqlite::Error) -> Self {
+        if let rusqlite::Error::FromSqlConversionFailure(_, _, inner) = &err {
+            if let Some(d) = inner.downcast_ref::<CorruptRowDetail>() {
+                return Error::CorruptRow {
+                    table: d.table,
+                    id: d.id.clone(),
+                    column: d.column.clone(),
+                    reason: d.reason.clone(),
+                };
+            }
+        }
         let (code, message) = match &err {
             rusqlite::Error::SqliteFailure(f, msg) => (f, msg.clone().unwrap_or_default()),
             _ => return Error::Database(err),
@@ -307,50 +359,122 @@ impl Error {
             _ => return Error::Database(err),
         }
         if code.extended_code == ffi::SQLITE_CONSTRAINT_TRIGGER {
-            let mut parts = message.splitn(3, ':').map(str::trim);
-            let kind = parts.next().unwrap_or_default();
-            let table = parts.next().unwrap_or_default().to_string();
-            let detail = parts.next().unwrap_or_default();
-            match kind {
-                "ILLEGAL_TRANSITION" => {
-                    let (from, to) = detail.split_once("->").unwrap_or(("?", "?"));
-                    return Error::IllegalTransition {
-                        entity: entity_of(&table),
-                        id: "?".into(),
-                        from: from.trim().into(),
-                        to: to.trim().into(),
-                    };
-                }
-                "IMMUTABLE" => return Error::Immutable { table },
-                "STALE_ATTEMPT" => {
-                    return Error::StaleAttempt {
-                        job_id: 0,
-                        attempt: -1,
-                        current: -1,
-                        state: detail.into(),
-                    }
-                }
-                _ => {}
+            if let Some(e) = Error::from_trigger_message(&message) {
+                return e;
             }
         }
         if message.starts_with("UNIQUE constraint failed: ingest_runs.lock_key") {
-            return Error::RunAlreadyActive {
-                lock_key: String::new(),
-                active_run_id: None,
-                recorded_run_id: None,
+            return Error::Refused {
+                code: "RUN_ALREADY_ACTIVE",
+                table: "ingest_runs".into(),
+                rule: "a started run holds this lock key".into(),
+                row: None,
             };
         }
         Error::ConstraintViolation { message }
     }
 }
 
-fn entity_of(table: &str) -> &'static str {
-    match table {
-        "jobs" => "job",
-        "ingest_runs" => "run",
-        "due_runs" => "due_run",
-        "schedules" => "schedule",
-        _ => "row",
+/// What [`decode_row`] found wrong with a row, carried through rusqlite's error type to
+/// [`Error::from_sqlite`].
+#[derive(Debug)]
+struct CorruptRowDetail {
+    table: &'static str,
+    id: String,
+    column: String,
+    reason: String,
+}
+
+impl std::fmt::Display for CorruptRowDetail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} row {}: column {}: {}",
+            self.table, self.id, self.column, self.reason
+        )
+    }
+}
+
+impl std::error::Error for CorruptRowDetail {}
+
+/// Runs the row decoder `f` on `row` (of `table`, id in column 0); a value that cannot be
+/// decoded becomes [`Error::CorruptRow`] naming the table, the row's id and the column, so
+/// one bad row never turns a listing into an opaque `DATABASE` error.
+pub(crate) fn decode_row<T>(
+    table: &'static str,
+    row: &rusqlite::Row<'_>,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    use rusqlite::Error as E;
+    f(row).map_err(|e| {
+        let (col, ty, reason) = match &e {
+            E::FromSqlConversionFailure(i, ty, err) => (*i, *ty, format!("{err} (stored as {ty})")),
+            E::InvalidColumnType(i, _, ty) => (*i, *ty, format!("holds a value of type {ty}")),
+            E::IntegralValueOutOfRange(i, v) => (
+                *i,
+                rusqlite::types::Type::Integer,
+                format!("{v} is out of range"),
+            ),
+            _ => return e,
+        };
+        let id = match row.get_ref(0) {
+            Ok(rusqlite::types::ValueRef::Integer(i)) => i.to_string(),
+            Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+            Ok(other) => format!("{other:?}"),
+            Err(_) => "(unreadable)".into(),
+        };
+        let column = row
+            .as_ref()
+            .column_name(col)
+            .map(str::to_string)
+            .unwrap_or_else(|_| format!("#{col}"));
+        E::FromSqlConversionFailure(
+            col,
+            ty,
+            Box::new(CorruptRowDetail {
+                table,
+                id,
+                column,
+                reason,
+            }),
+        )
+    })
+}
+
+/// Every code a trigger may raise (see migrations/V5).
+const TRIGGER_CODES: &[&str] = &[
+    "ILLEGAL_TRANSITION",
+    "IMMUTABLE",
+    "STALE_ATTEMPT",
+    "EVENT_SEQ",
+    "EVENT_CURSOR",
+    "CLAIM_FENCE",
+    "MISSING_REFERENCE",
+    "INVALID_SHAPE",
+    "DUPLICATE",
+    "INTEGRITY",
+    "RUN_ALREADY_ACTIVE",
+];
+
+impl Error {
+    /// Parses a trigger message `CODE: table[: rule][ row ID]` into [`Error::Refused`];
+    /// `None` when the message is not of that form or the code is unknown.
+    pub fn from_trigger_message(message: &str) -> Option<Self> {
+        let mut parts = message.splitn(3, ':').map(str::trim);
+        let kind = parts.next()?;
+        let code = TRIGGER_CODES.iter().copied().find(|c| *c == kind)?;
+        let table = parts.next().filter(|t| !t.is_empty())?.to_string();
+        let rule = parts.next().unwrap_or_default();
+        let (rule, row) = match rule.rsplit_once(" row ") {
+            Some((r, id)) if !id.is_empty() && !id.contains(' ') => (r, Some(id.to_string())),
+            _ => (rule, None),
+        };
+        Some(Error::Refused {
+            code,
+            table,
+            rule: rule.to_string(),
+            row,
+        })
     }
 }
 
@@ -407,16 +531,29 @@ mod tests {
         .unwrap();
         let e = Error::from(conn.execute("insert into t values (1)", []).unwrap_err());
         match e {
-            Error::IllegalTransition {
-                entity, from, to, ..
+            Error::Refused {
+                code,
+                table,
+                rule,
+                row,
             } => {
                 assert_eq!(
-                    (entity, from.as_str(), to.as_str()),
-                    ("job", "created", "completed")
+                    (code, table.as_str(), rule.as_str(), row),
+                    ("ILLEGAL_TRANSITION", "jobs", "created->completed", None)
                 );
             }
             other => panic!("unexpected {other:?}"),
         }
+        let e = Error::from_trigger_message(
+            "MISSING_REFERENCE: due_runs: schedule_id names no schedule row 7",
+        )
+        .unwrap();
+        assert!(
+            matches!(&e, Error::Refused { code: "MISSING_REFERENCE", row: Some(r), .. } if r == "7"),
+            "{e:?}"
+        );
+        assert!(Error::from_trigger_message("NOPE: jobs").is_none());
+        assert!(Error::from_trigger_message("IMMUTABLE").is_none());
         let e = Error::from(conn.execute("delete from u", []).unwrap_err());
         assert_eq!(e.code(), "IMMUTABLE");
         let e = Error::from(conn.execute("select * from missing", []).unwrap_err());

@@ -7,10 +7,10 @@
 //!
 //! | layer | files |
 //! |---|---|
-//! | 0 core | `clock`, `error`, `machine`, `text_enum`, `looping`, `events` (types and bus), and the pure model files of each domain: `job/{state,types}`, `run/{state,timeline}`, `schedule/{state,rule}` |
+//! | 0 core | `clock`, `error`, `integrity` (hashes), `machine`, `text_enum`, `looping`, `events` (types and bus), and the pure model files of each domain: `job/{state,types}`, `run/{state,timeline}`, `schedule/{state,rule}` |
 //! | 1 db | `db` |
 //! | 2 storage | `storage/`, `engine` |
-//! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor`, `runbook` |
+//! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor` (and `doctor/`), `runbook` |
 //! | 4 crate root | `lib`, `guide` (module list and re-exports) |
 
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("src/clock.rs", 0),
     ("src/error.rs", 0),
+    ("src/integrity.rs", 0),
     ("src/machine.rs", 0),
     ("src/text_enum.rs", 0),
     ("src/looping.rs", 0),
@@ -38,6 +39,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("src/flex/", 3),
     ("src/demo.rs", 3),
     ("src/doctor.rs", 3),
+    ("src/doctor/", 3),
     ("src/runbook.rs", 3),
     ("src/lib.rs", 4),
     ("src/guide.rs", 4),

@@ -44,6 +44,7 @@ pub mod flex;
 pub mod guide;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod integrity;
 pub mod job;
 #[cfg(test)]
 mod layering;

@@ -227,7 +227,7 @@ fn usage_errors_exit_2_and_unknown_rows_exit_1() {
     assert_eq!(init.code, 0);
     assert_eq!(
         init.stdout,
-        "database: <DIR>/runledger.db\nschema version: 4\n"
+        "database: <DIR>/runledger.db\nschema version: 5\n"
     );
 }
 

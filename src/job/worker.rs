@@ -71,18 +71,7 @@ impl WorkerOptions {
     }
 }
 
-impl StopReason {
-    fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            1 => Some(StopReason::Cancelled),
-            2 => Some(StopReason::Paused),
-            3 => Some(StopReason::Lost),
-            4 => Some(StopReason::Shutdown),
-            5 => Some(StopReason::TimedOut),
-            _ => None,
-        }
-    }
-}
+pub use super::types::StopReason;
 
 /// A handler's failure: fails the job with this code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]

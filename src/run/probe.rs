@@ -162,6 +162,9 @@ impl ReadinessSnapshot {
     }
 }
 
+/// The longest latency a probe records (one day; the table refuses more).
+const MAX_LATENCY_MS: i64 = 86_400_000;
+
 fn check_name(field: &str, value: &str) -> Result<()> {
     if value.is_empty() || value.len() > 64 {
         return Err(Error::invalid(field, "must be 1..=64 characters"));
@@ -235,7 +238,15 @@ pub(crate) fn record_probe(
     if !exists {
         return Err(Error::not_found("module", module));
     }
-    store::insert_probe(tx, module, status, code, message, latency_ms.max(0), now)
+    store::insert_probe(
+        tx,
+        module,
+        status,
+        code,
+        message,
+        latency_ms.clamp(0, MAX_LATENCY_MS),
+        now,
+    )
 }
 
 fn fresh_for_ms(d: Duration) -> i64 {

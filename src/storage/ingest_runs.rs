@@ -207,7 +207,7 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
     });
     match inserted.map_err(Error::from) {
         Ok(_) => Ok(Started::Run(tx.last_insert_rowid())),
-        Err(Error::RunAlreadyActive { .. }) => {
+        Err(e) if e.code() == "RUN_ALREADY_ACTIVE" => {
             let active_run_id: Option<i64> = tx
                 .prepare_cached(ACTIVE_HOLDER)?
                 .query_row(named_params! {":lock_key": new.lock_key}, |r| r.get(0))
@@ -435,6 +435,10 @@ struct RawRun {
 
 impl RawRun {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        crate::error::decode_row("ingest_runs", r, Self::from_row_unchecked)
+    }
+
+    fn from_row_unchecked(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             run: Run {
                 id: r.get(col!(COLUMNS, "id"))?,
@@ -463,12 +467,15 @@ impl RawRun {
         self.run.meta = serde_json::from_str(&self.meta).map_err(|e| Error::CorruptRow {
             table: "ingest_runs",
             id: self.run.id.to_string(),
-            column: "meta_json",
+            column: "meta_json".into(),
             reason: e.to_string(),
         })?;
         Ok(self.run)
     }
 }
+
+/// The largest id of each AUTOINCREMENT table here, for doctor's `sequence` check.
+pub(super) const MAX_IDS: &[(&str, &str)] = &[("ingest_runs", "select max(id) from ingest_runs")];
 
 // ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{named_params, Connection, Row};
+use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::check::{err, Check};
 use super::col;
@@ -11,6 +11,7 @@ use super::jobs;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventKind, EventPayload, FeedEvent, FeedFilter, FeedPage};
+use crate::integrity;
 
 /// Every column of an [`Event`], the one list [`from_row`] reads by name.
 macro_rules! columns {
@@ -22,10 +23,12 @@ macro_rules! columns {
 /// [`columns!`] as a constant, for [`col!`].
 pub(super) const COLUMNS: &str = columns!();
 
-const APPEND: &str = "insert into job_events (job_id, seq, kind, payload, at)
-     values (:job_id, coalesce((select max(seq) from job_events where job_id = :job_id), 0) + 1,
-             :kind, :payload, :at)
-     returning cursor, seq";
+const APPEND: &str = "insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash)
+     values (:job_id, :seq, :kind, :payload, :at, :prev_hash, :hash)
+     returning cursor";
+/// The job's newest event (its seq and chain hash), which the next event follows.
+const LAST_OF_JOB: &str = "select seq, hash from job_events where job_id = :job_id
+     order by seq desc limit 1";
 const SINCE: &str = concat!(
     "select ",
     columns!(),
@@ -41,8 +44,13 @@ pub(super) const AFTER: &str = concat!(
 );
 const DELETE_FOR_JOB: &str = "delete from job_events where job_id = :job_id";
 
-/// Reads one row selected with [`columns!`], by column name.
+/// Reads one row selected with [`columns!`], by column name; a value it cannot decode is
+/// [`Error::CorruptRow`].
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+    crate::error::decode_row("job_events", r, from_row_unchecked)
+}
+
+fn from_row_unchecked(r: &Row<'_>) -> rusqlite::Result<Event> {
     let kind: String = r.get(col!(COLUMNS, "kind"))?;
     let payload: String = r.get(col!(COLUMNS, "payload"))?;
     let bad = |i: usize, what: String| {
@@ -73,9 +81,23 @@ pub(crate) fn append(
 ) -> Result<Event> {
     let kind = payload.kind();
     let payload = payload.to_wire();
-    let (cursor, seq) = conn.prepare_cached(APPEND)?.query_row(
-        named_params! {":job_id": job_id, ":kind": kind.as_str(), ":payload": payload.to_string(), ":at": now},
-        |r| Ok((r.get(0)?, r.get(1)?)), // returning cursor, seq
+    let last: Option<(i64, Option<String>)> = conn
+        .prepare_cached(LAST_OF_JOB)?
+        .query_row(named_params! {":job_id": job_id}, |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, None));
+    let seq = prev_seq + 1;
+    let prev_hash = prev_hash.unwrap_or_else(|| integrity::GENESIS.to_string());
+    let (text, at) = (payload.to_string(), now.to_string());
+    let hash = integrity::event_hash(&prev_hash, job_id, seq, kind.as_str(), &at, &text);
+    let cursor = conn.prepare_cached(APPEND)?.query_row(
+        named_params! {
+            ":job_id": job_id, ":seq": seq, ":kind": kind.as_str(), ":payload": text,
+            ":at": at, ":prev_hash": prev_hash, ":hash": hash,
+        },
+        |r| r.get(0),
     )?;
     Ok(Event {
         cursor,
@@ -191,6 +213,46 @@ pub(crate) fn feed(
         head,
     })
 }
+
+/// Every event, per job in seq order, as its chain hash covers it (doctor's `event_chain`).
+const EVENT_CHAIN: &str = "select cursor, job_id, seq, kind, at, payload, prev_hash, hash
+     from job_events order by job_id, seq";
+
+/// One event as [`crate::integrity::event_hash`] covers it.
+#[derive(Debug)]
+pub(crate) struct EventChainRow {
+    pub cursor: i64,
+    pub job_id: i64,
+    pub seq: i64,
+    /// `[kind, at, payload]` as the text that was hashed.
+    pub fields: [String; 3],
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
+}
+
+/// Calls `f` on every event, per job in seq order.
+pub(crate) fn for_each_chain_row(
+    conn: &Connection,
+    mut f: impl FnMut(EventChainRow) -> Result<()>,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(EVENT_CHAIN)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let t = |i: usize| super::hashed_text(r, i);
+        f(EventChainRow {
+            cursor: r.get(0)?,
+            job_id: r.get(1)?,
+            seq: r.get(2)?,
+            fields: [t(3)?, t(4)?, t(5)?],
+            prev_hash: r.get(6)?,
+            hash: r.get(7)?,
+        })?;
+    }
+    Ok(())
+}
+
+/// The largest cursor, for doctor's `sequence` check.
+pub(super) const MAX_IDS: &[(&str, &str)] = &[("job_events", "select max(cursor) from job_events")];
 
 // ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
 

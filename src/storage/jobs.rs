@@ -145,8 +145,10 @@ const OLDEST_HEARTBEAT: &str = "select min(heartbeat_at) from jobs where state =
 const OLDEST_HEARTBEAT_USER: &str =
     "select min(heartbeat_at) from jobs where state = 'running' and user_id = :user_id";
 
-const AUDIT: &str = "insert into audit_log (entity, entity_id, action, actor, at, detail)
-     values ('job', :id, :action, :actor, :now, :detail)";
+const AUDIT: &str = "insert into audit_log (entity, entity_id, action, actor, at, detail, hash)
+     values ('job', :id, :action, :actor, :now, :detail, :hash)";
+/// The newest audit row's chain hash, which the next row follows.
+const AUDIT_LAST_HASH: &str = "select hash from audit_log order by id desc limit 1";
 
 fn json_text(v: &Value) -> String {
     v.to_string()
@@ -165,6 +167,10 @@ fn json_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Value>> {
 
 /// Reads one row selected with `select_jobs!` (or `returning` [`job_columns!`]), by column name.
 pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    crate::error::decode_row("jobs", r, job_from_row_unchecked)
+}
+
+fn job_from_row_unchecked(r: &Row<'_>) -> rusqlite::Result<Job> {
     let tags: Option<Value> = json_col(r, col!(COLUMNS, "tags"))?;
     let tags = match tags {
         Some(Value::Array(items)) => items
@@ -577,11 +583,64 @@ pub(crate) fn audit(
     detail: &Value,
     now: Timestamp,
 ) -> Result<()> {
+    let prev: Option<Option<String>> = conn
+        .prepare_cached(AUDIT_LAST_HASH)?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let prev = prev.flatten();
+    let (entity_id, detail, at) = (id.to_string(), json_text(detail), now.to_string());
+    let hash = crate::integrity::audit_hash(
+        prev.as_deref().unwrap_or(crate::integrity::GENESIS),
+        "job",
+        &entity_id,
+        action,
+        actor,
+        &at,
+        &detail,
+    );
     conn.prepare_cached(AUDIT)?.execute(named_params! {
-        ":id": id.to_string(), ":action": action, ":actor": actor, ":now": now, ":detail": json_text(detail),
+        ":id": entity_id, ":action": action, ":actor": actor, ":now": at, ":detail": detail, ":hash": hash,
     })?;
     Ok(())
 }
+
+/// Every audit row in id order as its chain hash covers it (for doctor's `audit_chain`).
+const AUDIT_CHAIN: &str =
+    "select id, entity, entity_id, action, actor, at, detail, hash from audit_log order by id";
+
+/// One audit row as [`crate::integrity::audit_hash`] covers it: each field as the text
+/// that was hashed.
+#[derive(Debug)]
+pub(crate) struct AuditChainRow {
+    pub id: i64,
+    /// `[entity, entity_id, action, actor, at, detail]`.
+    pub fields: [String; 6],
+    pub hash: Option<String>,
+}
+
+/// Calls `f` on every audit row, oldest first.
+pub(crate) fn for_each_audit_row(
+    conn: &Connection,
+    mut f: impl FnMut(AuditChainRow) -> Result<()>,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(AUDIT_CHAIN)?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let t = |i: usize| super::hashed_text(r, i);
+        f(AuditChainRow {
+            id: r.get(0)?,
+            fields: [t(1)?, t(2)?, t(3)?, t(4)?, t(5)?, t(6)?],
+            hash: r.get(7)?,
+        })?;
+    }
+    Ok(())
+}
+
+/// The largest id of each table here, for doctor's `sequence` check.
+pub(super) const MAX_IDS: &[(&str, &str)] = &[
+    ("jobs", "select max(id) from jobs"),
+    ("audit_log", "select max(id) from audit_log"),
+];
 
 /// Counts per state and per kind (optionally of one user) and the oldest running heartbeat.
 pub(crate) fn stats(conn: &Connection, user_id: Option<&str>) -> Result<JobStats> {

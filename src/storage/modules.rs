@@ -163,7 +163,7 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<Module>> {
             m.scopes = serde_json::from_str(&scopes).map_err(|e| Error::CorruptRow {
                 table: "ingest_modules",
                 id: m.module.clone(),
-                column: "scopes",
+                column: "scopes".into(),
                 reason: e.to_string(),
             })?;
             Ok(m)
@@ -199,6 +199,10 @@ pub(crate) fn last_probe(conn: &Connection, module: &str) -> Result<Option<Probe
         .query_row(named_params! {":module": module}, probe_from_row)
         .optional()?)
 }
+
+/// The largest id of each AUTOINCREMENT table here, for doctor's `sequence` check.
+pub(super) const MAX_IDS: &[(&str, &str)] =
+    &[("ingest_probes", "select max(id) from ingest_probes")];
 
 // ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
 

@@ -160,6 +160,9 @@ pub(crate) fn for_each_payload(conn: &Connection, mut f: impl FnMut(&str, &[u8])
     Ok(true)
 }
 
+/// The largest id of each AUTOINCREMENT table here, for doctor's `sequence` check.
+pub(super) const MAX_IDS: &[(&str, &str)] = &[("raw_records", "select max(id) from raw_records")];
+
 // ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
 
 const RAW_SIZE: &str =

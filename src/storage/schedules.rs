@@ -282,6 +282,10 @@ pub(crate) struct ScheduleRow<'a> {
 
 /// Reads one row selected with [`schedule_columns!`], by column name.
 fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
+    crate::error::decode_row("schedules", row, schedule_from_row_unchecked)
+}
+
+fn schedule_from_row_unchecked(row: &Row<'_>) -> rusqlite::Result<Schedule> {
     let parsed = |i: usize, e: Error| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
     };
@@ -310,6 +314,10 @@ fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
 
 /// Reads one row selected with [`slot_columns!`], by column name.
 fn slot_from_row(row: &Row<'_>) -> rusqlite::Result<Slot> {
+    crate::error::decode_row("due_runs", row, slot_from_row_unchecked)
+}
+
+fn slot_from_row_unchecked(row: &Row<'_>) -> rusqlite::Result<Slot> {
     let run_ids: String = row.get(col!(SLOT_COLUMNS, "run_ids"))?;
     let run_ids: Vec<i64> = serde_json::from_str(&run_ids).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -558,6 +566,12 @@ pub(crate) fn fail_abandoned_slot(
         ":id": id, ":cutoff": cutoff, ":message": message, ":now": now,
     })? == 1)
 }
+
+/// The largest id of each AUTOINCREMENT table here, for doctor's `sequence` check.
+pub(super) const MAX_IDS: &[(&str, &str)] = &[
+    ("schedules", "select max(id) from schedules"),
+    ("due_runs", "select max(id) from due_runs"),
+];
 
 // ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
 

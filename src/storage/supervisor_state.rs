@@ -28,11 +28,14 @@ macro_rules! columns {
     };
 }
 
-const RECORD_TICK: &str =
+// Update, else insert: the table refuses any INSERT of an existing name (so a REPLACE can
+// never reset the counters), which also refuses an upsert's insert half.
+const RECORD_TICK: &str = "update supervisor_state set last_tick_at = :now, ticks = ticks + 1,
+        jobs_recovered = jobs_recovered + :recovered, jobs_failed = jobs_failed + :failed
+     where name = :name";
+const FIRST_TICK: &str =
     "insert into supervisor_state (name, last_tick_at, ticks, jobs_recovered, jobs_failed)
-     values (:name, :now, 1, :recovered, :failed)
-     on conflict (name) do update set last_tick_at = :now, ticks = ticks + 1,
-        jobs_recovered = jobs_recovered + :recovered, jobs_failed = jobs_failed + :failed";
+     values (:name, :now, 1, :recovered, :failed)";
 const STATUS: &str = concat!(
     "select ",
     columns!(),
@@ -59,9 +62,12 @@ pub(crate) fn record_tick(
     failed: usize,
     now: Timestamp,
 ) -> Result<()> {
-    conn.prepare_cached(RECORD_TICK)?.execute(named_params! {
+    let tick = named_params! {
         ":name": name, ":now": now, ":recovered": recovered as i64, ":failed": failed as i64,
-    })?;
+    };
+    if conn.prepare_cached(RECORD_TICK)?.execute(tick)? == 0 {
+        conn.prepare_cached(FIRST_TICK)?.execute(tick)?;
+    }
     Ok(())
 }
 

@@ -238,10 +238,17 @@ fn a_state_outside_the_machine_is_found_once_its_trigger_is_dropped() {
 #[test]
 fn a_terminal_job_without_its_finish_time_is_found() {
     let found = plant(
-        "pragma ignore_check_constraints = on;
+        "drop trigger jobs_state_machine;
+         pragma ignore_check_constraints = on;
          update jobs set finished_at = null where state = 'failed';",
     );
-    assert_eq!(found, [e("timestamps", "jobs", "3")]);
+    assert_eq!(
+        found,
+        [
+            e("schema_object", "jobs", "jobs_state_machine"),
+            e("timestamps", "jobs", "3"),
+        ]
+    );
 }
 
 #[test]
@@ -259,7 +266,9 @@ fn a_run_duration_that_disagrees_with_its_times_is_found() {
 #[test]
 fn json_of_the_wrong_shape_is_found() {
     let found = plant(
-        "pragma ignore_check_constraints = on;
+        "drop trigger ingest_runs_timeline_shape_insert;
+         drop trigger audit_log_append_only;
+         pragma ignore_check_constraints = on;
          insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at, timeline)
          values ('p', 'targets', 'manual', 'p:targets', '2026-11-22T11:45:00.000Z', '2099-01-01T00:00:00.000Z', '{\"stage\": 1}');
          insert into audit_log (entity, entity_id, action, actor, at, detail)
@@ -273,8 +282,15 @@ fn json_of_the_wrong_shape_is_found() {
     assert_eq!(
         found,
         [
+            e("audit_chain", "audit_log", audit.as_deref().unwrap()),
             e("json", "audit_log", audit.as_deref().unwrap()),
             e("json", "ingest_runs", "3"),
+            e("schema_object", "audit_log", "audit_log_append_only"),
+            e(
+                "schema_object",
+                "ingest_runs",
+                "ingest_runs_timeline_shape_insert"
+            ),
         ]
     );
 }
@@ -283,6 +299,7 @@ fn json_of_the_wrong_shape_is_found() {
 fn two_started_runs_on_one_lock_are_found_once_the_lock_index_is_dropped() {
     let found = plant(
         "drop index ingest_runs_one_active;
+         drop trigger ingest_runs_insert_started;
          insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at)
          values ('p', 'targets', 'manual', 'p:targets', '2026-11-22T11:45:00.000Z', '2099-01-01T00:00:00.000Z'),
                 ('p', 'targets', 'manual', 'p:targets', '2026-11-22T11:45:00.500Z', '2099-01-01T00:00:00.000Z');",
@@ -291,6 +308,7 @@ fn two_started_runs_on_one_lock_are_found_once_the_lock_index_is_dropped() {
         found,
         [
             e("run_lock", "ingest_runs", "p:targets"),
+            e("schema_object", "ingest_runs", "ingest_runs_insert_started"),
             e("schema_object", "ingest_runs", "ingest_runs_one_active"),
         ]
     );
@@ -303,9 +321,16 @@ fn an_event_sequence_gap_is_found() {
          insert into job_events (job_id, seq, kind, at)
          values (2, (select max(seq) + 2 from job_events where job_id = 2), 'progress', '2026-11-22T11:45:00.000Z');",
     );
+    let chain = found
+        .iter()
+        .find(|f| f.0 == "event_chain")
+        .and_then(|f| f.3.clone());
+    assert!(chain.is_some(), "{found:?}");
     assert_eq!(
         found,
         [
+            // the planted event carries no chain hash
+            e("event_chain", "job_events", chain.as_deref().unwrap()),
             e("event_seq", "job_events", "2"),
             e("schema_object", "job_events", "job_events_seq_follows"),
         ]
@@ -316,24 +341,48 @@ fn an_event_sequence_gap_is_found() {
 fn more_events_than_the_backlog_are_found_once_pruning_is_dropped() {
     let found = plant(
         "drop trigger job_events_prune;
+         drop trigger job_events_seq_follows;
          with recursive n(i) as (select 1 union all select i + 1 from n where i < 200)
          insert into job_events (job_id, seq, kind, at)
          select 6, (select max(seq) from job_events where job_id = 6) + i, 'progress', '2026-11-22T11:45:00.000Z' from n;",
     );
+    let chain = found
+        .iter()
+        .find(|f| f.0 == "event_chain")
+        .and_then(|f| f.3.clone());
+    assert!(chain.is_some(), "{found:?}");
     assert_eq!(
         found,
         [
             e("event_backlog", "job_events", "6"),
+            // the planted events carry no chain hash: one finding for the job
+            e("event_chain", "job_events", chain.as_deref().unwrap()),
             e("schema_object", "job_events", "job_events_prune"),
+            e("schema_object", "job_events", "job_events_seq_follows"),
         ]
     );
 }
 
 #[test]
 fn events_of_a_deleted_job_are_found() {
-    // Deleting through SQL skips the API, which removes the job's events with it.
-    let found = plant("delete from jobs where id = 1");
-    assert_eq!(found, [e("event_orphan", "job_events", "1")]);
+    // Since V5 a job deleted through SQL takes its events with it (a trigger does what the
+    // foreign key does when foreign keys are on): nothing to find.
+    assert_eq!(plant("delete from jobs where id = 1"), []);
+    // With that trigger dropped, the orphans are found.
+    let found = plant(
+        "drop trigger jobs_delete_cascades; pragma foreign_keys = off;
+         delete from jobs where id = 1; pragma foreign_keys = on;",
+    );
+    assert_eq!(
+        found,
+        [
+            e("event_orphan", "job_events", "1"),
+            // job_events.job_id is a foreign key since V5
+            e("foreign_key", "job_events", "1"),
+            e("foreign_key", "job_events", "2"),
+            e("schema_object", "jobs", "jobs_delete_cascades"),
+        ]
+    );
 }
 
 #[test]
@@ -384,9 +433,13 @@ fn a_dangling_reference_is_found() {
 }
 
 #[test]
-fn an_object_the_migrations_do_not_create_is_a_warning() {
+fn an_object_the_migrations_do_not_create_is_an_error() {
+    // A rogue index or trigger can change what the rules mean (a trigger that rewrites
+    // rows, an index that makes a key unique): an error since V5.
     let found = plant("create index jobs_extra on jobs (kind)");
-    assert_eq!(found, [w("schema_object", "jobs", "jobs_extra")]);
+    assert_eq!(found, [e("schema_object", "jobs", "jobs_extra")]);
+    let found = plant("create trigger jobs_rogue after update on jobs begin select 1; end");
+    assert_eq!(found, [e("schema_object", "jobs", "jobs_rogue")]);
 }
 
 #[test]
@@ -394,7 +447,19 @@ fn a_dropped_table_is_reported_not_fatal() {
     let found = plant("drop table supervisor_state");
     assert_eq!(
         found,
-        [e("schema_object", "supervisor_state", "supervisor_state")]
+        [
+            e("schema_object", "supervisor_state", "supervisor_state"),
+            e(
+                "schema_object",
+                "supervisor_state",
+                "supervisor_state_counters_grow"
+            ),
+            e(
+                "schema_object",
+                "supervisor_state",
+                "supervisor_state_insert_new"
+            ),
+        ]
     );
 }
 

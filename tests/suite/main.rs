@@ -1,5 +1,6 @@
 //! runledger's integration tests: one binary, one module per area.
 
+mod attacks;
 mod common;
 mod doctor;
 mod engine;

@@ -197,11 +197,23 @@ fn a_newer_schema_is_unsupported_version_and_opens_once_it_is_gone() {
         )
         .unwrap();
     assert_eq!(version, known + 1);
+    // The history is append-only (a trigger since V5): removing the row takes DDL; the
+    // trigger is put back word for word.
+    let guard: String = raw
+        .query_row(
+            "select sql from sqlite_master where name = 'refinery_schema_history_no_delete'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    raw.execute_batch("drop trigger refinery_schema_history_no_delete")
+        .unwrap();
     raw.execute(
         "delete from refinery_schema_history where version = ?1",
         [known + 1],
     )
     .unwrap();
+    raw.execute_batch(&guard).unwrap();
     drop(raw);
     let engine = Engine::open(&path).unwrap();
     assert_ne!(dump(&engine), before);

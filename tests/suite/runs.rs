@@ -125,7 +125,7 @@ fn sql_refuses_every_broken_run_row() {
     let (engine, _clock) = mem_engine();
     exec(&engine, START_SQL).unwrap();
     exec(&engine, "insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at, status, finished_at, duration_ms, error_code, meta_json)
-        values ('p', 'universe', 'manual', 'p:universe', '2026-11-22T11:30:00.000Z', null, 'failed', '2026-11-22T11:30:00.000Z', 0, 'RUN_ALREADY_ACTIVE', '{\"blockedStage\":\"lock\"}')").unwrap();
+        values ('p', 'universe', 'manual', 'p:universe', '2026-11-22T11:30:00.000Z', null, 'failed', '2026-11-22T11:30:00.000Z', 0, 'RUN_ALREADY_ACTIVE', '{\"blockedStage\":\"lock\",\"errorCode\":\"RUN_ALREADY_ACTIVE\",\"source\":\"manual\",\"scope\":\"universe\"}')").unwrap();
     let before = dump(&engine);
     let cases: &[(&str, &str)] = &[
         (START_SQL, "RUN_ALREADY_ACTIVE"),
@@ -157,15 +157,46 @@ fn sql_refuses_every_broken_run_row() {
         assert_eq!(e.code(), code, "{sql}: {e}");
         assert_eq!(dump(&engine), before, "{sql} changed the database");
     }
-    // The timeline only grows.
-    exec(
+    // Entries have the one shape the reader knows (since V5), and the timeline only grows.
+    let e = exec(
         &engine,
         "update ingest_runs set timeline = '[1,2]' where id = 1",
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), "INVALID_SHAPE", "{e}");
+    let entry = |stage: &str| {
+        format!(
+            "json_object('v', 1, 'stage', '{stage}', 'kind', 'gate', 'attempt', 1, 'status', 'success', \
+             'started_at', '2026-11-22T11:30:00.000Z', 'finished_at', '2026-11-22T11:30:00.000Z', \
+             'duration_ms', 0, 'error_code', null, 'message', null, 'detail', null)"
+        )
+    };
+    exec(
+        &engine,
+        &format!(
+            "update ingest_runs set timeline = json_array({}, {}) where id = 1",
+            entry("a"),
+            entry("b")
+        ),
     )
     .unwrap();
     let e = exec(
         &engine,
-        "update ingest_runs set timeline = '[1]' where id = 1",
+        &format!(
+            "update ingest_runs set timeline = json_array({}) where id = 1",
+            entry("a")
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), "IMMUTABLE", "{e}");
+    // an earlier (closed) entry is never rewritten in place
+    let e = exec(
+        &engine,
+        &format!(
+            "update ingest_runs set timeline = json_array({}, {}) where id = 1",
+            entry("x"),
+            entry("b")
+        ),
     )
     .unwrap_err();
     assert_eq!(e.code(), "IMMUTABLE", "{e}");
@@ -1056,7 +1087,7 @@ fn a_damaged_meta_json_reads_as_corrupt_row_not_invalid_input() {
             column,
             ..
         } => assert_eq!(
-            (table, key, column),
+            (table, key, column.as_str()),
             ("ingest_runs", id.to_string(), "meta_json")
         ),
         other => panic!("unexpected {other:?}"),

@@ -16,6 +16,38 @@ use runledger::{
 use crate::common::*;
 use crate::snap_json;
 
+/// Since V5 a fired slot's run_ids must name runs that exist, so the fake `Fire`s of these
+/// tests name runs seeded here: ids 1..=500, terminal (turned away), written before any slot.
+fn seed_runs(engine: &Engine) {
+    engine
+        .with_connection(|c| {
+            Ok(c.execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+                 INSERT INTO ingest_runs (pipeline, scope, trigger, status, lock_key, started_at,
+                                          finished_at, duration_ms, error_code, meta_json)
+                 SELECT 'seed', 'targets', 'schedule', 'failed', 'seed:targets',
+                        '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 0, 'SEED',
+                        '{\"blockedStage\":\"seed\",\"errorCode\":\"SEED\",\"source\":\"schedule\",\"scope\":\"targets\"}'
+                 FROM n",
+            )?)
+        })
+        .unwrap();
+}
+
+/// [`crate::common::mem_engine`] with [`seed_runs`].
+fn mem_engine() -> (Engine, ManualClock) {
+    let (engine, clock) = crate::common::mem_engine();
+    seed_runs(&engine);
+    (engine, clock)
+}
+
+/// [`crate::common::file_engine`] with [`seed_runs`].
+fn file_engine() -> (Engine, ManualClock, tempfile::TempDir) {
+    let (engine, clock, dir) = crate::common::file_engine();
+    seed_runs(&engine);
+    (engine, clock, dir)
+}
+
 fn hours(n: u64) -> Duration {
     Duration::from_secs(n * 3600)
 }
@@ -281,7 +313,7 @@ fn child_ticker() {
         let line = format!("{} {slot}\n", s.name);
         log.lock().unwrap().write_all(line.as_bytes()).unwrap();
         FireOutcome::Fired {
-            run_ids: vec![i64::from(std::process::id())],
+            run_ids: vec![i64::from(std::process::id() % 500 + 1)],
         }
     };
     let opts = ticker(&format!("child-{}", std::process::id()));

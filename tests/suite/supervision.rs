@@ -311,12 +311,16 @@ fn raw_sql_cannot_rewrite_or_forge_events() {
     let job = job_in(&engine, JobState::Running);
     let before = dump(&engine);
     let now = engine.now().to_string();
+    let h = "a".repeat(64);
     let cases = [
         ("update job_events set kind = 'completed'".to_string(), "IMMUTABLE"),
         ("delete from job_events".to_string(), "IMMUTABLE"),
-        (format!("insert into job_events (job_id, seq, kind, at) values ({}, 9, 'progress', '{now}')", job.id), "CONSTRAINT_VIOLATION"),
-        (format!("insert into job_events (job_id, seq, kind, at) values ({}, 3, 'exploded', '{now}')", job.id), "CONSTRAINT_VIOLATION"),
-        (format!("insert into job_events (job_id, seq, kind, payload, at) values ({}, 3, 'progress', '[1]', '{now}')", job.id), "CONSTRAINT_VIOLATION"),
+        (format!("insert into job_events (job_id, seq, kind, at) values ({}, 9, 'progress', '{now}')", job.id), "EVENT_SEQ"),
+        // a shell cannot compute the chain hash, so a forged event without one is refused
+        (format!("insert into job_events (job_id, seq, kind, at) values ({}, 3, 'progress', '{now}')", job.id), "INTEGRITY"),
+        (format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values ({}, 3, 'exploded', '{now}', '{h}', '{h}')", job.id), "CONSTRAINT_VIOLATION"),
+        (format!("insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash) values ({}, 3, 'progress', '[1]', '{now}', '{h}', '{h}')", job.id), "CONSTRAINT_VIOLATION"),
+        (format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values ({}, 1, 'progress', '{now}', '{h}', '{h}')", job.id + 100), "MISSING_REFERENCE"),
     ];
     for (sql, code) in cases {
         let err = engine

@@ -11,12 +11,40 @@ use crate::output::{opt, CliResult, Failure, Out, Table};
 #[derive(Debug, Args)]
 pub struct DoctorArgs {}
 
+/// Whether `doctor` should still run (read-only) on a file that failed to open with `e`.
+pub fn read_only_worthy(e: &runledger::Error) -> bool {
+    matches!(
+        e.code(),
+        "MIGRATION_HISTORY" | "MIGRATION_REFUSED" | "MIGRATION_FAILED" | "UNSUPPORTED_VERSION"
+    )
+}
+
+/// `doctor` on a file [`Engine::open`] refused with `why`: opened read-only, reported, and
+/// the refusal itself printed first.
+pub fn doctor_read_only(
+    path: &std::path::Path,
+    out: Out,
+    _args: DoctorArgs,
+    why: runledger::Error,
+) -> CliResult {
+    eprintln!(
+        "doctor: the file does not open ([{}] {why}); checking it read-only",
+        why.code()
+    );
+    let report = doctor::check_path(path, &DoctorOptions::default())?;
+    print_report(&report, out)
+}
+
 pub fn doctor(engine: &Engine, out: Out, _args: DoctorArgs) -> CliResult {
     let report = doctor::check(engine, &DoctorOptions::default())?;
+    print_report(&report, out)
+}
+
+fn print_report(report: &doctor::DoctorReport, out: Out) -> CliResult {
     let errors = report.errors().count();
     let warnings = report.warnings().count();
     if out.json {
-        out.json(&report);
+        out.json(report);
     } else {
         let mut t = Table::new(&["severity", "check", "table", "row", "detail"]);
         for a in &report.anomalies {
