@@ -11,7 +11,7 @@
 //! | 1 db | `db` |
 //! | 2 storage | `storage/`, `engine` |
 //! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor` (and `doctor/`), `runbook` |
-//! | 4 crate root | `lib`, `guide` (module list and re-exports) |
+//! | 4 crate root and HTTP | `lib`, `guide` (module list and re-exports), `http/` (the API, the event stream and the Trust UI, over the facades) |
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +42,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("src/doctor/", 3),
     ("src/runbook.rs", 3),
     ("src/lib.rs", 4),
+    ("src/http/", 4),
     ("src/guide.rs", 4),
     ("src/layering.rs", 4),
 ];

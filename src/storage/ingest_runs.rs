@@ -534,6 +534,19 @@ pub(crate) const CHECKS: &[Check] = &[
     warn("abandoned_run", "ingest_runs", RUNS_ABANDONED),
 ];
 
+// ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
+
+/// The Trust UI's bounded read (run by `http::ui::queries`).
+pub(crate) const UI_RUNS_CAPPED: &str = "select count(*) from (select 1 from ingest_runs
+     where scope = :scope and status = :status limit :cap)";
+
+/// The Trust UI's bounded read (run by `http::ui::queries`).
+pub(crate) const UI_RUNS_FAILED_NEWEST: &str =
+    "select id, pipeline, scope, trigger, started_at, error_code, error_message,
+       json_extract(meta_json, '$.blockedStage')
+     from ingest_runs
+     where status = 'failed' order by started_at desc limit :limit";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,16 +610,3 @@ mod tests {
         .unwrap());
     }
 }
-
-// ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
-
-/// The Trust UI's bounded read (run by `http::ui::queries`).
-pub(crate) const UI_RUNS_CAPPED: &str = "select count(*) from (select 1 from ingest_runs
-     where scope = :scope and status = :status limit :cap)";
-
-/// The Trust UI's bounded read (run by `http::ui::queries`).
-pub(crate) const UI_RUNS_FAILED_NEWEST: &str =
-    "select id, pipeline, scope, trigger, started_at, error_code, error_message,
-       json_extract(meta_json, '$.blockedStage')
-     from ingest_runs
-     where status = 'failed' order by started_at desc limit :limit";

@@ -151,17 +151,17 @@ pub(crate) fn after(conn: &Connection, cursor: i64, limit: u32) -> Result<Vec<Ev
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The events of a feed after `:cursor`: one job's (`:job`), the jobs `:jobs` (a JSON array
+/// The events of a feed after `:cursor`: one job's (`:job`), the jobs `:job_ids` (a JSON array
 /// of ids: one user's), or all.
 const FEED: &str = "select cursor, job_id, seq, kind, payload, at from job_events
      where cursor > :cursor and (:job is null or job_id = :job)
-       and (:jobs is null or job_id in (select value from json_each(:jobs)))
+       and (:job_ids is null or job_id in (select value from json_each(:job_ids)))
      order by cursor limit :limit";
 /// Jobs (of the filter) whose oldest kept event comes after `:cursor` but is not their first:
 /// the events between were pruned, so a reader at `:cursor` would see a gap.
 const FEED_GAPS: &str = "select e.job_id from job_events e
      where e.cursor > :cursor and e.seq > 1 and (:job is null or e.job_id = :job)
-       and (:jobs is null or e.job_id in (select value from json_each(:jobs)))
+       and (:job_ids is null or e.job_id in (select value from json_each(:job_ids)))
        and not exists (select 1 from job_events f where f.job_id = e.job_id and f.seq = e.seq - 1)
      order by e.cursor limit 100";
 const HEAD: &str = "select coalesce(max(cursor), 0) from job_events";
@@ -182,7 +182,7 @@ pub(crate) fn feed(
     let pruned_jobs = if check_gaps {
         conn.prepare_cached(FEED_GAPS)?
             .query_map(
-                named_params! {":cursor": cursor, ":job": job, ":jobs": jobs_of_user},
+                named_params! {":cursor": cursor, ":job": job, ":job_ids": jobs_of_user},
                 |r| r.get(0),
             )?
             .collect::<rusqlite::Result<Vec<i64>>>()?
@@ -192,7 +192,7 @@ pub(crate) fn feed(
     let events: Vec<Event> = conn
         .prepare_cached(FEED)?
         .query_map(
-            named_params! {":cursor": cursor, ":job": job, ":jobs": jobs_of_user, ":limit": limit},
+            named_params! {":cursor": cursor, ":job": job, ":job_ids": jobs_of_user, ":limit": limit},
             from_row,
         )?
         .collect::<rusqlite::Result<_>>()?;

@@ -629,6 +629,30 @@ pub(crate) const CHECKS: &[Check] = &[
     err("state", "schedules", SCHEDULES_ROWS),
 ];
 
+// ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
+
+/// The Trust UI's bounded read (run by `http::ui::queries`).
+pub(crate) const UI_LAST_SLOT: &str = "select s.name, d.due_at, d.status, d.created_at
+     from due_runs d join schedules s on s.id = d.schedule_id order by d.id desc limit 1";
+
+/// The Trust UI's bounded read (run by `http::ui::queries`).
+pub(crate) const UI_SCHEDULE_LAST_SLOT: &str =
+    "select due_at, status, outcome_code, outcome_message from due_runs
+     where schedule_id = :id and status not in ('pending', 'claimed') order by due_at desc limit 1";
+
+/// The Trust UI's bounded read (run by `http::ui::queries`).
+pub(crate) const UI_SCHEDULE_MISSED: &str = "select count(*) from (select 1 from due_runs
+     where schedule_id = :id and status in ('skipped', 'failed') limit :cap)";
+
+const LAST_CLAIMED_AT: &str = "select max(claimed_at) from due_runs";
+
+/// When a ticker last claimed a due slot (`None` before the first).
+pub(crate) fn last_claimed_at(conn: &Connection) -> Result<Option<Timestamp>> {
+    Ok(conn
+        .prepare_cached(LAST_CLAIMED_AT)?
+        .query_row([], |r| r.get(0))?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,27 +694,3 @@ mod tests {
         }
     }
 }
-
-const LAST_CLAIMED_AT: &str = "select max(claimed_at) from due_runs";
-
-/// When a ticker last claimed a due slot (`None` before the first).
-pub(crate) fn last_claimed_at(conn: &Connection) -> Result<Option<Timestamp>> {
-    Ok(conn
-        .prepare_cached(LAST_CLAIMED_AT)?
-        .query_row([], |r| r.get(0))?)
-}
-
-// ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
-
-/// The Trust UI's bounded read (run by `http::ui::queries`).
-pub(crate) const UI_LAST_SLOT: &str = "select s.name, d.due_at, d.status, d.created_at
-     from due_runs d join schedules s on s.id = d.schedule_id order by d.id desc limit 1";
-
-/// The Trust UI's bounded read (run by `http::ui::queries`).
-pub(crate) const UI_SCHEDULE_LAST_SLOT: &str =
-    "select due_at, status, outcome_code, outcome_message from due_runs
-     where schedule_id = :id and status not in ('pending', 'claimed') order by due_at desc limit 1";
-
-/// The Trust UI's bounded read (run by `http::ui::queries`).
-pub(crate) const UI_SCHEDULE_MISSED: &str = "select count(*) from (select 1 from due_runs
-     where schedule_id = :id and status in ('skipped', 'failed') limit :cap)";

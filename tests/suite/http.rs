@@ -19,9 +19,13 @@ struct Api {
     token: Option<String>,
 }
 
+/// A client that opens a connection per request: a pooled keep-alive connection that the
+/// server closes after an error response races the next request ("peer disconnected")
+/// under load, which is the client's retry to make, not what these tests are about.
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_idle_connections(0)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into()
