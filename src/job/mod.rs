@@ -71,18 +71,8 @@ impl<'e> Jobs<'e> {
     /// Creates a job in state `created`.
     pub fn create(&self, new: &NewJob) -> Result<Job> {
         validate::new_job(new)?;
-        self.engine.write_events(|tx, ev| {
-            let now = tx.now();
-            let job = store::insert(tx, new, now)?;
-            ev.push(events::append(
-                tx,
-                job.id,
-                EventKind::Created,
-                json!({ "kind": job.kind, "user_id": job.user_id }),
-                now,
-            )?);
-            Ok(job)
-        })
+        self.engine
+            .write_events(|tx, ev| insert_created(tx, new, tx.now(), ev))
     }
 
     /// Creates every job of `new` in one operation (one shared commit): all or none. Each is
@@ -100,19 +90,7 @@ impl<'e> Jobs<'e> {
         }
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
-            let mut jobs = Vec::with_capacity(new.len());
-            for n in new {
-                let job = store::insert(tx, n, now)?;
-                ev.push(events::append(
-                    tx,
-                    job.id,
-                    EventKind::Created,
-                    json!({ "kind": job.kind, "user_id": job.user_id }),
-                    now,
-                )?);
-                jobs.push(job);
-            }
-            Ok(jobs)
+            new.iter().map(|n| insert_created(tx, n, now, ev)).collect()
         })
     }
 
@@ -455,6 +433,24 @@ impl<'e> Jobs<'e> {
     pub fn stats_for_user(&self, user_id: &str) -> Result<JobStats> {
         self.engine.read(|c| store::stats(c, Some(user_id)))
     }
+}
+
+/// Inserts one validated job with its `created` event.
+fn insert_created(
+    tx: &rusqlite::Connection,
+    new: &NewJob,
+    now: crate::clock::Timestamp,
+    ev: &mut Vec<events::Event>,
+) -> Result<Job> {
+    let job = store::insert(tx, new, now)?;
+    ev.push(events::append(
+        tx,
+        job.id,
+        EventKind::Created,
+        json!({ "kind": job.kind, "user_id": job.user_id }),
+        now,
+    )?);
+    Ok(job)
 }
 
 /// Parses JSON text a host received from elsewhere into a value for [`NewJob::input`] or a
