@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use runledger::{
-    DbOptions, Durability, Engine, EngineOptions, EventKind, NewJob, Worker, WorkerOptions,
-};
+use runledger::{Durability, Engine, EventKind, NewJob, Worker, WorkerOptions};
 use serde_json::json;
 
 fn scale(n: usize) -> usize {
@@ -24,28 +22,6 @@ fn scale(n: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
     ((n as f64) * s).max(10.0) as usize
-}
-
-fn engine(path: &Path, durability: Durability) -> Engine {
-    let db = DbOptions {
-        durability,
-        ..DbOptions::default()
-    };
-    Engine::open_with(
-        path,
-        EngineOptions {
-            db,
-            ..EngineOptions::default()
-        },
-    )
-    .unwrap()
-}
-
-fn sync_name(d: Durability) -> &'static str {
-    match d {
-        Durability::Full => "full",
-        Durability::Normal => "normal",
-    }
 }
 
 fn new_job(i: usize) -> NewJob {

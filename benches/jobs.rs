@@ -9,9 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use runledger::{
-    DbOptions, Durability, Engine, EngineOptions, NewJob, Supervisor, SupervisorOptions,
-};
+use runledger::{Durability, NewJob, Supervisor, SupervisorOptions};
 use serde_json::json;
 
 fn scale(n: usize) -> usize {
@@ -20,27 +18,6 @@ fn scale(n: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
     ((n as f64) * s).max(10.0) as usize
-}
-
-fn engine(path: &Path, durability: Durability) -> Engine {
-    Engine::open_with(
-        path,
-        EngineOptions {
-            db: DbOptions {
-                durability,
-                ..DbOptions::default()
-            },
-            ..EngineOptions::default()
-        },
-    )
-    .unwrap()
-}
-
-fn sync_name(d: Durability) -> &'static str {
-    match d {
-        Durability::Full => "full",
-        Durability::Normal => "normal",
-    }
 }
 
 fn bench_create(dir: &Path, d: Durability, n: usize) -> (f64, f64) {

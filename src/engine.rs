@@ -16,6 +16,10 @@
 //! - a group holds at most [`MAX_GROUP`] operations, so a steady stream of writers cannot
 //!   postpone a commit for ever.
 //!
+//! Groups form at `Durability::Full`, where a commit waits for an fsync. At
+//! `Durability::Normal` a commit costs less than waking another thread, so each operation
+//! commits on its own (no savepoint; a failure rolls its transaction back).
+//!
 //! Across processes, `BEGIN IMMEDIATE` meeting another process's write lock fails at once
 //! (the writer's busy timeout is zero): the caller releases the mutex, sleeps, and retries,
 //! so no thread ever sleeps holding a lock other callers need. A group whose commit fails

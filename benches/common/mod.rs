@@ -51,3 +51,27 @@ pub const PLAIN_SCHEMA: &str = "create table if not exists jobs (id integer prim
     result text, heartbeat_at text, created_at text, finished_at text);
   create index if not exists jobs_claim on jobs(id) where state = 'created';
   create table if not exists events (id integer primary key, job_id integer, kind text, payload text, at text);";
+
+/// A runledger engine on `path` with `durability`, other options default.
+pub fn engine(path: &Path, durability: runledger::Durability) -> runledger::Engine {
+    let db = runledger::DbOptions {
+        durability,
+        ..runledger::DbOptions::default()
+    };
+    runledger::Engine::open_with(
+        path,
+        runledger::EngineOptions {
+            db,
+            ..runledger::EngineOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// The baseline's `synchronous` pragma value for `d`.
+pub fn sync_name(d: runledger::Durability) -> &'static str {
+    match d {
+        runledger::Durability::Full => "full",
+        runledger::Durability::Normal => "normal",
+    }
+}
