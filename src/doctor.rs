@@ -49,7 +49,8 @@ use sha2::{Digest, Sha256};
 use crate::clock::Timestamp;
 use crate::db::{self, DbOptions};
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::damage::{self, Damage};
+use crate::error::{Error, Result};
 use crate::events;
 use crate::job::JobState;
 use crate::run::{RunStatus, Scope, TriggerKind};
@@ -115,6 +116,10 @@ pub struct DoctorReport {
     pub checks: Vec<&'static str>,
     /// Every anomaly, sorted by check, table and row.
     pub anomalies: Vec<Anomaly>,
+    /// Set when the file itself is damaged: the cause, which tables still read, and what
+    /// to do ([`crate::damage`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage: Option<Damage>,
 }
 
 impl DoctorReport {
@@ -144,12 +149,58 @@ pub fn check(engine: &Engine, opts: &DoctorOptions) -> Result<DoctorReport> {
     engine.with_connection(|conn| check_connection(conn, now, opts))
 }
 
-/// Checks the database behind `conn` as of `now` (what [`check`] runs).
+/// Checks the database behind `conn` as of `now` (what [`check`] runs). A damaged file
+/// (a check met `CORRUPT`, `NOT_A_DATABASE` or `IO_ERROR`, or integrity_check reported
+/// pages) gives a report with [`DoctorReport::damage`] set, not an error.
 pub fn check_connection(
     conn: &Connection,
     now: Timestamp,
     opts: &DoctorOptions,
 ) -> Result<DoctorReport> {
+    match check_all(conn, now, opts) {
+        Ok(mut report) => {
+            if let Some(first) = report.anomalies.iter().find(|a| a.check == "integrity") {
+                let cause = Error::Corrupt {
+                    extended_code: rusqlite::ffi::SQLITE_CORRUPT,
+                    detail: first.detail.clone(),
+                };
+                let (found, damage) = damage::survey(conn, &cause);
+                report.anomalies.extend(found);
+                report.anomalies.sort();
+                report.anomalies.dedup();
+                report.damage = Some(damage);
+            }
+            Ok(report)
+        }
+        Err(cause) if damage::is_damage(&cause) => {
+            let (mut anomalies, damage) = damage::survey(conn, &cause);
+            anomalies.sort();
+            anomalies.dedup();
+            Ok(DoctorReport {
+                checked_at: now,
+                schema_version: db::schema_version(conn).unwrap_or(-1),
+                checks: vec!["damage", "integrity", "table_read"],
+                anomalies,
+                damage: Some(damage),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks a file that the engine cannot open (damaged, truncated, not SQLite) through a
+/// read-only connection that migrates nothing.
+pub fn check_file(path: &std::path::Path, now: Timestamp, opts: &DoctorOptions) -> Result<DoctorReport> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    check_connection(&conn, now, opts)
+}
+
+fn check_all(conn: &Connection, now: Timestamp, opts: &DoctorOptions) -> Result<DoctorReport> {
     let mut found = Vec::new();
     let mut checks = vec![
         "integrity",
@@ -187,6 +238,7 @@ pub fn check_connection(
         schema_version,
         checks,
         anomalies: found,
+        damage: None,
     })
 }
 

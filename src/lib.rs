@@ -34,7 +34,9 @@
 #[macro_use]
 mod text_enum;
 
+pub mod backup;
 pub mod clock;
+pub mod damage;
 pub mod db;
 pub mod demo;
 pub mod doctor;

@@ -13,6 +13,7 @@ mod reliability;
 mod reliability_contention;
 mod reliability_crash;
 mod reliability_faults;
+mod reliability_files;
 mod reliability_input;
 mod runbook;
 mod runs;
