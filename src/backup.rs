@@ -58,7 +58,10 @@ impl Engine {
         if fs::symlink_metadata(dest).is_ok() {
             return Err(Error::invalid(
                 "dest",
-                format!("{} already exists; a backup never overwrites", dest.display()),
+                format!(
+                    "{} already exists; a backup never overwrites",
+                    dest.display()
+                ),
             ));
         }
         let mut partial = dest.as_os_str().to_owned();
@@ -102,9 +105,7 @@ impl Engine {
         fs::File::open(&partial)
             .and_then(|f| f.sync_all())
             .map_err(io("sync", &partial))?;
-        let bytes = fs::metadata(&partial)
-            .map_err(io("stat", &partial))?
-            .len();
+        let bytes = fs::metadata(&partial).map_err(io("stat", &partial))?.len();
         fs::rename(&partial, dest).map_err(io("rename", dest))?;
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The rename is durable once the directory is synced (best effort: not every

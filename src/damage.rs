@@ -48,6 +48,15 @@ pub fn is_damage(e: &Error) -> bool {
     )
 }
 
+/// Whether an `integrity_check` line is damage to the file's structure (pages, b-trees,
+/// indexes), not a row that breaks a CHECK or NOT NULL rule (which doctor's row checks
+/// report on their own).
+pub fn is_physical(integrity_line: &str) -> bool {
+    !(integrity_line.starts_with("CHECK constraint failed")
+        || integrity_line.starts_with("NULL value in")
+        || integrity_line.starts_with("NOT NULL constraint failed"))
+}
+
 /// A full scan of every table the migrations create (every column of every row, so
 /// overflow pages are read too). Names are fixed here: no SQL is built from text.
 pub(crate) const TABLE_SCANS: &[(&str, &str)] = &[

@@ -47,9 +47,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
+use crate::damage::{self, Damage};
 use crate::db::{self, DbOptions};
 use crate::engine::Engine;
-use crate::damage::{self, Damage};
 use crate::error::{Error, Result};
 use crate::events;
 use crate::job::JobState;
@@ -65,7 +65,7 @@ pub struct DoctorOptions {
     /// A running job whose heartbeat is older than this is reported `stale_job`. Default
     /// 30 s (the supervisor's default).
     pub stale_after: Duration,
-    /// A due slot claimed longer ago than this is reported `stuck_slot`. Default 6 h (the
+    /// A due slot claimed longer ago than this is reported `stuck_slot`. Default 10 min (the
     /// scheduler's default).
     pub claim_timeout: Duration,
 }
@@ -75,7 +75,7 @@ impl Default for DoctorOptions {
         Self {
             now: None,
             stale_after: Duration::from_secs(30),
-            claim_timeout: Duration::from_secs(6 * 60 * 60),
+            claim_timeout: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -159,7 +159,8 @@ pub fn check_connection(
 ) -> Result<DoctorReport> {
     match check_all(conn, now, opts) {
         Ok(mut report) => {
-            if let Some(first) = report.anomalies.iter().find(|a| a.check == "integrity") {
+            let physical = |a: &&Anomaly| a.check == "integrity" && damage::is_physical(&a.detail);
+            if let Some(first) = report.anomalies.iter().find(physical) {
                 let cause = Error::Corrupt {
                     extended_code: rusqlite::ffi::SQLITE_CORRUPT,
                     detail: first.detail.clone(),
@@ -190,7 +191,11 @@ pub fn check_connection(
 
 /// Checks a file that the engine cannot open (damaged, truncated, not SQLite) through a
 /// read-only connection that migrates nothing.
-pub fn check_file(path: &std::path::Path, now: Timestamp, opts: &DoctorOptions) -> Result<DoctorReport> {
+pub fn check_file(
+    path: &std::path::Path,
+    now: Timestamp,
+    opts: &DoctorOptions,
+) -> Result<DoctorReport> {
     let conn = Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY

@@ -63,8 +63,8 @@ pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};
 pub use looping::LoopHandle;
 pub use run::{Pipeline, RunStatus, Runs, ScheduledRuns, Scope, ScopeSelector, TriggerKind};
 pub use schedule::{
-    Fire, FireOutcome, Misfire, NewSchedule, Schedule, ScheduleEdit, Schedules, Slot, SlotStatus,
-    TickOptions, TickReport,
+    Fire, FireOutcome, Misfire, NewSchedule, Schedule, ScheduleEdit, Schedules, Slot, SlotClaim,
+    SlotStatus, TickOptions, TickReport,
 };
 
 /// The README's code blocks, compiled and run as doctests.

@@ -12,6 +12,7 @@ use super::state::{RunStatus, Scope, TriggerKind};
 use super::timeline::{self, StageKind, StageStatus, TimelineEntry};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::schedule::SlotClaim;
 
 /// One ingestion run as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -141,6 +142,9 @@ pub(crate) struct NewRun<'a> {
     pub lock_key: &'a str,
     pub account_id: Option<&'a str>,
     pub lease: Duration,
+    /// The schedule slot claim this run is started for: the run names the slot
+    /// (`meta_json.slotId`) and starts only while the claim holds.
+    pub slot: Option<&'a SlotClaim>,
 }
 
 /// The result of [`start`].
@@ -159,6 +163,18 @@ pub(crate) enum Started {
 /// `ABANDONED`, then inserts the started row. When the lock is held, records the attempt as
 /// a failed run (`RUN_ALREADY_ACTIVE`, `blockedStage: "lock"`) instead.
 pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result<Started> {
+    if let Some(claim) = new.slot {
+        // The fence: a claim given back (its ticker was presumed dead) starts nothing.
+        if !crate::schedule::store::holds_claim(tx, claim)? {
+            return Err(Error::IllegalTransition {
+                entity: "due_run",
+                id: claim.slot_id.to_string(),
+                from: "no longer claimed by this ticker".into(),
+                to: "fired".into(),
+            });
+        }
+    }
+    let slot_id = new.slot.map(|c| c.slot_id);
     let holder: Option<(i64, Option<Timestamp>)> = tx
         .prepare_cached(ACTIVE_HOLDER)?
         .query_row(named_params! {":lock_key": new.lock_key}, |r| {
@@ -171,7 +187,11 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
         }
     }
     let source = new.trigger.as_str();
-    let meta = json!({"source": source, "scope": new.scope.as_str()}).to_string();
+    let mut meta = json!({"source": source, "scope": new.scope.as_str()});
+    if let Some(id) = slot_id {
+        meta["slotId"] = json!(id);
+    }
+    let meta = meta.to_string();
     let inserted = tx.prepare_cached(INSERT_STARTED)?.execute(named_params! {
         ":pipeline": new.pipeline,
         ":scope": new.scope,
@@ -199,13 +219,16 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
                 .close(StageStatus::Failed, now)
                 .with_error(err.code(), &message)
                 .with_detail(Some(json!({"activeRunId": active_run_id})));
-            let meta = json!({
+            let mut meta = json!({
                 "blockedStage": "lock",
                 "errorCode": err.code(),
                 "source": source,
                 "scope": new.scope.as_str(),
                 "activeRunId": active_run_id,
             });
+            if let Some(id) = slot_id {
+                meta["slotId"] = json!(id);
+            }
             tx.prepare_cached(INSERT_REJECTED)?.execute(named_params! {
                 ":pipeline": new.pipeline,
                 ":scope": new.scope,
@@ -258,6 +281,7 @@ pub(crate) const RESERVED_META: &[&str] = &[
     "blockedStage",
     "failedStage",
     "errorCode",
+    "slotId",
 ];
 
 /// Merges a JSON object into a started run's `meta_json`; `NotFound`-like refusal when the
@@ -446,6 +470,7 @@ mod tests {
             lock_key: "p:targets",
             account_id: None,
             lease: Duration::from_secs(60),
+            slot: None,
         };
         let Started::Run(id) = start(&conn, &new, t(0)).unwrap() else {
             panic!("lock is free")

@@ -1,7 +1,7 @@
 //! The due-run (slot) state machine: [`SlotStatus`] and the single table of allowed
 //! transitions.
 //!
-//! `migrations/V4__schedules.sql` mirrors [`TRANSITIONS`] in the `due_runs_state_machine`
+//! `migrations/V4__schedules.sql` (as amended by `V6__slot_give_back.sql`) mirrors [`TRANSITIONS`] in the `due_runs_state_machine`
 //! trigger; the test `due_run_state_machine_agrees_with_sql` proves the two equal.
 
 /// Where one slot (one schedule at one due instant) is in its life.
@@ -40,7 +40,12 @@ pub const TRANSITIONS: &[(SlotStatus, SlotStatus, &str)] = &[
     (
         Claimed,
         Failed,
-        "the fire call failed or panicked, or the claim was abandoned",
+        "the fire call failed or panicked",
+    ),
+    (
+        Claimed,
+        Pending,
+        "the claim timed out and no run names the slot: its ticker died before firing, so it is given back",
     ),
 ];
 

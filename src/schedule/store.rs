@@ -120,12 +120,30 @@ const FINISH_CLAIMED_SLOT: &str = "
         outcome_code = :code, outcome_message = :message
     where id = :id and status = 'claimed' and claimed_by = :ticker";
 
-/// The sweep's finish: any claim older than the cutoff, whoever holds it.
-const FAIL_ABANDONED_SLOT: &str = "
+/// The runs started for a slot (each names it in `meta_json.slotId`, written in the run's
+/// own start transaction), and whether each was a lock refusal.
+const SLOT_RUNS: &str = "
+    select id, coalesce(json_extract(meta_json, '$.blockedStage') = 'lock', 0) from ingest_runs
+    where json_extract(meta_json, '$.slotId') = :id
+    order by id";
+
+/// The recovery's finish of a timed-out claim that runs name, whoever holds it.
+const FINISH_TIMED_OUT_SLOT: &str = "
     update due_runs
-    set status = 'failed', finished_at = max(:now, claimed_at),
-        outcome_code = 'ABANDONED', outcome_message = :message
+    set status = :status, finished_at = max(:now, claimed_at), run_ids = :run_ids,
+        outcome_code = :code, outcome_message = :message
     where id = :id and status = 'claimed' and claimed_at < :cutoff";
+
+/// Gives a timed-out claim back (no run names its slot): another ticker fires it.
+const GIVE_BACK_SLOT: &str = "
+    update due_runs set status = 'pending', claimed_at = NULL, claimed_by = NULL
+    where id = :id and status = 'claimed' and claimed_at < :cutoff";
+
+/// The fence of a run started for a slot: the slot is still this claim's.
+const HOLDS_CLAIM: &str = "
+    select exists(select 1 from due_runs
+                  where id = :id and status = 'claimed' and claimed_by = :ticker
+                    and claimed_at = :claimed_at)";
 
 /// The validated values of a new schedule.
 pub(crate) struct ScheduleRow<'a> {
@@ -391,18 +409,45 @@ pub(crate) fn finish_claimed_slot(
     })? == 1)
 }
 
-/// Fails a claim older than `cutoff`; `false` if it was finished meanwhile.
-pub(crate) fn fail_abandoned_slot(
+/// The runs started for slot `id`: `(run id, was a lock refusal)`, oldest first.
+pub(crate) fn slot_runs(conn: &Connection, id: i64) -> Result<Vec<(i64, bool)>> {
+    let mut stmt = conn.prepare_cached(SLOT_RUNS)?;
+    let rows = stmt.query_map(named_params! { ":id": id }, |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Finishes a claim older than `cutoff` from the runs that name it; `false` if it was
+/// finished meanwhile.
+pub(crate) fn finish_timed_out_slot(
     conn: &Connection,
     id: i64,
     cutoff: Timestamp,
-    message: &str,
+    f: &Finish<'_>,
     now: Timestamp,
 ) -> Result<bool> {
-    let mut stmt = conn.prepare_cached(FAIL_ABANDONED_SLOT)?;
+    let run_ids = serde_json::to_string(f.run_ids).expect("a list of integers serializes");
+    let mut stmt = conn.prepare_cached(FINISH_TIMED_OUT_SLOT)?;
     Ok(stmt.execute(named_params! {
-        ":id": id, ":cutoff": cutoff, ":message": message, ":now": now,
+        ":id": id, ":cutoff": cutoff, ":status": f.status, ":run_ids": run_ids,
+        ":code": f.code, ":message": f.message, ":now": now,
     })? == 1)
+}
+
+/// Gives a claim older than `cutoff` back to `pending`; `false` if it was finished meanwhile.
+pub(crate) fn give_back_slot(conn: &Connection, id: i64, cutoff: Timestamp) -> Result<bool> {
+    let mut stmt = conn.prepare_cached(GIVE_BACK_SLOT)?;
+    Ok(stmt.execute(named_params! { ":id": id, ":cutoff": cutoff })? == 1)
+}
+
+/// Whether slot `claim.slot_id` is still claimed by `claim` (the fence of a run start).
+pub(crate) fn holds_claim(conn: &Connection, claim: &super::SlotClaim) -> Result<bool> {
+    let mut stmt = conn.prepare_cached(HOLDS_CLAIM)?;
+    Ok(stmt.query_row(
+        named_params! {
+            ":id": claim.slot_id, ":ticker": claim.ticker, ":claimed_at": claim.claimed_at,
+        },
+        |r| r.get(0),
+    )?)
 }
 
 #[cfg(test)]

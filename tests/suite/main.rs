@@ -15,6 +15,7 @@ mod reliability_crash;
 mod reliability_faults;
 mod reliability_files;
 mod reliability_input;
+mod reliability_slots;
 mod runbook;
 mod runs;
 mod runs_probe;

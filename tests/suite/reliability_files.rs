@@ -138,7 +138,11 @@ fn closed_populated_file(dir: &Path, table: &str) -> (std::path::PathBuf, u64, u
         for i in 0..200 {
             engine
                 .jobs()
-                .create(&NewJob::new("bob", "research", json!({"i": i, "pad": "p".repeat(200)})))
+                .create(&NewJob::new(
+                    "bob",
+                    "research",
+                    json!({"i": i, "pad": "p".repeat(200)}),
+                ))
                 .unwrap();
         }
     }
@@ -191,8 +195,15 @@ fn regression_doctor_aborted_with_database_on_a_file_with_an_overwritten_page() 
     assert!(damage.advice.contains(".recover") && damage.advice.contains("backup"));
     let jobs = damage.tables.iter().find(|t| t.table == "jobs").unwrap();
     assert!(!jobs.readable, "{damage:#?}");
-    assert!(jobs.error.as_deref().unwrap().contains("CORRUPT"), "{jobs:?}");
-    let schedules = damage.tables.iter().find(|t| t.table == "schedules").unwrap();
+    assert!(
+        jobs.error.as_deref().unwrap().contains("CORRUPT"),
+        "{jobs:?}"
+    );
+    let schedules = damage
+        .tables
+        .iter()
+        .find(|t| t.table == "schedules")
+        .unwrap();
     assert!(schedules.readable && schedules.rows == 1, "{damage:#?}");
     assert!(report.anomalies.iter().any(|a| a.check == "damage"));
 
