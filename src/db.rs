@@ -103,6 +103,7 @@ fn configure(conn: &Connection, opts: &DbOptions, wal: bool) -> Result<()> {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::ReadOnly);
         }
+        crate::wal::configure(conn)?;
     }
     let sync = match opts.durability {
         Durability::Full => "full",
@@ -179,6 +180,7 @@ pub fn write<T>(
     mut f: impl FnMut(&Transaction<'_>) -> Result<T>,
 ) -> Result<T> {
     let mut tries = 0;
+    let mut truncated = false;
     loop {
         let attempt = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -190,6 +192,13 @@ pub fn write<T>(
             Err(Error::Busy) if tries < opts.busy_retries => {
                 tries += 1;
                 std::thread::sleep(backoff(tries));
+            }
+            // A full disk: empty the WAL into the file (crate::wal) and retry once.
+            Err(Error::DatabaseFull) if !truncated => {
+                truncated = true;
+                if crate::wal::truncate(conn).is_err() {
+                    return Err(Error::DatabaseFull);
+                }
             }
             other => return other,
         }

@@ -51,6 +51,7 @@ mod machine;
 pub mod run;
 pub mod runbook;
 pub mod schedule;
+pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{DbOptions, Durability};

@@ -237,3 +237,100 @@ fn a_truncated_file_is_corrupt_or_not_a_database_and_doctor_reports_it() {
     assert!(damage.cause.contains("NOT_A_DATABASE"), "{damage:#?}");
     assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5A; 8192]);
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop. `None` (with the
+/// reason printed) where mounting is not permitted, except under `RUNLEDGER_CI=1`.
+struct SmallVolume {
+    dir: tempfile::TempDir,
+}
+
+impl SmallVolume {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        let ok = matches!(&out, Ok(o) if o.status.success());
+        if !ok {
+            let why = match out {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                std::env::var("RUNLEDGER_CI").as_deref() != Ok("1"),
+                "RUNLEDGER_CI=1 requires mounting a tmpfs: {why}"
+            );
+            println!("SKIPPED: cannot mount a {size} tmpfs here: {why}");
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn regression_a_full_small_volume_did_not_recover_after_space_was_freed() {
+    let Some(vol) = SmallVolume::mount("2m") else {
+        return;
+    };
+    // A filler the operator deletes to free space.
+    let filler = vol.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 512 * 1024]).unwrap();
+    let path = vol.path().join("ledger.db");
+    let clock = runledger::ManualClock::new(t0());
+    let engine = Engine::open_with(
+        &path,
+        runledger::EngineOptions::default().with_clock(clock.clone()),
+    )
+    .unwrap();
+    let pad = "x".repeat(2000);
+    let mut written = 0;
+    let full = loop {
+        match engine
+            .jobs()
+            .create(&NewJob::new("alice", "research", json!({ "pad": pad })))
+        {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 10_000, "never filled the volume");
+    };
+    assert_eq!(full.code(), "DATABASE_FULL", "{full}");
+    std::fs::remove_file(&filler).unwrap();
+
+    // The documented remedy: free space, retry (and prune). Every later write works.
+    let mut failed = 0;
+    let tries = 300;
+    for i in 0..tries {
+        let small = NewJob::new("alice", "research", json!({ "i": i }));
+        if let Err(e) = engine.jobs().create(&small) {
+            assert_eq!(e.code(), "DATABASE_FULL", "{e}");
+            failed += 1;
+        }
+    }
+    let wal = std::fs::metadata(format!("{}-wal", path.display()))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "small volume: {written} writes filled 2 MiB; after freeing 512 KiB, {failed} of {tries} writes failed; wal {wal} bytes"
+    );
+    assert_eq!(
+        failed, 0,
+        "{failed} of {tries} writes failed after space was freed"
+    );
+    let report = doctor::check(&engine, &DoctorOptions::default()).unwrap();
+    assert_eq!(report.errors().count(), 0, "{:#?}", report.anomalies);
+    drop(engine);
+}
