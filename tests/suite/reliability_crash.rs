@@ -250,7 +250,7 @@ fn assert_whole(engine: &Engine) {
 
 #[test]
 fn crash_consistency_under_sigkill() {
-    let kills = count(20, 100);
+    let kills = count(20, 500);
     let seed = seed(0x5EED_C0A5);
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
