@@ -9,6 +9,7 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::db::{self, DbOptions};
 use crate::error::Result;
 use crate::events::{Bus, Event};
+use crate::run::pending::PendingEndings;
 
 /// How an [`Engine`] is opened: database options and the clock.
 #[derive(Debug, Clone)]
@@ -53,6 +54,8 @@ struct Inner {
     bus: Bus,
     opts: EngineOptions,
     path: Option<PathBuf>,
+    /// Run endings a full disk kept from being written (written before the next write).
+    pending: PendingEndings,
 }
 
 impl Engine {
@@ -86,6 +89,7 @@ impl Engine {
                 bus: Bus::default(),
                 opts,
                 path,
+                pending: PendingEndings::default(),
             }),
         }
     }
@@ -122,7 +126,13 @@ impl Engine {
     /// Runs `f` in an immediate write transaction (retried whole on a busy database).
     pub(crate) fn write<T>(&self, f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
+        self.inner.pending.flush(&mut conn, &self.inner.opts.db);
         db::write(&mut conn, &self.inner.opts.db, f)
+    }
+
+    /// Run endings to write before the next write ([`crate::run::pending`]).
+    pub(crate) fn pending_endings(&self) -> &PendingEndings {
+        &self.inner.pending
     }
 
     /// Runs `f` in an immediate write transaction that may append job events; once it

@@ -168,7 +168,8 @@ impl<'a> Runs<'a> {
         match self.drive(p, run_id, scope, trigger, account_id) {
             Ok(()) => self.get(run_id),
             Err(e) => {
-                // Best effort: end it now; if even that fails, the lease sweep will.
+                // End it now; if the disk is full, on the next write; failing both, the
+                // lease sweep will.
                 let message = e.to_string();
                 let end = Finish {
                     status: RunStatus::Failed,
@@ -176,7 +177,14 @@ impl<'a> Runs<'a> {
                     meta: json!({"errorCode": e.code()}),
                 };
                 let now = self.engine.now();
-                let _ = self.engine.write(|tx| store::finish(tx, run_id, &end, now));
+                let ended = self.engine.write(|tx| store::finish(tx, run_id, &end, now));
+                if ended.is_err_and(|w| w.is_transient()) {
+                    // A full disk: the ending is written before this engine's next write,
+                    // which frees the lock as soon as the disk takes one again.
+                    self.engine
+                        .pending_endings()
+                        .push_failed(run_id, e.code(), &message, now);
+                }
                 Err(e)
             }
         }

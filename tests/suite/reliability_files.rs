@@ -334,3 +334,61 @@ fn regression_a_full_small_volume_did_not_recover_after_space_was_freed() {
     assert_eq!(report.errors().count(), 0, "{:#?}", report.anomalies);
     drop(engine);
 }
+
+/// Fills the volume holding `dir` with a file `dir/filler` until the disk is full.
+fn fill_volume(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[test]
+fn regression_a_run_whose_final_write_met_a_full_disk_kept_its_lock_until_the_lease_expired() {
+    use runledger::run::{Pipeline, RunStatus, Scope, StageOutput, TriggerKind};
+    let Some(vol) = SmallVolume::mount("2m") else {
+        return;
+    };
+    let path = vol.path().join("ledger.db");
+    let clock = runledger::ManualClock::new(t0());
+    let engine = Engine::open_with(
+        &path,
+        runledger::EngineOptions::default().with_clock(clock.clone()),
+    )
+    .unwrap();
+    let fill = Arc::new(AtomicBool::new(true));
+    let dir = vol.path().to_path_buf();
+    let flag = fill.clone();
+    let pipeline = Pipeline::builder("ingest")
+        .stage("fetch", move |_| {
+            if flag.swap(false, Ordering::SeqCst) {
+                fill_volume(&dir); // the disk fills up while the stage works
+            }
+            Ok(StageOutput::with_detail(json!({"rows": 1})))
+        })
+        .build()
+        .unwrap();
+    let outcome = engine
+        .runs()
+        .trigger(&pipeline, Scope::Targets.into(), TriggerKind::Manual)
+        .unwrap();
+    let err = outcome[0].result.as_ref().unwrap_err();
+    assert_eq!(err.code(), "DATABASE_FULL", "{err}");
+
+    // Space returns. The process knows its run failed: its next write finishes the run
+    // and frees the lock, so the next trigger is not refused with RUN_ALREADY_ACTIVE.
+    std::fs::remove_file(vol.path().join("filler")).unwrap();
+    let again = engine
+        .runs()
+        .trigger(&pipeline, Scope::Targets.into(), TriggerKind::Manual)
+        .unwrap();
+    let second = again[0].result.as_ref().expect("the lock was freed");
+    assert_eq!(second.status, RunStatus::Success);
+    let first = engine.runs().get(second.id - 1).unwrap();
+    assert_eq!(first.status, RunStatus::Failed, "{first:?}");
+    assert_eq!(first.error_code.as_deref(), Some("DATABASE_FULL"));
+    let report = doctor::check(&engine, &DoctorOptions::default()).unwrap();
+    assert_eq!(report.errors().count(), 0, "{:#?}", report.anomalies);
+    drop(engine);
+}
