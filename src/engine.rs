@@ -9,6 +9,7 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::db::{self, DbOptions};
 use crate::error::Result;
 use crate::events::{Bus, Event};
+use crate::file_identity::FileIdentity;
 use crate::run::pending::PendingEndings;
 
 /// How an [`Engine`] is opened: database options and the clock.
@@ -56,6 +57,8 @@ struct Inner {
     path: Option<PathBuf>,
     /// Run endings a full disk kept from being written (written before the next write).
     pending: PendingEndings,
+    /// The device and inode of the file, re-checked before writes (`None` in memory).
+    identity: Option<FileIdentity>,
 }
 
 impl Engine {
@@ -83,6 +86,7 @@ impl Engine {
     }
 
     fn from_parts(conn: Connection, opts: EngineOptions, path: Option<PathBuf>) -> Self {
+        let identity = path.as_deref().and_then(FileIdentity::of);
         Self {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -90,6 +94,7 @@ impl Engine {
                 opts,
                 path,
                 pending: PendingEndings::default(),
+                identity,
             }),
         }
     }
@@ -125,9 +130,15 @@ impl Engine {
 
     /// Runs `f` in an immediate write transaction (retried whole on a busy database).
     pub(crate) fn write<T>(&self, f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let identity = self.inner.identity.as_ref();
+        identity.map_or(Ok(()), |i| i.check(false))?;
         let mut conn = self.lock();
         self.inner.pending.flush(&mut conn, &self.inner.opts.db);
-        db::write(&mut conn, &self.inner.opts.db, f)
+        let out = db::write(&mut conn, &self.inner.opts.db, f);
+        if out.is_err() {
+            identity.map_or(Ok(()), |i| i.check(true))?;
+        }
+        out
     }
 
     /// Run endings to write before the next write ([`crate::run::pending`]).

@@ -183,6 +183,16 @@ pub enum Error {
         detail: String,
     },
 
+    /// The database file was renamed, deleted or replaced under this process: writing on
+    /// would go to a file nobody can open again. Stop, and reopen the path (or restore it).
+    #[error("{}: {detail}; reopen the database", path.display())]
+    FileReplaced {
+        /// The path the engine opened.
+        path: std::path::PathBuf,
+        /// What changed.
+        detail: String,
+    },
+
     /// A file operation outside SQLite failed (writing a backup).
     #[error("cannot {op} {}", path.display())]
     Io {
@@ -258,6 +268,7 @@ impl Error {
             Error::DiskIo { .. } => "IO_ERROR",
             Error::Migration { .. } => "MIGRATION_FAILED",
             Error::Io { .. } => "IO",
+            Error::FileReplaced { .. } => "FILE_REPLACED",
             Error::Database(_) => "DATABASE",
             Error::Flex(e) => e.code(),
             Error::FlexFetch(e) => e.code(),

@@ -43,6 +43,7 @@ pub mod doctor;
 mod engine;
 pub mod error;
 pub mod events;
+mod file_identity;
 pub mod flex;
 pub mod guide;
 pub mod job;

@@ -392,3 +392,40 @@ fn regression_a_run_whose_final_write_met_a_full_disk_kept_its_lock_until_the_le
     assert_eq!(report.errors().count(), 0, "{:#?}", report.anomalies);
     drop(engine);
 }
+
+#[test]
+fn regression_a_file_renamed_under_a_running_process_swallowed_every_later_commit() {
+    let (engine, _clock, dir) = file_engine();
+    engine
+        .jobs()
+        .create(&NewJob::new("alice", "research", json!({"n": 0})))
+        .unwrap();
+    let path = engine.path().unwrap().to_path_buf();
+    let moved = dir.path().join("moved.db");
+    std::fs::rename(&path, &moved).unwrap();
+    std::thread::sleep(runledger_check_interval());
+    let err = engine
+        .jobs()
+        .create(&NewJob::new("alice", "research", json!({"n": 1})))
+        .unwrap_err();
+    assert_eq!(err.code(), "FILE_REPLACED", "{err}");
+    assert!(err.to_string().contains("renamed or deleted"), "{err}");
+
+    // Replaced: another file now at the path (a restore while the process runs).
+    std::fs::rename(&moved, &path).unwrap();
+    let (other, _c, _d) = file_engine();
+    let backup = dir.path().join("other.db");
+    other.backup(&backup).unwrap();
+    std::fs::rename(&backup, &path).unwrap();
+    std::thread::sleep(runledger_check_interval());
+    let err = engine
+        .jobs()
+        .create(&NewJob::new("alice", "research", json!({"n": 2})))
+        .unwrap_err();
+    assert_eq!(err.code(), "FILE_REPLACED", "{err}");
+    assert!(err.to_string().contains("another file"), "{err}");
+}
+
+fn runledger_check_interval() -> std::time::Duration {
+    std::time::Duration::from_millis(300)
+}
