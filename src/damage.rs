@@ -115,25 +115,8 @@ pub(crate) fn survey(conn: &Connection, cause: &Error) -> (Vec<Anomaly>, Damage)
         detail: format!("the file is damaged ({cause} [{}]): {ADVICE}", cause.code()),
     }];
     // integrity_check may report some pages and then raise: keep what it said.
-    let integrity = (|| -> rusqlite::Result<()> {
-        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-        let mut q = stmt.query([])?;
-        while let Some(row) = q.next()? {
-            let msg: String = row.get(0)?;
-            if msg != "ok" {
-                found.push(Anomaly {
-                    check: "integrity",
-                    severity: Severity::Error,
-                    table: String::new(),
-                    row_id: None,
-                    detail: msg,
-                });
-            }
-        }
-        Ok(())
-    })();
+    let integrity = crate::doctor::integrity(conn, &mut found);
     if let Err(e) = integrity {
-        let e = Error::from(e);
         found.push(Anomaly {
             check: "integrity",
             severity: Severity::Error,

@@ -259,19 +259,22 @@ pub const IMMUTABILITY_TRIGGERS: &[&str] = &[
     "raw_records_delete_orphans_only",
 ];
 
-fn integrity(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
+/// `PRAGMA integrity_check`, each finding pushed as it is read (so that on a damaged file
+/// the lines before a failure are kept; [`crate::damage`] relies on it).
+pub(crate) fn integrity(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
     let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-    let rows: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for msg in rows.into_iter().filter(|m| m != "ok") {
-        found.push(Anomaly {
-            check: "integrity",
-            severity: Severity::Error,
-            table: String::new(),
-            row_id: None,
-            detail: msg,
-        });
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let msg: String = row.get(0)?;
+        if msg != "ok" {
+            found.push(Anomaly {
+                check: "integrity",
+                severity: Severity::Error,
+                table: String::new(),
+                row_id: None,
+                detail: msg,
+            });
+        }
     }
     Ok(())
 }

@@ -403,13 +403,7 @@ fn regression_a_file_renamed_under_a_running_process_swallowed_every_later_commi
     let path = engine.path().unwrap().to_path_buf();
     let moved = dir.path().join("moved.db");
     std::fs::rename(&path, &moved).unwrap();
-    std::thread::sleep(runledger_check_interval());
-    let err = engine
-        .jobs()
-        .create(&NewJob::new("alice", "research", json!({"n": 1})))
-        .unwrap_err();
-    assert_eq!(err.code(), "FILE_REPLACED", "{err}");
-    assert!(err.to_string().contains("renamed or deleted"), "{err}");
+    assert_write_stops(&engine, "renamed or deleted");
 
     // Replaced: another file now at the path (a restore while the process runs).
     std::fs::rename(&moved, &path).unwrap();
@@ -417,15 +411,16 @@ fn regression_a_file_renamed_under_a_running_process_swallowed_every_later_commi
     let backup = dir.path().join("other.db");
     other.backup(&backup).unwrap();
     std::fs::rename(&backup, &path).unwrap();
-    std::thread::sleep(runledger_check_interval());
-    let err = engine
-        .jobs()
-        .create(&NewJob::new("alice", "research", json!({"n": 2})))
-        .unwrap_err();
-    assert_eq!(err.code(), "FILE_REPLACED", "{err}");
-    assert!(err.to_string().contains("another file"), "{err}");
+    assert_write_stops(&engine, "another file");
 }
 
-fn runledger_check_interval() -> std::time::Duration {
-    std::time::Duration::from_millis(300)
+/// After the check interval (250 ms), a write is `FILE_REPLACED` saying `why`.
+fn assert_write_stops(engine: &Engine, why: &str) {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let err = engine
+        .jobs()
+        .create(&NewJob::new("alice", "research", json!({})))
+        .unwrap_err();
+    assert_eq!(err.code(), "FILE_REPLACED", "{err}");
+    assert!(err.to_string().contains(why), "{err}");
 }

@@ -72,24 +72,29 @@ fn child_ticks_and_hangs() {
     unreachable!("killed before the tick returns");
 }
 
-/// Runs the child until it prints `marker`, then SIGKILLs it. Returns the file's path.
-fn kill_child_at(marker: &str, hang_in_stage: bool) -> (tempfile::TempDir, String) {
+/// A fresh file with schedule `q` (every 15 min), on a manual clock at [`t0`].
+fn ledger_with_schedule() -> (tempfile::TempDir, String, Engine, ManualClock) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("slots.db").display().to_string();
-    {
-        let clock = ManualClock::new(t0());
-        let engine = engine_at(&path, &clock);
-        engine
-            .schedules()
-            .create(&NewSchedule::new(
-                "q",
-                "ingest",
-                "targets",
-                "every 15m",
-                "UTC",
-            ))
-            .unwrap();
-    }
+    let clock = ManualClock::new(t0());
+    let engine = engine_at(&path, &clock);
+    engine
+        .schedules()
+        .create(&NewSchedule::new(
+            "q",
+            "ingest",
+            "targets",
+            "every 15m",
+            "UTC",
+        ))
+        .unwrap();
+    (dir, path, engine, clock)
+}
+
+/// Runs the child until it prints `marker`, then SIGKILLs it. Returns the file's path.
+fn kill_child_at(marker: &str, hang_in_stage: bool) -> (tempfile::TempDir, String) {
+    let (dir, path, engine, _) = ledger_with_schedule();
+    drop(engine);
     let mut envs = vec![("RUNLEDGER_PATH", path.clone())];
     if hang_in_stage {
         envs.push(("RUNLEDGER_HANG_IN_STAGE", "1".into()));
@@ -190,20 +195,7 @@ fn a_ticker_killed_after_its_run_started_gets_its_slot_finished_from_that_run_no
 
 #[test]
 fn a_live_ticker_whose_claim_was_given_back_cannot_start_a_second_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("slots.db").display().to_string();
-    let clock = ManualClock::new(t0());
-    let engine = engine_at(&path, &clock);
-    engine
-        .schedules()
-        .create(&NewSchedule::new(
-            "q",
-            "ingest",
-            "targets",
-            "every 15m",
-            "UTC",
-        ))
-        .unwrap();
+    let (_dir, _path, engine, clock) = ledger_with_schedule();
     let runs = ScheduledRuns::new(engine.clone()).register(ingest());
     // A ticker that stalls past the claim timeout before firing; meanwhile another ticker
     // gives its claim back and fires the slot.
