@@ -270,6 +270,14 @@ impl SmallVolume {
     fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// An engine on `ledger.db` in the volume, on a manual clock at [`t0`].
+    fn engine(&self) -> (Engine, std::path::PathBuf) {
+        let path = self.path().join("ledger.db");
+        let clock = runledger::ManualClock::new(t0());
+        let opts = runledger::EngineOptions::default().with_clock(clock);
+        (Engine::open_with(&path, opts).unwrap(), path)
+    }
 }
 
 impl Drop for SmallVolume {
@@ -288,13 +296,7 @@ fn regression_a_full_small_volume_did_not_recover_after_space_was_freed() {
     // A filler the operator deletes to free space.
     let filler = vol.path().join("filler");
     std::fs::write(&filler, vec![0u8; 512 * 1024]).unwrap();
-    let path = vol.path().join("ledger.db");
-    let clock = runledger::ManualClock::new(t0());
-    let engine = Engine::open_with(
-        &path,
-        runledger::EngineOptions::default().with_clock(clock.clone()),
-    )
-    .unwrap();
+    let (engine, path) = vol.engine();
     let pad = "x".repeat(2000);
     let mut written = 0;
     let full = loop {
@@ -350,13 +352,7 @@ fn regression_a_run_whose_final_write_met_a_full_disk_kept_its_lock_until_the_le
     let Some(vol) = SmallVolume::mount("2m") else {
         return;
     };
-    let path = vol.path().join("ledger.db");
-    let clock = runledger::ManualClock::new(t0());
-    let engine = Engine::open_with(
-        &path,
-        runledger::EngineOptions::default().with_clock(clock.clone()),
-    )
-    .unwrap();
+    let (engine, _) = vol.engine();
     let fill = Arc::new(AtomicBool::new(true));
     let dir = vol.path().to_path_buf();
     let flag = fill.clone();
