@@ -116,6 +116,7 @@ fn configure(conn: &Connection, opts: &DbOptions, wal: bool) -> Result<()> {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::ReadOnly);
         }
+        crate::wal::configure(conn)?;
     }
     let sync = match opts.durability {
         Durability::Full => "full",

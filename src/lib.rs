@@ -31,12 +31,15 @@
 #[macro_use]
 mod text_enum;
 
+pub mod backup;
 pub mod clock;
+pub mod damage;
 mod db;
 pub mod doctor;
 mod engine;
 pub mod error;
 pub mod events;
+mod file_identity;
 #[cfg(feature = "flex")]
 pub mod flex;
 pub mod guide;
@@ -49,6 +52,7 @@ pub mod run;
 pub mod runbook;
 pub mod schedule;
 mod storage;
+pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{known_schema_version, DbOptions, Durability};
@@ -62,8 +66,8 @@ pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};
 pub use looping::LoopHandle;
 pub use run::{Pipeline, RunStatus, Runs, ScheduledRuns, Scope, ScopeSelector, TriggerKind};
 pub use schedule::{
-    Fire, FireOutcome, Misfire, NewSchedule, Schedule, ScheduleEdit, Schedules, Slot, SlotStatus,
-    TickOptions, TickReport,
+    Fire, FireOutcome, Misfire, NewSchedule, Schedule, ScheduleEdit, Schedules, Slot, SlotClaim,
+    SlotStatus, TickOptions, TickReport,
 };
 
 /// The README's code blocks, compiled and run as doctests.

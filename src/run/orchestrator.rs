@@ -14,6 +14,7 @@ use super::timeline::{StageKind, StageStatus, TimelineEntry};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::schedule::SlotClaim;
 use crate::storage::ingest_runs::{self as store, Finish, NewRun, Run, RunFilter, Started};
 
 /// Options of one trigger.
@@ -77,6 +78,32 @@ impl<'a> Runs<'a> {
         trigger: TriggerKind,
         opts: &TriggerOptions,
     ) -> Result<Vec<RunOutcome>> {
+        self.trigger_inner(pipeline, scope, trigger, opts, None)
+    }
+
+    /// Triggers `pipeline` (trigger kind `schedule`) for the slot a ticker claimed: each
+    /// run names the slot (`meta_json.slotId`) in the transaction that creates it, and
+    /// starts only while `claim` still holds (else `ILLEGAL_TRANSITION`: the claim was given
+    /// back and another ticker fires the slot). This is what makes a slot fire exactly once
+    /// across a crash ([`Fire`](crate::Fire)).
+    pub fn trigger_for_slot(
+        &self,
+        pipeline: &Pipeline,
+        scope: ScopeSelector,
+        claim: &SlotClaim,
+    ) -> Result<Vec<RunOutcome>> {
+        let opts = TriggerOptions::default();
+        self.trigger_inner(pipeline, scope, TriggerKind::Schedule, &opts, Some(claim))
+    }
+
+    fn trigger_inner(
+        &self,
+        pipeline: &Pipeline,
+        scope: ScopeSelector,
+        trigger: TriggerKind,
+        opts: &TriggerOptions,
+        slot: Option<&SlotClaim>,
+    ) -> Result<Vec<RunOutcome>> {
         if let Some(a) = &opts.account_id {
             if a.is_empty() || a.len() > 128 {
                 return Err(Error::invalid("account_id", "must be 1..=128 characters"));
@@ -98,7 +125,7 @@ impl<'a> Runs<'a> {
             .into_iter()
             .map(|s| RunOutcome {
                 scope: s,
-                result: self.run_scope(pipeline, s, trigger, opts.account_id.as_deref()),
+                result: self.run_scope(pipeline, s, trigger, opts.account_id.as_deref(), slot),
             })
             .collect())
     }
@@ -109,6 +136,7 @@ impl<'a> Runs<'a> {
         scope: Scope,
         trigger: TriggerKind,
         account_id: Option<&str>,
+        slot: Option<&SlotClaim>,
     ) -> Result<Run> {
         let lock_key = match account_id {
             Some(a) => format!("{}:{}:{}", p.name, scope, a),
@@ -121,6 +149,7 @@ impl<'a> Runs<'a> {
             lock_key: &lock_key,
             account_id,
             lease: p.lease,
+            slot,
         };
         // The run starts (and its lease runs) from the time its write holds the lock.
         let run_id = match self.engine.write(|tx| store::start(tx, &new, tx.now()))? {
@@ -139,16 +168,24 @@ impl<'a> Runs<'a> {
         match self.drive(p, run_id, scope, trigger, account_id) {
             Ok(()) => self.get(run_id),
             Err(e) => {
-                // Best effort: end it now; if even that fails, the lease sweep will.
+                // End it now; if the disk is full, on the next write; failing both, the
+                // lease sweep will.
                 let message = e.to_string();
                 let end = Finish {
                     status: RunStatus::Failed,
                     error: Some((e.code(), &message)),
                     meta: json!({"errorCode": e.code()}),
                 };
-                let _ = self
+                let ended = self
                     .engine
                     .write(|tx| store::finish(tx, run_id, &end, tx.now()));
+                if ended.is_err_and(|w| w.is_transient()) {
+                    // A full disk: the ending is written before this engine's next write,
+                    // which frees the lock as soon as the disk takes one again.
+                    self.engine
+                        .pending_endings()
+                        .push_failed(run_id, e.code(), &message);
+                }
                 Err(e)
             }
         }

@@ -80,3 +80,5 @@ pub(crate) fn cleanup(conn: &Connection, name: &str) -> Result<bool> {
         .execute(named_params! {":name": name})?
         == 1)
 }
+/// This module's tables read whole (every column of every row) by the damage survey.
+pub(crate) const SCANS: &[(&str, &str)] = &[("supervisor_state", "select * from supervisor_state")];

@@ -1,9 +1,11 @@
 //! `doctor`: every invariant of the database checked from SQL (`runledger::doctor`); each
 //! anomaly printed; exit 1 when any is an error (warnings alone exit 0).
 
+use std::path::Path;
+
 use clap::Args;
-use runledger::doctor::{self, DoctorOptions, Severity};
-use runledger::Engine;
+use runledger::doctor::{self, DoctorOptions, DoctorReport, Severity};
+use runledger::{damage, Clock, Engine, SystemClock};
 
 use crate::output::{opt, CliResult, Failure, Out, Table};
 
@@ -11,8 +13,24 @@ use crate::output::{opt, CliResult, Failure, Out, Table};
 #[derive(Debug, Args)]
 pub struct DoctorArgs {}
 
+/// Doctor on the file at `path`: through the engine, or, when the engine cannot open it
+/// because it is damaged, through a read-only connection (a report, never a bare error).
+pub fn doctor_at(path: &Path, out: Out, args: DoctorArgs) -> CliResult {
+    match Engine::open(path) {
+        Ok(engine) => doctor(&engine, out, args),
+        Err(e) if damage::is_damage(&e) => {
+            let opts = DoctorOptions::default();
+            print(doctor::check_file(path, SystemClock.now(), &opts)?, out)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn doctor(engine: &Engine, out: Out, _args: DoctorArgs) -> CliResult {
-    let report = doctor::check(engine, &DoctorOptions::default())?;
+    print(doctor::check(engine, &DoctorOptions::default())?, out)
+}
+
+fn print(report: DoctorReport, out: Out) -> CliResult {
     let errors = report.errors().count();
     let warnings = report.warnings().count();
     if out.json {
@@ -43,6 +61,20 @@ pub fn doctor(engine: &Engine, out: Out, _args: DoctorArgs) -> CliResult {
         );
         if !report.anomalies.is_empty() {
             print!("{}", t.render(out.color));
+        }
+        if let Some(d) = &report.damage {
+            println!("{} {}", out.bold("damaged:"), d.cause);
+            let mut t = Table::new(&["table", "rows read", "readable", "error"]);
+            for r in &d.tables {
+                t.row(vec![
+                    r.table.to_string(),
+                    r.rows.to_string(),
+                    if r.readable { "yes" } else { "no" }.to_string(),
+                    opt(r.error.as_deref()),
+                ]);
+            }
+            print!("{}", t.render(out.color));
+            println!("{} {}", out.bold("what to do:"), d.advice);
         }
     }
     if errors > 0 {
