@@ -6,8 +6,8 @@
 
 use rusqlite::ffi;
 
-use crate::job::worker::StopReason;
-use crate::job::JobState;
+use crate::job::state::JobState;
+use crate::job::state::StopReason;
 
 /// The result type of every fallible runledger call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -172,8 +172,9 @@ impl Supervisor {
                 if let Some((code, message)) = error {
                     payloads.push(super::failed(code, message, Some(by)));
                 }
-                let audit = actor
-                    .map(|actor| super::Audit::new("recover", actor, json!({ "to": to, "code": code })));
+                let audit = actor.map(|actor| {
+                    super::Audit::new("recover", actor, json!({ "to": to, "code": code }))
+                });
                 super::record(tx, ev, c.id, audit, &payloads, now)?;
                 report.recovered.push(Recovery {
                     job_id: c.id,

@@ -32,6 +32,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::state::JobState;
+pub use super::state::StopReason;
 use super::types::{Claim, Job};
 use super::validate;
 use crate::clock::{Deadline, Timestamp};
@@ -67,35 +68,6 @@ impl WorkerOptions {
             heartbeat_every: Duration::from_secs(5),
             idle_poll: Duration::from_millis(250),
         }
-    }
-}
-
-/// Why a handler should stop early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum StopReason {
-    /// An operator cancelled the job.
-    Cancelled = 1,
-    /// An operator paused the job (its checkpoint is kept for a resume).
-    Paused = 2,
-    /// The attempt no longer owns the job (recovered and re-claimed elsewhere).
-    Lost = 3,
-    /// The worker is shutting down and its deadline passed.
-    Shutdown = 4,
-    /// The attempt ran past the job's timeout ([`NewJob::timeout`](crate::NewJob::timeout));
-    /// the worker failed the job with code `TIMEOUT`.
-    TimedOut = 5,
-}
-
-impl std::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            StopReason::Cancelled => "cancelled",
-            StopReason::Paused => "paused",
-            StopReason::Lost => "lost",
-            StopReason::Shutdown => "shut down",
-            StopReason::TimedOut => "timed out",
-        })
     }
 }
 
