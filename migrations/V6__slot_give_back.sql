@@ -20,6 +20,8 @@ BEGIN
     SELECT RAISE(ABORT, 'ILLEGAL_TRANSITION: due_runs');
 END;
 
--- The recovery's lookup: the runs that name a slot.
+-- The recovery's lookup: the runs that name a slot. `json_valid` first, so that a row whose
+-- meta_json was damaged by hand can still be written and read (doctor and reads report it
+-- as CORRUPT_ROW) instead of every write to it failing with "malformed JSON".
 CREATE INDEX ingest_runs_slot ON ingest_runs (json_extract(meta_json, '$.slotId'))
-    WHERE json_extract(meta_json, '$.slotId') IS NOT NULL;
+    WHERE json_valid(meta_json) AND json_extract(meta_json, '$.slotId') IS NOT NULL;

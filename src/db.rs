@@ -185,3 +185,21 @@ fn migrate(conn: &mut Connection, opts: &DbOptions) -> Result<()> {
 pub(crate) fn backoff(try_no: u32) -> Duration {
     Duration::from_millis(u64::from(try_no.min(10)) * 5 + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::wal::{AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT};
+
+    #[test]
+    fn wal_pragmas_take_the_documented_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::open(&dir.path().join("w.db"), &Default::default()).unwrap();
+        let pages: i64 = conn
+            .query_row("pragma wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        let limit: i64 = conn
+            .query_row("pragma journal_size_limit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((pages, limit), (AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT));
+    }
+}

@@ -38,6 +38,8 @@
 //! # Ok::<(), runledger::Error>(())
 //! ```
 
+pub mod damage;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -46,8 +48,8 @@ use rusqlite::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use self::damage::Damage;
 use crate::clock::Timestamp;
-use crate::damage::{self, Damage};
 use crate::db::{self, DbOptions};
 use crate::engine::Engine;
 use crate::error::{Error, Result};

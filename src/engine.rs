@@ -45,6 +45,7 @@ use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
 use crate::file_identity::FileIdentity;
 use crate::run::pending::PendingEndings;
+use crate::storage::ingest_runs;
 
 /// The most operations one shared commit holds.
 pub(crate) const MAX_GROUP: usize = 256;
@@ -334,7 +335,9 @@ impl Engine {
         if let Some(i) = identity {
             i.check(false)?;
         }
-        self.inner.pending.flush(self);
+        self.inner.pending.flush(|run_id, end| {
+            self.write_unflushed(&mut |tx, _| ingest_runs::finish(tx, run_id, end, tx.now()))
+        });
         let out = self.write_unflushed(f);
         if out.is_err() {
             if let Some(i) = identity {
@@ -347,7 +350,7 @@ impl Engine {
     /// [`Engine::write_op`] without the identity check and the pending endings (it writes
     /// them). A write that meets a full disk empties the WAL into the database file
     /// ([`crate::wal`]) and is retried once.
-    pub(crate) fn write_unflushed<T>(
+    fn write_unflushed<T>(
         &self,
         f: &mut dyn FnMut(&WriteCtx<'_>, &mut Vec<Event>) -> Result<T>,
     ) -> Result<T> {

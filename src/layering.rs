@@ -10,7 +10,7 @@
 //! | 0 core | `clock`, `error`, `machine`, `text_enum`, `looping`, `events` (types and bus), and the pure model files of each domain: `job/{state,types}`, `run/{state,timeline}`, `schedule/{state,rule}` |
 //! | 1 db | `db`, `wal`, `file_identity` |
 //! | 2 storage | `storage/`, `engine`, `run/pending` (run endings the engine's write path writes) |
-//! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor`, `damage`, `backup`, `runbook` |
+//! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor` (with `doctor/damage`), `backup`, `runbook` |
 //! | 4 crate root | `lib`, `guide` (module list and re-exports) |
 
 use std::path::{Path, PathBuf};
@@ -40,10 +40,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("src/schedule/", 3),
     ("src/flex/", 3),
     ("src/demo.rs", 3),
-    ("src/doctor.rs", 3),
+    ("src/doctor", 3),
     ("src/runbook.rs", 3),
     ("src/backup.rs", 3),
-    ("src/damage.rs", 3),
     ("src/lib.rs", 4),
     ("src/guide.rs", 4),
     ("src/layering.rs", 4),

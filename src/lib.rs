@@ -33,7 +33,6 @@ mod text_enum;
 
 pub mod backup;
 pub mod clock;
-pub mod damage;
 mod db;
 pub mod doctor;
 mod engine;
@@ -56,6 +55,7 @@ pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{known_schema_version, DbOptions, Durability};
+pub use doctor::damage;
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, FieldError, Result};
 pub use events::{Event, EventKind, EventPayload};

@@ -37,36 +37,18 @@ pub struct Checkpoint {
 /// Sets the checkpoint bound and the WAL size limit on a file connection.
 pub(crate) fn configure(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)?;
-    // Compared with the constant by the unit test below.
-    let _: i64 = conn.query_row("PRAGMA journal_size_limit = 1048576", [], |r| r.get(0))?;
+    // Compared with the constant by db's unit test `wal_pragmas_take_the_documented_values`.
+    let _: i64 = conn.query_row("pragma journal_size_limit = 1048576", [], |r| r.get(0))?;
     Ok(())
 }
 
 /// `wal_checkpoint(TRUNCATE)`: moves the WAL into the database file and empties it.
 pub(crate) fn truncate(conn: &Connection) -> Result<Checkpoint> {
-    Ok(conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+    Ok(conn.query_row("pragma wal_checkpoint(truncate)", [], |r| {
         Ok(Checkpoint {
             busy: r.get::<_, i64>(0)? != 0,
             wal_pages: r.get(1)?,
             checkpointed_pages: r.get(2)?,
         })
     })?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_pragmas_take_the_documented_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = crate::db::open(&dir.path().join("w.db"), &Default::default()).unwrap();
-        let pages: i64 = conn
-            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
-            .unwrap();
-        let limit: i64 = conn
-            .query_row("PRAGMA journal_size_limit", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!((pages, limit), (AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT));
-    }
 }

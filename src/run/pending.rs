@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 use super::state::RunStatus;
-use crate::engine::Engine;
-use crate::storage::ingest_runs::{self as store, Finish};
+use crate::error::Result;
+use crate::storage::ingest_runs::Finish;
 
 /// One ending waiting to be written.
 #[derive(Debug, Clone)]
@@ -48,9 +48,10 @@ impl PendingEndings {
 
     /// Writes every kept ending, oldest first, each in its own transaction; stops at the
     /// first that still fails (kept for the next call). A run that ended meanwhile (swept)
-    /// is dropped. Cheap when nothing is pending. Called by [`Engine`]'s write path before
-    /// each write (not from inside a write closure).
-    pub(crate) fn flush(&self, engine: &Engine) {
+    /// is dropped. Cheap when nothing is pending. Called by the engine's write path before
+    /// each write (not from inside a write closure), with `write` writing one ending in its
+    /// own transaction.
+    pub(crate) fn flush(&self, mut write: impl FnMut(i64, &Finish<'_>) -> Result<bool>) {
         let mut endings = self.lock();
         while let Some(e) = endings.first() {
             let end = Finish {
@@ -58,9 +59,7 @@ impl PendingEndings {
                 error: e.error.as_ref().map(|(c, m)| (c.as_str(), m.as_str())),
                 meta: e.meta.clone(),
             };
-            let written =
-                engine.write_unflushed(&mut |tx, _| store::finish(tx, e.run_id, &end, tx.now()));
-            match written {
+            match write(e.run_id, &end) {
                 Err(err) if err.is_transient() => return,
                 // Written, or refused for good (the run ended meanwhile): done with it.
                 _ => {

@@ -138,10 +138,11 @@ const IS_STARTED: &str = "select status = 'started' from ingest_runs where id = 
 pub(super) const GET: &str = concat!("select ", columns!(), " from ingest_runs where id = :id");
 
 /// The runs started for a slot (each names it in `meta_json.slotId`, written in the run's
-/// own start transaction), and whether each was a lock refusal.
+/// own start transaction), and whether each was a lock refusal. Shaped like the partial
+/// index `ingest_runs_slot` (V6), `json_valid` term included.
 const SLOT_RUNS: &str = "
     select id, coalesce(json_extract(meta_json, '$.blockedStage') = 'lock', 0) from ingest_runs
-    where json_extract(meta_json, '$.slotId') = :id
+    where json_valid(meta_json) and json_extract(meta_json, '$.slotId') = :id
     order by id";
 
 const LIST: &str = concat!(

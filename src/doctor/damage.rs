@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::doctor::{Anomaly, Severity};
+use super::{Anomaly, Severity};
 use crate::error::Error;
 
 /// What an operator should do with a damaged file.
@@ -110,7 +110,7 @@ pub(crate) fn survey(conn: &Connection, cause: &Error) -> (Vec<Anomaly>, Damage)
         detail: format!("the file is damaged ({cause} [{}]): {ADVICE}", cause.code()),
     }];
     // integrity_check may report some pages and then raise: keep what it said.
-    let integrity = crate::doctor::integrity(conn, &mut found);
+    let integrity = super::integrity(conn, &mut found);
     if let Err(e) = integrity {
         found.push(Anomaly {
             check: "integrity",
