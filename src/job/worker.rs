@@ -32,7 +32,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::state::JobState;
-pub use super::state::StopReason;
 use super::types::{Claim, Job};
 use super::validate;
 use crate::clock::{Deadline, Timestamp};

@@ -97,6 +97,22 @@ pub(crate) fn checks() -> impl Iterator<Item = &'static check::Check> {
     .flatten()
 }
 
+/// Every table's full scan for the damage survey, table module by table module.
+pub(crate) fn table_scans() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    [
+        jobs::SCANS,
+        job_events::SCANS,
+        supervisor_state::SCANS,
+        ingest_runs::SCANS,
+        modules::SCANS,
+        raw::SCANS,
+        schedules::SCANS,
+        integrity::SCANS,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 #[cfg(test)]
 mod columns {
     use super::column_index;
