@@ -11,7 +11,7 @@
 //! | 1 db | `db`, `wal`, `file_identity` |
 //! | 2 storage | `storage/`, `engine`, `run/pending` (run endings the engine's write path writes) |
 //! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor` (and `doctor/`, with `doctor/damage`), `backup`, `runbook` |
-//! | 4 crate root | `lib`, `guide` (module list and re-exports) |
+//! | 4 crate root and HTTP | `lib`, `guide` (module list and re-exports), `http/` (the API, the event stream and the Trust UI, over the facades) |
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("src/runbook.rs", 3),
     ("src/backup.rs", 3),
     ("src/lib.rs", 4),
+    ("src/http/", 4),
     ("src/guide.rs", 4),
     ("src/layering.rs", 4),
 ];

@@ -313,7 +313,19 @@ mod ownership {
         let mut code = String::new();
         for (k, part) in sql.split('\'').enumerate() {
             if k % 2 == 0 {
-                code.push_str(part);
+                // a named parameter (`:jobs`) is not a table name
+                let mut param = false;
+                for c in part.chars() {
+                    if c == ':' {
+                        param = true;
+                        code.push(' ');
+                    } else if param && (c.is_ascii_alphanumeric() || c == '_') {
+                        code.push(' ');
+                    } else {
+                        param = false;
+                        code.push(c);
+                    }
+                }
             }
             code.push(' ');
         }
