@@ -200,6 +200,7 @@ fn configure(conn: &Connection, opts: &DbOptions, wal: bool) -> Result<()> {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::ReadOnly);
         }
+        crate::wal::configure(conn)?;
     }
     let sync = match opts.durability {
         Durability::Full => "full",
@@ -280,4 +281,22 @@ fn migration_error(message: String) -> Error {
 /// The pause before busy retry `try_no` (1-based): 6 ms growing to 51 ms.
 pub(crate) fn backoff(try_no: u32) -> Duration {
     Duration::from_millis(u64::from(try_no.min(10)) * 5 + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::wal::{AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT};
+
+    #[test]
+    fn wal_pragmas_take_the_documented_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::open(&dir.path().join("w.db"), &Default::default()).unwrap();
+        let pages: i64 = conn
+            .query_row("pragma wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        let limit: i64 = conn
+            .query_row("pragma journal_size_limit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((pages, limit), (AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT));
+    }
 }

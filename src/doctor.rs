@@ -38,6 +38,8 @@
 //! # Ok::<(), runledger::Error>(())
 //! ```
 
+pub mod damage;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -48,10 +50,11 @@ use sha2::{Digest, Sha256};
 
 mod chains;
 
+use self::damage::Damage;
 use crate::clock::Timestamp;
 use crate::db::{self, DbOptions};
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events;
 use crate::job::JobState;
 use crate::run::{RunStatus, Scope, TriggerKind};
@@ -68,7 +71,7 @@ pub struct DoctorOptions {
     /// A running job whose heartbeat is older than this is reported `stale_job`. Default
     /// 30 s (the supervisor's default).
     pub stale_after: Duration,
-    /// A due slot claimed longer ago than this is reported `stuck_slot`. Default 6 h (the
+    /// A due slot claimed longer ago than this is reported `stuck_slot`. Default 10 min (the
     /// scheduler's default).
     pub claim_timeout: Duration,
 }
@@ -78,7 +81,7 @@ impl Default for DoctorOptions {
         Self {
             now: None,
             stale_after: Duration::from_secs(30),
-            claim_timeout: Duration::from_secs(6 * 60 * 60),
+            claim_timeout: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -111,6 +114,10 @@ pub struct DoctorReport {
     pub checks: Vec<&'static str>,
     /// Every anomaly, sorted by check, table and row.
     pub anomalies: Vec<Anomaly>,
+    /// Set when the file itself is damaged: the cause, which tables still read, and what
+    /// to do ([`crate::damage`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage: Option<Damage>,
 }
 
 impl DoctorReport {
@@ -137,7 +144,19 @@ impl DoctorReport {
 /// Checks `engine`'s database. Reads only; never changes a row.
 pub fn check(engine: &Engine, opts: &DoctorOptions) -> Result<DoctorReport> {
     let now = opts.now.unwrap_or_else(|| engine.now());
-    engine.read(|conn| check_connection(conn, now, opts))
+    let mut report = None;
+    let read = engine.read(|conn| {
+        report = Some(check_connection(conn, now, opts)?);
+        Ok(())
+    });
+    match (read, report) {
+        (Ok(()), Some(report)) => Ok(report),
+        // On a damaged file, ending the read snapshot meets the damage the report already
+        // describes: the report stands.
+        (Err(e), Some(report)) if report.damage.is_some() && damage::is_damage(&e) => Ok(report),
+        (Err(e), _) => Err(e),
+        (Ok(()), None) => unreachable!("the read returned Ok only after the check did"),
+    }
 }
 
 /// Checks the file at `path` opened read-only, without migrating it: for a file that
@@ -150,12 +169,63 @@ pub fn check_path(path: &std::path::Path, opts: &DoctorOptions) -> Result<Doctor
     check_connection(&conn, now, opts)
 }
 
-/// Checks the database behind `conn` as of `now` (what [`check`] runs).
+/// Checks the database behind `conn` as of `now` (what [`check`] runs). A damaged file
+/// (a check met `CORRUPT`, `NOT_A_DATABASE` or `IO_ERROR`, or integrity_check reported
+/// pages) gives a report with [`DoctorReport::damage`] set, not an error.
 pub fn check_connection(
     conn: &Connection,
     now: Timestamp,
     opts: &DoctorOptions,
 ) -> Result<DoctorReport> {
+    match check_all(conn, now, opts) {
+        Ok(mut report) => {
+            let physical = |a: &&Anomaly| a.check == "integrity" && damage::is_physical(&a.detail);
+            if let Some(first) = report.anomalies.iter().find(physical) {
+                let cause = Error::Corrupt {
+                    extended_code: rusqlite::ffi::SQLITE_CORRUPT,
+                    detail: first.detail.clone(),
+                };
+                let (found, damage) = damage::survey(conn, &cause);
+                report.anomalies.extend(found);
+                report.anomalies.sort();
+                report.anomalies.dedup();
+                report.damage = Some(damage);
+            }
+            Ok(report)
+        }
+        Err(cause) if damage::is_damage(&cause) => {
+            let (mut anomalies, damage) = damage::survey(conn, &cause);
+            anomalies.sort();
+            anomalies.dedup();
+            Ok(DoctorReport {
+                checked_at: now,
+                schema_version: db::schema_version(conn).unwrap_or(-1),
+                checks: vec!["damage", "integrity", "table_read"],
+                anomalies,
+                damage: Some(damage),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks a file that the engine cannot open (damaged, truncated, not SQLite) through a
+/// read-only connection that migrates nothing.
+pub fn check_file(
+    path: &std::path::Path,
+    now: Timestamp,
+    opts: &DoctorOptions,
+) -> Result<DoctorReport> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    check_connection(&conn, now, opts)
+}
+
+fn check_all(conn: &Connection, now: Timestamp, opts: &DoctorOptions) -> Result<DoctorReport> {
     let mut found = Vec::new();
     let mut checks = vec![
         "integrity",
@@ -204,6 +274,7 @@ pub fn check_connection(
         schema_version,
         checks,
         anomalies: found,
+        damage: None,
     })
 }
 
@@ -219,19 +290,22 @@ pub const IMMUTABILITY_TRIGGERS: &[&str] = &[
     "raw_records_delete_orphans_only",
 ];
 
-fn integrity(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
+/// `PRAGMA integrity_check`, each finding pushed as it is read (so that on a damaged file
+/// the lines before a failure are kept; [`crate::damage`] relies on it).
+pub(crate) fn integrity(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
     let mut stmt = conn.prepare("pragma integrity_check")?;
-    let rows: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for msg in rows.into_iter().filter(|m| m != "ok") {
-        found.push(Anomaly {
-            check: "integrity",
-            severity: Severity::Error,
-            table: String::new(),
-            row_id: None,
-            detail: msg,
-        });
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let msg: String = row.get(0)?;
+        if msg != "ok" {
+            found.push(Anomaly {
+                check: "integrity",
+                severity: Severity::Error,
+                table: String::new(),
+                row_id: None,
+                detail: msg,
+            });
+        }
     }
     Ok(())
 }

@@ -47,6 +47,9 @@ use crate::clock::{Clock, Deadline, SystemClock, Timestamp};
 use crate::db::{self, DbOptions};
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
+use crate::file_identity::FileIdentity;
+use crate::run::pending::PendingEndings;
+use crate::storage::ingest_runs;
 
 /// The most operations one shared commit holds.
 pub(crate) const MAX_GROUP: usize = 256;
@@ -122,6 +125,10 @@ struct Inner {
     commits: AtomicU64,
     /// Whether callers share commits (`Durability::Full`); see [`Engine::write`].
     share: bool,
+    /// Run endings a full disk kept from being written (written before the next write).
+    pending: PendingEndings,
+    /// The device and inode of the file, re-checked before writes (`None` in memory).
+    identity: Option<FileIdentity>,
 }
 
 #[derive(Debug)]
@@ -240,6 +247,7 @@ impl Engine {
         opts: EngineOptions,
         path: Option<PathBuf>,
     ) -> Self {
+        let identity = path.as_deref().and_then(FileIdentity::of);
         Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(Writer {
@@ -257,6 +265,8 @@ impl Engine {
                 path,
                 last_write: AtomicI64::new(i64::MIN),
                 commits: AtomicU64::new(0),
+                pending: PendingEndings::default(),
+                identity,
             }),
         }
     }
@@ -295,6 +305,11 @@ impl Engine {
         self.inner.commits.load(Ordering::SeqCst)
     }
 
+    /// Run endings to write before the next write ([`crate::run::pending`]).
+    pub(crate) fn pending_endings(&self) -> &PendingEndings {
+        &self.inner.pending
+    }
+
     /// Runs `f` as one operation of a shared write transaction. `f` reads the write's time
     /// from its context ([`WriteCtx::now`]), taken while it holds the writer, so stored
     /// times follow commit order. `f` may run more than once (a busy database or a failed
@@ -312,7 +327,57 @@ impl Engine {
         self.write_op(&mut f)
     }
 
+    /// One write as the engine's callers see it: the file's identity checked first
+    /// ([`crate::file_identity`]), run endings a full disk kept written first
+    /// ([`crate::run::pending`]), and, after a failure, the identity checked again so that a
+    /// replaced file is reported as such.
     fn write_op<T>(
+        &self,
+        f: &mut dyn FnMut(&WriteCtx<'_>, &mut Vec<Event>) -> Result<T>,
+    ) -> Result<T> {
+        let identity = self.inner.identity.as_ref();
+        if let Some(i) = identity {
+            i.check(false)?;
+        }
+        self.inner.pending.flush(|run_id, end| {
+            self.write_unflushed(&mut |tx, _| ingest_runs::finish(tx, run_id, end, tx.now()))
+        });
+        let out = self.write_unflushed(f);
+        if out.is_err() {
+            if let Some(i) = identity {
+                i.check(true)?;
+            }
+        }
+        out
+    }
+
+    /// [`Engine::write_op`] without the identity check and the pending endings (it writes
+    /// them). A write that meets a full disk empties the WAL into the database file
+    /// ([`crate::wal`]) and is retried once.
+    fn write_unflushed<T>(
+        &self,
+        f: &mut dyn FnMut(&WriteCtx<'_>, &mut Vec<Event>) -> Result<T>,
+    ) -> Result<T> {
+        match self.write_in_group(f) {
+            Err(Error::DatabaseFull) => {
+                if self.checkpoint().is_err() {
+                    return Err(Error::DatabaseFull);
+                }
+                self.write_in_group(f)
+            }
+            other => other,
+        }
+    }
+
+    /// Checkpoints the WAL into the database file and truncates it to zero bytes (hosts call
+    /// it when idle; the engine does it itself past a bound and after a full disk). It runs
+    /// on the writer connection, after committing any open group. A reader in another
+    /// process may keep it from completing (`busy`); it is then retried by the next call.
+    pub fn checkpoint(&self) -> Result<crate::wal::Checkpoint> {
+        self.on_writer(crate::wal::truncate)
+    }
+
+    fn write_in_group<T>(
         &self,
         f: &mut dyn FnMut(&WriteCtx<'_>, &mut Vec<Event>) -> Result<T>,
     ) -> Result<T> {

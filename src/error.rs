@@ -248,6 +248,48 @@ pub enum Error {
     #[error("file is not a database")]
     NotADatabase,
 
+    /// The file is a SQLite database but damaged (`SQLITE_CORRUPT*`): a page overwritten or
+    /// the file truncated. Run `runledger doctor`; restore from a backup.
+    #[error("database file is damaged: {detail} (sqlite extended code {extended_code})")]
+    Corrupt {
+        /// SQLite's extended result code (`SQLITE_CORRUPT`, `SQLITE_CORRUPT_INDEX`...).
+        extended_code: i32,
+        /// SQLite's message.
+        detail: String,
+    },
+
+    /// Reading or writing the file failed in the operating system (`SQLITE_IOERR*`): a
+    /// failing disk, a vanished mount, a file truncated under the process.
+    #[error("disk i/o error: {detail} (sqlite extended code {extended_code})")]
+    DiskIo {
+        /// SQLite's extended result code (`SQLITE_IOERR_WRITE`, `SQLITE_IOERR_FSYNC`...).
+        extended_code: i32,
+        /// SQLite's message.
+        detail: String,
+    },
+
+    /// The database file was renamed, deleted or replaced under this process: writing on
+    /// would go to a file nobody can open again. Stop, and reopen the path (or restore it).
+    #[error("{}: {detail}; reopen the database", path.display())]
+    FileReplaced {
+        /// The path the engine opened.
+        path: std::path::PathBuf,
+        /// What changed.
+        detail: String,
+    },
+
+    /// A file operation outside SQLite failed (writing a backup).
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done (`sync`, `rename`, `remove`, `stat`).
+        op: &'static str,
+        /// The file concerned.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Applying the embedded migrations failed.
     #[error("migration failed: {message}")]
     Migration {
@@ -295,7 +337,11 @@ impl Error {
             Error::DatabaseFull => "DATABASE_FULL",
             Error::ReadOnly => "READ_ONLY",
             Error::NotADatabase => "NOT_A_DATABASE",
+            Error::Corrupt { .. } => "CORRUPT",
+            Error::DiskIo { .. } => "IO_ERROR",
             Error::Migration { .. } => "MIGRATION_FAILED",
+            Error::Io { .. } => "IO",
+            Error::FileReplaced { .. } => "FILE_REPLACED",
             Error::Database(_) => "DATABASE",
         }
     }
@@ -348,13 +394,13 @@ impl Error {
             rusqlite::Error::SqliteFailure(f, msg) => (f, msg.clone().unwrap_or_default()),
             _ => return Error::Database(err),
         };
+        if let Some(typed) = from_file_fault(code, &message) {
+            return typed;
+        }
         match code.code {
             rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
                 return Error::Busy
             }
-            rusqlite::ErrorCode::DiskFull => return Error::DatabaseFull,
-            rusqlite::ErrorCode::ReadOnly => return Error::ReadOnly,
-            rusqlite::ErrorCode::NotADatabase => return Error::NotADatabase,
             rusqlite::ErrorCode::ConstraintViolation => {}
             _ => return Error::Database(err),
         }
@@ -476,6 +522,34 @@ impl Error {
             row,
         })
     }
+}
+
+/// SQLite failures that describe the file rather than the statement, by extended result
+/// code (issue 13, item 5): every `SQLITE_CORRUPT*`, `SQLITE_IOERR*`, `SQLITE_READONLY*`
+/// and `SQLITE_FULL`, whichever call met them. `SQLITE_FULL` has no extended codes.
+pub fn from_file_fault(code: &ffi::Error, message: &str) -> Option<Error> {
+    let detail = || {
+        if message.is_empty() {
+            code.to_string()
+        } else {
+            message.to_string()
+        }
+    };
+    let extended_code = code.extended_code;
+    Some(match code.code {
+        rusqlite::ErrorCode::DatabaseCorrupt => Error::Corrupt {
+            extended_code,
+            detail: detail(),
+        },
+        rusqlite::ErrorCode::SystemIoFailure => Error::DiskIo {
+            extended_code,
+            detail: detail(),
+        },
+        rusqlite::ErrorCode::DiskFull => Error::DatabaseFull,
+        rusqlite::ErrorCode::ReadOnly => Error::ReadOnly,
+        rusqlite::ErrorCode::NotADatabase => Error::NotADatabase,
+        _ => return None,
+    })
 }
 
 impl From<rusqlite::Error> for Error {

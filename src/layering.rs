@@ -8,9 +8,9 @@
 //! | layer | files |
 //! |---|---|
 //! | 0 core | `clock`, `error`, `integrity` (hashes), `machine`, `text_enum`, `looping`, `events` (types and bus), and the pure model files of each domain: `job/{state,types}`, `run/{state,timeline}`, `schedule/{state,rule}` |
-//! | 1 db | `db` |
-//! | 2 storage | `storage/`, `engine` |
-//! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor` (and `doctor/`), `runbook` |
+//! | 1 db | `db`, `wal`, `file_identity` |
+//! | 2 storage | `storage/`, `engine`, `run/pending` (run endings the engine's write path writes) |
+//! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor` (and `doctor/`, with `doctor/damage`), `backup`, `runbook` |
 //! | 4 crate root and HTTP | `lib`, `guide` (module list and re-exports), `http/` (the API, the event stream and the Trust UI, over the facades) |
 
 use std::path::{Path, PathBuf};
@@ -31,8 +31,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("src/schedule/state.rs", 0),
     ("src/schedule/rule.rs", 0),
     ("src/db.rs", 1),
+    ("src/wal.rs", 1),
+    ("src/file_identity.rs", 1),
     ("src/storage/", 2),
     ("src/engine.rs", 2),
+    ("src/run/pending.rs", 2),
     ("src/job/", 3),
     ("src/run/", 3),
     ("src/schedule/", 3),
@@ -41,6 +44,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("src/doctor.rs", 3),
     ("src/doctor/", 3),
     ("src/runbook.rs", 3),
+    ("src/backup.rs", 3),
     ("src/lib.rs", 4),
     ("src/http/", 4),
     ("src/guide.rs", 4),

@@ -33,12 +33,14 @@
 #[macro_use]
 mod text_enum;
 
+pub mod backup;
 pub mod clock;
 mod db;
 pub mod doctor;
 mod engine;
 pub mod error;
 pub mod events;
+mod file_identity;
 #[cfg(feature = "flex")]
 pub mod flex;
 pub mod guide;
@@ -54,9 +56,11 @@ pub mod run;
 pub mod runbook;
 pub mod schedule;
 mod storage;
+pub mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use db::{known_schema_version, DbOptions, Durability};
+pub use doctor::damage;
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, FieldError, Result};
 pub use events::{Event, EventKind, EventPayload, FeedEvent, FeedFilter, FeedPage};
@@ -67,8 +71,8 @@ pub use job::{Claim, Job, JobState, JobStats, Jobs, NewJob};
 pub use looping::LoopHandle;
 pub use run::{Pipeline, RunStatus, Runs, ScheduledRuns, Scope, ScopeSelector, TriggerKind};
 pub use schedule::{
-    Fire, FireOutcome, Misfire, NewSchedule, Schedule, ScheduleEdit, Schedules, Slot, SlotStatus,
-    TickOptions, TickReport,
+    Fire, FireOutcome, Misfire, NewSchedule, Schedule, ScheduleEdit, Schedules, Slot, SlotClaim,
+    SlotStatus, TickOptions, TickReport,
 };
 
 /// The README's code blocks, compiled and run as doctests.

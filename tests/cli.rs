@@ -227,7 +227,7 @@ fn usage_errors_exit_2_and_unknown_rows_exit_1() {
     assert_eq!(init.code, 0);
     assert_eq!(
         init.stdout,
-        "database: <DIR>/runledger.db\nschema version: 5\n"
+        "database: <DIR>/runledger.db\nschema version: 6\n"
     );
 }
 
@@ -750,4 +750,50 @@ fn serve_http_answers_on_loopback_and_refuses_an_open_public_address() {
     assert_eq!(health["pipelines"], json!(["ingest"]));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn backup_writes_a_verified_copy_and_doctor_reports_a_damaged_file_instead_of_failing() {
+    let (dir, db) = demo_dir();
+    let copy = dir.path().join("copy.db");
+    let ran = on(&db, &["backup", copy.to_str().unwrap()]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(ran.stdout.contains("0 error(s)"), "{}", ran.stdout);
+    let again = on(&db, &["backup", copy.to_str().unwrap()]);
+    assert_eq!(
+        (again.code, again.stderr.contains("INVALID_INPUT")),
+        (2, true)
+    );
+    assert_eq!(on(&copy, &["doctor"]).code, 0);
+
+    // Overwrite the jobs table's root page of the copy.
+    let (root, page): (i64, i64) = {
+        let c = rusqlite::Connection::open(&copy).unwrap();
+        let root = c
+            .query_row(
+                "select rootpage from sqlite_master where name = 'jobs'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (
+            root,
+            c.query_row("pragma page_size", [], |r| r.get(0)).unwrap(),
+        )
+    };
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let at = ((root - 1) * page) as usize;
+    bytes[at..at + page as usize].fill(0xA5);
+    std::fs::write(&copy, bytes).unwrap();
+    let ran = on(&copy, &["doctor"]);
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    assert!(!ran.stderr.contains("[DATABASE]"), "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("what to do:") && ran.stdout.contains(".recover"),
+        "{}",
+        ran.stdout
+    );
+    let json = on(&copy, &["--json", "doctor"]).json();
+    assert_eq!(json["damage"]["tables"][2]["table"], "jobs");
+    assert_eq!(json["damage"]["tables"][2]["readable"], false);
 }

@@ -4,6 +4,7 @@
 //! The entry point is [`Engine::runs`](crate::Engine::runs), which returns [`Runs`].
 
 pub mod orchestrator;
+pub(crate) mod pending;
 pub mod pipeline;
 pub mod probe;
 pub mod raw;

@@ -14,6 +14,7 @@ use super::timeline::{StageKind, StageStatus, TimelineEntry};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::schedule::SlotClaim;
 use crate::storage::ingest_runs::{self as store, Finish, NewRun, Run, RunFilter, Started};
 
 /// Options of one trigger.
@@ -81,7 +82,7 @@ impl<'a> Runs<'a> {
         trigger: TriggerKind,
         opts: &TriggerOptions,
     ) -> Result<Vec<RunOutcome>> {
-        self.trigger_inner(pipeline, scope, trigger, opts, None)
+        self.trigger_inner(pipeline, scope, trigger, opts, None, None)
     }
 
     /// [`Runs::trigger_with`], calling `on_start` for each scope as soon as its lock is
@@ -96,7 +97,29 @@ impl<'a> Runs<'a> {
         opts: &TriggerOptions,
         on_start: &mut OnStart<'_>,
     ) -> Result<Vec<RunOutcome>> {
-        self.trigger_inner(pipeline, scope, trigger, opts, Some(on_start))
+        self.trigger_inner(pipeline, scope, trigger, opts, Some(on_start), None)
+    }
+
+    /// Triggers `pipeline` (trigger kind `schedule`) for the slot a ticker claimed: each
+    /// run names the slot (`meta_json.slotId`) in the transaction that creates it, and
+    /// starts only while `claim` still holds (else `ILLEGAL_TRANSITION`: the claim was given
+    /// back and another ticker fires the slot). This is what makes a slot fire exactly once
+    /// across a crash ([`Fire`](crate::Fire)).
+    pub fn trigger_for_slot(
+        &self,
+        pipeline: &Pipeline,
+        scope: ScopeSelector,
+        claim: &SlotClaim,
+    ) -> Result<Vec<RunOutcome>> {
+        let opts = TriggerOptions::default();
+        self.trigger_inner(
+            pipeline,
+            scope,
+            TriggerKind::Schedule,
+            &opts,
+            None,
+            Some(claim),
+        )
     }
 
     fn trigger_inner(
@@ -106,6 +129,7 @@ impl<'a> Runs<'a> {
         trigger: TriggerKind,
         opts: &TriggerOptions,
         mut on_start: Option<&mut OnStart<'_>>,
+        slot: Option<&SlotClaim>,
     ) -> Result<Vec<RunOutcome>> {
         if let Some(a) = &opts.account_id {
             if a.is_empty() || a.len() > 128 {
@@ -129,7 +153,14 @@ impl<'a> Runs<'a> {
             let observer = on_start.as_mut().map(|f| &mut **f as &mut OnStart<'_>);
             outcomes.push(RunOutcome {
                 scope: s,
-                result: self.run_scope(pipeline, s, trigger, opts.account_id.as_deref(), observer),
+                result: self.run_scope(
+                    pipeline,
+                    s,
+                    trigger,
+                    opts.account_id.as_deref(),
+                    observer,
+                    slot,
+                ),
             });
         }
         Ok(outcomes)
@@ -142,6 +173,7 @@ impl<'a> Runs<'a> {
         trigger: TriggerKind,
         account_id: Option<&str>,
         on_start: Option<&mut OnStart<'_>>,
+        slot: Option<&SlotClaim>,
     ) -> Result<Run> {
         let lock_key = match account_id {
             Some(a) => format!("{}:{}:{}", p.name, scope, a),
@@ -154,6 +186,7 @@ impl<'a> Runs<'a> {
             lock_key: &lock_key,
             account_id,
             lease: p.lease,
+            slot,
         };
         // The run starts (and its lease runs) from the time its write holds the lock.
         let started = self.engine.write(|tx| store::start(tx, &new, tx.now()));
@@ -189,16 +222,24 @@ impl<'a> Runs<'a> {
         match self.drive(p, run_id, scope, trigger, account_id) {
             Ok(()) => self.get(run_id),
             Err(e) => {
-                // Best effort: end it now; if even that fails, the lease sweep will.
+                // End it now; if the disk is full, on the next write; failing both, the
+                // lease sweep will.
                 let message = e.to_string();
                 let end = Finish {
                     status: RunStatus::Failed,
                     error: Some((e.code(), &message)),
                     meta: json!({"errorCode": e.code()}),
                 };
-                let _ = self
+                let ended = self
                     .engine
                     .write(|tx| store::finish(tx, run_id, &end, tx.now()));
+                if ended.is_err_and(|w| w.is_transient()) {
+                    // A full disk: the ending is written before this engine's next write,
+                    // which frees the lock as soon as the disk takes one again.
+                    self.engine
+                        .pending_endings()
+                        .push_failed(run_id, e.code(), &message);
+                }
                 Err(e)
             }
         }

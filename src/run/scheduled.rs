@@ -10,7 +10,7 @@ use super::state::{ScopeSelector, TriggerKind};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::schedule::{Fire, FireOutcome, Schedule};
+use crate::schedule::{Fire, FireOutcome, Schedule, SlotClaim};
 
 /// Fires schedule slots by triggering the pipeline the schedule names, with trigger kind
 /// `schedule`. A slot whose every scope was turned away by an active run is recorded as
@@ -84,6 +84,23 @@ fn classify(outcomes: Vec<RunOutcome>) -> FireOutcome {
 
 impl Fire for ScheduledRuns {
     fn fire(&self, schedule: &Schedule, _slot: Timestamp) -> FireOutcome {
+        self.fire_inner(schedule, None)
+    }
+
+    /// Starts the runs through [`Runs::trigger_for_slot`](crate::Runs::trigger_for_slot):
+    /// each names the slot, so the slot fires exactly once across a crash.
+    fn fire_claimed(
+        &self,
+        claim: &SlotClaim,
+        schedule: &Schedule,
+        _slot: Timestamp,
+    ) -> FireOutcome {
+        self.fire_inner(schedule, Some(claim))
+    }
+}
+
+impl ScheduledRuns {
+    fn fire_inner(&self, schedule: &Schedule, claim: Option<&SlotClaim>) -> FireOutcome {
         let Some(pipeline) = self.pipelines.get(&schedule.pipeline) else {
             return FireOutcome::Failed {
                 run_ids: vec![],
@@ -101,11 +118,12 @@ impl Fire for ScheduledRuns {
                 }
             }
         };
-        match self
-            .engine
-            .runs()
-            .trigger(pipeline, scope, TriggerKind::Schedule)
-        {
+        let runs = self.engine.runs();
+        let started = match claim {
+            Some(claim) => runs.trigger_for_slot(pipeline, scope, claim),
+            None => runs.trigger(pipeline, scope, TriggerKind::Schedule),
+        };
+        match started {
             Ok(outcomes) => classify(outcomes),
             Err(e) => FireOutcome::Failed {
                 run_ids: vec![],

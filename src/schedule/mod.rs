@@ -42,7 +42,7 @@ use crate::looping::LoopHandle;
 
 pub use rule::{next_due, Rule, TimeOfDay, Weekdays, Zone};
 pub use runner::LoopOptions;
-pub use state::SlotStatus;
+pub use state::{SlotClaim, SlotStatus};
 pub use tick::{SlotReport, TickOptions, TickReport};
 
 use crate::storage::schedules::{self as store, ScheduleRow};
@@ -82,12 +82,25 @@ pub enum FireOutcome {
 
 /// Starts the pipeline runs of one due slot. The host wires this to its run orchestrator.
 ///
-/// Called outside any database transaction, at most once per slot. It should start the
-/// runs and return; a call that outlives [`TickOptions::claim_timeout`] finds its slot
-/// failed as `ABANDONED`. A panic is caught and recorded as a failure (`FIRE_PANICKED`).
+/// Called outside any database transaction, once per claim. A panic is caught and recorded
+/// as a failure (`FIRE_PANICKED`).
+///
+/// Exactly once across a crash: a claim older than [`TickOptions::claim_timeout`] is
+/// finished from the runs that name its slot, or, when none does, given back and fired by
+/// the next tick. Runs name their slot when started through
+/// [`Runs::trigger_for_slot`](crate::Runs::trigger_for_slot) with the claim passed to
+/// [`Fire::fire_claimed`] ([`ScheduledRuns`](crate::ScheduledRuns) does). A `Fire` that
+/// starts work any other way is fired again if its ticker dies before recording the
+/// outcome (at least once).
 pub trait Fire {
     /// Fires `schedule`'s slot due at `slot`.
     fn fire(&self, schedule: &Schedule, slot: Timestamp) -> FireOutcome;
+
+    /// Fires the slot under `claim`; what the tick calls. The default calls [`Fire::fire`].
+    fn fire_claimed(&self, claim: &SlotClaim, schedule: &Schedule, slot: Timestamp) -> FireOutcome {
+        let _ = claim;
+        self.fire(schedule, slot)
+    }
 }
 
 impl<F> Fire for F

@@ -1,8 +1,10 @@
 //! The due-run (slot) state machine: [`SlotStatus`] and the single table of allowed
 //! transitions.
 //!
-//! `migrations/V4__schedules.sql` mirrors [`TRANSITIONS`] in the `due_runs_state_machine`
+//! `migrations/V4__schedules.sql` (as amended by `V6__slot_give_back.sql`) mirrors [`TRANSITIONS`] in the `due_runs_state_machine`
 //! trigger; the test `due_run_state_machine_agrees_with_sql` proves the two equal.
+
+use crate::clock::Timestamp;
 
 /// Where one slot (one schedule at one due instant) is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -40,7 +42,12 @@ pub const TRANSITIONS: &[(SlotStatus, SlotStatus, &str)] = &[
     (
         Claimed,
         Failed,
-        "the fire call failed or panicked, or the claim was abandoned",
+        "the fire call failed or panicked",
+    ),
+    (
+        Claimed,
+        Pending,
+        "the claim timed out and no run names the slot: its ticker died before firing, so it is given back",
     ),
 ];
 
@@ -62,6 +69,19 @@ impl SlotStatus {
     pub fn can_transition_to(self, to: SlotStatus) -> bool {
         crate::machine::allows(TRANSITIONS, self, to)
     }
+}
+
+/// One ticker's claim on one slot: what a run started for the slot carries, so that the
+/// run's start transaction names the slot and checks the claim is still this one (see
+/// [`Runs::trigger_for_slot`](crate::Runs::trigger_for_slot)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotClaim {
+    /// The slot's row id.
+    pub slot_id: i64,
+    /// The ticker holding the claim.
+    pub ticker: String,
+    /// When it claimed the slot (with the ticker, the claim's fencing token).
+    pub claimed_at: Timestamp,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::rule::next_due;
 use super::state::SlotStatus;
-use super::{Fire, FireOutcome, Misfire, Schedule};
+use super::{Fire, FireOutcome, Misfire, Schedule, SlotClaim};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -20,8 +20,10 @@ pub struct TickOptions {
     /// Under [`Misfire::Skip`], a slot later than this is skipped instead of fired.
     /// Default 5 minutes.
     pub misfire_grace: Duration,
-    /// A slot claimed longer ago than this is failed as `ABANDONED` (its ticker died
-    /// while firing it); it is not fired again. Default 6 hours.
+    /// A slot claimed longer ago than this and never recorded (its ticker died) is
+    /// finished from the runs that name it, or given back and fired again when none does.
+    /// Bounded by what a claim can take before its run is started and names the slot: the
+    /// busy waits of two write transactions. Default 10 minutes.
     pub claim_timeout: Duration,
 }
 
@@ -30,7 +32,7 @@ impl Default for TickOptions {
         Self {
             ticker: format!("pid-{}", std::process::id()),
             misfire_grace: Duration::from_secs(5 * 60),
-            claim_timeout: Duration::from_secs(6 * 60 * 60),
+            claim_timeout: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -108,11 +110,29 @@ pub(crate) fn tick(
         slots.clear();
         materialized = 0;
 
-        // 1. Claims whose ticker vanished: failed, never fired again.
+        // 1. Claims whose ticker vanished: finished from the runs that name the slot, or
+        //    given back (no run started) to be claimed again in step 3.
         let cutoff = now - opts.claim_timeout;
         for id in store::abandoned(tx, cutoff)? {
-            let msg = format!("claimed before {cutoff} and never recorded");
-            if store::fail_abandoned_slot(tx, id, cutoff, &msg, now)? {
+            let runs = crate::storage::ingest_runs::slot_runs(tx, id)?;
+            if runs.is_empty() {
+                store::give_back_slot(tx, id, cutoff)?;
+                continue;
+            }
+            let run_ids: Vec<i64> = runs.iter().map(|r| r.0).collect();
+            let started = runs.iter().any(|r| !r.1);
+            let msg = format!("claimed before {cutoff}; finished from the runs that name it");
+            let finish = Finish {
+                status: if started {
+                    SlotStatus::Fired
+                } else {
+                    SlotStatus::Skipped
+                },
+                run_ids: &run_ids,
+                code: (!started).then_some("RUN_ALREADY_ACTIVE"),
+                message: (!started).then_some(msg.as_str()),
+            };
+            if store::finish_timed_out_slot(tx, id, cutoff, &finish, now)? {
                 slots.push(report(tx, id)?);
             }
         }
@@ -181,19 +201,26 @@ pub(crate) fn tick(
 
     // 4. Fire outside the transaction; record each outcome in its own.
     for c in claimed {
-        let outcome = catch_unwind(AssertUnwindSafe(|| fire.fire(&c.schedule, c.due_at)))
-            .unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "the fire call panicked".into());
-                FireOutcome::Failed {
-                    run_ids: vec![],
-                    code: "FIRE_PANICKED".into(),
-                    message,
-                }
-            });
+        let claim = SlotClaim {
+            slot_id: c.slot_id,
+            ticker: opts.ticker.clone(),
+            claimed_at: now,
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            fire.fire_claimed(&claim, &c.schedule, c.due_at)
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the fire call panicked".into());
+            FireOutcome::Failed {
+                run_ids: vec![],
+                code: "FIRE_PANICKED".into(),
+                message,
+            }
+        });
         let (status, run_ids, code, message) = match &outcome {
             FireOutcome::Fired { run_ids } if run_ids.is_empty() => (
                 SlotStatus::Failed,

@@ -14,6 +14,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::run::state::{RunStatus, Scope, TriggerKind};
 use crate::run::timeline::{self, StageKind, StageStatus, TimelineEntry};
+use crate::schedule::state::SlotClaim;
 
 /// One ingestion run as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -139,6 +140,14 @@ const IS_STARTED: &str = "select status = 'started' from ingest_runs where id = 
 
 pub(super) const GET: &str = concat!("select ", columns!(), " from ingest_runs where id = :id");
 
+/// The runs started for a slot (each names it in `meta_json.slotId`, written in the run's
+/// own start transaction), and whether each was a lock refusal. Shaped like the partial
+/// index `ingest_runs_slot` (V6), `json_valid` term included.
+const SLOT_RUNS: &str = "
+    select id, coalesce(json_extract(meta_json, '$.blockedStage') = 'lock', 0) from ingest_runs
+    where json_valid(meta_json) and json_extract(meta_json, '$.slotId') = :id
+    order by id";
+
 const LIST: &str = concat!(
     "select ",
     columns!(),
@@ -164,6 +173,9 @@ pub(crate) struct NewRun<'a> {
     pub lock_key: &'a str,
     pub account_id: Option<&'a str>,
     pub lease: Duration,
+    /// The schedule slot claim this run is started for: the run names the slot
+    /// (`meta_json.slotId`) and starts only while the claim holds.
+    pub slot: Option<&'a SlotClaim>,
 }
 
 /// The result of [`start`].
@@ -182,6 +194,18 @@ pub(crate) enum Started {
 /// `ABANDONED`, then inserts the started row. When the lock is held, records the attempt as
 /// a failed run (`RUN_ALREADY_ACTIVE`, `blockedStage: "lock"`) instead.
 pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result<Started> {
+    if let Some(claim) = new.slot {
+        // The fence: a claim given back (its ticker was presumed dead) starts nothing.
+        if !super::schedules::holds_claim(tx, claim)? {
+            return Err(Error::IllegalTransition {
+                entity: "due_run",
+                id: claim.slot_id.to_string(),
+                from: "no longer claimed by this ticker".into(),
+                to: "fired".into(),
+            });
+        }
+    }
+    let slot_id = new.slot.map(|c| c.slot_id);
     let holder: Option<(i64, Option<Timestamp>)> = tx
         .prepare_cached(ACTIVE_HOLDER)?
         .query_row(named_params! {":lock_key": new.lock_key}, |r| {
@@ -194,7 +218,11 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
         }
     }
     let source = new.trigger.as_str();
-    let meta = json!({"source": source, "scope": new.scope.as_str()}).to_string();
+    let mut meta = json!({"source": source, "scope": new.scope.as_str()});
+    if let Some(id) = slot_id {
+        meta["slotId"] = json!(id);
+    }
+    let meta = meta.to_string();
     let inserted = tx.prepare_cached(INSERT_STARTED)?.execute(named_params! {
         ":pipeline": new.pipeline,
         ":scope": new.scope,
@@ -222,13 +250,16 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
                 .close(StageStatus::Failed, now)
                 .with_error(err.code(), &message)
                 .with_detail(Some(json!({"activeRunId": active_run_id})));
-            let meta = json!({
+            let mut meta = json!({
                 "blockedStage": "lock",
                 "errorCode": err.code(),
                 "source": source,
                 "scope": new.scope.as_str(),
                 "activeRunId": active_run_id,
             });
+            if let Some(id) = slot_id {
+                meta["slotId"] = json!(id);
+            }
             tx.prepare_cached(INSERT_REJECTED)?.execute(named_params! {
                 ":pipeline": new.pipeline,
                 ":scope": new.scope,
@@ -281,6 +312,7 @@ pub(crate) const RESERVED_META: &[&str] = &[
     "blockedStage",
     "failedStage",
     "errorCode",
+    "slotId",
 ];
 
 /// Merges a JSON object into a started run's `meta_json`; `NotFound`-like refusal when the
@@ -301,6 +333,13 @@ pub(crate) struct Finish<'a> {
     pub status: RunStatus,
     pub error: Option<(&'a str, &'a str)>,
     pub meta: Value,
+}
+
+/// The runs started for slot `id`: `(run id, was a lock refusal)`, oldest first.
+pub(crate) fn slot_runs(conn: &Connection, id: i64) -> Result<Vec<(i64, bool)>> {
+    let mut stmt = conn.prepare_cached(SLOT_RUNS)?;
+    let rows = stmt.query_map(named_params! { ":id": id }, |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Ends a started run; `false` if it had already ended. Refuses non-terminal targets and
@@ -524,6 +563,9 @@ const RUNS_ABANDONED: &str =
     "select id, 'started, lease expired at ' || lease_expires_at || ' (needs a sweep)'
      from ingest_runs where status = 'started' and lease_expires_at < :now";
 
+/// This module's tables read whole (every column of every row) by the damage survey.
+pub(crate) const SCANS: &[(&str, &str)] = &[("ingest_runs", "select * from ingest_runs")];
+
 /// This module's doctor checks (collected by `doctor`).
 pub(crate) const CHECKS: &[Check] = &[
     err("state", "ingest_runs", RUNS_STATE),
@@ -566,6 +608,7 @@ mod tests {
             lock_key: "p:targets",
             account_id: None,
             lease: Duration::from_secs(60),
+            slot: None,
         };
         let Started::Run(id) = start(&conn, &new, t(0)).unwrap() else {
             panic!("lock is free")

@@ -42,3 +42,6 @@ pub(crate) fn sequences(conn: &Connection) -> Result<Vec<Sequence>> {
     }
     Ok(out)
 }
+
+/// This module's table read whole (every column of every row) by the damage survey.
+pub(crate) const SCANS: &[(&str, &str)] = &[("integrity_legacy", "select * from integrity_legacy")];

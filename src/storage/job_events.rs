@@ -268,6 +268,9 @@ const EVENTS_ROWS: &str = "select cursor, case
        when at is null or at not glob :ts then 'a timestamp is not fixed-width utc text'
      end as detail from job_events where detail is not null";
 
+/// This module's tables read whole (every column of every row) by the damage survey.
+pub(crate) const SCANS: &[(&str, &str)] = &[("job_events", "select * from job_events")];
+
 /// This module's doctor checks (collected by `doctor`).
 pub(crate) const CHECKS: &[Check] = &[
     err("event_seq", "job_events", EVENTS_SEQ),

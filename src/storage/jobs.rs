@@ -887,6 +887,12 @@ const AUDIT_ROWS: &str = "select id, case
        when at is null or at not glob :ts then 'a timestamp is not fixed-width utc text'
      end as d from audit_log where d is not null";
 
+/// This module's tables read whole (every column of every row) by the damage survey.
+pub(crate) const SCANS: &[(&str, &str)] = &[
+    ("jobs", "select * from jobs"),
+    ("audit_log", "select * from audit_log"),
+];
+
 /// This module's doctor checks (collected by `doctor`).
 pub(crate) const CHECKS: &[Check] = &[
     err("state", "jobs", JOBS_STATE),

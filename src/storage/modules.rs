@@ -209,5 +209,11 @@ pub(super) const MAX_IDS: &[(&str, &str)] =
 const MODULES_JSON: &str = "select module, 'scopes is not a json array' from ingest_modules
      where not json_valid(scopes) or json_type(scopes) <> 'array'";
 
+/// This module's tables read whole (every column of every row) by the damage survey.
+pub(crate) const SCANS: &[(&str, &str)] = &[
+    ("ingest_modules", "select * from ingest_modules"),
+    ("ingest_probes", "select * from ingest_probes"),
+];
+
 /// This module's doctor checks (collected by `doctor`).
 pub(crate) const CHECKS: &[Check] = &[err("json", "ingest_modules", MODULES_JSON)];

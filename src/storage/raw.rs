@@ -173,6 +173,12 @@ const RAW_RECORD_SIZE: &str =
     "select r.id, 'size ' || r.size || ' but its payload has ' || p.size || ' bytes'
      from raw_records r join raw_payloads p on p.sha256 = r.sha256 where r.size is not p.size";
 
+/// This module's tables read whole (every column of every row) by the damage survey.
+pub(crate) const SCANS: &[(&str, &str)] = &[
+    ("raw_payloads", "select * from raw_payloads"),
+    ("raw_records", "select * from raw_records"),
+];
+
 /// This module's doctor checks (collected by `doctor`).
 pub(crate) const CHECKS: &[Check] = &[
     err("raw_payload", "raw_payloads", RAW_SIZE),

@@ -12,7 +12,7 @@ use super::col;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::schedule::rule::{Rule, Zone};
-use crate::schedule::state::SlotStatus;
+use crate::schedule::state::{SlotClaim, SlotStatus};
 
 /// What to do with slots that fell due while no ticker ran (downtime).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
@@ -262,12 +262,23 @@ const FINISH_CLAIMED_SLOT: &str = "
         outcome_code = :code, outcome_message = :message
     where id = :id and status = 'claimed' and claimed_by = :ticker";
 
-/// The sweep's finish: any claim older than the cutoff, whoever holds it.
-const FAIL_ABANDONED_SLOT: &str = "
+/// The recovery's finish of a timed-out claim that runs name, whoever holds it.
+const FINISH_TIMED_OUT_SLOT: &str = "
     update due_runs
-    set status = 'failed', finished_at = max(:now, claimed_at),
-        outcome_code = 'ABANDONED', outcome_message = :message
+    set status = :status, finished_at = max(:now, claimed_at), run_ids = :run_ids,
+        outcome_code = :code, outcome_message = :message
     where id = :id and status = 'claimed' and claimed_at < :cutoff";
+
+/// Gives a timed-out claim back (no run names its slot): another ticker fires it.
+const GIVE_BACK_SLOT: &str = "
+    update due_runs set status = 'pending', claimed_at = null, claimed_by = null
+    where id = :id and status = 'claimed' and claimed_at < :cutoff";
+
+/// The fence of a run started for a slot: the slot is still this claim's.
+const HOLDS_CLAIM: &str = "
+    select exists(select 1 from due_runs
+                  where id = :id and status = 'claimed' and claimed_by = :ticker
+                    and claimed_at = :claimed_at)";
 
 /// The validated values of a new schedule.
 pub(crate) struct ScheduleRow<'a> {
@@ -553,17 +564,20 @@ pub(crate) fn finish_claimed_slot(
     })? == 1)
 }
 
-/// Fails a claim older than `cutoff`; `false` if it was finished meanwhile.
-pub(crate) fn fail_abandoned_slot(
+/// Finishes a claim older than `cutoff` from the runs that name it; `false` if it was
+/// finished meanwhile.
+pub(crate) fn finish_timed_out_slot(
     conn: &Connection,
     id: i64,
     cutoff: Timestamp,
-    message: &str,
+    f: &Finish<'_>,
     now: Timestamp,
 ) -> Result<bool> {
-    let mut stmt = conn.prepare_cached(FAIL_ABANDONED_SLOT)?;
+    let run_ids = serde_json::to_string(f.run_ids).expect("a list of integers serializes");
+    let mut stmt = conn.prepare_cached(FINISH_TIMED_OUT_SLOT)?;
     Ok(stmt.execute(named_params! {
-        ":id": id, ":cutoff": cutoff, ":message": message, ":now": now,
+        ":id": id, ":cutoff": cutoff, ":status": f.status, ":run_ids": run_ids,
+        ":code": f.code, ":message": f.message, ":now": now,
     })? == 1)
 }
 
@@ -572,6 +586,22 @@ pub(super) const MAX_IDS: &[(&str, &str)] = &[
     ("schedules", "select max(id) from schedules"),
     ("due_runs", "select max(id) from due_runs"),
 ];
+/// Gives a claim older than `cutoff` back to `pending`; `false` if it was finished meanwhile.
+pub(crate) fn give_back_slot(conn: &Connection, id: i64, cutoff: Timestamp) -> Result<bool> {
+    let mut stmt = conn.prepare_cached(GIVE_BACK_SLOT)?;
+    Ok(stmt.execute(named_params! { ":id": id, ":cutoff": cutoff })? == 1)
+}
+
+/// Whether slot `claim.slot_id` is still claimed by `claim` (the fence of a run start).
+pub(crate) fn holds_claim(conn: &Connection, claim: &SlotClaim) -> Result<bool> {
+    let mut stmt = conn.prepare_cached(HOLDS_CLAIM)?;
+    Ok(stmt.query_row(
+        named_params! {
+            ":id": claim.slot_id, ":ticker": claim.ticker, ":claimed_at": claim.claimed_at,
+        },
+        |r| r.get(0),
+    )?)
+}
 
 // ---- doctor checks: the rows' rules (migrations) restated as queries that list offenders
 
@@ -619,6 +649,13 @@ const SCHEDULES_ROWS: &str = "select id, case
        when updated_at < created_at then 'updated before it was created'
        when next_due_at <= last_due_at then 'next_due_at is not after last_due_at'
      end as detail from schedules where detail is not null";
+
+/// This module's tables read whole (every column of every row) by the damage survey.
+pub(crate) const SCANS: &[(&str, &str)] = &[
+    ("schedules", "select * from schedules"),
+    ("due_runs", "select * from due_runs"),
+    ("zones", "select * from zones"),
+];
 
 /// This module's doctor checks (collected by `doctor`).
 pub(crate) const CHECKS: &[Check] = &[

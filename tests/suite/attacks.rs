@@ -173,6 +173,9 @@ fn attacks(t: &Target) -> Vec<(u8, String, &'static str)> {
         (2, format!("update jobs set worker_id = 'thief' where id = {r}"), "STALE_ATTEMPT"),
         (2, format!("update jobs set state = 'running', worker_id = 'w2', heartbeat_at = '{TS}', started_at = '{TS}' where id = {c}"), "STALE_ATTEMPT"),
         (2, format!("update due_runs set claimed_by = 'ticker-2' where id = {k}"), "CLAIM_FENCE"),
+        // V6's give-back (claimed -> pending) clears the claim; it never hands it on
+        (2, format!("update due_runs set status = 'pending', claimed_by = 'ticker-2' where id = {k}"), "CLAIM_FENCE"),
+        (2, format!("update due_runs set status = 'pending', claimed_by = null where id = {k}"), "CLAIM_FENCE"),
         (2, "update schedules set last_due_at = null where id = 1".into(), "ILLEGAL_TRANSITION"),
         (2, format!("update jobs set recovery_count = recovery_count + 5 where id = {r}"), "ILLEGAL_TRANSITION"),
         // 3. identity

@@ -1,6 +1,7 @@
 //! The `runledger` command-line tool: a thin shell over the library. Each command group
 //! lives in its own module; `output` owns tables, JSON, colour and exit codes.
 
+mod backup;
 mod demo;
 mod doctor;
 mod flex_cmd;
@@ -74,6 +75,8 @@ enum Command {
     Runbook(runbook_cmd::RunbookArgs),
     /// Check every invariant of the database from SQL; print each anomaly (exit 1 on errors).
     Doctor(doctor::DoctorArgs),
+    /// Write a consistent copy of the live database to FILE, verified by doctor.
+    Backup(backup::BackupArgs),
     /// Interactive Brokers Flex statements.
     Flex {
         #[command(subcommand)]
@@ -102,16 +105,10 @@ fn run(cli: Cli, out: Out) -> CliResult {
         return flex_cmd::flex(&db("./runledger.db"), out, cmd);
     }
     let path = db("./runledger.db");
-    let engine = match Engine::open(&path) {
-        // doctor still reports on a file whose history or rows the migrations refuse
-        Err(e) if matches!(cli.command, Command::Doctor(_)) && doctor::read_only_worthy(&e) => {
-            let Command::Doctor(args) = cli.command else {
-                unreachable!("matched above")
-            };
-            return doctor::doctor_read_only(&path, out, args, e);
-        }
-        other => other?,
-    };
+    if let Command::Doctor(args) = cli.command {
+        return doctor::doctor_at(&path, out, args);
+    }
+    let engine = Engine::open(&path)?;
     match cli.command {
         Command::Init => init(&engine, &path, out),
         Command::Runs { cmd } => runs::runs(&engine, out, cmd),
@@ -122,8 +119,10 @@ fn run(cli: Cli, out: Out) -> CliResult {
         Command::Schedule { cmd } => schedule::schedule(&engine, out, cmd),
         Command::Serve(args) => serve::serve(&engine, args),
         Command::Runbook(args) => runbook_cmd::runbook(&engine, out, args),
-        Command::Doctor(args) => doctor::doctor(&engine, out, args),
-        Command::Demo(_) | Command::Flex { .. } => unreachable!("handled above"),
+        Command::Backup(args) => backup::backup(&engine, out, args),
+        Command::Demo(_) | Command::Flex { .. } | Command::Doctor(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 
