@@ -9,19 +9,20 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Deadline;
 use crate::error::{Error, Result};
 
 /// How often (at most) a write re-checks the path.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The identity of the file an engine opened, and when it was last confirmed.
+/// The identity of the file an engine opened, and when it is next due for a check.
 #[derive(Debug)]
 pub(crate) struct FileIdentity {
     path: PathBuf,
     id: (u64, u64),
-    checked: Mutex<Instant>,
+    next_check: Mutex<Deadline>,
 }
 
 fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
@@ -46,19 +47,19 @@ impl FileIdentity {
         Some(Self {
             path: path.to_path_buf(),
             id,
-            checked: Mutex::new(Instant::now()),
+            next_check: Mutex::new(Deadline::after(CHECK_INTERVAL)),
         })
     }
 
     /// Checks the path if the last check is older than [`CHECK_INTERVAL`] (or `force`).
     pub(crate) fn check(&self, force: bool) -> Result<()> {
-        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
-        if !force && checked.elapsed() < CHECK_INTERVAL {
+        let mut next_check = self.next_check.lock().unwrap_or_else(|p| p.into_inner());
+        if !force && !next_check.remaining().is_zero() {
             return Ok(());
         }
         let detail = match identity(&self.path) {
             Ok(id) if id == self.id => {
-                *checked = Instant::now();
+                *next_check = Deadline::after(CHECK_INTERVAL);
                 return Ok(());
             }
             Ok(_) => "the path now names another file".to_string(),
