@@ -198,7 +198,10 @@ fn configure(conn: &Connection, opts: &DbOptions, wal: bool) -> Result<()> {
     if wal {
         let mode: String = conn.query_row("pragma journal_mode = wal", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::ReadOnly);
+            return Err(Error::ReadOnly {
+                extended_code: rusqlite::ffi::SQLITE_READONLY,
+                detail: format!("the journal cannot be switched to WAL (it stays {mode})"),
+            });
         }
         crate::wal::configure(conn)?;
     }
@@ -248,10 +251,13 @@ fn migrate(conn: &mut Connection, opts: &DbOptions) -> Result<()> {
                             {
                                 Error::DatabaseFull
                             }
-                            Some(rusqlite::Error::SqliteFailure(f, _))
+                            Some(rusqlite::Error::SqliteFailure(f, msg))
                                 if f.code == rusqlite::ErrorCode::ReadOnly =>
                             {
-                                Error::ReadOnly
+                                Error::ReadOnly {
+                                    extended_code: f.extended_code,
+                                    detail: msg.clone().unwrap_or_else(|| f.to_string()),
+                                }
                             }
                             _ => migration_error(e.to_string()),
                         }

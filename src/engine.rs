@@ -123,6 +123,13 @@ struct Inner {
     last_write: AtomicI64,
     /// Commits of groups (crate-internal: tests count shared commits with it).
     commits: AtomicU64,
+    /// The writer's `total_changes()` after its latest commit: rows written, so that a
+    /// commit that changed nothing (an empty claim) does not count as activity.
+    changed: AtomicU64,
+    /// `changed` when [`Engine::checkpoint_when_idle`] was last called, and when it last
+    /// emptied the WAL: an idle interval is one between two calls that saw no change.
+    idle_seen: AtomicU64,
+    idle_checkpointed: AtomicU64,
     /// Whether callers share commits (`Durability::Full`); see [`Engine::write`].
     share: bool,
     /// Run endings a full disk kept from being written (written before the next write).
@@ -196,7 +203,27 @@ fn share(e: &Error) -> Error {
     match e {
         Error::Busy => Error::Busy,
         Error::DatabaseFull => Error::DatabaseFull,
-        Error::ReadOnly => Error::ReadOnly,
+        Error::ReadOnly {
+            extended_code,
+            detail,
+        } => Error::ReadOnly {
+            extended_code: *extended_code,
+            detail: detail.clone(),
+        },
+        Error::Corrupt {
+            extended_code,
+            detail,
+        } => Error::Corrupt {
+            extended_code: *extended_code,
+            detail: detail.clone(),
+        },
+        Error::DiskIo {
+            extended_code,
+            detail,
+        } => Error::DiskIo {
+            extended_code: *extended_code,
+            detail: detail.clone(),
+        },
         Error::NotADatabase => Error::NotADatabase,
         Error::Database(rusqlite::Error::SqliteFailure(f, msg)) => {
             Error::Database(rusqlite::Error::SqliteFailure(*f, msg.clone()))
@@ -217,6 +244,12 @@ impl Engine {
     /// Opens the database at `path` with `opts`.
     pub fn open_with(path: impl AsRef<Path>, opts: EngineOptions) -> Result<Self> {
         let path = path.as_ref();
+        if let Some(frames) = crate::wal::missing_wal_frames(path) {
+            return Err(Error::WalMissing {
+                path: path.to_path_buf(),
+                frames,
+            });
+        }
         let conn = db::open(path, &opts.db)?;
         // The writer never waits inside SQLite: a busy BEGIN returns at once and is retried
         // with the writer mutex released.
@@ -265,6 +298,9 @@ impl Engine {
                 path,
                 last_write: AtomicI64::new(i64::MIN),
                 commits: AtomicU64::new(0),
+                changed: AtomicU64::new(0),
+                idle_seen: AtomicU64::new(0),
+                idle_checkpointed: AtomicU64::new(0),
                 pending: PendingEndings::default(),
                 identity,
             }),
@@ -346,6 +382,20 @@ impl Engine {
         if out.is_err() {
             if let Some(i) = identity {
                 i.check(true)?;
+                if let Err(Error::DiskIo {
+                    extended_code,
+                    detail,
+                }) = &out
+                {
+                    // An i/o error on a file that no longer takes writes (a volume remounted
+                    // read-only under the process) is READ_ONLY, as a fresh open would say.
+                    if let Some(why) = i.refuses_writes() {
+                        return Err(Error::ReadOnly {
+                            extended_code: *extended_code,
+                            detail: format!("{detail}: {why}"),
+                        });
+                    }
+                }
             }
         }
         out
@@ -375,6 +425,31 @@ impl Engine {
     /// process may keep it from completing (`busy`); it is then retried by the next call.
     pub fn checkpoint(&self) -> Result<crate::wal::Checkpoint> {
         self.on_writer(crate::wal::truncate)
+    }
+
+    /// Empties the WAL once this engine has gone quiet (issue 13, item 1): when no commit
+    /// changed a row since the previous call and some did since the last time it emptied
+    /// the WAL, runs `wal_checkpoint(TRUNCATE)` without waiting: a reader still on the WAL
+    /// makes it give up at once (`busy`) rather than hold the writer, and the next call
+    /// tries again. Returns what it did, `None` when it did not run. The engine's own
+    /// loops call it: a [`Worker`](crate::Worker) that finds no job, and the supervisor and
+    /// scheduler loops after each tick; a host with its own idle moments may call it too.
+    pub fn checkpoint_when_idle(&self) -> Result<Option<crate::wal::Checkpoint>> {
+        let inner = &*self.inner;
+        if inner.path.is_none() {
+            return Ok(None);
+        }
+        let now = inner.changed.load(Ordering::SeqCst);
+        let seen = inner.idle_seen.swap(now, Ordering::SeqCst);
+        if seen != now || inner.idle_checkpointed.load(Ordering::SeqCst) == now {
+            return Ok(None);
+        }
+        let wait = inner.opts.db.busy_timeout;
+        let done = self.on_writer(|c| crate::wal::truncate_without_waiting(c, wait))?;
+        if !done.busy {
+            inner.idle_checkpointed.store(now, Ordering::SeqCst);
+        }
+        Ok(Some(done))
     }
 
     fn write_in_group<T>(
@@ -488,6 +563,9 @@ impl Engine {
         }
         if res.is_ok() && !undo {
             self.inner.commits.fetch_add(1, Ordering::SeqCst);
+            self.inner
+                .changed
+                .store(w.conn.total_changes(), Ordering::SeqCst);
             self.inner.bus.publish(&group.events);
         }
         let mut o = lock(&self.inner.outcomes);

@@ -240,9 +240,17 @@ pub enum Error {
     #[error("database or disk is full")]
     DatabaseFull,
 
-    /// The database file cannot be written.
-    #[error("database is read-only")]
-    ReadOnly,
+    /// The database file cannot be written (`SQLITE_READONLY*`, or an i/o error on a file
+    /// or volume that no longer accepts writes: a read-only remount, a revoked permission).
+    /// Reads go on; make the file writable again and retry.
+    #[error("database is read-only: {detail} (sqlite extended code {extended_code})")]
+    ReadOnly {
+        /// SQLite's extended result code (`SQLITE_READONLY`, `SQLITE_READONLY_DBMOVED`,
+        /// or the `SQLITE_IOERR_*` the write met).
+        extended_code: i32,
+        /// What was refused.
+        detail: String,
+    },
 
     /// The file is not a SQLite database (or is encrypted or corrupted beyond reading).
     #[error("file is not a database")]
@@ -276,6 +284,19 @@ pub enum Error {
         path: std::path::PathBuf,
         /// What changed.
         detail: String,
+    },
+
+    /// The database's `-wal` file is gone while its `-shm` index still records frames of it:
+    /// a crash left commits in the WAL and the WAL was then deleted, so up to `frames` pages
+    /// of the most recent commits are lost. The engine refuses to open the file (opening
+    /// would erase the evidence); restore the `-wal` from wherever it went, or accept the
+    /// loss by removing the `-shm` file as well, then run `runledger doctor`.
+    #[error("{}: the -wal file is missing but the -shm index records {frames} WAL frames: the latest commits are lost; restore the -wal, or remove the -shm to accept the loss, then run doctor", path.display())]
+    WalMissing {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Frames (pages) the index records in the missing WAL.
+        frames: u32,
     },
 
     /// A file operation outside SQLite failed (writing a backup).
@@ -335,13 +356,14 @@ impl Error {
             Error::ConstraintViolation { .. } => "CONSTRAINT_VIOLATION",
             Error::Busy => "BUSY",
             Error::DatabaseFull => "DATABASE_FULL",
-            Error::ReadOnly => "READ_ONLY",
+            Error::ReadOnly { .. } => "READ_ONLY",
             Error::NotADatabase => "NOT_A_DATABASE",
             Error::Corrupt { .. } => "CORRUPT",
             Error::DiskIo { .. } => "IO_ERROR",
             Error::Migration { .. } => "MIGRATION_FAILED",
             Error::Io { .. } => "IO",
             Error::FileReplaced { .. } => "FILE_REPLACED",
+            Error::WalMissing { .. } => "WAL_MISSING",
             Error::Database(_) => "DATABASE",
         }
     }
@@ -546,7 +568,10 @@ pub fn from_file_fault(code: &ffi::Error, message: &str) -> Option<Error> {
             detail: detail(),
         },
         rusqlite::ErrorCode::DiskFull => Error::DatabaseFull,
-        rusqlite::ErrorCode::ReadOnly => Error::ReadOnly,
+        rusqlite::ErrorCode::ReadOnly => Error::ReadOnly {
+            extended_code,
+            detail: detail(),
+        },
         rusqlite::ErrorCode::NotADatabase => Error::NotADatabase,
         _ => return None,
     })

@@ -51,6 +51,24 @@ impl FileIdentity {
         })
     }
 
+    /// Why the file no longer takes writes (its volume is read-only, or its permissions
+    /// refuse this process), or `None` when it does. Opens it for writing without
+    /// writing anything.
+    pub(crate) fn refuses_writes(&self) -> Option<String> {
+        match std::fs::OpenOptions::new().write(true).open(&self.path) {
+            Ok(_) => None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                Some(format!("the file cannot be opened for writing: {e}"))
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Checks the path if the last check is older than [`CHECK_INTERVAL`] (or `force`).
     pub(crate) fn check(&self, force: bool) -> Result<()> {
         let mut next_check = self.next_check.lock().unwrap_or_else(|p| p.into_inner());

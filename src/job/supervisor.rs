@@ -250,6 +250,7 @@ impl Supervisor {
         let me = self.clone();
         spawn_loop("runledger-supervisor", move || {
             let _ = me.tick(me.engine.now());
+            let _ = me.engine.checkpoint_when_idle();
             me.opts.poll_every
         })
         .map_err(|e| Error::thread_spawn("runledger-supervisor", e))

@@ -340,6 +340,8 @@ fn run_slot(
     shared.idle.fetch_add(1, Ordering::SeqCst);
     while !shared.stopping.load(Ordering::SeqCst) {
         let Some((claim, stop)) = next_job(engine, opts, &kinds, slot, shared) else {
+            // Nothing to do: a quiet engine empties its WAL (a failure is retried next time).
+            let _ = engine.checkpoint_when_idle();
             std::thread::sleep(opts.idle_poll);
             continue;
         };

@@ -52,6 +52,7 @@ pub(crate) fn spawn(
     let engine = engine.clone();
     spawn_loop("runledger-scheduler", move || {
         let report = tick(&engine, &opts.tick, engine.now(), &*fire);
+        let _ = engine.checkpoint_when_idle();
         // A failed tick (busy database, full disk...) is retried at the next poll; its
         // slots stay pending or claimed and are picked up or swept then.
         wait_after(&report, engine.now(), opts.poll)
