@@ -274,11 +274,18 @@ const GIVE_BACK_SLOT: &str = "
     update due_runs set status = 'pending', claimed_at = null, claimed_by = null
     where id = :id and status = 'claimed' and claimed_at < :cutoff";
 
-/// The fence of a run started for a slot: the slot is still this claim's.
+/// The fence of a run started for a slot: the slot is still this claim's (its ticker's
+/// keep-alive may have moved `claimed_at` forward since, never back: V7).
 const HOLDS_CLAIM: &str = "
     select exists(select 1 from due_runs
                   where id = :id and status = 'claimed' and claimed_by = :ticker
-                    and claimed_at = :claimed_at)";
+                    and claimed_at >= :claimed_at)";
+
+/// The claim's keep-alive: its own ticker moves `claimed_at` forward (V7's fence allows
+/// that and nothing else).
+const RENEW_CLAIM: &str = "
+    update due_runs set claimed_at = :now
+    where id = :id and status = 'claimed' and claimed_by = :ticker and claimed_at < :now";
 
 /// The validated values of a new schedule.
 pub(crate) struct ScheduleRow<'a> {
@@ -516,6 +523,18 @@ pub(crate) fn abandoned(conn: &Connection, cutoff: Timestamp) -> Result<Vec<i64>
 /// Claims a pending slot; `false` if it was no longer pending.
 pub(crate) fn claim_slot(conn: &Connection, id: i64, ticker: &str, now: Timestamp) -> Result<bool> {
     let mut stmt = conn.prepare_cached(CLAIM_SLOT)?;
+    Ok(stmt.execute(named_params! { ":id": id, ":ticker": ticker, ":now": now })? == 1)
+}
+
+/// Renews `ticker`'s claim on slot `id` at `now`; `false` if it is no longer that
+/// ticker's claim (or `now` is not later than its claim time).
+pub(crate) fn renew_claim(
+    conn: &Connection,
+    id: i64,
+    ticker: &str,
+    now: Timestamp,
+) -> Result<bool> {
+    let mut stmt = conn.prepare_cached(RENEW_CLAIM)?;
     Ok(stmt.execute(named_params! { ":id": id, ":ticker": ticker, ":now": now })? == 1)
 }
 
