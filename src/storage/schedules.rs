@@ -749,4 +749,43 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_claim_is_renewed_only_by_its_ticker_and_only_forward() {
+        let conn = db::open_in_memory(&DbOptions::default()).unwrap();
+        conn.execute_batch(
+            "INSERT INTO schedules (name, pipeline, scope, rule, zone, created_at, updated_at)
+             VALUES ('s', 'p', 'targets', 'every 1m', 'UTC', '2026-01-01T00:00:00.000Z',
+                     '2026-01-01T00:00:00.000Z');",
+        )
+        .unwrap();
+        let t = |s: &str| Timestamp::parse(s).unwrap();
+        let id = insert_slot(
+            &conn,
+            1,
+            t("2026-01-01T00:01:00.000Z"),
+            t("2026-01-01T00:01:00.000Z"),
+        )
+        .unwrap();
+        assert!(claim_slot(&conn, id, "a", t("2026-01-01T00:02:00.000Z")).unwrap());
+        // Another ticker: nothing renewed.
+        assert!(!renew_claim(&conn, id, "b", t("2026-01-01T00:05:00.000Z")).unwrap());
+        // Backward or in place: nothing.
+        assert!(!renew_claim(&conn, id, "a", t("2026-01-01T00:01:30.000Z")).unwrap());
+        assert!(!renew_claim(&conn, id, "a", t("2026-01-01T00:02:00.000Z")).unwrap());
+        // Forward by its own ticker.
+        assert!(renew_claim(&conn, id, "a", t("2026-01-01T00:09:00.000Z")).unwrap());
+        let slot = slot(&conn, id).unwrap().unwrap();
+        assert_eq!(slot.claimed_at, Some(t("2026-01-01T00:09:00.000Z")));
+        assert_eq!(slot.claimed_by.as_deref(), Some("a"));
+        // The fence: the original claim time still holds it, a later one does not.
+        let claim = |ticker: &str, at: &str| SlotClaim {
+            slot_id: id,
+            ticker: ticker.into(),
+            claimed_at: t(at),
+        };
+        assert!(holds_claim(&conn, &claim("a", "2026-01-01T00:02:00.000Z")).unwrap());
+        assert!(!holds_claim(&conn, &claim("a", "2026-01-01T00:10:00.000Z")).unwrap());
+        assert!(!holds_claim(&conn, &claim("b", "2026-01-01T00:02:00.000Z")).unwrap());
+    }
 }

@@ -923,7 +923,7 @@ expect_status = 204
     fn a_token_pasted_anywhere_is_refused_with_its_line_and_column() {
         let src = GOOD.replace("IBKR_FLEX_TOKEN", "123456789012345678901234");
         let e = parse(&src).unwrap_err();
-        assert!(e.starts_with("runledger.toml:11:13: "), "{e}");
+        assert!(e.starts_with("runledger.toml:10:13: "), "{e}");
         assert!(e.contains("looks like a token"), "{e}");
         let src = GOOD.replace("U1234567", "0123456789abcdef0123");
         assert!(parse(&src).unwrap_err().contains("looks like a token"));
@@ -937,14 +937,14 @@ expect_status = 204
     #[test]
     fn unknown_keys_and_bad_values_name_their_place() {
         let e = parse(&GOOD.replace("misfire = ", "misfyre = ")).unwrap_err();
-        assert!(e.starts_with("runledger.toml:20:"), "{e}");
+        assert!(e.starts_with("runledger.toml:20:1: "), "{e}");
         assert!(e.contains("misfyre"), "{e}");
         let e =
             parse(&GOOD.replace("pipeline = \"flex-main\"", "pipeline = \"nope\"")).unwrap_err();
-        assert!(e.starts_with("runledger.toml:18:12: "), "{e}");
+        assert!(e.starts_with("runledger.toml:17:12: "), "{e}");
         assert!(e.contains("no [[pipeline]] is named \"nope\""), "{e}");
         let e = parse(&GOOD.replace("daily 06:00", "daily 25:00")).unwrap_err();
-        assert!(e.starts_with("runledger.toml:19:8: "), "{e}");
+        assert!(e.starts_with("runledger.toml:18:8: "), "{e}");
         let e = parse(&GOOD.replace("https://example.com", "http://example.com")).unwrap_err();
         assert!(e.contains("loopback"), "{e}");
         let e = parse(&GOOD.replace("name = \"flex-main\"", "name = \"flex main\"")).unwrap_err();
