@@ -116,6 +116,13 @@ struct PipelineSpec {
     period: Option<Spanned<Plain>>,
     #[serde(default)]
     scope: Option<ScopeName>,
+    /// Wait after SendRequest before the first GetStatement (default 5000; IB's rate
+    /// limits still apply: at least 1.1 s between two requests).
+    #[serde(default)]
+    first_poll_delay_ms: Option<Spanned<u64>>,
+    /// Wait after the first "not ready" reply, growing 1.5 times (default 5000).
+    #[serde(default)]
+    poll_interval_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -668,6 +675,17 @@ fn pipeline(
     }
     if let Some(period) = &p.period {
         flex.period = parse_period(&period.get_ref().0).map_err(|m| err(period.span(), m))?;
+    }
+    if let Some(ms) = &p.first_poll_delay_ms {
+        flex.poll.first_poll_delay = Duration::from_millis(*ms.get_ref());
+    }
+    if let Some(ms) = &p.poll_interval_ms {
+        let v = *ms.get_ref();
+        if v == 0 {
+            return Err(err(ms.span(), "poll_interval_ms must be at least 1".into()));
+        }
+        flex.poll.poll_interval = Duration::from_millis(v);
+        flex.poll.max_poll_interval = flex.poll.max_poll_interval.max(flex.poll.poll_interval);
     }
     flex.scope = match p.scope {
         None | Some(ScopeName::Targets) => Scope::Targets,
