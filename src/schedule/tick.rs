@@ -285,17 +285,15 @@ pub(crate) fn fire_one(
     let outcome = std::thread::scope(|scope| {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let claim_ref = &claim;
-        let keep_alive = scope.spawn(move || loop {
-            match stopped.recv_timeout(every) {
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    // A failed renewal (busy file...) is retried at the next beat; a claim
-                    // that is no longer this ticker's is simply not renewed.
-                    let _ = engine.write(|tx| {
-                        let now = tx.now();
-                        store::renew_claim(tx, claim_ref.slot_id, &claim_ref.ticker, now)
-                    });
-                }
-                _ => break,
+        let keep_alive = scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                // A failed renewal (busy file...) is retried at the next beat; a claim that
+                // is no longer this ticker's is simply not renewed.
+                let _ = engine.write(|tx| {
+                    let now = tx.now();
+                    store::renew_claim(tx, claim_ref.slot_id, &claim_ref.ticker, now)
+                });
             }
         });
         let outcome = catch_unwind(AssertUnwindSafe(|| {
