@@ -141,6 +141,18 @@ pub fn serve(engine: &Engine, args: ServeArgs, config: &Config) -> CliResult {
         println!("{synced} schedules written from the config");
     }
     let _ = stop.recv();
+    // The scheduler's stop lets the slots being fired finish (their runs end terminal and
+    // are recorded); a second signal exits at once, leaving those runs to their lease.
+    eprintln!("stopping: slots being fired finish first (Ctrl-C again to exit now)");
+    std::thread::spawn(move || {
+        if stop.recv().is_ok() {
+            eprintln!(
+                "exiting now: runs in progress end ABANDONED when their lease expires \
+                 (or at once with `runledger runs abandon ID --reason R`)"
+            );
+            std::process::exit(130);
+        }
+    });
     if let Some(server) = http {
         server.stop();
     }
