@@ -384,7 +384,13 @@ impl Config {
                     format!("a pipeline named {name:?} is configured twice"),
                 ));
             }
-            cfg.pipelines.push(pipeline(p, &name, &err)?);
+            let mut conf = pipeline(p, &name, &err)?;
+            // IB's rate limits are per token: pipelines reading the same variable share
+            // one limiter (clones of a Pacer share it).
+            if let Some(first) = cfg.pipelines.iter().find(|q| q.token_env == conf.token_env) {
+                conf.flex.pacer = first.flex.pacer.clone();
+            }
+            cfg.pipelines.push(conf);
         }
         let mut schedule_names = BTreeSet::new();
         for s in &file.schedules {
