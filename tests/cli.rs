@@ -1189,3 +1189,56 @@ fn backup_writes_a_verified_copy_and_doctor_reports_a_damaged_file_instead_of_fa
     assert_eq!(json["damage"]["tables"][2]["table"], "jobs");
     assert_eq!(json["damage"]["tables"][2]["readable"], false);
 }
+
+#[test]
+fn serve_listens_on_the_configs_address_unless_the_flag_names_another() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), NOWHERE, "[http]\nlisten = \"0.0.0.0:0\"\n");
+    // The config's public address, without a token: refused, so the config was read.
+    let refused = finish(
+        cmd(dir.path())
+            .args(["--db", "runledger.db", "serve"])
+            .env_remove("RUNLEDGER_API_TOKEN")
+            .env_remove("RUNLEDGER_API_READ_TOKEN")
+            .output()
+            .unwrap(),
+        dir.path(),
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("RUNLEDGER_API_TOKEN"),
+        "{}",
+        refused.stderr
+    );
+    // The flag wins.
+    let mut child = cmd(dir.path())
+        .args(["--db", "runledger.db", "serve", "--http", "127.0.0.1:0"])
+        .env_remove("RUNLEDGER_API_TOKEN")
+        .env_remove("RUNLEDGER_API_READ_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert!(
+        first.starts_with("http API on http://127.0.0.1:"),
+        "{first}"
+    );
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let body = ureq::get(format!("http://{addr}/health"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["pipelines"], json!(["flex-main"]));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
