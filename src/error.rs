@@ -170,12 +170,15 @@ pub enum Error {
     },
 
     /// Another run holds the lock key.
-    #[error("a run is already active for lock {lock_key}")]
+    #[error("a run is already active for lock {lock_key}{}", holder_text(*active_run_id, *lease_expires_at))]
     RunAlreadyActive {
         /// The contested lock key.
         lock_key: String,
         /// The id of the run holding it, when known.
         active_run_id: Option<i64>,
+        /// When the holder's lease expires (then the next trigger or a sweep ends it
+        /// `ABANDONED`), when known.
+        lease_expires_at: Option<crate::clock::Timestamp>,
         /// The failed run that records this refusal (`blockedStage: "lock"`), when recorded.
         recorded_run_id: Option<i64>,
     },
@@ -329,6 +332,15 @@ fn summarize(errors: &[FieldError]) -> String {
         .map(|e| format!("{}: {}", e.field, e.reason))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// ` (held by run N, lease expires T)` for [`Error::RunAlreadyActive`]'s message.
+fn holder_text(run: Option<i64>, lease: Option<crate::clock::Timestamp>) -> String {
+    match (run, lease) {
+        (Some(id), Some(at)) => format!(" (held by run {id}, lease expires {at})"),
+        (Some(id), None) => format!(" (held by run {id})"),
+        (None, _) => String::new(),
+    }
 }
 
 impl Error {
@@ -596,6 +608,7 @@ mod tests {
             Error::RunAlreadyActive {
                 lock_key: "k".into(),
                 active_run_id: Some(1),
+                lease_expires_at: None,
                 recorded_run_id: Some(2),
             },
         ];

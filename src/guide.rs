@@ -14,6 +14,7 @@
 //! - [`operations`]: `runbook.sql` in the `sqlite3` shell, `doctor`, durability, several
 //!   processes on one file.
 //! - [`errors`]: every error code runledger returns or records, what it means and what to do.
+//! - `config` (with the default `cli` feature): the `runledger` daemon's `runledger.toml`.
 
 #[doc = include_str!("../docs/quickstart.md")]
 pub mod quickstart {}
@@ -39,6 +40,10 @@ pub mod operations {}
 
 #[doc = include_str!("../docs/errors.md")]
 pub mod errors {}
+
+#[cfg(feature = "cli")]
+#[doc = include_str!("../docs/config.md")]
+pub mod config {}
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! Background loops with a clean stop: the supervisor's and the scheduler's `spawn` helpers.
 
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 /// it; dropping the handle stops it too.
 #[derive(Debug)]
 pub struct LoopHandle {
-    stop: Option<Sender<()>>,
+    stop: Option<Sender<Signal>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -24,7 +25,9 @@ impl LoopHandle {
     }
 
     fn shutdown(&mut self) {
-        self.stop.take();
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(Signal::Stop);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -37,20 +40,53 @@ impl Drop for LoopHandle {
     }
 }
 
+/// What wakes a loop from its wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Wake,
+}
+
+/// Wakes a loop from its wait so that it runs its body again at once (for instance when a
+/// worker of its pool becomes free). Waking a stopped loop does nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct Waker(Arc<Mutex<Sender<Signal>>>);
+
+impl Waker {
+    /// Ends the loop's current wait.
+    pub(crate) fn wake(&self) {
+        let _ = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(Signal::Wake);
+    }
+}
+
 /// Runs `body` on a named thread until stopped; `body` returns how long to wait before its
 /// next run. The wait is a channel receive, so a stop interrupts it immediately.
 pub(crate) fn spawn_loop(
     name: &str,
     mut body: impl FnMut() -> Duration + Send + 'static,
 ) -> std::io::Result<LoopHandle> {
-    let (tx, rx) = channel::<()>();
+    spawn_wakeable_loop(name, move |_| body())
+}
+
+/// [`spawn_loop`] whose body gets a [`Waker`] that ends the current wait early; `body` may
+/// hand clones of it to other threads.
+pub(crate) fn spawn_wakeable_loop(
+    name: &str,
+    mut body: impl FnMut(&Waker) -> Duration + Send + 'static,
+) -> std::io::Result<LoopHandle> {
+    let (tx, rx) = channel::<Signal>();
+    let waker = Waker(Arc::new(Mutex::new(tx.clone())));
     let thread = std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || loop {
-            let wait = body();
+            let wait = body(&waker);
             match rx.recv_timeout(wait) {
-                Err(RecvTimeoutError::Timeout) => continue,
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Signal::Wake) | Err(RecvTimeoutError::Timeout) => continue,
+                Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             }
         })?;
     Ok(LoopHandle {

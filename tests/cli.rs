@@ -10,6 +10,53 @@ use serde_json::{json, Value};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flex");
 
+/// The CLI's loopback mock of the Flex Web Service (the file the binary builds).
+#[path = "../src/bin/runledger/flex_mock.rs"]
+#[allow(dead_code)]
+mod flex_mock;
+
+/// The token the configured pipeline reads from [`TOKEN_ENV`] (and the mock accepts).
+const TOKEN: &str = "clitesttoken42";
+const TOKEN_ENV: &str = "RL_CLI_TEST_TOKEN";
+
+/// Writes `<dir>/runledger.toml`: pipeline `flex-main` (query 123456, targets) against
+/// `base_url`, polling fast, then `extra`.
+fn write_config(dir: &Path, base_url: &str, extra: &str) {
+    let text = format!(
+        "[[pipeline]]\nname = \"flex-main\"\nkind = \"flex\"\nquery_id = \"123456\"\n\
+         token_env = \"{TOKEN_ENV}\"\npolicy = \"none\"\nbase_url = \"{base_url}\"\n\
+         first_poll_delay_ms = 50\npoll_interval_ms = 50\n{extra}"
+    );
+    std::fs::write(dir.join("runledger.toml"), text).unwrap();
+}
+
+/// A base URL nothing listens on (for commands that never call it).
+const NOWHERE: &str = "http://127.0.0.1:9/FlexWebService";
+
+/// Waits (at most 30 s) until `f` returns `Some`.
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The runs of the database at `db`, newest first.
+fn runs_of(db: &Path) -> Vec<runledger::run::Run> {
+    Engine::open(db)
+        .unwrap()
+        .runs()
+        .list(&Default::default())
+        .unwrap()
+}
+
 fn snapshots() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"));
@@ -42,7 +89,9 @@ fn cmd(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_runledger"));
     c.current_dir(dir)
         .env_remove("RUNLEDGER_DB")
+        .env_remove("RUNLEDGER_CONFIG")
         .env_remove("NO_COLOR")
+        .env(TOKEN_ENV, TOKEN)
         .stdin(Stdio::null());
     c
 }
@@ -219,6 +268,14 @@ fn usage_errors_exit_2_and_unknown_rows_exit_1() {
         (not_found.code, not_found.stderr.as_str()),
         (1, "error [NOT_FOUND]: run 42 not found\n")
     );
+    let no_pipeline = rl(dir.path(), &["schedule", "add", "x", "--rule", "every 15m"]);
+    assert_eq!(no_pipeline.code, 2, "{}", no_pipeline.stderr);
+    assert!(
+        no_pipeline.stderr.starts_with("error [NO_PIPELINE]: "),
+        "{}",
+        no_pipeline.stderr
+    );
+    write_config(dir.path(), NOWHERE, "");
     let bad_rule = rl(dir.path(), &["schedule", "add", "x", "--rule", "sometimes"]);
     assert_eq!(bad_rule.code, 2, "{}", bad_rule.stderr);
     assert!(bad_rule.stderr.starts_with("error [INVALID_INPUT]: "));
@@ -227,7 +284,7 @@ fn usage_errors_exit_2_and_unknown_rows_exit_1() {
     assert_eq!(init.code, 0);
     assert_eq!(
         init.stdout,
-        "database: <DIR>/runledger.db\nschema version: 6\n"
+        "database: <DIR>/runledger.db\nschema version: 7\n"
     );
 }
 
@@ -286,7 +343,7 @@ fn plant_active_run(db: &Path, lease: &str) {
         .with_connection(|c| {
             c.execute(
                 "insert into ingest_runs (pipeline, scope, trigger, status, lock_key, started_at, lease_expires_at, meta_json)
-                 values ('ingest', 'targets', 'manual', 'started', 'ingest:targets',
+                 values ('flex-main', 'targets', 'manual', 'started', 'flex-main:targets',
                          '2020-01-01T00:00:00.000Z', ?1, '{}')",
                 [lease],
             )?;
@@ -296,28 +353,87 @@ fn plant_active_run(db: &Path, lease: &str) {
 }
 
 #[test]
-fn a_trigger_on_an_active_lock_exits_4_and_the_sweep_frees_an_expired_one() {
+fn a_trigger_on_an_active_lock_exits_4_naming_the_holder_and_abandon_frees_it() {
     let dir = tempfile::tempdir().unwrap();
+    let mock = flex_mock::FlexMock::start(TOKEN, 0).unwrap();
+    write_config(dir.path(), &mock.base_url(), "");
     let db = dir.path().join("runledger.db");
     plant_active_run(&db, "2999-01-01T00:00:00.000Z");
 
-    let refused = rl(dir.path(), &["runs", "trigger", "--scope", "targets"]);
+    let refused = rl(dir.path(), &["runs", "trigger"]);
     assert_eq!(refused.code, 4, "{}", refused.stderr);
     assert_eq!(
         refused.stderr,
-        "error [RUN_ALREADY_ACTIVE]: a run is already active for lock ingest:targets\n"
+        "error [RUN_ALREADY_ACTIVE]: a run is already active for lock flex-main:targets (held by run 1, lease expires <TS>)\n"
     );
-    // `both`: universe still runs (pool isolation) while targets is refused.
-    let both = rl(dir.path(), &["runs", "trigger", "--json"]);
-    assert_eq!(both.code, 4);
-    let v = both.json();
-    assert_eq!(v[0]["error"]["code"], "RUN_ALREADY_ACTIVE");
-    assert_eq!(v[1]["run"]["status"], "success");
     assert_eq!(
         rl(dir.path(), &["runs", "sweep"]).stdout,
         "no expired run\n"
     );
+    // The operator ends the run whose process died: at once, audited.
+    let abandoned = rl(
+        dir.path(),
+        &[
+            "runs",
+            "abandon",
+            "1",
+            "--reason",
+            "host rebooted",
+            "--json",
+        ],
+    );
+    assert_eq!(abandoned.code, 0, "{}", abandoned.stderr);
+    let run = abandoned.json();
+    assert_eq!(run["error_code"], "ABANDONED");
+    assert_eq!(run["error_message"], "abandon by cli: host rebooted");
+    let again = rl(dir.path(), &["runs", "abandon", "1", "--reason", "again"]);
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("ILLEGAL_TRANSITION"),
+        "{}",
+        again.stderr
+    );
+    let audited = Engine::open(&db)
+        .unwrap()
+        .with_connection(|c| {
+            Ok(c.query_row(
+                "select actor || ' ' || action || ' ' || json_extract(detail, '$.reason')
+                 from audit_log where entity = 'run' and entity_id = '1'",
+                [],
+                |r| r.get::<_, String>(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(audited, "cli abandon host rebooted");
 
+    // The lock is free: the configured Flex pipeline runs against the mock.
+    let ok = rl(
+        dir.path(),
+        &["runs", "trigger", "--pipeline", "flex-main", "--json"],
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let run = &ok.json()[0]["run"];
+    assert_eq!(run["status"], "success");
+    assert_eq!(run["pipeline"], "flex-main");
+    let stages: Vec<&str> = run["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "token",
+            "request",
+            "poll",
+            "download",
+            "section_preflight",
+            "persist"
+        ]
+    );
+
+    // An expired holder is swept.
     let dir2 = tempfile::tempdir().unwrap();
     plant_active_run(
         &dir2.path().join("runledger.db"),
@@ -325,68 +441,82 @@ fn a_trigger_on_an_active_lock_exits_4_and_the_sweep_frees_an_expired_one() {
     );
     let swept = rl(dir2.path(), &["runs", "sweep", "--json"]);
     assert_eq!(swept.json(), json!({"abandoned": [1]}));
-    let ok = rl(
-        dir2.path(),
-        &["runs", "trigger", "--scope", "targets", "--json"],
+    // Without a config there is nothing to trigger.
+    let none = rl(dir2.path(), &["runs", "trigger"]);
+    assert_eq!(none.code, 2);
+    assert!(
+        none.stderr.starts_with("error [NO_PIPELINE]"),
+        "{}",
+        none.stderr
     );
-    assert_eq!(ok.code, 0, "{}", ok.stderr);
-    let run = &ok.json()[0]["run"];
-    assert_eq!(
-        (run["id"].as_i64(), &run["status"]),
-        (Some(2), &json!("success"))
+    write_config(dir2.path(), NOWHERE, "");
+    let unknown = rl(dir2.path(), &["runs", "trigger", "--pipeline", "ingest"]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.starts_with("error [UNKNOWN_PIPELINE]: no pipeline named \"ingest\" is configured in runledger.toml (configured: flex-main)"),
+        "{}",
+        unknown.stderr
     );
-    let stages: Vec<(&str, &str)> = run["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["stage"].as_str().unwrap(), e["status"].as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        stages,
-        [
-            ("preflight", "success"),
-            ("readiness", "success"),
-            ("fetch", "success"),
-            ("normalize", "success"),
-            ("persist", "success")
-        ]
-    );
-    let failing = rl(
-        dir2.path(),
-        &[
-            "runs",
-            "trigger",
-            "--scope",
-            "universe",
-            "--fail-probe",
-            "estimates",
-        ],
-    );
-    assert_eq!(failing.code, 1);
-    assert!(failing
-        .stderr
-        .starts_with("error [MODULE_NOT_READY]: run 3 (universe) failed: not ready: estimates: PROBE_FAILED HTTP_503"));
+}
+
+/// A loopback health endpoint: `/ok` answers 200, anything else 503.
+fn health_server() -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", server.server_addr());
+    std::thread::spawn(move || {
+        for req in server.incoming_requests() {
+            let status = if req.url() == "/ok" { 200 } else { 503 };
+            let _ = req.respond(tiny_http::Response::from_string("").with_status_code(status));
+        }
+    });
+    base
 }
 
 #[test]
-fn preflight_probes_the_scope_and_prints_its_readiness() {
+fn preflight_probes_the_configured_modules_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let ran = rl(
+    let health = health_server();
+    write_config(
         dir.path(),
-        &[
-            "preflight",
-            "--scope",
-            "universe",
-            "--fail-probe",
-            "fundamentals",
-        ],
+        NOWHERE,
+        &format!(
+            "[[module]]\nname = \"broker\"\nscope = \"targets\"\nurl = \"{health}/ok\"\n\
+             [[module]]\nname = \"quotes\"\nscope = \"both\"\nurl = \"{health}/down\"\nexpect_status = 200\n"
+        ),
     );
+    let ran = rl(dir.path(), &["preflight", "--scope", "targets"]);
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    snap!("preflight_universe", ran.stdout);
+    assert!(
+        ran.stdout
+            .starts_with("preflight targets: not ready (probed now: broker, quotes)"),
+        "{}",
+        ran.stdout
+    );
+    let v = rl(dir.path(), &["preflight", "--scope", "targets", "--json"]).json();
     // Fresh probes are not repeated.
-    let again = rl(dir.path(), &["preflight", "--scope", "universe", "--json"]).json();
-    assert_eq!(again["probed"], json!([]));
-    assert_eq!(again["ready"], false);
+    assert_eq!(v["probed"], json!([]));
+    assert_eq!(v["ready"], false);
+    let by_name = |name: &str| {
+        v["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["module"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_name("broker")["ready"], true);
+    assert_eq!(by_name("quotes")["ready"], false);
+    assert_eq!(by_name("quotes")["last_probe"]["code"], "HTTP_503");
+    let probes = rl(dir.path(), &["probes", "list", "--json"]).json();
+    assert_eq!(probes.as_array().unwrap().len(), 2);
+    // The pipeline's preflight gate probes them too: the run is blocked at preflight.
+    let blocked = rl(dir.path(), &["runs", "trigger", "--json"]);
+    assert_eq!(blocked.code, 1, "{}", blocked.stderr);
+    assert_eq!(
+        blocked.json()[0]["run"]["meta"]["blockedStage"],
+        "preflight"
+    );
 }
 
 /// A job claimed by a worker whose last heartbeat was in 2020 (then never again).
@@ -484,6 +614,7 @@ fn jobs_controls_and_the_supervisor_from_the_shell() {
 #[test]
 fn schedules_from_the_shell() {
     let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), NOWHERE, "");
     let add = rl(
         dir.path(),
         &[
@@ -502,6 +633,29 @@ fn schedules_from_the_shell() {
     );
     assert_eq!(add.code, 0, "{}", add.stderr);
     snap!("schedule_add", add.stdout);
+    // Typed scopes; only configured pipelines; the pipeline's own scope.
+    let add_with = |name: &str, extra: &[&str]| {
+        let mut args = vec!["schedule", "add", name, "--rule", "every 15m"];
+        args.extend_from_slice(extra);
+        rl(dir.path(), &args)
+    };
+    let galaxy = add_with("g", &["--scope", "galaxy"]);
+    assert_eq!(galaxy.code, 2);
+    assert!(galaxy.stderr.contains("unknown scope"), "{}", galaxy.stderr);
+    let universe = add_with("u", &["--scope", "universe"]);
+    assert_eq!(universe.code, 2);
+    assert!(
+        universe.stderr.contains("runs in scope targets only"),
+        "{}",
+        universe.stderr
+    );
+    let nope = add_with("n", &["--pipeline", "nope"]);
+    assert_eq!(nope.code, 2);
+    assert!(
+        nope.stderr.starts_with("error [UNKNOWN_PIPELINE]"),
+        "{}",
+        nope.stderr
+    );
     let disabled = rl(dir.path(), &["schedule", "disable", "close", "--json"]).json();
     assert_eq!(disabled["enabled"], false);
     let enabled = rl(dir.path(), &["schedule", "enable", "close", "--json"]).json();
@@ -515,6 +669,244 @@ fn schedules_from_the_shell() {
     let tick = rl(dir.path(), &["schedule", "tick", "--json"]).json();
     assert_eq!(tick["slots"], json!([]));
     assert_eq!(tick["next_due"], enabled["next_due_at"]);
+    // Every change was audited as the shell's.
+    let db = dir.path().join("runledger.db");
+    let audit: Vec<String> = Engine::open(&db)
+        .unwrap()
+        .with_connection(|c| {
+            let mut st = c.prepare(
+                "select action || ':' || actor from audit_log where entity = 'schedule' order by id",
+            )?;
+            let rows = st
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(rows)
+        })
+        .unwrap();
+    assert_eq!(audit, ["create:cli", "disable:cli", "enable:cli"]);
+    let deleted = rl(dir.path(), &["schedule", "delete", "close"]);
+    assert_eq!(deleted.stdout, "deleted schedule close\n");
+}
+
+/// Plants schedule `name` of `pipeline` (every minute, UTC) whose next slot is already
+/// due, as if the process had been down: its cursor is moved back by raw SQL.
+fn plant_due_schedule(db: &Path, name: &str, pipeline: &str) {
+    let engine = Engine::open(db).unwrap();
+    engine
+        .schedules()
+        .create(&runledger::NewSchedule::new(
+            name, pipeline, "targets", "every 1m", "UTC",
+        ))
+        .unwrap();
+    engine
+        .with_connection(|c| {
+            c.execute(
+                "update schedules set next_due_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 seconds')
+                 where name = ?1",
+                [name],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_tick_leaves_the_slot_of_a_pipeline_it_does_not_have_pending_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), NOWHERE, "");
+    let db = dir.path().join("runledger.db");
+    plant_due_schedule(&db, "host-job", "host-pipeline");
+    let tick = rl(dir.path(), &["schedule", "tick"]);
+    assert_eq!(tick.code, 0, "{}", tick.stderr);
+    assert!(
+        tick.stdout
+            .contains("left pending: slot 1 of host-job: its pipeline is not configured here"),
+        "{}",
+        tick.stdout
+    );
+    let v = rl(dir.path(), &["schedule", "tick", "--json"]).json();
+    assert_eq!(v["slots"][0]["status"], "pending");
+    assert_eq!(v["slots"][0]["code"], "PIPELINE_NOT_HERE");
+    let slots = Engine::open(&db)
+        .unwrap()
+        .schedules()
+        .slots("host-job")
+        .unwrap();
+    assert_eq!(
+        (slots[0].status.as_str(), slots[0].claimed_by.as_deref()),
+        ("pending", None)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_fires_a_configured_flex_schedule_and_stores_the_statement() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mock = flex_mock::FlexMock::start(TOKEN, 1).unwrap();
+    write_config(
+        dir.path(),
+        &mock.base_url(),
+        "[[schedule]]\nname = \"flex-daily\"\npipeline = \"flex-main\"\nrule = \"every 1m\"\nzone = \"UTC\"\n",
+    );
+    let checked = rl(dir.path(), &["config", "check"]);
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+    let db = dir.path().join("runledger.db");
+    // The config's schedule, already due (as after downtime).
+    plant_due_schedule(&db, "flex-daily", "flex-main");
+    let mut child = cmd(dir.path())
+        .args(["--db", "runledger.db", "serve", "--poll", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("pipelines: flex-main"), "{first}");
+    let run = wait_for("the scheduled run", || {
+        runs_of(&db)
+            .into_iter()
+            .find(|r| r.status != runledger::RunStatus::Started)
+    });
+    assert_eq!(
+        (
+            run.status.as_str(),
+            run.trigger.as_str(),
+            run.pipeline.as_str()
+        ),
+        ("success", "schedule", "flex-main"),
+        "{run:?}"
+    );
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let engine = Engine::open(&db).unwrap();
+    let raw = engine.runs().raw_records(run.id).unwrap();
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0].source, "ib_flex");
+    let slot = engine
+        .schedules()
+        .slots("flex-daily")
+        .unwrap()
+        .into_iter()
+        .find(|s| s.status.as_str() == "fired")
+        .expect("a fired slot");
+    assert_eq!(slot.run_ids, vec![run.id]);
+    let bytes = std::fs::read(&db).unwrap();
+    assert!(!bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()));
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_runs_trigger_ends_the_run_interrupted_and_frees_its_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    // Never ready: the run polls until it is stopped.
+    let slow = flex_mock::FlexMock::start(TOKEN, usize::MAX).unwrap();
+    write_config(dir.path(), &slow.base_url(), "");
+    let db = dir.path().join("runledger.db");
+    let child = cmd(dir.path())
+        .args([
+            "--db",
+            "runledger.db",
+            "runs",
+            "trigger",
+            "--pipeline",
+            "flex-main",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = wait_for("the run to start polling", || {
+        runs_of(&db).into_iter().find(|r| {
+            r.status == runledger::RunStatus::Started
+                && r.timeline.iter().any(|e| e.stage == "poll")
+        })
+    });
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "interrupted: run {} ended failed INTERRUPTED",
+            started.id
+        )),
+        "{stderr}"
+    );
+    let run = Engine::open(&db).unwrap().runs().get(started.id).unwrap();
+    assert_eq!(run.status.as_str(), "failed");
+    assert_eq!(run.error_code.as_deref(), Some("INTERRUPTED"));
+    assert_eq!(run.meta["openStage"], "poll");
+    // The lock is free at once: a new trigger (against a ready service) succeeds.
+    let ready = flex_mock::FlexMock::start(TOKEN, 0).unwrap();
+    write_config(dir.path(), &ready.base_url(), "");
+    let ok = rl(dir.path(), &["runs", "trigger", "--json"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(ok.json()[0]["run"]["status"], "success");
+}
+
+#[test]
+fn config_check_prints_what_serve_runs_and_an_error_names_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = rl(dir.path(), &["config", "check"]);
+    assert_eq!(none.code, 2);
+    assert!(
+        none.stderr
+            .starts_with("error [CONFIG_INVALID]: no config file"),
+        "{}",
+        none.stderr
+    );
+    write_config(
+        dir.path(),
+        NOWHERE,
+        "[[schedule]]\nname = \"flex-daily\"\npipeline = \"flex-main\"\nrule = \"daily 06:00\"\n\
+         [http]\nlisten = \"127.0.0.1:8750\"\n",
+    );
+    let ok = rl(dir.path(), &["config", "check"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    snap!("config_check", ok.stdout);
+    let v = rl(dir.path(), &["config", "check", "--json"]).json();
+    assert_eq!(v["pipelines"][0]["tokenEnv"], TOKEN_ENV);
+    assert_eq!(v["pipelines"][0]["tokenSet"], true);
+    assert_eq!(v["schedules"][0]["zone"], "Asia/Shanghai");
+    let text = std::fs::read_to_string(dir.path().join("runledger.toml")).unwrap();
+    // A token pasted in place of the variable's name: refused, the token never echoed.
+    let pasted = "987654321987654321987654";
+    std::fs::write(dir.path().join("bad.toml"), text.replace(TOKEN_ENV, pasted)).unwrap();
+    let bad = rl(dir.path(), &["--config", "bad.toml", "config", "check"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr
+            .starts_with("error [CONFIG_INVALID]: bad.toml:5:13: this value looks like a token"),
+        "{}",
+        bad.stderr
+    );
+    assert!(!bad.stderr.contains(pasted));
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        text.replace("rule =", "rules ="),
+    )
+    .unwrap();
+    let unknown = rl(dir.path(), &["--config", "bad.toml", "config", "check"]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown
+            .stderr
+            .contains("bad.toml:13:1: unknown field `rules`"),
+        "{}",
+        unknown.stderr
+    );
+    // Commands that run pipelines refuse an invalid file too.
+    let trigger = rl(dir.path(), &["--config", "bad.toml", "runs", "trigger"]);
+    assert_eq!(trigger.code, 2);
 }
 
 #[cfg(unix)]
@@ -747,7 +1139,7 @@ fn serve_http_answers_on_loopback_and_refuses_an_open_public_address() {
         .read_to_string()
         .unwrap();
     let health: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(health["pipelines"], json!(["ingest"]));
+    assert_eq!(health["pipelines"], json!([]), "no config: no pipeline");
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -796,4 +1188,57 @@ fn backup_writes_a_verified_copy_and_doctor_reports_a_damaged_file_instead_of_fa
     let json = on(&copy, &["--json", "doctor"]).json();
     assert_eq!(json["damage"]["tables"][2]["table"], "jobs");
     assert_eq!(json["damage"]["tables"][2]["readable"], false);
+}
+
+#[test]
+fn serve_listens_on_the_configs_address_unless_the_flag_names_another() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), NOWHERE, "[http]\nlisten = \"0.0.0.0:0\"\n");
+    // The config's public address, without a token: refused, so the config was read.
+    let refused = finish(
+        cmd(dir.path())
+            .args(["--db", "runledger.db", "serve"])
+            .env_remove("RUNLEDGER_API_TOKEN")
+            .env_remove("RUNLEDGER_API_READ_TOKEN")
+            .output()
+            .unwrap(),
+        dir.path(),
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("RUNLEDGER_API_TOKEN"),
+        "{}",
+        refused.stderr
+    );
+    // The flag wins.
+    let mut child = cmd(dir.path())
+        .args(["--db", "runledger.db", "serve", "--http", "127.0.0.1:0"])
+        .env_remove("RUNLEDGER_API_TOKEN")
+        .env_remove("RUNLEDGER_API_READ_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert!(
+        first.starts_with("http API on http://127.0.0.1:"),
+        "{first}"
+    );
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let body = ureq::get(format!("http://{addr}/health"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["pipelines"], json!(["flex-main"]));
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -133,6 +133,7 @@ impl From<&Error> for ApiError {
                 lock_key,
                 active_run_id,
                 recorded_run_id,
+                ..
             } => err
                 .with("message", "run already active")
                 .with("lock_key", lock_key)

@@ -704,11 +704,13 @@ async fn schedules(State(app): State<AppState>) -> ApiResult<Json<Value>> {
 
 async fn set_schedule(app: AppState, name: String, enable: bool) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
+    let actor = app.opts.default_actor.clone();
     blocking(move || {
+        let schedules = e.schedules().by(&actor);
         let s = if enable {
-            e.schedules().enable(&name)?
+            schedules.enable(&name)?
         } else {
-            e.schedules().disable(&name)?
+            schedules.disable(&name)?
         };
         Ok(Json(json!(s)))
     })

@@ -24,5 +24,5 @@ pub use probe::{
 };
 pub use raw::{PruneReport, RawInput, RawRecord};
 pub use scheduled::ScheduledRuns;
-pub use state::{RunStatus, Scope, ScopeSelector, TriggerKind};
+pub use state::{check_pipeline_name, RunStatus, Scope, ScopeSelector, TriggerKind};
 pub use timeline::{StageKind, StageStatus, TimelineEntry, TIMELINE_VERSION};

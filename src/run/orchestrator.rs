@@ -111,12 +111,22 @@ impl<'a> Runs<'a> {
         scope: ScopeSelector,
         claim: &SlotClaim,
     ) -> Result<Vec<RunOutcome>> {
-        let opts = TriggerOptions::default();
+        self.trigger_for_slot_with(pipeline, scope, claim, &TriggerOptions::default())
+    }
+
+    /// [`Runs::trigger_for_slot`] with options (the account the runs are for).
+    pub fn trigger_for_slot_with(
+        &self,
+        pipeline: &Pipeline,
+        scope: ScopeSelector,
+        claim: &SlotClaim,
+        opts: &TriggerOptions,
+    ) -> Result<Vec<RunOutcome>> {
         self.trigger_inner(
             pipeline,
             scope,
             TriggerKind::Schedule,
-            &opts,
+            opts,
             None,
             Some(claim),
         )
@@ -195,10 +205,12 @@ impl<'a> Runs<'a> {
             Ok(Started::Rejected {
                 active_run_id,
                 rejection_id,
+                lease_expires_at,
             }) => {
                 let e = Error::RunAlreadyActive {
                     lock_key,
                     active_run_id,
+                    lease_expires_at,
                     recorded_run_id: Some(rejection_id),
                 };
                 if let Some(f) = on_start {
@@ -418,6 +430,54 @@ impl<'a> Runs<'a> {
     /// start-up; the next trigger of a lock also finalizes its expired holder.
     pub fn sweep(&self) -> Result<Vec<i64>> {
         self.engine.write(|tx| store::sweep(tx, tx.now()))
+    }
+
+    /// Ends a started run whose process died (or hangs) at once, failed `ABANDONED`,
+    /// freeing its lock without waiting for its lease to expire; audited (`audit_log`,
+    /// entity `run`, action `abandon`) with `actor` and `reason`. A run that is not started
+    /// is [`Error::IllegalTransition`]; an unknown id [`Error::NotFound`]. Only for a run
+    /// whose holder is gone: a live holder's next write finds its run ended.
+    pub fn abandon(&self, id: i64, reason: &str, actor: &str) -> Result<Run> {
+        self.end(id, "ABANDONED", "abandon", reason, actor)
+    }
+
+    /// Ends a started run failed `INTERRUPTED` (its process was told to stop: Ctrl-C,
+    /// SIGTERM), freeing its lock at once; audited like [`Runs::abandon`] (action
+    /// `interrupt`).
+    pub fn interrupt(&self, id: i64, reason: &str, actor: &str) -> Result<Run> {
+        self.end(id, "INTERRUPTED", "interrupt", reason, actor)
+    }
+
+    fn end(&self, id: i64, code: &str, action: &str, reason: &str, actor: &str) -> Result<Run> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > 1024 || reason.contains('\0') {
+            return Err(Error::invalid("reason", "must be 1 to 1024 bytes"));
+        }
+        if actor.is_empty() || actor.len() > 256 || actor.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "actor",
+                "must be 1 to 256 bytes without control characters",
+            ));
+        }
+        self.engine.write(|tx| {
+            let now = tx.now();
+            let run = store::get(tx, id)?;
+            if run.status != RunStatus::Started {
+                return Err(Error::IllegalTransition {
+                    entity: "run",
+                    id: id.to_string(),
+                    from: run.status.to_string(),
+                    to: "failed".into(),
+                });
+            }
+            let message = format!("{action} by {actor}: {reason}");
+            let meta = serde_json::json!({"errorCode": code, "endedBy": actor});
+            store::end_started(tx, id, code, &message, meta, now)?;
+            let detail =
+                serde_json::json!({"code": code, "reason": reason, "lockKey": run.lock_key});
+            crate::storage::jobs::audit_entity(tx, "run", id, action, actor, &detail, now)?;
+            store::get(tx, id)
+        })
     }
 
     /// Adds or replaces a module in the catalog.

@@ -237,6 +237,39 @@ impl Pipeline {
     }
 }
 
+/// runledger's own preflight gate (see [`PipelineBuilder::preflight`]).
+fn preflight_gate(probes: ProbeSet, config: PreflightConfig) -> StageFn {
+    Box::new(move |ctx| {
+        if config.policy == PreflightPolicy::Off {
+            return Ok(StageOutput::skipped(serde_json::json!({"policy": "off"})));
+        }
+        let snap = probe::preflight(ctx.engine, ctx.scope, &probes, &config)?;
+        let detail = snap.summary();
+        if snap.ready {
+            Ok(StageOutput::with_detail(detail))
+        } else {
+            Err(StageError::fatal("PREFLIGHT_NOT_READY", snap.why_not()).with_detail(detail))
+        }
+    })
+}
+
+impl Pipeline {
+    /// This pipeline with runledger's preflight gate ([`PipelineBuilder::preflight`])
+    /// added: how a host puts its modules' probes in front of a ready-made pipeline (the
+    /// Flex one, a configured one). Refused when it already has a preflight gate.
+    pub fn with_preflight(mut self, probes: ProbeSet, config: PreflightConfig) -> Result<Pipeline> {
+        if self.gates.contains_key(&Gate::Preflight) {
+            return Err(Error::invalid(
+                "stage",
+                format!("pipeline {:?} already has a preflight gate", self.name),
+            ));
+        }
+        self.gates
+            .insert(Gate::Preflight, preflight_gate(probes, config));
+        Ok(self)
+    }
+}
+
 /// Defines a [`Pipeline`]; [`PipelineBuilder::build`] validates it.
 pub struct PipelineBuilder {
     name: String,
@@ -271,19 +304,15 @@ impl PipelineBuilder {
     /// Sets the preflight gate to runledger's own: probe the scope's stale or untested
     /// modules with `probes` (per `config.policy`), then fail with `PREFLIGHT_NOT_READY` unless
     /// every enabled module of the scope is ready. Policy `off` records the gate as skipped.
-    pub fn preflight(self, probes: ProbeSet, config: PreflightConfig) -> Self {
-        self.gate(Gate::Preflight, move |ctx| {
-            if config.policy == PreflightPolicy::Off {
-                return Ok(StageOutput::skipped(serde_json::json!({"policy": "off"})));
-            }
-            let snap = probe::preflight(ctx.engine, ctx.scope, &probes, &config)?;
-            let detail = snap.summary();
-            if snap.ready {
-                Ok(StageOutput::with_detail(detail))
-            } else {
-                Err(StageError::fatal("PREFLIGHT_NOT_READY", snap.why_not()).with_detail(detail))
-            }
-        })
+    pub fn preflight(mut self, probes: ProbeSet, config: PreflightConfig) -> Self {
+        if self
+            .gates
+            .insert(Gate::Preflight, preflight_gate(probes, config))
+            .is_some()
+        {
+            self.duplicate = Some(Gate::Preflight.to_string());
+        }
+        self
     }
 
     /// Appends runner stage `name` (runs after the gates, in call order).
@@ -324,18 +353,7 @@ impl PipelineBuilder {
 
     /// Validates and builds the pipeline.
     pub fn build(self) -> Result<Pipeline> {
-        let valid_name = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-        if !valid_name {
-            return Err(Error::invalid(
-                "pipeline",
-                "name must be 1..=64 characters of [A-Za-z0-9_.-]",
-            ));
-        }
+        super::state::check_pipeline_name(&self.name)?;
         if let Some(stage) = self.duplicate {
             return Err(Error::invalid(
                 "stage",

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::orchestrator::RunOutcome;
+use super::orchestrator::{RunOutcome, TriggerOptions};
 use super::pipeline::Pipeline;
 use super::state::{ScopeSelector, TriggerKind};
 use crate::clock::Timestamp;
@@ -19,7 +19,7 @@ use crate::schedule::{Fire, FireOutcome, Schedule, SlotClaim};
 #[derive(Clone)]
 pub struct ScheduledRuns {
     engine: Engine,
-    pipelines: BTreeMap<String, Arc<Pipeline>>,
+    pipelines: BTreeMap<String, (Arc<Pipeline>, TriggerOptions)>,
 }
 
 impl std::fmt::Debug for ScheduledRuns {
@@ -40,15 +40,26 @@ impl ScheduledRuns {
     }
 
     /// Adds (or replaces) a pipeline under its own name.
-    pub fn register(mut self, pipeline: Pipeline) -> Self {
+    pub fn register(self, pipeline: Pipeline) -> Self {
+        self.register_with(pipeline, TriggerOptions::default())
+    }
+
+    /// Adds (or replaces) a pipeline under its own name, triggered with `opts` (for
+    /// instance the account a Flex query's runs are for).
+    pub fn register_with(mut self, pipeline: Pipeline, opts: TriggerOptions) -> Self {
         self.pipelines
-            .insert(pipeline.name().to_owned(), Arc::new(pipeline));
+            .insert(pipeline.name().to_owned(), (Arc::new(pipeline), opts));
         self
     }
 
     /// The registered pipeline called `name`.
     pub fn pipeline(&self, name: &str) -> Option<&Pipeline> {
-        self.pipelines.get(name).map(|p| &**p)
+        self.pipelines.get(name).map(|p| &*p.0)
+    }
+
+    /// The names of the registered pipelines, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.pipelines.keys().map(String::as_str).collect()
     }
 }
 
@@ -83,6 +94,11 @@ fn classify(outcomes: Vec<RunOutcome>) -> FireOutcome {
 }
 
 impl Fire for ScheduledRuns {
+    /// Only the schedules whose pipeline is registered here: another process may have it.
+    fn handles(&self, schedule: &Schedule) -> bool {
+        self.pipelines.contains_key(&schedule.pipeline)
+    }
+
     fn fire(&self, schedule: &Schedule, _slot: Timestamp) -> FireOutcome {
         self.fire_inner(schedule, None)
     }
@@ -101,7 +117,7 @@ impl Fire for ScheduledRuns {
 
 impl ScheduledRuns {
     fn fire_inner(&self, schedule: &Schedule, claim: Option<&SlotClaim>) -> FireOutcome {
-        let Some(pipeline) = self.pipelines.get(&schedule.pipeline) else {
+        let Some((pipeline, opts)) = self.pipelines.get(&schedule.pipeline) else {
             return FireOutcome::Failed {
                 run_ids: vec![],
                 code: "UNKNOWN_PIPELINE".into(),
@@ -120,8 +136,8 @@ impl ScheduledRuns {
         };
         let runs = self.engine.runs();
         let started = match claim {
-            Some(claim) => runs.trigger_for_slot(pipeline, scope, claim),
-            None => runs.trigger(pipeline, scope, TriggerKind::Schedule),
+            Some(claim) => runs.trigger_for_slot_with(pipeline, scope, claim, opts),
+            None => runs.trigger_with(pipeline, scope, TriggerKind::Schedule, opts),
         };
         match started {
             Ok(outcomes) => classify(outcomes),

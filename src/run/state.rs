@@ -4,6 +4,26 @@
 //! and `ingest_runs_terminal_is_final` triggers; the test `run_state_machine_agrees_with_sql`
 //! proves the two equal.
 
+/// The one character set of a pipeline name, everywhere it is written (a [`Pipeline`]'s
+/// name, a schedule's pipeline, a configured pipeline) and in the SQL CHECKs of
+/// `ingest_runs.pipeline` and `schedules.pipeline`: 1 to 64 bytes of `[A-Za-z0-9_.-]`.
+///
+/// [`Pipeline`]: crate::run::Pipeline
+pub fn check_pipeline_name(name: &str) -> crate::error::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if valid {
+        return Ok(());
+    }
+    Err(crate::error::Error::invalid(
+        "pipeline",
+        format!("{name:?}: a pipeline name is 1..=64 characters of [A-Za-z0-9_.-]"),
+    ))
+}
+
 /// Where an ingestion run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

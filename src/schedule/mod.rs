@@ -39,11 +39,12 @@ use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::looping::LoopHandle;
+use crate::run::state::check_pipeline_name;
 
 pub use rule::{next_due, Rule, TimeOfDay, Weekdays, Zone};
 pub use runner::LoopOptions;
 pub use state::{SlotClaim, SlotStatus};
-pub use tick::{SlotReport, TickOptions, TickReport};
+pub use tick::{SlotReport, TickOptions, TickReport, PIPELINE_NOT_HERE};
 
 use crate::storage::schedules::{self as store, ScheduleRow};
 
@@ -96,6 +97,15 @@ pub trait Fire {
     /// Fires `schedule`'s slot due at `slot`.
     fn fire(&self, schedule: &Schedule, slot: Timestamp) -> FireOutcome;
 
+    /// Whether this `Fire` can run `schedule`'s pipeline. A tick claims only the slots of
+    /// schedules it handles: the others stay pending for a process that has the pipeline
+    /// (reported with code [`PIPELINE_NOT_HERE`]), instead of being used up here. The
+    /// default handles every schedule.
+    fn handles(&self, schedule: &Schedule) -> bool {
+        let _ = schedule;
+        true
+    }
+
     /// Fires the slot under `claim`; what the tick calls. The default calls [`Fire::fire`].
     fn fire_claimed(&self, claim: &SlotClaim, schedule: &Schedule, slot: Timestamp) -> FireOutcome {
         let _ = claim;
@@ -117,9 +127,9 @@ where
 pub struct NewSchedule {
     /// Unique name: 1 to 64 of `A-Z a-z 0-9 . _ -`.
     pub name: String,
-    /// Pipeline: 1 to 64 of `a-z 0-9 _ -`.
+    /// Pipeline: 1 to 64 of `A-Z a-z 0-9 _ . -` ([`check_pipeline_name`], the SQL CHECK's set).
     pub pipeline: String,
-    /// Scope: 1 to 64 of `a-z 0-9 _ -`.
+    /// Scope: `targets`, `universe` or `both` (a [`ScopeSelector`](crate::run::ScopeSelector)'s text).
     pub scope: String,
     /// Rule text (`daily 19:30`, `daily 19:30 mon-fri`, `every 15m`).
     pub rule: String,
@@ -168,16 +178,53 @@ pub struct ScheduleEdit {
 }
 
 /// The schedules of one engine: `engine.schedules()`.
+///
+/// Create, edit, enable, disable and delete are audited (`audit_log`, entity `schedule`,
+/// the schedule's id) with the facade's actor: `host` unless set with [`Schedules::by`].
 #[derive(Debug, Clone, Copy)]
 pub struct Schedules<'e> {
     engine: &'e Engine,
+    actor: &'e str,
 }
+
+/// The actor of the audit rows of schedule changes when none is given.
+pub const DEFAULT_ACTOR: &str = "host";
 
 impl Engine {
     /// The schedules facade: create, edit, list, and tick.
     pub fn schedules(&self) -> Schedules<'_> {
-        Schedules { engine: self }
+        Schedules {
+            engine: self,
+            actor: DEFAULT_ACTOR,
+        }
     }
+}
+
+fn audit(
+    tx: &rusqlite::Connection,
+    id: i64,
+    action: &str,
+    actor: &str,
+    detail: serde_json::Value,
+    now: Timestamp,
+) -> Result<()> {
+    crate::storage::jobs::audit_entity(tx, "schedule", id, action, actor, &detail, now)
+}
+
+fn check_actor(actor: &str) -> Result<()> {
+    if actor.is_empty() || actor.len() > 256 || actor.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "actor",
+            "must be 1 to 256 bytes without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_scope(scope: &str) -> Result<()> {
+    scope
+        .parse::<crate::run::state::ScopeSelector>()
+        .map(|_| ())
 }
 
 fn check_word(field: &str, value: &str, extra: &[u8]) -> Result<()> {
@@ -197,21 +244,27 @@ fn check_word(field: &str, value: &str, extra: &[u8]) -> Result<()> {
 }
 
 const NAME_EXTRA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ._-";
-const WORD_EXTRA: &[u8] = b"_-";
 
 fn later(a: Timestamp, b: Option<Timestamp>) -> Timestamp {
     b.map_or(a, |b| a.max(b))
 }
 
-impl Schedules<'_> {
+impl<'e> Schedules<'e> {
+    /// The same facade, auditing its changes as `actor` (1 to 256 bytes, no control
+    /// characters; checked by each change).
+    pub fn by(self, actor: &'e str) -> Schedules<'e> {
+        Schedules { actor, ..self }
+    }
+
     /// Creates a schedule; its first slot is the rule's first instant after now.
     ///
     /// Bad input (name, pipeline, scope, rule, zone) or a name already taken is
     /// [`Error::InvalidInput`] naming the field; nothing is stored.
     pub fn create(&self, new: &NewSchedule) -> Result<Schedule> {
+        check_actor(self.actor)?;
         check_word("name", &new.name, NAME_EXTRA)?;
-        check_word("pipeline", &new.pipeline, WORD_EXTRA)?;
-        check_word("scope", &new.scope, WORD_EXTRA)?;
+        check_pipeline_name(&new.pipeline)?;
+        check_scope(&new.scope)?;
         let rule: Rule = new.rule.parse()?;
         let zone = Zone::new(&new.zone)?;
         let row = ScheduleRow {
@@ -233,6 +286,12 @@ impl Schedules<'_> {
                 ));
             }
             let id = store::insert_schedule(tx, &row, next, now)?;
+            let detail = serde_json::json!({
+                "name": new.name, "pipeline": new.pipeline, "scope": new.scope,
+                "rule": rule.to_string(), "zone": zone.to_string(),
+                "misfire": new.misfire.as_str(), "enabled": new.enabled,
+            });
+            audit(tx, id, "create", self.actor, detail, now)?;
             store::schedule_by_id(tx, id)?.ok_or_else(|| Error::not_found("schedule", id))
         })
     }
@@ -296,11 +355,12 @@ impl Schedules<'_> {
     /// if that is later): slots of the old rule are never materialized after the edit, and
     /// any pending slot is skipped with code `SCHEDULE_EDITED`.
     pub fn edit(&self, name: &str, edit: &ScheduleEdit) -> Result<Schedule> {
+        check_actor(self.actor)?;
         if let Some(p) = &edit.pipeline {
-            check_word("pipeline", p, WORD_EXTRA)?;
+            check_pipeline_name(p)?;
         }
         if let Some(s) = &edit.scope {
-            check_word("scope", s, WORD_EXTRA)?;
+            check_scope(s)?;
         }
         let new_rule: Option<Rule> = edit.rule.as_deref().map(str::parse).transpose()?;
         let new_zone = edit.zone.as_deref().map(Zone::new).transpose()?;
@@ -329,6 +389,12 @@ impl Schedules<'_> {
                 misfire: edit.misfire.unwrap_or(cur.misfire),
             };
             store::update_config(tx, cur.id, &row, next, now)?;
+            let detail = serde_json::json!({
+                "name": name, "pipeline": edit.pipeline, "scope": edit.scope,
+                "rule": new_rule.map(|r| r.to_string()), "zone": new_zone.as_ref().map(Zone::to_string),
+                "misfire": edit.misfire.map(|m| m.as_str()),
+            });
+            audit(tx, cur.id, "edit", self.actor, detail, now)?;
             store::schedule_by_id(tx, cur.id)?.ok_or_else(|| Error::not_found("schedule", name))
         })
     }
@@ -346,6 +412,7 @@ impl Schedules<'_> {
     }
 
     fn set_enabled(&self, name: &str, enabled: bool) -> Result<Schedule> {
+        check_actor(self.actor)?;
         self.engine.write(|tx| {
             let now = tx.now();
             let cur = store::schedule_by_name(tx, name)?
@@ -362,6 +429,15 @@ impl Schedules<'_> {
                 cur.next_due_at
             };
             store::update_enabled(tx, cur.id, enabled, next, now)?;
+            let action = if enabled { "enable" } else { "disable" };
+            audit(
+                tx,
+                cur.id,
+                action,
+                self.actor,
+                serde_json::json!({"name": name}),
+                now,
+            )?;
             store::schedule_by_id(tx, cur.id)?.ok_or_else(|| Error::not_found("schedule", name))
         })
     }
@@ -369,10 +445,20 @@ impl Schedules<'_> {
     /// Deletes a schedule and its slot history. Refused with
     /// [`Error::IllegalTransition`] while one of its slots is being fired.
     pub fn delete(&self, name: &str) -> Result<()> {
+        check_actor(self.actor)?;
         self.engine.write(|tx| {
             let cur = store::schedule_by_name(tx, name)?
                 .ok_or_else(|| Error::not_found("schedule", name))?;
-            store::delete_schedule(tx, cur.id)
+            store::delete_schedule(tx, cur.id)?;
+            let now = tx.now();
+            audit(
+                tx,
+                cur.id,
+                "delete",
+                self.actor,
+                serde_json::json!({"name": name}),
+                now,
+            )
         })
     }
 

@@ -89,11 +89,25 @@ fn clip(s: &str, max: usize) -> &str {
 }
 
 /// A claimed slot waiting to be fired.
-struct Claimed {
+pub(crate) struct Claimed {
     slot_id: i64,
     schedule: Schedule,
     due_at: Timestamp,
+    claimed_at: Timestamp,
 }
+
+/// What the claiming half of a tick did.
+pub(crate) struct ClaimStep {
+    /// Slots finished (swept, skipped) or left pending (no pipeline here) by the step.
+    pub(crate) slots: Vec<SlotReport>,
+    /// How many slots were materialized.
+    pub(crate) materialized: usize,
+    /// The slots claimed, to be fired.
+    pub(crate) claimed: Vec<Claimed>,
+}
+
+/// The code of a due slot a ticker left pending because it has no pipeline of that name.
+pub const PIPELINE_NOT_HERE: &str = "PIPELINE_NOT_HERE";
 
 pub(crate) fn tick(
     engine: &Engine,
@@ -101,6 +115,42 @@ pub(crate) fn tick(
     now: Timestamp,
     fire: &dyn Fire,
 ) -> Result<TickReport> {
+    let step = claim_due(engine, opts, now, fire, usize::MAX)?;
+    let mut slots = step.slots;
+    // Fire outside the transaction; record each outcome in its own.
+    for c in step.claimed {
+        slots.push(fire_one(engine, opts, c, fire)?);
+    }
+    finish_report(engine, now, step.materialized, slots)
+}
+
+/// The tick's report: `slots` in due order and the next due instant.
+pub(crate) fn finish_report(
+    engine: &Engine,
+    now: Timestamp,
+    materialized: usize,
+    mut slots: Vec<SlotReport>,
+) -> Result<TickReport> {
+    slots.sort_by_key(|s| (s.due_at, s.slot_id));
+    let next_due = engine.read(store::next_due)?;
+    Ok(TickReport {
+        now,
+        materialized,
+        slots,
+        next_due,
+    })
+}
+
+/// Steps 1 to 3 of a tick in one write transaction: sweep abandoned claims, materialize due
+/// slots, claim at most `limit` pending due slots whose pipeline `fire` handles (the others
+/// stay pending for a ticker that has it, reported with [`PIPELINE_NOT_HERE`]).
+pub(crate) fn claim_due(
+    engine: &Engine,
+    opts: &TickOptions,
+    now: Timestamp,
+    fire: &dyn Fire,
+    limit: usize,
+) -> Result<ClaimStep> {
     if opts.ticker.is_empty() || opts.ticker.len() > 256 {
         return Err(Error::invalid("ticker", "must be 1 to 256 bytes"));
     }
@@ -176,7 +226,8 @@ pub(crate) fn tick(
             }
         }
 
-        // 3. Claim every pending due slot (guarded: one ticker per slot).
+        // 3. Claim pending due slots (guarded: one ticker per slot), at most `limit`, and
+        //    only those this ticker can fire.
         let mut claimed = Vec::new();
         for (id, schedule_id, due_at) in store::claimable(tx, now)? {
             let Some(schedule) = store::schedule_by_id(tx, schedule_id)? else {
@@ -188,24 +239,63 @@ pub(crate) fn tick(
                 }
                 continue;
             }
+            if !fire.handles(&schedule) {
+                slots.push(SlotReport {
+                    code: Some(PIPELINE_NOT_HERE.into()),
+                    ..report(tx, id)?
+                });
+                continue;
+            }
+            if claimed.len() >= limit {
+                continue;
+            }
             if store::claim_slot(tx, id, &opts.ticker, now)? {
                 claimed.push(Claimed {
                     slot_id: id,
                     schedule,
                     due_at,
+                    claimed_at: now,
                 });
             }
         }
         Ok(claimed)
     })?;
+    Ok(ClaimStep {
+        slots,
+        materialized,
+        claimed,
+    })
+}
 
-    // 4. Fire outside the transaction; record each outcome in its own.
-    for c in claimed {
-        let claim = SlotClaim {
-            slot_id: c.slot_id,
-            ticker: opts.ticker.clone(),
-            claimed_at: now,
-        };
+/// Step 4 for one claimed slot: fire it (outside any transaction) while a keep-alive thread
+/// moves the claim's `claimed_at` forward every quarter of the claim timeout, so that a long
+/// run is never taken for an abandoned claim; then record its outcome.
+pub(crate) fn fire_one(
+    engine: &Engine,
+    opts: &TickOptions,
+    c: Claimed,
+    fire: &dyn Fire,
+) -> Result<SlotReport> {
+    let claim = SlotClaim {
+        slot_id: c.slot_id,
+        ticker: opts.ticker.clone(),
+        claimed_at: c.claimed_at,
+    };
+    let every = (opts.claim_timeout / 4).max(Duration::from_millis(10));
+    let outcome = std::thread::scope(|scope| {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let claim_ref = &claim;
+        let keep_alive = scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                // A failed renewal (busy file...) is retried at the next beat; a claim that
+                // is no longer this ticker's is simply not renewed.
+                let _ = engine.write(|tx| {
+                    let now = tx.now();
+                    store::renew_claim(tx, claim_ref.slot_id, &claim_ref.ticker, now)
+                });
+            }
+        });
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             fire.fire_claimed(&claim, &c.schedule, c.due_at)
         }))
@@ -221,56 +311,49 @@ pub(crate) fn tick(
                 message,
             }
         });
-        let (status, run_ids, code, message) = match &outcome {
-            FireOutcome::Fired { run_ids } if run_ids.is_empty() => (
-                SlotStatus::Failed,
-                &run_ids[..],
-                "NO_RUN_IDS",
-                Some("the fire call reported success without a run id"),
-            ),
-            FireOutcome::Fired { run_ids } => (SlotStatus::Fired, &run_ids[..], "", None),
-            FireOutcome::TurnedAway { run_ids, code } => {
-                (SlotStatus::Skipped, &run_ids[..], code.as_str(), None)
-            }
-            FireOutcome::Failed {
-                run_ids,
-                code,
-                message,
-            } => (
-                SlotStatus::Failed,
-                &run_ids[..],
-                code.as_str(),
-                Some(message.as_str()),
-            ),
-        };
-        let code = match (status, clip(code, MAX_CODE)) {
-            (SlotStatus::Fired, _) => None,
-            (SlotStatus::Skipped, "") => Some("TURNED_AWAY"),
-            (_, "") => Some("FIRE_FAILED"),
-            (_, c) => Some(c),
-        };
-        let finish = Finish {
-            status,
+        drop(stop);
+        let _ = keep_alive.join();
+        outcome
+    });
+    let (status, run_ids, code, message) = match &outcome {
+        FireOutcome::Fired { run_ids } if run_ids.is_empty() => (
+            SlotStatus::Failed,
+            &run_ids[..],
+            "NO_RUN_IDS",
+            Some("the fire call reported success without a run id"),
+        ),
+        FireOutcome::Fired { run_ids } => (SlotStatus::Fired, &run_ids[..], "", None),
+        FireOutcome::TurnedAway { run_ids, code } => {
+            (SlotStatus::Skipped, &run_ids[..], code.as_str(), None)
+        }
+        FireOutcome::Failed {
             run_ids,
             code,
-            message: message.map(|m| clip(m, MAX_MESSAGE)),
-        };
-        // The outcome is recorded at the clock's time after the fire, not at `now`.
-        let recorded = engine.write(|tx| {
-            let done = tx.now().max(now);
-            store::finish_claimed_slot(tx, c.slot_id, &opts.ticker, &finish, done)?;
-            report(tx, c.slot_id)
-        })?;
-        slots.push(recorded);
-    }
-
-    slots.sort_by_key(|s| (s.due_at, s.slot_id));
-    let next_due = engine.read(store::next_due)?;
-    Ok(TickReport {
-        now,
-        materialized,
-        slots,
-        next_due,
+            message,
+        } => (
+            SlotStatus::Failed,
+            &run_ids[..],
+            code.as_str(),
+            Some(message.as_str()),
+        ),
+    };
+    let code = match (status, clip(code, MAX_CODE)) {
+        (SlotStatus::Fired, _) => None,
+        (SlotStatus::Skipped, "") => Some("TURNED_AWAY"),
+        (_, "") => Some("FIRE_FAILED"),
+        (_, c) => Some(c),
+    };
+    let finish = Finish {
+        status,
+        run_ids,
+        code,
+        message: message.map(|m| clip(m, MAX_MESSAGE)),
+    };
+    // The outcome is recorded at the clock's time after the fire, not at the claim's.
+    engine.write(|tx| {
+        let done = tx.now().max(c.claimed_at);
+        store::finish_claimed_slot(tx, c.slot_id, &opts.ticker, &finish, done)?;
+        report(tx, c.slot_id)
     })
 }
 

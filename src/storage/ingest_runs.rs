@@ -187,6 +187,7 @@ pub(crate) enum Started {
     Rejected {
         rejection_id: i64,
         active_run_id: Option<i64>,
+        lease_expires_at: Option<Timestamp>,
     },
 }
 
@@ -236,13 +237,18 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
     match inserted.map_err(Error::from) {
         Ok(_) => Ok(Started::Run(tx.last_insert_rowid())),
         Err(e) if e.code() == "RUN_ALREADY_ACTIVE" => {
-            let active_run_id: Option<i64> = tx
+            let holder: Option<(i64, Option<Timestamp>)> = tx
                 .prepare_cached(ACTIVE_HOLDER)?
-                .query_row(named_params! {":lock_key": new.lock_key}, |r| r.get(0))
+                .query_row(named_params! {":lock_key": new.lock_key}, |r| {
+                    Ok((r.get("id")?, r.get("lease_expires_at")?))
+                })
                 .optional()?;
+            let active_run_id = holder.map(|h| h.0);
+            let lease_expires_at = holder.and_then(|h| h.1);
             let err = Error::RunAlreadyActive {
                 lock_key: new.lock_key.to_string(),
                 active_run_id,
+                lease_expires_at,
                 recorded_run_id: None,
             };
             let message = err.to_string();
@@ -275,6 +281,7 @@ pub(crate) fn start(tx: &Connection, new: &NewRun<'_>, now: Timestamp) -> Result
             Ok(Started::Rejected {
                 rejection_id: tx.last_insert_rowid(),
                 active_run_id,
+                lease_expires_at,
             })
         }
         Err(e) => Err(e),
@@ -373,24 +380,42 @@ pub(crate) fn finish(tx: &Connection, id: i64, end: &Finish<'_>, now: Timestamp)
 /// Finalizes a started run whose holder stopped renewing: its open timeline entry is
 /// closed as failed, the run ends failed `ABANDONED`. `false` if it was no longer started.
 pub(crate) fn abandon(tx: &Connection, id: i64, now: Timestamp) -> Result<bool> {
-    let row: Option<(String, Option<Timestamp>)> = tx
+    let lease: Option<Option<Timestamp>> = tx
         .prepare_cached(TIMELINE_OF)?
-        .query_row(named_params! {":id": id}, |r| {
-            Ok((r.get("timeline")?, r.get("lease_expires_at")?))
-        })
+        .query_row(named_params! {":id": id}, |r| r.get("lease_expires_at"))
         .optional()?;
-    let Some((text, lease)) = row else {
+    let Some(lease) = lease else {
         return Ok(false);
     };
     let lease = lease.map(|l| l.to_string()).unwrap_or_default();
     let message = format!("lease expired at {lease}: the holder stopped renewing it");
-    let mut meta = json!({"abandonedAt": now.to_string(), "errorCode": "ABANDONED"});
+    let meta = json!({"abandonedAt": now.to_string(), "errorCode": "ABANDONED"});
+    end_started(tx, id, "ABANDONED", &message, meta, now)
+}
+
+/// Ends a started run failed with `code` and `message` (its open timeline entry closed as
+/// failed with them, `meta` merged, `openStage` added); `false` if it was not started.
+pub(crate) fn end_started(
+    tx: &Connection,
+    id: i64,
+    code: &str,
+    message: &str,
+    mut meta: Value,
+    now: Timestamp,
+) -> Result<bool> {
+    let text: Option<String> = tx
+        .prepare_cached(TIMELINE_OF)?
+        .query_row(named_params! {":id": id}, |r| r.get("timeline"))
+        .optional()?;
+    let Some(text) = text else {
+        return Ok(false);
+    };
     if let Some(last) = timeline::parse(&text)?.pop() {
         if last.status == StageStatus::Started {
             meta["openStage"] = json!(last.stage);
             let closed = last
                 .close(StageStatus::Failed, now)
-                .with_error("ABANDONED", &message);
+                .with_error(code, message);
             close_last_entry(tx, id, &closed)?;
         }
     }
@@ -399,7 +424,7 @@ pub(crate) fn abandon(tx: &Connection, id: i64, now: Timestamp) -> Result<bool> 
         id,
         &Finish {
             status: RunStatus::Failed,
-            error: Some(("ABANDONED", &message)),
+            error: Some((code, message)),
             meta,
         },
         now,

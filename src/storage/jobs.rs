@@ -146,7 +146,7 @@ const OLDEST_HEARTBEAT_USER: &str =
     "select min(heartbeat_at) from jobs where state = 'running' and user_id = :user_id";
 
 const AUDIT: &str = "insert into audit_log (entity, entity_id, action, actor, at, detail, hash)
-     values ('job', :id, :action, :actor, :now, :detail, :hash)";
+     values (:entity, :id, :action, :actor, :now, :detail, :hash)";
 /// The newest audit row's chain hash, which the next row follows.
 const AUDIT_LAST_HASH: &str = "select hash from audit_log order by id desc limit 1";
 
@@ -583,6 +583,20 @@ pub(crate) fn audit(
     detail: &Value,
     now: Timestamp,
 ) -> Result<()> {
+    audit_entity(conn, "job", id, action, actor, detail, now)
+}
+
+/// Appends one audit row for an `entity` (`job`, `run`, `schedule`, `supervisor`: the
+/// table's CHECK) with its id, on the one hash chain of `audit_log`.
+pub(crate) fn audit_entity(
+    conn: &Connection,
+    entity: &str,
+    id: i64,
+    action: &str,
+    actor: &str,
+    detail: &Value,
+    now: Timestamp,
+) -> Result<()> {
     let prev: Option<Option<String>> = conn
         .prepare_cached(AUDIT_LAST_HASH)?
         .query_row([], |r| r.get(0))
@@ -591,7 +605,7 @@ pub(crate) fn audit(
     let (entity_id, detail, at) = (id.to_string(), json_text(detail), now.to_string());
     let hash = crate::integrity::audit_hash(
         prev.as_deref().unwrap_or(crate::integrity::GENESIS),
-        "job",
+        entity,
         &entity_id,
         action,
         actor,
@@ -599,7 +613,7 @@ pub(crate) fn audit(
         &detail,
     );
     conn.prepare_cached(AUDIT)?.execute(named_params! {
-        ":id": entity_id, ":action": action, ":actor": actor, ":now": at, ":detail": detail, ":hash": hash,
+        ":entity": entity, ":id": entity_id, ":action": action, ":actor": actor, ":now": at, ":detail": detail, ":hash": hash,
     })?;
     Ok(())
 }

@@ -274,11 +274,18 @@ const GIVE_BACK_SLOT: &str = "
     update due_runs set status = 'pending', claimed_at = null, claimed_by = null
     where id = :id and status = 'claimed' and claimed_at < :cutoff";
 
-/// The fence of a run started for a slot: the slot is still this claim's.
+/// The fence of a run started for a slot: the slot is still this claim's (its ticker's
+/// keep-alive may have moved `claimed_at` forward since, never back: V7).
 const HOLDS_CLAIM: &str = "
     select exists(select 1 from due_runs
                   where id = :id and status = 'claimed' and claimed_by = :ticker
-                    and claimed_at = :claimed_at)";
+                    and claimed_at >= :claimed_at)";
+
+/// The claim's keep-alive: its own ticker moves `claimed_at` forward (V7's fence allows
+/// that and nothing else).
+const RENEW_CLAIM: &str = "
+    update due_runs set claimed_at = :now
+    where id = :id and status = 'claimed' and claimed_by = :ticker and claimed_at < :now";
 
 /// The validated values of a new schedule.
 pub(crate) struct ScheduleRow<'a> {
@@ -519,6 +526,18 @@ pub(crate) fn claim_slot(conn: &Connection, id: i64, ticker: &str, now: Timestam
     Ok(stmt.execute(named_params! { ":id": id, ":ticker": ticker, ":now": now })? == 1)
 }
 
+/// Renews `ticker`'s claim on slot `id` at `now`; `false` if it is no longer that
+/// ticker's claim (or `now` is not later than its claim time).
+pub(crate) fn renew_claim(
+    conn: &Connection,
+    id: i64,
+    ticker: &str,
+    now: Timestamp,
+) -> Result<bool> {
+    let mut stmt = conn.prepare_cached(RENEW_CLAIM)?;
+    Ok(stmt.execute(named_params! { ":id": id, ":ticker": ticker, ":now": now })? == 1)
+}
+
 /// Skips a pending slot with a reason; `false` if it was no longer pending.
 pub(crate) fn skip_pending_slot(
     conn: &Connection,
@@ -729,5 +748,44 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn a_claim_is_renewed_only_by_its_ticker_and_only_forward() {
+        let conn = db::open_in_memory(&DbOptions::default()).unwrap();
+        conn.execute_batch(
+            "INSERT INTO schedules (name, pipeline, scope, rule, zone, created_at, updated_at)
+             VALUES ('s', 'p', 'targets', 'every 1m', 'UTC', '2026-01-01T00:00:00.000Z',
+                     '2026-01-01T00:00:00.000Z');",
+        )
+        .unwrap();
+        let t = |s: &str| Timestamp::parse(s).unwrap();
+        let id = insert_slot(
+            &conn,
+            1,
+            t("2026-01-01T00:01:00.000Z"),
+            t("2026-01-01T00:01:00.000Z"),
+        )
+        .unwrap();
+        assert!(claim_slot(&conn, id, "a", t("2026-01-01T00:02:00.000Z")).unwrap());
+        // Another ticker: nothing renewed.
+        assert!(!renew_claim(&conn, id, "b", t("2026-01-01T00:05:00.000Z")).unwrap());
+        // Backward or in place: nothing.
+        assert!(!renew_claim(&conn, id, "a", t("2026-01-01T00:01:30.000Z")).unwrap());
+        assert!(!renew_claim(&conn, id, "a", t("2026-01-01T00:02:00.000Z")).unwrap());
+        // Forward by its own ticker.
+        assert!(renew_claim(&conn, id, "a", t("2026-01-01T00:09:00.000Z")).unwrap());
+        let slot = slot(&conn, id).unwrap().unwrap();
+        assert_eq!(slot.claimed_at, Some(t("2026-01-01T00:09:00.000Z")));
+        assert_eq!(slot.claimed_by.as_deref(), Some("a"));
+        // The fence: the original claim time still holds it, a later one does not.
+        let claim = |ticker: &str, at: &str| SlotClaim {
+            slot_id: id,
+            ticker: ticker.into(),
+            claimed_at: t(at),
+        };
+        assert!(holds_claim(&conn, &claim("a", "2026-01-01T00:02:00.000Z")).unwrap());
+        assert!(!holds_claim(&conn, &claim("a", "2026-01-01T00:10:00.000Z")).unwrap());
+        assert!(!holds_claim(&conn, &claim("b", "2026-01-01T00:02:00.000Z")).unwrap());
     }
 }

@@ -176,6 +176,10 @@ fn attacks(t: &Target) -> Vec<(u8, String, &'static str)> {
         // V6's give-back (claimed -> pending) clears the claim; it never hands it on
         (2, format!("update due_runs set status = 'pending', claimed_by = 'ticker-2' where id = {k}"), "CLAIM_FENCE"),
         (2, format!("update due_runs set status = 'pending', claimed_by = null where id = {k}"), "CLAIM_FENCE"),
+        // V7's keep-alive: only the claim's own ticker moves claimed_at, only forward, while claimed
+        (2, format!("update due_runs set claimed_at = strftime('%Y-%m-%dT%H:%M:%fZ', claimed_at, '-1 seconds') where id = {k}"), "CLAIM_FENCE"),
+        (2, format!("update due_runs set claimed_by = 'ticker-2', claimed_at = strftime('%Y-%m-%dT%H:%M:%fZ', claimed_at, '+60 seconds') where id = {k}"), "CLAIM_FENCE"),
+        (2, format!("update due_runs set status = 'skipped', finished_at = '{TS}', outcome_code = 'X', claimed_at = strftime('%Y-%m-%dT%H:%M:%fZ', claimed_at, '+1 seconds') where id = {k}"), "CLAIM_FENCE"),
         (2, "update schedules set last_due_at = null where id = 1".into(), "ILLEGAL_TRANSITION"),
         (2, format!("update jobs set recovery_count = recovery_count + 5 where id = {r}"), "ILLEGAL_TRANSITION"),
         // 3. identity
@@ -419,9 +423,14 @@ fn doctor_finds_an_audit_row_rewritten_behind_a_dropped_trigger() {
             "drop trigger audit_log_no_update; update audit_log set actor = 'nobody'; {trig};"
         ),
     );
-    assert_eq!(
-        errors(&t.path()),
-        [("audit_chain", "audit_log".to_string())]
+    // One anomaly per rewritten row (the demo's job controls and its audited schedule).
+    let found = errors(&t.path());
+    assert!(!found.is_empty());
+    assert!(
+        found
+            .iter()
+            .all(|e| *e == ("audit_chain", "audit_log".to_string())),
+        "{found:?}"
     );
     assert_eq!(doctor_cli_exit(&t.path()), Some(1));
 }

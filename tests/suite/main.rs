@@ -2,6 +2,7 @@
 
 mod attacks;
 mod common;
+mod daemon;
 mod doctor;
 mod engine;
 #[cfg(feature = "flex")]

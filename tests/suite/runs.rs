@@ -359,10 +359,14 @@ fn lock_rejection_is_itself_a_failed_run() {
         Err(Error::RunAlreadyActive {
             lock_key,
             active_run_id,
+            lease_expires_at,
             recorded_run_id,
         }) => {
             assert_eq!(lock_key, "flex:targets");
             assert_eq!(active_run_id, Some(first.id));
+            // The refusal says when the holder's lease runs out.
+            assert!(lease_expires_at.is_some());
+            assert!(lease_expires_at <= first.lease_expires_at, "renewed since");
             assert_eq!(recorded_run_id, Some(first.id + 1));
         }
         other => panic!("unexpected {other:?}"),

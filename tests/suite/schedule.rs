@@ -685,6 +685,7 @@ fn the_loop_fires_due_slots_and_stops_cleanly() {
     let opts = LoopOptions {
         tick: ticker("loop"),
         poll: Duration::from_millis(5),
+        ..LoopOptions::default()
     };
     let handle = engine.schedules().spawn(fire.clone(), opts).unwrap();
     // Nothing is due yet: the loop ticks and fires nothing.
@@ -714,6 +715,7 @@ fn stop_interrupts_a_long_sleep() {
     let opts = LoopOptions {
         tick: ticker("loop"),
         poll: Duration::from_secs(3600),
+        ..LoopOptions::default()
     };
     let handle = engine
         .schedules()
@@ -756,11 +758,15 @@ fn bad_input_is_a_typed_error_and_stores_nothing() {
         (daily("has space", "daily 19:30", "UTC"), "name"),
         (daily("taken", "daily 20:00", "UTC"), "name"),
         (
-            NewSchedule::new("z", "Ingest", "both", "daily 19:30", "UTC"),
+            NewSchedule::new("z", "in gest", "both", "daily 19:30", "UTC"),
             "pipeline",
         ),
         (
             NewSchedule::new("z", "ingest", "", "daily 19:30", "UTC"),
+            "scope",
+        ),
+        (
+            NewSchedule::new("z", "ingest", "all", "daily 19:30", "UTC"),
             "scope",
         ),
     ];

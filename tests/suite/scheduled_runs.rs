@@ -103,15 +103,39 @@ fn a_slot_turned_away_by_an_active_run_is_recorded_not_retried() {
     assert_eq!(engine.schedules().slots("targets-only").unwrap(), slots);
 }
 
+/// Before issue 14 a ticker without the schedule's pipeline (the operator's CLI on a host's
+/// file) claimed the slot and failed it `UNKNOWN_PIPELINE`: the host never ran it.
 #[test]
-fn an_unknown_pipeline_fails_the_slot_with_a_code() {
+fn regression_a_ticker_without_the_pipeline_used_up_the_slot_as_unknown_pipeline() {
     let (engine, clock) = mem_engine();
     clock.set(ts("2026-11-22T11:00:00.000Z"));
     engine.schedules().ensure_default().unwrap();
     clock.set(ts("2026-11-22T11:30:00.000Z"));
-    let fire = ScheduledRuns::new(engine.clone());
-    engine.schedules().tick(clock.now(), &fire).unwrap();
+    let other = ScheduledRuns::new(engine.clone());
+    let report = engine.schedules().tick(clock.now(), &other).unwrap();
     let slot = &engine.schedules().slots("daily-ingest").unwrap()[0];
-    assert_eq!(slot.status.as_str(), "failed");
-    assert_eq!(slot.outcome_code.as_deref(), Some("UNKNOWN_PIPELINE"));
+    assert_eq!(
+        slot.status.as_str(),
+        "pending",
+        "left for a ticker that has it"
+    );
+    assert_eq!(slot.claimed_by, None);
+    // The tick says so.
+    assert_eq!(report.slots.len(), 1);
+    assert_eq!(
+        report.slots[0].code.as_deref(),
+        Some(runledger::schedule::PIPELINE_NOT_HERE)
+    );
+    assert_eq!(report.slots[0].status.as_str(), "pending");
+    // A second tick of the same process leaves it again; the host's ticker fires it.
+    engine.schedules().tick(clock.now(), &other).unwrap();
+    let pipeline = Pipeline::builder("ingest")
+        .stage("fetch", |_| Ok(StageOutput::done()))
+        .build()
+        .unwrap();
+    let host = ScheduledRuns::new(engine.clone()).register(pipeline);
+    engine.schedules().tick(clock.now(), &host).unwrap();
+    let slot = &engine.schedules().slots("daily-ingest").unwrap()[0];
+    assert_eq!(slot.status.as_str(), "fired");
+    assert_eq!(slot.run_ids.len(), 2, "both scopes ran");
 }

@@ -247,6 +247,7 @@ fn lock(d: &Demo) -> CliResult {
             lock_key,
             active_run_id,
             recorded_run_id,
+            ..
         })) => {
             println!(
                 "the scheduled trigger was turned away: RUN_ALREADY_ACTIVE on lock {lock_key} (held by run {}), recorded as run {}",

@@ -78,9 +78,10 @@ pub struct SuperviseArgs {
     /// Run one recovery pass and exit (default: loop until Ctrl-C).
     #[arg(long)]
     once: bool,
-    /// A running job without heartbeat for this many seconds is stale.
-    #[arg(long, default_value_t = 30)]
-    stale_after: u64,
+    /// A running job without heartbeat for this many seconds is stale [default: the
+    /// config's `[supervisor] stale_after`, else 30].
+    #[arg(long)]
+    stale_after: Option<u64>,
     /// Requeue stale jobs that have a checkpoint instead of pausing them.
     #[arg(long)]
     auto_resume: bool,
@@ -88,9 +89,16 @@ pub struct SuperviseArgs {
 
 impl SuperviseArgs {
     pub fn options(&self) -> SupervisorOptions {
+        self.options_with(&crate::config::SupervisorConf::default())
+    }
+
+    /// The options, the flags winning over the config's `[supervisor]`.
+    pub fn options_with(&self, config: &crate::config::SupervisorConf) -> SupervisorOptions {
+        let stale_after = self.stale_after.or(config.stale_after).unwrap_or(30);
+        let auto_resume = self.auto_resume || config.auto_resume.unwrap_or(false);
         SupervisorOptions {
-            stale_after: Duration::from_secs(self.stale_after.max(1)),
-            policy: if self.auto_resume {
+            stale_after: Duration::from_secs(stale_after.max(1)),
+            policy: if auto_resume {
                 RecoveryPolicy::AutoResume
             } else {
                 RecoveryPolicy::Pause
@@ -224,7 +232,7 @@ pub fn supervise(engine: &Engine, out: Out, args: SuperviseArgs) -> CliResult {
                 .path()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            args.stale_after
+            args.options().stale_after.as_secs()
         );
         let _ = stop.recv();
         handle.stop();

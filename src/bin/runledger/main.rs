@@ -2,6 +2,7 @@
 //! lives in its own module; `output` owns tables, JSON, colour and exit codes.
 
 mod backup;
+mod config;
 mod demo;
 mod doctor;
 mod flex_cmd;
@@ -35,6 +36,10 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// The config file: pipelines, schedules, modules, supervisor, HTTP listen address
+    /// [default: ./runledger.toml when present]. See docs/config.md.
+    #[arg(long, global = true, env = "RUNLEDGER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,12 +50,17 @@ enum Command {
     Init,
     /// Show runledger's whole job, end to end, on a fresh database (./runledger-demo.db).
     Demo(demo::DemoArgs),
-    /// Ingestion runs: list, show, sweep, trigger.
+    /// The config file: check it and print what `serve` would run (exit 2 when invalid).
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Ingestion runs: list, show, sweep, trigger, abandon.
     Runs {
         #[command(subcommand)]
         cmd: runs::RunsCmd,
     },
-    /// Probe a scope's modules now (simulated provider) and print its readiness.
+    /// Probe a scope's configured modules now and print its readiness.
     Preflight(runs::PreflightArgs),
     /// Module probes.
     Probes {
@@ -69,7 +79,7 @@ enum Command {
         #[command(subcommand)]
         cmd: schedule::ScheduleCmd,
     },
-    /// Run the scheduler and the supervisor in the foreground until Ctrl-C.
+    /// Run the scheduler (the configured pipelines) and the supervisor until Ctrl-C.
     Serve(serve::ServeArgs),
     /// List the operator queries of runbook.sql, or run one by name.
     Runbook(runbook_cmd::RunbookArgs),
@@ -82,6 +92,13 @@ enum Command {
         #[command(subcommand)]
         cmd: flex_cmd::FlexCmd,
     },
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Validate the file and print the pipelines, schedules and modules `serve` would run.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +121,13 @@ fn run(cli: Cli, out: Out) -> CliResult {
     if let Command::Flex { cmd } = cli.command {
         return flex_cmd::flex(&db("./runledger.db"), out, cmd);
     }
+    let load = || config::Config::load(cli.config.as_deref());
+    if let Command::Config {
+        cmd: ConfigCmd::Check,
+    } = cli.command
+    {
+        return config::check(&load()?, out);
+    }
     let path = db("./runledger.db");
     if let Command::Doctor(args) = cli.command {
         return doctor::doctor_at(&path, out, args);
@@ -111,16 +135,16 @@ fn run(cli: Cli, out: Out) -> CliResult {
     let engine = Engine::open(&path)?;
     match cli.command {
         Command::Init => init(&engine, &path, out),
-        Command::Runs { cmd } => runs::runs(&engine, out, cmd),
-        Command::Preflight(args) => runs::preflight(&engine, out, args),
-        Command::Probes { cmd } => runs::probes(&engine, out, cmd),
+        Command::Runs { cmd } => runs::runs(&engine, out, cmd, &load),
+        Command::Preflight(args) => runs::preflight(&engine, out, args, &load()?),
+        Command::Probes { cmd } => runs::probes(&engine, out, cmd, &load()?),
         Command::Jobs { cmd } => jobs::jobs(&engine, out, cmd),
         Command::Supervise(args) => jobs::supervise(&engine, out, args),
-        Command::Schedule { cmd } => schedule::schedule(&engine, out, cmd),
-        Command::Serve(args) => serve::serve(&engine, args),
+        Command::Schedule { cmd } => schedule::schedule(&engine, out, cmd, &load),
+        Command::Serve(args) => serve::serve(&engine, args, &load()?),
         Command::Runbook(args) => runbook_cmd::runbook(&engine, out, args),
         Command::Backup(args) => backup::backup(&engine, out, args),
-        Command::Demo(_) | Command::Flex { .. } | Command::Doctor(_) => {
+        Command::Demo(_) | Command::Flex { .. } | Command::Doctor(_) | Command::Config { .. } => {
             unreachable!("handled above")
         }
     }

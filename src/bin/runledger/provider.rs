@@ -1,6 +1,6 @@
-//! A simulated market-data provider: the `ingest` pipeline the CLI's `demo`, `serve`,
-//! `schedule tick` and `preflight` run. It lives in the binary, not the library: a host
-//! brings its own pipelines.
+//! A simulated market-data provider: the `ingest` pipeline the CLI's `demo` runs (and
+//! tests). It lives in the binary, not the library: a host brings its own pipelines, and
+//! `serve`, `runs trigger`, `schedule tick` and `preflight` run those of `runledger.toml`.
 //!
 //! **A demo, not a data source.** Nothing here opens a socket: probes answer from a
 //! configured list of failing modules, and the runner stages compute small deterministic

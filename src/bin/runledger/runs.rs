@@ -1,12 +1,18 @@
-//! `runs list|show|sweep|trigger`, `preflight`, `probes list`.
+//! `runs list|show|sweep|trigger|abandon`, `preflight`, `probes list`, on the configured
+//! pipelines and modules.
 
-use crate::provider::{self as demo, ProviderOptions};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use clap::{Args, Subcommand};
-use runledger::run::{PreflightConfig, Run, RunFilter, ScopeSelector, TriggerKind};
+use runledger::run::{PreflightConfig, Run, RunFilter, ScopeSelector, TriggerKind, TriggerOptions};
 use runledger::{Engine, RunStatus, Scope};
 use serde_json::json;
 
+use crate::config::Config;
 use crate::output::{clip, duration, opt, ts, CliResult, Failure, Out, Table};
+
+/// The actor of the audit rows of `runs abandon` and of an interrupted trigger.
+pub const ACTOR: &str = "cli";
 
 /// Ingestion runs.
 #[derive(Debug, Subcommand)]
@@ -33,14 +39,27 @@ pub enum RunsCmd {
     },
     /// Finalize started runs whose lease expired as failed ABANDONED.
     Sweep,
-    /// Trigger the built-in simulated `ingest` pipeline now (trigger kind `manual`).
+    /// Trigger a configured pipeline now (trigger kind `manual`). Ctrl-C or SIGTERM ends
+    /// the run failed `INTERRUPTED` and frees its lock at once (exit 130).
     Trigger {
-        /// targets, universe or both.
-        #[arg(long, default_value = "both")]
-        scope: ScopeSelector,
-        /// Simulate a failing probe for this module (repeatable).
-        #[arg(long = "fail-probe", value_name = "MODULE")]
-        fail_probe: Vec<String>,
+        /// The configured pipeline [default: the only configured one].
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// targets, universe or both [default: the pipeline's scope].
+        #[arg(long)]
+        scope: Option<ScopeSelector>,
+    },
+    /// End a started run whose process died, failed `ABANDONED`, freeing its lock now
+    /// (audited with the reason).
+    Abandon {
+        /// The run's id.
+        id: i64,
+        /// Why (kept in the run's error message and the audit row).
+        #[arg(long)]
+        reason: String,
+        /// Who ends it (the audit row's actor).
+        #[arg(long, default_value = ACTOR)]
+        actor: String,
     },
 }
 
@@ -50,9 +69,6 @@ pub struct PreflightArgs {
     /// The scope to probe (targets, universe).
     #[arg(long)]
     scope: Scope,
-    /// Simulate a failing probe for this module (repeatable).
-    #[arg(long = "fail-probe", value_name = "MODULE")]
-    fail_probe: Vec<String>,
 }
 
 /// Probes.
@@ -62,7 +78,12 @@ pub enum ProbesCmd {
     List,
 }
 
-pub fn runs(engine: &Engine, out: Out, cmd: RunsCmd) -> CliResult {
+pub fn runs(
+    engine: &Engine,
+    out: Out,
+    cmd: RunsCmd,
+    load: &dyn Fn() -> CliResult<Config>,
+) -> CliResult {
     match cmd {
         RunsCmd::List {
             pipeline,
@@ -114,15 +135,38 @@ pub fn runs(engine: &Engine, out: Out, cmd: RunsCmd) -> CliResult {
                 println!("finalized as ABANDONED: {}", ids.join(", "));
             }
         }
-        RunsCmd::Trigger { scope, fail_probe } => {
-            demo::install(engine)?;
-            let pipeline = demo::pipeline(&ProviderOptions {
-                failing_probes: fail_probe,
-                ..Default::default()
-            })?;
-            let outcomes = engine
-                .runs()
-                .trigger(&pipeline, scope, TriggerKind::Manual)?;
+        RunsCmd::Abandon { id, reason, actor } => {
+            let run = engine.runs().abandon(id, &reason, &actor)?;
+            if out.json {
+                out.json(&run);
+            } else {
+                print_run(out, &run);
+            }
+        }
+        RunsCmd::Trigger { pipeline, scope } => {
+            let config = load()?;
+            let conf = config.pick(pipeline.as_deref())?;
+            config.install_modules(engine)?;
+            let pipeline = config.build(conf)?;
+            let scope = scope.unwrap_or_else(|| conf.scope().into());
+            let opts = TriggerOptions {
+                account_id: conf.account.clone(),
+            };
+            let started = interrupt_on_signal(engine)?;
+            let outcomes = engine.runs().trigger_observed(
+                &pipeline,
+                scope,
+                TriggerKind::Manual,
+                &opts,
+                &mut |_, run| {
+                    if let Ok(run) = run {
+                        started
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(run.id);
+                    }
+                },
+            )?;
             let mut worst: Option<Failure> = None;
             let mut shown = Vec::new();
             for o in outcomes {
@@ -165,6 +209,36 @@ pub fn runs(engine: &Engine, out: Out, cmd: RunsCmd) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// On Ctrl-C or SIGTERM, ends the runs recorded in the returned list failed `INTERRUPTED`
+/// (freeing their locks at once) and exits with 130.
+fn interrupt_on_signal(engine: &Engine) -> CliResult<Arc<Mutex<Vec<i64>>>> {
+    let stop = crate::serve::stop_signal()?;
+    let started: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let (engine, ids) = (engine.clone(), started.clone());
+    std::thread::spawn(move || {
+        if stop.recv().is_err() {
+            return;
+        }
+        let ids = ids.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for id in ids {
+            match engine
+                .runs()
+                .interrupt(id, "Ctrl-C or SIGTERM during runs trigger", ACTOR)
+            {
+                Ok(run) => eprintln!(
+                    "interrupted: run {id} ended failed INTERRUPTED, lock {} freed",
+                    run.lock_key
+                ),
+                // Already finished: nothing to end.
+                Err(e) if e.code() == "ILLEGAL_TRANSITION" => {}
+                Err(e) => eprintln!("run {id} could not be ended: {e} [{}]", e.code()),
+            }
+        }
+        std::process::exit(130);
+    });
+    Ok(started)
 }
 
 /// One row per run.
@@ -267,13 +341,12 @@ pub fn print_run(out: Out, run: &Run) {
     print!("{}", t.render(out.color));
 }
 
-pub fn preflight(engine: &Engine, out: Out, args: PreflightArgs) -> CliResult {
-    demo::install(engine)?;
-    let snap = engine.runs().preflight(
-        args.scope,
-        &demo::probes(&args.fail_probe),
-        &PreflightConfig::default(),
-    )?;
+pub fn preflight(engine: &Engine, out: Out, args: PreflightArgs, config: &Config) -> CliResult {
+    config.install_modules(engine)?;
+    let snap =
+        engine
+            .runs()
+            .preflight(args.scope, &config.probes(), &PreflightConfig::default())?;
     if out.json {
         out.json(&snap);
         return Ok(());
@@ -304,8 +377,9 @@ pub fn preflight(engine: &Engine, out: Out, args: PreflightArgs) -> CliResult {
     Ok(())
 }
 
-pub fn probes(engine: &Engine, out: Out, cmd: ProbesCmd) -> CliResult {
+pub fn probes(engine: &Engine, out: Out, cmd: ProbesCmd, config: &Config) -> CliResult {
     let ProbesCmd::List = cmd;
+    config.install_modules(engine)?;
     let modules = engine.runs().modules()?;
     let config = PreflightConfig::default();
     let mut readiness = Vec::new();

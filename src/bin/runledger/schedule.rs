@@ -1,11 +1,17 @@
-//! `schedule list|add|enable|disable|tick`.
+//! `schedule list|add|enable|disable|delete|tick`, on the configured pipelines.
 
 use clap::Subcommand;
-use runledger::schedule::Misfire;
-use runledger::{Engine, NewSchedule, Schedule};
+use runledger::schedule::{Misfire, PIPELINE_NOT_HERE};
+use runledger::{Engine, NewSchedule, Schedule, ScopeSelector, SlotStatus};
 
+use crate::config::Config;
 use crate::output::{opt, ts, CliResult, Out, Table};
-use crate::serve::built_in_pipelines;
+
+/// The zone of a schedule that names none.
+pub const DEFAULT_ZONE: &str = "Asia/Shanghai";
+
+/// The actor of the audit rows of schedule changes made from the shell.
+pub const ACTOR: &str = "cli";
 
 /// Schedules.
 #[derive(Debug, Subcommand)]
@@ -20,14 +26,14 @@ pub enum ScheduleCmd {
         #[arg(long)]
         rule: String,
         /// The IANA zone the rule's times are read in.
-        #[arg(long, default_value = "Asia/Shanghai")]
+        #[arg(long, default_value = DEFAULT_ZONE)]
         zone: String,
-        /// The pipeline it triggers.
-        #[arg(long, default_value = "ingest")]
-        pipeline: String,
-        /// The scope it triggers (targets, universe, both).
-        #[arg(long, default_value = "both")]
-        scope: String,
+        /// The pipeline it triggers: a configured one [default: the only configured one].
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// The scope it triggers (targets, universe, both) [default: the pipeline's].
+        #[arg(long)]
+        scope: Option<ScopeSelector>,
         /// What to do with slots missed during downtime: latest_only, all, skip.
         #[arg(long, default_value = "latest_only")]
         misfire: Misfire,
@@ -45,12 +51,23 @@ pub enum ScheduleCmd {
         /// The schedule's name.
         name: String,
     },
-    /// Fire every due slot once, now, with the built-in pipelines.
+    /// Delete a schedule and its slot history.
+    Delete {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Fire every due slot once, now, with the configured pipelines (a slot of a pipeline
+    /// not configured here is left pending for a process that has it).
     Tick,
 }
 
-pub fn schedule(engine: &Engine, out: Out, cmd: ScheduleCmd) -> CliResult {
-    let schedules = engine.schedules();
+pub fn schedule(
+    engine: &Engine,
+    out: Out,
+    cmd: ScheduleCmd,
+    load: &dyn Fn() -> CliResult<Config>,
+) -> CliResult {
+    let schedules = engine.schedules().by(ACTOR);
     let changed = match cmd {
         ScheduleCmd::List => {
             let list = schedules.list()?;
@@ -66,14 +83,34 @@ pub fn schedule(engine: &Engine, out: Out, cmd: ScheduleCmd) -> CliResult {
             misfire,
             disabled,
         } => {
-            let mut new = NewSchedule::new(&name, &pipeline, &scope, &rule, &zone).misfire(misfire);
+            let config = load()?;
+            let p = config.pick(pipeline.as_deref())?;
+            let scope = scope.unwrap_or_else(|| p.scope().into());
+            if !scope.scopes().iter().all(|s| *s == p.scope()) {
+                return Err(crate::output::Failure {
+                    code: "INVALID_INPUT".into(),
+                    message: format!("pipeline {:?} runs in scope {} only", p.name, p.scope()),
+                    exit: 2,
+                });
+            }
+            let mut new =
+                NewSchedule::new(&name, &p.name, scope.as_str(), &rule, &zone).misfire(misfire);
             new.enabled = !disabled;
             schedules.create(&new)?
         }
         ScheduleCmd::Enable { name } => schedules.enable(&name)?,
         ScheduleCmd::Disable { name } => schedules.disable(&name)?,
+        ScheduleCmd::Delete { name } => {
+            schedules.delete(&name)?;
+            if out.json {
+                out.json(&serde_json::json!({"deleted": name}));
+            } else {
+                println!("deleted schedule {name}");
+            }
+            return Ok(());
+        }
         ScheduleCmd::Tick => {
-            let fire = built_in_pipelines(engine)?;
+            let fire = load()?.scheduled_runs(engine)?;
             let report = schedules.tick(engine.now(), &fire)?;
             let mut t = Table::new(&["slot", "schedule", "due_at", "status", "runs", "code"]);
             for s in &report.slots {
@@ -95,6 +132,16 @@ pub fn schedule(engine: &Engine, out: Out, cmd: ScheduleCmd) -> CliResult {
                 out.json(&report);
             } else {
                 print!("{}", t.render(out.color));
+                for s in &report.slots {
+                    if s.status == SlotStatus::Pending
+                        && s.code.as_deref() == Some(PIPELINE_NOT_HERE)
+                    {
+                        println!(
+                            "left pending: slot {} of {}: its pipeline is not configured here",
+                            s.slot_id, s.schedule
+                        );
+                    }
+                }
                 println!("next due: {}", ts(report.next_due));
             }
             return Ok(());

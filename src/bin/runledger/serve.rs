@@ -1,49 +1,49 @@
-//! `serve`: the scheduler and the supervisor in the foreground until Ctrl-C; the built-in
-//! pipelines the scheduler fires; waiting for a stop signal.
+//! `serve`: the scheduler (firing the configured pipelines) and the supervisor in the
+//! foreground until Ctrl-C; the config's schedules written to the database; waiting for a
+//! stop signal.
 
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::provider::{self as demo, ProviderOptions};
 use clap::Args;
 use runledger::schedule::LoopOptions;
-use runledger::{Engine, ScheduledRuns, Supervisor};
+use runledger::{Engine, Error, ScheduleEdit, Supervisor};
 
+use crate::config::{self, Config};
 use crate::jobs::SuperviseArgs;
 use crate::output::{ts, CliResult, Failure};
 
 /// `serve` arguments.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Longest sleep of the scheduler between ticks, in seconds.
-    #[arg(long, default_value_t = 30)]
-    poll: u64,
-    /// Also serve the HTTP API and event stream on this address (e.g. 127.0.0.1:8750).
-    /// Mutations need `Authorization: Bearer $RUNLEDGER_API_TOKEN` when that is set; a
-    /// non-loopback address is refused without it.
+    /// Longest sleep of the scheduler between ticks, in seconds [default: the config's
+    /// `[supervisor] poll`, else 30].
+    #[arg(long)]
+    poll: Option<u64>,
+    /// Also serve the HTTP API and event stream on this address (e.g. 127.0.0.1:8750)
+    /// [default: the config's `[http] listen`, when set]. Mutations need
+    /// `Authorization: Bearer $RUNLEDGER_API_TOKEN` when that is set; a non-loopback
+    /// address is refused without it.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
     #[command(flatten)]
     supervisor: SuperviseArgs,
 }
 
-/// The pipelines the CLI can run: the simulated market-data provider `ingest`
-/// (`provider.rs`).
-pub fn built_in_pipelines(engine: &Engine) -> CliResult<ScheduledRuns> {
-    demo::install(engine)?;
-    let ingest = demo::pipeline(&ProviderOptions::default())?;
-    Ok(ScheduledRuns::new(engine.clone()).register(ingest))
-}
-
-/// The HTTP API over `engine` with the built-in pipelines and probes and the tokens of the
-/// environment, bound to `addr`.
-pub fn start_http(engine: &Engine, addr: &str) -> CliResult<runledger::http::Server> {
-    let provider = ProviderOptions::default();
-    let opts = runledger::http::HttpOptions::default()
+/// The HTTP API over `engine` with the configured pipelines and probes and the tokens of
+/// the environment, bound to `addr`.
+pub fn start_http(
+    engine: &Engine,
+    addr: &str,
+    config: &Config,
+) -> CliResult<runledger::http::Server> {
+    let mut opts = runledger::http::HttpOptions::default()
         .auth_from_env()
-        .pipeline(demo::pipeline(&provider)?)
-        .probes(demo::probes(&provider.failing_probes), provider.preflight);
+        .probes(config.probes(), runledger::run::PreflightConfig::default());
+    for p in &config.pipelines {
+        opts = opts.pipeline(config.build(p)?);
+    }
     let open = opts.auth.is_open();
     let server = runledger::http::Server::start(engine.clone(), opts, addr)?;
     println!(
@@ -58,6 +58,38 @@ pub fn start_http(engine: &Engine, addr: &str) -> CliResult<runledger::http::Ser
     Ok(server)
 }
 
+/// Writes the config's schedules: a missing one is created, one whose pipeline, scope,
+/// rule, zone or misfire policy differs is edited (both audited as actor `config`).
+/// Schedules not in the file are left alone. Returns how many were created or edited.
+pub fn sync_schedules(engine: &Engine, config: &Config) -> CliResult<usize> {
+    let schedules = engine.schedules().by(config::ACTOR);
+    let mut changed = 0;
+    for new in &config.schedules {
+        match schedules.get(&new.name) {
+            Err(Error::NotFound { .. }) => {
+                schedules.create(new)?;
+                changed += 1;
+            }
+            Err(e) => return Err(e.into()),
+            Ok(cur) => {
+                let differs = |a: &str, b: &str| (a != b).then(|| b.to_string());
+                let edit = ScheduleEdit {
+                    pipeline: differs(&cur.pipeline, &new.pipeline),
+                    scope: differs(&cur.scope, &new.scope),
+                    rule: differs(&cur.rule.to_string(), &new.rule),
+                    zone: differs(&cur.zone.to_string(), &new.zone),
+                    misfire: (cur.misfire != new.misfire).then_some(new.misfire),
+                };
+                if edit != ScheduleEdit::default() {
+                    schedules.edit(&new.name, &edit)?;
+                    changed += 1;
+                }
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// Installs the Ctrl-C (SIGINT) and SIGTERM handler; the receiver gets a message on the
 /// first signal. Install it before announcing readiness, so no early signal is lost.
 pub fn stop_signal() -> CliResult<Receiver<()>> {
@@ -69,35 +101,58 @@ pub fn stop_signal() -> CliResult<Receiver<()>> {
     Ok(rx)
 }
 
-pub fn serve(engine: &Engine, args: ServeArgs) -> CliResult {
+pub fn serve(engine: &Engine, args: ServeArgs, config: &Config) -> CliResult {
     let stop = stop_signal()?;
     let swept = engine.runs().sweep()?;
-    let fire = Arc::new(built_in_pipelines(engine)?);
+    let fire = config.scheduled_runs(engine)?;
+    let synced = sync_schedules(engine, config)?;
+    let names = fire.names().join(", ");
+    let poll = args.poll.or(config.supervisor.poll).unwrap_or(30).max(1);
     let scheduler = engine.schedules().spawn(
-        fire,
+        Arc::new(fire),
         LoopOptions {
-            poll: Duration::from_secs(args.poll.max(1)),
+            poll: Duration::from_secs(poll),
+            fire_threads: config.supervisor.fire_threads.unwrap_or(4).max(1),
             ..Default::default()
         },
     )?;
-    let supervisor = Supervisor::new(engine.clone(), args.supervisor.options())?.spawn()?;
-    let http = args
-        .http
-        .as_deref()
-        .map(|addr| start_http(engine, addr))
+    let supervisor = Supervisor::new(
+        engine.clone(),
+        args.supervisor.options_with(&config.supervisor),
+    )?
+    .spawn()?;
+    let listen = args.http.as_deref().or(config.listen.as_deref());
+    let http = listen
+        .map(|addr| start_http(engine, addr, config))
         .transpose()?;
     let schedules = engine.schedules().list()?;
     println!(
-        "serving {}: scheduler ({} schedules, next due {}) and supervisor; {} abandoned runs swept; Ctrl-C to stop",
+        "serving {}: scheduler ({} schedules, next due {}; pipelines: {}) and supervisor; {} abandoned runs swept; Ctrl-C to stop",
         engine
             .path()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         schedules.len(),
         ts(engine.schedules().next_due()?),
+        if names.is_empty() { "none configured" } else { &names },
         swept.len()
     );
+    if synced > 0 {
+        println!("{synced} schedules written from the config");
+    }
     let _ = stop.recv();
+    // The scheduler's stop lets the slots being fired finish (their runs end terminal and
+    // are recorded); a second signal exits at once, leaving those runs to their lease.
+    eprintln!("stopping: slots being fired finish first (Ctrl-C again to exit now)");
+    std::thread::spawn(move || {
+        if stop.recv().is_ok() {
+            eprintln!(
+                "exiting now: runs in progress end ABANDONED when their lease expires \
+                 (or at once with `runledger runs abandon ID --reason R`)"
+            );
+            std::process::exit(130);
+        }
+    });
     if let Some(server) = http {
         server.stop();
     }

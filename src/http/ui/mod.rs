@@ -582,8 +582,8 @@ async fn schedule_action(
     }
     let engine = ui.engine.clone();
     let out = blocking(move || match action.as_str() {
-        "enable" => engine.schedules().enable(&name),
-        "disable" => engine.schedules().disable(&name),
+        "enable" => engine.schedules().by("ui").enable(&name),
+        "disable" => engine.schedules().by("ui").disable(&name),
         other => Err(Error::invalid(
             "action",
             format!("{other:?} is not one of enable, disable"),
