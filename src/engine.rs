@@ -126,6 +126,9 @@ struct Inner {
     /// The writer's `total_changes()` after its latest commit: rows written, so that a
     /// commit that changed nothing (an empty claim) does not count as activity.
     changed: AtomicU64,
+    /// When a scheduler tick of this process last completed (Unix ms; 0: never), for
+    /// `GET /health`.
+    scheduler_ticked: AtomicI64,
     /// `changed` when [`Engine::checkpoint_when_idle`] was last called, and when it last
     /// emptied the WAL: an idle interval is one between two calls that saw no change.
     idle_seen: AtomicU64,
@@ -299,6 +302,7 @@ impl Engine {
                 last_write: AtomicI64::new(i64::MIN),
                 commits: AtomicU64::new(0),
                 changed: AtomicU64::new(0),
+                scheduler_ticked: AtomicI64::new(0),
                 idle_seen: AtomicU64::new(0),
                 idle_checkpointed: AtomicU64::new(0),
                 pending: PendingEndings::default(),
@@ -339,6 +343,22 @@ impl Engine {
     #[cfg(test)]
     pub(crate) fn commits(&self) -> u64 {
         self.inner.commits.load(Ordering::SeqCst)
+    }
+
+    /// Records that a scheduler tick of this process completed at `at`.
+    pub(crate) fn note_scheduler_tick(&self, at: Timestamp) {
+        self.inner
+            .scheduler_ticked
+            .fetch_max(at.unix_ms(), Ordering::SeqCst);
+    }
+
+    /// When a scheduler tick of this process (any clone of this engine) last completed.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn last_scheduler_tick(&self) -> Option<Timestamp> {
+        match self.inner.scheduler_ticked.load(Ordering::SeqCst) {
+            0 => None,
+            ms => Timestamp::from_unix_ms(ms),
+        }
     }
 
     /// Run endings to write before the next write ([`crate::run::pending`]).

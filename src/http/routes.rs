@@ -128,6 +128,7 @@ async fn health(State(app): State<AppState>) -> ApiResult<Json<Value>> {
             "now": engine.now(),
             "supervisor_last_tick_at": supervisor.and_then(|s| s.last_tick_at),
             "scheduler_last_fired_at": fired,
+            "scheduler_last_tick_at": engine.last_scheduler_tick(),
             "auth": if open { "open" } else { "token" },
             "pipelines": pipelines,
         })))

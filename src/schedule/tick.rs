@@ -133,6 +133,7 @@ pub(crate) fn finish_report(
 ) -> Result<TickReport> {
     slots.sort_by_key(|s| (s.due_at, s.slot_id));
     let next_due = engine.read(store::next_due)?;
+    engine.note_scheduler_tick(now);
     Ok(TickReport {
         now,
         materialized,

@@ -210,6 +210,16 @@ fn jobs_and_workers_over_http_with_every_error_mapping() {
         (200, Some("ok"), Some("open"))
     );
     assert!(h["schema_version"].as_i64().unwrap() >= 4);
+    assert!(h["scheduler_last_tick_at"].is_null(), "no tick yet: {h}");
+    // A tick of this process's scheduler shows in /health.
+    let fire = runledger::ScheduledRuns::new(engine.clone());
+    let report = engine.schedules().tick(engine.now(), &fire).unwrap();
+    let (_, h) = api.get("/health");
+    assert_eq!(
+        h["scheduler_last_tick_at"].as_str(),
+        Some(report.now.to_string().as_str()),
+        "{h}"
+    );
 
     let id = create_job(&api, "alice");
     let (s, job) = api.get(&format!("/jobs/{id}"));
