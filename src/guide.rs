@@ -52,6 +52,7 @@ mod tests {
         "SECRET",
         "RUNLEDGER_API_TOKEN",
         "RUNLEDGER_API_READ_TOKEN",
+        "RUNLEDGER_TZDB",
     ];
 
     fn collect(dir: &Path, out: &mut Vec<(String, String)>) {

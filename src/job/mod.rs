@@ -339,7 +339,8 @@ impl<'e> Jobs<'e> {
         validate::name("actor", actor)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
-            let from = store::transition(tx, id, op.from, op.to, None, now)?;
+            let reason = detail["reason"].as_str();
+            let from = store::transition(tx, id, op.from, op.to, None, reason, now)?;
             let mut detail = detail.clone();
             detail["from"] = json!(from);
             let (by, to) = (actor.to_owned(), op.to);
@@ -366,8 +367,13 @@ impl<'e> Jobs<'e> {
     }
 
     /// Cancels a created, running or paused job. A running worker sees it at its next
-    /// heartbeat or write ([`Error::NotRunning`]).
+    /// heartbeat or write ([`Error::JobNotRunning`]).
+    ///
+    /// `reason` is stored on the job ([`Job::cancel_reason`], until a restart), in the audit
+    /// row and in the `cancelled` event: 1..=1000 bytes without NUL once trimmed; a blank
+    /// reason counts as none.
     pub fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job> {
+        let reason = validate::cancel_reason(reason)?;
         self.operator(id, &CANCEL, actor, json!({ "reason": reason }))
     }
 
@@ -396,6 +402,7 @@ impl<'e> Jobs<'e> {
                 &allowed,
                 JobState::Failed,
                 Some((code, message)),
+                None,
                 now,
             )?;
             let detail = json!({ "from": from, "code": code, "message": message });

@@ -40,7 +40,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::looping::LoopHandle;
 
-pub use rule::{next_due, Rule, TimeOfDay, Weekdays, Zone};
+pub use rule::{next_due, tzdb, Rule, TimeOfDay, Tzdb, TzdbSource, Weekdays, Zone};
 pub use runner::LoopOptions;
 pub use state::{SlotClaim, SlotStatus};
 pub use tick::{SlotReport, TickOptions, TickReport};

@@ -797,12 +797,18 @@ fn replace_and_upsert_never_move_a_job_run_or_slot() {
 }
 
 #[test]
-fn the_zones_table_is_exactly_the_tz_database_the_crate_ships() {
-    use time_tz::TimeZone;
-    let mut ours: Vec<String> = time_tz::timezones::iter()
-        .map(|tz| tz.name().to_string())
+fn the_zones_table_is_exactly_the_zones_rust_accepts_on_this_machines_tzdb() {
+    use runledger::schedule::{tzdb, Tzdb, Zone};
+    // Every name the tz database in use (the system's zoneinfo here) or the bundled copy
+    // lists, kept when Zone::new accepts it: zoneinfo's extra entries (Factory, localtime,
+    // posixrules) are refused, the zones newer than V5's list (America/Ciudad_Juarez,
+    // America/Coyhaique) are accepted, and SQL must agree on every one.
+    let mut ours: Vec<String> = tzdb()
+        .names()
+        .into_iter()
+        .chain(Tzdb::bundled().names())
         .chain(["UTC".to_string()])
-        .filter(|n| runledger::schedule::Zone::new(n).is_ok())
+        .filter(|n| Zone::new(n).is_ok())
         .collect();
     ours.sort();
     ours.dedup();
@@ -816,9 +822,24 @@ fn the_zones_table_is_exactly_the_tz_database_the_crate_ships() {
             Ok(names)
         })
         .unwrap();
-    assert_eq!(stored, ours);
-    // so every zone a schedule can be created with is accepted by the table
-    assert!(stored.len() > 500, "{}", stored.len());
+    assert_eq!(stored, ours, "{}", tzdb());
+    assert_eq!(stored.len(), 597);
+    for not_a_zone in ["Factory", "localtime", "posixrules"] {
+        assert!(Zone::new(not_a_zone).is_err(), "{not_a_zone}");
+        assert!(!stored.contains(&not_a_zone.to_string()));
+    }
+    // A schedule in a zone V9 added is accepted by Rust and by SQL.
+    let s = engine
+        .schedules()
+        .create(&runledger::schedule::NewSchedule::new(
+            "juarez",
+            "ingest",
+            "both",
+            "daily 09:00",
+            "America/Ciudad_Juarez",
+        ))
+        .unwrap();
+    assert_eq!(s.zone.name(), "America/Ciudad_Juarez");
 }
 
 #[test]

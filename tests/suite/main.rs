@@ -14,6 +14,7 @@ mod flex_mock;
 mod flex_parse;
 #[cfg(feature = "flex")]
 mod flex_pipeline;
+mod host;
 #[cfg(feature = "http")]
 mod http;
 mod jobs;

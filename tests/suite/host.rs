@@ -1,0 +1,300 @@
+//! What a host relies on (issue 14, "for hosts"): the cancel reason on the job, the worker's
+//! handling of stops and drops, `JobFailure` from a library error, `JOB_NOT_RUNNING`.
+
+use std::time::Duration;
+
+use runledger::{Engine, Error, JobFailure, JobState, NewJob, Worker, WorkerOptions};
+use serde_json::json;
+
+use crate::common::{exec, mem_engine};
+use crate::jobs::job_in;
+
+fn refused(engine: &Engine, sql: &str) -> Error {
+    exec(engine, sql).expect_err(sql)
+}
+
+#[test]
+fn a_cancel_reason_is_stored_on_the_job_and_cleared_by_a_restart() {
+    let (engine, _clock) = mem_engine();
+    let jobs = engine.jobs();
+    for from in [JobState::Created, JobState::Running, JobState::Paused] {
+        let job = job_in(&engine, from);
+        let cancelled = jobs
+            .cancel(job.id, "ops", Some("  wrong account  "))
+            .unwrap();
+        assert_eq!(cancelled.cancel_reason.as_deref(), Some("wrong account"));
+        assert_eq!(
+            jobs.get(job.id).unwrap().cancel_reason,
+            cancelled.cancel_reason
+        );
+        let restarted = jobs.restart(job.id, "ops", None).unwrap();
+        assert_eq!(restarted.cancel_reason, None);
+        jobs.cancel(job.id, "ops", None).unwrap();
+        jobs.delete(job.id, "ops").unwrap();
+    }
+    // No reason, or a blank one, leaves it empty; the other states never have one.
+    let job = job_in(&engine, JobState::Created);
+    assert_eq!(
+        jobs.cancel(job.id, "ops", Some(" ")).unwrap().cancel_reason,
+        None
+    );
+    jobs.delete(job.id, "ops").unwrap();
+    for state in [JobState::Completed, JobState::Failed] {
+        let job = job_in(&engine, state);
+        assert_eq!(job.cancel_reason, None);
+        jobs.delete(job.id, "ops").unwrap();
+    }
+}
+
+#[test]
+fn a_cancel_reason_too_long_or_with_nul_is_refused_before_any_write() {
+    let (engine, _clock) = mem_engine();
+    let job = job_in(&engine, JobState::Created);
+    for bad in ["x".repeat(1001), "a\0b".to_string()] {
+        let e = engine.jobs().cancel(job.id, "ops", Some(&bad)).unwrap_err();
+        assert_eq!(e.code(), "INVALID_INPUT", "{e}");
+        assert_eq!(engine.jobs().get(job.id).unwrap().state, JobState::Created);
+    }
+    let ok = "é".repeat(500); // 1000 bytes
+    let job = engine.jobs().cancel(job.id, "ops", Some(&ok)).unwrap();
+    assert_eq!(job.cancel_reason.as_deref(), Some(ok.as_str()));
+}
+
+#[test]
+fn raw_sql_cannot_put_a_cancel_reason_where_the_rules_forbid_it() {
+    let (engine, _clock) = mem_engine();
+    let created = job_in(&engine, JobState::Created);
+    // Not on a job that is not cancelled.
+    let e = refused(
+        &engine,
+        &format!(
+            "update jobs set cancel_reason = 'x' where id = {}",
+            created.id
+        ),
+    );
+    assert_eq!(e.code(), "IMMUTABLE", "{e}");
+    engine
+        .jobs()
+        .cancel(created.id, "ops", Some("first"))
+        .unwrap();
+    // Not rewritten or removed while cancelled.
+    for set in ["'second'", "null"] {
+        let e = refused(
+            &engine,
+            &format!(
+                "update jobs set cancel_reason = {set} where id = {}",
+                created.id
+            ),
+        );
+        assert_eq!(e.code(), "IMMUTABLE", "{set}: {e}");
+    }
+    // Not carried out of cancelled by a restart.
+    let e = refused(
+        &engine,
+        &format!(
+            "update jobs set state = 'created', finished_at = null where id = {}",
+            created.id
+        ),
+    );
+    assert!(matches!(e, Error::ConstraintViolation { .. }), "{e}");
+    assert_eq!(
+        engine
+            .jobs()
+            .get(created.id)
+            .unwrap()
+            .cancel_reason
+            .as_deref(),
+        Some("first")
+    );
+    // Not empty, not over 1000 bytes, not with NUL, when cancelled with it.
+    let other = job_in(&engine, JobState::Running);
+    let id = other.id;
+    for reason in [
+        "''",
+        "zeroblob(10)",
+        "printf('%.1001c', 'x')",
+        "'a' || char(0) || 'b'",
+    ] {
+        let sql = format!(
+            "update jobs set state = 'cancelled', finished_at = updated_at, cancel_reason = {reason} where id = {id}"
+        );
+        assert!(exec(&engine, &sql).is_err(), "{reason}");
+    }
+    // Not on an insert.
+    let sql = "insert into jobs (user_id, kind, input, tags, created_at, updated_at, cancel_reason)
+               values ('u', 'k', '{}', '[]', '2026-11-22T11:30:00.000Z', '2026-11-22T11:30:00.000Z', 'x')";
+    assert!(exec(&engine, sql).is_err());
+    // What the rules allow: the cancel sets it, from raw SQL too.
+    exec(
+        &engine,
+        &format!("update jobs set state = 'cancelled', finished_at = updated_at, cancel_reason = 'by hand' where id = {id}"),
+    )
+    .unwrap();
+    assert_eq!(
+        engine.jobs().get(id).unwrap().cancel_reason.as_deref(),
+        Some("by hand")
+    );
+    let report = runledger::doctor::check(&engine, &Default::default()).unwrap();
+    assert!(report.errors().next().is_none(), "{:#?}", report.anomalies);
+}
+
+#[test]
+fn doctor_finds_a_cancel_reason_written_behind_the_rules() {
+    let (engine, _clock) = mem_engine();
+    let job = job_in(&engine, JobState::Created);
+    exec(
+        &engine,
+        &format!(
+            "pragma ignore_check_constraints = on;
+             drop trigger jobs_cancel_reason_fixed;
+             update jobs set cancel_reason = 'sneaky' where id = {};
+             pragma ignore_check_constraints = off;",
+            job.id
+        ),
+    )
+    .unwrap();
+    let report = runledger::doctor::check(&engine, &Default::default()).unwrap();
+    assert!(
+        report
+            .anomalies
+            .iter()
+            .any(|a| a.check == "outcome" && a.detail == "cancel_reason on a created job"),
+        "{:#?}",
+        report.anomalies
+    );
+}
+
+#[test]
+fn a_second_complete_gets_job_not_running() {
+    let (engine, _clock) = mem_engine();
+    let jobs = engine.jobs();
+    jobs.create(&NewJob::new("u", "k", json!({}))).unwrap();
+    let claim = jobs.claim("w", &[]).unwrap().unwrap();
+    jobs.complete(&claim, &json!({"n": 1})).unwrap();
+    let e = jobs.complete(&claim, &json!({"n": 2})).unwrap_err();
+    assert_eq!(e.code(), "JOB_NOT_RUNNING");
+    assert!(matches!(
+        e,
+        Error::JobNotRunning {
+            state: JobState::Completed,
+            ..
+        }
+    ));
+    for e in [
+        jobs.fail(&claim, "LATE", "after the complete").unwrap_err(),
+        jobs.heartbeat(&claim).unwrap_err(),
+        jobs.progress(&claim, 50, None).unwrap_err(),
+    ] {
+        assert_eq!(e.code(), "JOB_NOT_RUNNING", "{e}");
+    }
+    assert_eq!(jobs.get(claim.id()).unwrap().result, Some(json!({"n": 1})));
+}
+
+#[test]
+fn job_failure_converts_from_a_library_error_and_is_an_error() {
+    let e = Error::invalid("n", "must not be negative");
+    let text = e.to_string();
+    let failure: JobFailure = e.into();
+    assert_eq!(failure.code, "INVALID_INPUT");
+    assert_eq!(failure.message, text);
+    assert_eq!(failure.to_string(), format!("INVALID_INPUT: {text}"));
+    let boxed: Box<dyn std::error::Error> = Box::new(failure);
+    assert!(boxed.to_string().starts_with("INVALID_INPUT: "));
+}
+
+fn fast(id: &str) -> WorkerOptions {
+    WorkerOptions {
+        idle_poll: Duration::from_millis(5),
+        heartbeat_every: Duration::from_millis(10),
+        ..WorkerOptions::new(id, ["k"])
+    }
+}
+
+fn wait_for(engine: &Engine, id: i64, state: JobState) {
+    for _ in 0..2000 {
+        if engine.jobs().get(id).unwrap().state == state {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("job {id} never reached {state}");
+}
+
+#[test]
+fn a_dropped_worker_claims_nothing_more() {
+    let (engine, _clock, _dir) = crate::common::file_engine();
+    let first = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    let worker = Worker::start(engine.clone(), fast("w"), |_| Ok(json!({}))).unwrap();
+    wait_for(&engine, first.id, JobState::Completed);
+    drop(worker);
+    let later = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // 20 idle polls
+    assert_eq!(
+        engine.jobs().get(later.id).unwrap().state,
+        JobState::Created
+    );
+}
+
+#[test]
+fn a_dropped_worker_tells_its_running_handler_to_stop_and_leaves_the_job_to_the_supervisor() {
+    let (engine, _clock) = mem_engine();
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let worker = Worker::start(engine.clone(), fast("w"), move |ctx| {
+        while !ctx.should_stop() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = seen_tx.send(ctx.stop_reason());
+        Ok(json!({"discarded": true}))
+    })
+    .unwrap();
+    wait_for(&engine, job.id, JobState::Running);
+    drop(worker);
+    let reason = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(reason, Some(runledger::StopReason::Shutdown));
+    std::thread::sleep(Duration::from_millis(50));
+    let job = engine.jobs().get(job.id).unwrap();
+    assert_eq!(
+        job.state,
+        JobState::Running,
+        "abandoned, for the supervisor"
+    );
+    assert_eq!(job.result, None, "the handler's result was discarded");
+}
+
+#[test]
+fn a_handlers_result_after_a_cancel_is_discarded_and_the_reason_kept() {
+    let (engine, _clock) = mem_engine();
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    let worker = Worker::start(engine.clone(), fast("w"), |ctx| {
+        while !ctx.should_stop() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Either outcome is dropped once the job was stopped.
+        Err(JobFailure::new("WOULD_FAIL", "not written"))
+    })
+    .unwrap();
+    wait_for(&engine, job.id, JobState::Running);
+    engine
+        .jobs()
+        .cancel(job.id, "ops", Some("duplicate"))
+        .unwrap();
+    let report = worker.shutdown(Duration::from_secs(5));
+    assert_eq!((report.failed, report.stopped), (0, 1));
+    let job = engine.jobs().get(job.id).unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(job.error_code, None);
+    assert_eq!(job.cancel_reason.as_deref(), Some("duplicate"));
+}
