@@ -24,6 +24,8 @@
 //!   window, at most [`events::BACKLOG`] kept per job, no events of deleted jobs;
 //! - `raw_payload`: stored size equals the payload's length and the key is its SHA-256;
 //!   `raw_record`: a record's size is its payload's;
+//! - `file_mode` (a warning): the database file, its `-wal` or `-shm` is readable or
+//!   writable by other users (files are created `0600`);
 //! - warnings (work for the sweepers, not damage): `abandoned_run` (a started run whose lease
 //!   expired), `stale_job` (a running job without a heartbeat for
 //!   [`DoctorOptions::stale_after`]), `stuck_slot` (a due slot claimed longer than
@@ -58,7 +60,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::job::JobState;
 use crate::run::{RunStatus, Scope, TriggerKind};
-use crate::schedule::{Misfire, SlotStatus};
+use crate::schedule::{tzdb, Misfire, SlotStatus, Tzdb};
 use crate::storage::check::Check;
 use crate::storage::{self, job_events, jobs, raw};
 
@@ -110,6 +112,8 @@ pub struct DoctorReport {
     pub checked_at: Timestamp,
     /// The schema version recorded in the file.
     pub schema_version: i64,
+    /// The tz database schedules are computed with in this process ([`crate::schedule::tzdb`]).
+    pub tzdb: &'static Tzdb,
     /// The names of the checks that ran.
     pub checks: Vec<&'static str>,
     /// Every anomaly, sorted by check, table and row.
@@ -149,6 +153,9 @@ pub fn check(engine: &Engine, opts: &DoctorOptions) -> Result<DoctorReport> {
         report = Some(check_connection(conn, now, opts)?);
         Ok(())
     });
+    if let (Some(report), Some(path)) = (report.as_mut(), engine.path()) {
+        file_modes(path, report);
+    }
     match (read, report) {
         (Ok(()), Some(report)) => Ok(report),
         // On a damaged file, ending the read snapshot meets the damage the report already
@@ -166,7 +173,33 @@ pub fn check_path(path: &std::path::Path, opts: &DoctorOptions) -> Result<Doctor
     let now = opts
         .now
         .unwrap_or_else(|| crate::clock::Clock::now(&crate::clock::SystemClock));
-    check_connection(&conn, now, opts)
+    let mut report = check_connection(&conn, now, opts)?;
+    file_modes(path, &mut report);
+    Ok(report)
+}
+
+/// `file_mode`: the database file (and its `-wal`, `-shm`) readable or writable by anyone
+/// but its owner is a warning: it holds account statements. Files are created `0600`
+/// ([`crate::db::FILE_MODE`]).
+fn file_modes(path: &std::path::Path, report: &mut DoctorReport) {
+    report.checks.push("file_mode");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        if let Some(mode) = db::loose_mode(&file) {
+            report.anomalies.push(Anomaly {
+                check: "file_mode",
+                severity: Severity::Warning,
+                table: String::new(),
+                row_id: Some(file.display().to_string()),
+                detail: format!(
+                    "mode {mode:04o} lets other users in; the file holds account statements (chmod 600)"
+                ),
+            });
+        }
+    }
+    report.anomalies.sort();
 }
 
 /// Checks the database behind `conn` as of `now` (what [`check`] runs). A damaged file
@@ -200,6 +233,7 @@ pub fn check_connection(
             Ok(DoctorReport {
                 checked_at: now,
                 schema_version: db::schema_version(conn).unwrap_or(-1),
+                tzdb: tzdb(),
                 checks: vec!["damage", "integrity", "table_read"],
                 anomalies,
                 damage: Some(damage),
@@ -272,6 +306,7 @@ fn check_all(conn: &Connection, now: Timestamp, opts: &DoctorOptions) -> Result<
     Ok(DoctorReport {
         checked_at: now,
         schema_version,
+        tzdb: tzdb(),
         checks,
         anomalies: found,
         damage: None,

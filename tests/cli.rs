@@ -43,6 +43,8 @@ fn cmd(dir: &Path) -> Command {
     c.current_dir(dir)
         .env_remove("RUNLEDGER_DB")
         .env_remove("NO_COLOR")
+        // One tz database on every machine: the bundled copy pinned by Cargo.lock.
+        .env("RUNLEDGER_TZDB", "bundled")
         .stdin(Stdio::null());
     c
 }

@@ -550,6 +550,17 @@ impl fmt::Debug for Tzdb {
     }
 }
 
+/// `{"version": "2025b", "source": {"kind": "system", "dir": "/usr/share/zoneinfo"}}`.
+impl serde::Serialize for Tzdb {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Tzdb", 2)?;
+        st.serialize_field("version", &self.version)?;
+        st.serialize_field("source", &self.source)?;
+        st.end()
+    }
+}
+
 impl fmt::Display for Tzdb {
     /// `tzdb 2025b (system, /usr/share/zoneinfo)` or `tzdb 2026f (bundled)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -615,7 +615,8 @@ fn v4_rows(conn: &Connection) -> Vec<String> {
             .unwrap();
         let cols: Vec<String> = cols
             .into_iter()
-            .filter(|c| c != "hash" && c != "prev_hash")
+            // hashes came with V5, cancel_reason with V9: not V4 columns
+            .filter(|c| c != "hash" && c != "prev_hash" && c != "cancel_reason")
             .collect();
         let mut stmt = conn
             .prepare(&format!(

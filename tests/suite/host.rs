@@ -298,3 +298,80 @@ fn a_handlers_result_after_a_cancel_is_discarded_and_the_reason_kept() {
     assert_eq!(job.error_code, None);
     assert_eq!(job.cancel_reason.as_deref(), Some("duplicate"));
 }
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+fn with_suffix(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    p.into()
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_its_wal_and_shm_and_a_backup_are_created_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let engine = Engine::open(&path).unwrap();
+    engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = with_suffix(&path, suffix);
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    let backup = dir.path().join("copy.db");
+    engine.backup(&backup).unwrap();
+    assert_eq!(mode(&backup), 0o600);
+    let report = runledger::doctor::check(&engine, &Default::default()).unwrap();
+    assert!(report.checks.contains(&"file_mode"));
+    assert!(report.is_clean(), "{:#?}", report.anomalies);
+}
+
+#[cfg(unix)]
+#[test]
+fn doctor_warns_about_a_database_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let engine = Engine::open(&path).unwrap();
+    engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    for (suffix, loose) in [("", 0o644), ("-wal", 0o660)] {
+        let file = with_suffix(&path, suffix);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(loose)).unwrap();
+    }
+    let found = |report: &runledger::doctor::DoctorReport| -> Vec<(String, String)> {
+        report
+            .anomalies
+            .iter()
+            .filter(|a| a.check == "file_mode")
+            .inspect(|a| assert_eq!(a.severity, runledger::doctor::Severity::Warning))
+            .map(|a| (a.row_id.clone().unwrap(), a.detail.clone()))
+            .collect()
+    };
+    let report = runledger::doctor::check(&engine, &Default::default()).unwrap();
+    let warned = found(&report);
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].0.ends_with("shared.db") && warned[0].1.starts_with("mode 0644"));
+    assert!(warned[1].0.ends_with("shared.db-wal") && warned[1].1.starts_with("mode 0660"));
+    assert_eq!(report.errors().count(), 0);
+    // The read-only path (a file the engine refuses) checks it too.
+    let report =
+        runledger::doctor::check_path(&path, &runledger::doctor::DoctorOptions::default()).unwrap();
+    assert_eq!(found(&report).len(), 2);
+    for suffix in ["", "-wal"] {
+        let file = with_suffix(&path, suffix);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let report = runledger::doctor::check(&engine, &Default::default()).unwrap();
+    assert!(found(&report).is_empty());
+}

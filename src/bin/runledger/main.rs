@@ -85,7 +85,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let out = Out::new(cli.json);
     match run(cli, out) {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,6 +94,21 @@ fn main() -> ExitCode {
             ExitCode::from(f.exit)
         }
     }
+}
+
+/// The command line, with `--version` saying which tz database schedules use
+/// (`runledger 0.1.0 (tzdb 2025b (system, /usr/share/zoneinfo))`).
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let version = format!(
+        "{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        runledger::schedule::tzdb()
+    );
+    // Built once per process: the leak is the one version string.
+    let version: &'static str = Box::leak(version.into_boxed_str());
+    let matches = Cli::command().version(version).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn run(cli: Cli, out: Out) -> CliResult {
