@@ -225,11 +225,25 @@ fn usage_errors_exit_2_and_unknown_rows_exit_1() {
     assert_eq!(bad_rule.code, 2, "{}", bad_rule.stderr);
     assert!(bad_rule.stderr.starts_with("error [INVALID_INPUT]: "));
 
+    // `--version` names the tz database schedules use (here the bundled copy, see `cmd`).
+    let version = rl(dir.path(), &["--version"]);
+    assert_eq!(version.code, 0);
+    assert!(
+        version.stdout.starts_with("runledger ") && version.stdout.contains("(tzdb 20"),
+        "{}",
+        version.stdout
+    );
+    assert!(
+        version.stdout.trim_end().ends_with("(bundled))"),
+        "{}",
+        version.stdout
+    );
+
     let init = rl(dir.path(), &["init"]);
     assert_eq!(init.code, 0);
     assert_eq!(
         init.stdout,
-        "database: <DIR>/runledger.db\nschema version: 6\n"
+        "database: <DIR>/runledger.db\nschema version: 9\n"
     );
 }
 
@@ -448,6 +462,15 @@ fn jobs_controls_and_the_supervisor_from_the_shell() {
         step(&["jobs", "cancel", &id, "--reason", "not needed"]),
         "job 1: cancelled\n"
     );
+    // The reason is stored on the job: `jobs show` and its JSON say it.
+    let shown = rl(dir.path(), &["jobs", "show", &id]);
+    assert!(
+        shown.stdout.contains("\nreason        not needed\n"),
+        "{}",
+        shown.stdout
+    );
+    let shown = rl(dir.path(), &["jobs", "show", &id, "--json"]).json();
+    assert_eq!(shown["cancel_reason"], json!("not needed"));
     let again = rl(dir.path(), &["jobs", "cancel", &id]);
     assert_eq!(
         (again.code, again.stderr.as_str()),
@@ -464,6 +487,11 @@ fn jobs_controls_and_the_supervisor_from_the_shell() {
     assert_eq!(
         (&restarted["state"], &restarted["input"]),
         (&json!("created"), &json!({"q": 2}))
+    );
+    assert_eq!(
+        restarted["cancel_reason"],
+        json!(null),
+        "a restart clears it"
     );
     let bad_json = rl(dir.path(), &["jobs", "restart", &id, "--input", "{"]);
     assert_eq!(bad_json.code, 2);
@@ -555,6 +583,12 @@ fn copy_db(db: &Path, to: &Path) {
             Ok(())
         })
         .unwrap();
+    // Owner-only, as runledger creates its files (doctor warns about `file_mode`).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 }
 
 #[test]
