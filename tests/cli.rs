@@ -833,3 +833,39 @@ fn backup_writes_a_verified_copy_and_doctor_reports_a_damaged_file_instead_of_fa
     assert_eq!(json["damage"]["tables"][2]["table"], "jobs");
     assert_eq!(json["damage"]["tables"][2]["readable"], false);
 }
+
+#[test]
+fn regression_a_closed_stdout_made_the_cli_panic() {
+    // `runledger flex check F | head -1` and `runledger jobs list | head -1`: the reader
+    // goes away; the CLI must neither panic nor change its exit status.
+    let (dir, db) = demo_dir();
+    let db = db.to_str().unwrap();
+    let statement = format!("{FIXTURES}/multi_account.xml");
+    let cases: [Vec<&str>; 5] = [
+        vec!["--db", db, "jobs", "list"],
+        vec!["--db", db, "jobs", "list", "--json"],
+        vec!["--db", db, "runs", "list"],
+        vec!["--db", db, "doctor"],
+        vec!["flex", "check", &statement],
+    ];
+    for args in cases {
+        let piped = cmd(dir.path()).args(&args).output().unwrap();
+        assert!(!piped.stdout.is_empty(), "{args:?} prints something");
+        let mut child = cmd(dir.path())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before the first write
+        let closed = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&closed.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert_eq!(
+            closed.status.code(),
+            piped.status.code(),
+            "{args:?}: {stderr}"
+        );
+    }
+}

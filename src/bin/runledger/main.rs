@@ -1,6 +1,24 @@
 //! The `runledger` command-line tool: a thin shell over the library. Each command group
 //! lives in its own module; `output` owns tables, JSON, colour and exit codes.
 
+// Every `print!`/`println!` of the CLI goes through `output::write_stdout`, which survives
+// a closed stdout (`runledger jobs list | head -1`): these shadow std's macros in every
+// module declared below.
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+macro_rules! println {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod backup;
 mod demo;
 mod doctor;

@@ -2,10 +2,33 @@
 //! with `--json`, durations, and errors with their exit codes.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use runledger::Timestamp;
 use serde::Serialize;
+
+/// Set once stdout's reader has gone (a closed pipe): later output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `args` to stdout (what the CLI's `print!`/`println!` expand to). When the reader
+/// has closed the pipe (`runledger flex check F | head -1`), the write fails with
+/// `BrokenPipe` (Rust ignores SIGPIPE, so the process is not killed): instead of std's
+/// panic, the rest of the output is dropped and the command finishes its work and exits
+/// with its own status. Any other write error is reported once on stderr.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| out.flush());
+    if let Err(e) = written {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("runledger: stdout: {e}; further output dropped");
+        }
+    }
+}
 
 /// Where output goes and how it looks.
 #[derive(Debug, Clone, Copy)]
