@@ -531,6 +531,16 @@ pub enum TzdbSource {
     Bundled,
 }
 
+/// `system` or `bundled`.
+impl fmt::Display for TzdbSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TzdbSource::System { .. } => "system",
+            TzdbSource::Bundled => "bundled",
+        })
+    }
+}
+
 /// The tz database zones are read from: its source and IANA version (`2025b`).
 pub struct Tzdb {
     /// Where it comes from.

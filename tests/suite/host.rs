@@ -375,3 +375,199 @@ fn doctor_warns_about_a_database_file_others_can_read() {
     let report = runledger::doctor::check(&engine, &Default::default()).unwrap();
     assert!(found(&report).is_empty());
 }
+
+/// `value` displays as its serialized text.
+fn displays_its_text<T: std::fmt::Display + serde::Serialize>(values: &[T]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| {
+            let text = serde_json::to_value(v).unwrap();
+            let shown = v.to_string();
+            assert_eq!(Some(shown.as_str()), text.as_str(), "{shown}");
+            shown
+        })
+        .collect()
+}
+
+/// The name of every `pub enum` of `src/` that has a text form: a `text_enum!`, a serde
+/// `rename_all`, or a serialized unit enum (the source scanned as text).
+fn enums_with_a_text_form() -> Vec<String> {
+    fn scan(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("bin") {
+                    scan(&path, out);
+                }
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if let Some(rest) = line.trim().strip_prefix("text_enum!(") {
+                    out.push(rest.split(',').next().unwrap().to_string());
+                }
+                let Some(name) = line.strip_prefix("pub enum ") else {
+                    continue;
+                };
+                let name = name.trim_end_matches(" {").to_string();
+                let attrs = &lines[i.saturating_sub(3)..i];
+                let body = lines[i + 1..].iter().take_while(|l| **l != "}");
+                let unit = body
+                    .filter(|l| {
+                        !l.trim_start().starts_with("//") && !l.trim_start().starts_with('#')
+                    })
+                    .all(|l| !l.contains('(') && !l.contains('{'));
+                let renamed = attrs.iter().any(|a| a.contains("serde(rename_all"));
+                let serialized = attrs.iter().any(|a| a.contains("Serialize"));
+                if renamed || (serialized && unit) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    scan(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut out,
+    );
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn every_public_enum_with_a_text_form_implements_display() {
+    use runledger::run::{Gate, PreflightPolicy, ProbeStatus, StageKind, StageStatus};
+    use runledger::schedule::{Misfire, SlotStatus};
+    use runledger::{EventKind, JobState, RecoveryPolicy, RunStatus, Scope, ScopeSelector};
+    let mut listed = vec![
+        ("JobState", displays_its_text(&JobState::ALL)),
+        ("RunStatus", displays_its_text(&RunStatus::ALL)),
+        ("Scope", displays_its_text(&Scope::ALL)),
+        ("ScopeSelector", displays_its_text(&ScopeSelector::ALL)),
+        (
+            "TriggerKind",
+            displays_its_text(&runledger::TriggerKind::ALL),
+        ),
+        ("SlotStatus", displays_its_text(&SlotStatus::ALL)),
+        ("ProbeStatus", displays_its_text(&ProbeStatus::ALL)),
+        ("Gate", displays_its_text(&Gate::ALL)),
+        ("Misfire", displays_its_text(&Misfire::ALL)),
+        (
+            "RecoveryPolicy",
+            displays_its_text(&[RecoveryPolicy::Pause, RecoveryPolicy::AutoResume]),
+        ),
+        (
+            "EventKind",
+            displays_its_text(&[
+                EventKind::Created,
+                EventKind::Claimed,
+                EventKind::Progress,
+                EventKind::Checkpoint,
+                EventKind::Paused,
+                EventKind::Resumed,
+                EventKind::Recovered,
+                EventKind::Completed,
+                EventKind::Failed,
+                EventKind::Cancelled,
+                EventKind::Restarted,
+            ]),
+        ),
+        (
+            "Severity",
+            displays_its_text(&[
+                runledger::doctor::Severity::Error,
+                runledger::doctor::Severity::Warning,
+            ]),
+        ),
+        (
+            "StageKind",
+            displays_its_text(&[StageKind::Lock, StageKind::Gate, StageKind::Runner]),
+        ),
+        (
+            "StageStatus",
+            displays_its_text(&[
+                StageStatus::Started,
+                StageStatus::Success,
+                StageStatus::Failed,
+                StageStatus::Skipped,
+            ]),
+        ),
+        (
+            "PreflightPolicy",
+            displays_its_text(&[
+                PreflightPolicy::ProbeThenCheck,
+                PreflightPolicy::CheckOnly,
+                PreflightPolicy::Off,
+            ]),
+        ),
+    ];
+    // Not unit enums, so not through serde: displayed by hand.
+    assert_eq!(
+        runledger::schedule::Tzdb::bundled().source.to_string(),
+        "bundled"
+    );
+    let mut by_hand = vec!["TzdbSource"];
+    #[cfg(feature = "flex")]
+    {
+        use runledger::flex::envelope::{BodyKind, CodeClass, EnvelopeStatus};
+        use runledger::flex::statement::RootType;
+        use runledger::flex::Missing;
+        listed.extend([
+            (
+                "EnvelopeStatus",
+                displays_its_text(&[
+                    EnvelopeStatus::Success,
+                    EnvelopeStatus::Warn,
+                    EnvelopeStatus::Fail,
+                ]),
+            ),
+            (
+                "CodeClass",
+                displays_its_text(&[
+                    CodeClass::NotReady,
+                    CodeClass::Throttled,
+                    CodeClass::Transient,
+                    CodeClass::Fatal,
+                ]),
+            ),
+            (
+                "BodyKind",
+                displays_its_text(&[
+                    BodyKind::Envelope,
+                    BodyKind::Statement,
+                    BodyKind::Html,
+                    BodyKind::Csv,
+                    BodyKind::Empty,
+                    BodyKind::Other,
+                ]),
+            ),
+            (
+                "Missing",
+                displays_its_text(&[Missing::Absent, Missing::Empty]),
+            ),
+        ]);
+        assert_eq!(RootType::Activity.to_string(), "AF");
+        assert_eq!(RootType::Other("X".into()).to_string(), "X");
+        // `RequireRows` has a list variant (`only`), so it has no one-word text form.
+        by_hand.extend(["RequireRows"]);
+    }
+    assert_eq!(listed[0].1[0], "created");
+    let mut names: Vec<&str> = listed.iter().map(|(n, _)| *n).chain(by_hand).collect();
+    names.sort();
+    let mut found = enums_with_a_text_form();
+    if !cfg!(feature = "flex") {
+        found.retain(|n| {
+            ![
+                "EnvelopeStatus",
+                "CodeClass",
+                "BodyKind",
+                "Missing",
+                "RequireRows",
+            ]
+            .contains(&n.as_str())
+        });
+    }
+    assert_eq!(found, names, "every text-form enum of src/ is listed here");
+}
