@@ -13,6 +13,8 @@
 //!   across processes.
 //! - [`operations`]: `runbook.sql` in the `sqlite3` shell, `doctor`, durability, several
 //!   processes on one file.
+//! - [`snapshot_testing`]: pin a pipeline's runs and jobs in snapshot tests with their
+//!   versioned diagnostics shapes, on a manual clock.
 //! - [`errors`]: every error code runledger returns or records, what it means and what to do.
 
 #[doc = include_str!("../docs/quickstart.md")]
@@ -39,6 +41,9 @@ pub mod operations {}
 
 #[doc = include_str!("../docs/errors.md")]
 pub mod errors {}
+
+#[doc = include_str!("../docs/snapshot-testing.md")]
+pub mod snapshot_testing {}
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,7 @@ mod text_enum;
 pub mod backup;
 pub mod clock;
 mod db;
+pub mod diagnostics;
 pub mod doctor;
 mod engine;
 pub mod error;

@@ -7,6 +7,7 @@
 //! re-claimed gets [`Error::StaleAttempt`]. Operators cancel,
 //! pause, resume and restart jobs; each of those is recorded in the append-only `audit_log`.
 
+pub mod diagnostics;
 mod event_api;
 pub mod record;
 pub mod recovery;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub use diagnostics::{EventDiagnostics, JobDiagnostics, JobTimes};
 pub use event_api::Events;
 pub use state::{JobState, TRANSITIONS};
 pub use types::{Claim, Job, JobStats, NewJob, StateCounts};
@@ -110,6 +112,13 @@ impl<'e> Jobs<'e> {
     /// The job with this id.
     pub fn get(&self, id: i64) -> Result<Job> {
         self.engine.read(|c| store::get(c, id))
+    }
+
+    /// The job with this id and its kept events, in their stable, versioned diagnostics
+    /// shape (ids left out, times relative to its creation), read in one snapshot, for
+    /// snapshot tests ([guide](crate::guide::snapshot_testing)).
+    pub fn diagnostics(&self, id: i64) -> Result<JobDiagnostics> {
+        self.engine.read(|c| diagnostics::read(c, id))
     }
 
     /// A user's jobs, newest first.

@@ -15,6 +15,7 @@ mod flex_parse;
 #[cfg(feature = "flex")]
 mod flex_pipeline;
 mod host;
+mod host_snapshot;
 #[cfg(feature = "http")]
 mod http;
 mod jobs;
