@@ -11,8 +11,11 @@
 //! - `integrity` (`PRAGMA integrity_check`), `foreign_key` (`PRAGMA foreign_key_check`),
 //!   `schema_version`;
 //! - `schema_object`: every table, index and trigger the migrations create is present and
-//!   unchanged (compared with a freshly migrated in-memory database); `immutable_guard` is
-//!   the same check for the triggers that make audit rows, events and raw data immutable;
+//!   unchanged (compared with a freshly migrated in-memory database), and no index or
+//!   trigger was added to runledger's tables; `immutable_guard` is the same check for the
+//!   triggers that make audit rows, events and raw data immutable. A host's own tables,
+//!   views, and their indexes and triggers in the same file are expected and not reported,
+//!   unless a host trigger names one of runledger's tables (it would write around the API);
 //! - `state`: every state column holds only its machine's states (taken from the Rust
 //!   tables, so the lists cannot drift);
 //! - `timestamps`: fixed-width UTC text, and times that agree with the state (terminal rows
@@ -402,19 +405,42 @@ fn schema_objects(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
             detail,
         });
     }
-    for (name, (kind, table, _)) in &actual {
-        if !reference.contains_key(name) {
-            // A rogue trigger or index can change what the rules mean: an error.
-            found.push(Anomaly {
-                check: "schema_object",
-                severity: Severity::Error,
-                table: table.clone(),
-                row_id: Some(name.clone()),
-                detail: format!("{kind} {name} is not created by the migrations"),
-            });
+    // runledger's own tables: what a rogue trigger or index must not touch.
+    let ours: Vec<&str> = reference
+        .values()
+        .filter(|(kind, _, _)| kind == "table")
+        .map(|(_, table, _)| table.as_str())
+        .collect();
+    for (name, (kind, table, sql)) in &actual {
+        if reference.contains_key(name) {
+            continue;
         }
+        let detail = if ours.contains(&table.as_str()) {
+            // A rogue trigger or index on runledger's tables can change what the rules
+            // mean: an error.
+            format!("{kind} {name} is not created by the migrations")
+        } else if kind == "trigger" && names_any(sql, &ours) {
+            // A host's trigger that writes runledger's tables goes around the API.
+            format!("trigger {name} on the host's table {table} names a runledger table")
+        } else {
+            // The host's own table, view, index or trigger in the same file: expected.
+            continue;
+        };
+        found.push(Anomaly {
+            check: "schema_object",
+            severity: Severity::Error,
+            table: table.clone(),
+            row_id: Some(name.clone()),
+            detail,
+        });
     }
     Ok(())
+}
+
+/// Whether `sql` names one of `tables` as a whole word (case-insensitive).
+fn names_any(sql: &str, tables: &[&str]) -> bool {
+    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| tables.iter().any(|t| t.eq_ignore_ascii_case(w)))
 }
 
 /// The values every check query may bind by name.

@@ -571,3 +571,45 @@ fn every_public_enum_with_a_text_form_implements_display() {
     }
     assert_eq!(found, names, "every text-form enum of src/ is listed here");
 }
+
+#[test]
+fn doctor_expects_a_hosts_own_tables_but_not_rogue_objects_on_runledgers() {
+    let (engine, _clock, _dir) = crate::common::file_engine();
+    // What the guide invites: the host's own tables, with their indexes, views and
+    // triggers, in the same file.
+    exec(
+        &engine,
+        "create table host_orders (id integer primary key, symbol text not null, job_id integer) strict;
+         create index host_orders_symbol on host_orders (symbol);
+         create table host_audit (at text, what text) strict;
+         create trigger host_orders_audit after insert on host_orders
+           begin insert into host_audit values ('now', new.symbol); end;
+         create view host_open_jobs as select id, kind from jobs where state = 'running';
+         insert into host_orders (symbol) values ('AAPL');",
+    )
+    .unwrap();
+    let report = runledger::doctor::check(&engine, &Default::default()).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.anomalies);
+
+    // A rogue index or trigger on runledger's tables stays an error, and so does a host
+    // trigger that writes runledger's tables behind the API.
+    exec(
+        &engine,
+        "create index jobs_rogue on jobs (kind);
+         create trigger host_orders_rogue after insert on host_orders
+           begin update jobs set step = 'x' where id = new.job_id; end;",
+    )
+    .unwrap();
+    let report = runledger::doctor::check(&engine, &Default::default()).unwrap();
+    let errors: Vec<(&str, &str, Option<&str>)> = report
+        .errors()
+        .map(|a| (a.check, a.table.as_str(), a.row_id.as_deref()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("schema_object", "host_orders", Some("host_orders_rogue")),
+            ("schema_object", "jobs", Some("jobs_rogue")),
+        ]
+    );
+}
