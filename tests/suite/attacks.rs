@@ -874,3 +874,39 @@ fn regression_one_undecodable_row_made_listings_fail_with_an_opaque_database_err
     assert_eq!(e.code(), "CORRUPT_ROW", "{e}");
     assert!(e.to_string().contains("input"), "{e}");
 }
+
+#[test]
+fn v9_gives_a_job_cancelled_before_it_the_reason_its_audit_row_recorded() {
+    let (_dir, path) = v4_fixture();
+    {
+        // The fixture's cancel gave no reason; give it one, as an older runledger recorded
+        // it (in the audit row only).
+        let conn = Connection::open(&path).unwrap();
+        let changed = conn
+            .execute_batch(
+                "drop trigger if exists audit_log_no_update;
+                 update audit_log set detail = '{\"from\":\"created\",\"reason\":\"duplicate order\"}'
+                  where entity = 'job' and action = 'cancel';",
+            )
+            .map(|()| conn.changes());
+        assert_eq!(changed.unwrap(), 1);
+    }
+    let engine = Engine::open(&path).unwrap();
+    let cancelled = engine
+        .jobs()
+        .list(None, Some(runledger::JobState::Cancelled), None, 10)
+        .unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(
+        cancelled[0].cancel_reason.as_deref(),
+        Some("duplicate order")
+    );
+    let others = engine.jobs().list(None, None, None, 10).unwrap();
+    assert!(others
+        .iter()
+        .filter(|j| j.state != runledger::JobState::Cancelled)
+        .all(|j| j.cancel_reason.is_none()));
+    drop(engine);
+    let report = doctor::check_path(&path, &DoctorOptions::default()).unwrap();
+    assert_eq!(report.errors().count(), 0, "{:#?}", report.anomalies);
+}
