@@ -103,6 +103,7 @@ impl Engine {
             let path = path.to_path_buf();
             move |source| Error::Io { op, path, source }
         };
+        crate::db::restrict_mode(&partial)?;
         fs::File::open(&partial)
             .and_then(|f| f.sync_all())
             .map_err(io("sync", &partial))?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use time::format_description::well_known::Rfc3339;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
@@ -22,6 +23,39 @@ pub type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
 /// so that text order is time order and SQLite's date functions read it.
 const FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// Why a text is not a [`Timestamp`] ([`Timestamp::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseTimestampError {
+    text: String,
+    reason: String,
+}
+
+impl ParseTimestampError {
+    fn new(text: &str, reason: String) -> Self {
+        // Long input is cut in the message (a timestamp is 35 bytes at most).
+        let text = text.chars().take(64).collect();
+        Self { text, reason }
+    }
+
+    /// The text that was refused (its first 64 characters).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Why it was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ParseTimestampError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not a timestamp: {}", self.text, self.reason)
+    }
+}
+
+impl std::error::Error for ParseTimestampError {}
 
 /// A UTC instant with millisecond precision, stored as `2026-11-22T11:30:00.000Z`.
 ///
@@ -49,10 +83,38 @@ impl Timestamp {
         self.0
     }
 
-    /// Parses the fixed-width text form (`2026-11-22T11:30:00.000Z`).
-    pub fn parse(text: &str) -> Option<Self> {
-        let dt = PrimitiveDateTime::parse(text, FORMAT).ok()?.assume_utc();
-        Self::from_offset_datetime(dt)
+    /// Parses a timestamp: the fixed-width text form (`2026-11-22T11:30:00.000Z`) or any
+    /// RFC 3339 date-time (`2026-11-22T19:30:00+08:00`, `2026-11-22T11:30:00.5Z`), normalized
+    /// to UTC and truncated to the millisecond. The error says why the text is refused.
+    pub fn parse(text: &str) -> Result<Self, ParseTimestampError> {
+        if let Ok(t) = Self::parse_canonical(text) {
+            return Ok(t);
+        }
+        let dt = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
+            ParseTimestampError::new(
+                text,
+                format!("not an RFC 3339 date-time like 2026-11-22T11:30:00.000Z ({e})"),
+            )
+        })?;
+        Self::from_offset_datetime(dt).ok_or_else(|| {
+            ParseTimestampError::new(text, "outside the years 0000..=9999 (UTC)".to_string())
+        })
+    }
+
+    /// Parses only the fixed-width stored form (`2026-11-22T11:30:00.000Z`, UTC, exactly
+    /// three fraction digits): what every timestamp column holds.
+    pub fn parse_canonical(text: &str) -> Result<Self, ParseTimestampError> {
+        let dt = PrimitiveDateTime::parse(text, FORMAT)
+            .map_err(|e| {
+                ParseTimestampError::new(
+                    text,
+                    format!("not the stored form YYYY-MM-DDTHH:MM:SS.mmmZ ({e})"),
+                )
+            })?
+            .assume_utc();
+        Self::from_offset_datetime(dt).ok_or_else(|| {
+            ParseTimestampError::new(text, "outside the years 0000..=9999".to_string())
+        })
     }
 
     /// Converts from a `time` value (any offset), truncating to the millisecond.
@@ -116,9 +178,7 @@ impl serde::Serialize for Timestamp {
 impl<'de> serde::Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Timestamp::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format_args!("not a runledger timestamp: {text:?}"))
-        })
+        Timestamp::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -131,9 +191,7 @@ impl ToSql for Timestamp {
 impl FromSql for Timestamp {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         let text = value.as_str()?;
-        Timestamp::parse(text).ok_or_else(|| {
-            FromSqlError::Other(format!("not a runledger timestamp: {text:?}").into())
-        })
+        Timestamp::parse_canonical(text).map_err(|e| FromSqlError::Other(e.into()))
     }
 }
 
@@ -201,7 +259,8 @@ mod tests {
             let t = Timestamp::from_unix_ms(ms).unwrap();
             let s = t.to_string();
             assert_eq!(s.len(), 24, "{s}");
-            assert_eq!(Timestamp::parse(&s), Some(t), "{s}");
+            assert_eq!(Timestamp::parse(&s), Ok(t), "{s}");
+            assert_eq!(Timestamp::parse_canonical(&s), Ok(t), "{s}");
         }
         assert_eq!(
             Timestamp::from_unix_ms(0).unwrap().to_string(),
@@ -216,12 +275,50 @@ mod tests {
         for bad in [
             "",
             "2026-11-22",
-            "2026-11-22T11:30:00Z",
-            "2026-11-22T11:30:00.000+01:00",
+            "2026-11-22 11:30:00",
+            "2026-11-22T11:30:00",
             "2026-13-22T11:30:00.000Z",
+            "2026-11-22T11:30:00.000+25:00",
+            "yesterday",
         ] {
-            assert_eq!(Timestamp::parse(bad), None, "{bad}");
+            let e = Timestamp::parse(bad).unwrap_err();
+            assert_eq!(e.text(), bad);
+            assert!(e.to_string().contains("is not a timestamp"), "{e}");
+            assert!(!e.reason().is_empty());
         }
+        // The stored form only: no offsets, exactly three fraction digits.
+        for not_stored in ["2026-11-22T11:30:00Z", "2026-11-22T11:30:00.000+01:00"] {
+            assert!(
+                Timestamp::parse_canonical(not_stored).is_err(),
+                "{not_stored}"
+            );
+            assert!(Timestamp::parse(not_stored).is_ok(), "{not_stored}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_offsets_are_normalized_to_utc() {
+        let utc = Timestamp::parse("2026-11-22T11:30:00.000Z").unwrap();
+        for same in [
+            "2026-11-22T19:30:00+08:00",
+            "2026-11-22T06:30:00-05:00",
+            "2026-11-22T11:30:00Z",
+            "2026-11-22T11:30:00.000+00:00",
+            "2026-11-22T11:30:00.000-00:00",
+            "2026-11-22T17:00:00.000049+05:30",
+        ] {
+            assert_eq!(Timestamp::parse(same), Ok(utc), "{same}");
+        }
+        assert_eq!(
+            Timestamp::parse("2026-11-22T11:30:00.123456Z")
+                .unwrap()
+                .to_string(),
+            "2026-11-22T11:30:00.123Z",
+            "truncated to the millisecond"
+        );
+        // An offset that crosses the last representable instant is refused with the reason.
+        let e = Timestamp::parse("9999-12-31T23:59:59-01:00").unwrap_err();
+        assert!(e.reason().contains("outside"), "{e}");
     }
 
     #[test]

@@ -157,8 +157,68 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Opens (creating if needed) the file at `path`, applies pragmas and migrations.
+/// The mode a database file is created with: it holds account statements and tokens'
+/// fingerprints, so only its owner reads it. SQLite gives the `-wal` and `-shm` files the
+/// database file's mode.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates an empty file at `path` readable by its owner only ([`FILE_MODE`]) when there is
+/// none (SQLite takes an empty file as a new database). A `file:` URI is left to SQLite.
+fn create_private(path: &Path) -> Result<()> {
+    if path.to_str().is_some_and(|p| p.starts_with("file:")) || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, FILE_MODE);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // A missing directory and the like: SQLite's own open reports it.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Restricts the file at `path` to its owner ([`FILE_MODE`]): for files SQLite creates
+/// itself (a backup's `VACUUM INTO`).
+pub(crate) fn restrict_mode(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE)).map_err(
+            |source| Error::Io {
+                op: "chmod",
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// The permission bits of `path` when they let anyone but its owner in (`None` when the
+/// file is private, absent, or the platform has no such bits).
+pub fn loose_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Opens (creating if needed, with mode [`FILE_MODE`]) the file at `path`, applies pragmas
+/// and migrations.
 pub fn open(path: &Path, opts: &DbOptions) -> Result<Connection> {
+    create_private(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX

@@ -11,8 +11,11 @@
 //! - `integrity` (`PRAGMA integrity_check`), `foreign_key` (`PRAGMA foreign_key_check`),
 //!   `schema_version`;
 //! - `schema_object`: every table, index and trigger the migrations create is present and
-//!   unchanged (compared with a freshly migrated in-memory database); `immutable_guard` is
-//!   the same check for the triggers that make audit rows, events and raw data immutable;
+//!   unchanged (compared with a freshly migrated in-memory database), and no index or
+//!   trigger was added to runledger's tables; `immutable_guard` is the same check for the
+//!   triggers that make audit rows, events and raw data immutable. A host's own tables,
+//!   views, and their indexes and triggers in the same file are expected and not reported,
+//!   unless a host trigger names one of runledger's tables (it would write around the API);
 //! - `state`: every state column holds only its machine's states (taken from the Rust
 //!   tables, so the lists cannot drift);
 //! - `timestamps`: fixed-width UTC text, and times that agree with the state (terminal rows
@@ -24,6 +27,8 @@
 //!   window, at most [`events::BACKLOG`] kept per job, no events of deleted jobs;
 //! - `raw_payload`: stored size equals the payload's length and the key is its SHA-256;
 //!   `raw_record`: a record's size is its payload's;
+//! - `file_mode` (a warning): the database file, its `-wal` or `-shm` is readable or
+//!   writable by other users (files are created `0600`);
 //! - warnings (work for the sweepers, not damage): `abandoned_run` (a started run whose lease
 //!   expired), `stale_job` (a running job without a heartbeat for
 //!   [`DoctorOptions::stale_after`]), `stuck_slot` (a due slot claimed longer than
@@ -58,7 +63,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::job::JobState;
 use crate::run::{RunStatus, Scope, TriggerKind};
-use crate::schedule::{Misfire, SlotStatus};
+use crate::schedule::{tzdb, Misfire, SlotStatus, Tzdb};
 use crate::storage::check::Check;
 use crate::storage::{self, job_events, jobs, raw};
 
@@ -110,6 +115,8 @@ pub struct DoctorReport {
     pub checked_at: Timestamp,
     /// The schema version recorded in the file.
     pub schema_version: i64,
+    /// The tz database schedules are computed with in this process ([`crate::schedule::tzdb`]).
+    pub tzdb: &'static Tzdb,
     /// The names of the checks that ran.
     pub checks: Vec<&'static str>,
     /// Every anomaly, sorted by check, table and row.
@@ -149,6 +156,9 @@ pub fn check(engine: &Engine, opts: &DoctorOptions) -> Result<DoctorReport> {
         report = Some(check_connection(conn, now, opts)?);
         Ok(())
     });
+    if let (Some(report), Some(path)) = (report.as_mut(), engine.path()) {
+        file_modes(path, report);
+    }
     match (read, report) {
         (Ok(()), Some(report)) => Ok(report),
         // On a damaged file, ending the read snapshot meets the damage the report already
@@ -166,7 +176,33 @@ pub fn check_path(path: &std::path::Path, opts: &DoctorOptions) -> Result<Doctor
     let now = opts
         .now
         .unwrap_or_else(|| crate::clock::Clock::now(&crate::clock::SystemClock));
-    check_connection(&conn, now, opts)
+    let mut report = check_connection(&conn, now, opts)?;
+    file_modes(path, &mut report);
+    Ok(report)
+}
+
+/// `file_mode`: the database file (and its `-wal`, `-shm`) readable or writable by anyone
+/// but its owner is a warning: it holds account statements. Files are created `0600`
+/// ([`crate::db::FILE_MODE`]).
+fn file_modes(path: &std::path::Path, report: &mut DoctorReport) {
+    report.checks.push("file_mode");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        if let Some(mode) = db::loose_mode(&file) {
+            report.anomalies.push(Anomaly {
+                check: "file_mode",
+                severity: Severity::Warning,
+                table: String::new(),
+                row_id: Some(file.display().to_string()),
+                detail: format!(
+                    "mode {mode:04o} lets other users in; the file holds account statements (chmod 600)"
+                ),
+            });
+        }
+    }
+    report.anomalies.sort();
 }
 
 /// Checks the database behind `conn` as of `now` (what [`check`] runs). A damaged file
@@ -200,6 +236,7 @@ pub fn check_connection(
             Ok(DoctorReport {
                 checked_at: now,
                 schema_version: db::schema_version(conn).unwrap_or(-1),
+                tzdb: tzdb(),
                 checks: vec!["damage", "integrity", "table_read"],
                 anomalies,
                 damage: Some(damage),
@@ -272,6 +309,7 @@ fn check_all(conn: &Connection, now: Timestamp, opts: &DoctorOptions) -> Result<
     Ok(DoctorReport {
         checked_at: now,
         schema_version,
+        tzdb: tzdb(),
         checks,
         anomalies: found,
         damage: None,
@@ -367,19 +405,42 @@ fn schema_objects(conn: &Connection, found: &mut Vec<Anomaly>) -> Result<()> {
             detail,
         });
     }
-    for (name, (kind, table, _)) in &actual {
-        if !reference.contains_key(name) {
-            // A rogue trigger or index can change what the rules mean: an error.
-            found.push(Anomaly {
-                check: "schema_object",
-                severity: Severity::Error,
-                table: table.clone(),
-                row_id: Some(name.clone()),
-                detail: format!("{kind} {name} is not created by the migrations"),
-            });
+    // runledger's own tables: what a rogue trigger or index must not touch.
+    let ours: Vec<&str> = reference
+        .values()
+        .filter(|(kind, _, _)| kind == "table")
+        .map(|(_, table, _)| table.as_str())
+        .collect();
+    for (name, (kind, table, sql)) in &actual {
+        if reference.contains_key(name) {
+            continue;
         }
+        let detail = if ours.contains(&table.as_str()) {
+            // A rogue trigger or index on runledger's tables can change what the rules
+            // mean: an error.
+            format!("{kind} {name} is not created by the migrations")
+        } else if kind == "trigger" && names_any(sql, &ours) {
+            // A host's trigger that writes runledger's tables goes around the API.
+            format!("trigger {name} on the host's table {table} names a runledger table")
+        } else {
+            // The host's own table, view, index or trigger in the same file: expected.
+            continue;
+        };
+        found.push(Anomaly {
+            check: "schema_object",
+            severity: Severity::Error,
+            table: table.clone(),
+            row_id: Some(name.clone()),
+            detail,
+        });
     }
     Ok(())
+}
+
+/// Whether `sql` names one of `tables` as a whole word (case-insensitive).
+fn names_any(sql: &str, tables: &[&str]) -> bool {
+    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| tables.iter().any(|t| t.eq_ignore_ascii_case(w)))
 }
 
 /// The values every check query may bind by name.

@@ -60,10 +60,14 @@ pub enum Error {
         state: String,
     },
 
-    /// The writer still holds the job's attempt, but the job is no longer running (it was
-    /// cancelled or paused meanwhile): the worker should stop.
+    /// `JOB_NOT_RUNNING`: a fenced write (heartbeat, progress, checkpoint, complete, fail)
+    /// carries the job's current attempt, but the job is no longer running: it was
+    /// cancelled or paused by an operator, failed by an operator or by its timeout, put
+    /// back to `created` (resumed after a pause, or recovered by the supervisor), or it has
+    /// already completed or failed through this same attempt (a second `complete` or
+    /// `fail` gets it). The worker should stop; nothing was written.
     #[error("job {job_id} is {state}, not running")]
-    NotRunning {
+    JobNotRunning {
         /// The job.
         job_id: i64,
         /// Its current state.
@@ -350,7 +354,7 @@ impl Error {
             Error::NotFound { .. } => "NOT_FOUND",
             Error::IllegalTransition { .. } => "ILLEGAL_TRANSITION",
             Error::StaleAttempt { .. } => "STALE_ATTEMPT",
-            Error::NotRunning { .. } => "JOB_NOT_RUNNING",
+            Error::JobNotRunning { .. } => "JOB_NOT_RUNNING",
             Error::JobStopped { .. } => "JOB_STOPPED",
             Error::RunEnded { .. } => "RUN_ENDED",
             Error::CorruptRow { .. } => "CORRUPT_ROW",

@@ -49,6 +49,8 @@ pub enum EventKind {
     Restarted,
 }
 
+serde_display!(EventKind);
+
 /// The payload of a job event, one variant per [`EventKind`]: the only way runledger writes
 /// one, and a typed way to read one ([`Event::decode`]).
 ///

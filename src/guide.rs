@@ -13,6 +13,8 @@
 //!   across processes.
 //! - [`operations`]: `runbook.sql` in the `sqlite3` shell, `doctor`, durability, several
 //!   processes on one file.
+//! - [`snapshot_testing`]: pin a pipeline's runs and jobs in snapshot tests with their
+//!   versioned diagnostics shapes, on a manual clock.
 //! - [`errors`]: every error code runledger returns or records, what it means and what to do.
 //! - `config` (with the default `cli` feature): the `runledger` daemon's `runledger.toml`.
 
@@ -44,6 +46,8 @@ pub mod errors {}
 #[cfg(feature = "cli")]
 #[doc = include_str!("../docs/config.md")]
 pub mod config {}
+#[doc = include_str!("../docs/snapshot-testing.md")]
+pub mod snapshot_testing {}
 
 #[cfg(test)]
 mod tests {
@@ -57,6 +61,7 @@ mod tests {
         "SECRET",
         "RUNLEDGER_API_TOKEN",
         "RUNLEDGER_API_READ_TOKEN",
+        "RUNLEDGER_TZDB",
     ];
 
     fn collect(dir: &Path, out: &mut Vec<(String, String)>) {

@@ -7,7 +7,7 @@
 //!
 //! | layer | files |
 //! |---|---|
-//! | 0 core | `clock`, `error`, `integrity` (hashes), `machine`, `text_enum`, `looping`, `events` (types and bus), and the pure model files of each domain: `job/{state,types}`, `run/{state,timeline}`, `schedule/{state,rule}` |
+//! | 0 core | `clock`, `diagnostics` (shared shape helpers), `error`, `integrity` (hashes), `machine`, `text_enum`, `looping`, `events` (types and bus), and the pure model files of each domain: `job/{state,types}`, `run/{state,timeline}`, `schedule/{state,rule}` |
 //! | 1 db | `db`, `wal`, `file_identity` |
 //! | 2 storage | `storage/`, `engine`, `run/pending` (run endings the engine's write path writes) |
 //! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor` (and `doctor/`, with `doctor/damage`), `backup`, `runbook` |
@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 /// `(path prefix, layer)`: the longest matching prefix gives a file's layer.
 const LAYERS: &[(&str, u8)] = &[
     ("src/clock.rs", 0),
+    ("src/diagnostics.rs", 0),
     ("src/error.rs", 0),
     ("src/integrity.rs", 0),
     ("src/machine.rs", 0),

@@ -36,6 +36,7 @@ mod text_enum;
 pub mod backup;
 pub mod clock;
 mod db;
+pub mod diagnostics;
 pub mod doctor;
 mod engine;
 pub mod error;
@@ -58,7 +59,7 @@ pub mod schedule;
 mod storage;
 pub mod wal;
 
-pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use clock::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use db::{known_schema_version, DbOptions, Durability};
 pub use doctor::damage;
 pub use engine::{Engine, EngineOptions};

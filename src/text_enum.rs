@@ -48,3 +48,18 @@ macro_rules! text_enum {
         }
     };
 }
+
+/// `Display` as the enum's serde text (`rename_all`), for the unit enums whose text form is
+/// their serde form (`RecoveryPolicy`, `StageStatus`, ...): one text, no second table.
+macro_rules! serde_display {
+    ($($ty:ty),+ $(,)?) => {
+        $(impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::String(s)) => f.write_str(&s),
+                    _ => Err(std::fmt::Error),
+                }
+            }
+        })+
+    };
+}

@@ -92,6 +92,8 @@ fn cmd(dir: &Path) -> Command {
         .env_remove("RUNLEDGER_CONFIG")
         .env_remove("NO_COLOR")
         .env(TOKEN_ENV, TOKEN)
+        // One tz database on every machine: the bundled copy pinned by Cargo.lock.
+        .env("RUNLEDGER_TZDB", "bundled")
         .stdin(Stdio::null());
     c
 }
@@ -280,11 +282,25 @@ fn usage_errors_exit_2_and_unknown_rows_exit_1() {
     assert_eq!(bad_rule.code, 2, "{}", bad_rule.stderr);
     assert!(bad_rule.stderr.starts_with("error [INVALID_INPUT]: "));
 
+    // `--version` names the tz database schedules use (here the bundled copy, see `cmd`).
+    let version = rl(dir.path(), &["--version"]);
+    assert_eq!(version.code, 0);
+    assert!(
+        version.stdout.starts_with("runledger ") && version.stdout.contains("(tzdb 20"),
+        "{}",
+        version.stdout
+    );
+    assert!(
+        version.stdout.trim_end().ends_with("(bundled))"),
+        "{}",
+        version.stdout
+    );
+
     let init = rl(dir.path(), &["init"]);
     assert_eq!(init.code, 0);
     assert_eq!(
         init.stdout,
-        "database: <DIR>/runledger.db\nschema version: 7\n"
+        "database: <DIR>/runledger.db\nschema version: 9\n"
     );
 }
 
@@ -576,6 +592,15 @@ fn jobs_controls_and_the_supervisor_from_the_shell() {
         step(&["jobs", "cancel", &id, "--reason", "not needed"]),
         "job 1: cancelled\n"
     );
+    // The reason is stored on the job: `jobs show` and its JSON say it.
+    let shown = rl(dir.path(), &["jobs", "show", &id]);
+    assert!(
+        shown.stdout.contains("\nreason        not needed\n"),
+        "{}",
+        shown.stdout
+    );
+    let shown = rl(dir.path(), &["jobs", "show", &id, "--json"]).json();
+    assert_eq!(shown["cancel_reason"], json!("not needed"));
     let again = rl(dir.path(), &["jobs", "cancel", &id]);
     assert_eq!(
         (again.code, again.stderr.as_str()),
@@ -592,6 +617,11 @@ fn jobs_controls_and_the_supervisor_from_the_shell() {
     assert_eq!(
         (&restarted["state"], &restarted["input"]),
         (&json!("created"), &json!({"q": 2}))
+    );
+    assert_eq!(
+        restarted["cancel_reason"],
+        json!(null),
+        "a restart clears it"
     );
     let bad_json = rl(dir.path(), &["jobs", "restart", &id, "--input", "{"]);
     assert_eq!(bad_json.code, 2);
@@ -945,6 +975,12 @@ fn copy_db(db: &Path, to: &Path) {
             Ok(())
         })
         .unwrap();
+    // Owner-only, as runledger creates its files (doctor warns about `file_mode`).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 }
 
 #[test]
@@ -1241,4 +1277,40 @@ fn serve_listens_on_the_configs_address_unless_the_flag_names_another() {
     assert_eq!(health["pipelines"], json!(["flex-main"]));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn regression_a_closed_stdout_made_the_cli_panic() {
+    // `runledger flex check F | head -1` and `runledger jobs list | head -1`: the reader
+    // goes away; the CLI must neither panic nor change its exit status.
+    let (dir, db) = demo_dir();
+    let db = db.to_str().unwrap();
+    let statement = format!("{FIXTURES}/multi_account.xml");
+    let cases: [Vec<&str>; 5] = [
+        vec!["--db", db, "jobs", "list"],
+        vec!["--db", db, "jobs", "list", "--json"],
+        vec!["--db", db, "runs", "list"],
+        vec!["--db", db, "doctor"],
+        vec!["flex", "check", &statement],
+    ];
+    for args in cases {
+        let piped = cmd(dir.path()).args(&args).output().unwrap();
+        assert!(!piped.stdout.is_empty(), "{args:?} prints something");
+        let mut child = cmd(dir.path())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before the first write
+        let closed = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&closed.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert_eq!(
+            closed.status.code(),
+            piped.status.code(),
+            "{args:?}: {stderr}"
+        );
+    }
 }

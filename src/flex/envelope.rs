@@ -35,6 +35,8 @@ pub enum EnvelopeStatus {
     Fail,
 }
 
+serde_display!(EnvelopeStatus);
+
 /// A parsed `FlexStatementResponse`. Text values are trimmed; absent elements are `None`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -81,6 +83,8 @@ pub enum CodeClass {
     /// Stop at once; retrying the same call cannot help.
     Fatal,
 }
+
+serde_display!(CodeClass);
 
 /// One row of IB's error-code table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +204,8 @@ pub enum BodyKind {
     /// Anything else: another XML root, binary, plain text, or no root at all.
     Other,
 }
+
+serde_display!(BodyKind);
 
 /// Strips a UTF-8 byte-order mark and leading XML whitespace.
 fn trim_start(body: &[u8]) -> &[u8] {

@@ -142,6 +142,8 @@ pub enum Missing {
     Empty,
 }
 
+serde_display!(Missing);
+
 /// One section missing from one statement.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MissingSection {

@@ -51,6 +51,13 @@ pub enum RootType {
     Other(String),
 }
 
+/// The `type` attribute as it appears in the file (`AF`, `TCF`, ...), as [`RootType::as_str`].
+impl std::fmt::Display for RootType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl RootType {
     fn parse(raw: &str) -> RootType {
         match raw {

@@ -112,7 +112,9 @@ impl From<&Error> for ApiError {
                 .with("attempt", attempt)
                 .with("current_attempt", current)
                 .with("state", state),
-            Error::NotRunning { job_id, state } => err.with("job_id", job_id).with("state", state),
+            Error::JobNotRunning { job_id, state } => {
+                err.with("job_id", job_id).with("state", state)
+            }
             Error::InvalidInput { field, .. } => err.with("field", field),
             Error::TooLarge { field, size, limit } => err
                 .with("field", field)

@@ -680,10 +680,10 @@ async fn preflight(
 // ---- schedules, probes ----
 
 fn in_zone(at: Timestamp, zone: &str) -> Option<String> {
-    use time_tz::{timezones, OffsetDateTimeExt};
-    let tz = timezones::get_by_name(zone)?;
+    let z = crate::schedule::Zone::new(zone).ok()?;
+    let off = time::UtcOffset::from_whole_seconds(z.offset_seconds_at(at)).ok()?;
     at.to_offset_datetime()
-        .to_timezone(tz)
+        .to_offset(off)
         .format(&time::format_description::well_known::Rfc3339)
         .ok()
 }

@@ -7,6 +7,7 @@
 //! re-claimed gets [`Error::StaleAttempt`]. Operators cancel,
 //! pause, resume and restart jobs; each of those is recorded in the append-only `audit_log`.
 
+pub mod diagnostics;
 mod event_api;
 pub mod record;
 pub mod recovery;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub use diagnostics::{EventDiagnostics, JobDiagnostics, JobTimes};
 pub use event_api::Events;
 pub use state::{JobState, TRANSITIONS};
 pub use types::{Claim, Job, JobStats, NewJob, StateCounts};
@@ -110,6 +112,13 @@ impl<'e> Jobs<'e> {
     /// The job with this id.
     pub fn get(&self, id: i64) -> Result<Job> {
         self.engine.read(|c| store::get(c, id))
+    }
+
+    /// The job with this id and its kept events, in their stable, versioned diagnostics
+    /// shape (ids left out, times relative to its creation), read in one snapshot, for
+    /// snapshot tests ([guide](crate::guide::snapshot_testing)).
+    pub fn diagnostics(&self, id: i64) -> Result<JobDiagnostics> {
+        self.engine.read(|c| diagnostics::read(c, id))
     }
 
     /// A user's jobs, newest first.
@@ -339,7 +348,8 @@ impl<'e> Jobs<'e> {
         validate::name("actor", actor)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
-            let from = store::transition(tx, id, op.from, op.to, None, now)?;
+            let reason = detail["reason"].as_str();
+            let from = store::transition(tx, id, op.from, op.to, None, reason, now)?;
             let mut detail = detail.clone();
             detail["from"] = json!(from);
             let (by, to) = (actor.to_owned(), op.to);
@@ -366,8 +376,13 @@ impl<'e> Jobs<'e> {
     }
 
     /// Cancels a created, running or paused job. A running worker sees it at its next
-    /// heartbeat or write ([`Error::NotRunning`]).
+    /// heartbeat or write ([`Error::JobNotRunning`]).
+    ///
+    /// `reason` is stored on the job ([`Job::cancel_reason`], until a restart), in the audit
+    /// row and in the `cancelled` event: 1..=1000 bytes without NUL once trimmed; a blank
+    /// reason counts as none.
     pub fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job> {
+        let reason = validate::cancel_reason(reason)?;
         self.operator(id, &CANCEL, actor, json!({ "reason": reason }))
     }
 
@@ -396,6 +411,7 @@ impl<'e> Jobs<'e> {
                 &allowed,
                 JobState::Failed,
                 Some((code, message)),
+                None,
                 now,
             )?;
             let detail = json!({ "from": from, "code": code, "message": message });

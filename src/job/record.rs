@@ -175,8 +175,15 @@ pub fn validate(value: &Value) -> Result<JobRecord> {
         Some(v) if !ok(v) => errors.push(fe(&format!("/{name}"), reason)),
         Some(_) => {}
     };
-    let ts = |v: &Value| v.as_str().and_then(Timestamp::parse).is_some();
-    let opt_ts = |v: &Value| v.is_null() || v.as_str().and_then(Timestamp::parse).is_some();
+    let ts = |v: &Value| {
+        v.as_str()
+            .is_some_and(|s| Timestamp::parse_canonical(s).is_ok())
+    };
+    let opt_ts = |v: &Value| {
+        v.is_null()
+            || v.as_str()
+                .is_some_and(|s| Timestamp::parse_canonical(s).is_ok())
+    };
     need(
         "id",
         |v| v.as_i64().is_some_and(|n| n > 0),

@@ -39,6 +39,8 @@ pub enum RecoveryPolicy {
     AutoResume,
 }
 
+serde_display!(RecoveryPolicy);
+
 /// Supervisor settings.
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {

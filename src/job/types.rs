@@ -60,6 +60,9 @@ pub struct Job {
     pub heartbeat_at: Option<Timestamp>,
     /// When it reached a terminal state.
     pub finished_at: Option<Timestamp>,
+    /// The operator's reason, when the job is cancelled and the cancel gave one (`None` in
+    /// every other state: a restart clears it).
+    pub cancel_reason: Option<String>,
 }
 
 /// What [`Jobs::create`](super::Jobs::create) takes.

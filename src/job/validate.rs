@@ -87,6 +87,29 @@ pub fn parse_document(field: &str, text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| Error::invalid(field, format!("not valid JSON: {e}")))
 }
 
+/// The longest cancel reason, in bytes (the `jobs.cancel_reason` CHECK says the same).
+pub const MAX_CANCEL_REASON_BYTES: usize = 1000;
+
+/// A cancel's reason, trimmed: `None` when blank, else 1..=1000 bytes without NUL.
+pub fn cancel_reason(reason: Option<&str>) -> Result<Option<&str>> {
+    let Some(reason) = reason.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    if reason.len() > MAX_CANCEL_REASON_BYTES {
+        return Err(Error::invalid(
+            "reason",
+            format!(
+                "{} bytes, more than the {MAX_CANCEL_REASON_BYTES} a cancel reason may have",
+                reason.len()
+            ),
+        ));
+    }
+    if reason.contains('\0') {
+        return Err(Error::invalid("reason", "contains a NUL character"));
+    }
+    Ok(Some(reason))
+}
+
 /// Progress must be 0..=100.
 pub fn progress(pct: u8) -> Result<()> {
     if pct > 100 {

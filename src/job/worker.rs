@@ -17,9 +17,16 @@
 //! with code `TIMEOUT` by the first heartbeat past `started_at + timeout`; the handler sees
 //! [`StopReason::TimedOut`] (so the timeout's resolution is the heartbeat interval).
 //!
+//! Once a job is stopped (cancelled, paused, lost, timed out, shut down), the handler's
+//! return value is discarded: neither its result nor its failure is written, the job keeps
+//! the state the stop gave it, and it counts in [`WorkerReport::stopped`].
+//!
 //! [`Worker::shutdown`] stops claiming and waits for running handlers up to a deadline;
 //! jobs still running then are *abandoned*: their heartbeats stop and their context refuses
-//! further writes, so the supervisor recovers them from their last checkpoint.
+//! further writes, so the supervisor recovers them from their last checkpoint. Dropping a
+//! [`Worker`] is a shutdown without the wait: it stops claiming before the drop returns,
+//! tells running handlers to stop, and its threads end (releasing the database file) as soon
+//! as their handlers return.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -88,6 +95,25 @@ impl JobFailure {
             code: code.into(),
             message: message.into(),
         }
+    }
+}
+
+/// `CODE: message`.
+impl std::fmt::Display for JobFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for JobFailure {}
+
+/// The error's stable [`code`](Error::code) and its message, so a handler can use `?` on
+/// the library's calls (`ctx.checkpoint(..)?`). If the error says the job was stopped
+/// (`JOB_STOPPED`, `JOB_NOT_RUNNING`...), the worker discards the failure anyway (see the
+/// module docs).
+impl From<Error> for JobFailure {
+    fn from(e: Error) -> Self {
+        JobFailure::new(e.code(), e.to_string())
     }
 }
 
@@ -163,15 +189,15 @@ fn stopped(job_id: i64, reason: StopReason) -> Error {
 
 fn note_stop(stop: &AtomicU8, e: &Error) {
     let reason = match e {
-        Error::NotRunning {
+        Error::JobNotRunning {
             state: JobState::Cancelled,
             ..
         } => StopReason::Cancelled,
-        Error::NotRunning {
+        Error::JobNotRunning {
             state: JobState::Paused,
             ..
         } => StopReason::Paused,
-        Error::NotRunning { .. } | Error::StaleAttempt { .. } | Error::NotFound { .. } => {
+        Error::JobNotRunning { .. } | Error::StaleAttempt { .. } | Error::NotFound { .. } => {
             StopReason::Lost
         }
         _ => return,
@@ -197,6 +223,8 @@ pub struct WorkerReport {
 #[derive(Default)]
 struct Shared {
     stopping: AtomicBool,
+    /// Held (read) by a slot while it checks `stopping` and claims; taken (write) to stop.
+    claim_gate: std::sync::RwLock<()>,
     report: Mutex<WorkerReport>,
     in_flight: Mutex<BTreeMap<usize, (i64, Arc<AtomicU8>)>>,
     /// Jobs claimed for idle slots and not yet started.
@@ -217,11 +245,23 @@ struct Beat {
     stop: Arc<AtomicU8>,
 }
 
-/// A running pool of job threads; see the module docs.
+/// A running pool of job threads; see the module docs. Dropping it stops it (without
+/// waiting); [`Worker::shutdown`] waits for running handlers and reports.
+#[must_use = "a Worker stops when dropped; keep it, and call shutdown to stop it cleanly"]
 pub struct Worker {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     done: std::sync::mpsc::Receiver<usize>,
+}
+
+impl Drop for Worker {
+    /// Stops claiming (no claim starts after this returns), tells running handlers to
+    /// stop and abandons their jobs to the supervisor; does not wait for the handlers.
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop(Duration::ZERO);
+        }
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -287,8 +327,21 @@ impl Worker {
 
     /// Stops claiming, waits up to `deadline` for running handlers, abandons the rest to
     /// the supervisor, and returns what the worker did.
-    pub fn shutdown(self, deadline: Duration) -> WorkerReport {
-        self.shared.stopping.store(true, Ordering::SeqCst);
+    pub fn shutdown(mut self, deadline: Duration) -> WorkerReport {
+        self.stop(deadline)
+    }
+
+    fn stop(&mut self, deadline: Duration) -> WorkerReport {
+        {
+            // Claims happen under the read side: once this returns, none is under way and
+            // none starts.
+            let _no_claims = self
+                .shared
+                .claim_gate
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            self.shared.stopping.store(true, Ordering::SeqCst);
+        }
         let deadline = Deadline::after(deadline);
         let mut finished = 0;
         while finished < self.threads.len() {
@@ -314,7 +367,7 @@ impl Worker {
             abandoned.push(job_id);
         }
         abandoned.sort_unstable();
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             if t.is_finished() {
                 let _ = t.join();
             }
@@ -338,8 +391,15 @@ fn run_slot(
 ) {
     let kinds: Vec<&str> = opts.kinds.iter().map(String::as_str).collect();
     shared.idle.fetch_add(1, Ordering::SeqCst);
-    while !shared.stopping.load(Ordering::SeqCst) {
-        let Some((claim, stop)) = next_job(engine, opts, &kinds, slot, shared) else {
+    loop {
+        let next = {
+            let _gate = shared.claim_gate.read().unwrap_or_else(|p| p.into_inner());
+            if shared.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            next_job(engine, opts, &kinds, slot, shared)
+        };
+        let Some((claim, stop)) = next else {
             // Nothing to do: a quiet engine empties its WAL (a failure is retried next time).
             let _ = engine.checkpoint_when_idle();
             std::thread::sleep(opts.idle_poll);

@@ -3,6 +3,7 @@
 //!
 //! The entry point is [`Engine::runs`](crate::Engine::runs), which returns [`Runs`].
 
+pub mod diagnostics;
 pub mod orchestrator;
 pub(crate) mod pending;
 pub mod pipeline;
@@ -13,6 +14,7 @@ pub mod state;
 pub mod timeline;
 
 pub use crate::storage::ingest_runs::{Run, RunFilter};
+pub use diagnostics::{RunDiagnostics, StageDiagnostics};
 pub use orchestrator::{OnStart, RunOutcome, Runs, TriggerOptions};
 pub use pipeline::{
     Gate, Pipeline, PipelineBuilder, RetryPolicy, Sleeper, StageContext, StageError, StageFn,

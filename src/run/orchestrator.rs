@@ -417,6 +417,13 @@ impl<'a> Runs<'a> {
         self.engine.read(|c| store::get(c, id))
     }
 
+    /// The run with `id` in its stable, versioned diagnostics shape (timeline, meta,
+    /// error; ids left out, times relative to its start), for snapshot tests
+    /// ([guide](crate::guide::snapshot_testing)).
+    pub fn diagnostics(&self, id: i64) -> Result<super::diagnostics::RunDiagnostics> {
+        Ok(super::diagnostics::RunDiagnostics::of(&self.get(id)?))
+    }
+
     /// Runs matching `filter`, newest first.
     pub fn list(&self, filter: &RunFilter) -> Result<Vec<Run>> {
         if filter.limit == 0 || filter.limit > 10_000 {

@@ -79,6 +79,8 @@ pub enum PreflightPolicy {
     Off,
 }
 
+serde_display!(PreflightPolicy);
+
 /// Preflight policy and freshness threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreflightConfig {

@@ -25,6 +25,8 @@ pub enum StageKind {
     Runner,
 }
 
+serde_display!(StageKind);
+
 /// How one stage attempt went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,6 +41,8 @@ pub enum StageStatus {
     /// Had nothing to do (for example preflight under policy `off`).
     Skipped,
 }
+
+serde_display!(StageStatus);
 
 /// One stage attempt. Define-once shape of the JSON array elements of `ingest_runs.timeline`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

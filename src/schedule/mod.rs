@@ -41,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::looping::LoopHandle;
 use crate::run::state::check_pipeline_name;
 
-pub use rule::{next_due, Rule, TimeOfDay, Weekdays, Zone};
+pub use rule::{next_due, tzdb, Rule, TimeOfDay, Tzdb, TzdbSource, Weekdays, Zone};
 pub use runner::LoopOptions;
 pub use state::{SlotClaim, SlotStatus};
 pub use tick::{SlotReport, TickOptions, TickReport, PIPELINE_NOT_HERE};

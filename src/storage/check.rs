@@ -14,6 +14,8 @@ pub enum Severity {
     Warning,
 }
 
+serde_display!(Severity);
+
 /// One SQL check: a query returning `(row_id, detail)` per anomaly. It may bind any of the
 /// named values `doctor` offers (`:now`, `:ts`, `:job_states`...).
 #[derive(Debug)]

@@ -21,7 +21,8 @@ macro_rules! job_columns {
     () => {
         "id, user_id, kind, state, input, result, error_code, error_message, \
          progress, step, checkpoint, checkpoint_at, tags, parent_id, timeout_ms, max_retries, \
-         attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at"
+         attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at, \
+         cancel_reason"
     };
 }
 
@@ -117,6 +118,7 @@ const FAIL: &str = concat!(
 );
 
 /// An operator's state change (cancel, pause, resume): guarded on the state read just before.
+/// `cancel_reason` is written by the cancel and cleared by any other change of state.
 const SET_STATE: &str = "update jobs set state = :to, updated_at = :now,
         finished_at = case when :to in ('completed', 'failed', 'cancelled')
                            then max(:now, coalesce(started_at, created_at)) end,
@@ -124,12 +126,13 @@ const SET_STATE: &str = "update jobs set state = :to, updated_at = :now,
         started_at = case when :to = 'created' then null else started_at end,
         heartbeat_at = case when :to = 'created' then null else heartbeat_at end,
         error_code = case when :to = 'failed' then :code else null end,
-        error_message = case when :to = 'failed' then :message else null end
+        error_message = case when :to = 'failed' then :message else null end,
+        cancel_reason = case when :to = 'cancelled' then :reason else null end
      where id = :id and state = :from";
 
 const RESTART: &str = "update jobs set state = 'created', input = coalesce(:input, input),
         result = null, error_code = null, error_message = null, progress = 0, step = null,
-        checkpoint = null, checkpoint_at = null,
+        checkpoint = null, checkpoint_at = null, cancel_reason = null,
         worker_id = null, started_at = null, heartbeat_at = null, finished_at = null,
         updated_at = :now
      where id = :id and state = :from";
@@ -207,6 +210,7 @@ fn job_from_row_unchecked(r: &Row<'_>) -> rusqlite::Result<Job> {
         started_at: r.get(col!(COLUMNS, "started_at"))?,
         heartbeat_at: r.get(col!(COLUMNS, "heartbeat_at"))?,
         finished_at: r.get(col!(COLUMNS, "finished_at"))?,
+        cancel_reason: r.get(col!(COLUMNS, "cancel_reason"))?,
     })
 }
 
@@ -397,7 +401,7 @@ pub(crate) fn diagnose(conn: &Connection, id: i64, attempt: i64) -> Error {
             current,
             state: state.to_string(),
         },
-        Ok((state, _)) => Error::NotRunning { job_id: id, state },
+        Ok((state, _)) => Error::JobNotRunning { job_id: id, state },
     }
 }
 
@@ -527,6 +531,7 @@ pub(crate) fn transition(
     allowed_from: &[JobState],
     to: JobState,
     error: Option<(&str, &str)>,
+    cancel_reason: Option<&str>,
     now: Timestamp,
 ) -> Result<JobState> {
     let (from, _) = state_of(conn, id)?;
@@ -536,6 +541,7 @@ pub(crate) fn transition(
     let (code, message) = error.unzip();
     let n = conn.prepare_cached(SET_STATE)?.execute(named_params! {
         ":id": id, ":from": from, ":to": to, ":now": now, ":code": code, ":message": message,
+        ":reason": cancel_reason,
     })?;
     debug_assert_eq!(n, 1, "state read in the same transaction");
     Ok(from)
@@ -882,6 +888,9 @@ const JOBS_OUTCOME: &str = "select id, case
        when (state = 'failed') <> (error_code is not null) then 'error_code disagrees with state ' || state
        when progress not between 0 and 100 then 'progress ' || progress || ' out of 0..100'
        when attempt < 0 or recovery_count < 0 or max_retries < 0 then 'a negative counter'
+       when cancel_reason is not null and state <> 'cancelled' then 'cancel_reason on a ' || state || ' job'
+       when cancel_reason is not null and length(cast(cancel_reason as blob)) not between 1 and 1000
+         then 'cancel_reason of ' || length(cast(cancel_reason as blob)) || ' bytes'
      end as detail from jobs
      where detail is not null and state in (select value from json_each(:job_states))";
 

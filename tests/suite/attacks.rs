@@ -624,7 +624,8 @@ fn v4_rows(conn: &Connection) -> Vec<String> {
             .unwrap();
         let cols: Vec<String> = cols
             .into_iter()
-            .filter(|c| c != "hash" && c != "prev_hash")
+            // hashes came with V5, cancel_reason with V9: not V4 columns
+            .filter(|c| c != "hash" && c != "prev_hash" && c != "cancel_reason")
             .collect();
         let mut stmt = conn
             .prepare(&format!(
@@ -806,12 +807,18 @@ fn replace_and_upsert_never_move_a_job_run_or_slot() {
 }
 
 #[test]
-fn the_zones_table_is_exactly_the_tz_database_the_crate_ships() {
-    use time_tz::TimeZone;
-    let mut ours: Vec<String> = time_tz::timezones::iter()
-        .map(|tz| tz.name().to_string())
+fn the_zones_table_is_exactly_the_zones_rust_accepts_on_this_machines_tzdb() {
+    use runledger::schedule::{tzdb, Tzdb, Zone};
+    // Every name the tz database in use (the system's zoneinfo here) or the bundled copy
+    // lists, kept when Zone::new accepts it: zoneinfo's extra entries (Factory, localtime,
+    // posixrules) are refused, the zones newer than V5's list (America/Ciudad_Juarez,
+    // America/Coyhaique) are accepted, and SQL must agree on every one.
+    let mut ours: Vec<String> = tzdb()
+        .names()
+        .into_iter()
+        .chain(Tzdb::bundled().names())
         .chain(["UTC".to_string()])
-        .filter(|n| runledger::schedule::Zone::new(n).is_ok())
+        .filter(|n| Zone::new(n).is_ok())
         .collect();
     ours.sort();
     ours.dedup();
@@ -825,9 +832,24 @@ fn the_zones_table_is_exactly_the_tz_database_the_crate_ships() {
             Ok(names)
         })
         .unwrap();
-    assert_eq!(stored, ours);
-    // so every zone a schedule can be created with is accepted by the table
-    assert!(stored.len() > 500, "{}", stored.len());
+    assert_eq!(stored, ours, "{}", tzdb());
+    assert_eq!(stored.len(), 597);
+    for not_a_zone in ["Factory", "localtime", "posixrules"] {
+        assert!(Zone::new(not_a_zone).is_err(), "{not_a_zone}");
+        assert!(!stored.contains(&not_a_zone.to_string()));
+    }
+    // A schedule in a zone V9 added is accepted by Rust and by SQL.
+    let s = engine
+        .schedules()
+        .create(&runledger::schedule::NewSchedule::new(
+            "juarez",
+            "ingest",
+            "both",
+            "daily 09:00",
+            "America/Ciudad_Juarez",
+        ))
+        .unwrap();
+    assert_eq!(s.zone.name(), "America/Ciudad_Juarez");
 }
 
 #[test]
@@ -860,4 +882,40 @@ fn regression_one_undecodable_row_made_listings_fail_with_an_opaque_database_err
     let e = engine.jobs().list_by_user("alice", 10).unwrap_err();
     assert_eq!(e.code(), "CORRUPT_ROW", "{e}");
     assert!(e.to_string().contains("input"), "{e}");
+}
+
+#[test]
+fn v9_gives_a_job_cancelled_before_it_the_reason_its_audit_row_recorded() {
+    let (_dir, path) = v4_fixture();
+    {
+        // The fixture's cancel gave no reason; give it one, as an older runledger recorded
+        // it (in the audit row only).
+        let conn = Connection::open(&path).unwrap();
+        let changed = conn
+            .execute_batch(
+                "drop trigger if exists audit_log_no_update;
+                 update audit_log set detail = '{\"from\":\"created\",\"reason\":\"duplicate order\"}'
+                  where entity = 'job' and action = 'cancel';",
+            )
+            .map(|()| conn.changes());
+        assert_eq!(changed.unwrap(), 1);
+    }
+    let engine = Engine::open(&path).unwrap();
+    let cancelled = engine
+        .jobs()
+        .list(None, Some(runledger::JobState::Cancelled), None, 10)
+        .unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(
+        cancelled[0].cancel_reason.as_deref(),
+        Some("duplicate order")
+    );
+    let others = engine.jobs().list(None, None, None, 10).unwrap();
+    assert!(others
+        .iter()
+        .filter(|j| j.state != runledger::JobState::Cancelled)
+        .all(|j| j.cancel_reason.is_none()));
+    drop(engine);
+    let report = doctor::check_path(&path, &DoctorOptions::default()).unwrap();
+    assert_eq!(report.errors().count(), 0, "{:#?}", report.anomalies);
 }

@@ -186,7 +186,7 @@ pub fn query_i64(engine: &Engine, sql: &str, params: impl rusqlite::Params) -> O
 
 /// A fixed-width UTC timestamp from its text.
 pub fn ts(text: &str) -> Timestamp {
-    Timestamp::parse(text).unwrap_or_else(|| panic!("bad test timestamp {text}"))
+    Timestamp::parse(text).unwrap_or_else(|e| panic!("bad test timestamp {text}: {e}"))
 }
 
 /// A stage that takes `took` ms of manual-clock time and succeeds with `detail`.

@@ -101,6 +101,12 @@ pub fn copy_of(engine: &Engine, to: &Path, clock: &ManualClock) -> Engine {
     engine
         .with_connection(|c| Ok(c.execute("VACUUM INTO ?1", [target])?))
         .unwrap();
+    // Owner-only, as Engine::backup leaves its copies (doctor warns about `file_mode`).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     Engine::open_with(to, EngineOptions::default().with_clock(clock.clone())).unwrap()
 }
 

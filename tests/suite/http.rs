@@ -370,6 +370,9 @@ fn jobs_and_workers_over_http_with_every_error_mapping() {
         json!({"reason": "not needed"}),
     );
     assert_eq!((s, c["state"].as_str()), (200, Some("cancelled")));
+    assert_eq!(c["cancel_reason"], json!("not needed"), "stored on the job");
+    let (s, g) = api.get(&format!("/jobs/{other}"));
+    assert_eq!((s, &g["cancel_reason"]), (200, &json!("not needed")));
     let (s, r) = api.post(
         &format!("/jobs/{other}/restart"),
         json!({"input": {"q": 2}}),
@@ -378,6 +381,7 @@ fn jobs_and_workers_over_http_with_every_error_mapping() {
         (s, r["state"].as_str(), &r["input"]),
         (200, Some("created"), &json!({"q": 2}))
     );
+    assert_eq!(r["cancel_reason"], json!(null), "cleared by the restart");
     let actors: Vec<String> = engine
         .with_connection(|c| {
             let mut st = c.prepare(

@@ -303,7 +303,7 @@ fn a_cancelled_running_job_tells_its_worker_to_stop() {
         .unwrap_err();
     assert_eq!(err.code(), "JOB_NOT_RUNNING", "{err}");
     assert!(
-        matches!(err, Error::NotRunning { state: JobState::Cancelled, job_id } if job_id == running.id),
+        matches!(err, Error::JobNotRunning { state: JobState::Cancelled, job_id } if job_id == running.id),
         "the state is typed: {err:?}"
     );
     let err = jobs

@@ -15,6 +15,8 @@ mod flex_mock;
 mod flex_parse;
 #[cfg(feature = "flex")]
 mod flex_pipeline;
+mod host;
+mod host_snapshot;
 #[cfg(feature = "http")]
 mod http;
 mod jobs;

@@ -81,9 +81,10 @@ fn print(report: DoctorReport, out: Out) -> CliResult {
             ]);
         }
         println!(
-            "{} schema v{}, {} checks: {errors} error(s), {warnings} warning(s)",
+            "{} schema v{}, {}, {} checks: {errors} error(s), {warnings} warning(s)",
             out.bold("doctor:"),
             report.schema_version,
+            report.tzdb,
             report.checks.len()
         );
         if !report.anomalies.is_empty() {

@@ -107,7 +107,9 @@ fn run(db: &Path, out: Out, args: RunArgs) -> CliResult {
 }
 
 /// A one-line progress display on a terminal while a run waits on the service: the stage
-/// in progress and how long it has been running, read from the run's own timeline.
+/// in progress and how long it has been running, read from the run's own timeline. Drawn
+/// by indicatif's spinner on stderr (hidden when stderr is not a terminal), cleared when
+/// done.
 struct Progress {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -121,8 +123,10 @@ impl Progress {
             let Ok(engine) = Engine::open(&db) else {
                 return;
             };
-            let spinner = ['|', '/', '-', '\\'];
-            let mut i = 0;
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg}") {
+                bar.set_style(style);
+            }
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_millis(250)) {
                 let active = engine.runs().list(&RunFilter {
                     status: Some(RunStatus::Started),
@@ -136,15 +140,11 @@ impl Progress {
                         .map(|e| e.stage.clone())
                         .unwrap_or_default();
                     let secs = engine.now().millis_since(run.started_at) / 1000;
-                    eprint!(
-                        "\r{} flex run {}: {stage:<20} {secs:>4}s ",
-                        spinner[i % 4],
-                        run.id
-                    );
-                    i += 1;
+                    bar.set_message(format!("flex run {}: {stage:<20} {secs:>4}s", run.id));
+                    bar.tick();
                 }
             }
-            eprint!("\r{:60}\r", "");
+            bar.finish_and_clear();
         });
         Progress {
             stop: Some(tx),

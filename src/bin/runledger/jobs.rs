@@ -216,6 +216,9 @@ fn print_job(j: &Job) {
             format!("[{code}] {}", opt(j.error_message.as_deref())),
         );
     }
+    if let Some(reason) = &j.cancel_reason {
+        line("reason", reason.clone());
+    }
     line("input", j.input.to_string());
     line("checkpoint", opt(j.checkpoint.as_ref()));
     line("result", opt(j.result.as_ref()));

@@ -1,6 +1,24 @@
 //! The `runledger` command-line tool: a thin shell over the library. Each command group
 //! lives in its own module; `output` owns tables, JSON, colour and exit codes.
 
+// Every `print!`/`println!` of the CLI goes through `output::write_stdout`, which survives
+// a closed stdout (`runledger jobs list | head -1`): these shadow std's macros in every
+// module declared below.
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+macro_rules! println {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod backup;
 mod config;
 mod demo;
@@ -102,7 +120,7 @@ enum ConfigCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let out = Out::new(cli.json);
     match run(cli, out) {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,6 +129,21 @@ fn main() -> ExitCode {
             ExitCode::from(f.exit)
         }
     }
+}
+
+/// The command line, with `--version` saying which tz database schedules use
+/// (`runledger 0.1.0 (tzdb 2025b (system, /usr/share/zoneinfo))`).
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let version = format!(
+        "{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        runledger::schedule::tzdb()
+    );
+    // Built once per process: the leak is the one version string.
+    let version: &'static str = Box::leak(version.into_boxed_str());
+    let matches = Cli::command().version(version).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn run(cli: Cli, out: Out) -> CliResult {

@@ -1,11 +1,36 @@
-//! How the CLI prints: aligned tables (coloured only on a terminal without NO_COLOR), JSON
+//! How the CLI prints: aligned tables (comfy-table; colour through anstyle, when anstream
+//! says stdout takes it: a terminal without NO_COLOR), JSON
 //! with `--json`, durations, and errors with their exit codes.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use anstyle::{AnsiColor, Style};
 use runledger::Timestamp;
 use serde::Serialize;
+
+/// Set once stdout's reader has gone (a closed pipe): later output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `args` to stdout (what the CLI's `print!`/`println!` expand to). When the reader
+/// has closed the pipe (`runledger flex check F | head -1`), the write fails with
+/// `BrokenPipe` (Rust ignores SIGPIPE, so the process is not killed): instead of std's
+/// panic, the rest of the output is dropped and the command finishes its work and exits
+/// with its own status. Any other write error is reported once on stderr.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| out.flush());
+    if let Err(e) = written {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("runledger: stdout: {e}; further output dropped");
+        }
+    }
+}
 
 /// Where output goes and how it looks.
 #[derive(Debug, Clone, Copy)]
@@ -17,12 +42,13 @@ pub struct Out {
 }
 
 impl Out {
-    /// JSON when asked; colour only on a terminal and never with `NO_COLOR` set.
+    /// JSON when asked; colour when stdout takes it, as anstream decides: a terminal, and
+    /// neither `NO_COLOR` nor `CLICOLOR=0` set (or `CLICOLOR_FORCE` set), not `TERM=dumb`.
     pub fn new(json: bool) -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let choice = anstream::AutoStream::choice(&std::io::stdout());
         Out {
             json,
-            color: !no_color && std::io::stdout().is_terminal(),
+            color: choice != anstream::ColorChoice::Never,
         }
     }
 
@@ -45,25 +71,31 @@ impl Out {
 
     /// `text` in bold (headings), when colour is on.
     pub fn bold(&self, text: &str) -> String {
-        paint(self.color, "1", text)
+        paint(self.color, BOLD, text)
     }
 }
 
-fn paint(on: bool, code: &str, text: &str) -> String {
+const BOLD: Style = Style::new().bold();
+const GREEN: Style = AnsiColor::Green.on_default();
+const RED: Style = AnsiColor::Red.on_default();
+const YELLOW: Style = AnsiColor::Yellow.on_default();
+
+/// `text` in `style` when `on`.
+fn paint(on: bool, style: Style, text: &str) -> String {
     if on {
-        format!("\x1b[{code}m{text}\x1b[0m")
+        format!("{style}{text}{style:#}")
     } else {
         text.to_string()
     }
 }
 
-/// The colour of a status word, if it is one.
-fn status_color(cell: &str) -> Option<&'static str> {
+/// The style of a status word, if it is one.
+fn status_style(cell: &str) -> Option<Style> {
     match cell {
-        "success" | "completed" | "ok" | "fired" | "ready" | "yes" => Some("32"),
-        "failed" | "cancelled" | "error" | "not ready" => Some("31"),
+        "success" | "completed" | "ok" | "fired" | "ready" | "yes" => Some(GREEN),
+        "failed" | "cancelled" | "error" | "not ready" => Some(RED),
         "started" | "running" | "paused" | "pending" | "claimed" | "skipped" | "warning" => {
-            Some("33")
+            Some(YELLOW)
         }
         _ => None,
     }
@@ -95,50 +127,45 @@ impl Table {
         self.rows.is_empty()
     }
 
-    /// The table as text: columns padded to their widest cell, two spaces apart, no
-    /// trailing blanks; `(none)` under the header when there are no rows.
+    /// The table as text (laid out by comfy-table, which measures display width and
+    /// ignores the escape codes of styled cells): columns padded to their widest cell, two
+    /// spaces apart, no borders, no trailing blanks; `(none)` under the header when there
+    /// are no rows.
     pub fn render(&self, color: bool) -> String {
         let n = self.headers.len();
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::NOTHING)
+            .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+            .set_header(
+                self.headers
+                    .iter()
+                    .map(|h| paint(color, BOLD, h))
+                    .collect::<Vec<_>>(),
+            );
         for r in &self.rows {
-            for (i, c) in r.iter().enumerate().take(n) {
-                widths[i] = widths[i].max(width(c));
+            let cells = (0..n).map(|i| {
+                let cell = r.get(i).map(String::as_str).unwrap_or("");
+                match status_style(cell) {
+                    Some(style) => paint(color, style, cell),
+                    None => cell.to_string(),
+                }
+            });
+            t.add_row(cells.collect::<Vec<_>>());
+        }
+        for i in 0..n {
+            if let Some(column) = t.column_mut(i) {
+                column.set_padding((0, if i + 1 < n { 2 } else { 0 }));
             }
         }
         let mut out = String::new();
-        let line = |out: &mut String, cells: &[String], header: bool| {
-            let mut text = String::new();
-            for (i, w) in widths.iter().enumerate() {
-                let cell = cells.get(i).map(String::as_str).unwrap_or("");
-                let pad = w - width(cell);
-                let shown = if header {
-                    paint(color, "1", cell)
-                } else {
-                    match status_color(cell) {
-                        Some(code) => paint(color, code, cell),
-                        None => cell.to_string(),
-                    }
-                };
-                text.push_str(&shown);
-                if i + 1 < n {
-                    text.push_str(&" ".repeat(pad + 2));
-                }
-            }
-            let _ = writeln!(out, "{}", text.trim_end());
-        };
-        line(&mut out, &self.headers, true);
-        for r in &self.rows {
-            line(&mut out, r, false);
+        for line in t.lines() {
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         if self.rows.is_empty() {
             out.push_str("(none)\n");
         }
         out
     }
-}
-
-fn width(s: &str) -> usize {
-    s.chars().count()
 }
 
 /// `-` for nothing.
@@ -269,5 +296,21 @@ mod tests {
         assert_eq!(t.render(false), "id  status\n1   success\n12  failed\n");
         assert!(t.render(true).contains("\x1b[32msuccess\x1b[0m"));
         assert_eq!(Table::new(&["a"]).render(false), "a\n(none)\n");
+        // Styled cells and wide characters keep the columns aligned.
+        let coloured = t.render(true);
+        let plain: Vec<String> = coloured
+            .lines()
+            .map(|l| anstream::adapter::strip_str(l).to_string())
+            .collect();
+        assert_eq!(plain.join("\n") + "\n", t.render(false));
+        let mut wide = Table::new(&["name", "n"]);
+        wide.row(vec!["東京".into(), "1".into()]);
+        wide.row(vec!["abcd".into(), "2".into()]);
+        assert_eq!(wide.render(false), "name  n\n東京  1\nabcd  2\n");
+        // A short row prints empty cells; the last column has no trailing blanks.
+        let mut short = Table::new(&["a", "b", "c"]);
+        short.row(vec!["x".into()]);
+        short.row(vec!["yy".into(), "z".into(), "w".into()]);
+        assert_eq!(short.render(false), "a   b  c\nx\nyy  z  w\n");
     }
 }

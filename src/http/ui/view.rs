@@ -91,13 +91,12 @@ fn schedule_times(s: &crate::schedule::Schedule, _now: Timestamp) -> Value {
 
 /// `t` as wall time in the IANA zone `zone`: `2026-11-22 19:30 Asia/Shanghai (+08:00)`.
 pub fn in_zone(t: Timestamp, zone: &str) -> String {
-    use time_tz::{timezones, OffsetDateTimeExt};
-    let utc = t.to_offset_datetime();
-    let Some(tz) = timezones::get_by_name(zone) else {
+    let Ok(z) = crate::schedule::Zone::new(zone) else {
         return format!("{t} (UTC)");
     };
-    let local = utc.to_timezone(tz);
-    let off = local.offset();
+    let off =
+        time::UtcOffset::from_whole_seconds(z.offset_seconds_at(t)).unwrap_or(time::UtcOffset::UTC);
+    let local = t.to_offset_datetime().to_offset(off);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02} {zone} ({}{:02}:{:02})",
         local.year(),
