@@ -8,6 +8,7 @@ mod engine;
 mod flex_client;
 #[cfg(feature = "flex")]
 mod flex_gen;
+mod flex_malformed;
 #[cfg(feature = "flex")]
 mod flex_mock;
 #[cfg(feature = "flex")]
