@@ -227,7 +227,10 @@ fn usage_errors_exit_2_and_unknown_rows_exit_1() {
     assert_eq!(init.code, 0);
     assert_eq!(
         init.stdout,
-        "database: <DIR>/runledger.db\nschema version: 6\n"
+        format!(
+            "database: <DIR>/runledger.db\nschema version: {}\n",
+            runledger::known_schema_version()
+        )
     );
 }
 

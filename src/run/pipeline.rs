@@ -489,6 +489,22 @@ impl StageContext<'_> {
         let run_id = self.run_id;
         let checked = raw::check(input)?;
         self.engine
-            .write(|tx| raw::store(tx, run_id, input, &checked, tx.now()))
+            .write(|tx| raw::store(tx, run_id, input, &checked, None, tx.now()))
+    }
+
+    /// Stores a downloaded payload that failed validation or its check, marked rejected
+    /// with the failure's `code` and `reason`, so it is never lost: the stage then fails
+    /// the run with that code (a run holding a rejected record cannot succeed).
+    pub fn store_rejected_raw(
+        &mut self,
+        input: &RawInput<'_>,
+        code: &str,
+        reason: &str,
+    ) -> Result<RawRecord> {
+        let run_id = self.run_id;
+        let checked = raw::check(input)?;
+        let rejection = raw::rejection(code, reason)?;
+        self.engine
+            .write(|tx| raw::store(tx, run_id, input, &checked, Some(&rejection), tx.now()))
     }
 }

@@ -615,7 +615,11 @@ fn v4_rows(conn: &Connection) -> Vec<String> {
             .unwrap();
         let cols: Vec<String> = cols
             .into_iter()
-            .filter(|c| c != "hash" && c != "prev_hash")
+            // Columns added after V4 (V8's raw_records rejection marker is NULL on every
+            // upgraded row).
+            .filter(|c| {
+                !["hash", "prev_hash", "rejected_code", "rejected_reason"].contains(&c.as_str())
+            })
             .collect();
         let mut stmt = conn
             .prepare(&format!(
