@@ -41,8 +41,8 @@ use serde_json::{json, Value};
 
 use super::client::{FlexClient, FlexTransport, Requested, StatementBody, StatementPeriod};
 use super::failure::{FlexError, Result};
-use super::policy::{check, SectionPolicy};
-use super::poll::{Pacer, PollSettings, PollStats, Poller};
+use super::policy::{check_account, check_period, SectionPolicy};
+use super::poll::{Pacer, PollSettings, PollStats, Poller, Wait};
 use super::statement::{scan_bytes, StatementReport};
 use super::{ClientConfig, FetchError, FlexToken, DEFAULT_TOKEN_ENV};
 use crate::clock::Timestamp;
@@ -285,20 +285,39 @@ fn stats_detail(reference: Option<&str>, stats: &PollStats) -> Value {
     v
 }
 
+/// A long wait a stage made: what, when it began, how long it lasted.
+type Waited = (Wait, Timestamp, Duration);
+
+/// Records each long wait of a stage in the run's timeline (an entry `wait` each, before
+/// the stage's own). A failure to write one is not the stage's failure.
+fn record_waits(ctx: &mut StageContext<'_>, stage: &str, waits: &[Waited]) {
+    for (w, began, waited) in waits {
+        let mut detail = serde_json::to_value(w).unwrap_or_else(|_| json!({}));
+        detail["stage"] = json!(stage);
+        detail["waitedMs"] = json!(waited.as_millis() as u64);
+        let _ = ctx.record_wait(w.reason.describe(), *began, *waited, detail);
+    }
+}
+
 fn request_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
     let cfg = &shared.config;
     let mut state = shared.take(ctx.run_id())?;
     let started = cfg.pacer.now();
     state.started = Some(started);
-    let mut poller = Poller::new(
-        &*shared.transport,
-        &cfg.pacer,
-        &cfg.poll,
-        &state.token,
-        started,
-    );
-    let result = poller.send_request(&cfg.query_id, &cfg.period);
-    let stats = poller.stats();
+    let mut waits: Vec<Waited> = Vec::new();
+    let (result, stats) = {
+        let mut poller = Poller::new(
+            &*shared.transport,
+            &cfg.pacer,
+            &cfg.poll,
+            &state.token,
+            started,
+        )
+        .on_waited(|w, began, waited| waits.push((w.clone(), began, waited)));
+        let result = poller.send_request(&cfg.query_id, &cfg.period);
+        (result, poller.stats())
+    };
+    record_waits(ctx, "request", &waits);
     let mut detail = stats_detail(None, &stats);
     detail["queryId"] = json!(cfg.query_id);
     detail["period"] = json!(cfg.period);
@@ -327,15 +346,20 @@ fn poll_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput
     })?;
     let first_reference = requested.reference.clone();
     let started = state.started.unwrap_or_else(|| cfg.pacer.now());
-    let mut poller = Poller::new(
-        &*shared.transport,
-        &cfg.pacer,
-        &cfg.poll,
-        &state.token,
-        started,
-    );
-    let result = poller.poll(requested, &cfg.query_id, &cfg.period);
-    let stats = poller.stats();
+    let mut waits: Vec<Waited> = Vec::new();
+    let (result, stats) = {
+        let mut poller = Poller::new(
+            &*shared.transport,
+            &cfg.pacer,
+            &cfg.poll,
+            &state.token,
+            started,
+        )
+        .on_waited(|w, began, waited| waits.push((w.clone(), began, waited)));
+        let result = poller.poll(requested, &cfg.query_id, &cfg.period);
+        (result, poller.stats())
+    };
+    record_waits(ctx, "poll", &waits);
     let (requested, body) = match result {
         Ok(v) => v,
         Err(e) => return Err(fail(ctx, e, stats_detail(Some(&first_reference), &stats))),
@@ -404,6 +428,39 @@ fn report_json(report: &StatementReport) -> Value {
     })
 }
 
+/// Keeps a statement that failed its validation or check as a raw record marked
+/// rejected (so it is never lost), then fails the stage with that code; the record's id
+/// goes to the detail (`rejectedRawRecordId`) and to `meta_json`.
+fn reject(
+    ctx: &mut StageContext<'_>,
+    state: &RunState,
+    bytes: &[u8],
+    code: &str,
+    message: String,
+    mut detail: Value,
+) -> StageError {
+    let reference = state.requested.as_ref().map(|r| r.reference.as_str());
+    let stored = ctx.store_rejected_raw(
+        &RawInput {
+            source: RAW_SOURCE,
+            upstream_ref: reference,
+            content_type: "application/xml",
+            bytes,
+        },
+        code,
+        &message,
+    );
+    match stored {
+        Ok(record) => {
+            detail["rejectedRawRecordId"] = json!(record.id);
+            detail["sha256"] = json!(record.sha256);
+            let _ = ctx.merge_meta(&json!({"rejectedRawRecordId": record.id}));
+        }
+        Err(e) => detail["rejectedRawStoreError"] = json!(format!("{}: {e}", e.code())),
+    }
+    StageError::fatal(code, message).with_detail(detail)
+}
+
 fn section_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
     let state = shared.take(ctx.run_id())?;
     let bytes = state
@@ -412,9 +469,14 @@ fn section_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOut
         .ok_or_else(|| StageError::fatal("FLEX_STATE_LOST", "no statement bytes"))?;
     let report = match scan_bytes(bytes) {
         Ok(r) => r,
-        Err(e) => return Err(fail(ctx, e.into(), json!({"bytes": bytes.len()}))),
+        Err(e) => {
+            let detail = json!({"bytes": bytes.len()});
+            return Err(reject(ctx, &state, bytes, e.code(), e.to_string(), detail));
+        }
     };
-    let outcome = check(&report, &shared.config.policy);
+    let account = ctx.account_id().map(str::to_string);
+    let policy = &shared.config.policy;
+    let outcome = check_account(&report, policy, account.as_deref());
     let mut detail = report_json(&report);
     let warnings: Vec<String> = outcome
         .missing_reconcile
@@ -424,25 +486,41 @@ fn section_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOut
     detail["warnings"] = json!(warnings);
     detail["missingRequired"] = json!(outcome.missing_required);
     detail["emptyRequired"] = json!(outcome.empty_required);
+    let unknown = policy.unknown_sections();
+    if !unknown.is_empty() {
+        detail["unknownSections"] = json!(unknown);
+    }
     if !warnings.is_empty() {
         ctx.merge_meta(&json!({"sectionWarnings": warnings}))
             .map_err(db)?;
     }
-    if let Some(account) = ctx.account_id() {
+    if let Some(account) = &account {
         let present = report
             .statements
             .iter()
             .any(|s| s.account_id.as_deref() == Some(account));
         if !present {
-            return Err(StageError::fatal(
+            let message = format!("the statement holds no FlexStatement for account {account}");
+            return Err(reject(
+                ctx,
+                &state,
+                bytes,
                 "FLEX_ACCOUNT_NOT_IN_STATEMENT",
-                format!("the statement holds no FlexStatement for account {account}"),
-            )
-            .with_detail(detail));
+                message,
+                detail,
+            ));
+        }
+    }
+    match check_period(&report, &shared.config.period, account.as_deref()) {
+        Ok(unchecked) if !unchecked.is_empty() => detail["periodUnchecked"] = json!(unchecked),
+        Ok(_) => {}
+        Err(e) => {
+            detail["requestedPeriod"] = json!(shared.config.period);
+            return Err(reject(ctx, &state, bytes, e.code(), e.to_string(), detail));
         }
     }
     if let Err(e) = outcome.into_result() {
-        return Err(StageError::from(e).with_detail(detail));
+        return Err(reject(ctx, &state, bytes, e.code(), e.to_string(), detail));
     }
     shared.put(ctx.run_id(), state);
     Ok(StageOutput::with_detail(detail))

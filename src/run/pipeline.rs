@@ -492,6 +492,29 @@ impl StageContext<'_> {
             .write(|tx| raw::store(tx, run_id, input, &checked, None, tx.now()))
     }
 
+    /// Records in the run's timeline a wait this stage made (a back-off, a retry delay):
+    /// a closed entry with stage `wait`, the wait's `reason` as its message, its start and
+    /// actual duration, and `detail` (which stage waited, why, for how long it planned to).
+    /// It goes just before this stage's own (still open) entry.
+    pub fn record_wait(
+        &mut self,
+        reason: &str,
+        started_at: Timestamp,
+        waited: Duration,
+        detail: Value,
+    ) -> Result<()> {
+        use super::timeline::{StageKind, StageStatus, TimelineEntry};
+        let end = started_at + waited;
+        let mut entry = TimelineEntry::started("wait", StageKind::Runner, self.attempt, started_at)
+            .close(StageStatus::Success, end)
+            .with_detail(Some(detail));
+        entry.message = Some(reason.to_string());
+        let run_id = self.run_id;
+        self.engine.write(|tx| {
+            crate::storage::ingest_runs::insert_before_open_entry(tx, run_id, &entry).map(|_| ())
+        })
+    }
+
     /// Stores a downloaded payload that failed validation or its check, marked rejected
     /// with the failure's `code` and `reason`, so it is never lost: the stage then fails
     /// the run with that code (a run holding a rejected record cannot succeed).

@@ -113,6 +113,13 @@ const REPLACE_LAST_ENTRY: &str = "update ingest_runs
     set timeline = json_set(timeline, '$[#-1]', json(:entry))
     where id = :id and status = 'started' and json_array_length(timeline) > 0";
 
+// The open (last) entry stays last: `entry` takes its place and it is appended again (the
+// column references read the row as it was before the update).
+const INSERT_BEFORE_OPEN_ENTRY: &str = "update ingest_runs
+    set timeline = json_insert(json_set(timeline, '$[#-1]', json(:entry)),
+                               '$[#]', json(json_extract(timeline, '$[#-1]')))
+    where id = :id and status = 'started' and json_array_length(timeline) > 0";
+
 const RENEW_LEASE: &str = "update ingest_runs set lease_expires_at = :lease
     where id = :id and status = 'started'";
 
@@ -293,6 +300,19 @@ pub(crate) fn append_entry(tx: &Connection, id: i64, entry: &TimelineEntry) -> R
 pub(crate) fn close_last_entry(tx: &Connection, id: i64, entry: &TimelineEntry) -> Result<bool> {
     let n = tx
         .prepare_cached(REPLACE_LAST_ENTRY)?
+        .execute(named_params! {":id": id, ":entry": entry.to_json()})?;
+    Ok(n == 1)
+}
+
+/// Inserts a closed `entry` (a wait a stage made) just before a started run's open entry;
+/// `false` if the run is no longer started.
+pub(crate) fn insert_before_open_entry(
+    tx: &Connection,
+    id: i64,
+    entry: &TimelineEntry,
+) -> Result<bool> {
+    let n = tx
+        .prepare_cached(INSERT_BEFORE_OPEN_ENTRY)?
         .execute(named_params! {":id": id, ":entry": entry.to_json()})?;
     Ok(n == 1)
 }
