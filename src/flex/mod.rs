@@ -49,7 +49,9 @@ pub use policy::{
     check, check_account, check_period, is_known_section, parse_section_names, Missing,
     MissingSection, PolicyPreset, RequireRows, SectionCheck, SectionPolicy, KNOWN_SECTIONS,
 };
-pub use poll::{Pacer, PollSettings, RateLimiter, RateLimits, Wait, WaitObserver, WaitReason};
+pub use poll::{
+    Pacer, PollSettings, RateLimiter, RateLimits, Wait, WaitObserver, WaitPhase, WaitReason,
+};
 pub use statement::{
     scan, scan_bytes, scan_with, RootType, ScanLimits, SectionCount, StatementInfo, StatementReport,
 };

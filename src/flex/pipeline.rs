@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 use super::client::{FlexClient, FlexTransport, Requested, StatementBody, StatementPeriod};
 use super::failure::{FlexError, Result};
 use super::policy::{check_account, check_period, SectionPolicy};
-use super::poll::{Pacer, PollSettings, PollStats, Poller, Wait};
+use super::poll::{Pacer, PollSettings, PollStats, Poller, Wait, WaitPhase};
 use super::statement::{scan_bytes, StatementReport};
 use super::{ClientConfig, FetchError, FlexToken, DEFAULT_TOKEN_ENV};
 use crate::clock::Timestamp;
@@ -285,17 +285,40 @@ fn stats_detail(reference: Option<&str>, stats: &PollStats) -> Value {
     v
 }
 
-/// A long wait a stage made: what, when it began, how long it lasted.
-type Waited = (Wait, Timestamp, Duration);
+/// The long waits of a stage, shown live in its open timeline entry and kept in its
+/// final detail (`waits`: reason, code, planned and waited ms, start).
+#[derive(Default)]
+struct Waits(Vec<Value>);
 
-/// Records each long wait of a stage in the run's timeline (an entry `wait` each, before
-/// the stage's own). A failure to write one is not the stage's failure.
-fn record_waits(ctx: &mut StageContext<'_>, stage: &str, waits: &[Waited]) {
-    for (w, began, waited) in waits {
-        let mut detail = serde_json::to_value(w).unwrap_or_else(|_| json!({}));
-        detail["stage"] = json!(stage);
-        detail["waitedMs"] = json!(waited.as_millis() as u64);
-        let _ = ctx.record_wait(w.reason.describe(), *began, *waited, detail);
+impl Waits {
+    /// Records one phase of a wait; while it lasts, the stage's open entry says what it
+    /// waits for (message and `detail.waiting`). A failed write is not the stage's failure.
+    fn note(&mut self, ctx: &mut StageContext<'_>, w: &Wait, phase: WaitPhase) {
+        let mut v = serde_json::to_value(w).unwrap_or_else(|_| json!({}));
+        match phase {
+            WaitPhase::Begins(at) => {
+                v["startedAt"] = json!(at);
+                let message = format!(
+                    "waiting {}s: {}",
+                    w.planned.as_secs_f64().round(),
+                    w.reason.describe()
+                );
+                let _ = ctx.annotate(Some(&message), &json!({"waiting": v, "waits": self.0}));
+            }
+            WaitPhase::Ended { began, waited } => {
+                v["startedAt"] = json!(began);
+                v["waitedMs"] = json!(waited.as_millis() as u64);
+                self.0.push(v);
+                let _ = ctx.annotate(None, &json!({"waits": self.0}));
+            }
+        }
+    }
+
+    /// Adds `waits` to a stage's detail when there were any.
+    fn into_detail(self, detail: &mut Value) {
+        if !self.0.is_empty() {
+            detail["waits"] = Value::Array(self.0);
+        }
     }
 }
 
@@ -304,7 +327,7 @@ fn request_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOut
     let mut state = shared.take(ctx.run_id())?;
     let started = cfg.pacer.now();
     state.started = Some(started);
-    let mut waits: Vec<Waited> = Vec::new();
+    let mut waits = Waits::default();
     let (result, stats) = {
         let mut poller = Poller::new(
             &*shared.transport,
@@ -313,12 +336,12 @@ fn request_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOut
             &state.token,
             started,
         )
-        .on_waited(|w, began, waited| waits.push((w.clone(), began, waited)));
+        .on_wait(|w, phase| waits.note(ctx, w, phase));
         let result = poller.send_request(&cfg.query_id, &cfg.period);
         (result, poller.stats())
     };
-    record_waits(ctx, "request", &waits);
     let mut detail = stats_detail(None, &stats);
+    waits.into_detail(&mut detail);
     detail["queryId"] = json!(cfg.query_id);
     detail["period"] = json!(cfg.period);
     detail["url"] = json!(shared.transport.shown_url("SendRequest"));
@@ -346,7 +369,7 @@ fn poll_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput
     })?;
     let first_reference = requested.reference.clone();
     let started = state.started.unwrap_or_else(|| cfg.pacer.now());
-    let mut waits: Vec<Waited> = Vec::new();
+    let mut waits = Waits::default();
     let (result, stats) = {
         let mut poller = Poller::new(
             &*shared.transport,
@@ -355,16 +378,20 @@ fn poll_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput
             &state.token,
             started,
         )
-        .on_waited(|w, began, waited| waits.push((w.clone(), began, waited)));
+        .on_wait(|w, phase| waits.note(ctx, w, phase));
         let result = poller.poll(requested, &cfg.query_id, &cfg.period);
         (result, poller.stats())
     };
-    record_waits(ctx, "poll", &waits);
     let (requested, body) = match result {
         Ok(v) => v,
-        Err(e) => return Err(fail(ctx, e, stats_detail(Some(&first_reference), &stats))),
+        Err(e) => {
+            let mut detail = stats_detail(Some(&first_reference), &stats);
+            waits.into_detail(&mut detail);
+            return Err(fail(ctx, e, detail));
+        }
     };
     let mut detail = stats_detail(Some(&requested.reference), &stats);
+    waits.into_detail(&mut detail);
     detail["url"] = json!(shared.transport.shown_url("GetStatement"));
     if requested.reference != first_reference {
         detail["firstReferenceCode"] = json!(first_reference);

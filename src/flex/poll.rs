@@ -368,16 +368,29 @@ pub struct Poller<'a> {
     transient_used: u32,
     throttle_used: u32,
     stats: PollStats,
-    on_waited: Option<Box<dyn FnMut(&Wait, Timestamp, Duration) + 'a>>,
+    on_wait: Option<Box<dyn FnMut(&Wait, WaitPhase) + 'a>>,
+}
+
+/// Where a [`Poller`]'s long wait is, for [`Poller::on_wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitPhase {
+    /// It begins now, at this instant.
+    Begins(Timestamp),
+    /// It began at `began` and lasted `waited` (shorter than planned when interrupted).
+    Ended {
+        /// When it began.
+        began: Timestamp,
+        /// How long it lasted.
+        waited: Duration,
+    },
 }
 
 impl<'a> Poller<'a> {
-    /// This poller, calling `f(wait, began, waited)` after each long wait (throttle
-    /// back-off, transient retry delay, a rate-limit wait of 5 s or more) with when it
-    /// began and how long it lasted (shorter when interrupted): the pipeline records each
-    /// in the run's timeline.
-    pub fn on_waited(mut self, f: impl FnMut(&Wait, Timestamp, Duration) + 'a) -> Self {
-        self.on_waited = Some(Box::new(f));
+    /// This poller, calling `f` when each long wait (throttle back-off, transient retry
+    /// delay, a rate-limit wait of 5 s or more) begins and when it ends: the pipeline shows
+    /// it in the stage's timeline entry.
+    pub fn on_wait(mut self, f: impl FnMut(&Wait, WaitPhase) + 'a) -> Self {
+        self.on_wait = Some(Box::new(f));
         self
     }
 
@@ -398,7 +411,7 @@ impl<'a> Poller<'a> {
             transient_used: 0,
             throttle_used: 0,
             stats: PollStats::default(),
-            on_waited: None,
+            on_wait: None,
         }
     }
 
@@ -421,12 +434,15 @@ impl<'a> Poller<'a> {
         let began = self.pacer.now();
         if let Some(w) = &long {
             self.pacer.observe(w);
+            if let Some(f) = self.on_wait.as_mut() {
+                f(w, WaitPhase::Begins(began));
+            }
         }
         self.pacer.sleep(d);
         let waited = Duration::from_millis(self.pacer.now().millis_since(began).max(0) as u64);
         self.stats.waited_ms += d.as_millis() as u64;
-        if let (Some(w), Some(f)) = (&long, self.on_waited.as_mut()) {
-            f(w, began, waited);
+        if let (Some(w), Some(f)) = (&long, self.on_wait.as_mut()) {
+            f(w, WaitPhase::Ended { began, waited });
         }
         self.check_interrupt(long.as_ref().map(|w| w.reason))?;
         Ok(true)
@@ -456,8 +472,8 @@ impl<'a> Poller<'a> {
                 code: None,
                 retry: 0,
             };
-            if let Some(f) = self.on_waited.as_mut() {
-                f(&w, began, waited);
+            if let Some(f) = self.on_wait.as_mut() {
+                f(&w, WaitPhase::Ended { began, waited });
             }
         }
         self.check_interrupt(Some(WaitReason::RateLimit))

@@ -492,26 +492,14 @@ impl StageContext<'_> {
             .write(|tx| raw::store(tx, run_id, input, &checked, None, tx.now()))
     }
 
-    /// Records in the run's timeline a wait this stage made (a back-off, a retry delay):
-    /// a closed entry with stage `wait`, the wait's `reason` as its message, its start and
-    /// actual duration, and `detail` (which stage waited, why, for how long it planned to).
-    /// It goes just before this stage's own (still open) entry.
-    pub fn record_wait(
-        &mut self,
-        reason: &str,
-        started_at: Timestamp,
-        waited: Duration,
-        detail: Value,
-    ) -> Result<()> {
-        use super::timeline::{StageKind, StageStatus, TimelineEntry};
-        let end = started_at + waited;
-        let mut entry = TimelineEntry::started("wait", StageKind::Runner, self.attempt, started_at)
-            .close(StageStatus::Success, end)
-            .with_detail(Some(detail));
-        entry.message = Some(reason.to_string());
+    /// Sets the message and detail of this stage's own timeline entry while it is still
+    /// open (what it is waiting for, live: a progress display or the UI reads it). The
+    /// entry's final detail is still what the stage returns.
+    pub fn annotate(&mut self, message: Option<&str>, detail: &Value) -> Result<()> {
         let run_id = self.run_id;
         self.engine.write(|tx| {
-            crate::storage::ingest_runs::insert_before_open_entry(tx, run_id, &entry).map(|_| ())
+            crate::storage::ingest_runs::annotate_open_entry(tx, run_id, message, detail)
+                .map(|_| ())
         })
     }
 

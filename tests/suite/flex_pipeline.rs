@@ -690,3 +690,108 @@ fn stages_merge_meta_but_never_the_orchestrators_keys() {
     assert!(!run.meta.contains_key("n"));
     assert_eq!(run.meta["scope"], "targets");
 }
+
+#[test]
+fn long_waits_leave_their_reason_and_duration_in_the_timeline() {
+    let (run, _mock, _) = run_script(
+        vec![
+            Reply::fail(1009),
+            Reply::accepted(),
+            Reply::fixture("envelope_throttled_1018.xml"),
+            Reply::fixture("activity_ok.xml"),
+        ],
+        |_| {},
+    );
+    assert_eq!(run.status, RunStatus::Success, "{run:?}");
+    let entry = |stage: &str| run.timeline.iter().find(|e| e.stage == stage).unwrap();
+    // The transient retry of SendRequest, in the request stage's entry.
+    let waits = &entry("request").detail.as_ref().unwrap()["waits"];
+    assert_eq!(waits.as_array().unwrap().len(), 1, "{waits}");
+    assert_eq!(waits[0]["reason"], "transient");
+    assert_eq!(waits[0]["code"], "FLEX_1009");
+    assert_eq!(waits[0]["retry"], 1);
+    assert_eq!(waits[0]["plannedMs"], 10_000);
+    assert_eq!(waits[0]["waitedMs"], 10_000);
+    // The 60 s throttle back-off, in the poll stage's entry.
+    let waits = &entry("poll").detail.as_ref().unwrap()["waits"];
+    assert_eq!(waits.as_array().unwrap().len(), 1, "{waits}");
+    assert_eq!(waits[0]["reason"], "throttled");
+    assert_eq!(waits[0]["code"], "FLEX_1018");
+    assert_eq!(waits[0]["plannedMs"], 60_000);
+    assert_eq!(waits[0]["waitedMs"], 60_000);
+    assert!(waits[0]["startedAt"].is_string());
+}
+
+#[test]
+fn a_wait_in_progress_shows_in_the_open_timeline_entry_and_an_interrupt_ends_the_run_at_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (engine, clock) = mem_engine();
+    let mock = MockFlex::start(
+        &clock,
+        vec![
+            Reply::fixture("envelope_throttled_1018.xml"),
+            Reply::accepted(),
+            Reply::fixture("activity_ok.xml"),
+        ],
+    );
+    let mut cfg = config(&mock, &clock);
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let seen_open: Arc<Mutex<Option<runledger::run::TimelineEntry>>> = Arc::default();
+    let announced: Arc<Mutex<Vec<flex::Wait>>> = Arc::default();
+    let (c, flag, probe, db, ann) = (
+        clock.clone(),
+        interrupt.clone(),
+        seen_open.clone(),
+        engine.clone(),
+        announced.clone(),
+    );
+    // The sleeper plays the operator: 20 s into the back-off it reads the run's open
+    // entry, then presses Ctrl-C.
+    let slept = Arc::new(Mutex::new(Duration::ZERO));
+    let fired = Arc::new(AtomicBool::new(false));
+    cfg.pacer = Pacer::new(
+        clock.clone(),
+        move |d| {
+            c.advance(d);
+            let mut total = slept.lock().unwrap();
+            *total += d;
+            if *total >= secs(20) && !fired.swap(true, Ordering::SeqCst) {
+                let run = db.runs().list(&Default::default()).unwrap().remove(0);
+                *probe.lock().unwrap() = run.timeline.last().cloned();
+                flag.store(true, Ordering::SeqCst);
+            }
+        },
+        RateLimits::default(),
+    )
+    .with_interrupt(interrupt.clone())
+    .observe_waits(move |w| ann.lock().unwrap().push(w.clone()));
+    let run = flex::run_once(&engine, &cfg, None).unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.error_code.as_deref(), Some("INTERRUPTED"));
+    assert!(run.duration_ms.unwrap() < 21_000, "{:?}", run.duration_ms);
+    let open = seen_open
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("seen during the wait");
+    assert_eq!(open.stage, "request");
+    assert_eq!(
+        open.message.as_deref(),
+        Some("waiting 60s: throttled by IB (1018): backing off")
+    );
+    assert_eq!(open.detail.unwrap()["waiting"]["reason"], "throttled");
+    assert_eq!(
+        announced.lock().unwrap()[0].reason,
+        flex::WaitReason::Throttled
+    );
+    let failed = run.timeline.last().unwrap();
+    assert_eq!(failed.error_code.as_deref(), Some("INTERRUPTED"));
+    assert_eq!(
+        failed.detail.as_ref().unwrap()["waits"][0]["waitedMs"],
+        20_000
+    );
+    // The lock is free and the token gone with the run's state: a retry runs at once.
+    interrupt.store(false, Ordering::SeqCst);
+    let retry = flex::run_once(&engine, &cfg, None).unwrap();
+    assert_eq!(retry.status, RunStatus::Success, "{retry:?}");
+}
