@@ -809,10 +809,8 @@ fn script_mock(replies: Vec<Vec<u8>>) -> String {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let base = format!("http://{}/FlexWebService", server.server_addr());
     std::thread::spawn(move || {
-        let mut i = 0;
-        for req in server.incoming_requests() {
+        for (i, req) in server.incoming_requests().enumerate() {
             let body = replies[i.min(replies.len() - 1)].clone();
-            i += 1;
             let _ = req.respond(tiny_http::Response::from_data(body));
         }
     });

@@ -5,9 +5,9 @@
 //! |---|---|---|---|
 //! | `token` (gate) | resolves the token (env var or host), refuses one IB already declared expired | `tokenSource`, `tokenFingerprint` | `FLEX_TOKEN_MISSING`, `FLEX_TOKEN_INVALID`, `FLEX_TOKEN_EXPIRED` |
 //! | `request` | SendRequest (transient and 1018 retries) | `queryId`, `period`, redacted `url`, `referenceCode`, request counts | `FLEX_10xx`, `FLEX_CONNECT`, ... |
-//! | `poll` | GetStatement until the statement comes ([`poll`](super::poll)) | `referenceCode`, `polls`, `notReady`, waits | `FLEX_POLL_TIMEOUT`, `FLEX_10xx`, ... |
+//! | `poll` | GetStatement until the statement comes ([`poll`](super::poll)) | `referenceCode`, `polls`, `notReady`, waits | `FLEX_POLL_TIMEOUT`, `FLEX_10xx`, `INTERRUPTED`, ... |
 //! | `download` | reads the body under the size cap | `bytes`, `sha256` | `FLEX_BODY_TOO_LARGE`, `FLEX_BODY_TRUNCATED`, `FLEX_TIMEOUT` |
-//! | `section_preflight` | scans the statement, checks the [`SectionPolicy`] | the section report, `warnings` | `MISSING_REQUIRED_SECTION`, `FLEX_TRUNCATED`, `FLEX_COUNT_MISMATCH`, `FLEX_ACCOUNT_NOT_IN_STATEMENT`, ... |
+//! | `section_preflight` | scans the statement; checks the account, the requested period and the [`SectionPolicy`] (for the run's account only, when it has one); a statement that fails any of these is kept as a raw record marked rejected | the section report, `warnings`, `unknownSections`, `rejectedRawRecordId` | `MISSING_REQUIRED_SECTION`, `FLEX_MALFORMED_XML`, `FLEX_TRUNCATED`, `FLEX_COUNT_MISMATCH`, `FLEX_ACCOUNT_NOT_IN_STATEMENT`, `FLEX_PERIOD_MISMATCH`, ... |
 //! | `persist` | stores the statement as a raw record (`source` `ib_flex`) | `rawRecordId`, `sha256`, `bytes` | database errors |
 //!
 //! The run is marked success only after `persist`, so a successful run always has its

@@ -368,8 +368,11 @@ pub struct Poller<'a> {
     transient_used: u32,
     throttle_used: u32,
     stats: PollStats,
-    on_wait: Option<Box<dyn FnMut(&Wait, WaitPhase) + 'a>>,
+    on_wait: Option<OnWait<'a>>,
 }
+
+/// What [`Poller::on_wait`] stores.
+type OnWait<'a> = Box<dyn FnMut(&Wait, WaitPhase) + 'a>;
 
 /// Where a [`Poller`]'s long wait is, for [`Poller::on_wait`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -301,13 +301,24 @@ impl<'a> Runs<'a> {
                 }
             }
         }
-        let end = Finish {
-            status: RunStatus::Success,
-            error: None,
-            meta: json!({}),
-        };
-        self.engine
-            .write(|tx| store::finish(tx, run_id, &end, tx.now()))?;
+        // A run that kept a payload rejected failed its check, whatever its stages said.
+        let last = p.runners.last().map_or("", |(n, _)| n.as_str());
+        self.engine.write(|tx| {
+            let rejection = raw::rejection_of_run(tx, run_id)?;
+            let end = match &rejection {
+                None => Finish {
+                    status: RunStatus::Success,
+                    error: None,
+                    meta: json!({}),
+                },
+                Some(r) => Finish {
+                    status: RunStatus::Failed,
+                    error: Some((&r.code, &r.reason)),
+                    meta: json!({"errorCode": r.code, "failedStage": last}),
+                },
+            };
+            store::finish(tx, run_id, &end, tx.now())
+        })?;
         Ok(())
     }
 

@@ -127,6 +127,12 @@ pub(crate) fn record(conn: &Connection, id: i64) -> Result<RawRecord> {
     raw::record(conn, id)
 }
 
+/// The first rejection among the records of run `run_id`: a run holding one ends failed
+/// with its code, never success (V8 refuses that in SQL too).
+pub(crate) fn rejection_of_run(conn: &Connection, run_id: i64) -> Result<Option<Rejection>> {
+    raw::rejection_of_run(conn, run_id)
+}
+
 /// The records `filter` selects, newest first (`limit` checked: 1..=1000).
 pub(crate) fn list(conn: &Connection, filter: &RawFilter) -> Result<Vec<RawRecord>> {
     if !(1..=1000).contains(&filter.limit) {

@@ -109,6 +109,9 @@ pub(super) const RECORDS_OF_RUN: &str = concat!(
 
 const PAYLOAD: &str = "select payload from raw_payloads where sha256 = :sha";
 
+const REJECTION_OF_RUN: &str = "select rejected_code, rejected_reason from raw_records
+     where run_id = :run_id and rejected_code is not null order by id limit 1";
+
 // Retention (after the runs were deleted, in the same transaction; the triggers allow each
 // step only after the previous one): the records of the deleted runs, then payloads that no
 // record references.
@@ -189,6 +192,21 @@ pub(crate) fn record(conn: &Connection, id: i64) -> Result<RawRecord> {
         .query_row(named_params! {":id": id}, record_from_row)
         .optional()?
         .ok_or_else(|| Error::not_found("raw record", id))
+}
+
+/// The first rejection among the records of run `run_id`, if any.
+pub(crate) fn rejection_of_run(conn: &Connection, run_id: i64) -> Result<Option<Rejection>> {
+    Ok(conn
+        .prepare_cached(REJECTION_OF_RUN)?
+        .query_row(named_params! {":run_id": run_id}, |r| {
+            Ok(Rejection {
+                code: r.get("rejected_code")?,
+                reason: r
+                    .get::<_, Option<String>>("rejected_reason")?
+                    .unwrap_or_default(),
+            })
+        })
+        .optional()?)
 }
 
 /// The records `filter` selects, newest first.

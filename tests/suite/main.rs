@@ -18,6 +18,7 @@ mod flex_pipeline;
 #[cfg(feature = "http")]
 mod http;
 mod jobs;
+mod raw_rejected;
 mod reliability;
 mod reliability_contention;
 mod reliability_crash;
