@@ -795,3 +795,135 @@ fn a_wait_in_progress_shows_in_the_open_timeline_entry_and_an_interrupt_ends_the
     let retry = flex::run_once(&engine, &cfg, None).unwrap();
     assert_eq!(retry.status, RunStatus::Success, "{retry:?}");
 }
+
+/// Runs `statement` once for `account` with `tweak`ed settings.
+fn run_statement(
+    statement: &str,
+    account: Option<&str>,
+    tweak: impl FnOnce(&mut FlexConfig),
+) -> (Run, Engine) {
+    let (engine, clock) = mem_engine();
+    let mock = MockFlex::start(&clock, vec![Reply::accepted(), Reply::fixture(statement)]);
+    let mut cfg = config(&mock, &clock);
+    tweak(&mut cfg);
+    let run = flex::run_once(&engine, &cfg, account).unwrap();
+    (run, engine)
+}
+
+#[test]
+fn the_account_restricts_the_section_check_to_that_account() {
+    // multi_account.xml: U9000002 lacks OpenPositions, U9000001 has every section.
+    let (all, _) = run_statement("multi_account.xml", None, |_| {});
+    assert_eq!(all.error_code.as_deref(), Some("MISSING_REQUIRED_SECTION"));
+    let (u1, _) = run_statement("multi_account.xml", Some("U9000001"), |_| {});
+    assert_eq!(u1.status, RunStatus::Success, "{u1:?}");
+    let (u2, engine) = run_statement("multi_account.xml", Some("U9000002"), |_| {});
+    assert_eq!(
+        u2.error_message.as_deref(),
+        Some("missing required sections: U9000002: OpenPositions")
+    );
+    assert!(engine.runs().raw_records(u2.id).unwrap()[0]
+        .rejected
+        .is_some());
+    let (absent, engine) = run_statement("multi_account.xml", Some("U7"), |_| {});
+    assert_eq!(
+        absent.error_code.as_deref(),
+        Some("FLEX_ACCOUNT_NOT_IN_STATEMENT")
+    );
+    assert_eq!(
+        engine.runs().raw_records(absent.id).unwrap()[0]
+            .rejected
+            .as_ref()
+            .unwrap()
+            .code,
+        "FLEX_ACCOUNT_NOT_IN_STATEMENT"
+    );
+}
+
+#[test]
+fn the_returned_period_is_compared_with_the_requested_one() {
+    // activity_ok.xml covers 20261120..20261120.
+    let (same, _) = run_statement("activity_ok.xml", None, |c| {
+        c.period = StatementPeriod::range("20261120", "20261120").unwrap()
+    });
+    assert_eq!(same.status, RunStatus::Success, "{same:?}");
+    let (other, engine) = run_statement("activity_ok.xml", None, |c| {
+        c.period = StatementPeriod::range("20261101", "20261120").unwrap()
+    });
+    assert_eq!(other.error_code.as_deref(), Some("FLEX_PERIOD_MISMATCH"));
+    assert_eq!(
+        other.error_message.as_deref(),
+        Some("the statement for U9000001 covers 20261120..20261120, but 20261101..20261120 was requested")
+    );
+    let records = engine.runs().raw_records(other.id).unwrap();
+    assert_eq!(
+        records[0].rejected.as_ref().unwrap().code,
+        "FLEX_PERIOD_MISMATCH"
+    );
+    // The query's own dates are not compared.
+    let (own, _) = run_statement("activity_ok.xml", None, |_| {});
+    assert_eq!(own.status, RunStatus::Success);
+}
+
+#[test]
+fn the_period_check_reads_both_iso_and_compact_dates_and_notes_other_formats() {
+    let xml = |from: &str, to: &str| {
+        format!(
+            "<FlexQueryResponse type=\"AF\"><FlexStatements count=\"1\"><FlexStatement accountId=\"U1\" fromDate=\"{from}\" toDate=\"{to}\"/></FlexStatements></FlexQueryResponse>"
+        )
+    };
+    let want = StatementPeriod::range("20261101", "20261130").unwrap();
+    let report = |from, to| flex::scan_bytes(xml(from, to).as_bytes()).unwrap();
+    assert!(
+        flex::check_period(&report("20261101", "20261130"), &want, None)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        flex::check_period(&report("2026-11-01", "2026-11-30"), &want, None)
+            .unwrap()
+            .is_empty()
+    );
+    let e = flex::check_period(&report("2026-11-02", "2026-11-30"), &want, None).unwrap_err();
+    assert_eq!(e.code(), "FLEX_PERIOD_MISMATCH");
+    assert_eq!(
+        flex::check_period(&report("11/01/2026", "11/30/2026"), &want, None).unwrap(),
+        ["U1"]
+    );
+    // Another account's statement is not looked at.
+    assert!(
+        flex::check_period(&report("20200101", "20200101"), &want, Some("U2"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn section_names_are_trimmed_empty_ones_refused_and_unknown_ones_flagged() {
+    use runledger::flex::{PolicyPreset, SectionPolicy};
+    let p = SectionPolicy::from_parts(
+        Some(PolicyPreset::None),
+        Some(&[" Trades ", "Trade", "Trades"][..]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(p.required, ["Trades", "Trade"]);
+    assert!(p.reconcile.is_empty());
+    assert_eq!(p.unknown_sections(), ["Trade"]);
+    let e = SectionPolicy::from_parts(None, Some(&["Trades", " "][..]), None).unwrap_err();
+    assert_eq!(e.code(), "INVALID_INPUT");
+    assert!(e.to_string().contains("section name 2 is empty"), "{e}");
+    assert_eq!(
+        SectionPolicy::from_parts::<&str>(None, None, None).unwrap(),
+        SectionPolicy::activity()
+    );
+    assert_eq!(
+        SectionPolicy::from_parts(None, None, Some(&["ChangeInNAV"][..]))
+            .unwrap()
+            .required,
+        Vec::<String>::new()
+    );
+    assert!("strict".parse::<PolicyPreset>().is_err());
+    // Every name the activity preset uses is one of IB's.
+    assert!(SectionPolicy::activity().unknown_sections().is_empty());
+}
