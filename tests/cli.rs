@@ -1042,3 +1042,31 @@ fn ctrl_c_during_a_throttled_flex_run_ends_it_interrupted_and_frees_the_lock() {
     assert_eq!(retry.code, 0, "{}\n{}", retry.stdout, retry.stderr);
     assert!(retry.stdout.contains("success"), "{}", retry.stdout);
 }
+
+#[cfg(unix)]
+#[test]
+fn sigterm_during_a_throttled_flex_run_ends_it_interrupted_too() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let base = script_mock(vec![THROTTLED.as_bytes().to_vec()]);
+    let mut child = flex_run(dir.path(), &base, &["--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("waiting 60s"), "{line}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    drop(stderr);
+    let engine = Engine::open(dir.path().join("runledger.db")).unwrap();
+    let run = engine.runs().list(&Default::default()).unwrap().remove(0);
+    assert_eq!(run.error_code.as_deref(), Some("INTERRUPTED"));
+    assert!(run.finished_at.is_some(), "the lock is released");
+}

@@ -3,7 +3,7 @@
 //! Service pipeline (`runledger::flex::run_once`), its timeline printed.
 
 use std::fs::File;
-use std::io::{BufReader, IsTerminal};
+use std::io::{BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -146,7 +146,11 @@ fn run(db: &Path, out: Out, args: RunArgs) -> CliResult {
             if flag.swap(true, Ordering::SeqCst) {
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
-            eprintln!("\ninterrupted: ending the run (Ctrl-C again to quit at once)");
+            // Never a panic from a closed stderr inside the signal handler's thread.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\ninterrupted: ending the run (Ctrl-C again to quit at once)"
+            );
         });
     }
     let live = !out.json && !args.quiet && std::io::stderr().is_terminal();
@@ -159,7 +163,7 @@ fn run(db: &Path, out: Out, args: RunArgs) -> CliResult {
                 *shown.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some((w.clone(), SystemClock.now()));
             } else {
-                eprintln!("flex run: {}", describe_wait(w));
+                let _ = writeln!(std::io::stderr(), "flex run: {}", describe_wait(w));
             }
         });
     let progress = live.then(|| Progress::start(db, current));
