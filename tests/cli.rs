@@ -944,6 +944,14 @@ fn flex_run_keeps_a_malformed_statement_as_a_rejected_raw_record_not_flex_not_xm
         run["rawRecords"][0]["rejected"]["code"],
         "FLEX_MALFORMED_XML"
     );
+    let shown = rl(dir.path(), &["runs", "show", &run_id.to_string()]);
+    assert!(
+        shown
+            .stdout
+            .contains("raw 1 rejected [FLEX_MALFORMED_XML]: malformed flex xml at byte "),
+        "{}",
+        shown.stdout
+    );
     let of_run = rl(
         dir.path(),
         &["--json", "raw", "list", "--run", &run_id.to_string()],

@@ -100,6 +100,11 @@ pub fn runs(engine: &Engine, out: Out, cmd: RunsCmd) -> CliResult {
                         ]);
                     }
                     print!("{}", t.render(out.color));
+                    for r in &raw {
+                        if let Some(x) = &r.rejected {
+                            println!("raw {} rejected [{}]: {}", r.id, x.code, x.reason);
+                        }
+                    }
                 }
             }
         }
