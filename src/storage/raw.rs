@@ -42,7 +42,7 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// Which raw records [`list`] returns, newest first.
+/// Which raw records [`Runs::raw_list`](crate::Runs::raw_list) returns, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawFilter {
     /// Only the records of this run.
