@@ -300,7 +300,10 @@ fn usage_errors_exit_2_and_unknown_rows_exit_1() {
     assert_eq!(init.code, 0);
     assert_eq!(
         init.stdout,
-        "database: <DIR>/runledger.db\nschema version: 9\n"
+        format!(
+            "database: <DIR>/runledger.db\nschema version: {}\n",
+            runledger::known_schema_version()
+        )
     );
 }
 
@@ -1313,4 +1316,281 @@ fn regression_a_closed_stdout_made_the_cli_panic() {
             "{args:?}: {stderr}"
         );
     }
+
+// ---------- Flex for real statements (issue 14) ----------
+
+/// A loopback Flex mock answering requests from a script, one reply each (the last one
+/// repeats); returns its base URL.
+fn script_mock(replies: Vec<Vec<u8>>) -> String {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/FlexWebService", server.server_addr());
+    std::thread::spawn(move || {
+        for (i, req) in server.incoming_requests().enumerate() {
+            let body = replies[i.min(replies.len() - 1)].clone();
+            let _ = req.respond(tiny_http::Response::from_data(body));
+        }
+    });
+    base
+}
+
+const ACCEPTED: &str = "<FlexStatementResponse timestamp='22 November, 2026 06:40 AM EST'>\n<Status>Success</Status>\n<ReferenceCode>1234567890</ReferenceCode>\n<Url>https://gdcdyn.interactivebrokers.com/AccountManagement/FlexWebService/GetStatement</Url>\n</FlexStatementResponse>\n";
+const THROTTLED: &str = "<FlexStatementResponse timestamp='22 November, 2026 06:40 AM EST'>\n<Status>Fail</Status>\n<ErrorCode>1018</ErrorCode>\n<ErrorMessage>Too many requests have been made from this token.</ErrorMessage>\n</FlexStatementResponse>\n";
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+}
+
+/// `flex run` against `base` with the test token, extra `args`.
+fn flex_run(dir: &Path, base: &str, args: &[&str]) -> Command {
+    let mut c = cmd(dir);
+    c.args([
+        "--db",
+        "runledger.db",
+        "flex",
+        "run",
+        "--query-id",
+        "777",
+        "--base-url",
+        base,
+    ])
+    .args(args)
+    .env("IBKR_FLEX_TOKEN", "CLITESTTOKEN1234567890");
+    c
+}
+
+#[test]
+fn flex_check_refuses_malformed_xml_with_the_offset_and_a_json_error_object() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "malformed_query_name_quote.xml",
+        "malformed_typographic_quotes.xml",
+        "malformed_bare_ampersand.xml",
+        "malformed_undefined_entity.xml",
+    ] {
+        let path = format!("{FIXTURES}/{name}");
+        let text = rl(dir.path(), &["flex", "check", &path]);
+        assert_ne!(text.code, 0, "{name}");
+        assert!(
+            text.stderr
+                .contains("error [FLEX_MALFORMED_XML]: malformed flex xml at byte "),
+            "{name}: {}",
+            text.stderr
+        );
+        let json = rl(dir.path(), &["--json", "flex", "check", &path]);
+        assert_eq!(json.code, text.code, "{name}");
+        let v = json.json();
+        assert_eq!(v["error"]["code"], "FLEX_MALFORMED_XML", "{name}");
+        let position = v["error"]["position"].as_u64().expect("an offset");
+        assert!(position < fixture_bytes(name).len() as u64, "{name}");
+    }
+    assert!(
+        !dir.path().join("runledger.db").exists(),
+        "no database touched"
+    );
+}
+
+#[test]
+fn section_flags_are_trimmed_checked_and_flag_names_that_are_not_ib_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = format!("{FIXTURES}/activity_ok.xml");
+    let empty = rl(
+        dir.path(),
+        &["flex", "check", &ok, "--require", "Trades,,CashReport"],
+    );
+    assert_eq!(empty.code, 2, "{}", empty.stderr);
+    assert!(empty.stderr.contains("INVALID_INPUT"), "{}", empty.stderr);
+    let blank = rl(dir.path(), &["flex", "check", &ok, "--reconcile", " "]);
+    assert_eq!(blank.code, 2, "{}", blank.stderr);
+    let bad_preset = rl(dir.path(), &["flex", "check", &ok, "--policy", "strict"]);
+    assert_eq!(bad_preset.code, 2, "{}", bad_preset.stderr);
+    // Trimmed names pass; a typo is flagged and (being absent) fails the check.
+    let spaced = rl(
+        dir.path(),
+        &["flex", "check", &ok, "--require", " Trades , CashReport "],
+    );
+    assert_eq!(spaced.code, 0, "{}", spaced.stderr);
+    assert!(!spaced.stderr.contains("warning"), "{}", spaced.stderr);
+    let typo = rl(dir.path(), &["flex", "check", &ok, "--require", "Trade"]);
+    assert!(
+        typo.stderr
+            .contains("warning: not IB Flex section names (check the spelling): Trade"),
+        "{}",
+        typo.stderr
+    );
+    assert_eq!(typo.code, 3, "{}", typo.stderr);
+    let none = rl(dir.path(), &["flex", "check", &ok, "--policy", "none"]);
+    assert_eq!(none.code, 0, "{}", none.stderr);
+    // flex run takes the same flags, checked before anything is sent.
+    let run = cmd(dir.path())
+        .args(["--db", "runledger.db", "flex", "run", "--query-id", "777"])
+        .args(["--require", "Trades,", "--base-url", "http://127.0.0.1:9/x"])
+        .output()
+        .unwrap();
+    let run = finish(run, dir.path());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("INVALID_INPUT"), "{}", run.stderr);
+}
+
+#[test]
+fn flex_run_keeps_a_malformed_statement_as_a_rejected_raw_record_not_flex_not_xml() {
+    let dir = tempfile::tempdir().unwrap();
+    let statement = fixture_bytes("malformed_query_name_quote.xml");
+    let base = script_mock(vec![ACCEPTED.as_bytes().to_vec(), statement.clone()]);
+    let o = flex_run(dir.path(), &base, &["--policy", "none"])
+        .output()
+        .unwrap();
+    let ran = finish(o, dir.path());
+    assert_ne!(ran.code, 0);
+    assert!(
+        ran.stderr.contains("error [FLEX_MALFORMED_XML]"),
+        "{}",
+        ran.stderr
+    );
+    // The statement is kept, marked rejected, linked to the failed run.
+    let listed = rl(dir.path(), &["--json", "raw", "list", "--rejected"]).json();
+    let records = listed.as_array().unwrap();
+    assert_eq!(records.len(), 1, "{listed}");
+    let record = &records[0];
+    assert_eq!(record["rejected"]["code"], "FLEX_MALFORMED_XML");
+    let run_id = record["run_id"].as_i64().unwrap();
+    let run = rl(dir.path(), &["--json", "runs", "show", &run_id.to_string()]).json();
+    assert_eq!(run["run"]["status"], "failed", "{run}");
+    assert_eq!(run["run"]["error_code"], "FLEX_MALFORMED_XML", "{run}");
+    assert_eq!(
+        run["rawRecords"][0]["rejected"]["code"],
+        "FLEX_MALFORMED_XML"
+    );
+    let shown = rl(dir.path(), &["runs", "show", &run_id.to_string()]);
+    assert!(
+        shown
+            .stdout
+            .contains("raw 1 rejected [FLEX_MALFORMED_XML]: malformed flex xml at byte "),
+        "{}",
+        shown.stdout
+    );
+    let of_run = rl(
+        dir.path(),
+        &["--json", "raw", "list", "--run", &run_id.to_string()],
+    )
+    .json();
+    assert_eq!(of_run.as_array().unwrap().len(), 1);
+    assert_eq!(
+        rl(dir.path(), &["--json", "raw", "list", "--run", "999"]).json(),
+        json!([])
+    );
+    // Exported byte for byte, owner-only.
+    let id = record["id"].as_i64().unwrap().to_string();
+    let out = dir.path().join("kept.xml");
+    let export = rl(
+        dir.path(),
+        &["raw", "export", &id, "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(export.code, 0, "{}", export.stderr);
+    assert_eq!(std::fs::read(&out).unwrap(), statement);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = rl(
+        dir.path(),
+        &["raw", "export", &id, "--out", out.to_str().unwrap()],
+    );
+    assert_ne!(again.code, 0, "an existing file is not overwritten");
+    // Re-checked from the database: the same verdict as the run's.
+    let recheck = rl(dir.path(), &["--json", "flex", "check", "--raw", &id]);
+    assert_ne!(recheck.code, 0);
+    assert_eq!(recheck.json()["error"]["code"], "FLEX_MALFORMED_XML");
+    let missing = rl(dir.path(), &["flex", "check", "--raw", "4242"]);
+    assert!(missing.stderr.contains("NOT_FOUND"), "{}", missing.stderr);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_a_throttled_flex_run_ends_it_interrupted_and_frees_the_lock() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let base = script_mock(vec![
+        THROTTLED.as_bytes().to_vec(),
+        ACCEPTED.as_bytes().to_vec(),
+        fixture_bytes("activity_ok.xml"),
+    ]);
+    let mut child = flex_run(dir.path(), &base, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not a terminal: one line per long wait, the 60 s back-off first.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("waiting 60s: throttled by IB (1018)"),
+        "{line}"
+    );
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "exit status of an interrupted run"
+    );
+    let engine = Engine::open(dir.path().join("runledger.db")).unwrap();
+    let runs = engine.runs().list(&Default::default()).unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run.status.to_string(), "failed");
+    assert_eq!(run.error_code.as_deref(), Some("INTERRUPTED"));
+    assert!(
+        run.duration_ms.unwrap() < 30_000,
+        "ended at once, not after the back-off"
+    );
+    // The wait is in the timeline with its reason and how long it lasted.
+    let entry = run.timeline.last().unwrap();
+    assert_eq!(entry.stage, "request");
+    assert_eq!(entry.error_code.as_deref(), Some("INTERRUPTED"));
+    let wait = &entry.detail.as_ref().unwrap()["waits"][0];
+    assert_eq!(wait["reason"], "throttled");
+    assert_eq!(wait["plannedMs"], 60_000);
+    assert_eq!(wait["code"], "FLEX_1018");
+    assert!(wait["waitedMs"].as_u64().unwrap() < 30_000);
+    drop(engine);
+    // The lock is free: a retry runs now and succeeds.
+    let o = flex_run(dir.path(), &base, &[]).output().unwrap();
+    let retry = finish(o, dir.path());
+    assert_eq!(retry.code, 0, "{}\n{}", retry.stdout, retry.stderr);
+    assert!(retry.stdout.contains("success"), "{}", retry.stdout);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_during_a_throttled_flex_run_ends_it_interrupted_too() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let base = script_mock(vec![THROTTLED.as_bytes().to_vec()]);
+    let mut child = flex_run(dir.path(), &base, &["--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("waiting 60s"), "{line}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    drop(stderr);
+    let engine = Engine::open(dir.path().join("runledger.db")).unwrap();
+    let run = engine.runs().list(&Default::default()).unwrap().remove(0);
+    assert_eq!(run.error_code.as_deref(), Some("INTERRUPTED"));
+    assert!(run.finished_at.is_some(), "the lock is released");
 }

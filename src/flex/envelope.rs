@@ -16,7 +16,8 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use super::xml::{attr_text, push_reference};
+use super::statement::{in_markup, in_tag};
+use super::xml::{attr_text, push_reference, runaway_markup, runaway_tag, WellFormed};
 use super::ParseError;
 
 /// The root element of a reply envelope.
@@ -241,6 +242,7 @@ pub fn classify_body(body: &[u8]) -> BodyKind {
     let mut buf = Vec::new();
     loop {
         buf.clear();
+        let at = usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX);
         match reader.read_event_into(&mut buf) {
             Ok(Event::Start(e) | Event::Empty(e)) => {
                 let name = e.name();
@@ -262,10 +264,36 @@ pub fn classify_body(body: &[u8]) -> BodyKind {
                 }
             }
             Ok(Event::Text(t)) if !t.trim_ascii().is_empty() => return BodyKind::Other,
-            Ok(Event::Eof) | Err(_) => return BodyKind::Other,
+            Ok(Event::Eof) => return BodyKind::Other,
+            // A first tag quick-xml cannot read (a value in typographic quotes, a quote
+            // missing) still names its root: classify by the name, so the parser of that
+            // kind reports the document as malformed rather than "not xml".
+            Err(_) => return root_by_name(body.get(at..).unwrap_or_default()),
             Ok(_) => {}
         }
     }
+}
+
+/// The kind named by a tag that starts `rest` (`<FlexQueryResponse ...`), read as text.
+fn root_by_name(rest: &[u8]) -> BodyKind {
+    let rest = trim_start(rest);
+    for (root, kind) in [
+        (ENVELOPE_ROOT, BodyKind::Envelope),
+        (STATEMENT_ROOT, BodyKind::Statement),
+    ] {
+        if let Some(after) = rest
+            .strip_prefix(b"<")
+            .and_then(|r| r.strip_prefix(root.as_bytes()))
+        {
+            if after
+                .first()
+                .is_some_and(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/')
+            {
+                return kind;
+            }
+        }
+    }
+    BodyKind::Other
 }
 
 /// Whether the first line is comma-separated printable text with at least two fields.
@@ -351,11 +379,23 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, ParseError> {
     let mut root_seen = false;
     let mut current: Option<Field> = None;
     let mut text = String::new();
+    let mut wf = WellFormed::default();
     loop {
         buf.clear();
+        let at = reader.buffer_position();
         let event = match reader.read_event_into(&mut buf) {
             Ok(event) => event,
             Err(e) => {
+                if in_markup(&e) {
+                    if let Some(err) = runaway_markup(&buf, at) {
+                        return Err(err);
+                    }
+                }
+                if in_tag(&e) {
+                    if let Some(err) = runaway_tag(&buf, at) {
+                        return Err(err);
+                    }
+                }
                 let at_eof = reader.get_ref().is_empty();
                 return Err(ParseError::from_xml(
                     e,
@@ -366,6 +406,12 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, ParseError> {
                 ));
             }
         };
+        match &event {
+            Event::Start(e) | Event::Empty(e) => wf.tag(e, at)?,
+            Event::GeneralRef(r) => wf.general_ref(r, at)?,
+            Event::DocType(d) => wf.doctype(AsRef::<str>::as_ref(d).as_bytes()),
+            _ => {}
+        }
         match event {
             Event::Start(e) if !root_seen => {
                 timestamp = envelope_root(&e, body)?;

@@ -114,9 +114,10 @@ impl ParseError {
         }
     }
 
-    /// Maps a quick-xml failure at `position` to a typed error: every `Unclosed*` syntax
-    /// error means the input ended inside a construct, i.e. a truncated document; so does
-    /// a `<!` cut off at the end of the input (`at_eof`).
+    /// Maps a quick-xml failure at `position` to a typed error: an `Unclosed*` syntax
+    /// error at the end of the input (`at_eof`) means the input ended inside a construct,
+    /// i.e. a truncated document; so does a `<!` cut off at the end of the input. Before
+    /// the end it is malformed XML.
     /// `position` is where quick-xml located the error, `read` how many bytes it had read.
     pub(crate) fn from_xml(
         err: quick_xml::Error,
@@ -144,6 +145,12 @@ impl ParseError {
             _ => None,
         };
         match construct {
+            // The input did not end there: something else is wrong (a `<!` that opens
+            // no known construct, a closing `-->` changed).
+            Some(_) if !at_eof => ParseError::Malformed {
+                position,
+                reason: err.to_string(),
+            },
             Some(c) => ParseError::Truncated {
                 position: read,
                 inside: match open {

@@ -34,6 +34,30 @@ pub enum FlexError {
         missing: Vec<MissingSection>,
     },
 
+    /// The statement covers another period than the one requested (`--from`/`--to`).
+    /// Code `FLEX_PERIOD_MISMATCH`.
+    #[error("the statement for {account} covers {returned_from}..{returned_to}, but {requested_from}..{requested_to} was requested")]
+    PeriodMismatch {
+        /// The statement's account (`#n` when it has none).
+        account: String,
+        /// The requested first day, `yyyymmdd`.
+        requested_from: String,
+        /// The requested last day, `yyyymmdd`.
+        requested_to: String,
+        /// The statement's `fromDate`, verbatim (empty when absent).
+        returned_from: String,
+        /// The statement's `toDate`, verbatim (empty when absent).
+        returned_to: String,
+    },
+
+    /// The run was interrupted (Ctrl-C or SIGTERM in the CLI, or a host's interrupt flag on
+    /// the [`Pacer`](super::Pacer)) while it waited on the service. Code `INTERRUPTED`.
+    #[error("interrupted during {during}")]
+    Interrupted {
+        /// What the run was doing (`throttle back-off`, `poll wait`...).
+        during: String,
+    },
+
     /// A core failure (invalid argument, database, run lock...); the code is the inner
     /// [`crate::Error::code`].
     #[error(transparent)]
@@ -47,6 +71,8 @@ impl FlexError {
             FlexError::Parse(e) => e.code(),
             FlexError::Fetch(e) => e.code(),
             FlexError::MissingRequiredSection { .. } => "MISSING_REQUIRED_SECTION",
+            FlexError::PeriodMismatch { .. } => "FLEX_PERIOD_MISMATCH",
+            FlexError::Interrupted { .. } => "INTERRUPTED",
             FlexError::Core(e) => e.code(),
         }
     }
@@ -62,7 +88,10 @@ impl FlexError {
         match self {
             FlexError::Fetch(e) => e.is_transient(),
             FlexError::Core(e) => e.is_transient(),
-            FlexError::Parse(_) | FlexError::MissingRequiredSection { .. } => false,
+            FlexError::Parse(_)
+            | FlexError::MissingRequiredSection { .. }
+            | FlexError::PeriodMismatch { .. }
+            | FlexError::Interrupted { .. } => false,
         }
     }
 }

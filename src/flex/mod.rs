@@ -45,8 +45,13 @@ pub use error::ParseError;
 pub use failure::FlexError;
 pub use fetch_error::FetchError;
 pub use pipeline::{build_pipeline, run_once, FlexConfig, TokenSource};
-pub use policy::{check, Missing, MissingSection, RequireRows, SectionCheck, SectionPolicy};
-pub use poll::{Pacer, PollSettings, RateLimiter, RateLimits};
+pub use policy::{
+    check, check_account, check_period, is_known_section, parse_section_names, Missing,
+    MissingSection, PolicyPreset, RequireRows, SectionCheck, SectionPolicy, KNOWN_SECTIONS,
+};
+pub use poll::{
+    Pacer, PollSettings, RateLimiter, RateLimits, Wait, WaitObserver, WaitPhase, WaitReason,
+};
 pub use statement::{
     scan, scan_bytes, scan_with, RootType, ScanLimits, SectionCount, StatementInfo, StatementReport,
 };

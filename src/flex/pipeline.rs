@@ -5,9 +5,9 @@
 //! |---|---|---|---|
 //! | `token` (gate) | resolves the token (env var or host), refuses one IB already declared expired | `tokenSource`, `tokenFingerprint` | `FLEX_TOKEN_MISSING`, `FLEX_TOKEN_INVALID`, `FLEX_TOKEN_EXPIRED` |
 //! | `request` | SendRequest (transient and 1018 retries) | `queryId`, `period`, redacted `url`, `referenceCode`, request counts | `FLEX_10xx`, `FLEX_CONNECT`, ... |
-//! | `poll` | GetStatement until the statement comes ([`poll`](super::poll)) | `referenceCode`, `polls`, `notReady`, waits | `FLEX_POLL_TIMEOUT`, `FLEX_10xx`, ... |
+//! | `poll` | GetStatement until the statement comes ([`poll`](super::poll)) | `referenceCode`, `polls`, `notReady`, waits | `FLEX_POLL_TIMEOUT`, `FLEX_10xx`, `INTERRUPTED`, ... |
 //! | `download` | reads the body under the size cap | `bytes`, `sha256` | `FLEX_BODY_TOO_LARGE`, `FLEX_BODY_TRUNCATED`, `FLEX_TIMEOUT` |
-//! | `section_preflight` | scans the statement, checks the [`SectionPolicy`] | the section report, `warnings` | `MISSING_REQUIRED_SECTION`, `FLEX_TRUNCATED`, `FLEX_COUNT_MISMATCH`, `FLEX_ACCOUNT_NOT_IN_STATEMENT`, ... |
+//! | `section_preflight` | scans the statement; checks the account, the requested period and the [`SectionPolicy`] (for the run's account only, when it has one); a statement that fails any of these is kept as a raw record marked rejected | the section report, `warnings`, `unknownSections`, `rejectedRawRecordId` | `MISSING_REQUIRED_SECTION`, `FLEX_MALFORMED_XML`, `FLEX_TRUNCATED`, `FLEX_COUNT_MISMATCH`, `FLEX_ACCOUNT_NOT_IN_STATEMENT`, `FLEX_PERIOD_MISMATCH`, ... |
 //! | `persist` | stores the statement as a raw record (`source` `ib_flex`) | `rawRecordId`, `sha256`, `bytes` | database errors |
 //!
 //! The run is marked success only after `persist`, so a successful run always has its
@@ -41,8 +41,8 @@ use serde_json::{json, Value};
 
 use super::client::{FlexClient, FlexTransport, Requested, StatementBody, StatementPeriod};
 use super::failure::{FlexError, Result};
-use super::policy::{check, SectionPolicy};
-use super::poll::{Pacer, PollSettings, PollStats, Poller};
+use super::policy::{check_account, check_period, SectionPolicy};
+use super::poll::{Pacer, PollSettings, PollStats, Poller, Wait, WaitPhase};
 use super::statement::{scan_bytes, StatementReport};
 use super::{ClientConfig, FetchError, FlexToken, DEFAULT_TOKEN_ENV};
 use crate::clock::Timestamp;
@@ -285,21 +285,63 @@ fn stats_detail(reference: Option<&str>, stats: &PollStats) -> Value {
     v
 }
 
+/// The long waits of a stage, shown live in its open timeline entry and kept in its
+/// final detail (`waits`: reason, code, planned and waited ms, start).
+#[derive(Default)]
+struct Waits(Vec<Value>);
+
+impl Waits {
+    /// Records one phase of a wait; while it lasts, the stage's open entry says what it
+    /// waits for (message and `detail.waiting`). A failed write is not the stage's failure.
+    fn note(&mut self, ctx: &mut StageContext<'_>, w: &Wait, phase: WaitPhase) {
+        let mut v = serde_json::to_value(w).unwrap_or_else(|_| json!({}));
+        match phase {
+            WaitPhase::Begins(at) => {
+                v["startedAt"] = json!(at);
+                let message = format!(
+                    "waiting {}s: {}",
+                    w.planned.as_secs_f64().round(),
+                    w.reason.describe()
+                );
+                let _ = ctx.annotate(Some(&message), &json!({"waiting": v, "waits": self.0}));
+            }
+            WaitPhase::Ended { began, waited } => {
+                v["startedAt"] = json!(began);
+                v["waitedMs"] = json!(waited.as_millis() as u64);
+                self.0.push(v);
+                let _ = ctx.annotate(None, &json!({"waits": self.0}));
+            }
+        }
+    }
+
+    /// Adds `waits` to a stage's detail when there were any.
+    fn into_detail(self, detail: &mut Value) {
+        if !self.0.is_empty() {
+            detail["waits"] = Value::Array(self.0);
+        }
+    }
+}
+
 fn request_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
     let cfg = &shared.config;
     let mut state = shared.take(ctx.run_id())?;
     let started = cfg.pacer.now();
     state.started = Some(started);
-    let mut poller = Poller::new(
-        &*shared.transport,
-        &cfg.pacer,
-        &cfg.poll,
-        &state.token,
-        started,
-    );
-    let result = poller.send_request(&cfg.query_id, &cfg.period);
-    let stats = poller.stats();
+    let mut waits = Waits::default();
+    let (result, stats) = {
+        let mut poller = Poller::new(
+            &*shared.transport,
+            &cfg.pacer,
+            &cfg.poll,
+            &state.token,
+            started,
+        )
+        .on_wait(|w, phase| waits.note(ctx, w, phase));
+        let result = poller.send_request(&cfg.query_id, &cfg.period);
+        (result, poller.stats())
+    };
     let mut detail = stats_detail(None, &stats);
+    waits.into_detail(&mut detail);
     detail["queryId"] = json!(cfg.query_id);
     detail["period"] = json!(cfg.period);
     detail["url"] = json!(shared.transport.shown_url("SendRequest"));
@@ -327,20 +369,29 @@ fn poll_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput
     })?;
     let first_reference = requested.reference.clone();
     let started = state.started.unwrap_or_else(|| cfg.pacer.now());
-    let mut poller = Poller::new(
-        &*shared.transport,
-        &cfg.pacer,
-        &cfg.poll,
-        &state.token,
-        started,
-    );
-    let result = poller.poll(requested, &cfg.query_id, &cfg.period);
-    let stats = poller.stats();
+    let mut waits = Waits::default();
+    let (result, stats) = {
+        let mut poller = Poller::new(
+            &*shared.transport,
+            &cfg.pacer,
+            &cfg.poll,
+            &state.token,
+            started,
+        )
+        .on_wait(|w, phase| waits.note(ctx, w, phase));
+        let result = poller.poll(requested, &cfg.query_id, &cfg.period);
+        (result, poller.stats())
+    };
     let (requested, body) = match result {
         Ok(v) => v,
-        Err(e) => return Err(fail(ctx, e, stats_detail(Some(&first_reference), &stats))),
+        Err(e) => {
+            let mut detail = stats_detail(Some(&first_reference), &stats);
+            waits.into_detail(&mut detail);
+            return Err(fail(ctx, e, detail));
+        }
     };
     let mut detail = stats_detail(Some(&requested.reference), &stats);
+    waits.into_detail(&mut detail);
     detail["url"] = json!(shared.transport.shown_url("GetStatement"));
     if requested.reference != first_reference {
         detail["firstReferenceCode"] = json!(first_reference);
@@ -404,6 +455,39 @@ fn report_json(report: &StatementReport) -> Value {
     })
 }
 
+/// Keeps a statement that failed its validation or check as a raw record marked
+/// rejected (so it is never lost), then fails the stage with that code; the record's id
+/// goes to the detail (`rejectedRawRecordId`) and to `meta_json`.
+fn reject(
+    ctx: &mut StageContext<'_>,
+    state: &RunState,
+    bytes: &[u8],
+    code: &str,
+    message: String,
+    mut detail: Value,
+) -> StageError {
+    let reference = state.requested.as_ref().map(|r| r.reference.as_str());
+    let stored = ctx.store_rejected_raw(
+        &RawInput {
+            source: RAW_SOURCE,
+            upstream_ref: reference,
+            content_type: "application/xml",
+            bytes,
+        },
+        code,
+        &message,
+    );
+    match stored {
+        Ok(record) => {
+            detail["rejectedRawRecordId"] = json!(record.id);
+            detail["sha256"] = json!(record.sha256);
+            let _ = ctx.merge_meta(&json!({"rejectedRawRecordId": record.id}));
+        }
+        Err(e) => detail["rejectedRawStoreError"] = json!(format!("{}: {e}", e.code())),
+    }
+    StageError::fatal(code, message).with_detail(detail)
+}
+
 fn section_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
     let state = shared.take(ctx.run_id())?;
     let bytes = state
@@ -412,9 +496,14 @@ fn section_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOut
         .ok_or_else(|| StageError::fatal("FLEX_STATE_LOST", "no statement bytes"))?;
     let report = match scan_bytes(bytes) {
         Ok(r) => r,
-        Err(e) => return Err(fail(ctx, e.into(), json!({"bytes": bytes.len()}))),
+        Err(e) => {
+            let detail = json!({"bytes": bytes.len()});
+            return Err(reject(ctx, &state, bytes, e.code(), e.to_string(), detail));
+        }
     };
-    let outcome = check(&report, &shared.config.policy);
+    let account = ctx.account_id().map(str::to_string);
+    let policy = &shared.config.policy;
+    let outcome = check_account(&report, policy, account.as_deref());
     let mut detail = report_json(&report);
     let warnings: Vec<String> = outcome
         .missing_reconcile
@@ -424,25 +513,41 @@ fn section_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOut
     detail["warnings"] = json!(warnings);
     detail["missingRequired"] = json!(outcome.missing_required);
     detail["emptyRequired"] = json!(outcome.empty_required);
+    let unknown = policy.unknown_sections();
+    if !unknown.is_empty() {
+        detail["unknownSections"] = json!(unknown);
+    }
     if !warnings.is_empty() {
         ctx.merge_meta(&json!({"sectionWarnings": warnings}))
             .map_err(db)?;
     }
-    if let Some(account) = ctx.account_id() {
+    if let Some(account) = &account {
         let present = report
             .statements
             .iter()
             .any(|s| s.account_id.as_deref() == Some(account));
         if !present {
-            return Err(StageError::fatal(
+            let message = format!("the statement holds no FlexStatement for account {account}");
+            return Err(reject(
+                ctx,
+                &state,
+                bytes,
                 "FLEX_ACCOUNT_NOT_IN_STATEMENT",
-                format!("the statement holds no FlexStatement for account {account}"),
-            )
-            .with_detail(detail));
+                message,
+                detail,
+            ));
+        }
+    }
+    match check_period(&report, &shared.config.period, account.as_deref()) {
+        Ok(unchecked) if !unchecked.is_empty() => detail["periodUnchecked"] = json!(unchecked),
+        Ok(_) => {}
+        Err(e) => {
+            detail["requestedPeriod"] = json!(shared.config.period);
+            return Err(reject(ctx, &state, bytes, e.code(), e.to_string(), detail));
         }
     }
     if let Err(e) = outcome.into_result() {
-        return Err(StageError::from(e).with_detail(detail));
+        return Err(reject(ctx, &state, bytes, e.code(), e.to_string(), detail));
     }
     shared.put(ctx.run_id(), state);
     Ok(StageOutput::with_detail(detail))

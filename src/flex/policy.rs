@@ -125,6 +125,177 @@ impl SectionPolicy {
     }
 }
 
+/// The section names IB's Flex statements use (direct children of `FlexStatement`), the
+/// one list the policy's name check reads: from IB's Flex query reference and
+/// PROTOCOL.md, spelled as IB spells them (`PendingExcercises`). A policy naming anything
+/// else is allowed (IB keeps adding sections) but flagged
+/// ([`SectionPolicy::unknown_sections`]).
+pub const KNOWN_SECTIONS: &[&str] = &[
+    "AccountInformation",
+    "CFDCharges",
+    "CashReport",
+    "CashTransactions",
+    "ChangeInDividendAccruals",
+    "ChangeInNAV",
+    "ChangeInPositionValues",
+    "ClientFees",
+    "ClientFeesDetail",
+    "CommissionCredits",
+    "ComplexPositions",
+    "ConversionRates",
+    "CorporateActions",
+    "DebitCardActivities",
+    "EquitySummaryInBase",
+    "FIFOPerformanceSummaryInBase",
+    "FdicInsuredDepositsByBank",
+    "FxPositions",
+    "FxTransactions",
+    "HKIPOOpenSubscriptions",
+    "HKIPOSubscriptionActivity",
+    "HardToBorrowDetails",
+    "IBGNoteTransactions",
+    "IncentiveCouponAccrualDetails",
+    "InterestAccruals",
+    "MTDYTDPerformanceSummary",
+    "MTMPerformanceSummaryInBase",
+    "NetStockPositionSummary",
+    "OpenDividendAccruals",
+    "OpenPositions",
+    "OptionEAE",
+    "PendingExcercises",
+    "PriorPeriodPositions",
+    "RoutingCommissions",
+    "SLBActivities",
+    "SLBCollaterals",
+    "SLBFees",
+    "SLBOpenContracts",
+    "SalesTaxes",
+    "SecuritiesInfo",
+    "StmtFunds",
+    "StockGrantActivities",
+    "TierInterestDetails",
+    "TradeConfirms",
+    "TradeTransfers",
+    "Trades",
+    "TransactionTaxes",
+    "Transfers",
+    "UnbookedTrades",
+    "UnbundledCommissionDetails",
+    "UnsettledTransfers",
+];
+
+/// Whether `name` is one of IB's section names ([`KNOWN_SECTIONS`]).
+pub fn is_known_section(name: &str) -> bool {
+    KNOWN_SECTIONS.contains(&name)
+}
+
+/// A named starting point for a [`SectionPolicy`] (`--policy` on the CLI, `policy` in the
+/// configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyPreset {
+    /// [`SectionPolicy::activity`].
+    Activity,
+    /// [`SectionPolicy::none`]: nothing required.
+    None,
+}
+
+impl std::str::FromStr for PolicyPreset {
+    type Err = super::FlexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "activity" => Ok(PolicyPreset::Activity),
+            "none" => Ok(PolicyPreset::None),
+            other => Err(super::FlexError::invalid(
+                "policy",
+                format!(
+                    "{:?} is not a section policy (activity or none)",
+                    other.chars().take(32).collect::<String>()
+                ),
+            )),
+        }
+    }
+}
+
+/// Section names as a user typed them (`--require "Trades, CashReport"`): each trimmed,
+/// repeats dropped; an empty name (`A,,B`, a trailing comma, only spaces) is refused with
+/// `INVALID_INPUT` naming `field`, as is a name longer than 256 bytes.
+pub fn parse_section_names<S: AsRef<str>>(
+    field: &str,
+    names: &[S],
+) -> Result<Vec<String>, super::FlexError> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, raw) in names.iter().enumerate() {
+        let name = raw.as_ref().trim();
+        if name.is_empty() {
+            return Err(super::FlexError::invalid(
+                field.to_string(),
+                format!("section name {} is empty", i + 1),
+            ));
+        }
+        if name.len() > 256 || name.chars().any(char::is_control) {
+            return Err(super::FlexError::invalid(
+                field.to_string(),
+                format!("section name {} is not a name", i + 1),
+            ));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+impl SectionPolicy {
+    /// The policy of a preset.
+    pub fn preset(preset: PolicyPreset) -> Self {
+        match preset {
+            PolicyPreset::Activity => SectionPolicy::activity(),
+            PolicyPreset::None => SectionPolicy::none(),
+        }
+    }
+
+    /// The policy the CLI's `--policy`, `--require` and `--reconcile` (and the
+    /// configuration's `policy`, `require`, `reconcile`) describe: `require` and
+    /// `reconcile` replace the preset's lists; without a preset, naming either list starts
+    /// from [`SectionPolicy::none`], and naming nothing is [`SectionPolicy::activity`].
+    /// Names are checked with [`parse_section_names`].
+    pub fn from_parts<S: AsRef<str>>(
+        preset: Option<PolicyPreset>,
+        require: Option<&[S]>,
+        reconcile: Option<&[S]>,
+    ) -> Result<Self, super::FlexError> {
+        let mut policy = match (preset, require.is_some() || reconcile.is_some()) {
+            (Some(p), _) => SectionPolicy::preset(p),
+            (None, true) => SectionPolicy::none(),
+            (None, false) => SectionPolicy::activity(),
+        };
+        if let Some(names) = require {
+            policy.required = parse_section_names("require", names)?;
+        }
+        if let Some(names) = reconcile {
+            policy.reconcile = parse_section_names("reconcile", names)?;
+        }
+        Ok(policy)
+    }
+
+    /// The names this policy uses that are not IB section names ([`KNOWN_SECTIONS`]):
+    /// a typo (`Trade` for `Trades`) would otherwise fail every run as "missing".
+    pub fn unknown_sections(&self) -> Vec<String> {
+        let rows_only = match &self.require_rows {
+            RequireRows::Only(names) => names.as_slice(),
+            _ => &[],
+        };
+        let mut out: Vec<String> = Vec::new();
+        for name in self.required.iter().chain(&self.reconcile).chain(rows_only) {
+            if !is_known_section(name) && !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+}
+
 impl Default for SectionPolicy {
     /// [`SectionPolicy::activity`].
     fn default() -> Self {
@@ -249,4 +420,92 @@ pub(crate) fn describe(missing: &[MissingSection]) -> String {
         .map(|(a, names)| format!("{a}: {}", names.join(", ")))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The statements of `report` a check looks at: all of them, or only `account`'s.
+pub fn for_account<'r>(
+    report: &'r StatementReport,
+    account: Option<&str>,
+) -> Vec<&'r super::StatementInfo> {
+    report
+        .statements
+        .iter()
+        .filter(|s| account.is_none_or(|a| s.account_id.as_deref() == Some(a)))
+        .collect()
+}
+
+/// [`check`] restricted to the statements of `account` (all when `None`): on a
+/// multi-account statement, `--account U1` judges only U1's sections.
+pub fn check_account(
+    report: &StatementReport,
+    policy: &SectionPolicy,
+    account: Option<&str>,
+) -> SectionCheck {
+    match account {
+        None => check(report, policy),
+        Some(_) => {
+            let only = StatementReport {
+                statements: for_account(report, account).into_iter().cloned().collect(),
+                ..report.clone()
+            };
+            check(&only, policy)
+        }
+    }
+}
+
+/// A statement date as `yyyymmdd` digits, when written `yyyyMMdd` or `yyyy-MM-dd` (the
+/// other formats a query may choose, like `MM/dd/yyyy`, are ambiguous: `None`).
+fn ymd(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let digits: String = match raw.len() {
+        8 => raw.to_string(),
+        10 if raw.as_bytes()[4] == b'-' && raw.as_bytes()[7] == b'-' => raw.replace('-', ""),
+        _ => return None,
+    };
+    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+}
+
+/// Compares the period each statement covers (`fromDate`/`toDate`, restricted to
+/// `account` when given) with the one requested: a requested range
+/// ([`super::StatementPeriod::Range`]) must come back exactly, else
+/// [`super::FlexError::PeriodMismatch`] (`FLEX_PERIOD_MISMATCH`) with both periods. The
+/// query's own dates and `Days` periods are relative to IB's calendar and not compared.
+/// Returns the accounts whose dates are in a format that cannot be compared (a warning).
+pub fn check_period(
+    report: &StatementReport,
+    period: &super::StatementPeriod,
+    account: Option<&str>,
+) -> Result<Vec<String>, super::FlexError> {
+    let super::StatementPeriod::Range { from, to } = period else {
+        return Ok(Vec::new());
+    };
+    let fmt = |d: &time::Date| format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day());
+    let (want_from, want_to) = (fmt(from), fmt(to));
+    let mut unchecked = Vec::new();
+    for (i, st) in for_account(report, account).into_iter().enumerate() {
+        let account = match &st.account_id {
+            Some(a) if !a.is_empty() => a.clone(),
+            _ => format!("#{}", i + 1),
+        };
+        let got = (
+            st.from_date.as_deref().and_then(ymd),
+            st.to_date.as_deref().and_then(ymd),
+        );
+        let absent = st.from_date.is_none() && st.to_date.is_none();
+        let comparable = matches!(got, (Some(_), Some(_)));
+        if !absent && !comparable {
+            unchecked.push(account);
+            continue;
+        }
+        if got != (Some(want_from.clone()), Some(want_to.clone())) {
+            return Err(super::FlexError::PeriodMismatch {
+                account,
+                requested_from: want_from,
+                requested_to: want_to,
+                returned_from: st.from_date.clone().unwrap_or_default(),
+                returned_to: st.to_date.clone().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(unchecked)
 }

@@ -21,6 +21,7 @@
 //! defaults keep a small margin under both.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -103,7 +104,60 @@ pub struct Pacer {
     clock: Arc<dyn Clock>,
     sleeper: Sleeper,
     limiter: Arc<Mutex<RateLimiter>>,
+    interrupt: Option<Arc<AtomicBool>>,
+    observer: Option<WaitObserver>,
 }
+
+/// Told of every long wait as it begins (a progress display): see [`Pacer::observe_waits`].
+pub type WaitObserver = Arc<dyn Fn(&Wait) + Send + Sync>;
+
+/// Why a [`Poller`] waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// 1018: IB throttled the token; the back-off ([`PollSettings::throttle_backoff`]).
+    Throttled,
+    /// A transient failure (connect refused, timeout, 5xx, 1001...) before its retry.
+    Transient,
+    /// The rate limiter holds the next request (IB's 10 requests a minute).
+    RateLimit,
+}
+
+impl WaitReason {
+    /// The reason in words, for a progress line and the timeline entry's message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            WaitReason::Throttled => "throttled by IB (1018): backing off",
+            WaitReason::Transient => "transient failure: waiting to retry",
+            WaitReason::RateLimit => "rate limit: waiting for a request slot",
+        }
+    }
+}
+
+/// One long wait: why, for how long, after which error.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wait {
+    /// Why.
+    pub reason: WaitReason,
+    /// How long it is planned to last.
+    #[serde(serialize_with = "ser_ms", rename = "plannedMs")]
+    pub planned: Duration,
+    /// The code of the failure waited out (`FLEX_1018`, `FLEX_CONNECT`...), if any.
+    pub code: Option<String>,
+    /// The retry this wait precedes (1-based, per reason and stage).
+    pub retry: u32,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Rate-limiter waits shorter than this are not reported (the usual 1.1 s spacing).
+const REPORTED_RATE_WAIT: Duration = Duration::from_secs(5);
+
+/// The slices an interruptible sleep is cut into.
+const INTERRUPT_SLICE: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for Pacer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,6 +178,37 @@ impl Pacer {
             clock: Arc::new(clock),
             sleeper: Arc::new(sleeper),
             limiter: Arc::new(Mutex::new(RateLimiter::new(limits))),
+            interrupt: None,
+            observer: None,
+        }
+    }
+
+    /// This pacer, interruptible by `flag`: once it is set, every wait ends within 100 ms
+    /// and the [`Poller`] stops before its next request with
+    /// [`FlexError::Interrupted`] (`INTERRUPTED`), so the run ends failed and frees its
+    /// lock at once. The CLI sets it on Ctrl-C / SIGTERM.
+    pub fn with_interrupt(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.interrupt = Some(flag);
+        self
+    }
+
+    /// This pacer, telling `observer` of every long wait as it begins (throttle back-off,
+    /// transient retry delays, rate-limit waits of 5 s or more): a progress display.
+    pub fn observe_waits(mut self, observer: impl Fn(&Wait) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Whether the interrupt flag is set.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    fn observe(&self, wait: &Wait) {
+        if let Some(o) = &self.observer {
+            o(wait);
         }
     }
 
@@ -137,10 +222,19 @@ impl Pacer {
         self.clock.now()
     }
 
-    /// Sleeps `d`.
+    /// Sleeps `d` (in 100 ms slices, ending early, when interruptible and interrupted).
     pub fn sleep(&self, d: Duration) {
-        if !d.is_zero() {
-            (self.sleeper)(d)
+        if d.is_zero() {
+            return;
+        }
+        if self.interrupt.is_none() {
+            return (self.sleeper)(d);
+        }
+        let mut left = d;
+        while !left.is_zero() && !self.interrupted() {
+            let step = left.min(INTERRUPT_SLICE);
+            (self.sleeper)(step);
+            left -= step;
         }
     }
 
@@ -150,6 +244,14 @@ impl Pacer {
         let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
         let wait = limiter.wait_before(now);
+        if wait >= REPORTED_RATE_WAIT {
+            self.observe(&Wait {
+                reason: WaitReason::RateLimit,
+                planned: wait,
+                code: None,
+                retry: 0,
+            });
+        }
         self.sleep(wait);
         // Never record earlier than the wait said, even if the clock did not move.
         let at = self.clock.now().max(now + wait);
@@ -266,9 +368,35 @@ pub struct Poller<'a> {
     transient_used: u32,
     throttle_used: u32,
     stats: PollStats,
+    on_wait: Option<OnWait<'a>>,
+}
+
+/// What [`Poller::on_wait`] stores.
+type OnWait<'a> = Box<dyn FnMut(&Wait, WaitPhase) + 'a>;
+
+/// Where a [`Poller`]'s long wait is, for [`Poller::on_wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitPhase {
+    /// It begins now, at this instant.
+    Begins(Timestamp),
+    /// It began at `began` and lasted `waited` (shorter than planned when interrupted).
+    Ended {
+        /// When it began.
+        began: Timestamp,
+        /// How long it lasted.
+        waited: Duration,
+    },
 }
 
 impl<'a> Poller<'a> {
+    /// This poller, calling `f` when each long wait (throttle back-off, transient retry
+    /// delay, a rate-limit wait of 5 s or more) begins and when it ends: the pipeline shows
+    /// it in the stage's timeline entry.
+    pub fn on_wait(mut self, f: impl FnMut(&Wait, WaitPhase) + 'a) -> Self {
+        self.on_wait = Some(Box::new(f));
+        self
+    }
+
     /// A driver whose budget runs from `started` (the first request of the run).
     pub fn new(
         transport: &'a dyn FlexTransport,
@@ -286,6 +414,7 @@ impl<'a> Poller<'a> {
             transient_used: 0,
             throttle_used: 0,
             stats: PollStats::default(),
+            on_wait: None,
         }
     }
 
@@ -298,20 +427,59 @@ impl<'a> Poller<'a> {
         Duration::from_millis(self.pacer.now().millis_since(self.started).max(0) as u64)
     }
 
-    /// Waits `d` unless that would end past the budget (then `false`).
-    fn wait(&mut self, d: Duration) -> bool {
+    /// Waits `d` unless that would end past the budget (then `Ok(false)`); a long wait
+    /// (`long`: its reason) is announced to the pacer's observer and reported to
+    /// [`Poller::on_waited`]. Fails with `INTERRUPTED` when the pacer was interrupted.
+    fn wait(&mut self, d: Duration, long: Option<Wait>) -> Result<bool> {
         if self.elapsed() + d > self.settings.total_budget {
-            return false;
+            return Ok(false);
+        }
+        let began = self.pacer.now();
+        if let Some(w) = &long {
+            self.pacer.observe(w);
+            if let Some(f) = self.on_wait.as_mut() {
+                f(w, WaitPhase::Begins(began));
+            }
         }
         self.pacer.sleep(d);
+        let waited = Duration::from_millis(self.pacer.now().millis_since(began).max(0) as u64);
         self.stats.waited_ms += d.as_millis() as u64;
-        true
+        if let (Some(w), Some(f)) = (&long, self.on_wait.as_mut()) {
+            f(w, WaitPhase::Ended { began, waited });
+        }
+        self.check_interrupt(long.as_ref().map(|w| w.reason))?;
+        Ok(true)
     }
 
-    fn pace(&mut self) {
+    fn check_interrupt(&self, during: Option<WaitReason>) -> Result<()> {
+        if !self.pacer.interrupted() {
+            return Ok(());
+        }
+        Err(FlexError::Interrupted {
+            during: during
+                .map_or("a wait on the flex service", WaitReason::describe)
+                .into(),
+        })
+    }
+
+    fn pace(&mut self) -> Result<()> {
+        self.check_interrupt(None)?;
+        let began = self.pacer.now();
         let waited = self.pacer.before_request();
         self.stats.rate_waited_ms += waited.as_millis() as u64;
         self.stats.requests += 1;
+        if waited >= REPORTED_RATE_WAIT {
+            let w = Wait {
+                reason: WaitReason::RateLimit,
+                planned: waited,
+                code: None,
+                retry: 0,
+            };
+            if let Some(f) = self.on_wait.as_mut() {
+                f(&w, WaitPhase::Ended { began, waited });
+            }
+        }
+        self.check_interrupt(Some(WaitReason::RateLimit))
     }
 
     /// Handles a failed call: `Ok(())` after waiting when a retry is allowed, else the
@@ -321,21 +489,35 @@ impl<'a> Poller<'a> {
             CodeClass::NotReady if not_ready_is_transient => CodeClass::Transient,
             c => c,
         };
-        let wait = match class {
+        let (wait, reason, retry) = match class {
             CodeClass::Transient if self.transient_used < self.settings.transient_retries => {
                 self.transient_used += 1;
                 self.stats.transient_retries += 1;
                 let factor = 1u32 << (self.transient_used - 1).min(16);
-                self.settings.transient_backoff.saturating_mul(factor)
+                (
+                    self.settings.transient_backoff.saturating_mul(factor),
+                    WaitReason::Transient,
+                    self.transient_used,
+                )
             }
             CodeClass::Throttled if self.throttle_used < self.settings.throttle_retries => {
                 self.throttle_used += 1;
                 self.stats.throttled += 1;
-                self.settings.throttle_backoff
+                (
+                    self.settings.throttle_backoff,
+                    WaitReason::Throttled,
+                    self.throttle_used,
+                )
             }
             _ => return Err(e),
         };
-        if self.wait(wait) {
+        let long = Wait {
+            reason,
+            planned: wait,
+            code: Some(e.code().to_string()),
+            retry,
+        };
+        if self.wait(wait, Some(long))? {
             Ok(())
         } else {
             Err(e)
@@ -345,7 +527,7 @@ impl<'a> Poller<'a> {
     /// SendRequest, retrying transient failures and 1018 within the bounds.
     pub fn send_request(&mut self, query_id: &str, period: &StatementPeriod) -> Result<Requested> {
         loop {
-            self.pace();
+            self.pace()?;
             self.stats.send_requests += 1;
             match self.transport.send_request(self.token, query_id, period) {
                 Ok(r) => return Ok(r),
@@ -367,10 +549,10 @@ impl<'a> Poller<'a> {
         let mut interval = self.settings.poll_interval;
         let mut next_wait = self.settings.first_poll_delay;
         loop {
-            if !self.wait(next_wait) {
+            if !self.wait(next_wait, None)? {
                 return Err(self.budget_error(&current));
             }
-            self.pace();
+            self.pace()?;
             self.stats.polls += 1;
             let result = self.transport.get_statement(
                 self.token,

@@ -37,7 +37,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use super::envelope::{classify_body, BodyKind, ENVELOPE_ROOT, STATEMENT_ROOT};
-use super::xml::{attr_text, Bounded};
+use super::xml::{attr_text, runaway_markup, runaway_tag, Bounded, WellFormed};
 use super::ParseError;
 
 /// The `type` attribute of the root: which kind of Flex query produced the statement.
@@ -232,12 +232,24 @@ pub fn scan_with<R: BufRead>(
     let mut buf = Vec::with_capacity(16 * 1024);
     // A declaration, comment or doctype before EOF: an XML document cut before its root.
     let mut markup_seen = false;
+    let mut wf = WellFormed::default();
     loop {
         buf.clear();
         xml.get_mut().reset();
+        let at = xml.buffer_position();
         let event = match xml.read_event_into(&mut buf) {
             Ok(ev) => ev,
             Err(e) => {
+                if in_markup(&e) {
+                    if let Some(err) = runaway_markup(&buf, at) {
+                        return Err(err);
+                    }
+                }
+                if in_tag(&e) || xml.get_ref().tripped() {
+                    if let Some(err) = runaway_tag(&buf, at) {
+                        return Err(err);
+                    }
+                }
                 if xml.get_ref().tripped() {
                     return Err(ParseError::LimitExceeded {
                         what: "element size in bytes",
@@ -255,23 +267,50 @@ pub fn scan_with<R: BufRead>(
                 ));
             }
         };
+        match &event {
+            Event::Start(e) | Event::Empty(e) => wf.tag(e, at)?,
+            Event::GeneralRef(r) => wf.general_ref(r, at)?,
+            Event::DocType(d) => wf.doctype(AsRef::<str>::as_ref(d).as_bytes()),
+            _ => {}
+        }
         match event {
             Event::Start(e) => scanner.start(&e, false)?,
             Event::Empty(e) => scanner.start(&e, true)?,
             Event::End(_) => scanner.end(),
+            // Flex puts every value in an attribute: character data inside the document is a
+            // changed or lost `<` (a row turned into text would silently vanish).
+            Event::Text(t) if scanner.depth > 0 && !t.trim_ascii().is_empty() => {
+                let lead = t
+                    .bytes()
+                    .position(|b| !b.is_ascii_whitespace())
+                    .unwrap_or(0);
+                return Err(ParseError::Malformed {
+                    position: at + lead as u64,
+                    reason: "text inside the document, where a flex statement has only elements"
+                        .into(),
+                });
+            }
             Event::Text(t) if scanner.depth == 0 && !t.trim_ascii().is_empty() => {
-                return Err(match scanner.root_seen {
-                    false => not_a_document(&prefix),
-                    true => ParseError::Malformed {
+                return Err(match (scanner.root_seen, markup_seen) {
+                    (false, false) => not_a_document(&prefix),
+                    (false, true) => ParseError::Malformed {
+                        position: at,
+                        reason: "text before the root element".into(),
+                    },
+                    (true, _) => ParseError::Malformed {
                         position: xml.buffer_position(),
                         reason: "text after the root element".into(),
                     },
                 });
             }
             Event::CData(_) | Event::GeneralRef(_) if scanner.depth == 0 => {
-                return Err(match scanner.root_seen {
-                    false => not_a_document(&prefix),
-                    true => ParseError::Malformed {
+                return Err(match (scanner.root_seen, markup_seen) {
+                    (false, false) => not_a_document(&prefix),
+                    (false, true) => ParseError::Malformed {
+                        position: at,
+                        reason: "text before the root element".into(),
+                    },
+                    (true, _) => ParseError::Malformed {
                         position: xml.buffer_position(),
                         reason: "text after the root element".into(),
                     },
@@ -307,6 +346,34 @@ pub fn scan_with<R: BufRead>(
             });
         }
     }
+}
+
+/// Whether quick-xml failed inside a tag (an attribute value or the tag never closed).
+pub(crate) fn in_tag(e: &quick_xml::Error) -> bool {
+    use quick_xml::errors::SyntaxError as S;
+    matches!(
+        e,
+        quick_xml::Error::Syntax(
+            S::UnclosedTag
+                | S::UnclosedSingleQuotedAttributeValue
+                | S::UnclosedDoubleQuotedAttributeValue
+        )
+    )
+}
+
+/// Whether quick-xml failed inside a comment, PI, CDATA section or DOCTYPE never closed.
+pub(crate) fn in_markup(e: &quick_xml::Error) -> bool {
+    use quick_xml::errors::SyntaxError as S;
+    matches!(
+        e,
+        quick_xml::Error::Syntax(
+            S::UnclosedComment
+                | S::UnclosedCData
+                | S::UnclosedPI
+                | S::UnclosedXmlDecl
+                | S::UnclosedDoctype
+        )
+    )
 }
 
 /// The error for a body with no XML root element.

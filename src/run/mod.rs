@@ -24,7 +24,7 @@ pub use probe::{
     Module, ModuleReadiness, PreflightConfig, PreflightPolicy, ProbeError, ProbeFn, ProbeRecord,
     ProbeSet, ProbeStatus, ReadinessSnapshot,
 };
-pub use raw::{PruneReport, RawInput, RawRecord};
+pub use raw::{PruneReport, RawFilter, RawInput, RawRecord, Rejection};
 pub use scheduled::ScheduledRuns;
 pub use state::{check_pipeline_name, RunStatus, Scope, ScopeSelector, TriggerKind};
 pub use timeline::{StageKind, StageStatus, TimelineEntry, TIMELINE_VERSION};

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::pipeline::{Pipeline, StageContext, StageError, StageFn, StageOutput};
 use super::probe::{self, Module, PreflightConfig, ProbeError, ProbeSet, ReadinessSnapshot};
-use super::raw::{self, PruneReport, RawRecord};
+use super::raw::{self, PruneReport, RawFilter, RawRecord};
 use super::state::{RunStatus, Scope, ScopeSelector, TriggerKind};
 use super::timeline::{StageKind, StageStatus, TimelineEntry};
 use crate::clock::Timestamp;
@@ -313,13 +313,24 @@ impl<'a> Runs<'a> {
                 }
             }
         }
-        let end = Finish {
-            status: RunStatus::Success,
-            error: None,
-            meta: json!({}),
-        };
-        self.engine
-            .write(|tx| store::finish(tx, run_id, &end, tx.now()))?;
+        // A run that kept a payload rejected failed its check, whatever its stages said.
+        let last = p.runners.last().map_or("", |(n, _)| n.as_str());
+        self.engine.write(|tx| {
+            let rejection = raw::rejection_of_run(tx, run_id)?;
+            let end = match &rejection {
+                None => Finish {
+                    status: RunStatus::Success,
+                    error: None,
+                    meta: json!({}),
+                },
+                Some(r) => Finish {
+                    status: RunStatus::Failed,
+                    error: Some((&r.code, &r.reason)),
+                    meta: json!({"errorCode": r.code, "failedStage": last}),
+                },
+            };
+            store::finish(tx, run_id, &end, tx.now())
+        })?;
         Ok(())
     }
 
@@ -536,6 +547,16 @@ impl<'a> Runs<'a> {
         config: &PreflightConfig,
     ) -> Result<ReadinessSnapshot> {
         probe::preflight(self.engine, scope, probes, config)
+    }
+
+    /// The raw record `id` (`NOT_FOUND` when there is none).
+    pub fn raw_record(&self, id: i64) -> Result<RawRecord> {
+        self.engine.read(|c| raw::record(c, id))
+    }
+
+    /// The raw records `filter` selects (a run's, rejected ones), newest first.
+    pub fn raw_list(&self, filter: &RawFilter) -> Result<Vec<RawRecord>> {
+        self.engine.read(|c| raw::list(c, filter))
     }
 
     /// The raw records of run `run_id`, oldest first.

@@ -507,6 +507,33 @@ impl StageContext<'_> {
         let run_id = self.run_id;
         let checked = raw::check(input)?;
         self.engine
-            .write(|tx| raw::store(tx, run_id, input, &checked, tx.now()))
+            .write(|tx| raw::store(tx, run_id, input, &checked, None, tx.now()))
+    }
+
+    /// Sets the message and detail of this stage's own timeline entry while it is still
+    /// open (what it is waiting for, live: a progress display or the UI reads it). The
+    /// entry's final detail is still what the stage returns.
+    pub fn annotate(&mut self, message: Option<&str>, detail: &Value) -> Result<()> {
+        let run_id = self.run_id;
+        self.engine.write(|tx| {
+            crate::storage::ingest_runs::annotate_open_entry(tx, run_id, message, detail)
+                .map(|_| ())
+        })
+    }
+
+    /// Stores a downloaded payload that failed validation or its check, marked rejected
+    /// with the failure's `code` and `reason`, so it is never lost: the stage then fails
+    /// the run with that code (a run holding a rejected record cannot succeed).
+    pub fn store_rejected_raw(
+        &mut self,
+        input: &RawInput<'_>,
+        code: &str,
+        reason: &str,
+    ) -> Result<RawRecord> {
+        let run_id = self.run_id;
+        let checked = raw::check(input)?;
+        let rejection = raw::rejection(code, reason)?;
+        self.engine
+            .write(|tx| raw::store(tx, run_id, input, &checked, Some(&rejection), tx.now()))
     }
 }

@@ -21,7 +21,7 @@ pub struct RawInput<'a> {
     pub bytes: &'a [u8],
 }
 
-pub use crate::storage::raw::RawRecord;
+pub use crate::storage::raw::{RawFilter, RawRecord, Rejection};
 
 /// What [`Runs::prune`](super::Runs::prune) removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -89,6 +89,7 @@ pub(crate) fn store(
     run_id: i64,
     input: &RawInput<'_>,
     checked: &Checked,
+    rejected: Option<&Rejection>,
     now: Timestamp,
 ) -> Result<RawRecord> {
     match ingest_runs::is_started(tx, run_id)? {
@@ -110,6 +111,7 @@ pub(crate) fn store(
             content_type: input.content_type,
             sha256: &checked.sha,
             bytes: input.bytes,
+            rejected,
         },
         now,
     )
@@ -118,6 +120,53 @@ pub(crate) fn store(
 /// The records of one run, oldest first.
 pub(crate) fn records_of_run(conn: &Connection, run_id: i64) -> Result<Vec<RawRecord>> {
     raw::records_of_run(conn, run_id)
+}
+
+/// The record `id`.
+pub(crate) fn record(conn: &Connection, id: i64) -> Result<RawRecord> {
+    raw::record(conn, id)
+}
+
+/// The first rejection among the records of run `run_id`: a run holding one ends failed
+/// with its code, never success (V8 refuses that in SQL too).
+pub(crate) fn rejection_of_run(conn: &Connection, run_id: i64) -> Result<Option<Rejection>> {
+    raw::rejection_of_run(conn, run_id)
+}
+
+/// The records `filter` selects, newest first (`limit` checked: 1..=1000).
+pub(crate) fn list(conn: &Connection, filter: &RawFilter) -> Result<Vec<RawRecord>> {
+    if !(1..=1000).contains(&filter.limit) {
+        return Err(Error::invalid("limit", "must be 1..=1000"));
+    }
+    raw::list(conn, filter)
+}
+
+/// Checks a rejection's code and reason (the V8 CHECKs, restated): a code of 1..=64
+/// upper-case letters, digits and `_`; the reason cut to 2000 bytes on a character
+/// boundary, NULs removed, never empty.
+pub(crate) fn rejection(code: &str, reason: &str) -> Result<Rejection> {
+    if code.is_empty()
+        || code.len() > 64
+        || !code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(Error::invalid(
+            "rejected_code",
+            "must be 1..=64 upper-case letters, digits or _",
+        ));
+    }
+    let mut reason: String = reason.chars().filter(|&c| c != '\0').collect();
+    if reason.is_empty() {
+        reason = code.to_string();
+    }
+    while reason.len() > 2000 {
+        reason.pop();
+    }
+    Ok(Rejection {
+        code: code.to_string(),
+        reason,
+    })
 }
 
 /// The bytes of the payload with this SHA-256.

@@ -113,6 +113,13 @@ const REPLACE_LAST_ENTRY: &str = "update ingest_runs
     set timeline = json_set(timeline, '$[#-1]', json(:entry))
     where id = :id and status = 'started' and json_array_length(timeline) > 0";
 
+// The open (last) entry of a started run, annotated in place: still open, same stage,
+// attempt and start (what V5's append-only rule allows), a new message and detail.
+const ANNOTATE_OPEN_ENTRY: &str = "update ingest_runs
+    set timeline = json_set(timeline, '$[#-1].message', :message, '$[#-1].detail', json(:detail))
+    where id = :id and status = 'started' and json_array_length(timeline) > 0
+      and json_extract(timeline, '$[#-1].status') = 'started'";
+
 const RENEW_LEASE: &str = "update ingest_runs set lease_expires_at = :lease
     where id = :id and status = 'started'";
 
@@ -301,6 +308,24 @@ pub(crate) fn close_last_entry(tx: &Connection, id: i64, entry: &TimelineEntry) 
     let n = tx
         .prepare_cached(REPLACE_LAST_ENTRY)?
         .execute(named_params! {":id": id, ":entry": entry.to_json()})?;
+    Ok(n == 1)
+}
+
+/// Sets the message and detail of a started run's open (last) entry, which stays open:
+/// what a stage is waiting for, live. `false` if there is no open entry.
+pub(crate) fn annotate_open_entry(
+    tx: &Connection,
+    id: i64,
+    message: Option<&str>,
+    detail: &serde_json::Value,
+) -> Result<bool> {
+    let n = tx
+        .prepare_cached(ANNOTATE_OPEN_ENTRY)?
+        .execute(named_params! {
+            ":id": id,
+            ":message": message,
+            ":detail": detail.to_string(),
+        })?;
     Ok(n == 1)
 }
 

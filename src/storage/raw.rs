@@ -27,12 +27,46 @@ pub struct RawRecord {
     pub sha256: String,
     /// When it was stored.
     pub created_at: Timestamp,
+    /// Set when the statement failed validation or its check: why it was rejected (its run
+    /// failed with this code). A rejection is final (V8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<Rejection>,
+}
+
+/// Why a stored payload was rejected: the failure's stable code and message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejection {
+    /// The stable code (`FLEX_MALFORMED_XML`, `MISSING_REQUIRED_SECTION`...).
+    pub code: String,
+    /// The failure's message.
+    pub reason: String,
+}
+
+/// Which raw records [`Runs::raw_list`](crate::Runs::raw_list) returns, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFilter {
+    /// Only the records of this run.
+    pub run_id: Option<i64>,
+    /// Only rejected records.
+    pub rejected_only: bool,
+    /// At most this many (1..=1000).
+    pub limit: u32,
+}
+
+impl Default for RawFilter {
+    fn default() -> Self {
+        RawFilter {
+            run_id: None,
+            rejected_only: false,
+            limit: 100,
+        }
+    }
 }
 
 /// Every column of a [`RawRecord`], the one list [`record_from_row`] reads by name.
 macro_rules! record_columns {
     () => {
-        "id, run_id, source, upstream_ref, content_type, size, sha256, created_at"
+        "id, run_id, source, upstream_ref, content_type, size, sha256, created_at, rejected_code, rejected_reason"
     };
 }
 
@@ -44,10 +78,27 @@ const INSERT_PAYLOAD: &str =
      on conflict (sha256) do nothing";
 
 const INSERT_RECORD: &str = concat!(
-    "insert into raw_records (run_id, source, upstream_ref, content_type, size, sha256, created_at)
-     values (:run_id, :source, :upstream_ref, :content_type, :size, :sha, :now)
+    "insert into raw_records (run_id, source, upstream_ref, content_type, size, sha256, created_at,
+                              rejected_code, rejected_reason)
+     values (:run_id, :source, :upstream_ref, :content_type, :size, :sha, :now,
+             :rejected_code, :rejected_reason)
      returning ",
     record_columns!()
+);
+
+const RECORD_BY_ID: &str = concat!(
+    "select ",
+    record_columns!(),
+    " from raw_records where id = :id"
+);
+
+const LIST_RECORDS: &str = concat!(
+    "select ",
+    record_columns!(),
+    " from raw_records
+     where (:run_id is null or run_id = :run_id)
+       and (:rejected_only = 0 or rejected_code is not null)
+     order by id desc limit :limit"
 );
 
 pub(super) const RECORDS_OF_RUN: &str = concat!(
@@ -57,6 +108,9 @@ pub(super) const RECORDS_OF_RUN: &str = concat!(
 );
 
 const PAYLOAD: &str = "select payload from raw_payloads where sha256 = :sha";
+
+const REJECTION_OF_RUN: &str = "select rejected_code, rejected_reason from raw_records
+     where run_id = :run_id and rejected_code is not null order by id limit 1";
 
 // Retention (after the runs were deleted, in the same transaction; the triggers allow each
 // step only after the previous one): the records of the deleted runs, then payloads that no
@@ -77,6 +131,15 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<RawRecord> {
         size: r.get(col!(RECORD_COLUMNS, "size"))?,
         sha256: r.get("sha256")?,
         created_at: r.get(col!(RECORD_COLUMNS, "created_at"))?,
+        rejected: match r.get::<_, Option<String>>(col!(RECORD_COLUMNS, "rejected_code"))? {
+            None => None,
+            Some(code) => Some(Rejection {
+                code,
+                reason: r
+                    .get::<_, Option<String>>(col!(RECORD_COLUMNS, "rejected_reason"))?
+                    .unwrap_or_default(),
+            }),
+        },
     })
 }
 
@@ -88,6 +151,7 @@ pub(crate) struct NewRaw<'a> {
     pub content_type: &'a str,
     pub sha256: &'a str,
     pub bytes: &'a [u8],
+    pub rejected: Option<&'a Rejection>,
 }
 
 /// Stores the payload once per SHA-256 and a record each time.
@@ -107,6 +171,8 @@ pub(crate) fn insert(tx: &Connection, new: &NewRaw<'_>, now: Timestamp) -> Resul
             ":size": size,
             ":sha": new.sha256,
             ":now": now,
+            ":rejected_code": new.rejected.map(|r| r.code.as_str()),
+            ":rejected_reason": new.rejected.map(|r| r.reason.as_str()),
         },
         record_from_row,
     )?)
@@ -117,6 +183,44 @@ pub(crate) fn records_of_run(conn: &Connection, run_id: i64) -> Result<Vec<RawRe
     Ok(conn
         .prepare_cached(RECORDS_OF_RUN)?
         .query_map(named_params! {":run_id": run_id}, record_from_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// The record `id`.
+pub(crate) fn record(conn: &Connection, id: i64) -> Result<RawRecord> {
+    conn.prepare_cached(RECORD_BY_ID)?
+        .query_row(named_params! {":id": id}, record_from_row)
+        .optional()?
+        .ok_or_else(|| Error::not_found("raw record", id))
+}
+
+/// The first rejection among the records of run `run_id`, if any.
+pub(crate) fn rejection_of_run(conn: &Connection, run_id: i64) -> Result<Option<Rejection>> {
+    Ok(conn
+        .prepare_cached(REJECTION_OF_RUN)?
+        .query_row(named_params! {":run_id": run_id}, |r| {
+            Ok(Rejection {
+                code: r.get("rejected_code")?,
+                reason: r
+                    .get::<_, Option<String>>("rejected_reason")?
+                    .unwrap_or_default(),
+            })
+        })
+        .optional()?)
+}
+
+/// The records `filter` selects, newest first.
+pub(crate) fn list(conn: &Connection, filter: &RawFilter) -> Result<Vec<RawRecord>> {
+    Ok(conn
+        .prepare_cached(LIST_RECORDS)?
+        .query_map(
+            named_params! {
+                ":run_id": filter.run_id,
+                ":rejected_only": filter.rejected_only,
+                ":limit": filter.limit,
+            },
+            record_from_row,
+        )?
         .collect::<rusqlite::Result<_>>()?)
 }
 
@@ -173,6 +277,9 @@ const RAW_RECORD_SIZE: &str =
     "select r.id, 'size ' || r.size || ' but its payload has ' || p.size || ' bytes'
      from raw_records r join raw_payloads p on p.sha256 = r.sha256 where r.size is not p.size";
 
+const RAW_REJECTION: &str = "select id, 'rejected_code and rejected_reason must be set together'
+     from raw_records where (rejected_code is null) <> (rejected_reason is null)";
+
 /// This module's tables read whole (every column of every row) by the damage survey.
 pub(crate) const SCANS: &[(&str, &str)] = &[
     ("raw_payloads", "select * from raw_payloads"),
@@ -183,4 +290,5 @@ pub(crate) const SCANS: &[(&str, &str)] = &[
 pub(crate) const CHECKS: &[Check] = &[
     err("raw_payload", "raw_payloads", RAW_SIZE),
     err("raw_record", "raw_records", RAW_RECORD_SIZE),
+    err("raw_rejection", "raw_records", RAW_REJECTION),
 ];

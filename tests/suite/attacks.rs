@@ -624,8 +624,12 @@ fn v4_rows(conn: &Connection) -> Vec<String> {
             .unwrap();
         let cols: Vec<String> = cols
             .into_iter()
-            // hashes came with V5, cancel_reason with V9: not V4 columns
-            .filter(|c| c != "hash" && c != "prev_hash" && c != "cancel_reason")
+            // Columns added after V4: hashes (V5), the raw_records rejection marker (V8,
+            // NULL on every upgraded row), cancel_reason (V9).
+            .filter(|c| {
+                !["hash", "prev_hash", "rejected_code", "rejected_reason", "cancel_reason"]
+                    .contains(&c.as_str())
+            })
             .collect();
         let mut stmt = conn
             .prepare(&format!(

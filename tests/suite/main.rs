@@ -9,6 +9,7 @@ mod engine;
 mod flex_client;
 #[cfg(feature = "flex")]
 mod flex_gen;
+mod flex_malformed;
 #[cfg(feature = "flex")]
 mod flex_mock;
 #[cfg(feature = "flex")]
@@ -20,6 +21,7 @@ mod host_snapshot;
 #[cfg(feature = "http")]
 mod http;
 mod jobs;
+mod raw_rejected;
 mod reliability;
 mod reliability_contention;
 mod reliability_crash;

@@ -474,3 +474,42 @@ fn the_sign_in_cookie_reads_the_event_stream_but_writes_nothing_through_the_api(
     assert_eq!(write.status, 401, "{}", write.body);
     assert_eq!(dump(&engine), before);
 }
+
+#[test]
+fn a_rejected_raw_record_shows_its_code_on_the_run_page() {
+    use runledger::run::{Pipeline, RawInput, StageError};
+    let (engine, _clock, _dir) = file_engine();
+    let p = Pipeline::builder("keep")
+        .stage("check", |ctx| {
+            let input = RawInput {
+                source: "ib_flex",
+                upstream_ref: None,
+                content_type: "application/xml",
+                bytes: b"<FlexQueryResponse a=\xe2\x80\x9cx\"/>",
+            };
+            ctx.store_rejected_raw(&input, "FLEX_MALFORMED_XML", "at byte 21 <&>")
+                .map_err(|e| StageError::fatal(e.code(), e.to_string()))?;
+            Err(StageError::fatal("FLEX_MALFORMED_XML", "at byte 21 <&>"))
+        })
+        .build()
+        .unwrap();
+    let run = engine
+        .runs()
+        .trigger(&p, runledger::Scope::Targets.into(), TriggerKind::Manual)
+        .unwrap()
+        .remove(0)
+        .result
+        .unwrap();
+    let s = serve(&engine, HttpOptions::default());
+    let page = get(&s, &format!("/ui/runs/{}", run.id), None);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("rejected FLEX_MALFORMED_XML"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("title=\"at byte 21 &lt;&amp;&gt;\""),
+        "escaped reason"
+    );
+}

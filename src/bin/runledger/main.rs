@@ -28,6 +28,7 @@ mod flex_mock;
 mod jobs;
 mod output;
 mod provider;
+mod raw_cmd;
 mod runbook_cmd;
 mod runs;
 mod schedule;
@@ -105,6 +106,11 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Write a consistent copy of the live database to FILE, verified by doctor.
     Backup(backup::BackupArgs),
+    /// Stored raw payloads (downloaded statements, rejected ones too): list, export.
+    Raw {
+        #[command(subcommand)]
+        cmd: raw_cmd::RawCmd,
+    },
     /// Interactive Brokers Flex statements.
     Flex {
         #[command(subcommand)]
@@ -177,6 +183,7 @@ fn run(cli: Cli, out: Out) -> CliResult {
         Command::Serve(args) => serve::serve(&engine, args, &load()?),
         Command::Runbook(args) => runbook_cmd::runbook(&engine, out, args),
         Command::Backup(args) => backup::backup(&engine, out, args),
+        Command::Raw { cmd } => raw_cmd::raw(&engine, out, cmd),
         Command::Demo(_) | Command::Flex { .. } | Command::Doctor(_) | Command::Config { .. } => {
             unreachable!("handled above")
         }

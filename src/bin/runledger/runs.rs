@@ -121,6 +121,11 @@ pub fn runs(
                         ]);
                     }
                     print!("{}", t.render(out.color));
+                    for r in &raw {
+                        if let Some(x) = &r.rejected {
+                            println!("raw {} rejected [{}]: {}", r.id, x.code, x.reason);
+                        }
+                    }
                 }
             }
         }
