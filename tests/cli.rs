@@ -1316,6 +1316,7 @@ fn regression_a_closed_stdout_made_the_cli_panic() {
             "{args:?}: {stderr}"
         );
     }
+}
 
 // ---------- Flex for real statements (issue 14) ----------
 

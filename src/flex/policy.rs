@@ -200,6 +200,8 @@ pub enum PolicyPreset {
     None,
 }
 
+serde_display!(PolicyPreset);
+
 impl std::str::FromStr for PolicyPreset {
     type Err = super::FlexError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -123,6 +123,8 @@ pub enum WaitReason {
     RateLimit,
 }
 
+serde_display!(WaitReason);
+
 impl WaitReason {
     /// The reason in words, for a progress line and the timeline entry's message.
     pub fn describe(self) -> &'static str {

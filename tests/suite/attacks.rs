@@ -627,8 +627,14 @@ fn v4_rows(conn: &Connection) -> Vec<String> {
             // Columns added after V4: hashes (V5), the raw_records rejection marker (V8,
             // NULL on every upgraded row), cancel_reason (V9).
             .filter(|c| {
-                !["hash", "prev_hash", "rejected_code", "rejected_reason", "cancel_reason"]
-                    .contains(&c.as_str())
+                ![
+                    "hash",
+                    "prev_hash",
+                    "rejected_code",
+                    "rejected_reason",
+                    "cancel_reason",
+                ]
+                .contains(&c.as_str())
             })
             .collect();
         let mut stmt = conn

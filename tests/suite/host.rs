@@ -547,6 +547,21 @@ fn every_public_enum_with_a_text_form_implements_display() {
                 "Missing",
                 displays_its_text(&[Missing::Absent, Missing::Empty]),
             ),
+            (
+                "PolicyPreset",
+                displays_its_text(&[
+                    runledger::flex::PolicyPreset::Activity,
+                    runledger::flex::PolicyPreset::None,
+                ]),
+            ),
+            (
+                "WaitReason",
+                displays_its_text(&[
+                    runledger::flex::WaitReason::Throttled,
+                    runledger::flex::WaitReason::Transient,
+                    runledger::flex::WaitReason::RateLimit,
+                ]),
+            ),
         ]);
         assert_eq!(RootType::Activity.to_string(), "AF");
         assert_eq!(RootType::Other("X".into()).to_string(), "X");
@@ -565,6 +580,8 @@ fn every_public_enum_with_a_text_form_implements_display() {
                 "BodyKind",
                 "Missing",
                 "RequireRows",
+                "PolicyPreset",
+                "WaitReason",
             ]
             .contains(&n.as_str())
         });
