@@ -36,11 +36,24 @@ pub fn t0() -> Timestamp {
     Timestamp::parse("2026-11-22T11:30:00.000Z").unwrap()
 }
 
+/// The engine options of every test engine: the defaults, at the durability named by
+/// `RUNLEDGER_TEST_DURABILITY` (`full`, the default, or `normal`), so that CI runs the whole
+/// suite at both. A test that needs one durability sets it on top.
+pub fn options() -> EngineOptions {
+    let mut opts = EngineOptions::default();
+    opts.db.durability = match std::env::var("RUNLEDGER_TEST_DURABILITY").as_deref() {
+        Ok("normal") => runledger::Durability::Normal,
+        Ok("full") | Err(_) => runledger::Durability::Full,
+        Ok(other) => panic!("RUNLEDGER_TEST_DURABILITY={other}: expected full or normal"),
+    };
+    opts
+}
+
 /// An in-memory engine on a manual clock at [`t0`].
 pub fn mem_engine() -> (Engine, ManualClock) {
     let clock = ManualClock::new(t0());
     let engine =
-        Engine::open_in_memory_with(EngineOptions::default().with_clock(clock.clone())).unwrap();
+        Engine::open_in_memory_with(options().with_clock(clock.clone())).unwrap();
     (engine, clock)
 }
 
@@ -50,7 +63,7 @@ pub fn file_engine() -> (Engine, ManualClock, tempfile::TempDir) {
     let clock = ManualClock::new(t0());
     let engine = Engine::open_with(
         dir.path().join("runledger.db"),
-        EngineOptions::default().with_clock(clock.clone()),
+        options().with_clock(clock.clone()),
     )
     .unwrap();
     (engine, clock, dir)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use runledger::doctor::{self, Anomaly, DoctorOptions, Severity};
 use runledger::run::{Pipeline, RawInput, Scope, StageError, StageOutput, TriggerKind};
 use runledger::schedule::NewSchedule;
-use runledger::{Clock, Engine, EngineOptions, ManualClock, NewJob, ScheduledRuns};
+use runledger::{Clock, Engine, ManualClock, NewJob, ScheduledRuns};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -107,7 +107,7 @@ pub fn copy_of(engine: &Engine, to: &Path, clock: &ManualClock) -> Engine {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    Engine::open_with(to, EngineOptions::default().with_clock(clock.clone())).unwrap()
+    Engine::open_with(to, crate::common::options().with_clock(clock.clone())).unwrap()
 }
 
 type Finding = (&'static str, Severity, String, Option<String>);

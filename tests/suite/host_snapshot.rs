@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use runledger::run::{Gate, RawInput, RetryPolicy, StageError, StageOutput};
 use runledger::{
-    Engine, EngineOptions, JobFailure, ManualClock, NewJob, Pipeline, ScopeSelector, Timestamp,
+    Engine, JobFailure, ManualClock, NewJob, Pipeline, ScopeSelector, Timestamp,
     TriggerKind,
 };
 use serde_json::json;
@@ -76,7 +76,7 @@ fn analyse(engine: &Engine, clock: &ManualClock) -> Result<(), JobFailure> {
 fn engine_at(start: &str) -> (Engine, ManualClock) {
     let clock = ManualClock::new(Timestamp::parse(start).unwrap());
     let engine =
-        Engine::open_in_memory_with(EngineOptions::default().with_clock(clock.clone())).unwrap();
+        Engine::open_in_memory_with(crate::common::options().with_clock(clock.clone())).unwrap();
     (engine, clock)
 }
 

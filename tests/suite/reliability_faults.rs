@@ -11,7 +11,7 @@ use runledger::doctor::{self, DoctorOptions};
 use runledger::run::{Pipeline, RawInput, RunStatus, Scope, StageError, StageOutput, TriggerKind};
 use runledger::schedule::NewSchedule;
 use runledger::{
-    Clock, Engine, EngineOptions, FireOutcome, NewJob, Schedule, Supervisor, SupervisorOptions,
+    Clock, Engine, FireOutcome, NewJob, Schedule, Supervisor, SupervisorOptions,
     Timestamp,
 };
 use serde_json::json;
@@ -127,7 +127,7 @@ fn a_read_only_database_refuses_writes_typed_and_the_next_read_write_open_works(
     let path = dir.path().join("runledger.db");
     let before = dump(&engine);
     let uri = format!("file:{}?mode=ro", path.display());
-    match Engine::open_with(&uri, EngineOptions::default().with_clock(clock.clone())) {
+    match Engine::open_with(&uri, crate::common::options().with_clock(clock.clone())) {
         Ok(ro) => {
             eprintln!("read-only: the open succeeds, writes are refused");
             assert_eq!(dump(&ro), before, "reads work");
@@ -148,7 +148,7 @@ fn a_read_only_database_refuses_writes_typed_and_the_next_read_write_open_works(
     }
     assert_eq!(dump(&engine), before);
     drop(engine);
-    let rw = Engine::open_with(&path, EngineOptions::default().with_clock(clock)).unwrap();
+    let rw = Engine::open_with(&path, crate::common::options().with_clock(clock)).unwrap();
     rw.jobs()
         .create(&NewJob::new("alice", "research", json!({})))
         .unwrap();

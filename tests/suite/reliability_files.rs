@@ -131,7 +131,7 @@ fn closed_populated_file(dir: &Path, table: &str) -> (std::path::PathBuf, u64, u
     {
         let engine = Engine::open_with(
             &path,
-            runledger::EngineOptions::default().with_clock(clock.clone()),
+            crate::common::options().with_clock(clock.clone()),
         )
         .unwrap();
         populate(&engine, &clock);
@@ -275,7 +275,7 @@ impl SmallVolume {
     fn engine(&self) -> (Engine, std::path::PathBuf) {
         let path = self.path().join("ledger.db");
         let clock = runledger::ManualClock::new(t0());
-        let opts = runledger::EngineOptions::default().with_clock(clock);
+        let opts = crate::common::options().with_clock(clock);
         (Engine::open_with(&path, opts).unwrap(), path)
     }
 }
@@ -617,7 +617,7 @@ fn regression_a_volume_made_read_only_under_a_running_process_gave_database() {
     let path = vol.dir.path().join("ledger.db");
     let clock = runledger::ManualClock::new(t0());
     let engine =
-        Engine::open_with(&path, runledger::EngineOptions::default().with_clock(clock)).unwrap();
+        Engine::open_with(&path, crate::common::options().with_clock(clock)).unwrap();
     engine
         .jobs()
         .create(&NewJob::new("alice", "research", json!({"n": 0})))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use runledger::run::{Pipeline, StageOutput};
 use runledger::schedule::NewSchedule;
 use runledger::{
-    Clock, Engine, EngineOptions, Fire, FireOutcome, ManualClock, Schedule, ScheduledRuns,
+    Clock, Engine, Fire, FireOutcome, ManualClock, Schedule, ScheduledRuns,
     SlotClaim, SlotStatus, TickOptions, Timestamp,
 };
 
@@ -18,7 +18,7 @@ fn quarter() -> Duration {
 }
 
 fn engine_at(path: &str, clock: &ManualClock) -> Engine {
-    Engine::open_with(path, EngineOptions::default().with_clock(clock.clone())).unwrap()
+    Engine::open_with(path, crate::common::options().with_clock(clock.clone())).unwrap()
 }
 
 /// The pipeline every test fires; with `RUNLEDGER_HANG_IN_STAGE` its stage prints

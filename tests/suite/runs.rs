@@ -8,7 +8,7 @@ use runledger::run::{
     Gate, Pipeline, RetryPolicy, Run, RunFilter, RunStatus, Scope, ScopeSelector, StageError,
     StageOutput, StageStatus, TriggerKind, TriggerOptions,
 };
-use runledger::{Engine, EngineOptions, Error, ManualClock};
+use runledger::{Engine, Error, ManualClock};
 use serde_json::json;
 
 use crate::common::*;
@@ -444,7 +444,7 @@ fn child_crashes_mid_stage() {
     let clock = ManualClock::new(t0());
     let engine = Engine::open_with(
         std::env::var("RUNLEDGER_DB").unwrap(),
-        EngineOptions::default().with_clock(clock.clone()),
+        crate::common::options().with_clock(clock.clone()),
     )
     .unwrap();
     let p = Pipeline::builder("flex")
@@ -566,7 +566,7 @@ fn eight_threads_trigger_at_once_and_exactly_one_wins() {
                 // Each thread has its own connection, as separate hosts would.
                 let engine = Engine::open_with(
                     &path,
-                    EngineOptions::default().with_clock(ManualClock::new(t0())),
+                    crate::common::options().with_clock(ManualClock::new(t0())),
                 )
                 .unwrap();
                 let p = contended_pipeline(engine.clone(), 7);
@@ -654,7 +654,7 @@ fn child_triggers_contended() {
     }
     let engine = Engine::open_with(
         std::env::var("RUNLEDGER_DB").unwrap(),
-        EngineOptions::default().with_clock(ManualClock::new(t0())),
+        crate::common::options().with_clock(ManualClock::new(t0())),
     )
     .unwrap();
     let p = contended_pipeline(engine.clone(), 3);

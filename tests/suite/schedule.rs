@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use runledger::schedule::{state::TRANSITIONS, LoopOptions, DEFAULT_SCHEDULE_NAME};
 use runledger::{
-    Engine, EngineOptions, Error, Fire, FireOutcome, ManualClock, Misfire, NewSchedule, Schedule,
+    Engine, Error, Fire, FireOutcome, ManualClock, Misfire, NewSchedule, Schedule,
     ScheduleEdit, SlotStatus, TickOptions, Timestamp,
 };
 
@@ -259,7 +259,7 @@ fn two_tickers_racing_in_threads_fire_each_slot_once() {
             std::thread::spawn(move || {
                 // Each thread has its own connection, like a separate process.
                 let engine =
-                    Engine::open_with(&path, EngineOptions::default().with_clock(clock)).unwrap();
+                    Engine::open_with(&path, crate::common::options().with_clock(clock)).unwrap();
                 let mut fired = 0;
                 for minute in 1..=10u64 {
                     barrier.wait();
@@ -299,7 +299,7 @@ fn child_ticker() {
     let now = ts(&var("RUNLEDGER_NOW"));
     let engine = Engine::open_with(
         var("RUNLEDGER_DB"),
-        EngineOptions::default().with_clock(ManualClock::new(now)),
+        crate::common::options().with_clock(ManualClock::new(now)),
     )
     .unwrap();
     let log = Mutex::new(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use runledger::job::worker::StopReason;
 use runledger::{
-    Clock, Engine, EngineOptions, Error, EventKind, JobFailure, JobState, NewJob, RecoveryPolicy,
+    Clock, Engine, Error, EventKind, JobFailure, JobState, NewJob, RecoveryPolicy,
     Supervisor, SupervisorOptions, Worker, WorkerOptions,
 };
 use serde_json::json;
@@ -173,7 +173,7 @@ fn racing_supervisors_recover_each_job_once() {
             let clock = clock.clone();
             std::thread::spawn(move || {
                 let engine =
-                    Engine::open_with(&path, EngineOptions::default().with_clock(clock.clone()))
+                    Engine::open_with(&path, crate::common::options().with_clock(clock.clone()))
                         .unwrap();
                 let sup = Supervisor::new(
                     engine,
