@@ -33,8 +33,7 @@
 //! strings; the database, timelines, errors and `Debug` output see `***` or its
 //! fingerprint.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -178,35 +177,20 @@ struct RunState {
     bytes: Option<Vec<u8>>,
 }
 
-type States = Arc<Mutex<HashMap<i64, RunState>>>;
-
 struct Shared {
     config: FlexConfig,
     transport: Arc<dyn FlexTransport>,
-    states: States,
 }
 
-impl Shared {
-    /// Takes the run's state out (a failing stage drops it, with the token).
-    fn take(&self, run_id: i64) -> std::result::Result<RunState, StageError> {
-        self.states
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&run_id)
-            .ok_or_else(|| {
-                StageError::fatal(
-                    "FLEX_STATE_LOST",
-                    "the run's in-memory state is gone (an earlier stage did not finish)",
-                )
-            })
-    }
-
-    fn put(&self, run_id: i64, state: RunState) {
-        self.states
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(run_id, state);
-    }
+/// Takes the run's state out of its context (a failing stage drops it, with the token; the
+/// orchestrator drops whatever is left when the run ends).
+fn take(ctx: &StageContext<'_>) -> std::result::Result<RunState, StageError> {
+    ctx.take_state::<RunState>().ok_or_else(|| {
+        StageError::fatal(
+            "FLEX_STATE_LOST",
+            "the run's in-memory state is gone (an earlier stage did not finish)",
+        )
+    })
 }
 
 /// A stage error for `e`, with `detail`; IB's raw code goes to `meta_json.ibCode`.
@@ -266,16 +250,13 @@ fn token_gate(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput
             return Err(StageError::from(FlexError::from(e)).with_detail(detail));
         }
     }
-    shared.put(
-        ctx.run_id(),
-        RunState {
-            token,
-            started: None,
-            requested: None,
-            body: None,
-            bytes: None,
-        },
-    );
+    ctx.set_state(RunState {
+        token,
+        started: None,
+        requested: None,
+        body: None,
+        bytes: None,
+    });
     Ok(StageOutput::with_detail(detail))
 }
 
@@ -324,7 +305,7 @@ impl Waits {
 
 fn request_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
     let cfg = &shared.config;
-    let mut state = shared.take(ctx.run_id())?;
+    let mut state = take(ctx)?;
     let started = cfg.pacer.now();
     state.started = Some(started);
     let mut waits = Waits::default();
@@ -354,13 +335,13 @@ fn request_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOut
     ctx.merge_meta(&json!({"referenceCode": requested.reference}))
         .map_err(db)?;
     state.requested = Some(requested);
-    shared.put(ctx.run_id(), state);
+    ctx.set_state(state);
     Ok(StageOutput::with_detail(detail))
 }
 
 fn poll_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
     let cfg = &shared.config;
-    let mut state = shared.take(ctx.run_id())?;
+    let mut state = take(ctx)?;
     let requested = state.requested.take().ok_or_else(|| {
         StageError::fatal(
             "FLEX_STATE_LOST",
@@ -400,12 +381,12 @@ fn poll_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput
     }
     state.requested = Some(requested);
     state.body = Some(body);
-    shared.put(ctx.run_id(), state);
+    ctx.set_state(state);
     Ok(StageOutput::with_detail(detail))
 }
 
-fn download_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
-    let mut state = shared.take(ctx.run_id())?;
+fn download_stage(_shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
+    let mut state = take(ctx)?;
     let body = state
         .body
         .take()
@@ -421,7 +402,7 @@ fn download_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOu
         "sha256": crate::run::raw::sha256_hex(&bytes),
     });
     state.bytes = Some(bytes);
-    shared.put(ctx.run_id(), state);
+    ctx.set_state(state);
     Ok(StageOutput::with_detail(detail))
 }
 
@@ -489,7 +470,7 @@ fn reject(
 }
 
 fn section_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
-    let state = shared.take(ctx.run_id())?;
+    let state = take(ctx)?;
     let bytes = state
         .bytes
         .as_deref()
@@ -549,12 +530,12 @@ fn section_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOut
     if let Err(e) = outcome.into_result() {
         return Err(reject(ctx, &state, bytes, e.code(), e.to_string(), detail));
     }
-    shared.put(ctx.run_id(), state);
+    ctx.set_state(state);
     Ok(StageOutput::with_detail(detail))
 }
 
-fn persist_stage(shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
-    let state = shared.take(ctx.run_id())?;
+fn persist_stage(_shared: &Shared, ctx: &mut StageContext<'_>) -> Result<StageOutput, StageError> {
+    let state = take(ctx)?;
     let bytes = state
         .bytes
         .as_deref()
@@ -589,11 +570,7 @@ pub fn build_pipeline(config: FlexConfig) -> Result<Pipeline> {
     let name = config.pipeline_name();
     let scope = config.scope;
     let lease = config.lease();
-    let shared = Arc::new(Shared {
-        config,
-        transport,
-        states: Arc::default(),
-    });
+    let shared = Arc::new(Shared { config, transport });
     let s = |f: fn(&Shared, &mut StageContext<'_>) -> Result<StageOutput, StageError>| {
         let shared = shared.clone();
         move |ctx: &mut StageContext<'_>| f(&shared, ctx)

@@ -269,6 +269,8 @@ impl<'a> Runs<'a> {
     ) -> Result<()> {
         let mut outputs = BTreeMap::new();
         let none = BTreeMap::new();
+        // The run's in-memory state: lives exactly as long as this call.
+        let state = crate::run::pipeline::RunState::default();
         let stages = p
             .gates
             .iter()
@@ -290,6 +292,7 @@ impl<'a> Runs<'a> {
                 attempt: 1,
                 lease: p.lease,
                 outputs: &none,
+                state: &state,
             };
             match self.run_stage(p, &base, kind, f, &mut outputs)? {
                 StageEnd::Done => {}
@@ -368,6 +371,7 @@ impl<'a> Runs<'a> {
                     attempt,
                     lease: base.lease,
                     outputs,
+                    state: base.state,
                 };
                 catch_unwind(AssertUnwindSafe(|| f(&mut ctx)))
             };

@@ -418,7 +418,12 @@ pub struct StageContext<'a> {
     pub(crate) attempt: u32,
     pub(crate) lease: Duration,
     pub(crate) outputs: &'a BTreeMap<String, Value>,
+    pub(crate) state: &'a RunState,
 }
+
+/// What one run's stages hand each other in memory ([`StageContext::set_state`]): owned by
+/// the run's execution and dropped when it ends, on every path.
+pub(crate) type RunState = std::cell::RefCell<Option<Box<dyn std::any::Any + Send>>>;
 
 impl StageContext<'_> {
     /// The run's id.
@@ -460,6 +465,27 @@ impl StageContext<'_> {
     /// The detail an earlier stage of this run returned.
     pub fn output(&self, stage: &str) -> Option<&Value> {
         self.outputs.get(stage)
+    }
+    /// Keeps `value` in memory for this run's later stages (replacing what was kept). It
+    /// belongs to the run, not to the pipeline: it is dropped when the run ends, whatever
+    /// the path (success, a failed stage, a lost lease, a panic), so a secret kept here
+    /// (a token) never outlives its run. For what must survive a crash, use the run's
+    /// meta or raw records instead.
+    pub fn set_state<T: std::any::Any + Send>(&self, value: T) {
+        *self.state.borrow_mut() = Some(Box::new(value));
+    }
+    /// Takes the value an earlier stage kept with [`StageContext::set_state`], when it is
+    /// a `T`; `None` when nothing (or something else) was kept. A stage that takes it and
+    /// fails drops it.
+    pub fn take_state<T: std::any::Any + Send>(&self) -> Option<T> {
+        let kept = self.state.borrow_mut().take()?;
+        match kept.downcast::<T>() {
+            Ok(v) => Some(*v),
+            Err(other) => {
+                *self.state.borrow_mut() = Some(other);
+                None
+            }
+        }
     }
     /// Renews the run's lease for another pipeline lease period: a stage that works longer
     /// than the lease (a long poll, a big download) calls this now and then. Returns

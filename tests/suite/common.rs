@@ -52,8 +52,7 @@ pub fn options() -> EngineOptions {
 /// An in-memory engine on a manual clock at [`t0`].
 pub fn mem_engine() -> (Engine, ManualClock) {
     let clock = ManualClock::new(t0());
-    let engine =
-        Engine::open_in_memory_with(options().with_clock(clock.clone())).unwrap();
+    let engine = Engine::open_in_memory_with(options().with_clock(clock.clone())).unwrap();
     (engine, clock)
 }
 

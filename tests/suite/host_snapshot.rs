@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use runledger::run::{Gate, RawInput, RetryPolicy, StageError, StageOutput};
 use runledger::{
-    Engine, JobFailure, ManualClock, NewJob, Pipeline, ScopeSelector, Timestamp,
-    TriggerKind,
+    Engine, JobFailure, ManualClock, NewJob, Pipeline, ScopeSelector, Timestamp, TriggerKind,
 };
 use serde_json::json;
 

@@ -11,8 +11,7 @@ use runledger::doctor::{self, DoctorOptions};
 use runledger::run::{Pipeline, RawInput, RunStatus, Scope, StageError, StageOutput, TriggerKind};
 use runledger::schedule::NewSchedule;
 use runledger::{
-    Clock, Engine, FireOutcome, NewJob, Schedule, Supervisor, SupervisorOptions,
-    Timestamp,
+    Clock, Engine, FireOutcome, NewJob, Schedule, Supervisor, SupervisorOptions, Timestamp,
 };
 use serde_json::json;
 

@@ -129,11 +129,8 @@ fn closed_populated_file(dir: &Path, table: &str) -> (std::path::PathBuf, u64, u
     let path = dir.join("damaged.db");
     let clock = runledger::ManualClock::new(t0());
     {
-        let engine = Engine::open_with(
-            &path,
-            crate::common::options().with_clock(clock.clone()),
-        )
-        .unwrap();
+        let engine =
+            Engine::open_with(&path, crate::common::options().with_clock(clock.clone())).unwrap();
         populate(&engine, &clock);
         for i in 0..200 {
             engine
@@ -616,8 +613,7 @@ fn regression_a_volume_made_read_only_under_a_running_process_gave_database() {
     };
     let path = vol.dir.path().join("ledger.db");
     let clock = runledger::ManualClock::new(t0());
-    let engine =
-        Engine::open_with(&path, crate::common::options().with_clock(clock)).unwrap();
+    let engine = Engine::open_with(&path, crate::common::options().with_clock(clock)).unwrap();
     engine
         .jobs()
         .create(&NewJob::new("alice", "research", json!({"n": 0})))

@@ -7,8 +7,8 @@ use std::time::Duration;
 use runledger::run::{Pipeline, StageOutput};
 use runledger::schedule::NewSchedule;
 use runledger::{
-    Clock, Engine, Fire, FireOutcome, ManualClock, Schedule, ScheduledRuns,
-    SlotClaim, SlotStatus, TickOptions, Timestamp,
+    Clock, Engine, Fire, FireOutcome, ManualClock, Schedule, ScheduledRuns, SlotClaim, SlotStatus,
+    TickOptions, Timestamp,
 };
 
 use crate::common::*;

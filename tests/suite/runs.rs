@@ -1097,3 +1097,68 @@ fn a_damaged_meta_json_reads_as_corrupt_row_not_invalid_input() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A value that counts its drops: a stand-in for a secret a run keeps between stages.
+struct Secret(Arc<AtomicUsize>);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn regression_a_runs_in_memory_state_outlived_the_run_when_it_ended_early() {
+    // Before: Flex kept each run's state (its token) in a map keyed by run id, shared by
+    // the pipeline; a run that ended before its last stage took it out left it there.
+    // Now the state belongs to the run's execution: dropped when the run ends, on every
+    // path, and never seen by another run.
+    let (engine, _clock) = mem_engine();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let keep = {
+        let dropped = Arc::clone(&dropped);
+        move |ctx: &mut runledger::run::StageContext<'_>| {
+            assert!(
+                ctx.take_state::<Secret>().is_none(),
+                "a run starts with no state, whatever the runs before it kept"
+            );
+            ctx.set_state(Secret(Arc::clone(&dropped)));
+            Ok(StageOutput::done())
+        }
+    };
+    let handed_on = Pipeline::builder("handed-on")
+        .stage("keep", keep.clone())
+        .stage("use", |ctx| {
+            let s = ctx.take_state::<Secret>().expect("the earlier stage's state");
+            assert!(ctx.take_state::<String>().is_none(), "typed: not a String");
+            ctx.set_state(s);
+            Ok(StageOutput::done())
+        })
+        .build()
+        .unwrap();
+    let fails = Pipeline::builder("fails")
+        .stage("keep", keep.clone())
+        .stage("boom", |_| Err(StageError::fatal("BOOM", "boom")))
+        .stage("never", |_| Ok(StageOutput::done()))
+        .build()
+        .unwrap();
+    let panics = Pipeline::builder("panics")
+        .stage("keep", keep)
+        .stage("panic", |_| panic!("stage bug"))
+        .build()
+        .unwrap();
+    for (p, status, drops) in [
+        (&handed_on, RunStatus::Success, 1),
+        (&fails, RunStatus::Failed, 2),
+        (&panics, RunStatus::Failed, 3),
+    ] {
+        let run = one(&engine, p, Scope::Targets).unwrap();
+        assert_eq!(run.status, status, "{}", p.name());
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            drops,
+            "{}: the state is gone when the run ends",
+            p.name()
+        );
+    }
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use runledger::schedule::{state::TRANSITIONS, LoopOptions, DEFAULT_SCHEDULE_NAME};
 use runledger::{
-    Engine, Error, Fire, FireOutcome, ManualClock, Misfire, NewSchedule, Schedule,
-    ScheduleEdit, SlotStatus, TickOptions, Timestamp,
+    Engine, Error, Fire, FireOutcome, ManualClock, Misfire, NewSchedule, Schedule, ScheduleEdit,
+    SlotStatus, TickOptions, Timestamp,
 };
 
 use crate::common::*;

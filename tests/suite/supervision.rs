@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use runledger::job::worker::StopReason;
 use runledger::{
-    Clock, Engine, Error, EventKind, JobFailure, JobState, NewJob, RecoveryPolicy,
-    Supervisor, SupervisorOptions, Worker, WorkerOptions,
+    Clock, Engine, Error, EventKind, JobFailure, JobState, NewJob, RecoveryPolicy, Supervisor,
+    SupervisorOptions, Worker, WorkerOptions,
 };
 use serde_json::json;
 
