@@ -208,6 +208,12 @@ fn share(e: &Error) -> Error {
     }
 }
 
+/// Whether `path` is a PostgreSQL connection URL rather than a file.
+fn is_postgres_url(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
 impl Engine {
     /// Opens (creating and migrating if needed) the database at `path` with default options.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -215,8 +221,18 @@ impl Engine {
     }
 
     /// Opens the database at `path` with `opts`.
+    ///
+    /// A `postgres://` or `postgresql://` URL is refused with `INVALID_INPUT` naming
+    /// `runledger::pg::PgEngine::open` (feature `postgres`), the PostgreSQL engine: this
+    /// engine is SQLite's and does not dispatch to it yet (docs/postgres.md).
     pub fn open_with(path: impl AsRef<Path>, opts: EngineOptions) -> Result<Self> {
         let path = path.as_ref();
+        if is_postgres_url(path) {
+            return Err(Error::invalid(
+                "path",
+                "a PostgreSQL URL: open it with runledger::pg::PgEngine::open (cargo feature \"postgres\"); Engine is the SQLite engine",
+            ));
+        }
         let conn = db::open(path, &opts.db)?;
         // The writer never waits inside SQLite: a busy BEGIN returns at once and is retried
         // with the writer mutex released.

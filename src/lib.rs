@@ -48,6 +48,8 @@ pub mod guide;
 pub mod http;
 pub mod integrity;
 pub mod job;
+#[cfg(feature = "postgres")]
+pub mod pg;
 #[cfg(test)]
 mod layering;
 mod looping;
