@@ -13,6 +13,8 @@
 //!   across processes.
 //! - [`operations`]: `runbook.sql` in the `sqlite3` shell, `doctor`, durability, several
 //!   processes on one file.
+//! - `postgres` (with the `postgres` feature): the PostgreSQL backend, `runledger::pg`:
+//!   when to choose it, what is the same and what is not, what the first slice covers.
 //! - [`errors`]: every error code runledger returns or records, what it means and what to do.
 
 #[doc = include_str!("../docs/quickstart.md")]
@@ -36,6 +38,10 @@ pub mod events {}
 
 #[doc = include_str!("../docs/operations.md")]
 pub mod operations {}
+
+#[cfg(feature = "postgres")]
+#[doc = include_str!("../docs/postgres.md")]
+pub mod postgres {}
 
 #[doc = include_str!("../docs/errors.md")]
 pub mod errors {}
