@@ -23,12 +23,14 @@ const PLAIN: &str = "create table plain_jobs (
     heartbeat_at text, started_at text, finished_at text, created_at text not null);
     create index plain_jobs_claim on plain_jobs (id, kind) where state = 'created'";
 
-const PLAIN_CLAIM: &str = "update plain_jobs set state = 'running', attempt = attempt + 1, worker_id = $1,
+const PLAIN_CLAIM: &str =
+    "update plain_jobs set state = 'running', attempt = attempt + 1, worker_id = $1,
         started_at = greatest($2, created_at), heartbeat_at = $2
      where id = (select id from plain_jobs where state = 'created' and ($3 or kind = any($4))
                  order by id limit 1 for update skip locked)
      returning id, attempt";
-const PLAIN_COMPLETE: &str = "update plain_jobs set state = 'completed', result = $3, finished_at = $4
+const PLAIN_COMPLETE: &str =
+    "update plain_jobs set state = 'completed', result = $3, finished_at = $4
      where id = $1 and attempt = $2 and state = 'running'";
 
 fn url(base: &str, schema: &str) -> String {
@@ -83,7 +85,10 @@ fn main() {
     raw.batch_execute(PLAIN).unwrap();
     let now = "2026-11-22T11:30:00.000Z";
     println!("claim+complete, {n} jobs per row, jobs/s (each worker its own connection)");
-    println!("{:>8} {:>12} {:>12} {:>7}", "workers", "runledger", "plain SQL", "ratio");
+    println!(
+        "{:>8} {:>12} {:>12} {:>7}",
+        "workers", "runledger", "plain SQL", "ratio"
+    );
     for workers in [1usize, 2, 4, 8, 16] {
         let batch: Vec<NewJob> = (0..n)
             .map(|i| NewJob::new("bench", "research", json!({ "i": i })))
@@ -96,13 +101,18 @@ fn main() {
         let ours = run(workers, || {
             let engine = PgEngine::open(&url).unwrap();
             let worker = format!("w{}", rand_id());
-            Box::new(move || match engine.jobs().claim(&worker, &["research"]).unwrap() {
-                Some(claim) => {
-                    engine.jobs().complete(&claim, &json!({"ok": true})).unwrap();
-                    true
-                }
-                None => false,
-            })
+            Box::new(
+                move || match engine.jobs().claim(&worker, &["research"]).unwrap() {
+                    Some(claim) => {
+                        engine
+                            .jobs()
+                            .complete(&claim, &json!({"ok": true}))
+                            .unwrap();
+                        true
+                    }
+                    None => false,
+                },
+            )
         });
         let mut tx = raw.transaction().unwrap();
         let insert = tx
@@ -120,7 +130,9 @@ fn main() {
             let kinds = vec!["research".to_string()];
             Box::new(move || {
                 let mut tx = c.transaction().unwrap();
-                let row = tx.query_opt(&claim, &[&worker, &now, &false, &kinds]).unwrap();
+                let row = tx
+                    .query_opt(&claim, &[&worker, &now, &false, &kinds])
+                    .unwrap();
                 let Some(row) = row else { return false };
                 tx.commit().unwrap();
                 let (id, attempt): (i64, i64) = (row.get(0), row.get(1));
@@ -133,7 +145,10 @@ fn main() {
                 true
             })
         });
-        println!("{workers:>8} {ours:>12.0} {plain:>12.0} {:>6.2}x", ours / plain);
+        println!(
+            "{workers:>8} {ours:>12.0} {plain:>12.0} {:>6.2}x",
+            ours / plain
+        );
     }
     admin.batch_execute("drop schema rl_bench cascade").unwrap();
 }

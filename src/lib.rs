@@ -48,12 +48,12 @@ pub mod guide;
 pub mod http;
 pub mod integrity;
 pub mod job;
-#[cfg(feature = "postgres")]
-pub mod pg;
 #[cfg(test)]
 mod layering;
 mod looping;
 mod machine;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod run;
 pub mod runbook;
 pub mod schedule;

@@ -163,7 +163,10 @@ impl PgEngine {
 
     /// Runs `f` in one transaction at the time `now` read before it began; commits when `f`
     /// succeeds, rolls back otherwise. Retried on deadlock and serialization failure.
-    pub(crate) fn write<T>(&self, mut f: impl FnMut(&mut Tx<'_>, Timestamp) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut Tx<'_>, Timestamp) -> Result<T>,
+    ) -> Result<T> {
         let mut attempt = 0;
         loop {
             let result = self.with_session(|s| {

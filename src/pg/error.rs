@@ -12,7 +12,9 @@ const RUN_LOCK_INDEX: &str = "ingest_runs_one_active";
 /// Maps a `postgres` client error to a typed [`Error`].
 pub(crate) fn from_pg(err: postgres::Error) -> Error {
     let Some(db) = err.as_db_error() else {
-        if err.is_closed() || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>()) {
+        if err.is_closed()
+            || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>())
+        {
             return Error::Unreachable {
                 detail: err.to_string(),
             };
@@ -25,8 +27,9 @@ pub(crate) fn from_pg(err: postgres::Error) -> Error {
     let sqlstate = db.code().code();
     let message = db.message().to_string();
     match sqlstate {
-        "P0001" => Error::from_trigger_message(&message)
-            .unwrap_or(Error::ConstraintViolation { message }),
+        "P0001" => {
+            Error::from_trigger_message(&message).unwrap_or(Error::ConstraintViolation { message })
+        }
         "23505" if db.constraint() == Some(RUN_LOCK_INDEX) => Error::Refused {
             code: "RUN_ALREADY_ACTIVE",
             table: "ingest_runs".into(),

@@ -79,9 +79,8 @@ impl PgSchedules<'_> {
     /// claimed -> skipped (the fire was turned away) with an outcome code.
     pub fn skipped(&self, claim: &SlotClaim, code: &str, message: Option<&str>) -> Result<()> {
         validate::identifier("code", code)?;
-        self.engine.write(|tx, now| {
-            store::ended(tx, claim, SlotStatus::Skipped, code, message, now)
-        })
+        self.engine
+            .write(|tx, now| store::ended(tx, claim, SlotStatus::Skipped, code, message, now))
     }
 
     /// claimed -> failed (the fire failed) with an outcome code.

@@ -437,7 +437,9 @@ mod ownership {
             &mut files,
         );
         assert!(files.len() > 40, "the scan found the sources");
-        let (pg, files): (Vec<_>, Vec<_>) = files.into_iter().partition(|(p, _)| p.starts_with("src/pg/"));
+        let (pg, files): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .partition(|(p, _)| p.starts_with("src/pg/"));
         let mut found = violations(&files, OWNERS);
         found.extend(violations(&pg, PG_OWNERS));
         assert!(

@@ -22,7 +22,10 @@ pub fn server() -> Option<Client> {
             if std::env::var_os("RUNLEDGER_TEST_PG").is_some() {
                 panic!("RUNLEDGER_TEST_PG is set but the server cannot be reached: {e}");
             }
-            eprintln!("SKIPPED: no PostgreSQL server at {} ({e}); set RUNLEDGER_TEST_PG to require one", base_url());
+            eprintln!(
+                "SKIPPED: no PostgreSQL server at {} ({e}); set RUNLEDGER_TEST_PG to require one",
+                base_url()
+            );
             None
         }
     }
@@ -37,7 +40,6 @@ pub fn schema_url(schema: &str) -> String {
 
 /// A fresh, empty schema for one test (dropped first if a previous run left it).
 pub struct TestDb {
-
     pub url: String,
     pub raw: Client,
 }
@@ -47,9 +49,13 @@ impl TestDb {
     pub fn new(test: &str) -> Option<Self> {
         let mut admin = server()?;
         let schema = format!("rl_{test}");
-        assert!(schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        assert!(schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
         admin
-            .batch_execute(&format!("drop schema if exists {schema} cascade; create schema {schema}"))
+            .batch_execute(&format!(
+                "drop schema if exists {schema} cascade; create schema {schema}"
+            ))
             .unwrap();
         let url = schema_url(&schema);
         let raw = Client::connect(&url, NoTls).unwrap();
@@ -88,10 +94,16 @@ impl TestDb {
 pub fn spawn_child(test: &str, envs: &[(&str, String)]) -> std::process::Child {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = std::process::Command::new(exe);
-    cmd.args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("RUNLEDGER_CHILD", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    cmd.args([
+        test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("RUNLEDGER_CHILD", "1")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }

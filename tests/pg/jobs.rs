@@ -9,7 +9,9 @@ use crate::common::TestDb;
 
 #[test]
 fn pg_job_lifecycle_events_and_fencing() {
-    let Some(db) = TestDb::new("job_lifecycle") else { return };
+    let Some(db) = TestDb::new("job_lifecycle") else {
+        return;
+    };
     let engine = db.engine();
     let jobs = engine.jobs();
     let job = jobs
@@ -28,7 +30,10 @@ fn pg_job_lifecycle_events_and_fencing() {
     assert_eq!(done.result, Some(json!({"ok": true})));
     assert_eq!(jobs.get(job.id).unwrap(), done);
     // a worker's write after the job ended is diagnosed, not lost silently
-    assert_eq!(jobs.heartbeat(&claim).unwrap_err().code(), "JOB_NOT_RUNNING");
+    assert_eq!(
+        jobs.heartbeat(&claim).unwrap_err().code(),
+        "JOB_NOT_RUNNING"
+    );
     let kinds: Vec<EventKind> = engine
         .events()
         .since(job.id, 0, 100)
@@ -38,24 +43,42 @@ fn pg_job_lifecycle_events_and_fencing() {
         .collect();
     assert_eq!(
         kinds,
-        [EventKind::Created, EventKind::Claimed, EventKind::Progress, EventKind::Completed]
+        [
+            EventKind::Created,
+            EventKind::Claimed,
+            EventKind::Progress,
+            EventKind::Completed
+        ]
     );
     let after = engine.events().since(job.id, 2, 100).unwrap();
     assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
     assert_eq!(after[0].decode().unwrap().kind(), EventKind::Progress);
 
     // cancel while running: the worker's next write is refused, and the cancel is audited
-    let second = jobs.create(&NewJob::new("u1", "report", json!({}))).unwrap();
+    let second = jobs
+        .create(&NewJob::new("u1", "report", json!({})))
+        .unwrap();
     let claim = jobs.claim("w2", &[]).unwrap().unwrap();
     assert_eq!(claim.id(), second.id);
     let cancelled = jobs.cancel(second.id, "ops", Some("not needed")).unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
-    assert_eq!(jobs.complete(&claim, &json!({})).unwrap_err().code(), "JOB_NOT_RUNNING");
-    assert_eq!(jobs.cancel(second.id, "ops", None).unwrap_err().code(), "ILLEGAL_TRANSITION");
+    assert_eq!(
+        jobs.complete(&claim, &json!({})).unwrap_err().code(),
+        "JOB_NOT_RUNNING"
+    );
+    assert_eq!(
+        jobs.cancel(second.id, "ops", None).unwrap_err().code(),
+        "ILLEGAL_TRANSITION"
+    );
     let mut db = db;
-    assert_eq!(db.query_i64("select count(*) from audit_log where action = 'cancel'"), 1);
+    assert_eq!(
+        db.query_i64("select count(*) from audit_log where action = 'cancel'"),
+        1
+    );
     // a stale attempt: the row moved on to attempt 2 (planted), the holder of 1 is fenced
-    let third = jobs.create(&NewJob::new("u1", "report", json!({}))).unwrap();
+    let third = jobs
+        .create(&NewJob::new("u1", "report", json!({})))
+        .unwrap();
     let claim = jobs.claim("w3", &[]).unwrap().unwrap();
     db.exec(&format!(
         "update jobs set state = 'created', worker_id = null, started_at = null, heartbeat_at = null where id = {}",
@@ -69,7 +92,9 @@ fn pg_job_lifecycle_events_and_fencing() {
     // unknown job, bad input: typed errors, nothing written
     assert_eq!(jobs.get(999_999).unwrap_err().code(), "NOT_FOUND");
     assert_eq!(
-        jobs.create(&NewJob::new("u1", "bad kind", json!({}))).unwrap_err().code(),
+        jobs.create(&NewJob::new("u1", "bad kind", json!({})))
+            .unwrap_err()
+            .code(),
         "INVALID_INPUT"
     );
 }
@@ -79,7 +104,9 @@ fn pg_job_lifecycle_events_and_fencing() {
 /// is refused by the machine (ILLEGAL_TRANSITION), not by some CHECK.
 #[test]
 fn pg_job_state_machine_agrees_with_sql() {
-    let Some(mut db) = TestDb::new("job_machine") else { return };
+    let Some(mut db) = TestDb::new("job_machine") else {
+        return;
+    };
     let _engine = db.engine();
     let t0 = "2026-11-22T10:00:00.000Z";
     let t1 = "2026-11-22T11:00:00.000Z";
@@ -111,7 +138,8 @@ fn pg_job_state_machine_agrees_with_sql() {
             JobState::Failed => "started_at = coalesce(started_at, '$t1'), finished_at = coalesce(finished_at, '$t1'), error_code = 'E', result = null, progress = 0",
             JobState::Cancelled => "finished_at = coalesce(finished_at, '$t1'), error_code = null, result = null, progress = 0",
         };
-        format!("update jobs set state = '{to}', updated_at = '$t1', {set} where id = {id}").replace("$t1", t1)
+        format!("update jobs set state = '{to}', updated_at = '$t1', {set} where id = {id}")
+            .replace("$t1", t1)
     };
     let mut checked = 0;
     for from in JobState::ALL {
@@ -128,12 +156,21 @@ fn pg_job_state_machine_agrees_with_sql() {
                 .any(|(f, t, _)| *f == from && *t == to);
             match outcome {
                 Ok(n) => {
-                    assert!(allowed, "{from} -> {to} accepted by SQL, not in TRANSITIONS");
+                    assert!(
+                        allowed,
+                        "{from} -> {to} accepted by SQL, not in TRANSITIONS"
+                    );
                     assert_eq!(n, 1);
                 }
                 Err(message) => {
-                    assert!(!allowed, "{from} -> {to} in TRANSITIONS, refused by SQL: {message}");
-                    assert!(message.starts_with("ILLEGAL_TRANSITION: jobs"), "{from} -> {to}: {message}");
+                    assert!(
+                        !allowed,
+                        "{from} -> {to} in TRANSITIONS, refused by SQL: {message}"
+                    );
+                    assert!(
+                        message.starts_with("ILLEGAL_TRANSITION: jobs"),
+                        "{from} -> {to}: {message}"
+                    );
                 }
             }
             checked += 1;
@@ -148,15 +185,26 @@ fn pg_open_faults_are_typed() {
     let err = PgEngine::open("postgres://postgres:secret@127.0.0.1:1/test").unwrap_err();
     assert_eq!(err.code(), "UNREACHABLE", "{err}");
     assert!(!err.to_string().contains("secret"));
-    assert_eq!(PgEngine::open("postgres://[bad").unwrap_err().code(), "INVALID_INPUT");
+    assert_eq!(
+        PgEngine::open("postgres://[bad").unwrap_err().code(),
+        "INVALID_INPUT"
+    );
     // the SQLite engine names the PostgreSQL one instead of creating a file named like a URL
     let err = Engine::open("postgres://postgres@127.0.0.1/test").unwrap_err();
     assert_eq!(err.code(), "INVALID_INPUT");
-    assert!(err.to_string().contains("runledger::pg::PgEngine::open"), "{err}");
+    assert!(
+        err.to_string().contains("runledger::pg::PgEngine::open"),
+        "{err}"
+    );
 
-    let Some(mut db) = TestDb::new("newer_schema") else { return };
+    let Some(mut db) = TestDb::new("newer_schema") else {
+        return;
+    };
     let engine = db.engine();
-    assert_eq!(engine.schema_version().unwrap(), runledger::pg::known_schema_version());
+    assert_eq!(
+        engine.schema_version().unwrap(),
+        runledger::pg::known_schema_version()
+    );
     drop(engine);
     // opening again is a no-op; a history ahead of this build is refused, untouched
     db.engine();

@@ -30,9 +30,18 @@ fn pg_node_child() {
     while let Some(claim) = jobs.claim(&node, &[]).unwrap() {
         jobs.complete(&claim, &json!({"by": node})).unwrap();
         println!("JOB {}", claim.id());
-        match engine.runs().start("shared", Scope::Targets, TriggerKind::Manual, None, Duration::from_secs(60)) {
+        match engine.runs().start(
+            "shared",
+            Scope::Targets,
+            TriggerKind::Manual,
+            None,
+            Duration::from_secs(60),
+        ) {
             Ok(run) => {
-                engine.runs().finish(run, RunStatus::Success, None, &json!({})).unwrap();
+                engine
+                    .runs()
+                    .finish(run, RunStatus::Success, None, &json!({}))
+                    .unwrap();
                 println!("RUN {run}");
             }
             Err(e) => assert_eq!(e.code(), "RUN_ALREADY_ACTIVE", "{e}"),
@@ -46,9 +55,19 @@ fn pg_node_child() {
         for claim in claims {
             let run = engine
                 .runs()
-                .start_for_slot("slot", Scope::Targets, TriggerKind::Schedule, Some(&claim.slot_id.to_string()), Duration::from_secs(60), Some(claim.slot_id))
+                .start_for_slot(
+                    "slot",
+                    Scope::Targets,
+                    TriggerKind::Schedule,
+                    Some(&claim.slot_id.to_string()),
+                    Duration::from_secs(60),
+                    Some(claim.slot_id),
+                )
                 .unwrap();
-            engine.runs().finish(run, RunStatus::Success, None, &json!({})).unwrap();
+            engine
+                .runs()
+                .finish(run, RunStatus::Success, None, &json!({}))
+                .unwrap();
             engine.schedules().fired(&claim, &[run]).unwrap();
             println!("SLOT {}", claim.slot_id);
         }
@@ -60,23 +79,38 @@ fn pg_several_nodes_share_one_ledger() {
     if is_child() {
         return;
     }
-    let Some(mut db) = TestDb::new("nodes") else { return };
+    let Some(mut db) = TestDb::new("nodes") else {
+        return;
+    };
     let engine = db.engine();
     for i in 0..JOBS {
-        engine.jobs().create(&NewJob::new("u", "k", json!({"i": i}))).unwrap();
+        engine
+            .jobs()
+            .create(&NewJob::new("u", "k", json!({"i": i})))
+            .unwrap();
     }
     let rule = "every 15m".parse().unwrap();
     let zone = "UTC".parse().unwrap();
-    let s = engine.schedules().create("s", "slot", runledger::ScopeSelector::Targets, &rule, &zone).unwrap();
+    let s = engine
+        .schedules()
+        .create("s", "slot", runledger::ScopeSelector::Targets, &rule, &zone)
+        .unwrap();
     let start = engine.now() - Duration::from_secs(3600 * 24);
     for i in 0..SLOTS {
-        engine.schedules().materialize(s, start + Duration::from_secs(60 * i as u64)).unwrap().unwrap();
+        engine
+            .schedules()
+            .materialize(s, start + Duration::from_secs(60 * i as u64))
+            .unwrap()
+            .unwrap();
     }
     let children: Vec<_> = (0..NODES)
         .map(|n| {
             spawn_child(
                 "nodes::pg_node_child",
-                &[("RUNLEDGER_PG_URL", db.url.clone()), ("RUNLEDGER_NODE", format!("node-{n}"))],
+                &[
+                    ("RUNLEDGER_PG_URL", db.url.clone()),
+                    ("RUNLEDGER_NODE", format!("node-{n}")),
+                ],
             )
         })
         .collect();
@@ -85,10 +119,23 @@ fn pg_several_nodes_share_one_ledger() {
     let mut runs = 0;
     for mut child in children {
         let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        assert!(child.wait().unwrap().success(), "a node failed:\n{out}\n{err}");
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "a node failed:\n{out}\n{err}"
+        );
         // the harness's "test ... " prefix may share a line with the first record
         let words: Vec<&str> = out.split_whitespace().collect();
         for pair in words.windows(2) {
@@ -101,14 +148,28 @@ fn pg_several_nodes_share_one_ledger() {
         }
     }
     assert_eq!(jobs.len(), JOBS, "every job claimed");
-    assert!(jobs.values().all(|&n| n == 1), "a job claimed twice: {jobs:?}");
+    assert!(
+        jobs.values().all(|&n| n == 1),
+        "a job claimed twice: {jobs:?}"
+    );
     assert_eq!(slots.len(), SLOTS, "every slot fired");
-    assert!(slots.values().all(|&n| n == 1), "a slot fired twice: {slots:?}");
+    assert!(
+        slots.values().all(|&n| n == 1),
+        "a slot fired twice: {slots:?}"
+    );
     assert!(runs >= 1);
-    assert_eq!(db.query_i64("select count(*) from jobs where state = 'completed'"), JOBS as i64);
-    assert_eq!(db.query_i64("select count(*) from due_runs where status = 'fired'"), SLOTS as i64);
     assert_eq!(
-        db.query_i64("select count(*) from ingest_runs where pipeline = 'shared' and status = 'success'"),
+        db.query_i64("select count(*) from jobs where state = 'completed'"),
+        JOBS as i64
+    );
+    assert_eq!(
+        db.query_i64("select count(*) from due_runs where status = 'fired'"),
+        SLOTS as i64
+    );
+    assert_eq!(
+        db.query_i64(
+            "select count(*) from ingest_runs where pipeline = 'shared' and status = 'success'"
+        ),
         runs as i64
     );
     // the lock itself is the unique index: whatever the interleaving, every attempt either
@@ -117,5 +178,8 @@ fn pg_several_nodes_share_one_ledger() {
         db.query_i64("select count(*) from ingest_runs where pipeline = 'shared' and status = 'failed' and error_code <> 'RUN_ALREADY_ACTIVE'"),
         0
     );
-    assert_eq!(db.query_i64("select count(*) from ingest_runs where status = 'started'"), 0);
+    assert_eq!(
+        db.query_i64("select count(*) from ingest_runs where status = 'started'"),
+        0
+    );
 }

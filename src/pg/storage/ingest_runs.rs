@@ -97,9 +97,8 @@ fn run_from_row(r: &postgres::Row) -> Result<Run> {
         duration_ms: get(r, "ingest_runs", k, "duration_ms")?,
         error_code: get(r, "ingest_runs", k, "error_code")?,
         error_message: get(r, "ingest_runs", k, "error_message")?,
-        timeline: timeline::parse(&timeline.to_string()).map_err(|e| {
-            super::corrupt("ingest_runs", k, "timeline", e.to_string())
-        })?,
+        timeline: timeline::parse(&timeline.to_string())
+            .map_err(|e| super::corrupt("ingest_runs", k, "timeline", e.to_string()))?,
         meta: match meta {
             Value::Object(map) => map,
             other => {
@@ -184,7 +183,9 @@ pub(crate) fn start(tx: &mut Tx<'_>, new: &NewRun<'_>, now: Timestamp) -> Result
     if let Some(row) = inserted {
         return Ok(Started::Run(row.get(0)));
     }
-    let active_run_id: Option<i64> = tx.query_opt(ACTIVE_HOLDER_ID, &[&lock_key])?.map(|r| r.get(0));
+    let active_run_id: Option<i64> = tx
+        .query_opt(ACTIVE_HOLDER_ID, &[&lock_key])?
+        .map(|r| r.get(0));
     let err = Error::RunAlreadyActive {
         lock_key: lock_key.clone(),
         active_run_id,
@@ -260,7 +261,14 @@ pub(crate) fn finish(
     let (code, message) = error.unzip();
     let n = tx.execute(
         FINISH,
-        &[&id, &status.as_str(), &now.to_string(), &code, &message, meta],
+        &[
+            &id,
+            &status.as_str(),
+            &now.to_string(),
+            &code,
+            &message,
+            meta,
+        ],
     )?;
     Ok(n == 1)
 }

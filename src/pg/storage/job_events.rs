@@ -44,7 +44,12 @@ fn from_row(r: &postgres::Row) -> Result<Event> {
         job_id: get(r, "job_events", k, "job_id")?,
         seq: get(r, "job_events", k, "seq")?,
         kind: EventKind::parse(&kind).ok_or_else(|| {
-            super::corrupt("job_events", k, "kind", format!("unknown event kind {kind:?}"))
+            super::corrupt(
+                "job_events",
+                k,
+                "kind",
+                format!("unknown event kind {kind:?}"),
+            )
         })?,
         payload: get::<Value>(r, "job_events", k, "payload")?,
         at: ts(r, "job_events", k, "at")?,

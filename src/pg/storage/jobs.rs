@@ -124,8 +124,9 @@ pub(crate) fn job_from_row(r: &postgres::Row) -> Result<Job> {
         result: get(r, "jobs", k, "result")?,
         error_code: get(r, "jobs", k, "error_code")?,
         error_message: get(r, "jobs", k, "error_message")?,
-        progress: u8::try_from(progress)
-            .map_err(|_| super::corrupt("jobs", k, "progress", format!("{progress} is out of range")))?,
+        progress: u8::try_from(progress).map_err(|_| {
+            super::corrupt("jobs", k, "progress", format!("{progress} is out of range"))
+        })?,
         step: get(r, "jobs", k, "step")?,
         checkpoint: get(r, "jobs", k, "checkpoint")?,
         checkpoint_at: opt_ts(r, "jobs", k, "checkpoint_at")?,
@@ -206,7 +207,10 @@ fn state_of(tx: &mut Tx<'_>, sql: &'static str, id: i64) -> Result<(JobState, i6
         .query_opt(sql, &[&id])?
         .ok_or_else(|| Error::not_found("job", id))?;
     let key = id.to_string();
-    Ok((parsed(&row, "jobs", &key, "state")?, get(&row, "jobs", &key, "attempt")?))
+    Ok((
+        parsed(&row, "jobs", &key, "state")?,
+        get(&row, "jobs", &key, "attempt")?,
+    ))
 }
 
 /// Explains why a worker's guarded write matched no row: unknown job, stale attempt, or the

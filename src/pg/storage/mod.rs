@@ -23,13 +23,21 @@ pub(crate) fn get<'a, T: FromSql<'a>>(
     id: &str,
     column: &str,
 ) -> Result<T> {
-    row.try_get(column).map_err(|e| corrupt(table, id, column, e.to_string()))
+    row.try_get(column)
+        .map_err(|e| corrupt(table, id, column, e.to_string()))
 }
 
 /// A canonical timestamp column.
 pub(crate) fn ts(row: &Row, table: &'static str, id: &str, column: &str) -> Result<Timestamp> {
     let text: String = get(row, table, id, column)?;
-    Timestamp::parse(&text).ok_or_else(|| corrupt(table, id, column, format!("{text:?} is not a canonical timestamp")))
+    Timestamp::parse(&text).ok_or_else(|| {
+        corrupt(
+            table,
+            id,
+            column,
+            format!("{text:?} is not a canonical timestamp"),
+        )
+    })
 }
 
 /// A nullable canonical timestamp column.
@@ -41,8 +49,14 @@ pub(crate) fn opt_ts(
 ) -> Result<Option<Timestamp>> {
     let text: Option<String> = get(row, table, id, column)?;
     text.map(|t| {
-        Timestamp::parse(&t)
-            .ok_or_else(|| corrupt(table, id, column, format!("{t:?} is not a canonical timestamp")))
+        Timestamp::parse(&t).ok_or_else(|| {
+            corrupt(
+                table,
+                id,
+                column,
+                format!("{t:?} is not a canonical timestamp"),
+            )
+        })
     })
     .transpose()
 }

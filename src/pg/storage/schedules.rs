@@ -21,7 +21,8 @@ macro_rules! slot_columns {
 }
 
 /// $1 name, $2 pipeline, $3 scope, $4 rule, $5 zone, $6 now
-const INSERT_SCHEDULE: &str = "insert into schedules (name, pipeline, scope, rule, zone, created_at, updated_at)
+const INSERT_SCHEDULE: &str =
+    "insert into schedules (name, pipeline, scope, rule, zone, created_at, updated_at)
      values ($1, $2, $3, $4, $5, $6, $6)
      returning id";
 
@@ -166,7 +167,10 @@ fn fence(tx: &mut Tx<'_>, claim: &SlotClaim, to: SlotStatus) -> Error {
     Error::IllegalTransition {
         entity: "due_run",
         id: claim.slot_id.to_string(),
-        from: format!("{from} (not claimed by {} at {})", claim.ticker, claim.claimed_at),
+        from: format!(
+            "{from} (not claimed by {} at {})",
+            claim.ticker, claim.claimed_at
+        ),
         to: to.to_string(),
     }
 }
