@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --bench pg --features postgres` against `RUNLEDGER_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); RUNLEDGER_BENCH_SCALE scales the job count.
-//! Each run works in a fresh schema `rl_bench`.
+//! Each run works in a fresh schema `rl_bench`. `RUNLEDGER_BENCH_PG_SET=synchronous_commit=off`
+//! runs both sides without waiting for the WAL flush at commit.
 
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
@@ -21,7 +22,7 @@ const PLAIN: &str = "create table plain_jobs (
     kind text not null, state text not null default 'created', attempt bigint not null default 0,
     worker_id text, input jsonb not null default '{}', result jsonb,
     heartbeat_at text, started_at text, finished_at text, created_at text not null);
-    create index plain_jobs_claim on plain_jobs (id, kind) where state = 'created'";
+    create index plain_jobs_claim on plain_jobs (id) include (kind) where state = 'created'";
 
 const PLAIN_CLAIM: &str =
     "update plain_jobs set state = 'running', attempt = attempt + 1, worker_id = $1,
@@ -33,9 +34,15 @@ const PLAIN_COMPLETE: &str =
     "update plain_jobs set state = 'completed', result = $3, finished_at = $4
      where id = $1 and attempt = $2 and state = 'running'";
 
+/// `base` with the schema's search_path, plus `RUNLEDGER_BENCH_PG_SET` (e.g.
+/// `synchronous_commit=off`, to see what the commit's flush costs) on every connection.
 fn url(base: &str, schema: &str) -> String {
     let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-csearch_path%3D{schema}")
+    let mut options = format!("-csearch_path%3D{schema}");
+    if let Ok(set) = std::env::var("RUNLEDGER_BENCH_PG_SET") {
+        options.push_str(&format!("%20-c{}", set.replace('=', "%3D")));
+    }
+    format!("{base}{sep}options={options}")
 }
 
 /// Jobs per second of `workers` threads each running `work` until it returns false.

@@ -17,35 +17,45 @@
 --     (tests/pg: *_state_machine_agrees_with_sql).
 
 -------------------------------------------------------------------------------- helpers
+-- The helpers are PL/pgSQL, not SQL functions: a CHECK does not inline a SQL function and
+-- re-plans its body at every statement (about 65 us a call, ten calls a job update), while
+-- PL/pgSQL keeps its plans for the session (measured: nearly free; BENCHMARKS.md).
+
 -- A canonical timestamp: the fixed-width shape and a day that exists (leap years by the
 -- Gregorian rule; the calendar repeats every 400 years).
 CREATE FUNCTION runledger_ts_ok(t text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN t IS NULL THEN true
-        WHEN t !~ '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{3}Z$' THEN false
-        ELSE substr(t, 9, 2)::int <= extract(day FROM make_date(2000 + substr(t, 1, 4)::int % 400, substr(t, 6, 2)::int, 1)
-                                                    + interval '1 month' - interval '1 day')::int
-    END
-$$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    IF t IS NULL THEN
+        RETURN true;
+    END IF;
+    IF t !~ '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{3}Z$' THEN
+        RETURN false;
+    END IF;
+    RETURN substr(t, 9, 2)::int <= extract(day FROM make_date(2000 + substr(t, 1, 4)::int % 400, substr(t, 6, 2)::int, 1)
+                                                   + interval '1 month' - interval '1 day')::int;
+END $$;
 
 -- Milliseconds since the epoch of a canonical timestamp (for duration checks).
 CREATE FUNCTION runledger_ts_ms(t text) RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT (extract(epoch FROM (replace(t, 'Z', '+00:00'))::timestamptz) * 1000)::bigint
-$$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN (extract(epoch FROM (replace(t, 'Z', '+00:00'))::timestamptz) * 1000)::bigint;
+END $$;
 
 -- A printable name: 1..max bytes, no control characters (C0, DEL, C1).
 CREATE FUNCTION runledger_name_ok(t text, max int) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT t IS NULL OR (octet_length(t) BETWEEN 1 AND max AND t !~ '[\u0001-\u001f\u007f-\u009f]')
-$$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN t IS NULL OR (octet_length(t) BETWEEN 1 AND max AND t !~ '[\u0001-\u001f\u007f-\u009f]');
+END $$;
 
 -- A stable code or identifier: 1..64 of [A-Za-z0-9_.:-].
 CREATE FUNCTION runledger_code_ok(t text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT t IS NULL OR t ~ '^[A-Za-z0-9_.:-]{1,64}$'
-$$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN t IS NULL OR t ~ '^[A-Za-z0-9_.:-]{1,64}$';
+END $$;
 
 ---------------------------------------------------------------------------------- jobs
 CREATE TABLE jobs (
@@ -90,7 +100,10 @@ CREATE TABLE jobs (
     CHECK ((checkpoint IS NULL) = (checkpoint_at IS NULL))
 );
 
-CREATE INDEX jobs_claim ON jobs (id, kind) WHERE state = 'created';
+-- The claim walks created jobs in id order and reads the kind from the index: INCLUDE, not a
+-- key column, so the planner never turns `kind = any(...)` into an index condition that
+-- returns every created job of the kind to sort them (O(n) per claim).
+CREATE INDEX jobs_claim ON jobs (id) INCLUDE (kind) WHERE state = 'created';
 CREATE INDEX jobs_running_heartbeat ON jobs (heartbeat_at) WHERE state = 'running';
 CREATE INDEX jobs_user ON jobs (user_id, id);
 CREATE INDEX jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
@@ -130,13 +143,14 @@ BEGIN
             RAISE EXCEPTION 'IMMUTABLE: jobs: parent_id only clears when its parent is gone';
         END IF;
     END IF;
+    -- (an array, not a VALUES list: a simple expression PL/pgSQL evaluates without a query)
     IF NEW.state IS DISTINCT FROM OLD.state
-       AND (OLD.state, NEW.state) NOT IN (VALUES
-            ('created', 'running'), ('created', 'cancelled'),
-            ('running', 'paused'), ('running', 'completed'), ('running', 'failed'),
-            ('running', 'cancelled'), ('running', 'created'),
-            ('paused', 'running'), ('paused', 'created'), ('paused', 'cancelled'), ('paused', 'failed'),
-            ('failed', 'created'), ('cancelled', 'created')) THEN
+       AND NOT (OLD.state || '>' || NEW.state) = ANY (ARRAY[
+            'created>running', 'created>cancelled',
+            'running>paused', 'running>completed', 'running>failed',
+            'running>cancelled', 'running>created',
+            'paused>running', 'paused>created', 'paused>cancelled', 'paused>failed',
+            'failed>created', 'cancelled>created']) THEN
         RAISE EXCEPTION 'ILLEGAL_TRANSITION: jobs: not a transition of the job machine';
     END IF;
     IF OLD.state = 'completed'
@@ -293,8 +307,9 @@ CREATE TRIGGER job_events_no_truncate BEFORE TRUNCATE ON job_events
 --------------------------------------------------------------------------- ingest_runs
 -- One timeline entry of the one shape src/run/timeline.rs reads (version 1, every key).
 CREATE FUNCTION runledger_timeline_ok(timeline jsonb) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT jsonb_typeof(timeline) = 'array' AND NOT EXISTS (
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN jsonb_typeof(timeline) = 'array' AND NOT EXISTS (
         SELECT 1 FROM jsonb_array_elements(timeline) e WHERE NOT coalesce((
             jsonb_typeof(e) = 'object'
             AND (SELECT count(*) FROM jsonb_object_keys(e)) = 11
@@ -309,8 +324,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
             AND jsonb_typeof(e->'duration_ms') IN ('null', 'number')
             AND jsonb_typeof(e->'error_code') IN ('null', 'string')
             AND jsonb_typeof(e->'message') IN ('null', 'string')
-            AND e ? 'detail'), false))
-$$;
+            AND e ? 'detail'), false));
+END $$;
 
 CREATE TABLE ingest_runs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
