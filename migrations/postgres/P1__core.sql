@@ -256,6 +256,19 @@ CREATE TABLE job_events (
     UNIQUE (job_id, seq)
 );
 
+-- A job's newest event, read by the statement that changes the job (under its row lock), so
+-- the change's event is appended without a look-up of its own (src/pg/storage/jobs.rs).
+CREATE FUNCTION job_events_last_seq(job bigint) RETURNS bigint
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN (SELECT seq FROM job_events WHERE job_id = job ORDER BY seq DESC LIMIT 1);
+END $$;
+CREATE FUNCTION job_events_last_hash(job bigint) RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN (SELECT hash FROM job_events WHERE job_id = job ORDER BY seq DESC LIMIT 1);
+END $$;
+
 -- Each event follows its job's last one (the writer holds the job's row lock, taken by the
 -- job change the event records).
 CREATE FUNCTION job_events_seq_follows() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -74,14 +74,14 @@ impl PgJobs<'_> {
             validate::identifier("kind", kind)?;
         }
         self.engine.write(|tx, now| {
-            let Some(job) = store::claim(tx, worker, kinds, now)? else {
+            let Some((job, last)) = store::claim(tx, worker, kinds, now)? else {
                 return Ok(None);
             };
             let claimed = EventPayload::Claimed {
                 worker: worker.into(),
                 attempt: job.attempt,
             };
-            record(tx, job.id, &[claimed], now)?;
+            events::append_after(tx, job.id, last, &claimed, now)?;
             Ok(Some(Claim {
                 attempt: job.attempt,
                 job,
@@ -116,8 +116,8 @@ impl PgJobs<'_> {
         let (id, attempt) = (claim.id(), claim.attempt);
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
         self.engine.write(|tx, now| {
-            let job = store::complete(tx, id, attempt, result, now)?;
-            record(tx, id, &[EventPayload::Completed { attempt }], now)?;
+            let (job, last) = store::complete(tx, id, attempt, result, now)?;
+            events::append_after(tx, id, last, &EventPayload::Completed { attempt }, now)?;
             Ok(job)
         })
     }

@@ -63,12 +63,24 @@ pub(crate) fn append(
     payload: &EventPayload,
     now: Timestamp,
 ) -> Result<Event> {
+    let last = tx
+        .query_opt(LAST_OF_JOB, &[&job_id])?
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
+    append_after(tx, job_id, last, payload, now)
+}
+
+/// [`append`] when the job's newest event `(seq, hash)` was already read under the job's
+/// row lock, by the statement that changed the job (`None`: the job has none).
+pub(crate) fn append_after(
+    tx: &mut Tx<'_>,
+    job_id: i64,
+    last: Option<(i64, String)>,
+    payload: &EventPayload,
+    now: Timestamp,
+) -> Result<Event> {
     let kind = payload.kind();
     let payload = payload.to_wire();
-    let (prev_seq, prev_hash) = match tx.query_opt(LAST_OF_JOB, &[&job_id])? {
-        Some(r) => (r.get::<_, i64>(0), r.get::<_, String>(1)),
-        None => (0, integrity::GENESIS.to_string()),
-    };
+    let (prev_seq, prev_hash) = last.unwrap_or_else(|| (0, integrity::GENESIS.to_string()));
     let seq = prev_seq + 1;
     let (text, at) = (payload.to_string(), now.to_string());
     let hash = integrity::event_hash(&prev_hash, job_id, seq, kind.as_str(), &at, &text);

@@ -22,6 +22,14 @@ macro_rules! job_columns {
     };
 }
 
+/// The job's newest event (seq, chain hash), read in the statement that changes the job (the
+/// row is locked by then), so appending the change's event needs no look-up of its own.
+macro_rules! last_event {
+    () => {
+        ", job_events_last_seq(id) as last_seq, job_events_last_hash(id) as last_hash"
+    };
+}
+
 /// $1 user_id, $2 kind, $3 input, $4 tags, $5 parent_id, $6 timeout_ms, $7 max_retries, $8 now
 const INSERT: &str = concat!(
     "insert into jobs (user_id, kind, input, tags, parent_id, timeout_ms, max_retries, created_at, updated_at)
@@ -49,7 +57,8 @@ const CLAIM: &str = concat!(
                  order by id limit 1
                  for update skip locked)
      returning ",
-    job_columns!()
+    job_columns!(),
+    last_event!()
 );
 
 /// $1 id, $2 attempt, $3 now
@@ -67,7 +76,8 @@ const COMPLETE: &str = concat!(
         finished_at = greatest($3, started_at), updated_at = $3
      where id = $1 and attempt = $2 and state = 'running'
      returning ",
-    job_columns!()
+    job_columns!(),
+    last_event!()
 );
 
 /// $1 id, $2 attempt, $3 now, $4 code, $5 message
@@ -145,6 +155,17 @@ pub(crate) fn job_from_row(r: &postgres::Row) -> Result<Job> {
     })
 }
 
+/// The job's newest event as read by a statement with [`last_event!`]: `(seq, hash)`.
+pub(crate) type LastEvent = Option<(i64, String)>;
+
+fn last_event(r: &postgres::Row) -> Result<LastEvent> {
+    let id: i64 = get(r, "jobs", "?", "id")?;
+    let key = id.to_string();
+    let seq: Option<i64> = get(r, "job_events", &key, "last_seq")?;
+    let hash: Option<String> = get(r, "job_events", &key, "last_hash")?;
+    Ok(seq.zip(hash))
+}
+
 /// Inserts a validated new job.
 pub(crate) fn insert(tx: &mut Tx<'_>, new: &NewJob, now: Timestamp) -> Result<Job> {
     let tags = Value::from(new.tags.clone());
@@ -195,10 +216,10 @@ pub(crate) fn claim(
     worker: &str,
     kinds: &[&str],
     now: Timestamp,
-) -> Result<Option<Job>> {
+) -> Result<Option<(Job, LastEvent)>> {
     let any = kinds.is_empty();
     tx.query_opt(CLAIM, &[&worker, &now.to_string(), &any, &kinds])?
-        .map(|r| job_from_row(&r))
+        .map(|r| Ok((job_from_row(&r)?, last_event(&r)?)))
         .transpose()
 }
 
@@ -277,15 +298,21 @@ pub(crate) fn progress(
     guarded(tx, PROGRESS, id, attempt, &[&now.to_string(), &pct, &step])
 }
 
-/// running -> completed with `result`.
+/// running -> completed with `result`; the job and its newest event before this change.
 pub(crate) fn complete(
     tx: &mut Tx<'_>,
     id: i64,
     attempt: i64,
     result: &Value,
     now: Timestamp,
-) -> Result<Job> {
-    guarded_returning(tx, COMPLETE, id, attempt, &[&now.to_string(), result])
+) -> Result<(Job, LastEvent)> {
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&id, &attempt];
+    let now = now.to_string();
+    params.extend_from_slice(&[&now, result]);
+    match tx.query_opt(COMPLETE, &params)? {
+        Some(row) => Ok((job_from_row(&row)?, last_event(&row)?)),
+        None => Err(diagnose(tx, id, attempt)),
+    }
 }
 
 /// running -> failed with `code` and `message`.
