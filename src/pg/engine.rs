@@ -155,7 +155,8 @@ impl PgEngine {
         }
         let session = guard.as_mut().expect("connected above");
         let result = f(session);
-        if session.client.is_closed() {
+        // a lost connection (closed, or the server ending the session) is reopened next call
+        if session.client.is_closed() || matches!(result, Err(Error::Unreachable { .. })) {
             *guard = None;
         }
         result

@@ -213,3 +213,40 @@ fn pg_open_faults_are_typed() {
     let err = PgEngine::open(&db.url).unwrap_err();
     assert_eq!(err.code(), "UNSUPPORTED_VERSION", "{err}");
 }
+
+/// The server ends the engine's session (as a restart or a failover would): the call that
+/// meets it fails `UNREACHABLE` with nothing written, and the engine reconnects by itself.
+#[test]
+fn pg_engine_reconnects_after_the_server_ends_its_session() {
+    let Some(mut db) = TestDb::new("reconnect") else {
+        return;
+    };
+    let url = format!("{}&application_name=rl_reconnect_test", db.url);
+    let engine = PgEngine::open(&url).unwrap();
+    engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    let killed = db.query_i64(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+          where application_name = 'rl_reconnect_test') t",
+    );
+    assert_eq!(killed, 1);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let err = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap_err();
+    assert_eq!(err.code(), "UNREACHABLE", "{err}");
+    assert_eq!(
+        db.query_i64("select count(*) from jobs"),
+        1,
+        "nothing half-written"
+    );
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    assert_eq!(engine.jobs().get(job.id).unwrap().state, JobState::Created);
+    assert_eq!(db.query_i64("select count(*) from jobs"), 2);
+}
