@@ -42,7 +42,6 @@ pub(crate) fn from_pg(err: postgres::Error) -> Error {
         // serialization failure, deadlock, lock not available
         "40001" | "40P01" | "55P03" => Error::Busy,
         "53100" => Error::DatabaseFull,
-        "25006" => Error::ReadOnly,
         // connection exceptions and the server shutting down
         s if s.starts_with("08") || s.starts_with("57P") => Error::Unreachable { detail: message },
         _ => Error::Postgres {

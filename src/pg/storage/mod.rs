@@ -27,10 +27,16 @@ pub(crate) fn get<'a, T: FromSql<'a>>(
         .map_err(|e| corrupt(table, id, column, e.to_string()))
 }
 
+/// Parses canonical timestamp text through `Timestamp`'s serde form (the text form every
+/// version of `Timestamp` reads, whatever its `parse` returns).
+fn parse_ts(text: &str) -> Option<Timestamp> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
+}
+
 /// A canonical timestamp column.
 pub(crate) fn ts(row: &Row, table: &'static str, id: &str, column: &str) -> Result<Timestamp> {
     let text: String = get(row, table, id, column)?;
-    Timestamp::parse(&text).ok_or_else(|| {
+    parse_ts(&text).ok_or_else(|| {
         corrupt(
             table,
             id,
@@ -49,7 +55,7 @@ pub(crate) fn opt_ts(
 ) -> Result<Option<Timestamp>> {
     let text: Option<String> = get(row, table, id, column)?;
     text.map(|t| {
-        Timestamp::parse(&t).ok_or_else(|| {
+        parse_ts(&t).ok_or_else(|| {
             corrupt(
                 table,
                 id,
