@@ -238,6 +238,12 @@ fn share(e: &Error) -> Error {
     }
 }
 
+/// Whether `path` is a PostgreSQL connection URL rather than a file.
+fn is_postgres_url(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
 impl Engine {
     /// Opens (creating and migrating if needed) the database at `path` with default options.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -245,8 +251,18 @@ impl Engine {
     }
 
     /// Opens the database at `path` with `opts`.
+    ///
+    /// A `postgres://` or `postgresql://` URL is refused with `INVALID_INPUT` naming
+    /// `runledger::pg::PgEngine::open` (feature `postgres`), the PostgreSQL engine: this
+    /// engine is SQLite's and does not dispatch to it yet (docs/postgres.md).
     pub fn open_with(path: impl AsRef<Path>, opts: EngineOptions) -> Result<Self> {
         let path = path.as_ref();
+        if is_postgres_url(path) {
+            return Err(Error::invalid(
+                "path",
+                "a PostgreSQL URL: open it with runledger::pg::PgEngine::open (cargo feature \"postgres\"); Engine is the SQLite engine",
+            ));
+        }
         if let Some(frames) = crate::wal::missing_wal_frames(path) {
             return Err(Error::WalMissing {
                 path: path.to_path_buf(),

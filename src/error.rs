@@ -328,6 +328,24 @@ pub enum Error {
     /// Any other SQLite failure.
     #[error("database error")]
     Database(#[source] rusqlite::Error),
+
+    /// The database server could not be reached (refused, closed, timed out): nothing of
+    /// the call was committed. [feature `postgres`] `runledger::pg` reconnects on its next
+    /// call.
+    #[error("database server unreachable: {detail}")]
+    Unreachable {
+        /// The client's description (no password: URLs are never included).
+        detail: String,
+    },
+
+    /// A PostgreSQL failure no more specific error describes ([feature `postgres`]).
+    #[error("postgres error {sqlstate}: {message}")]
+    Postgres {
+        /// The five-character SQLSTATE (empty when the client failed before the server said).
+        sqlstate: String,
+        /// The server's (or client's) message.
+        message: String,
+    },
 }
 
 fn summarize(errors: &[FieldError]) -> String {
@@ -381,6 +399,8 @@ impl Error {
             Error::FileReplaced { .. } => "FILE_REPLACED",
             Error::WalMissing { .. } => "WAL_MISSING",
             Error::Database(_) => "DATABASE",
+            Error::Unreachable { .. } => "UNREACHABLE",
+            Error::Postgres { .. } => "DATABASE",
         }
     }
 

@@ -15,6 +15,8 @@
 //!   processes on one file.
 //! - [`snapshot_testing`]: pin a pipeline's runs and jobs in snapshot tests with their
 //!   versioned diagnostics shapes, on a manual clock.
+//! - `postgres` (with the `postgres` feature): the PostgreSQL backend, `runledger::pg`:
+//!   when to choose it, what is the same and what is not, what the first slice covers.
 //! - [`errors`]: every error code runledger returns or records, what it means and what to do.
 //! - `config` (with the default `cli` feature): the `runledger` daemon's `runledger.toml`.
 
@@ -39,6 +41,10 @@ pub mod events {}
 
 #[doc = include_str!("../docs/operations.md")]
 pub mod operations {}
+
+#[cfg(feature = "postgres")]
+#[doc = include_str!("../docs/postgres.md")]
+pub mod postgres {}
 
 #[doc = include_str!("../docs/errors.md")]
 pub mod errors {}

@@ -8,9 +8,9 @@
 //! | layer | files |
 //! |---|---|
 //! | 0 core | `clock`, `diagnostics` (shared shape helpers), `error`, `integrity` (hashes), `machine`, `text_enum`, `looping`, `events` (types and bus), and the pure model files of each domain: `job/{state,types}`, `run/{state,timeline}`, `schedule/{state,rule}` |
-//! | 1 db | `db`, `wal`, `file_identity` |
-//! | 2 storage | `storage/`, `engine`, `run/pending` (run endings the engine's write path writes) |
-//! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor` (and `doctor/`, with `doctor/damage`), `backup`, `runbook` |
+//! | 1 db | `db`, `wal`, `file_identity`, `pg/{db,error}` |
+//! | 2 storage | `storage/`, `engine`, `run/pending` (run endings the engine's write path writes), `pg/engine`, `pg/storage/` |
+//! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor` (and `doctor/`, with `doctor/damage`), `backup`, `runbook`, `pg/` (its facades) |
 //! | 4 crate root and HTTP | `lib`, `guide` (module list and re-exports), `http/` (the API, the event stream and the Trust UI, over the facades) |
 
 use std::path::{Path, PathBuf};
@@ -50,6 +50,12 @@ const LAYERS: &[(&str, u8)] = &[
     ("src/http/", 4),
     ("src/guide.rs", 4),
     ("src/layering.rs", 4),
+    // [feature postgres] the PostgreSQL backend, layered like the SQLite one
+    ("src/pg/error.rs", 1),
+    ("src/pg/db.rs", 1),
+    ("src/pg/engine.rs", 2),
+    ("src/pg/storage/", 2),
+    ("src/pg/", 3),
 ];
 
 /// Upward imports known today, each waiting for the change that removes it. The test

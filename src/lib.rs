@@ -53,6 +53,8 @@ pub mod job;
 mod layering;
 mod looping;
 mod machine;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod run;
 pub mod runbook;
 pub mod schedule;

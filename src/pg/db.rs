@@ -1,0 +1,84 @@
+//! Connecting to PostgreSQL and its embedded migrations (`migrations/postgres/`).
+//!
+//! The files are named `P<n>__<name>.sql` so that the SQLite schema's
+//! `embed_migrations!("migrations")`, which walks the folder recursively, does not take
+//! them; here they are handed to refinery as versions `V<n>`. Concurrent openers (several
+//! nodes starting at once) migrate one at a time under an advisory lock. A database whose
+//! history is ahead of this build is refused (`UNSUPPORTED_VERSION`), never touched.
+
+use postgres::{Client, NoTls};
+
+use super::error::from_pg;
+use crate::error::{Error, Result};
+
+/// `(version, refinery name, SQL)` of every PostgreSQL migration, in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "V1__core",
+    include_str!("../../migrations/postgres/P1__core.sql"),
+)];
+
+/// The advisory lock key the migration step holds ("runledgr" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7275_6e6c_6564_6772;
+
+const LOCK: &str = "select pg_advisory_lock($1)";
+const UNLOCK: &str = "select pg_advisory_unlock($1)";
+const HAS_HISTORY: &str = "select to_regclass('refinery_schema_history') is not null";
+const APPLIED: &str = "select coalesce(max(version), 0)::bigint from refinery_schema_history";
+
+/// The newest PostgreSQL schema version this build knows.
+pub fn known_schema_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// Connects to `url` (a `postgres://` URL or a libpq key=value string). TLS is not
+/// supported in this slice: use a local socket, loopback or a tunnel.
+pub(crate) fn connect(url: &str) -> Result<Client> {
+    let config: postgres::Config = url
+        .parse()
+        .map_err(|e: postgres::Error| Error::invalid("url", e.to_string()))?;
+    config.connect(NoTls).map_err(|e| Error::Unreachable {
+        detail: e.to_string(),
+    })
+}
+
+/// The schema version recorded in the database (0 when none).
+pub(crate) fn applied_version(client: &mut Client) -> Result<i64> {
+    let has: bool = client.query_one(HAS_HISTORY, &[]).map_err(from_pg)?.get(0);
+    if !has {
+        return Ok(0);
+    }
+    Ok(client.query_one(APPLIED, &[]).map_err(from_pg)?.get(0))
+}
+
+/// Applies the missing migrations, refusing a database migrated by a newer build.
+pub(crate) fn migrate(client: &mut Client) -> Result<()> {
+    client.execute(LOCK, &[&MIGRATION_LOCK]).map_err(from_pg)?;
+    let result = migrate_locked(client);
+    let unlocked = client.execute(UNLOCK, &[&MIGRATION_LOCK]).map_err(from_pg);
+    result.and(unlocked.map(|_| ()))
+}
+
+fn migrate_locked(client: &mut Client) -> Result<()> {
+    let found = applied_version(client)?;
+    if found > known_schema_version() {
+        return Err(Error::UnsupportedVersion {
+            what: "postgres schema",
+            found,
+            known: known_schema_version(),
+        });
+    }
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(_, name, sql)| refinery::Migration::unapplied(name, sql))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Migration {
+            message: e.to_string(),
+        })?;
+    refinery::Runner::new(&migrations)
+        .run(client)
+        .map_err(|e| Error::Migration {
+            message: e.to_string(),
+        })?;
+    Ok(())
+}

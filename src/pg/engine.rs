@@ -1,0 +1,209 @@
+//! [`PgEngine`]: one connection to a PostgreSQL ledger, the clock, and the transaction
+//! helper every facade writes through.
+//!
+//! Each call runs in its own transaction (READ COMMITTED; the rules that need more are
+//! enforced by row locks, `SKIP LOCKED` claims and unique indexes). Statements are prepared
+//! once per connection and cached by their text. A transaction that meets a deadlock or a
+//! serialization failure is retried (at most [`RETRIES`] times); a connection found closed
+//! is reopened at the next call, so a server restart costs the calls made while it was
+//! down (`UNREACHABLE`) and nothing half-written.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use postgres::types::ToSql;
+use postgres::{Client, Row, Statement, Transaction};
+
+use super::db;
+use super::error::from_pg;
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::error::{Error, Result};
+
+/// How many times a transaction that met a deadlock or serialization failure is retried.
+const RETRIES: usize = 5;
+
+/// A PostgreSQL ledger; see the [module docs](crate::pg). Cheap to clone (clones share the
+/// one connection); open one engine per thread that works in parallel.
+#[derive(Clone)]
+pub struct PgEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    clock: Arc<dyn Clock>,
+    session: Mutex<Option<Session>>,
+}
+
+/// A live connection and its prepared statements.
+struct Session {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl std::fmt::Debug for PgEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the URL may carry a password: never printed
+        f.debug_struct("PgEngine").finish_non_exhaustive()
+    }
+}
+
+/// One transaction of a [`PgEngine`] call, with the connection's statement cache.
+pub(crate) struct Tx<'a> {
+    tx: Transaction<'a>,
+    statements: &'a mut HashMap<&'static str, Statement>,
+}
+
+impl Tx<'_> {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql).map_err(from_pg)?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    /// Every row of `sql`.
+    pub(crate) fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let s = self.statement(sql)?;
+        self.tx.query(&s, params).map_err(from_pg)
+    }
+
+    /// The row of `sql`, if any.
+    pub(crate) fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let s = self.statement(sql)?;
+        self.tx.query_opt(&s, params).map_err(from_pg)
+    }
+
+    /// The one row of `sql`.
+    pub(crate) fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row> {
+        let s = self.statement(sql)?;
+        self.tx.query_one(&s, params).map_err(from_pg)
+    }
+
+    /// Runs `sql`; the number of rows it changed.
+    pub(crate) fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64> {
+        let s = self.statement(sql)?;
+        self.tx.execute(&s, params).map_err(from_pg)
+    }
+}
+
+impl PgEngine {
+    /// Connects to `url` (`postgres://user@host/db`, or libpq's `key=value` form), applies
+    /// the missing PostgreSQL migrations, and uses the system clock. A refused connection
+    /// is `UNREACHABLE`; a database migrated by a newer build is `UNSUPPORTED_VERSION`.
+    pub fn open(url: &str) -> Result<Self> {
+        Self::open_with_clock(url, Arc::new(SystemClock))
+    }
+
+    /// [`PgEngine::open`] with an injected clock (tests, simulations).
+    pub fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<Self> {
+        let mut client = db::connect(url)?;
+        db::migrate(&mut client)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                url: url.to_string(),
+                clock,
+                session: Mutex::new(Some(Session {
+                    client,
+                    statements: HashMap::new(),
+                })),
+            }),
+        })
+    }
+
+    /// The engine clock's current time.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The schema version recorded in the database.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.with_session(|s| db::applied_version(&mut s.client))
+    }
+
+    fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+        let mut guard = self
+            .inner
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.as_ref().is_none_or(|s| s.client.is_closed()) {
+            *guard = None;
+            let client = db::connect(&self.inner.url)?;
+            *guard = Some(Session {
+                client,
+                statements: HashMap::new(),
+            });
+        }
+        let session = guard.as_mut().expect("connected above");
+        let result = f(session);
+        // a lost connection (closed, or the server ending the session) is reopened next call
+        if session.client.is_closed() || matches!(result, Err(Error::Unreachable { .. })) {
+            *guard = None;
+        }
+        result
+    }
+
+    /// Runs `f` in one transaction at the time `now` read before it began; commits when `f`
+    /// succeeds, rolls back otherwise. Retried on deadlock and serialization failure.
+    pub(crate) fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut Tx<'_>, Timestamp) -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            let result = self.with_session(|s| {
+                let now = self.now();
+                let tx = s.client.transaction().map_err(from_pg)?;
+                let mut tx = Tx {
+                    tx,
+                    statements: &mut s.statements,
+                };
+                let value = f(&mut tx, now)?;
+                tx.tx.commit().map_err(from_pg)?;
+                Ok(value)
+            });
+            match result {
+                Err(Error::Busy) if attempt < RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `f` in a read-only transaction (one snapshot per statement, READ COMMITTED).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        self.with_session(|s| {
+            let tx = s
+                .client
+                .build_transaction()
+                .read_only(true)
+                .start()
+                .map_err(from_pg)?;
+            let mut tx = Tx {
+                tx,
+                statements: &mut s.statements,
+            };
+            let value = f(&mut tx)?;
+            tx.tx.commit().map_err(from_pg)?;
+            Ok(value)
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! [`PgJobs`] and [`PgEvents`]: the job API of a [`PgEngine`], with the method names,
+//! argument checks, events and audit rows of the SQLite [`Jobs`](crate::Jobs) facade.
+
+use serde_json::{json, Value};
+
+use super::engine::{PgEngine, Tx};
+use super::storage::job_events as events;
+use super::storage::jobs as store;
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::events::{Event, EventPayload};
+use crate::job::state::JobState;
+use crate::job::types::{Claim, Job, NewJob};
+use crate::job::validate;
+
+/// The job API of a [`PgEngine`]; get it with [`PgEngine::jobs`].
+#[derive(Debug, Clone, Copy)]
+pub struct PgJobs<'e> {
+    engine: &'e PgEngine,
+}
+
+/// The job event API of a [`PgEngine`]; get it with [`PgEngine::events`].
+#[derive(Debug, Clone, Copy)]
+pub struct PgEvents<'e> {
+    engine: &'e PgEngine,
+}
+
+impl PgEngine {
+    /// The job API.
+    pub fn jobs(&self) -> PgJobs<'_> {
+        PgJobs { engine: self }
+    }
+
+    /// The job event API.
+    pub fn events(&self) -> PgEvents<'_> {
+        PgEvents { engine: self }
+    }
+}
+
+/// Appends the events of one job change, in order, inside its transaction.
+fn record(tx: &mut Tx<'_>, id: i64, payloads: &[EventPayload], now: Timestamp) -> Result<()> {
+    for payload in payloads {
+        events::append(tx, id, payload, now)?;
+    }
+    Ok(())
+}
+
+impl PgJobs<'_> {
+    /// Creates a job in state `created` (see [`Jobs::create`](crate::Jobs::create)).
+    pub fn create(&self, new: &NewJob) -> Result<Job> {
+        validate::new_job(new)?;
+        self.engine.write(|tx, now| {
+            let job = store::insert(tx, new, now)?;
+            let created = EventPayload::Created {
+                kind: job.kind.clone(),
+                user_id: job.user_id.clone(),
+            };
+            record(tx, job.id, &[created], now)?;
+            Ok(job)
+        })
+    }
+
+    /// The job with this id.
+    pub fn get(&self, id: i64) -> Result<Job> {
+        self.engine.read(|tx| store::get_job(tx, id))
+    }
+
+    /// Takes the oldest created job of `kinds` (of any kind if `kinds` is empty) for
+    /// `worker`. Claimers on any number of connections and machines never take the same
+    /// job, and never wait for each other (`FOR UPDATE SKIP LOCKED`).
+    pub fn claim(&self, worker: &str, kinds: &[&str]) -> Result<Option<Claim>> {
+        validate::name("worker", worker)?;
+        for kind in kinds {
+            validate::identifier("kind", kind)?;
+        }
+        self.engine.write(|tx, now| {
+            let Some((job, last)) = store::claim(tx, worker, kinds, now)? else {
+                return Ok(None);
+            };
+            let claimed = EventPayload::Claimed {
+                worker: worker.into(),
+                attempt: job.attempt,
+            };
+            events::append_after(tx, job.id, last, &claimed, now)?;
+            Ok(Some(Claim {
+                attempt: job.attempt,
+                job,
+            }))
+        })
+    }
+
+    /// A sign of life from the worker holding `claim` (fenced by its attempt).
+    pub fn heartbeat(&self, claim: &Claim) -> Result<()> {
+        let (id, attempt) = (claim.id(), claim.attempt);
+        self.engine
+            .write(|tx, now| store::heartbeat(tx, id, attempt, now))
+    }
+
+    /// Progress in percent (0..=100) and an optional step description.
+    pub fn progress(&self, claim: &Claim, pct: u8, step: Option<&str>) -> Result<()> {
+        let (id, attempt) = (claim.id(), claim.attempt);
+        validate::progress(pct)?;
+        validate::step(step)?;
+        self.engine.write(|tx, now| {
+            store::progress(tx, id, attempt, pct, step, now)?;
+            let payload = EventPayload::Progress {
+                progress: pct,
+                step: step.map(str::to_owned),
+            };
+            record(tx, id, &[payload], now)
+        })
+    }
+
+    /// running -> completed with `result`.
+    pub fn complete(&self, claim: &Claim, result: &Value) -> Result<Job> {
+        let (id, attempt) = (claim.id(), claim.attempt);
+        validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
+        self.engine.write(|tx, now| {
+            let (job, last) = store::complete(tx, id, attempt, result, now)?;
+            events::append_after(tx, id, last, &EventPayload::Completed { attempt }, now)?;
+            Ok(job)
+        })
+    }
+
+    /// running -> failed with a stable error `code` and a message.
+    pub fn fail(&self, claim: &Claim, code: &str, message: &str) -> Result<Job> {
+        let (id, attempt) = (claim.id(), claim.attempt);
+        validate::identifier("error_code", code)?;
+        self.engine.write(|tx, now| {
+            let job = store::fail(tx, id, attempt, code, message, now)?;
+            let payload = EventPayload::Failed {
+                code: code.into(),
+                message: message.into(),
+                by: None,
+            };
+            record(tx, id, &[payload], now)?;
+            Ok(job)
+        })
+    }
+
+    /// Cancels a created, running or paused job; audited. A running worker sees it at its
+    /// next write (`JOB_NOT_RUNNING`).
+    pub fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job> {
+        validate::name("actor", actor)?;
+        self.engine.write(|tx, now| {
+            let (from, job) = store::cancel(tx, id, now)?;
+            let detail = json!({ "reason": reason, "from": from });
+            store::audit(tx, id, "cancel", actor, &detail, now)?;
+            let payload = EventPayload::Cancelled {
+                by: actor.into(),
+                from,
+                to: JobState::Cancelled,
+                reason: reason.map(str::to_owned),
+            };
+            record(tx, id, &[payload], now)?;
+            Ok(job)
+        })
+    }
+}
+
+impl PgEvents<'_> {
+    /// The events of job `job_id` after `seq` (0: from the oldest kept), oldest first, at
+    /// most `limit`; `EVENTS_PRUNED` when the ones right after `seq` were pruned (see
+    /// [`Events::since`](crate::Events::since)).
+    pub fn since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
+        self.engine.read(|tx| events::since(tx, job_id, seq, limit))
+    }
+}

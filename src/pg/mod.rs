@@ -1,0 +1,50 @@
+//! [feature `postgres`] The PostgreSQL backend: a first slice of issue 17.
+//!
+//! [`PgEngine::open`] connects to a PostgreSQL database, applies the embedded PostgreSQL
+//! migrations (`migrations/postgres/`, refinery) and hands out facades with the SQLite
+//! facades' method names and types ([`Job`](crate::Job), [`Claim`](crate::Claim),
+//! [`Event`](crate::Event), [`Run`](crate::run::Run), [`Slot`](crate::schedule::Slot),
+//! [`Error`](crate::Error) and its codes):
+//!
+//! - [`PgJobs`] (`engine.jobs()`): create, get, claim (`FOR UPDATE SKIP LOCKED`), heartbeat,
+//!   progress, complete, fail, cancel; every write of a worker fenced by its attempt;
+//! - [`PgEvents`] (`engine.events()`): the job's events after a `seq`;
+//! - [`PgRuns`] (`engine.runs()`): start under the single-active-run lock (a partial unique
+//!   index), lease renewal, finish, sweep of expired leases, get;
+//! - [`PgSchedules`] (`engine.schedules()`): create, materialize a due slot, claim due slots
+//!   (`SKIP LOCKED`) and record each slot's outcome exactly once across nodes.
+//!
+//! PostgreSQL enforces the same rules itself (CHECKs, PL/pgSQL trigger functions raising
+//! `CODE: table: rule`, mapped to the same [`Error`](crate::Error)s). What is not here yet
+//! (the Worker and Supervisor runtimes, pipelines, Flex, doctor, `runledger copy`, the CLI's
+//! `--db postgres://`) is listed in docs/postgres.md.
+//!
+//! One [`PgEngine`] holds one connection, used by one call at a time; give each worker
+//! thread (or process, or machine) its own engine.
+//!
+//! ```no_run
+//! # fn main() -> runledger::Result<()> {
+//! use runledger::pg::PgEngine;
+//! use runledger::NewJob;
+//!
+//! let engine = PgEngine::open("postgres://runledger@db.internal/ledger")?;
+//! let job = engine.jobs().create(&NewJob::new("u1", "report", serde_json::json!({})))?;
+//! if let Some(claim) = engine.jobs().claim("worker-1", &["report"])? {
+//!     engine.jobs().complete(&claim, &serde_json::json!({"ok": true}))?;
+//! }
+//! # let _ = job; Ok(()) }
+//! ```
+
+mod db;
+mod engine;
+mod error;
+mod jobs;
+mod runs;
+mod schedules;
+mod storage;
+
+pub use db::known_schema_version;
+pub use engine::PgEngine;
+pub use jobs::{PgEvents, PgJobs};
+pub use runs::PgRuns;
+pub use schedules::PgSchedules;

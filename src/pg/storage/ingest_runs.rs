@@ -1,0 +1,333 @@
+//! SQL for `ingest_runs` on PostgreSQL: start under the lock (the partial unique index
+//! `ingest_runs_one_active`, with `ON CONFLICT DO NOTHING` so a refusal is recorded in the
+//! same transaction), lease renewal, finish, and the sweep of expired leases (`SKIP
+//! LOCKED`, so supervisors on several nodes never finalize a run twice).
+
+use serde_json::{json, Value};
+
+use super::{get, opt_ts, parsed, ts};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::pg::engine::Tx;
+use crate::run::state::{RunStatus, Scope, TriggerKind};
+use crate::run::timeline::{self, StageKind, StageStatus, TimelineEntry};
+use crate::storage::ingest_runs::Run;
+
+/// Every column of a [`Run`], as [`run_from_row`] reads them by name.
+macro_rules! columns {
+    () => {
+        "id, pipeline, scope, trigger, status, lock_key, account_id, started_at, \
+         lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json"
+    };
+}
+
+/// $1 pipeline, $2 scope, $3 trigger, $4 lock_key, $5 account_id, $6 now, $7 lease, $8 meta
+const INSERT_STARTED: &str = "insert into ingest_runs
+    (pipeline, scope, trigger, status, lock_key, account_id, started_at, lease_expires_at, meta_json)
+    values ($1, $2, $3, 'started', $4, $5, $6, $7, $8)
+    on conflict (lock_key) where status = 'started' do nothing
+    returning id";
+
+/// $1 pipeline, $2 scope, $3 trigger, $4 lock_key, $5 account_id, $6 now, $7 code,
+/// $8 message, $9 timeline, $10 meta
+const INSERT_REJECTED: &str = "insert into ingest_runs
+    (pipeline, scope, trigger, status, lock_key, account_id, started_at, finished_at, duration_ms,
+     error_code, error_message, timeline, meta_json)
+    values ($1, $2, $3, 'failed', $4, $5, $6, $6, 0, $7, $8, $9, $10)
+    returning id";
+
+/// $1 lock_key: the started run holding it, locked (an expired one is finalized first).
+const ACTIVE_HOLDER: &str = "select id, lease_expires_at from ingest_runs
+    where lock_key = $1 and status = 'started' for update";
+/// $1 lock_key: the holder, without waiting for it.
+const ACTIVE_HOLDER_ID: &str =
+    "select id from ingest_runs where lock_key = $1 and status = 'started'";
+
+/// $1 id, $2 lease
+const RENEW_LEASE: &str =
+    "update ingest_runs set lease_expires_at = $2 where id = $1 and status = 'started'";
+
+/// $1 id, $2 status, $3 now, $4 code, $5 message, $6 meta patch: finished_at never precedes
+/// started_at; duration_ms is computed by the very function of the CHECK.
+const FINISH: &str = "update ingest_runs
+    set status = $2,
+        finished_at = greatest($3, started_at),
+        duration_ms = runledger_ts_ms(greatest($3, started_at)) - runledger_ts_ms(started_at),
+        error_code = $4,
+        error_message = $5,
+        meta_json = meta_json || $6
+    where id = $1 and status = 'started'";
+
+/// $1 id, $2 entry: replaces the last (open) timeline entry with its closed form.
+const REPLACE_LAST_ENTRY: &str = "update ingest_runs
+    set timeline = jsonb_set(timeline, '{-1}', $2)
+    where id = $1 and status = 'started' and jsonb_array_length(timeline) > 0";
+
+/// $1 now: started runs whose lease expired, skipping the ones another sweeper holds.
+const EXPIRED: &str = "select id, timeline, lease_expires_at from ingest_runs
+    where status = 'started' and lease_expires_at <= $1
+    order by lease_expires_at, id
+    for update skip locked";
+
+/// $1 id
+const TIMELINE_OF: &str =
+    "select timeline, lease_expires_at from ingest_runs where id = $1 and status = 'started'";
+
+/// $1 id
+const GET: &str = concat!("select ", columns!(), " from ingest_runs where id = $1");
+
+/// Reads one row selected with [`columns!`], by column name.
+fn run_from_row(r: &postgres::Row) -> Result<Run> {
+    let id: i64 = get(r, "ingest_runs", "?", "id")?;
+    let key = id.to_string();
+    let k = key.as_str();
+    let timeline: Value = get(r, "ingest_runs", k, "timeline")?;
+    let meta: Value = get(r, "ingest_runs", k, "meta_json")?;
+    Ok(Run {
+        id,
+        pipeline: get(r, "ingest_runs", k, "pipeline")?,
+        scope: parsed(r, "ingest_runs", k, "scope")?,
+        trigger: parsed(r, "ingest_runs", k, "trigger")?,
+        status: parsed(r, "ingest_runs", k, "status")?,
+        lock_key: get(r, "ingest_runs", k, "lock_key")?,
+        account_id: get(r, "ingest_runs", k, "account_id")?,
+        started_at: ts(r, "ingest_runs", k, "started_at")?,
+        lease_expires_at: opt_ts(r, "ingest_runs", k, "lease_expires_at")?,
+        finished_at: opt_ts(r, "ingest_runs", k, "finished_at")?,
+        duration_ms: get(r, "ingest_runs", k, "duration_ms")?,
+        error_code: get(r, "ingest_runs", k, "error_code")?,
+        error_message: get(r, "ingest_runs", k, "error_message")?,
+        timeline: timeline::parse(&timeline.to_string())
+            .map_err(|e| super::corrupt("ingest_runs", k, "timeline", e.to_string()))?,
+        meta: match meta {
+            Value::Object(map) => map,
+            other => {
+                return Err(super::corrupt(
+                    "ingest_runs",
+                    k,
+                    "meta_json",
+                    format!("{other} is not an object"),
+                ))
+            }
+        },
+    })
+}
+
+/// A run about to start.
+pub(crate) struct NewRun<'a> {
+    pub pipeline: &'a str,
+    pub scope: Scope,
+    pub trigger: TriggerKind,
+    pub account_id: Option<&'a str>,
+    pub lease: std::time::Duration,
+    /// The slot this run is started for (`meta_json.slotId`).
+    pub slot_id: Option<i64>,
+}
+
+impl NewRun<'_> {
+    /// The lock key, exactly as the table's CHECK spells it.
+    pub(crate) fn lock_key(&self) -> String {
+        let mut key = format!("{}:{}", self.pipeline, self.scope.as_str());
+        if let Some(account) = self.account_id {
+            key.push(':');
+            key.push_str(account);
+        }
+        key
+    }
+}
+
+/// What [`start`] did.
+pub(crate) enum Started {
+    /// The new run holds the lock.
+    Run(i64),
+    /// Another run holds it; `rejection_id` is the failed run recording this attempt.
+    Rejected {
+        rejection_id: i64,
+        active_run_id: Option<i64>,
+    },
+}
+
+/// Starts a run under its lock: finalizes an expired holder as `ABANDONED` first, then
+/// inserts the started row, or, when another started run holds the key (committed, or
+/// committing concurrently: the unique index waits for it), records this attempt as a
+/// failed run (`RUN_ALREADY_ACTIVE`, `blockedStage: "lock"`).
+pub(crate) fn start(tx: &mut Tx<'_>, new: &NewRun<'_>, now: Timestamp) -> Result<Started> {
+    let lock_key = new.lock_key();
+    if let Some(row) = tx.query_opt(ACTIVE_HOLDER, &[&lock_key])? {
+        let id: i64 = row.get(0);
+        let lease = opt_ts(&row, "ingest_runs", &id.to_string(), "lease_expires_at")?;
+        if lease.is_some_and(|l| l <= now) {
+            abandon(tx, id, now)?;
+        }
+    }
+    let (scope, trigger) = (new.scope.as_str(), new.trigger.as_str());
+    let mut meta = json!({"source": trigger, "scope": scope});
+    if let Some(id) = new.slot_id {
+        meta["slotId"] = json!(id);
+    }
+    let lease = (now + new.lease).to_string();
+    let now_text = now.to_string();
+    let inserted = tx.query_opt(
+        INSERT_STARTED,
+        &[
+            &new.pipeline,
+            &scope,
+            &trigger,
+            &lock_key,
+            &new.account_id,
+            &now_text,
+            &lease,
+            &meta,
+        ],
+    )?;
+    if let Some(row) = inserted {
+        return Ok(Started::Run(row.get(0)));
+    }
+    let active_run_id: Option<i64> = tx
+        .query_opt(ACTIVE_HOLDER_ID, &[&lock_key])?
+        .map(|r| r.get(0));
+    let err = Error::RunAlreadyActive {
+        lock_key: lock_key.clone(),
+        active_run_id,
+        recorded_run_id: None,
+    };
+    let message = err.to_string();
+    let entry = TimelineEntry::started("lock", StageKind::Lock, 1, now)
+        .close(StageStatus::Failed, now)
+        .with_error(err.code(), &message)
+        .with_detail(Some(json!({"activeRunId": active_run_id})));
+    let mut meta = json!({
+        "blockedStage": "lock",
+        "errorCode": err.code(),
+        "source": trigger,
+        "scope": scope,
+        "activeRunId": active_run_id,
+    });
+    if let Some(id) = new.slot_id {
+        meta["slotId"] = json!(id);
+    }
+    let timeline = serde_json::to_value([entry]).expect("entries serialize");
+    let rejection_id: i64 = tx
+        .query_one(
+            INSERT_REJECTED,
+            &[
+                &new.pipeline,
+                &scope,
+                &trigger,
+                &lock_key,
+                &new.account_id,
+                &now_text,
+                &err.code(),
+                &message,
+                &timeline,
+                &meta,
+            ],
+        )?
+        .get(0);
+    Ok(Started::Rejected {
+        rejection_id,
+        active_run_id,
+    })
+}
+
+/// Moves a started run's lease to `until`; `false` if the run is no longer started.
+pub(crate) fn renew_lease(tx: &mut Tx<'_>, id: i64, until: Timestamp) -> Result<bool> {
+    Ok(tx.execute(RENEW_LEASE, &[&id, &until.to_string()])? == 1)
+}
+
+/// Ends a started run; `false` if it had already ended.
+pub(crate) fn finish(
+    tx: &mut Tx<'_>,
+    id: i64,
+    status: RunStatus,
+    error: Option<(&str, &str)>,
+    meta: &Value,
+    now: Timestamp,
+) -> Result<bool> {
+    if !RunStatus::Started.can_transition_to(status) {
+        return Err(Error::IllegalTransition {
+            entity: "run",
+            id: id.to_string(),
+            from: RunStatus::Started.to_string(),
+            to: status.to_string(),
+        });
+    }
+    if (status == RunStatus::Failed) != error.is_some() {
+        return Err(Error::invalid(
+            "error",
+            "a failed run has an error code, a successful one none",
+        ));
+    }
+    let (code, message) = error.unzip();
+    let n = tx.execute(
+        FINISH,
+        &[
+            &id,
+            &status.as_str(),
+            &now.to_string(),
+            &code,
+            &message,
+            meta,
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+/// Finalizes a started run whose holder stopped renewing: its open timeline entry closed
+/// as failed, the run failed `ABANDONED`. `false` if it was no longer started.
+pub(crate) fn abandon(tx: &mut Tx<'_>, id: i64, now: Timestamp) -> Result<bool> {
+    let Some(row) = tx.query_opt(TIMELINE_OF, &[&id])? else {
+        return Ok(false);
+    };
+    abandon_row(tx, id, &row, now)
+}
+
+fn abandon_row(tx: &mut Tx<'_>, id: i64, row: &postgres::Row, now: Timestamp) -> Result<bool> {
+    let key = id.to_string();
+    let text: Value = get(row, "ingest_runs", &key, "timeline")?;
+    let lease = opt_ts(row, "ingest_runs", &key, "lease_expires_at")?
+        .map(|l| l.to_string())
+        .unwrap_or_default();
+    let message = format!("lease expired at {lease}: the holder stopped renewing it");
+    let mut meta = json!({"abandonedAt": now.to_string(), "errorCode": "ABANDONED"});
+    if let Some(last) = timeline::parse(&text.to_string())?.pop() {
+        if last.status == StageStatus::Started {
+            meta["openStage"] = json!(last.stage);
+            let closed = last
+                .close(StageStatus::Failed, now)
+                .with_error("ABANDONED", &message);
+            let closed = serde_json::to_value(&closed).expect("entries serialize");
+            tx.execute(REPLACE_LAST_ENTRY, &[&id, &closed])?;
+        }
+    }
+    finish(
+        tx,
+        id,
+        RunStatus::Failed,
+        Some(("ABANDONED", &message)),
+        &meta,
+        now,
+    )
+}
+
+/// Finalizes every started run whose lease expired by `now` (and that no other sweeper
+/// holds); returns their ids.
+pub(crate) fn sweep(tx: &mut Tx<'_>, now: Timestamp) -> Result<Vec<i64>> {
+    let rows = tx.query(EXPIRED, &[&now.to_string()])?;
+    let mut done = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.get(0);
+        if abandon_row(tx, id, &row, now)? {
+            done.push(id);
+        }
+    }
+    Ok(done)
+}
+
+/// The run with this id.
+pub(crate) fn get_run(tx: &mut Tx<'_>, id: i64) -> Result<Run> {
+    match tx.query_opt(GET, &[&id])? {
+        Some(row) => run_from_row(&row),
+        None => Err(Error::not_found("run", id)),
+    }
+}

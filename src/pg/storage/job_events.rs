@@ -1,0 +1,126 @@
+//! SQL for `job_events` on PostgreSQL: append inside the job change's own transaction (which
+//! holds the job's row lock, so each job's `seq` and hash chain grow one writer at a time),
+//! and reads after a per-job `seq`.
+
+use serde_json::Value;
+
+use super::{get, ts};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::events::{Event, EventKind, EventPayload};
+use crate::integrity;
+use crate::pg::engine::Tx;
+
+/// Every column of an [`Event`], as [`from_row`] reads them by name.
+macro_rules! columns {
+    () => {
+        "cursor, job_id, seq, kind, payload, at"
+    };
+}
+
+/// $1 job_id, $2 seq, $3 kind, $4 payload (text), $5 at, $6 prev_hash, $7 hash
+const APPEND: &str = "insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash)
+     values ($1, $2, $3, ($4::text)::json, $5, $6, $7)
+     returning cursor";
+/// $1 job_id: the job's newest event (its seq and chain hash), which the next one follows.
+const LAST_OF_JOB: &str = "select seq, hash from job_events where job_id = $1
+     order by seq desc limit 1";
+/// $1 job_id, $2 after seq, $3 limit
+const SINCE: &str = concat!(
+    "select ",
+    columns!(),
+    " from job_events where job_id = $1 and seq > $2 order by seq limit $3"
+);
+/// $1 job_id
+const OLDEST_SEQ: &str = "select min(seq), max(seq) from job_events where job_id = $1";
+
+fn from_row(r: &postgres::Row) -> Result<Event> {
+    let cursor: i64 = get(r, "job_events", "?", "cursor")?;
+    let key = cursor.to_string();
+    let k = key.as_str();
+    let kind: String = get(r, "job_events", k, "kind")?;
+    Ok(Event {
+        cursor,
+        job_id: get(r, "job_events", k, "job_id")?,
+        seq: get(r, "job_events", k, "seq")?,
+        kind: EventKind::parse(&kind).ok_or_else(|| {
+            super::corrupt(
+                "job_events",
+                k,
+                "kind",
+                format!("unknown event kind {kind:?}"),
+            )
+        })?,
+        payload: get::<Value>(r, "job_events", k, "payload")?,
+        at: ts(r, "job_events", k, "at")?,
+    })
+}
+
+/// Appends an event for `job_id` inside the caller's transaction.
+pub(crate) fn append(
+    tx: &mut Tx<'_>,
+    job_id: i64,
+    payload: &EventPayload,
+    now: Timestamp,
+) -> Result<Event> {
+    let last = tx
+        .query_opt(LAST_OF_JOB, &[&job_id])?
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
+    append_after(tx, job_id, last, payload, now)
+}
+
+/// [`append`] when the job's newest event `(seq, hash)` was already read under the job's
+/// row lock, by the statement that changed the job (`None`: the job has none).
+pub(crate) fn append_after(
+    tx: &mut Tx<'_>,
+    job_id: i64,
+    last: Option<(i64, String)>,
+    payload: &EventPayload,
+    now: Timestamp,
+) -> Result<Event> {
+    let kind = payload.kind();
+    let payload = payload.to_wire();
+    let (prev_seq, prev_hash) = last.unwrap_or_else(|| (0, integrity::GENESIS.to_string()));
+    let seq = prev_seq + 1;
+    let (text, at) = (payload.to_string(), now.to_string());
+    let hash = integrity::event_hash(&prev_hash, job_id, seq, kind.as_str(), &at, &text);
+    let cursor: i64 = tx
+        .query_one(
+            APPEND,
+            &[&job_id, &seq, &kind.as_str(), &text, &at, &prev_hash, &hash],
+        )?
+        .get(0);
+    Ok(Event {
+        cursor,
+        job_id,
+        seq,
+        kind,
+        payload,
+        at: now,
+    })
+}
+
+/// Events of `job_id` after `seq` (0 for all kept), at most `limit`; `EVENTS_PRUNED` when
+/// the ones right after `seq` are gone.
+pub(crate) fn since(tx: &mut Tx<'_>, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
+    if !super::jobs::exists(tx, job_id)? {
+        return Err(Error::not_found("job", job_id));
+    }
+    let row = tx.query_one(OLDEST_SEQ, &[&job_id])?;
+    let (oldest, newest): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+    if let (Some(oldest), Some(newest)) = (oldest, newest) {
+        if seq.saturating_add(1) < oldest {
+            return Err(Error::EventsPruned {
+                job_id,
+                requested: seq,
+                oldest_kept: oldest,
+                newest,
+            });
+        }
+    }
+    let limit = i64::from(limit);
+    tx.query(SINCE, &[&job_id, &seq, &limit])?
+        .iter()
+        .map(from_row)
+        .collect()
+}

@@ -1,0 +1,362 @@
+//! SQL for `jobs` and its `audit_log` rows on PostgreSQL, the twin of `storage::jobs`.
+//! Writes are guarded updates carrying the expected state and attempt; a write that
+//! matched nothing is explained by [`diagnose`]. Claims skip rows other transactions hold
+//! (`FOR UPDATE SKIP LOCKED`), so claimers on many nodes never wait on each other.
+
+use serde_json::Value;
+
+use super::{get, opt_ts, parsed, ts};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::integrity;
+use crate::job::state::JobState;
+use crate::job::types::{Job, NewJob};
+use crate::pg::engine::Tx;
+
+/// Every column of a [`Job`], as [`job_from_row`] reads them by name.
+macro_rules! job_columns {
+    () => {
+        "id, user_id, kind, state, input, result, error_code, error_message, \
+         progress, step, checkpoint, checkpoint_at, tags, parent_id, timeout_ms, max_retries, \
+         attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at"
+    };
+}
+
+/// The job's newest event (seq, chain hash), read in the statement that changes the job (the
+/// row is locked by then), so appending the change's event needs no look-up of its own.
+macro_rules! last_event {
+    () => {
+        ", job_events_last_seq(id) as last_seq, job_events_last_hash(id) as last_hash"
+    };
+}
+
+/// $1 user_id, $2 kind, $3 input, $4 tags, $5 parent_id, $6 timeout_ms, $7 max_retries, $8 now
+const INSERT: &str = concat!(
+    "insert into jobs (user_id, kind, input, tags, parent_id, timeout_ms, max_retries, created_at, updated_at)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+     returning ",
+    job_columns!()
+);
+
+/// $1 id
+const GET: &str = concat!("select ", job_columns!(), " from jobs where id = $1");
+/// $1 id
+const EXISTS: &str = "select exists (select 1 from jobs where id = $1)";
+/// $1 id
+const STATE_OF: &str = "select state, attempt from jobs where id = $1";
+/// $1 id: the state, with the row locked for the rest of the transaction.
+const STATE_OF_LOCKED: &str = "select state, attempt from jobs where id = $1 for update";
+
+/// $1 worker, $2 now, $3 any kind, $4 kinds (text[]): the oldest created job, skipping rows
+/// another claimer holds.
+const CLAIM: &str = concat!(
+    "update jobs set state = 'running', attempt = attempt + 1, worker_id = $1,
+        started_at = greatest($2, created_at), heartbeat_at = $2, updated_at = $2
+     where id = (select id from jobs
+                 where state = 'created' and ($3 or kind = any($4))
+                 order by id limit 1
+                 for update skip locked)
+     returning ",
+    job_columns!(),
+    last_event!()
+);
+
+/// $1 id, $2 attempt, $3 now
+const HEARTBEAT: &str = "update jobs set heartbeat_at = $3, updated_at = $3
+     where id = $1 and attempt = $2 and state = 'running'";
+
+/// $1 id, $2 attempt, $3 now, $4 progress, $5 step
+const PROGRESS: &str =
+    "update jobs set progress = $4, step = $5, heartbeat_at = $3, updated_at = $3
+     where id = $1 and attempt = $2 and state = 'running'";
+
+/// $1 id, $2 attempt, $3 now, $4 result
+const COMPLETE: &str = concat!(
+    "update jobs set state = 'completed', result = $4, progress = 100,
+        finished_at = greatest($3, started_at), updated_at = $3
+     where id = $1 and attempt = $2 and state = 'running'
+     returning ",
+    job_columns!(),
+    last_event!()
+);
+
+/// $1 id, $2 attempt, $3 now, $4 code, $5 message
+const FAIL: &str = concat!(
+    "update jobs set state = 'failed', error_code = $4, error_message = $5,
+        finished_at = greatest($3, started_at), updated_at = $3
+     where id = $1 and attempt = $2 and state = 'running'
+     returning ",
+    job_columns!()
+);
+
+/// $1 id, $2 from, $3 now: an operator's cancel, guarded on the state read (and locked)
+/// just before.
+const CANCEL: &str = concat!(
+    "update jobs set state = 'cancelled', updated_at = $3,
+        finished_at = greatest($3, coalesce(started_at, created_at))
+     where id = $1 and state = $2
+     returning ",
+    job_columns!()
+);
+
+/// The audit chain is one sequence across writers: its writers take turns (operator
+/// actions only, never a worker's hot path).
+const AUDIT_LOCK: &str = "lock table audit_log in exclusive mode";
+/// The newest audit row's chain hash, which the next row follows.
+const AUDIT_LAST_HASH: &str = "select hash from audit_log order by id desc limit 1";
+/// $1 entity_id, $2 action, $3 actor, $4 at, $5 detail (text), $6 hash
+const AUDIT: &str = "insert into audit_log (entity, entity_id, action, actor, at, detail, hash)
+     values ('job', $1, $2, $3, $4, ($5::text)::json, $6)";
+
+/// Reads one row selected with [`job_columns!`], by column name.
+pub(crate) fn job_from_row(r: &postgres::Row) -> Result<Job> {
+    let id: i64 = get(r, "jobs", "?", "id")?;
+    let key = id.to_string();
+    let k = key.as_str();
+    let tags: Value = get(r, "jobs", k, "tags")?;
+    let tags = match tags {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let progress: i32 = get(r, "jobs", k, "progress")?;
+    Ok(Job {
+        id,
+        user_id: get(r, "jobs", k, "user_id")?,
+        kind: get(r, "jobs", k, "kind")?,
+        state: parsed(r, "jobs", k, "state")?,
+        input: get(r, "jobs", k, "input")?,
+        result: get(r, "jobs", k, "result")?,
+        error_code: get(r, "jobs", k, "error_code")?,
+        error_message: get(r, "jobs", k, "error_message")?,
+        progress: u8::try_from(progress).map_err(|_| {
+            super::corrupt("jobs", k, "progress", format!("{progress} is out of range"))
+        })?,
+        step: get(r, "jobs", k, "step")?,
+        checkpoint: get(r, "jobs", k, "checkpoint")?,
+        checkpoint_at: opt_ts(r, "jobs", k, "checkpoint_at")?,
+        tags,
+        parent_id: get(r, "jobs", k, "parent_id")?,
+        timeout_ms: get(r, "jobs", k, "timeout_ms")?,
+        max_retries: get(r, "jobs", k, "max_retries")?,
+        attempt: get(r, "jobs", k, "attempt")?,
+        worker_id: get(r, "jobs", k, "worker_id")?,
+        recovery_count: get(r, "jobs", k, "recovery_count")?,
+        created_at: ts(r, "jobs", k, "created_at")?,
+        updated_at: ts(r, "jobs", k, "updated_at")?,
+        started_at: opt_ts(r, "jobs", k, "started_at")?,
+        heartbeat_at: opt_ts(r, "jobs", k, "heartbeat_at")?,
+        finished_at: opt_ts(r, "jobs", k, "finished_at")?,
+    })
+}
+
+/// The job's newest event as read by a statement with [`last_event!`]: `(seq, hash)`.
+pub(crate) type LastEvent = Option<(i64, String)>;
+
+fn last_event(r: &postgres::Row) -> Result<LastEvent> {
+    let id: i64 = get(r, "jobs", "?", "id")?;
+    let key = id.to_string();
+    let seq: Option<i64> = get(r, "job_events", &key, "last_seq")?;
+    let hash: Option<String> = get(r, "job_events", &key, "last_hash")?;
+    Ok(seq.zip(hash))
+}
+
+/// Inserts a validated new job.
+pub(crate) fn insert(tx: &mut Tx<'_>, new: &NewJob, now: Timestamp) -> Result<Job> {
+    let tags = Value::from(new.tags.clone());
+    let timeout_ms = new
+        .timeout
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    if let Some(parent) = new.parent_id {
+        if !exists(tx, parent)? {
+            return Err(Error::invalid(
+                "parent_id",
+                format!("job {parent} does not exist"),
+            ));
+        }
+    }
+    let max_retries = i64::from(new.max_retries);
+    let row = tx.query_one(
+        INSERT,
+        &[
+            &new.user_id,
+            &new.kind,
+            &new.input,
+            &tags,
+            &new.parent_id,
+            &timeout_ms,
+            &max_retries,
+            &now.to_string(),
+        ],
+    )?;
+    job_from_row(&row)
+}
+
+/// Whether job `id` exists.
+pub(crate) fn exists(tx: &mut Tx<'_>, id: i64) -> Result<bool> {
+    Ok(tx.query_one(EXISTS, &[&id])?.get(0))
+}
+
+/// The job with this id.
+pub(crate) fn get_job(tx: &mut Tx<'_>, id: i64) -> Result<Job> {
+    match tx.query_opt(GET, &[&id])? {
+        Some(row) => job_from_row(&row),
+        None => Err(Error::not_found("job", id)),
+    }
+}
+
+/// Claims the oldest created job of `kinds` (any kind if empty) for `worker`.
+pub(crate) fn claim(
+    tx: &mut Tx<'_>,
+    worker: &str,
+    kinds: &[&str],
+    now: Timestamp,
+) -> Result<Option<(Job, LastEvent)>> {
+    let any = kinds.is_empty();
+    tx.query_opt(CLAIM, &[&worker, &now.to_string(), &any, &kinds])?
+        .map(|r| Ok((job_from_row(&r)?, last_event(&r)?)))
+        .transpose()
+}
+
+fn state_of(tx: &mut Tx<'_>, sql: &'static str, id: i64) -> Result<(JobState, i64)> {
+    let row = tx
+        .query_opt(sql, &[&id])?
+        .ok_or_else(|| Error::not_found("job", id))?;
+    let key = id.to_string();
+    Ok((
+        parsed(&row, "jobs", &key, "state")?,
+        get(&row, "jobs", &key, "attempt")?,
+    ))
+}
+
+/// Explains why a worker's guarded write matched no row: unknown job, stale attempt, or the
+/// attempt still owns the job but it is no longer running.
+pub(crate) fn diagnose(tx: &mut Tx<'_>, id: i64, attempt: i64) -> Error {
+    match state_of(tx, STATE_OF, id) {
+        Err(e) => e,
+        Ok((state, current)) if current != attempt => Error::StaleAttempt {
+            job_id: id,
+            attempt,
+            current,
+            state: state.to_string(),
+        },
+        Ok((state, _)) => Error::NotRunning { job_id: id, state },
+    }
+}
+
+fn guarded(
+    tx: &mut Tx<'_>,
+    sql: &'static str,
+    id: i64,
+    attempt: i64,
+    rest: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<()> {
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&id, &attempt];
+    params.extend_from_slice(rest);
+    if tx.execute(sql, &params)? == 1 {
+        Ok(())
+    } else {
+        Err(diagnose(tx, id, attempt))
+    }
+}
+
+fn guarded_returning(
+    tx: &mut Tx<'_>,
+    sql: &'static str,
+    id: i64,
+    attempt: i64,
+    rest: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Job> {
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&id, &attempt];
+    params.extend_from_slice(rest);
+    match tx.query_opt(sql, &params)? {
+        Some(row) => job_from_row(&row),
+        None => Err(diagnose(tx, id, attempt)),
+    }
+}
+
+/// Heartbeat of the worker holding `attempt`.
+pub(crate) fn heartbeat(tx: &mut Tx<'_>, id: i64, attempt: i64, now: Timestamp) -> Result<()> {
+    guarded(tx, HEARTBEAT, id, attempt, &[&now.to_string()])
+}
+
+/// Progress and step of the worker holding `attempt`.
+pub(crate) fn progress(
+    tx: &mut Tx<'_>,
+    id: i64,
+    attempt: i64,
+    pct: u8,
+    step: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    let pct = i32::from(pct);
+    guarded(tx, PROGRESS, id, attempt, &[&now.to_string(), &pct, &step])
+}
+
+/// running -> completed with `result`; the job and its newest event before this change.
+pub(crate) fn complete(
+    tx: &mut Tx<'_>,
+    id: i64,
+    attempt: i64,
+    result: &Value,
+    now: Timestamp,
+) -> Result<(Job, LastEvent)> {
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&id, &attempt];
+    let now = now.to_string();
+    params.extend_from_slice(&[&now, result]);
+    match tx.query_opt(COMPLETE, &params)? {
+        Some(row) => Ok((job_from_row(&row)?, last_event(&row)?)),
+        None => Err(diagnose(tx, id, attempt)),
+    }
+}
+
+/// running -> failed with `code` and `message`.
+pub(crate) fn fail(
+    tx: &mut Tx<'_>,
+    id: i64,
+    attempt: i64,
+    code: &str,
+    message: &str,
+    now: Timestamp,
+) -> Result<Job> {
+    guarded_returning(tx, FAIL, id, attempt, &[&now.to_string(), &code, &message])
+}
+
+/// created|running|paused -> cancelled; returns the state it left and the job.
+pub(crate) fn cancel(tx: &mut Tx<'_>, id: i64, now: Timestamp) -> Result<(JobState, Job)> {
+    let (from, _) = state_of(tx, STATE_OF_LOCKED, id)?;
+    let allowed = [JobState::Created, JobState::Running, JobState::Paused];
+    if !allowed.contains(&from) || !from.can_transition_to(JobState::Cancelled) {
+        return Err(Error::IllegalTransition {
+            entity: "job",
+            id: id.to_string(),
+            from: from.to_string(),
+            to: JobState::Cancelled.to_string(),
+        });
+    }
+    let row = tx.query_one(CANCEL, &[&id, &from.as_str(), &now.to_string()])?;
+    Ok((from, job_from_row(&row)?))
+}
+
+/// Appends an audit row for job `id`, chained on the newest row (src/integrity.rs).
+pub(crate) fn audit(
+    tx: &mut Tx<'_>,
+    id: i64,
+    action: &str,
+    actor: &str,
+    detail: &Value,
+    now: Timestamp,
+) -> Result<()> {
+    tx.execute(AUDIT_LOCK, &[])?;
+    let prev: Option<String> = tx.query_opt(AUDIT_LAST_HASH, &[])?.map(|r| r.get(0));
+    let prev = prev.unwrap_or_else(|| integrity::GENESIS.to_string());
+    let (entity_id, at, text) = (id.to_string(), now.to_string(), detail.to_string());
+    let hash = integrity::audit_hash(&prev, "job", &entity_id, action, actor, &at, &text);
+    tx.execute(AUDIT, &[&entity_id, &action, &actor, &at, &text, &hash])?;
+    Ok(())
+}

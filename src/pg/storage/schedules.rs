@@ -1,0 +1,248 @@
+//! SQL for `schedules` and `due_runs` on PostgreSQL: materializing a slot under the
+//! schedule's row lock (so nodes racing for the same instant create it once), claiming due
+//! slots with `FOR UPDATE SKIP LOCKED`, and recording each slot's outcome behind the
+//! claim's fence (the ticker and the claim time), so each slot is fired once across nodes.
+
+use serde_json::Value;
+
+use super::{get, opt_ts, parsed, ts};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::pg::engine::Tx;
+use crate::schedule::state::{SlotClaim, SlotStatus};
+use crate::storage::schedules::Slot;
+
+/// Every column of a [`Slot`], as [`slot_from_row`] reads them by name.
+macro_rules! slot_columns {
+    () => {
+        "d.id, s.name as schedule, d.schedule_id, d.due_at, d.status, d.created_at, d.claimed_at, \
+         d.claimed_by, d.finished_at, d.run_ids, d.outcome_code, d.outcome_message"
+    };
+}
+
+/// $1 name, $2 pipeline, $3 scope, $4 rule, $5 zone, $6 now
+const INSERT_SCHEDULE: &str =
+    "insert into schedules (name, pipeline, scope, rule, zone, created_at, updated_at)
+     values ($1, $2, $3, $4, $5, $6, $6)
+     returning id";
+
+/// $1 schedule id: its high-water mark, the row locked until the transaction ends.
+const LOCK_SCHEDULE: &str = "select last_due_at from schedules where id = $1 for update";
+
+/// $1 schedule id, $2 due_at, $3 now
+const INSERT_SLOT: &str = "insert into due_runs (schedule_id, due_at, created_at)
+     values ($1, $2, greatest($3, $2))
+     returning id";
+
+/// $1 schedule id, $2 due_at, $3 now
+const ADVANCE: &str =
+    "update schedules set last_due_at = $2, updated_at = greatest($3, updated_at) where id = $1";
+
+/// $1 ticker, $2 now, $3 limit: the oldest due pending slots, skipping the ones another
+/// ticker is claiming.
+const CLAIM_DUE: &str = "update due_runs set status = 'claimed', claimed_by = $1,
+        claimed_at = greatest($2, created_at)
+     where id in (select id from due_runs
+                  where status = 'pending' and due_at <= $2
+                  order by due_at, id limit $3
+                  for update skip locked)
+     returning id, claimed_by, claimed_at";
+
+/// $1 id, $2 ticker, $3 claimed_at, $4 now, $5 run_ids: claimed -> fired, behind the fence.
+const FIRED: &str = "update due_runs set status = 'fired', run_ids = $5,
+        finished_at = greatest($4, claimed_at)
+     where id = $1 and status = 'claimed' and claimed_by = $2 and claimed_at = $3";
+
+/// $1 id, $2 ticker, $3 claimed_at, $4 now, $5 status, $6 code, $7 message: claimed ->
+/// skipped or failed, behind the fence.
+const ENDED: &str = "update due_runs set status = $5, outcome_code = $6, outcome_message = $7,
+        finished_at = greatest($4, claimed_at)
+     where id = $1 and status = 'claimed' and claimed_by = $2 and claimed_at = $3";
+
+/// $1 id
+const GET_SLOT: &str = concat!(
+    "select ",
+    slot_columns!(),
+    " from due_runs d join schedules s on s.id = d.schedule_id where d.id = $1"
+);
+
+/// $1 id
+const SLOT_STATUS: &str = "select status from due_runs where id = $1";
+
+fn slot_from_row(r: &postgres::Row) -> Result<Slot> {
+    let id: i64 = get(r, "due_runs", "?", "id")?;
+    let key = id.to_string();
+    let k = key.as_str();
+    let run_ids: Value = get(r, "due_runs", k, "run_ids")?;
+    let run_ids = serde_json::from_value(run_ids)
+        .map_err(|e| super::corrupt("due_runs", k, "run_ids", e.to_string()))?;
+    Ok(Slot {
+        id,
+        schedule: get(r, "due_runs", k, "schedule")?,
+        schedule_id: get(r, "due_runs", k, "schedule_id")?,
+        due_at: ts(r, "due_runs", k, "due_at")?,
+        status: parsed(r, "due_runs", k, "status")?,
+        created_at: ts(r, "due_runs", k, "created_at")?,
+        claimed_at: opt_ts(r, "due_runs", k, "claimed_at")?,
+        claimed_by: get(r, "due_runs", k, "claimed_by")?,
+        finished_at: opt_ts(r, "due_runs", k, "finished_at")?,
+        run_ids,
+        outcome_code: get(r, "due_runs", k, "outcome_code")?,
+        outcome_message: get(r, "due_runs", k, "outcome_message")?,
+    })
+}
+
+/// A validated new schedule; its id.
+pub(crate) fn insert_schedule(
+    tx: &mut Tx<'_>,
+    name: &str,
+    pipeline: &str,
+    scope: &str,
+    rule: &str,
+    zone: &str,
+    now: Timestamp,
+) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            INSERT_SCHEDULE,
+            &[&name, &pipeline, &scope, &rule, &zone, &now.to_string()],
+        )?
+        .get(0))
+}
+
+/// Creates the slot of `schedule_id` at `due_at` unless the schedule's high-water mark is
+/// already there; the new slot's id, or `None`.
+pub(crate) fn materialize(
+    tx: &mut Tx<'_>,
+    schedule_id: i64,
+    due_at: Timestamp,
+    now: Timestamp,
+) -> Result<Option<i64>> {
+    let row = tx
+        .query_opt(LOCK_SCHEDULE, &[&schedule_id])?
+        .ok_or_else(|| Error::not_found("schedule", schedule_id))?;
+    let mark = opt_ts(&row, "schedules", &schedule_id.to_string(), "last_due_at")?;
+    if mark.is_some_and(|m| m >= due_at) {
+        return Ok(None);
+    }
+    let (due, now) = (due_at.to_string(), now.to_string());
+    let id: i64 = tx
+        .query_one(INSERT_SLOT, &[&schedule_id, &due, &now])?
+        .get(0);
+    tx.execute(ADVANCE, &[&schedule_id, &due, &now])?;
+    Ok(Some(id))
+}
+
+/// Claims up to `limit` due pending slots for `ticker`, oldest first.
+pub(crate) fn claim_due(
+    tx: &mut Tx<'_>,
+    ticker: &str,
+    limit: u32,
+    now: Timestamp,
+) -> Result<Vec<SlotClaim>> {
+    let limit = i64::from(limit);
+    let rows = tx.query(CLAIM_DUE, &[&ticker, &now.to_string(), &limit])?;
+    let mut claims = rows
+        .iter()
+        .map(|r| {
+            let id: i64 = r.get(0);
+            Ok(SlotClaim {
+                slot_id: id,
+                ticker: get(r, "due_runs", &id.to_string(), "claimed_by")?,
+                claimed_at: ts(r, "due_runs", &id.to_string(), "claimed_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    claims.sort_by_key(|c| c.slot_id);
+    Ok(claims)
+}
+
+/// The refusal of a write behind a claim that no longer holds.
+fn fence(tx: &mut Tx<'_>, claim: &SlotClaim, to: SlotStatus) -> Error {
+    let from = match tx.query_opt(SLOT_STATUS, &[&claim.slot_id]) {
+        Ok(Some(r)) => r.get::<_, String>(0),
+        Ok(None) => return Error::not_found("due_run", claim.slot_id),
+        Err(e) => return e,
+    };
+    Error::IllegalTransition {
+        entity: "due_run",
+        id: claim.slot_id.to_string(),
+        from: format!(
+            "{from} (not claimed by {} at {})",
+            claim.ticker, claim.claimed_at
+        ),
+        to: to.to_string(),
+    }
+}
+
+/// claimed -> fired with the runs the fire started.
+pub(crate) fn fired(
+    tx: &mut Tx<'_>,
+    claim: &SlotClaim,
+    run_ids: &[i64],
+    now: Timestamp,
+) -> Result<()> {
+    if run_ids.is_empty() {
+        return Err(Error::invalid("run_ids", "a fired slot names its runs"));
+    }
+    let runs = Value::from(run_ids.to_vec());
+    let n = tx.execute(
+        FIRED,
+        &[
+            &claim.slot_id,
+            &claim.ticker,
+            &claim.claimed_at.to_string(),
+            &now.to_string(),
+            &runs,
+        ],
+    )?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(fence(tx, claim, SlotStatus::Fired))
+    }
+}
+
+/// claimed -> skipped or failed with an outcome code.
+pub(crate) fn ended(
+    tx: &mut Tx<'_>,
+    claim: &SlotClaim,
+    status: SlotStatus,
+    code: &str,
+    message: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    if !matches!(status, SlotStatus::Skipped | SlotStatus::Failed) {
+        return Err(Error::IllegalTransition {
+            entity: "due_run",
+            id: claim.slot_id.to_string(),
+            from: SlotStatus::Claimed.to_string(),
+            to: status.to_string(),
+        });
+    }
+    let n = tx.execute(
+        ENDED,
+        &[
+            &claim.slot_id,
+            &claim.ticker,
+            &claim.claimed_at.to_string(),
+            &now.to_string(),
+            &status.as_str(),
+            &code,
+            &message,
+        ],
+    )?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(fence(tx, claim, status))
+    }
+}
+
+/// The slot with this id.
+pub(crate) fn get_slot(tx: &mut Tx<'_>, id: i64) -> Result<Slot> {
+    match tx.query_opt(GET_SLOT, &[&id])? {
+        Some(row) => slot_from_row(&row),
+        None => Err(Error::not_found("due_run", id)),
+    }
+}

@@ -1,0 +1,116 @@
+//! Shared helpers of the PostgreSQL suite: the server's URL, one schema per test (so tests
+//! run in parallel), the skip-or-fail rule, raw SQL, and child processes.
+
+use std::sync::Arc;
+
+use postgres::{Client, NoTls};
+use runledger::pg::PgEngine;
+use runledger::{ManualClock, Timestamp};
+
+/// The server the suite uses: `RUNLEDGER_TEST_PG`, or the local default.
+pub fn base_url() -> String {
+    std::env::var("RUNLEDGER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A raw connection to the server, or `None` (test skipped, reason printed) when there is
+/// none. With `RUNLEDGER_TEST_PG` set, an unreachable server fails the test instead.
+pub fn server() -> Option<Client> {
+    match Client::connect(&base_url(), NoTls) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if std::env::var_os("RUNLEDGER_TEST_PG").is_some() {
+                panic!("RUNLEDGER_TEST_PG is set but the server cannot be reached: {e}");
+            }
+            eprintln!(
+                "SKIPPED: no PostgreSQL server at {} ({e}); set RUNLEDGER_TEST_PG to require one",
+                base_url()
+            );
+            None
+        }
+    }
+}
+
+/// The URL of `schema` on the test server (its search_path).
+pub fn schema_url(schema: &str) -> String {
+    let base = base_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-csearch_path%3D{schema}")
+}
+
+/// A fresh, empty schema for one test (dropped first if a previous run left it).
+pub struct TestDb {
+    pub url: String,
+    pub raw: Client,
+}
+
+impl TestDb {
+    /// A fresh schema named after `test`, or `None` when the server is absent (skip).
+    pub fn new(test: &str) -> Option<Self> {
+        let mut admin = server()?;
+        let schema = format!("rl_{test}");
+        assert!(schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        admin
+            .batch_execute(&format!(
+                "drop schema if exists {schema} cascade; create schema {schema}"
+            ))
+            .unwrap();
+        let url = schema_url(&schema);
+        let raw = Client::connect(&url, NoTls).unwrap();
+        Some(Self { url, raw })
+    }
+
+    /// An engine on this schema, on the system clock.
+    pub fn engine(&self) -> PgEngine {
+        PgEngine::open(&self.url).unwrap()
+    }
+
+    /// An engine on this schema and a manual clock at `start`.
+    pub fn engine_at(&self, start: &str) -> (PgEngine, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(Timestamp::parse(start).unwrap()));
+        let engine = PgEngine::open_with_clock(&self.url, clock.clone()).unwrap();
+        (engine, clock)
+    }
+
+    /// Runs raw SQL; the server's message on failure.
+    pub fn exec(&mut self, sql: &str) -> Result<u64, String> {
+        self.raw.execute(sql, &[]).map_err(|e| {
+            e.as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string())
+        })
+    }
+
+    /// The one integer of `sql`.
+    pub fn query_i64(&mut self, sql: &str) -> i64 {
+        self.raw.query_one(sql, &[]).unwrap().get(0)
+    }
+}
+
+/// Starts this test binary again as a child running test `test` (an `#[ignore]`d entry
+/// point), with `envs`.
+pub fn spawn_child(test: &str, envs: &[(&str, String)]) -> std::process::Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("RUNLEDGER_CHILD", "1")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Whether this process is a child started by [`spawn_child`].
+pub fn is_child() -> bool {
+    std::env::var_os("RUNLEDGER_CHILD").is_some()
+}

@@ -1,0 +1,252 @@
+//! Jobs and events on PostgreSQL through the API, the machine proof against PL/pgSQL, and
+//! opening faults.
+
+use runledger::pg::PgEngine;
+use runledger::{Engine, EventKind, JobState, NewJob};
+use serde_json::json;
+
+use crate::common::TestDb;
+
+#[test]
+fn pg_job_lifecycle_events_and_fencing() {
+    let Some(db) = TestDb::new("job_lifecycle") else {
+        return;
+    };
+    let engine = db.engine();
+    let jobs = engine.jobs();
+    let job = jobs
+        .create(&NewJob::new("u1", "report", json!({"n": 1})).tags(["a", "b"]))
+        .unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Created, 0));
+    assert_eq!(job.tags, ["a", "b"]);
+    assert_eq!(jobs.claim("w1", &["other"]).unwrap(), None);
+    let claim = jobs.claim("w1", &["report"]).unwrap().unwrap();
+    assert_eq!((claim.id(), claim.attempt), (job.id, 1));
+    assert_eq!(claim.job.state, JobState::Running);
+    jobs.heartbeat(&claim).unwrap();
+    jobs.progress(&claim, 40, Some("half")).unwrap();
+    let done = jobs.complete(&claim, &json!({"ok": true})).unwrap();
+    assert_eq!((done.state, done.progress), (JobState::Completed, 100));
+    assert_eq!(done.result, Some(json!({"ok": true})));
+    assert_eq!(jobs.get(job.id).unwrap(), done);
+    // a worker's write after the job ended is diagnosed, not lost silently
+    assert_eq!(
+        jobs.heartbeat(&claim).unwrap_err().code(),
+        "JOB_NOT_RUNNING"
+    );
+    let kinds: Vec<EventKind> = engine
+        .events()
+        .since(job.id, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Created,
+            EventKind::Claimed,
+            EventKind::Progress,
+            EventKind::Completed
+        ]
+    );
+    let after = engine.events().since(job.id, 2, 100).unwrap();
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(after[0].decode().unwrap().kind(), EventKind::Progress);
+
+    // cancel while running: the worker's next write is refused, and the cancel is audited
+    let second = jobs
+        .create(&NewJob::new("u1", "report", json!({})))
+        .unwrap();
+    let claim = jobs.claim("w2", &[]).unwrap().unwrap();
+    assert_eq!(claim.id(), second.id);
+    let cancelled = jobs.cancel(second.id, "ops", Some("not needed")).unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(
+        jobs.complete(&claim, &json!({})).unwrap_err().code(),
+        "JOB_NOT_RUNNING"
+    );
+    assert_eq!(
+        jobs.cancel(second.id, "ops", None).unwrap_err().code(),
+        "ILLEGAL_TRANSITION"
+    );
+    let mut db = db;
+    assert_eq!(
+        db.query_i64("select count(*) from audit_log where action = 'cancel'"),
+        1
+    );
+    // a stale attempt: the row moved on to attempt 2 (planted), the holder of 1 is fenced
+    let third = jobs
+        .create(&NewJob::new("u1", "report", json!({})))
+        .unwrap();
+    let claim = jobs.claim("w3", &[]).unwrap().unwrap();
+    db.exec(&format!(
+        "update jobs set state = 'created', worker_id = null, started_at = null, heartbeat_at = null where id = {}",
+        third.id
+    ))
+    .unwrap();
+    let again = jobs.claim("w4", &[]).unwrap().unwrap();
+    assert_eq!(again.attempt, 2);
+    let err = jobs.progress(&claim, 10, None).unwrap_err();
+    assert_eq!(err.code(), "STALE_ATTEMPT", "{err}");
+    // unknown job, bad input: typed errors, nothing written
+    assert_eq!(jobs.get(999_999).unwrap_err().code(), "NOT_FOUND");
+    assert_eq!(
+        jobs.create(&NewJob::new("u1", "bad kind", json!({})))
+            .unwrap_err()
+            .code(),
+        "INVALID_INPUT"
+    );
+}
+
+/// Every ordered pair of distinct job states, through raw SQL against the PL/pgSQL trigger:
+/// the update is accepted exactly when `job::TRANSITIONS` has the pair, and a refused one
+/// is refused by the machine (ILLEGAL_TRANSITION), not by some CHECK.
+#[test]
+fn pg_job_state_machine_agrees_with_sql() {
+    let Some(mut db) = TestDb::new("job_machine") else {
+        return;
+    };
+    let _engine = db.engine();
+    let t0 = "2026-11-22T10:00:00.000Z";
+    let t1 = "2026-11-22T11:00:00.000Z";
+    // the columns a row in each state has (planted with triggers off)
+    let plant = |state: JobState| -> String {
+        let (attempt, worker, started, heartbeat, finished, code, result, progress) = match state {
+            JobState::Created => (0, "null", "null", "null", "null", "null", "null", 0),
+            JobState::Running => (1, "'w'", "'$t0'", "'$t0'", "null", "null", "null", 0),
+            JobState::Paused => (1, "null", "'$t0'", "'$t0'", "null", "null", "null", 0),
+            JobState::Completed => (1, "null", "'$t0'", "'$t0'", "'$t0'", "null", "'{}'", 100),
+            JobState::Failed => (1, "null", "'$t0'", "'$t0'", "'$t0'", "'E'", "null", 0),
+            JobState::Cancelled => (0, "null", "null", "null", "'$t0'", "null", "null", 0),
+        };
+        format!(
+            "insert into jobs (user_id, kind, state, attempt, worker_id, started_at, heartbeat_at, finished_at,
+                               error_code, result, progress, created_at, updated_at)
+             values ('u', 'k', '{state}', {attempt}, {worker}, {started}, {heartbeat}, {finished}, {code}, {result},
+                     {progress}, '$t0', '$t0') returning id"
+        )
+        .replace("$t0", t0)
+    };
+    // the update moving a row to `to` with every other column as `to` requires
+    let update = |to: JobState, id: i64| -> String {
+        let set = match to {
+            JobState::Created => "worker_id = null, started_at = null, heartbeat_at = null, finished_at = null, error_code = null, result = null, progress = 0",
+            JobState::Running => "attempt = attempt + 1, worker_id = 'w2', started_at = coalesce(started_at, '$t1'), heartbeat_at = '$t1', finished_at = null, error_code = null, result = null, progress = 0",
+            JobState::Paused => "started_at = coalesce(started_at, '$t1'), finished_at = null, error_code = null, result = null",
+            JobState::Completed => "started_at = coalesce(started_at, '$t1'), finished_at = coalesce(finished_at, '$t1'), error_code = null, result = '{}', progress = 100",
+            JobState::Failed => "started_at = coalesce(started_at, '$t1'), finished_at = coalesce(finished_at, '$t1'), error_code = 'E', result = null, progress = 0",
+            JobState::Cancelled => "finished_at = coalesce(finished_at, '$t1'), error_code = null, result = null, progress = 0",
+        };
+        format!("update jobs set state = '{to}', updated_at = '$t1', {set} where id = {id}")
+            .replace("$t1", t1)
+    };
+    let mut checked = 0;
+    for from in JobState::ALL {
+        for to in JobState::ALL {
+            if from == to {
+                continue;
+            }
+            db.exec("set session_replication_role = replica").unwrap();
+            let id: i64 = db.raw.query_one(plant(from).as_str(), &[]).unwrap().get(0);
+            db.exec("set session_replication_role = origin").unwrap();
+            let outcome = db.exec(&update(to, id));
+            let allowed = runledger::job::TRANSITIONS
+                .iter()
+                .any(|(f, t, _)| *f == from && *t == to);
+            match outcome {
+                Ok(n) => {
+                    assert!(
+                        allowed,
+                        "{from} -> {to} accepted by SQL, not in TRANSITIONS"
+                    );
+                    assert_eq!(n, 1);
+                }
+                Err(message) => {
+                    assert!(
+                        !allowed,
+                        "{from} -> {to} in TRANSITIONS, refused by SQL: {message}"
+                    );
+                    assert!(
+                        message.starts_with("ILLEGAL_TRANSITION: jobs"),
+                        "{from} -> {to}: {message}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 30);
+}
+
+#[test]
+fn pg_open_faults_are_typed() {
+    // nothing listens on port 1: UNREACHABLE, no panic, no password in the message
+    let err = PgEngine::open("postgres://postgres:secret@127.0.0.1:1/test").unwrap_err();
+    assert_eq!(err.code(), "UNREACHABLE", "{err}");
+    assert!(!err.to_string().contains("secret"));
+    assert_eq!(
+        PgEngine::open("postgres://[bad").unwrap_err().code(),
+        "INVALID_INPUT"
+    );
+    // the SQLite engine names the PostgreSQL one instead of creating a file named like a URL
+    let err = Engine::open("postgres://postgres@127.0.0.1/test").unwrap_err();
+    assert_eq!(err.code(), "INVALID_INPUT");
+    assert!(
+        err.to_string().contains("runledger::pg::PgEngine::open"),
+        "{err}"
+    );
+
+    let Some(mut db) = TestDb::new("newer_schema") else {
+        return;
+    };
+    let engine = db.engine();
+    assert_eq!(
+        engine.schema_version().unwrap(),
+        runledger::pg::known_schema_version()
+    );
+    drop(engine);
+    // opening again is a no-op; a history ahead of this build is refused, untouched
+    db.engine();
+    db.exec("insert into refinery_schema_history (version, name, applied_on, checksum) values (99, 'future', 'now', '1')")
+        .unwrap();
+    let err = PgEngine::open(&db.url).unwrap_err();
+    assert_eq!(err.code(), "UNSUPPORTED_VERSION", "{err}");
+}
+
+/// The server ends the engine's session (as a restart or a failover would): the call that
+/// meets it fails `UNREACHABLE` with nothing written, and the engine reconnects by itself.
+#[test]
+fn pg_engine_reconnects_after_the_server_ends_its_session() {
+    let Some(mut db) = TestDb::new("reconnect") else {
+        return;
+    };
+    let url = format!("{}&application_name=rl_reconnect_test", db.url);
+    let engine = PgEngine::open(&url).unwrap();
+    engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    let killed = db.query_i64(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+          where application_name = 'rl_reconnect_test') t",
+    );
+    assert_eq!(killed, 1);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let err = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap_err();
+    assert_eq!(err.code(), "UNREACHABLE", "{err}");
+    assert_eq!(
+        db.query_i64("select count(*) from jobs"),
+        1,
+        "nothing half-written"
+    );
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    assert_eq!(engine.jobs().get(job.id).unwrap().state, JobState::Created);
+    assert_eq!(db.query_i64("select count(*) from jobs"), 2);
+}
