@@ -97,7 +97,10 @@ CREATE TABLE jobs (
     CHECK (state = 'completed' OR result IS NULL),
     CHECK (state <> 'completed' OR progress = 100),
     CHECK ((state = 'failed') = (error_code IS NOT NULL)),
-    CHECK ((checkpoint IS NULL) = (checkpoint_at IS NULL))
+    CHECK ((checkpoint IS NULL) = (checkpoint_at IS NULL)),
+    -- why an operator cancelled it (SQLite: V9): only on a cancelled job, 1..1000 bytes
+    cancel_reason  text    CHECK (cancel_reason IS NULL OR octet_length(cancel_reason) BETWEEN 1 AND 1000),
+    CHECK (cancel_reason IS NULL OR state = 'cancelled')
 );
 
 -- The claim walks created jobs in id order and reads the kind from the index: INCLUDE, not a
@@ -166,11 +169,11 @@ BEGIN
     IF OLD.state IN ('created', 'paused', 'failed', 'cancelled') AND NEW.state = OLD.state
        AND ((NEW.input, NEW.result, NEW.error_code, NEW.error_message, NEW.progress, NEW.step,
              NEW.checkpoint, NEW.checkpoint_at, NEW.attempt, NEW.worker_id, NEW.started_at,
-             NEW.heartbeat_at, NEW.finished_at)
+             NEW.heartbeat_at, NEW.finished_at, NEW.cancel_reason)
             IS DISTINCT FROM
             (OLD.input, OLD.result, OLD.error_code, OLD.error_message, OLD.progress, OLD.step,
              OLD.checkpoint, OLD.checkpoint_at, OLD.attempt, OLD.worker_id, OLD.started_at,
-             OLD.heartbeat_at, OLD.finished_at)
+             OLD.heartbeat_at, OLD.finished_at, OLD.cancel_reason)
             OR (NEW.recovery_count IS DISTINCT FROM OLD.recovery_count AND NEW.recovery_count <> 0)) THEN
         RAISE EXCEPTION 'ILLEGAL_TRANSITION: jobs: a job that is not running only has its recovery count reset';
     END IF;

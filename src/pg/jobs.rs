@@ -142,8 +142,9 @@ impl PgJobs<'_> {
     /// next write (`JOB_NOT_RUNNING`).
     pub fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job> {
         validate::name("actor", actor)?;
+        let reason = validate::cancel_reason(reason)?;
         self.engine.write(|tx, now| {
-            let (from, job) = store::cancel(tx, id, now)?;
+            let (from, job) = store::cancel(tx, id, reason, now)?;
             let detail = json!({ "reason": reason, "from": from });
             store::audit(tx, id, "cancel", actor, &detail, now)?;
             let payload = EventPayload::Cancelled {

@@ -80,10 +80,12 @@ impl PgRuns<'_> {
             Started::Rejected {
                 rejection_id,
                 active_run_id,
+                lease_expires_at,
             } => Err(Error::RunAlreadyActive {
                 lock_key: new.lock_key(),
                 active_run_id,
                 recorded_run_id: Some(rejection_id),
+                lease_expires_at,
             }),
         }
     }

@@ -114,6 +114,41 @@ fn pg_raw_sql_cannot_break_the_rules() {
     jobs.create(&NewJob::new("u", "k", json!({}))).unwrap();
     let other = jobs.create(&NewJob::new("u", "k", json!({}))).unwrap();
     jobs.cancel(other.id, "ops", None).unwrap();
+    // a cancel reason only on a cancelled job, and fixed once there (as V9 in SQLite)
+    refused(
+        &mut db,
+        &format!("update jobs set cancel_reason = 'why' where id = {id}"),
+        "new row for relation \"jobs\" violates check constraint",
+    );
+    let reasoned = jobs.create(&NewJob::new("u", "k", json!({}))).unwrap();
+    let kept = jobs
+        .cancel(reasoned.id, "ops", Some("  duplicate  "))
+        .unwrap();
+    assert_eq!(kept.cancel_reason.as_deref(), Some("duplicate"), "trimmed");
+    refused(
+        &mut db,
+        &format!(
+            "update jobs set cancel_reason = 'rewritten' where id = {}",
+            reasoned.id
+        ),
+        "ILLEGAL_TRANSITION: jobs",
+    );
+    refused(
+        &mut db,
+        &format!(
+            "update jobs set cancel_reason = null where id = {}",
+            reasoned.id
+        ),
+        "ILLEGAL_TRANSITION: jobs",
+    );
+    refused(
+        &mut db,
+        &format!(
+            "update jobs set cancel_reason = 'added later' where id = {}",
+            other.id
+        ),
+        "ILLEGAL_TRANSITION: jobs",
+    );
     refused(
         &mut db,
         "update audit_log set actor = 'someone else'",

@@ -1129,7 +1129,9 @@ fn regression_a_runs_in_memory_state_outlived_the_run_when_it_ended_early() {
     let handed_on = Pipeline::builder("handed-on")
         .stage("keep", keep.clone())
         .stage("use", |ctx| {
-            let s = ctx.take_state::<Secret>().expect("the earlier stage's state");
+            let s = ctx
+                .take_state::<Secret>()
+                .expect("the earlier stage's state");
             assert!(ctx.take_state::<String>().is_none(), "typed: not a String");
             ctx.set_state(s);
             Ok(StageOutput::done())

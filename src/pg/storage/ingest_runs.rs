@@ -41,7 +41,7 @@ const ACTIVE_HOLDER: &str = "select id, lease_expires_at from ingest_runs
     where lock_key = $1 and status = 'started' for update";
 /// $1 lock_key: the holder, without waiting for it.
 const ACTIVE_HOLDER_ID: &str =
-    "select id from ingest_runs where lock_key = $1 and status = 'started'";
+    "select id, lease_expires_at from ingest_runs where lock_key = $1 and status = 'started'";
 
 /// $1 id, $2 lease
 const RENEW_LEASE: &str =
@@ -144,6 +144,8 @@ pub(crate) enum Started {
     Rejected {
         rejection_id: i64,
         active_run_id: Option<i64>,
+        /// When the holder's lease expires.
+        lease_expires_at: Option<Timestamp>,
     },
 }
 
@@ -183,13 +185,19 @@ pub(crate) fn start(tx: &mut Tx<'_>, new: &NewRun<'_>, now: Timestamp) -> Result
     if let Some(row) = inserted {
         return Ok(Started::Run(row.get(0)));
     }
-    let active_run_id: Option<i64> = tx
-        .query_opt(ACTIVE_HOLDER_ID, &[&lock_key])?
-        .map(|r| r.get(0));
+    let (active_run_id, lease_expires_at) = match tx.query_opt(ACTIVE_HOLDER_ID, &[&lock_key])? {
+        Some(row) => {
+            let id: i64 = row.get(0);
+            let lease = opt_ts(&row, "ingest_runs", &id.to_string(), "lease_expires_at")?;
+            (Some(id), lease)
+        }
+        None => (None, None),
+    };
     let err = Error::RunAlreadyActive {
         lock_key: lock_key.clone(),
         active_run_id,
         recorded_run_id: None,
+        lease_expires_at,
     };
     let message = err.to_string();
     let entry = TimelineEntry::started("lock", StageKind::Lock, 1, now)
@@ -227,6 +235,7 @@ pub(crate) fn start(tx: &mut Tx<'_>, new: &NewRun<'_>, now: Timestamp) -> Result
     Ok(Started::Rejected {
         rejection_id,
         active_run_id,
+        lease_expires_at,
     })
 }
 

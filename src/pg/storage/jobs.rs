@@ -18,7 +18,8 @@ macro_rules! job_columns {
     () => {
         "id, user_id, kind, state, input, result, error_code, error_message, \
          progress, step, checkpoint, checkpoint_at, tags, parent_id, timeout_ms, max_retries, \
-         attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at"
+         attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at, \
+         cancel_reason"
     };
 }
 
@@ -89,10 +90,10 @@ const FAIL: &str = concat!(
     job_columns!()
 );
 
-/// $1 id, $2 from, $3 now: an operator's cancel, guarded on the state read (and locked)
-/// just before.
+/// $1 id, $2 from, $3 now, $4 reason: an operator's cancel, guarded on the state read (and
+/// locked) just before.
 const CANCEL: &str = concat!(
-    "update jobs set state = 'cancelled', updated_at = $3,
+    "update jobs set state = 'cancelled', updated_at = $3, cancel_reason = $4,
         finished_at = greatest($3, coalesce(started_at, created_at))
      where id = $1 and state = $2
      returning ",
@@ -133,6 +134,7 @@ pub(crate) fn job_from_row(r: &postgres::Row) -> Result<Job> {
         input: get(r, "jobs", k, "input")?,
         result: get(r, "jobs", k, "result")?,
         error_code: get(r, "jobs", k, "error_code")?,
+        cancel_reason: get(r, "jobs", k, "cancel_reason")?,
         error_message: get(r, "jobs", k, "error_message")?,
         progress: u8::try_from(progress).map_err(|_| {
             super::corrupt("jobs", k, "progress", format!("{progress} is out of range"))
@@ -245,7 +247,7 @@ pub(crate) fn diagnose(tx: &mut Tx<'_>, id: i64, attempt: i64) -> Error {
             current,
             state: state.to_string(),
         },
-        Ok((state, _)) => Error::NotRunning { job_id: id, state },
+        Ok((state, _)) => Error::JobNotRunning { job_id: id, state },
     }
 }
 
@@ -328,7 +330,12 @@ pub(crate) fn fail(
 }
 
 /// created|running|paused -> cancelled; returns the state it left and the job.
-pub(crate) fn cancel(tx: &mut Tx<'_>, id: i64, now: Timestamp) -> Result<(JobState, Job)> {
+pub(crate) fn cancel(
+    tx: &mut Tx<'_>,
+    id: i64,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<(JobState, Job)> {
     let (from, _) = state_of(tx, STATE_OF_LOCKED, id)?;
     let allowed = [JobState::Created, JobState::Running, JobState::Paused];
     if !allowed.contains(&from) || !from.can_transition_to(JobState::Cancelled) {
@@ -339,7 +346,7 @@ pub(crate) fn cancel(tx: &mut Tx<'_>, id: i64, now: Timestamp) -> Result<(JobSta
             to: JobState::Cancelled.to_string(),
         });
     }
-    let row = tx.query_one(CANCEL, &[&id, &from.as_str(), &now.to_string()])?;
+    let row = tx.query_one(CANCEL, &[&id, &from.as_str(), &now.to_string(), &reason])?;
     Ok((from, job_from_row(&row)?))
 }
 
