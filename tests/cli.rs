@@ -1595,3 +1595,66 @@ fn sigterm_during_a_throttled_flex_run_ends_it_interrupted_too() {
     assert_eq!(run.error_code.as_deref(), Some("INTERRUPTED"));
     assert!(run.finished_at.is_some(), "the lock is released");
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_serve_ends_the_scheduled_run_in_progress_interrupted_and_frees_its_lock() {
+    // Before: serve waited for the firing slot to finish (a 60 s throttle back-off, or a
+    // five-minute poll) and a second Ctrl-C left its run started until the lease expired.
+    let dir = tempfile::tempdir().unwrap();
+    let base = script_mock(vec![
+        THROTTLED.as_bytes().to_vec(),
+        ACCEPTED.as_bytes().to_vec(),
+        fixture_bytes("activity_ok.xml"),
+    ]);
+    write_config(
+        dir.path(),
+        &base,
+        "[[schedule]]\nname = \"flex-daily\"\npipeline = \"flex-main\"\nrule = \"every 1m\"\nzone = \"UTC\"\n",
+    );
+    let db = dir.path().join("runledger.db");
+    plant_due_schedule(&db, "flex-daily", "flex-main");
+    let mut child = cmd(dir.path())
+        .args(["--db", "runledger.db", "serve", "--poll", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The scheduled run is in its throttle back-off.
+    wait_for("the scheduled run waiting", || {
+        runs_of(&db).into_iter().find(|r| {
+            r.status == runledger::RunStatus::Started
+                && r.timeline.last().is_some_and(|e| {
+                    e.detail
+                        .as_ref()
+                        .is_some_and(|d| d.get("waiting").is_some())
+                })
+        })
+    });
+    let asked = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(20),
+        "serve stopped in {:?}, not after the 60 s back-off",
+        asked.elapsed()
+    );
+    let runs = runs_of(&db);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, runledger::RunStatus::Failed);
+    assert_eq!(runs[0].error_code.as_deref(), Some("INTERRUPTED"));
+    // The lock is free: a trigger now starts a run (which the mock answers at once).
+    let engine = Engine::open(&db).unwrap();
+    assert!(engine
+        .runs()
+        .list(&runledger::run::RunFilter {
+            status: Some(runledger::RunStatus::Started),
+            ..Default::default()
+        })
+        .unwrap()
+        .is_empty());
+}

@@ -103,6 +103,10 @@ pub fn stop_signal() -> CliResult<Receiver<()>> {
 
 pub fn serve(engine: &Engine, args: ServeArgs, config: &Config) -> CliResult {
     let stop = stop_signal()?;
+    // On the first signal, the runs in progress (scheduled or triggered over HTTP) stop
+    // waiting and end failed INTERRUPTED, freeing their locks at once.
+    let interrupt = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let config = &config.interruptible(&interrupt);
     let swept = engine.runs().sweep()?;
     let fire = config.scheduled_runs(engine)?;
     let synced = sync_schedules(engine, config)?;
@@ -141,9 +145,13 @@ pub fn serve(engine: &Engine, args: ServeArgs, config: &Config) -> CliResult {
         println!("{synced} schedules written from the config");
     }
     let _ = stop.recv();
-    // The scheduler's stop lets the slots being fired finish (their runs end terminal and
-    // are recorded); a second signal exits at once, leaving those runs to their lease.
-    eprintln!("stopping: slots being fired finish first (Ctrl-C again to exit now)");
+    // Runs in progress end INTERRUPTED (their waits end within ~100 ms); the scheduler's
+    // stop then lets the firing threads record them. A second signal exits at once,
+    // leaving any run still going to its lease.
+    interrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "stopping: runs in progress end INTERRUPTED and free their locks (Ctrl-C again to exit now)"
+    );
     std::thread::spawn(move || {
         if stop.recv().is_ok() {
             eprintln!(
