@@ -245,7 +245,12 @@ fn assert_whole(engine: &Engine) {
 
 #[test]
 fn crash_consistency_under_sigkill() {
-    let kills = count(20, 500);
+    // RUNLEDGER_CRASH_KILLS overrides the count, so that a long run can be split over
+    // several processes, each with its own seed (RUNLEDGER_SEED) and file.
+    let kills = std::env::var("RUNLEDGER_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| count(20, 500));
     let seed = seed(0x5EED_C0A5);
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
