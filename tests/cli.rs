@@ -1148,36 +1148,11 @@ fn serve_http_answers_on_loopback_and_refuses_an_open_public_address() {
         refused.stderr
     );
 
-    let mut child = cmd(dir.path())
-        .arg("--db")
-        .arg(dir.path().join("runledger.db"))
-        .args(["serve", "--http", "127.0.0.1:0"])
-        .env_remove("RUNLEDGER_API_TOKEN")
-        .env_remove("RUNLEDGER_API_READ_TOKEN")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Kept open until the child is killed, so its later lines never hit a closed pipe.
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    let (mut child, first, health, _out) = serve_http_health(dir.path());
     assert!(
         first.contains("open: no RUNLEDGER_API_TOKEN set"),
         "{first}"
     );
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    let body = ureq::get(format!("http://{addr}/health"))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
-    let health: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["pipelines"], json!([]), "no config: no pipeline");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -1250,33 +1225,11 @@ fn serve_listens_on_the_configs_address_unless_the_flag_names_another() {
         refused.stderr
     );
     // The flag wins.
-    let mut child = cmd(dir.path())
-        .args(["--db", "runledger.db", "serve", "--http", "127.0.0.1:0"])
-        .env_remove("RUNLEDGER_API_TOKEN")
-        .env_remove("RUNLEDGER_API_READ_TOKEN")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    let (mut child, first, health, _out) = serve_http_health(dir.path());
     assert!(
         first.starts_with("http API on http://127.0.0.1:"),
         "{first}"
     );
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    let body = ureq::get(format!("http://{addr}/health"))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
-    let health: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["pipelines"], json!(["flex-main"]));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -1657,4 +1610,40 @@ fn ctrl_c_during_serve_ends_the_scheduled_run_in_progress_interrupted_and_frees_
         })
         .unwrap()
         .is_empty());
+}
+
+/// `serve --http 127.0.0.1:0` on `dir/runledger.db` with no API token: the child, its first
+/// line (which names the address), its `GET /health`, and its stdout, to be kept open until
+/// the child is killed so its later lines never hit a closed pipe.
+fn serve_http_health(
+    dir: &Path,
+) -> (
+    std::process::Child,
+    String,
+    Value,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut child = cmd(dir)
+        .args(["--db", "runledger.db", "serve", "--http", "127.0.0.1:0"])
+        .env_remove("RUNLEDGER_API_TOKEN")
+        .env_remove("RUNLEDGER_API_READ_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    let body = ureq::get(format!("http://{addr}/health"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    (child, first, serde_json::from_str(&body).unwrap(), out)
 }
