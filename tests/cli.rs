@@ -1647,3 +1647,33 @@ fn serve_http_health(
         .unwrap();
     (child, first, serde_json::from_str(&body).unwrap(), out)
 }
+
+#[cfg(unix)]
+#[test]
+fn regression_supervise_ignored_the_configs_supervisor_section() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), NOWHERE, "[supervisor]\nstale_after = 77\n");
+    let mut child = cmd(dir.path())
+        .args(["--db", "runledger.db", "supervise"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first.contains("stale after 77s"), "{first}");
+    // The flag wins over the file.
+    let mut flagged = cmd(dir.path())
+        .args(["--db", "runledger.db", "supervise", "--stale-after", "5"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(flagged.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    flagged.kill().unwrap();
+    flagged.wait().unwrap();
+    assert!(first.contains("stale after 5s"), "{first}");
+}

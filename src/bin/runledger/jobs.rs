@@ -88,10 +88,6 @@ pub struct SuperviseArgs {
 }
 
 impl SuperviseArgs {
-    pub fn options(&self) -> SupervisorOptions {
-        self.options_with(&crate::config::SupervisorConf::default())
-    }
-
     /// The options, the flags winning over the config's `[supervisor]`.
     pub fn options_with(&self, config: &crate::config::SupervisorConf) -> SupervisorOptions {
         let stale_after = self.stale_after.or(config.stale_after).unwrap_or(30);
@@ -224,8 +220,16 @@ fn print_job(j: &Job) {
     line("result", opt(j.result.as_ref()));
 }
 
-pub fn supervise(engine: &Engine, out: Out, args: SuperviseArgs) -> CliResult {
-    let supervisor = Supervisor::new(engine.clone(), args.options())?;
+/// `supervise`: the flags win over the config's `[supervisor]`.
+pub fn supervise(
+    engine: &Engine,
+    out: Out,
+    args: SuperviseArgs,
+    config: &crate::config::SupervisorConf,
+) -> CliResult {
+    let opts = args.options_with(config);
+    let stale_after = opts.stale_after.as_secs();
+    let supervisor = Supervisor::new(engine.clone(), opts)?;
     if !args.once {
         let stop = crate::serve::stop_signal()?;
         let handle = supervisor.spawn()?;
@@ -235,7 +239,7 @@ pub fn supervise(engine: &Engine, out: Out, args: SuperviseArgs) -> CliResult {
                 .path()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            args.options().stale_after.as_secs()
+            stale_after
         );
         let _ = stop.recv();
         handle.stop();

@@ -178,7 +178,7 @@ fn run(cli: Cli, out: Out) -> CliResult {
         Command::Preflight(args) => runs::preflight(&engine, out, args, &load()?),
         Command::Probes { cmd } => runs::probes(&engine, out, cmd, &load()?),
         Command::Jobs { cmd } => jobs::jobs(&engine, out, cmd),
-        Command::Supervise(args) => jobs::supervise(&engine, out, args),
+        Command::Supervise(args) => jobs::supervise(&engine, out, args, &load()?.supervisor),
         Command::Schedule { cmd } => schedule::schedule(&engine, out, cmd, &load),
         Command::Serve(args) => serve::serve(&engine, args, &load()?),
         Command::Runbook(args) => runbook_cmd::runbook(&engine, out, args),
