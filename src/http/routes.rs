@@ -415,14 +415,9 @@ struct FailBody {
     message: String,
 }
 
-/// The claim a remote worker presents: the job as stored, with the attempt it holds (the
-/// fenced write itself checks that attempt against the database).
-fn remote_claim(e: &crate::Engine, id: i64, attempt: i64) -> crate::Result<crate::Claim> {
-    Ok(crate::Claim {
-        job: e.jobs().get(id)?,
-        attempt,
-    })
-}
+// A remote worker's fenced writes carry only (id, attempt): the write itself checks the
+// attempt against the database (and says NOT_FOUND, STALE_ATTEMPT or JOB_NOT_RUNNING), so
+// no read of the job comes first.
 
 async fn heartbeat(
     State(app): State<AppState>,
@@ -430,7 +425,7 @@ async fn heartbeat(
     JsonBody(b): JsonBody<AttemptBody>,
 ) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
-    blocking(move || e.jobs().heartbeat(&remote_claim(&e, id, b.attempt)?)).await?;
+    blocking(move || e.jobs().heartbeat_fenced(id, b.attempt)).await?;
     Ok(ok())
 }
 
@@ -441,11 +436,8 @@ async fn progress(
 ) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
     blocking(move || {
-        e.jobs().progress(
-            &remote_claim(&e, id, b.attempt)?,
-            b.progress,
-            b.step.as_deref(),
-        )
+        e.jobs()
+            .progress_fenced(id, b.attempt, b.progress, b.step.as_deref())
     })
     .await?;
     Ok(ok())
@@ -457,11 +449,7 @@ async fn checkpoint(
     JsonBody(b): JsonBody<CheckpointBody>,
 ) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
-    blocking(move || {
-        e.jobs()
-            .checkpoint(&remote_claim(&e, id, b.attempt)?, &b.checkpoint)
-    })
-    .await?;
+    blocking(move || e.jobs().checkpoint_fenced(id, b.attempt, &b.checkpoint)).await?;
     Ok(ok())
 }
 
@@ -471,11 +459,7 @@ async fn complete(
     JsonBody(b): JsonBody<CompleteBody>,
 ) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
-    let job = blocking(move || {
-        e.jobs()
-            .complete(&remote_claim(&e, id, b.attempt)?, &b.result)
-    })
-    .await?;
+    let job = blocking(move || e.jobs().complete_fenced(id, b.attempt, &b.result)).await?;
     Ok(Json(json!(job)))
 }
 
@@ -485,11 +469,7 @@ async fn fail(
     JsonBody(b): JsonBody<FailBody>,
 ) -> ApiResult<Json<Value>> {
     let e = app.engine.clone();
-    let job = blocking(move || {
-        e.jobs()
-            .fail(&remote_claim(&e, id, b.attempt)?, &b.code, &b.message)
-    })
-    .await?;
+    let job = blocking(move || e.jobs().fail_fenced(id, b.attempt, &b.code, &b.message)).await?;
     Ok(Json(json!(job)))
 }
 

@@ -272,7 +272,8 @@ impl<'e> Jobs<'e> {
         self.heartbeat_fenced(claim.id(), claim.attempt)
     }
 
-    /// [`Jobs::heartbeat`] for the worker's heartbeat thread, which holds only the fence.
+    /// [`Jobs::heartbeat`] for a caller holding only the fence (the worker's heartbeat
+    /// thread, a remote worker's HTTP call).
     pub(crate) fn heartbeat_fenced(&self, id: i64, attempt: i64) -> Result<()> {
         self.engine
             .write(|tx| store::heartbeat(tx, id, attempt, tx.now()))
@@ -280,7 +281,18 @@ impl<'e> Jobs<'e> {
 
     /// Progress in percent (0..=100) and an optional step description.
     pub fn progress(&self, claim: &Claim, pct: u8, step: Option<&str>) -> Result<()> {
-        let (id, attempt) = (claim.id(), claim.attempt);
+        self.progress_fenced(claim.id(), claim.attempt, pct, step)
+    }
+
+    /// [`Jobs::progress`] for a caller holding only the fence (a remote worker's HTTP call:
+    /// the write itself checks the attempt, so no read of the job comes first).
+    pub(crate) fn progress_fenced(
+        &self,
+        id: i64,
+        attempt: i64,
+        pct: u8,
+        step: Option<&str>,
+    ) -> Result<()> {
         validate::progress(pct)?;
         validate::step(step)?;
         self.engine.write_events(|tx, ev| {
@@ -297,7 +309,16 @@ impl<'e> Jobs<'e> {
 
     /// Saves a checkpoint (any JSON value, at most the engine's checkpoint limit).
     pub fn checkpoint(&self, claim: &Claim, checkpoint: &Value) -> Result<()> {
-        let (id, attempt) = (claim.id(), claim.attempt);
+        self.checkpoint_fenced(claim.id(), claim.attempt, checkpoint)
+    }
+
+    /// [`Jobs::checkpoint`] for a caller holding only the fence.
+    pub(crate) fn checkpoint_fenced(
+        &self,
+        id: i64,
+        attempt: i64,
+        checkpoint: &Value,
+    ) -> Result<()> {
         let limit = self.engine.options().max_checkpoint_bytes;
         let text = validate::document("checkpoint", checkpoint, limit)?;
         self.engine.write_events(|tx, ev| {
@@ -311,7 +332,11 @@ impl<'e> Jobs<'e> {
 
     /// running -> completed with `result`.
     pub fn complete(&self, claim: &Claim, result: &Value) -> Result<Job> {
-        let (id, attempt) = (claim.id(), claim.attempt);
+        self.complete_fenced(claim.id(), claim.attempt, result)
+    }
+
+    /// [`Jobs::complete`] for a caller holding only the fence.
+    pub(crate) fn complete_fenced(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
@@ -327,7 +352,8 @@ impl<'e> Jobs<'e> {
         self.fail_fenced(claim.id(), claim.attempt, code, message)
     }
 
-    /// [`Jobs::fail`] for the worker's heartbeat thread, which holds only the fence.
+    /// [`Jobs::fail`] for a caller holding only the fence (the worker's heartbeat thread, a
+    /// remote worker's HTTP call).
     pub(crate) fn fail_fenced(
         &self,
         id: i64,
