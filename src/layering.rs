@@ -10,7 +10,7 @@
 //! | 0 core | `clock`, `diagnostics` (shared shape helpers), `error`, `integrity` (hashes), `machine`, `text_enum`, `looping`, `events` (types and bus), and the pure model files of each domain: `job/{state,types}`, `run/{state,timeline}`, `schedule/{state,rule}` |
 //! | 1 db | `db`, `wal`, `file_identity`, `pg/{db,error}` |
 //! | 2 storage | `storage/`, `engine`, `run/pending` (run endings the engine's write path writes), `pg/engine`, `pg/storage/` |
-//! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `demo`, `doctor` (and `doctor/`, with `doctor/damage`), `backup`, `runbook`, `pg/` (its facades) |
+//! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `doctor` (and `doctor/`, with `doctor/damage`), `backup`, `runbook`, `pg/` (its facades) |
 //! | 4 crate root and HTTP | `lib`, `guide` (module list and re-exports), `http/` (the API, the event stream and the Trust UI, over the facades) |
 
 use std::path::{Path, PathBuf};
@@ -41,7 +41,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("src/run/", 3),
     ("src/schedule/", 3),
     ("src/flex/", 3),
-    ("src/demo.rs", 3),
     ("src/doctor.rs", 3),
     ("src/doctor/", 3),
     ("src/runbook.rs", 3),
