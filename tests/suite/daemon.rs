@@ -55,16 +55,17 @@ fn every_minute(name: &str) -> NewSchedule {
     NewSchedule::new(name, "p", "targets", "every 1m", "UTC")
 }
 
-#[test]
-fn a_slow_pipeline_delays_no_other_due_slot() {
-    let (engine, clock, _dir) = file_engine();
-    seed_run(&engine);
-    engine.schedules().create(&every_minute("slow")).unwrap();
-    engine.schedules().create(&every_minute("fast")).unwrap();
-    // Both are due at the same instant.
-    clock.advance(Duration::from_secs(60));
+/// The scheduler loop firing [`SlowAndFast`] (its slow slot taking `slow_for`) as `ticker`
+/// on `fire_threads` threads.
+fn spawn_slow_and_fast(
+    engine: &Engine,
+    slow_for: Duration,
+    ticker: &str,
+    poll: Duration,
+    fire_threads: usize,
+) -> (Arc<SlowAndFast>, runledger::LoopHandle) {
     let fire = Arc::new(SlowAndFast {
-        slow_for: Duration::from_secs(3),
+        slow_for,
         started: Instant::now(),
         fired: Mutex::default(),
         slow_running: AtomicBool::new(false),
@@ -75,14 +76,32 @@ fn a_slow_pipeline_delays_no_other_due_slot() {
             fire.clone(),
             LoopOptions {
                 tick: TickOptions {
-                    ticker: "daemon".into(),
+                    ticker: ticker.into(),
                     ..TickOptions::default()
                 },
-                poll: Duration::from_millis(20),
-                fire_threads: 2,
+                poll,
+                fire_threads,
             },
         )
         .unwrap();
+    (fire, handle)
+}
+
+#[test]
+fn a_slow_pipeline_delays_no_other_due_slot() {
+    let (engine, clock, _dir) = file_engine();
+    seed_run(&engine);
+    engine.schedules().create(&every_minute("slow")).unwrap();
+    engine.schedules().create(&every_minute("fast")).unwrap();
+    // Both are due at the same instant.
+    clock.advance(Duration::from_secs(60));
+    let (fire, handle) = spawn_slow_and_fast(
+        &engine,
+        Duration::from_secs(3),
+        "daemon",
+        Duration::from_millis(20),
+        2,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let fast_recorded = || {
         engine
@@ -119,26 +138,13 @@ fn a_full_pool_leaves_due_slots_pending_instead_of_claiming_them() {
     engine.schedules().create(&every_minute("a")).unwrap();
     engine.schedules().create(&every_minute("slow")).unwrap();
     clock.advance(Duration::from_secs(60));
-    let fire = Arc::new(SlowAndFast {
-        slow_for: Duration::from_millis(800),
-        started: Instant::now(),
-        fired: Mutex::default(),
-        slow_running: AtomicBool::new(false),
-    });
-    let handle = engine
-        .schedules()
-        .spawn(
-            fire.clone(),
-            LoopOptions {
-                tick: TickOptions {
-                    ticker: "one-thread".into(),
-                    ..TickOptions::default()
-                },
-                poll: Duration::from_secs(3600),
-                fire_threads: 1,
-            },
-        )
-        .unwrap();
+    let (fire, handle) = spawn_slow_and_fast(
+        &engine,
+        Duration::from_millis(800),
+        "one-thread",
+        Duration::from_secs(3600),
+        1,
+    );
     // One thread: one slot claimed at a time; the other waits pending (not claimed), and
     // is fired as soon as the thread is free (the loop is woken, not the hour-long poll).
     let deadline = Instant::now() + Duration::from_secs(30);
