@@ -7,4 +7,5 @@ mod attacks;
 mod common;
 mod jobs;
 mod nodes;
+mod runbook;
 mod runs_slots;
