@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::events::EventPayload;
 use crate::job::validate;
 use crate::looping::{spawn_loop, LoopHandle};
-use crate::storage::jobs::{self as store, Candidate};
+use crate::storage::jobs as store;
 use crate::storage::supervisor_state;
 
 /// What happens to a stale job that has a checkpoint.
@@ -94,6 +94,37 @@ pub struct RecoveryReport {
 
 pub use crate::storage::supervisor_state::SupervisorStatus;
 
+/// Where a stale job goes under `opts` (the one rule set of the SQLite and PostgreSQL
+/// supervisors): failed `RECOVERY_EXHAUSTED` past the limit, failed `STALLED` without a
+/// checkpoint, else paused or (auto-resume) created; with the failure's code and message.
+pub(crate) fn decide(
+    opts: &SupervisorOptions,
+    recovery_count: i64,
+    has_checkpoint: bool,
+) -> (JobState, Option<(&'static str, &'static str)>) {
+    if recovery_count >= i64::from(opts.max_recoveries) {
+        (
+            JobState::Failed,
+            Some((
+                "RECOVERY_EXHAUSTED",
+                "recovered too many times; failed for good",
+            )),
+        )
+    } else if !has_checkpoint {
+        (
+            JobState::Failed,
+            Some((
+                "STALLED",
+                "worker stopped heartbeating and left no checkpoint",
+            )),
+        )
+    } else if opts.policy == RecoveryPolicy::AutoResume {
+        (JobState::Created, None)
+    } else {
+        (JobState::Paused, None)
+    }
+}
+
 /// Rescues stalled jobs; see the module docs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
@@ -116,30 +147,6 @@ impl Supervisor {
         &self.opts
     }
 
-    fn decide(&self, c: &Candidate) -> (JobState, Option<(&'static str, &'static str)>) {
-        if c.recovery_count >= i64::from(self.opts.max_recoveries) {
-            (
-                JobState::Failed,
-                Some((
-                    "RECOVERY_EXHAUSTED",
-                    "recovered too many times; failed for good",
-                )),
-            )
-        } else if !c.has_checkpoint {
-            (
-                JobState::Failed,
-                Some((
-                    "STALLED",
-                    "worker stopped heartbeating and left no checkpoint",
-                )),
-            )
-        } else if self.opts.policy == RecoveryPolicy::AutoResume {
-            (JobState::Created, None)
-        } else {
-            (JobState::Paused, None)
-        }
-    }
-
     fn recover(
         &self,
         at: Option<Timestamp>,
@@ -156,7 +163,7 @@ impl Supervisor {
                 recovered: Vec::new(),
             };
             for c in store::recovery_candidates(tx, cutoff, only)? {
-                let (to, error) = self.decide(&c);
+                let (to, error) = decide(&self.opts, c.recovery_count, c.has_checkpoint);
                 if !store::recover(tx, &c, to, error, now)? {
                     continue;
                 }

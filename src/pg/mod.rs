@@ -12,12 +12,17 @@
 //! - [`PgRuns`] (`engine.runs()`): start under the single-active-run lock (a partial unique
 //!   index), lease renewal, finish, sweep of expired leases, get;
 //! - [`PgSchedules`] (`engine.schedules()`): create, materialize a due slot, claim due slots
-//!   (`SKIP LOCKED`) and record each slot's outcome exactly once across nodes.
+//!   (`SKIP LOCKED`) and record each slot's outcome exactly once across nodes;
+//! - [`PgSupervisor`] (`engine.supervisor(opts)`): the SQLite supervisor's recovery of
+//!   stalled jobs, safe on every node at once (`SKIP LOCKED`, updates fenced by attempt);
+//! - [`PgListener`]: waits on its own connection for the NOTIFYs of schema version 2 (a job
+//!   became claimable, an event was appended), so workers wake instead of polling;
+//!   [`PgWorker`] is a minimal worker loop built on it.
 //!
 //! PostgreSQL enforces the same rules itself (CHECKs, PL/pgSQL trigger functions raising
 //! `CODE: table: rule`, mapped to the same [`Error`](crate::Error)s). What is not here yet
-//! (the Worker and Supervisor runtimes, pipelines, Flex, doctor, `runledger copy`, the CLI's
-//! `--db postgres://`) is listed in docs/postgres.md.
+//! (pipelines, Flex, doctor, `runledger copy`, the CLI's `--db postgres://`, most of the
+//! SQLite worker's options) is listed in docs/postgres.md.
 //!
 //! One [`PgEngine`] holds one connection, used by one call at a time; give each worker
 //! thread (or process, or machine) its own engine.
@@ -42,9 +47,11 @@ mod jobs;
 mod runs;
 mod schedules;
 mod storage;
+mod supervisor;
 
 pub use db::known_schema_version;
 pub use engine::PgEngine;
 pub use jobs::{PgEvents, PgJobs};
 pub use runs::PgRuns;
 pub use schedules::PgSchedules;
+pub use supervisor::{PgSupervisor, TICK_BATCH};

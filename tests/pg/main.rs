@@ -9,3 +9,4 @@ mod jobs;
 mod nodes;
 mod runbook;
 mod runs_slots;
+mod supervisor;

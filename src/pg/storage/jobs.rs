@@ -367,3 +367,108 @@ pub(crate) fn audit(
     tx.execute(AUDIT, &[&entity_id, &action, &actor, &at, &text, &hash])?;
     Ok(())
 }
+
+/// The columns of a [`Candidate`], the one list [`candidate`] reads by name.
+macro_rules! candidate_columns {
+    () => {
+        "id, attempt, checkpoint is not null as has_checkpoint, recovery_count"
+    };
+}
+
+/// $1 cutoff, $2 max: running jobs whose heartbeat is older than the cutoff, stalest
+/// first, locked for this supervisor; rows another supervisor (or the job's worker, mid
+/// write) holds are skipped, so supervisors on every node never wait on each other nor
+/// recover the same attempt twice.
+const STALE_CANDIDATES: &str = concat!(
+    "select ",
+    candidate_columns!(),
+    " from jobs
+     where state = 'running' and heartbeat_at < $1
+     order by heartbeat_at, id
+     limit $2
+     for update skip locked"
+);
+
+/// $1 id: one running job, whatever its heartbeat (an operator's recovery), locked.
+const RUNNING_CANDIDATE: &str = concat!(
+    "select ",
+    candidate_columns!(),
+    " from jobs where id = $1 and state = 'running' for update"
+);
+
+/// $1 id, $2 attempt, $3 to, $4 now, $5 code, $6 message: the supervisor's guarded update,
+/// only the attempt it saw, only while still running (the twin of SQLite's `RECOVER`).
+const RECOVER: &str = concat!(
+    "update jobs set state = $3, recovery_count = recovery_count + 1, updated_at = $4,
+        finished_at = case when $3 = 'failed' then greatest($4, started_at) end,
+        error_code = case when $3 = 'failed' then $5 end,
+        error_message = case when $3 = 'failed' then $6 end,
+        worker_id = case when $3 = 'created' then null else worker_id end,
+        started_at = case when $3 = 'created' then null else started_at end,
+        heartbeat_at = case when $3 = 'created' then null else heartbeat_at end
+     where id = $1 and attempt = $2 and state = 'running'
+     returning id",
+    last_event!()
+);
+
+/// A running job the supervisor may recover.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub id: i64,
+    pub attempt: i64,
+    pub has_checkpoint: bool,
+    pub recovery_count: i64,
+}
+
+fn candidate(r: &postgres::Row) -> Result<Candidate> {
+    let id: i64 = get(r, "jobs", "?", "id")?;
+    let key = id.to_string();
+    Ok(Candidate {
+        id,
+        attempt: get(r, "jobs", &key, "attempt")?,
+        has_checkpoint: get(r, "jobs", &key, "has_checkpoint")?,
+        recovery_count: get(r, "jobs", &key, "recovery_count")?,
+    })
+}
+
+/// Running jobs whose heartbeat is before `cutoff` (at most `max`, stalest first), or only
+/// job `only` if it is running, whatever its heartbeat; each locked until the transaction
+/// ends.
+pub(crate) fn recovery_candidates(
+    tx: &mut Tx<'_>,
+    cutoff: Timestamp,
+    max: i64,
+    only: Option<i64>,
+) -> Result<Vec<Candidate>> {
+    let rows = match only {
+        None => tx.query(STALE_CANDIDATES, &[&cutoff.to_string(), &max])?,
+        Some(id) => tx.query(RUNNING_CANDIDATE, &[&id])?,
+    };
+    rows.iter().map(candidate).collect()
+}
+
+/// Moves a running job at `c.attempt` to `to` (paused, created or failed with `error`),
+/// counting the recovery: the job's newest event before the change, or `None` when the job
+/// moved on meanwhile (nothing written).
+pub(crate) fn recover(
+    tx: &mut Tx<'_>,
+    c: &Candidate,
+    to: JobState,
+    error: Option<(&str, &str)>,
+    now: Timestamp,
+) -> Result<Option<LastEvent>> {
+    debug_assert!(JobState::Running.can_transition_to(to));
+    let (code, message) = error.unzip();
+    let row = tx.query_opt(
+        RECOVER,
+        &[
+            &c.id,
+            &c.attempt,
+            &to.as_str(),
+            &now.to_string(),
+            &code,
+            &message,
+        ],
+    )?;
+    row.map(|r| last_event(&r)).transpose()
+}
