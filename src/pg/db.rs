@@ -12,11 +12,18 @@ use super::error::from_pg;
 use crate::error::{Error, Result};
 
 /// `(version, refinery name, SQL)` of every PostgreSQL migration, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "V1__core",
-    include_str!("../../migrations/postgres/P1__core.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "V1__core",
+        include_str!("../../migrations/postgres/P1__core.sql"),
+    ),
+    (
+        2,
+        "V2__notify",
+        include_str!("../../migrations/postgres/P2__notify.sql"),
+    ),
+];
 
 /// The advisory lock key the migration step holds ("runledgr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7275_6e6c_6564_6772;

@@ -44,14 +44,18 @@ mod db;
 mod engine;
 mod error;
 mod jobs;
+mod listener;
 mod runs;
 mod schedules;
 mod storage;
 mod supervisor;
+mod worker;
 
 pub use db::known_schema_version;
 pub use engine::PgEngine;
 pub use jobs::{PgEvents, PgJobs};
+pub use listener::{PgListener, Wake};
 pub use runs::PgRuns;
 pub use schedules::PgSchedules;
 pub use supervisor::{PgSupervisor, TICK_BATCH};
+pub use worker::{PgWorker, PgWorkerHandle};

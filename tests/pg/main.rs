@@ -7,6 +7,7 @@ mod attacks;
 mod common;
 mod jobs;
 mod nodes;
+mod notify;
 mod runbook;
 mod runs_slots;
 mod supervisor;

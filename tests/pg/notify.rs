@@ -1,0 +1,242 @@
+//! LISTEN/NOTIFY (migrations/postgres/P2__notify.sql, `PgListener`): a waiter wakes when
+//! another connection commits a job, never for a rolled-back one, and not before COMMIT;
+//! waiting ends at its timeout; a worker loop driven by wake-ups.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use runledger::pg::{PgListener, PgWorker, Wake};
+use runledger::{NewJob, SupervisorOptions};
+use serde_json::json;
+
+use crate::common::TestDb;
+
+/// Wake latencies above this fail the test (measured: a few ms on loopback).
+const WAKE_BOUND: Duration = Duration::from_millis(500);
+
+#[test]
+fn pg_waiter_wakes_soon_after_another_connection_creates_a_job() {
+    let Some(db) = TestDb::new("notify_wake") else {
+        return;
+    };
+    let engine = db.engine();
+    // wake time after `create` returned (its COMMIT acknowledged), and after it was called
+    let (mut latencies, mut from_call) = (Vec::new(), Vec::new());
+    for round in 0..20 {
+        let url = db.url.clone();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let mut listener = PgListener::open(&url).unwrap();
+            ready_tx.send(()).unwrap();
+            let woke = listener
+                .wait_for_work(&["report"], Duration::from_secs(10))
+                .unwrap();
+            (woke, Instant::now())
+        });
+        ready_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        // a job of another kind does not wake a waiter for `report`
+        engine
+            .jobs()
+            .create(&NewJob::new("u", "other", json!({})))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let sent = Instant::now();
+        engine
+            .jobs()
+            .create(&NewJob::new("u", "report", json!({"round": round})))
+            .unwrap();
+        let committed = Instant::now();
+        let (woke, at) = waiter.join().unwrap();
+        assert!(woke);
+        latencies.push(at.saturating_duration_since(committed));
+        from_call.push(at.saturating_duration_since(sent));
+    }
+    latencies.sort();
+    from_call.sort();
+    let median = latencies[latencies.len() / 2];
+    let max = *latencies.last().unwrap();
+    eprintln!(
+        "NOTIFY wake after create returned: median {median:?}, max {max:?}; after create was called: median {:?}, max {:?} (20 rounds)",
+        from_call[from_call.len() / 2],
+        from_call.last().unwrap()
+    );
+    assert!(max < WAKE_BOUND, "a waiter woke {max:?} after the commit");
+}
+
+#[test]
+fn pg_notify_arrives_only_after_commit_and_never_for_a_rollback() {
+    let Some(mut db) = TestDb::new("notify_commit") else {
+        return;
+    };
+    let _engine = db.engine(); // migrates
+    let mut listener = PgListener::open(&db.url).unwrap();
+    let insert = "insert into jobs (user_id, kind, created_at, updated_at)
+                  values ('u', 'report', '2026-11-20T10:00:00.000Z', '2026-11-20T10:00:00.000Z')";
+    // rolled back: nothing arrives
+    let mut tx = db.raw.transaction().unwrap();
+    tx.execute(insert, &[]).unwrap();
+    tx.rollback().unwrap();
+    let t = Instant::now();
+    assert!(!listener
+        .wait_for_work(&[], Duration::from_millis(300))
+        .unwrap());
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "waited the whole timeout"
+    );
+    // held open: nothing until COMMIT, then the wake
+    let url = db.url.clone();
+    let (done_tx, done_rx) = mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.execute(insert, &[]).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let committing = Instant::now();
+        tx.commit().unwrap();
+        done_tx.send(committing).unwrap();
+    });
+    let woke = listener
+        .wait_for_work(&["report"], Duration::from_secs(5))
+        .unwrap();
+    let woke_at = Instant::now();
+    writer.join().unwrap();
+    let committing = done_rx.recv().unwrap();
+    assert!(woke);
+    assert!(woke_at >= committing, "woken before the writer committed");
+}
+
+#[test]
+fn pg_waiting_ends_at_the_timeout_and_events_notify_too() {
+    let Some(mut db) = TestDb::new("notify_timeout") else {
+        return;
+    };
+    let engine = db.engine();
+    let mut listener = PgListener::open(&db.url).unwrap();
+    for ms in [0u64, 50, 250] {
+        let t = Instant::now();
+        assert!(!listener
+            .wait_for_work(&[], Duration::from_millis(ms))
+            .unwrap());
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(ms) && took < Duration::from_millis(ms + 200),
+            "{ms} ms: {took:?}"
+        );
+    }
+    // events: created (seq 1), then claimed (seq 2)
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    assert_eq!(
+        listener
+            .wait_for_event(Some(job.id), Duration::from_secs(2))
+            .unwrap(),
+        Some((job.id, 1))
+    );
+    engine.jobs().claim("w", &[]).unwrap().unwrap();
+    assert_eq!(
+        listener
+            .wait_for_event(Some(job.id), Duration::from_secs(2))
+            .unwrap(),
+        Some((job.id, 2))
+    );
+    // a job put back to `created` by a supervisor wakes workers again
+    let (old, _) = db.engine_at(&(engine.now() - Duration::from_secs(3600)).to_string());
+    old.jobs()
+        .create(&NewJob::new("u", "again", json!({})))
+        .unwrap();
+    let c = old.jobs().claim("w", &["again"]).unwrap().unwrap();
+    db.raw
+        .execute(
+            "update jobs set checkpoint = '{}', checkpoint_at = created_at where id = $1",
+            &[&c.id()],
+        )
+        .unwrap();
+    // drain what the setup sent
+    while listener
+        .wait_for_work(&[], Duration::from_millis(50))
+        .unwrap()
+    {}
+    let sup = engine
+        .supervisor(SupervisorOptions {
+            policy: runledger::RecoveryPolicy::AutoResume,
+            ..SupervisorOptions::default()
+        })
+        .unwrap();
+    assert_eq!(sup.tick(engine.now()).unwrap().recovered.len(), 1);
+    assert_eq!(
+        listener
+            .wait(Duration::from_secs(2), |w| matches!(w, Wake::Work { .. }))
+            .unwrap(),
+        Some(Wake::Work {
+            kind: "again".into()
+        })
+    );
+    // another schema's ledger on the same database does not wake this one
+    let Some(other) = TestDb::new("notify_other") else {
+        return;
+    };
+    other
+        .engine()
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    assert!(!listener
+        .wait_for_work(&[], Duration::from_millis(200))
+        .unwrap());
+}
+
+#[test]
+fn pg_worker_loop_runs_jobs_as_they_arrive() {
+    let Some(db) = TestDb::new("notify_worker") else {
+        return;
+    };
+    let engine = db.engine();
+    let worker = PgWorker::new(&db.url, "node-a/w1", &["echo", "boom"]).unwrap();
+    let handle = worker
+        .spawn(|job| match job.kind.as_str() {
+            "boom" => Err(runledger::JobFailure::new("BOOM", "it blew up")),
+            _ => Ok(json!({"echo": job.input})),
+        })
+        .unwrap();
+    let mut ids = Vec::new();
+    let t = Instant::now();
+    for i in 0..10 {
+        let kind = if i == 7 { "boom" } else { "echo" };
+        ids.push(
+            engine
+                .jobs()
+                .create(&NewJob::new("u", kind, json!({"i": i})))
+                .unwrap()
+                .id,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let done = ids
+            .iter()
+            .filter(|id| engine.jobs().get(**id).unwrap().state.is_terminal())
+            .count();
+        if done == ids.len() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let elapsed = t.elapsed();
+    let report = handle.stop();
+    eprintln!("worker loop: 10 jobs done {elapsed:?} after the first create; {report:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let job = engine.jobs().get(*id).unwrap();
+        if i == 7 {
+            assert_eq!(job.error_code.as_deref(), Some("BOOM"));
+        } else {
+            assert_eq!(job.result, Some(json!({"echo": {"i": i}})));
+        }
+        assert_eq!(job.worker_id.as_deref(), Some("node-a/w1"));
+    }
+    assert_eq!(report.completed, 9);
+    assert_eq!(report.failed, 1);
+}
