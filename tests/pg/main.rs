@@ -5,6 +5,7 @@
 
 mod attacks;
 mod common;
+mod faults;
 mod jobs;
 mod nodes;
 mod notify;
