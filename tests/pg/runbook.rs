@@ -444,7 +444,7 @@ fn pg_runbook_answers_what_the_sqlite_runbook_answers() {
     let psql = have_psql();
     for q in &twin {
         let sqlite_q = runbook::query(&q.name).unwrap();
-        assert_eq!(q.comment.is_empty(), false);
+        assert!(!q.comment.is_empty());
         let ours = runbook::run_sql(&sqlite, &sqlite_q.sql).unwrap();
         let (columns, pg_rows) = pg_text(&mut db, &q.sql);
         assert!(
