@@ -240,3 +240,46 @@ fn pg_worker_loop_runs_jobs_as_they_arrive() {
     assert_eq!(report.completed, 9);
     assert_eq!(report.failed, 1);
 }
+
+#[test]
+fn pg_worker_heartbeats_while_the_handler_runs_and_drops_a_cancelled_jobs_result() {
+    let Some(db) = TestDb::new("notify_worker_cancel") else {
+        return;
+    };
+    let engine = db.engine();
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "slow", json!({})))
+        .unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let handle = PgWorker::new(&db.url, "w-slow", &["slow"])
+        .unwrap()
+        .heartbeat_every(Duration::from_millis(50))
+        .spawn(move |_job| {
+            started_tx.send(()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+            Ok(json!({"late": true}))
+        })
+        .unwrap();
+    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let first = engine.jobs().get(job.id).unwrap().heartbeat_at.unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let later = engine.jobs().get(job.id).unwrap().heartbeat_at.unwrap();
+    assert!(
+        later > first,
+        "the heartbeat thread beats while the handler runs"
+    );
+    engine
+        .jobs()
+        .cancel(job.id, "ops", Some("not needed"))
+        .unwrap();
+    release_tx.send(()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let report = handle.stop();
+    assert_eq!((report.completed, report.stopped), (0, 1), "{report:?}");
+    let job = engine.jobs().get(job.id).unwrap();
+    assert_eq!(job.state, runledger::JobState::Cancelled);
+    assert_eq!(job.result, None);
+}
