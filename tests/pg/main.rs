@@ -2,13 +2,36 @@
 //! `RUNLEDGER_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/test`), each test in a
 //! schema of its own. Without a server each test prints SKIPPED and passes, unless
 //! `RUNLEDGER_TEST_PG` is set (CI), where it fails.
+//!
+//! Built without the `postgres` feature (a bare `cargo test`), the binary holds only
+//! [`skipped_the_postgresql_half_needs_feature_postgres`], whose name is the notice.
 
+#[cfg(feature = "postgres")]
 mod attacks;
+#[cfg(feature = "postgres")]
 mod common;
+#[cfg(feature = "postgres")]
 mod faults;
+#[cfg(feature = "postgres")]
 mod jobs;
+#[cfg(feature = "postgres")]
 mod nodes;
+#[cfg(feature = "postgres")]
 mod notify;
+#[cfg(feature = "postgres")]
 mod runbook;
+#[cfg(feature = "postgres")]
 mod runs_slots;
+#[cfg(feature = "postgres")]
 mod supervisor;
+
+/// Without the feature there is nothing to run: this test's name (printed by `cargo test`)
+/// and its output say so and how to run the half.
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn skipped_the_postgresql_half_needs_feature_postgres() {
+    println!(
+        "SKIPPED: the PostgreSQL half needs the `postgres` feature: \
+         RUNLEDGER_TEST_PG=postgres://USER@HOST/DB cargo test --features postgres --test pg"
+    );
+}
