@@ -36,7 +36,7 @@
 -- tests/suite/attacks.rs tries every rule from the stock sqlite3 shell; doctor compares these
 -- triggers with a fresh migration (src/doctor.rs, schema_object).
 
--- 1. Triggers and indexes go first (the renames below would rewrite them, and they must not
+-- Step 1. Triggers and indexes go first (the renames below would rewrite them, and they must not
 -- fire on the copy).
 DROP TRIGGER jobs_insert_created;
 DROP TRIGGER jobs_insert_fresh_id;
@@ -54,11 +54,11 @@ DROP INDEX jobs_user;
 DROP INDEX jobs_resumable;
 DROP INDEX jobs_parent;
 
--- 2. The V9 tables step aside (job_events' reference follows jobs to jobs_v9).
+-- Step 2. The V9 tables step aside (job_events' reference follows jobs to jobs_v9).
 ALTER TABLE jobs RENAME TO jobs_v9;
 ALTER TABLE job_events RENAME TO job_events_v9;
 
--- 3. The new tables.
+-- Step 3. The new tables.
 CREATE TABLE jobs (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id        TEXT    NOT NULL CHECK (length(CAST(user_id AS BLOB)) BETWEEN 1 AND 256 AND instr(CAST(user_id AS BLOB), x'00') = 0 AND user_id NOT GLOB '*[' || char(1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,127,128,129,130,131,132,133,134,135,136,137,138,139,140,141,142,143,144,145,146,147,148,149,150,151,152,153,154,155,156,157,158,159) || ']*'),
@@ -125,7 +125,7 @@ CREATE TABLE job_events (
     UNIQUE (job_id, seq)
 ) STRICT;
 
--- 4. Every row, with its id and cursor (a row the rules refuse fails the migration: the
+-- Step 4. Every row, with its id and cursor (a row the rules refuse fails the migration: the
 -- rules are the old ones, so only a row planted past them can).
 INSERT INTO jobs (id, user_id, kind, state, input, result, error_code, error_message, progress, step, checkpoint, checkpoint_at, tags, parent_id, timeout_ms, max_retries, attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at, cancel_reason)
     SELECT id, user_id, kind, state, input, result, error_code, error_message, progress, step, checkpoint, checkpoint_at, tags, parent_id, timeout_ms, max_retries, attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at, cancel_reason FROM jobs_v9 ORDER BY id;
@@ -138,11 +138,11 @@ UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT seq FROM sqlite_seque
 INSERT INTO sqlite_sequence (name, seq) SELECT 'job_events', 0 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'job_events');
 UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'job_events_v9'), 0)) WHERE name = 'job_events';
 
--- 5. The V9 tables go, the child first.
+-- Step 5. The V9 tables go, the child first.
 DROP TABLE job_events_v9;
 DROP TABLE jobs_v9;
 
--- 6. Indexes and triggers, in their old order.
+-- Step 6. Indexes and triggers, in their old order.
 CREATE INDEX jobs_claim ON jobs (id, kind) WHERE state = 'created';
 CREATE INDEX jobs_running_heartbeat ON jobs (heartbeat_at) WHERE state = 'running';
 CREATE INDEX jobs_user ON jobs (user_id, id);

@@ -986,7 +986,7 @@ mod reprepare_tests {
         }
         for _ in 0..3 {
             for c in jobs.claim_many("w", &["k"], 4).unwrap() {
-                jobs.fail(&c, "E_TEST", "failed on purpose").unwrap();
+                jobs.fail(&c, "TIMEOUT", "failed on purpose").unwrap();
             }
         }
         for id in 1..5 {
@@ -995,9 +995,12 @@ mod reprepare_tests {
         }
         let writer = engine.with_connection(|c| Ok(reprepared(c))).unwrap();
         assert_eq!(writer, Vec::<(String, i32)>::new());
+        // A read connection may re-prepare a statement once: one prepared before the
+        // connection had read the schema (its first `BEGIN`).
         let readers = lock(engine.inner.readers.as_ref().unwrap());
         for r in readers.iter() {
-            assert_eq!(reprepared(r), Vec::<(String, i32)>::new());
+            let again: Vec<_> = reprepared(r).into_iter().filter(|(_, n)| *n > 1).collect();
+            assert_eq!(again, Vec::<(String, i32)>::new());
         }
     }
 }
