@@ -112,7 +112,9 @@ fn main() {
     timed(&e, "create_many", || phase_create_many(&e));
     timed(&e, "create", || phase_create(&e));
     timed(&e, "claim+complete", || phase_claim_complete(&e));
-    timed(&e, "claim_many(50)+complete", || phase_claim_many_complete(&e));
+    timed(&e, "claim_many(50)+complete", || {
+        phase_claim_many_complete(&e)
+    });
     let stats = e.jobs().stats().unwrap();
     assert_eq!(stats.by_state.completed as usize, 2 * N);
 }

@@ -976,7 +976,8 @@ mod reprepare_tests {
             .collect();
         jobs.create_many(&batch).unwrap();
         for i in 0..10 {
-            jobs.create(&NewJob::new("u", "k", json!({ "i": i }))).unwrap();
+            jobs.create(&NewJob::new("u", "k", json!({ "i": i })))
+                .unwrap();
         }
         for _ in 0..5 {
             let c = jobs.claim("w", &["k"]).unwrap().unwrap();

@@ -79,7 +79,15 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let job = store::insert(tx, new, now)?;
-            record_after(tx, ev, job.id, ChainHead::NewJob, None, &[created(&job)], now)?;
+            record_after(
+                tx,
+                ev,
+                job.id,
+                ChainHead::NewJob,
+                None,
+                &[created(&job)],
+                now,
+            )?;
             Ok(job)
         })
     }
@@ -102,7 +110,15 @@ impl<'e> Jobs<'e> {
             let mut jobs = Vec::with_capacity(new.len());
             for n in new {
                 let job = store::insert(tx, n, now)?;
-                record_after(tx, ev, job.id, ChainHead::NewJob, None, &[created(&job)], now)?;
+                record_after(
+                    tx,
+                    ev,
+                    job.id,
+                    ChainHead::NewJob,
+                    None,
+                    &[created(&job)],
+                    now,
+                )?;
                 jobs.push(job);
             }
             Ok(jobs)
