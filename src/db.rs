@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Result};
@@ -238,7 +239,7 @@ pub(crate) fn open_reader(path: &Path, opts: &DbOptions) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(opts.busy_timeout)?;
     conn.pragma_update(None, "query_only", "on")?;
-    conn.set_prepared_statement_cache_capacity(256);
+    keep_cached_statements(&conn)?;
     Ok(conn)
 }
 
@@ -271,8 +272,22 @@ fn configure(conn: &Connection, opts: &DbOptions, wal: bool) -> Result<()> {
     };
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "foreign_keys", "on")?;
-    // Every named SQL constant of the crate fits, so hot statements are never re-prepared.
+    keep_cached_statements(conn)
+}
+
+/// Makes cached statements stay prepared between uses.
+///
+/// The cache holds every named SQL constant of the crate. And SQLite's query planner
+/// stability guarantee (QPSG) is on: without it, SQLite 3.54 marks a statement to be
+/// re-prepared on rebinding when a bound value could steer its plan (an `x = :param` term the
+/// index does not use, a `limit :n`, a `glob :pattern`), and rusqlite clears the bindings of
+/// every statement it returns to its cache, which expires such a statement at once: the
+/// event append's read of the previous event was re-prepared on every event (about 38,000
+/// instructions each; BENCHMARKS.md, "Engine core"). QPSG changes which plan may be chosen,
+/// never what a statement does.
+fn keep_cached_statements(conn: &Connection) -> Result<()> {
     conn.set_prepared_statement_cache_capacity(256);
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(())
 }
 

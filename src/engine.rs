@@ -933,3 +933,75 @@ mod tests {
         assert_eq!(third.millis_since(first), 60_000);
     }
 }
+
+#[cfg(test)]
+mod reprepare_tests {
+    use rusqlite::ffi;
+    use serde_json::json;
+
+    use super::*;
+    use crate::job::types::NewJob;
+
+    /// The statements of `conn` (its statement cache) that SQLite re-prepared, with how often.
+    fn reprepared(conn: &Connection) -> Vec<(String, i32)> {
+        let mut found = Vec::new();
+        // SAFETY: the handle is used on this thread while `conn` is borrowed; the statements
+        // are only inspected (SQL text and a counter), never stepped or finalized.
+        unsafe {
+            let db = conn.handle();
+            let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+            while !stmt.is_null() {
+                let n = ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_REPREPARE, 0);
+                if n > 0 {
+                    let sql = std::ffi::CStr::from_ptr(ffi::sqlite3_sql(stmt));
+                    found.push((sql.to_string_lossy().into_owned(), n));
+                }
+                stmt = ffi::sqlite3_next_stmt(db, stmt);
+            }
+        }
+        found
+    }
+
+    /// Regression: with SQLite 3.54, a statement whose plan a bound value could steer
+    /// (`job_id = :job_id` in the event append's read of the previous event, `limit :limit`
+    /// in `claim_many`) was re-prepared on every use, because rusqlite clears the bindings of
+    /// a statement it returns to its cache.
+    #[test]
+    fn hot_statements_are_not_reprepared_on_every_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path().join("p.db")).unwrap();
+        let jobs = engine.jobs();
+        let batch: Vec<NewJob> = (0..20)
+            .map(|i| NewJob::new("u", "k", json!({ "i": i })))
+            .collect();
+        jobs.create_many(&batch).unwrap();
+        for i in 0..10 {
+            jobs.create(&NewJob::new("u", "k", json!({ "i": i })))
+                .unwrap();
+        }
+        for _ in 0..5 {
+            let c = jobs.claim("w", &["k"]).unwrap().unwrap();
+            jobs.heartbeat(&c).unwrap();
+            jobs.progress(&c, 50, Some("half")).unwrap();
+            jobs.complete(&c, &json!({"ok": true})).unwrap();
+        }
+        for _ in 0..3 {
+            for c in jobs.claim_many("w", &["k"], 4).unwrap() {
+                jobs.fail(&c, "TIMEOUT", "failed on purpose").unwrap();
+            }
+        }
+        for id in 1..5 {
+            engine.events().since(id, 0, 10).unwrap();
+            jobs.get(id).unwrap();
+        }
+        let writer = engine.with_connection(|c| Ok(reprepared(c))).unwrap();
+        assert_eq!(writer, Vec::<(String, i32)>::new());
+        // A read connection may re-prepare a statement once: one prepared before the
+        // connection had read the schema (its first `BEGIN`).
+        let readers = lock(engine.inner.readers.as_ref().unwrap());
+        for r in readers.iter() {
+            let again: Vec<_> = reprepared(r).into_iter().filter(|(_, n)| *n > 1).collect();
+            assert_eq!(again, Vec::<(String, i32)>::new());
+        }
+    }
+}

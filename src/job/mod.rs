@@ -29,7 +29,7 @@ pub use types::{Claim, Job, JobStats, NewJob, StateCounts};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, EventPayload};
-use crate::storage::job_events as events;
+use crate::storage::job_events::{self as events, ChainHead};
 use crate::storage::jobs as store;
 
 /// An operator's state change: where it may start, where it goes, how it is recorded.
@@ -79,7 +79,15 @@ impl<'e> Jobs<'e> {
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let job = store::insert(tx, new, now)?;
-            record(tx, ev, job.id, None, &[created(&job)], now)?;
+            record_after(
+                tx,
+                ev,
+                job.id,
+                ChainHead::NewJob,
+                None,
+                &[created(&job)],
+                now,
+            )?;
             Ok(job)
         })
     }
@@ -102,7 +110,15 @@ impl<'e> Jobs<'e> {
             let mut jobs = Vec::with_capacity(new.len());
             for n in new {
                 let job = store::insert(tx, n, now)?;
-                record(tx, ev, job.id, None, &[created(&job)], now)?;
+                record_after(
+                    tx,
+                    ev,
+                    job.id,
+                    ChainHead::NewJob,
+                    None,
+                    &[created(&job)],
+                    now,
+                )?;
                 jobs.push(job);
             }
             Ok(jobs)
@@ -545,11 +561,25 @@ pub(crate) fn record(
     payloads: &[EventPayload],
     now: crate::clock::Timestamp,
 ) -> Result<()> {
+    record_after(tx, ev, id, ChainHead::Read, audit, payloads, now)
+}
+
+/// [`record`] when the caller knows where the job's event chain stands (`head`): a job just
+/// inserted has no event yet. Each event then follows the one before it without a read.
+pub(crate) fn record_after(
+    tx: &rusqlite::Connection,
+    ev: &mut Vec<crate::events::Event>,
+    id: i64,
+    mut head: ChainHead,
+    audit: Option<Audit<'_>>,
+    payloads: &[EventPayload],
+    now: crate::clock::Timestamp,
+) -> Result<()> {
     if let Some(a) = audit {
         store::audit(tx, id, a.action, a.actor, &a.detail, now)?;
     }
     for payload in payloads {
-        ev.push(events::append(tx, id, payload, now)?);
+        ev.push(events::append(tx, id, &mut head, payload, now)?);
     }
     Ok(())
 }

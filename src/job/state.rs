@@ -1,7 +1,8 @@
 //! The job state machine: [`JobState`] and the single table of allowed transitions.
 //!
-//! `migrations/V1__jobs.sql` mirrors [`TRANSITIONS`] in the `jobs_state_machine` trigger;
-//! the test `job_state_machine_agrees_with_sql` proves the two equal.
+//! `migrations/V10__cheaper_rules.sql` (its latest form; first `V1__jobs.sql`) mirrors
+//! [`TRANSITIONS`] in the `jobs_state_machine` trigger; the test
+//! `job_state_machine_agrees_with_sql` proves the two equal.
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -72,24 +72,45 @@ fn from_row_unchecked(r: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-/// Appends an event for `job_id` inside the caller's transaction.
+/// Where a job's hash chain stands before an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChainHead {
+    /// Unknown here: read the job's newest event.
+    Read,
+    /// The job was inserted in this transaction, so it has no event yet (the
+    /// `jobs_insert_fresh_id` trigger refuses a job id that events still name): the event is
+    /// its first, seq 1 chained on [`integrity::GENESIS`].
+    NewJob,
+    /// The job's newest event is known (appended, or read, in this transaction): its seq and
+    /// chain hash (`None` for an event written before V5, which carries none).
+    Known { seq: i64, hash: Option<String> },
+}
+
+/// Appends an event for `job_id` inside the caller's transaction, after `head`, which then
+/// names the new event. Whatever `head` says, the `job_events_seq_follows` trigger checks
+/// the seq against the table.
 pub(crate) fn append(
     conn: &Connection,
     job_id: i64,
+    head: &mut ChainHead,
     payload: &EventPayload,
     now: Timestamp,
 ) -> Result<Event> {
     let kind = payload.kind();
     let payload = payload.to_wire();
-    let last: Option<(i64, Option<String>)> = conn
-        .prepare_cached(LAST_OF_JOB)?
-        .query_row(named_params! {":job_id": job_id}, |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
-    let (prev_seq, prev_hash) = last.unwrap_or((0, None));
+    let (prev_seq, prev_hash) = match std::mem::replace(head, ChainHead::Read) {
+        ChainHead::NewJob => (0, None),
+        ChainHead::Known { seq, hash } => (seq, hash),
+        ChainHead::Read => conn
+            .prepare_cached(LAST_OF_JOB)?
+            .query_row(named_params! {":job_id": job_id}, |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .unwrap_or((0, None)),
+    };
     let seq = prev_seq + 1;
-    let prev_hash = prev_hash.unwrap_or_else(|| integrity::GENESIS.to_string());
+    let prev_hash: String = prev_hash.unwrap_or_else(|| integrity::GENESIS.to_string());
     let (text, at) = (payload.to_string(), now.to_string());
     let hash = integrity::event_hash(&prev_hash, job_id, seq, kind.as_str(), &at, &text);
     let cursor = conn.prepare_cached(APPEND)?.query_row(
@@ -99,6 +120,10 @@ pub(crate) fn append(
         },
         |r| r.get(0),
     )?;
+    *head = ChainHead::Known {
+        seq,
+        hash: Some(hash),
+    };
     Ok(Event {
         cursor,
         job_id,
