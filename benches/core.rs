@@ -4,6 +4,9 @@
 //! FULL, and the resident memory of a worker as the number of processed jobs grows.
 //!
 //! `cargo bench --bench core` (RUNLEDGER_BENCH_SCALE=0.1 for a quick run).
+//! RUNLEDGER_BENCH_CASES=worker,create runs only the named cases (comma-separated: `worker`
+//! with its plain baseline and RSS table, `claim_complete`, `create`, `create_many`, `reads`);
+//! unset, all of them. benches/peers/run.sh uses it for the effectum comparison.
 
 mod common;
 
@@ -280,6 +283,14 @@ fn dist(name: &str, lat: &[Duration]) {
     );
 }
 
+/// Whether `case` is selected by RUNLEDGER_BENCH_CASES (all cases when it is unset or empty).
+fn selected(case: &str) -> bool {
+    match std::env::var("RUNLEDGER_BENCH_CASES") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').any(|c| c.trim() == case),
+        _ => true,
+    }
+}
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -288,48 +299,68 @@ fn main() {
     println!("## Engine core (jobs/s, higher is better)\n");
     println!("| case | runledger | plain rusqlite | ratio |");
     println!("|---|---|---|---|");
-    let plain2 = plain_claim_complete(d, Durability::Normal, n, 2);
-    let (w, rss) = workers(d, n);
-    report(
-        &format!("Worker x2, concurrency 1, no-op (Normal, n={n}) vs plain claim+complete x2"),
-        "jobs/s",
-        w,
-        plain2,
-    );
-    let cc2 = claim_complete(d, Durability::Normal, n, 2);
-    report(
-        &format!("claim+complete, 2 threads (Normal, n={n})"),
-        "jobs/s",
-        cc2,
-        plain2,
-    );
-    let plain8 = plain_claim_complete(d, Durability::Full, n_full, 8);
-    let cc8 = claim_complete(d, Durability::Full, n_full, 8);
-    report(
-        &format!("claim+complete, 8 threads (Full, n={n_full})"),
-        "jobs/s",
-        cc8,
-        plain8,
-    );
-    let (o, b) = create_one_by_one(d, n);
-    report(
-        &format!("create, one call per job (Normal, n={n})"),
-        "jobs/s",
-        o,
-        b,
-    );
-    let (o, b) = create_batches(d, n);
-    report(
-        &format!("create_many of 1,000 (Normal, n={n}) vs plain batch insert"),
-        "jobs/s",
-        o,
-        b,
-    );
-    println!("\n## Worker resident memory (VmRSS) by jobs completed\n");
-    println!("| jobs completed | RSS KiB |");
-    println!("|---|---|");
-    for (done, kib) in rss {
-        println!("| {done} | {kib} |");
+    let (want_worker, want_cc) = (selected("worker"), selected("claim_complete"));
+    let plain2 = if want_worker || want_cc {
+        plain_claim_complete(d, Durability::Normal, n, 2)
+    } else {
+        0.0
+    };
+    let mut rss = Vec::new();
+    if want_worker {
+        let (w, samples) = workers(d, n);
+        rss = samples;
+        report(
+            &format!("Worker x2, concurrency 1, no-op (Normal, n={n}) vs plain claim+complete x2"),
+            "jobs/s",
+            w,
+            plain2,
+        );
+    }
+    if want_cc {
+        let cc2 = claim_complete(d, Durability::Normal, n, 2);
+        report(
+            &format!("claim+complete, 2 threads (Normal, n={n})"),
+            "jobs/s",
+            cc2,
+            plain2,
+        );
+        let plain8 = plain_claim_complete(d, Durability::Full, n_full, 8);
+        let cc8 = claim_complete(d, Durability::Full, n_full, 8);
+        report(
+            &format!("claim+complete, 8 threads (Full, n={n_full})"),
+            "jobs/s",
+            cc8,
+            plain8,
+        );
+    }
+    if selected("create") {
+        let (o, b) = create_one_by_one(d, n);
+        report(
+            &format!("create, one call per job (Normal, n={n})"),
+            "jobs/s",
+            o,
+            b,
+        );
+    }
+    if selected("create_many") {
+        let (o, b) = create_batches(d, n);
+        report(
+            &format!("create_many of 1,000 (Normal, n={n}) vs plain batch insert"),
+            "jobs/s",
+            o,
+            b,
+        );
+    }
+    if want_worker {
+        println!("\n## Worker resident memory (VmRSS) by jobs completed\n");
+        println!("| jobs completed | RSS KiB |");
+        println!("|---|---|");
+        for (done, kib) in rss {
+            println!("| {done} | {kib} |");
+        }
+    }
+    if !selected("reads") {
+        return;
     }
     let (ev, list, done) = reads_under_writes(d, scale(50_000), scale(2_000));
     println!("\n## Reads while 8 threads claim+complete at Full ({done} jobs done meanwhile)\n");
