@@ -12,11 +12,15 @@
 //! - [`PgRuns`] (`engine.runs()`): start under the single-active-run lock (a partial unique
 //!   index), lease renewal, finish, sweep of expired leases, get;
 //! - [`PgSchedules`] (`engine.schedules()`): create, materialize a due slot, claim due slots
-//!   (`SKIP LOCKED`) and record each slot's outcome exactly once across nodes.
+//!   (`SKIP LOCKED`) and record each slot's outcome exactly once across nodes;
+//! - [`doctor::check`]: every invariant re-checked from SQL and the catalog, in the same
+//!   report as SQLite's doctor;
+//! - [`copy_from_sqlite`]: a SQLite ledger moved into an empty PostgreSQL ledger in one
+//!   transaction, verified by [`doctor`] before it commits.
 //!
 //! PostgreSQL enforces the same rules itself (CHECKs, PL/pgSQL trigger functions raising
 //! `CODE: table: rule`, mapped to the same [`Error`](crate::Error)s). What is not here yet
-//! (the Worker and Supervisor runtimes, pipelines, Flex, doctor, `runledger copy`, the CLI's
+//! (the Worker and Supervisor runtimes, pipelines, Flex, most of the CLI's
 //! `--db postgres://`) is listed in docs/postgres.md.
 //!
 //! One [`PgEngine`] holds one connection, used by one call at a time; give each worker
@@ -35,7 +39,9 @@
 //! # let _ = job; Ok(()) }
 //! ```
 
+pub mod copy;
 mod db;
+pub mod doctor;
 mod engine;
 mod error;
 mod jobs;
@@ -43,6 +49,7 @@ mod runs;
 mod schedules;
 mod storage;
 
+pub use copy::{copy_from_sqlite, CopyOptions, CopyReport};
 pub use db::known_schema_version;
 pub use engine::PgEngine;
 pub use jobs::{PgEvents, PgJobs};

@@ -5,6 +5,8 @@
 
 mod attacks;
 mod common;
+mod copy;
+mod doctor;
 mod jobs;
 mod nodes;
 mod runs_slots;
