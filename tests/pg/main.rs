@@ -4,6 +4,7 @@
 //! `RUNLEDGER_TEST_PG` is set (CI), where it fails.
 
 mod attacks;
+mod cli;
 mod common;
 mod copy;
 mod doctor;
