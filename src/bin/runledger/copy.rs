@@ -11,7 +11,8 @@ use crate::output::{CliResult, Out};
 /// `copy` arguments.
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// The SQLite ledger to copy (left unchanged; refused when its doctor finds errors).
+    /// The SQLite ledger to copy (opened like any command: an older file is migrated first;
+    /// refused when its doctor finds errors).
     #[arg(long, value_name = "FILE.db")]
     from: PathBuf,
     /// The PostgreSQL ledger to fill: a `postgres://` URL of an empty (or new) ledger.
