@@ -602,3 +602,25 @@ fn pg_copy_speed() {
         t.elapsed()
     );
 }
+
+/// The last gate: the copied ledger goes through the PostgreSQL doctor before COMMIT. A
+/// target whose schema was tampered with (a trigger disabled while it was still empty)
+/// takes the rows, fails the doctor, and is rolled back to empty.
+#[test]
+fn pg_copy_into_a_tampered_schema_fails_its_doctor_and_rolls_back() {
+    let Some(mut db) = TestDb::new("copy_verify") else {
+        return;
+    };
+    drop(db.engine()); // migrated, empty
+    db.exec("alter table audit_log disable trigger audit_log_no_update")
+        .unwrap();
+    let dir = TempDir::new("copy_verify");
+    let source = busy_sqlite(&dir.path().join("busy.db"));
+    let err = copy_from_sqlite(&source, &db.url, &opts(), &mut |_| Ok(())).unwrap_err();
+    let runledger::Error::CopyVerifyFailed { checks } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(checks, &["immutable_guard"]);
+    assert_eq!(err.code(), "COPY_VERIFY_FAILED");
+    assert_eq!(counts(&mut db.raw), [0; 6]);
+}
