@@ -338,6 +338,41 @@ pub enum Error {
         detail: String,
     },
 
+    /// [feature `postgres`] `copy` refused a target ledger that already holds rows: a copy
+    /// only fills an empty ledger. Nothing was written.
+    #[error("the target ledger is not empty: {tables:?} hold rows")]
+    CopyTargetNotEmpty {
+        /// The tables that hold rows.
+        tables: Vec<String>,
+    },
+
+    /// [feature `postgres`] `copy` refused its source: SQLite's doctor found errors in it,
+    /// or it holds rows the PostgreSQL schema has no table for. Nothing was written.
+    #[error("the source ledger cannot be copied: {reason}")]
+    CopySourceRefused {
+        /// The failing doctor checks, or the tables whose rows have no PostgreSQL twin.
+        names: Vec<String>,
+        /// What is wrong, in words.
+        reason: String,
+    },
+
+    /// [feature `postgres`] `copy` could not set `session_replication_role = replica` (the
+    /// server refused it to this role): it needs a superuser, or a role granted that
+    /// setting (`GRANT SET ON PARAMETER session_replication_role`, PostgreSQL 15+).
+    #[error("copy needs session_replication_role = replica: {detail}")]
+    CopyPrivilege {
+        /// The server's message.
+        detail: String,
+    },
+
+    /// [feature `postgres`] the copied ledger failed doctor before its commit: the copy was
+    /// rolled back and the target is as empty as before.
+    #[error("the copied ledger is not clean ({checks:?}): rolled back")]
+    CopyVerifyFailed {
+        /// The failing doctor checks.
+        checks: Vec<String>,
+    },
+
     /// A PostgreSQL failure no more specific error describes ([feature `postgres`]).
     #[error("postgres error {sqlstate}: {message}")]
     Postgres {
@@ -401,6 +436,10 @@ impl Error {
             Error::Database(_) => "DATABASE",
             Error::Unreachable { .. } => "UNREACHABLE",
             Error::Postgres { .. } => "DATABASE",
+            Error::CopyTargetNotEmpty { .. } => "COPY_TARGET_NOT_EMPTY",
+            Error::CopySourceRefused { .. } => "COPY_SOURCE_REFUSED",
+            Error::CopyPrivilege { .. } => "COPY_PRIVILEGE",
+            Error::CopyVerifyFailed { .. } => "COPY_VERIFY_FAILED",
         }
     }
 

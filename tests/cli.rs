@@ -1677,3 +1677,36 @@ fn regression_supervise_ignored_the_configs_supervisor_section() {
     flagged.wait().unwrap();
     assert!(first.contains("stale after 5s"), "{first}");
 }
+
+/// `--db postgres://...` on a command PostgreSQL does not support (and on any command in
+/// a build without the `postgres` feature): exit 2 naming what is supported, and no file
+/// named like the URL. (The supported commands run in tests/pg/cli.rs, against a server.)
+#[test]
+fn a_postgres_url_is_never_opened_as_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "postgres://nobody@127.0.0.1:1/ledger";
+    for args in [
+        vec!["runs", "list"],
+        vec!["schedule", "list"],
+        vec!["demo"],
+        vec!["backup", "out.db"],
+    ] {
+        let o = cmd(dir.path())
+            .arg("--db")
+            .arg(url)
+            .args(&args)
+            .output()
+            .unwrap();
+        let r = finish(o, dir.path());
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("[INVALID_INPUT]"), "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("supports: doctor, init, jobs show|events|cancel"),
+            "{}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("nobody@"), "the URL is not printed");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

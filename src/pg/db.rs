@@ -50,7 +50,7 @@ pub(crate) fn connect(url: &str) -> Result<Client> {
 }
 
 /// The schema version recorded in the database (0 when none).
-pub(crate) fn applied_version(client: &mut Client) -> Result<i64> {
+pub(crate) fn applied_version(client: &mut impl postgres::GenericClient) -> Result<i64> {
     let has: bool = client.query_one(HAS_HISTORY, &[]).map_err(from_pg)?.get(0);
     if !has {
         return Ok(0);
@@ -88,4 +88,58 @@ fn migrate_locked(client: &mut Client) -> Result<()> {
             message: e.to_string(),
         })?;
     Ok(())
+}
+
+/// The SQL of every embedded migration, in order (doctor builds its reference schema from
+/// them).
+pub(crate) fn migration_sql() -> impl Iterator<Item = &'static str> {
+    MIGRATIONS.iter().map(|m| m.2)
+}
+
+const HISTORY: &str =
+    "select version::bigint, name, checksum::text from refinery_schema_history order by version";
+
+/// Doctor's `migration_history`: the recorded history against this build's migrations
+/// (each version known, named and checksummed as embedded; none missing below the newest).
+/// One line per disagreement.
+pub(crate) fn history_problems(client: &mut impl postgres::GenericClient) -> Result<Vec<String>> {
+    let has: bool = client.query_one(HAS_HISTORY, &[]).map_err(from_pg)?.get(0);
+    if !has {
+        return Ok(vec!["refinery_schema_history is missing".into()]);
+    }
+    let recorded: Vec<(i64, String, String)> = client
+        .query(HISTORY, &[])
+        .map_err(from_pg)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let mut problems = Vec::new();
+    let newest = recorded.iter().map(|r| r.0).max().unwrap_or(0);
+    for (version, name, sql) in MIGRATIONS {
+        if *version > newest {
+            continue;
+        }
+        let m = refinery::Migration::unapplied(name, sql).map_err(|e| Error::Migration {
+            message: e.to_string(),
+        })?;
+        match recorded.iter().find(|r| r.0 == *version) {
+            None => problems.push(format!("migration {name} is not recorded")),
+            Some((_, n, checksum)) if n != m.name() || *checksum != m.checksum().to_string() => {
+                problems.push(format!(
+                    "version {version} recorded as {n:?} with checksum {checksum}, this build has {:?} with checksum {}",
+                    m.name(),
+                    m.checksum()
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for (version, name, _) in &recorded {
+        if !MIGRATIONS.iter().any(|m| m.0 == *version) {
+            problems.push(format!(
+                "version {version} ({name}) is not a migration of this build"
+            ));
+        }
+    }
+    Ok(problems)
 }

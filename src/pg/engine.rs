@@ -54,7 +54,13 @@ pub(crate) struct Tx<'a> {
     statements: &'a mut HashMap<&'static str, Statement>,
 }
 
-impl Tx<'_> {
+impl<'a> Tx<'a> {
+    /// The transaction itself, for work outside the statement cache (doctor's catalog
+    /// reads, `COPY`).
+    pub(crate) fn raw(&mut self) -> &mut Transaction<'a> {
+        &mut self.tx
+    }
+
     fn statement(&mut self, sql: &'static str) -> Result<Statement> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
@@ -186,6 +192,23 @@ impl PgEngine {
                 other => return other,
             }
         }
+    }
+
+    /// Runs `f` in a transaction that is always rolled back, whatever `f` does (doctor:
+    /// reads, and a scratch schema built and thrown away).
+    pub(crate) fn scratch<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        self.with_session(|s| {
+            let tx = s.client.transaction().map_err(from_pg)?;
+            let mut tx = Tx {
+                tx,
+                statements: &mut s.statements,
+            };
+            let value = f(&mut tx);
+            let rolled_back = tx.tx.rollback().map_err(from_pg);
+            let value = value?;
+            rolled_back?;
+            Ok(value)
+        })
     }
 
     /// Runs `f` in a read-only transaction (one snapshot per statement, READ COMMITTED).

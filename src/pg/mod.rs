@@ -17,12 +17,16 @@
 //!   stalled jobs, safe on every node at once (`SKIP LOCKED`, updates fenced by attempt);
 //! - [`PgListener`]: waits on its own connection for the NOTIFYs of schema version 2 (a job
 //!   became claimable, an event was appended), so workers wake instead of polling;
-//!   [`PgWorker`] is a minimal worker loop built on it.
+//!   [`PgWorker`] is a minimal worker loop built on it;
+//! - [`doctor::check`]: every invariant re-checked from SQL and the catalog, in the same
+//!   report as SQLite's doctor;
+//! - [`copy_from_sqlite`]: a SQLite ledger moved into an empty PostgreSQL ledger in one
+//!   transaction, verified by [`doctor`] before it commits.
 //!
 //! PostgreSQL enforces the same rules itself (CHECKs, PL/pgSQL trigger functions raising
 //! `CODE: table: rule`, mapped to the same [`Error`](crate::Error)s). What is not here yet
-//! (pipelines, Flex, doctor, `runledger copy`, the CLI's `--db postgres://`, most of the
-//! SQLite worker's options) is listed in docs/postgres.md.
+//! (pipelines, Flex, modules and raw records, most of the SQLite worker's options, most of
+//! the CLI's `--db postgres://`) is listed in docs/postgres.md.
 //!
 //! One [`PgEngine`] holds one connection, used by one call at a time; give each worker
 //! thread (or process, or machine) its own engine.
@@ -40,7 +44,9 @@
 //! # let _ = job; Ok(()) }
 //! ```
 
+pub mod copy;
 mod db;
+pub mod doctor;
 mod engine;
 mod error;
 mod jobs;
@@ -51,6 +57,7 @@ mod storage;
 mod supervisor;
 mod worker;
 
+pub use copy::{copy_from_sqlite, CopyOptions, CopyReport};
 pub use db::known_schema_version;
 pub use engine::PgEngine;
 pub use jobs::{PgEvents, PgJobs};

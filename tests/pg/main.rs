@@ -9,7 +9,13 @@
 #[cfg(feature = "postgres")]
 mod attacks;
 #[cfg(feature = "postgres")]
+mod cli;
+#[cfg(feature = "postgres")]
 mod common;
+#[cfg(feature = "postgres")]
+mod copy;
+#[cfg(feature = "postgres")]
+mod doctor;
 #[cfg(feature = "postgres")]
 mod faults;
 #[cfg(feature = "postgres")]

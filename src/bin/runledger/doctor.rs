@@ -57,7 +57,7 @@ pub fn doctor(engine: &Engine, out: Out, _args: DoctorArgs) -> CliResult {
     print(doctor::check(engine, &DoctorOptions::default())?, out)
 }
 
-fn print(report: DoctorReport, out: Out) -> CliResult {
+pub fn print(report: DoctorReport, out: Out) -> CliResult {
     let errors = report.errors().count();
     let warnings = report.warnings().count();
     if out.json {

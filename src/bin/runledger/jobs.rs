@@ -260,3 +260,43 @@ pub fn supervise(
     out.listing(&t, &report);
     Ok(())
 }
+
+/// `jobs show|events|cancel` on a PostgreSQL ledger (`--db postgres://...`); the other
+/// subcommands are refused with what is supported.
+#[cfg(feature = "postgres")]
+pub fn jobs_pg(engine: &runledger::pg::PgEngine, out: Out, cmd: JobsCmd) -> CliResult {
+    let jobs = engine.jobs();
+    let changed = match cmd {
+        JobsCmd::Show { id } => {
+            let job = jobs.get(id)?;
+            if out.json {
+                out.json(&job);
+            } else {
+                print_job(&job);
+            }
+            return Ok(());
+        }
+        JobsCmd::Events { id, after, limit } => {
+            let events = engine.events().since(id, after, limit)?;
+            let mut t = Table::new(&["seq", "at", "kind", "payload"]);
+            for e in &events {
+                t.row(vec![
+                    e.seq.to_string(),
+                    e.at.to_string(),
+                    e.kind.as_str().into(),
+                    clip(&e.payload.to_string(), 90),
+                ]);
+            }
+            out.listing(&t, &events);
+            return Ok(());
+        }
+        JobsCmd::Cancel { id, reason } => jobs.cancel(id, ACTOR, reason.as_deref())?,
+        _ => return Err(crate::pg_cmd::unsupported("jobs list|pause|resume|restart")),
+    };
+    if out.json {
+        out.json(&changed);
+    } else {
+        println!("job {}: {}", changed.id, changed.state);
+    }
+    Ok(())
+}

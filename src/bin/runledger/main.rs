@@ -21,12 +21,14 @@ macro_rules! println {
 
 mod backup;
 mod config;
+mod copy;
 mod demo;
 mod doctor;
 mod flex_cmd;
 mod flex_mock;
 mod jobs;
 mod output;
+mod pg_cmd;
 mod provider;
 mod raw_cmd;
 mod runbook_cmd;
@@ -64,7 +66,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Create or migrate the database; print its path and schema version.
     Init,
     /// Show runledger's whole job, end to end, on a fresh database (./runledger-demo.db).
@@ -104,6 +106,9 @@ enum Command {
     Runbook(runbook_cmd::RunbookArgs),
     /// Check every invariant of the database from SQL; print each anomaly (exit 1 on errors).
     Doctor(doctor::DoctorArgs),
+    /// Move a SQLite ledger into an empty PostgreSQL ledger (feature `postgres`):
+    /// `copy --from FILE.db --to postgres://...`; verified by doctor before it commits.
+    Copy(copy::CopyArgs),
     /// Write a consistent copy of the live database to FILE, verified by doctor.
     Backup(backup::BackupArgs),
     /// Stored raw payloads (downloaded statements, rejected ones too): list, export.
@@ -154,6 +159,15 @@ fn parse() -> Cli {
 
 fn run(cli: Cli, out: Out) -> CliResult {
     let db = |default: &str| cli.db.clone().unwrap_or_else(|| PathBuf::from(default));
+    if let Command::Copy(args) = cli.command {
+        return copy::copy(args, out);
+    }
+    // A PostgreSQL ledger: the commands runledger::pg supports, never a file named like it.
+    if let Some(url) = cli.db.as_deref().filter(|d| pg_cmd::is_postgres(d)) {
+        if !matches!(cli.command, Command::Config { .. }) {
+            return pg_cmd::run(&url.to_string_lossy(), cli.command, out);
+        }
+    }
     if let Command::Demo(args) = cli.command {
         return demo::demo(&db(demo::DEFAULT_DEMO_DB), out, args);
     }
@@ -184,7 +198,11 @@ fn run(cli: Cli, out: Out) -> CliResult {
         Command::Runbook(args) => runbook_cmd::runbook(&engine, out, args),
         Command::Backup(args) => backup::backup(&engine, out, args),
         Command::Raw { cmd } => raw_cmd::raw(&engine, out, cmd),
-        Command::Demo(_) | Command::Flex { .. } | Command::Doctor(_) | Command::Config { .. } => {
+        Command::Demo(_)
+        | Command::Flex { .. }
+        | Command::Doctor(_)
+        | Command::Config { .. }
+        | Command::Copy(_) => {
             unreachable!("handled above")
         }
     }

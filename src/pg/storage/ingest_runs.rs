@@ -340,3 +340,80 @@ pub(crate) fn get_run(tx: &mut Tx<'_>, id: i64) -> Result<Run> {
         None => Err(Error::not_found("run", id)),
     }
 }
+
+// ---- doctor checks and copy
+
+use super::{err, warn, Bind, PgCheck, TableSql};
+
+const RUNS_STATE: &str = "select id::text, d from (select id, case
+       when status is null or not status = any($1::text[]) then 'status ' || quote_nullable(status) || ' is not a run status'
+       when scope is null or not scope = any($2::text[]) then 'scope ' || quote_nullable(scope) || ' is not a scope'
+       when trigger is null or not trigger = any($3::text[]) then 'trigger ' || quote_nullable(trigger) || ' is not a trigger kind'
+     end as d from ingest_runs) t where d is not null";
+
+const RUNS_TIMESTAMPS: &str = "select id::text, d from (select id, case
+       when started_at is null or started_at !~ $1::text or coalesce(finished_at, started_at) !~ $1::text
+         or coalesce(lease_expires_at, started_at) !~ $1::text
+         then 'a timestamp is not fixed-width utc text'
+       when (status = 'started') <> (finished_at is null)
+         then 'status ' || status || (case when finished_at is null then ' without' else ' with' end) || ' finished_at'
+       when (finished_at is null) <> (duration_ms is null) then 'duration_ms disagrees with finished_at'
+       when finished_at < started_at then 'finished before it started'
+       when duration_ms is distinct from
+            round(extract(epoch from (finished_at::timestamptz - started_at::timestamptz)) * 1000)::bigint
+         then 'duration_ms ' || duration_ms || ' is not finished_at - started_at'
+       when status = 'started' and lease_expires_at is null then 'started without a lease'
+     end as d from ingest_runs where status = any($2::text[])) t where d is not null";
+
+const RUNS_OUTCOME: &str = "select id::text, d from (select id, case
+       when (status = 'failed') <> (error_code is not null) then 'error_code disagrees with status ' || status
+       when status <> 'failed' and error_message is not null then 'error_message on a ' || status || ' run'
+       when lock_key is distinct from pipeline || ':' || scope || coalesce(':' || account_id, '')
+         then 'lock_key ' || quote_nullable(lock_key) || ' is not pipeline:scope[:account]'
+     end as d from ingest_runs where status = any($1::text[])) t where d is not null";
+
+const RUNS_JSON: &str = "select id::text, d from (select id, case
+       when timeline is null or jsonb_typeof(timeline) <> 'array' then 'timeline is not a json array'
+       when exists (select 1 from jsonb_array_elements(timeline) e where jsonb_typeof(e) <> 'object')
+         then 'a timeline entry is not an object'
+       when meta_json is null or jsonb_typeof(meta_json) <> 'object' then 'meta_json is not a json object'
+     end as d from ingest_runs) t where d is not null";
+
+const RUNS_LOCK: &str =
+    "select lock_key, count(*) || ' started runs hold this lock: ' || string_agg(id::text, ', ' order by id)
+     from ingest_runs where status = 'started' group by lock_key having count(*) > 1";
+
+const RUNS_ABANDONED: &str =
+    "select id::text, 'started, lease expired at ' || lease_expires_at || ' (needs a sweep)'
+     from ingest_runs where status = 'started' and lease_expires_at < $1::text";
+
+/// This module's doctor checks.
+pub(crate) const CHECKS: &[PgCheck] = &[
+    err(
+        "state",
+        "ingest_runs",
+        RUNS_STATE,
+        &[Bind::RunStatuses, Bind::Scopes, Bind::Triggers],
+    ),
+    err(
+        "timestamps",
+        "ingest_runs",
+        RUNS_TIMESTAMPS,
+        &[Bind::Ts, Bind::RunStatuses],
+    ),
+    err("outcome", "ingest_runs", RUNS_OUTCOME, &[Bind::RunStatuses]),
+    err("json", "ingest_runs", RUNS_JSON, &[]),
+    err("run_lock", "ingest_runs", RUNS_LOCK, &[]),
+    warn("abandoned_run", "ingest_runs", RUNS_ABANDONED, &[Bind::Now]),
+];
+
+/// This module's table, for copy and doctor.
+pub(crate) const TABLES: &[TableSql] = &[TableSql {
+    table: "ingest_runs",
+    any_row: "select exists (select 1 from ingest_runs)",
+        lock: "lock table ingest_runs in exclusive mode",
+    copy_in: "copy ingest_runs (id, pipeline, scope, trigger, status, lock_key, account_id, started_at, lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json) from stdin",
+    sequence: "select coalesce(max(id), 0)::bigint,
+         coalesce(pg_sequence_last_value(pg_get_serial_sequence('ingest_runs', 'id')), 0)::bigint from ingest_runs",
+    set_sequence: "select setval(pg_get_serial_sequence('ingest_runs', 'id'), $1::bigint)",
+}];

@@ -124,3 +124,92 @@ pub(crate) fn since(tx: &mut Tx<'_>, job_id: i64, seq: i64, limit: u32) -> Resul
         .map(from_row)
         .collect()
 }
+
+// ---- doctor checks and copy
+
+use super::{err, Bind, PgCheck, TableSql};
+
+const EVENTS_SEQ: &str = "select job_id::text, 'kept seqs ' || min(seq) || '..' || max(seq) || ' hold ' || count(*) || ' events'
+     from job_events group by job_id
+     having count(*) <> max(seq) - min(seq) + 1 or min(seq) > greatest(1, max(seq) - $1::bigint + 1)";
+
+const EVENTS_BACKLOG: &str =
+    "select job_id::text, count(*) || ' events kept, more than ' || $1::bigint
+     from job_events group by job_id having count(*) > $1::bigint";
+
+const EVENTS_ROWS: &str = "select cursor::text, d from (select cursor, case
+       when payload is null or json_typeof(payload) <> 'object' then 'payload is not a json object'
+       when at is null or at !~ $1::text then 'a timestamp is not fixed-width utc text'
+       when hash is null or hash !~ '^[0-9a-f]{64}$' or prev_hash is null or prev_hash !~ '^[0-9a-f]{64}$'
+         then 'a hash is not 64 hex digits'
+     end as d from job_events) t where d is not null";
+
+/// This module's doctor checks.
+pub(crate) const CHECKS: &[PgCheck] = &[
+    err("event_seq", "job_events", EVENTS_SEQ, &[Bind::Backlog]),
+    err(
+        "event_backlog",
+        "job_events",
+        EVENTS_BACKLOG,
+        &[Bind::Backlog],
+    ),
+    err("json", "job_events", EVENTS_ROWS, &[Bind::Ts]),
+];
+
+/// This module's table, for copy and doctor.
+pub(crate) const TABLES: &[TableSql] = &[TableSql {
+    table: "job_events",
+    any_row: "select exists (select 1 from job_events)",
+        lock: "lock table job_events in exclusive mode",
+    copy_in: "copy job_events (cursor, job_id, seq, kind, payload, at, prev_hash, hash) from stdin",
+    sequence: "select coalesce(max(cursor), 0)::bigint,
+         coalesce(pg_sequence_last_value(pg_get_serial_sequence('job_events', 'cursor')), 0)::bigint from job_events",
+    set_sequence: "select setval(pg_get_serial_sequence('job_events', 'cursor'), $1::bigint)",
+}];
+
+const COUNT_PER_JOB: &str = "select job_id, count(*)::bigint from job_events group by job_id";
+
+/// How many events each job with events has.
+pub(crate) fn count_per_job(
+    client: &mut impl postgres::GenericClient,
+) -> Result<std::collections::BTreeMap<i64, i64>> {
+    Ok(client
+        .query(COUNT_PER_JOB, &[])?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+const EVENT_CHAIN: &str = "select cursor, job_id, seq, kind, at, payload::text, prev_hash, hash
+     from job_events order by job_id, seq";
+
+/// One event as its hash covers it: `[kind, at, payload]`.
+pub(crate) struct EventChainRow {
+    pub cursor: i64,
+    pub job_id: i64,
+    pub seq: i64,
+    pub fields: [String; 3],
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
+}
+
+/// Calls `f` on every event, per job in seq order (streamed).
+pub(crate) fn for_each_chain_row(
+    client: &mut impl postgres::GenericClient,
+    mut f: impl FnMut(EventChainRow),
+) -> Result<()> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut rows = client.query_raw(EVENT_CHAIN, std::iter::empty::<i64>())?;
+    while let Some(r) = rows.next()? {
+        let t = |i: usize| r.get::<_, Option<String>>(i).unwrap_or_default();
+        f(EventChainRow {
+            cursor: r.get(0),
+            job_id: r.get(1),
+            seq: r.get(2),
+            fields: [t(3), t(4), t(5)],
+            prev_hash: r.get(6),
+            hash: r.get(7),
+        });
+    }
+    Ok(())
+}

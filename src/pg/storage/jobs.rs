@@ -471,4 +471,137 @@ pub(crate) fn recover(
         ],
     )?;
     row.map(|r| last_event(&r)).transpose()
+
+// ---- doctor checks and copy: the rows' rules (migrations) restated as queries that list
+// offenders, and each table's copy statements
+
+use super::{err, warn, Bind, PgCheck, TableSql};
+
+const JOBS_STATE: &str =
+    "select id::text, 'state ' || quote_nullable(state) || ' is not a job state'
+     from jobs where state is null or not state = any($1::text[])";
+
+const JOBS_TIMESTAMPS: &str = "select id::text, d from (select id, case
+       when created_at is null or created_at !~ $1::text or updated_at is null or updated_at !~ $1::text
+         or coalesce(started_at, created_at) !~ $1::text or coalesce(heartbeat_at, created_at) !~ $1::text
+         or coalesce(finished_at, created_at) !~ $1::text or coalesce(checkpoint_at, created_at) !~ $1::text
+         then 'a timestamp is not fixed-width utc text'
+       when (state in ('completed', 'failed', 'cancelled')) <> (finished_at is not null)
+         then 'state ' || state || (case when finished_at is null then ' without' else ' with' end) || ' finished_at'
+       when finished_at < created_at then 'finished before it was created'
+       when started_at < created_at then 'started before it was created'
+       when state in ('running', 'paused', 'completed') and started_at is null then 'state ' || state || ' without started_at'
+       when state = 'created' and (started_at is not null or heartbeat_at is not null or worker_id is not null)
+         then 'created with a start, heartbeat or worker'
+       when state = 'running' and (heartbeat_at is null or worker_id is null or attempt < 1)
+         then 'running without heartbeat, worker or attempt'
+       when (checkpoint is null) <> (checkpoint_at is null) then 'checkpoint and checkpoint_at disagree'
+     end as d from jobs where state = any($2::text[])) t where d is not null";
+
+const JOBS_OUTCOME: &str = "select id::text, d from (select id, case
+       when state <> 'completed' and result is not null then 'result on a ' || state || ' job'
+       when state = 'completed' and progress <> 100 then 'completed at progress ' || progress
+       when (state = 'failed') <> (error_code is not null) then 'error_code disagrees with state ' || state
+       when progress not between 0 and 100 then 'progress ' || progress || ' out of 0..100'
+       when attempt < 0 or recovery_count < 0 or max_retries < 0 then 'a negative counter'
+       when cancel_reason is not null and state <> 'cancelled' then 'cancel_reason on a ' || state || ' job'
+       when cancel_reason is not null and octet_length(cancel_reason) not between 1 and 1000
+         then 'cancel_reason of ' || octet_length(cancel_reason) || ' bytes'
+     end as d from jobs where state = any($1::text[])) t where d is not null";
+
+const JOBS_JSON: &str = "select id::text, d from (select id, case
+       when input is null then 'input is null'
+       when tags is null or jsonb_typeof(tags) <> 'array' then 'tags is not a json array'
+       when jsonb_array_length(tags) > 32 then 'more than 32 tags'
+     end as d from jobs) t where d is not null";
+
+const JOBS_PARENT: &str = "select j.id::text, 'parent_id ' || j.parent_id || ' names no job'
+     from jobs j where j.parent_id is not null and not exists (select 1 from jobs p where p.id = j.parent_id)";
+
+const JOBS_STALE: &str =
+    "select id::text, 'running, last heartbeat ' || heartbeat_at || ' (needs the supervisor)'
+     from jobs where state = 'running' and heartbeat_at < $1::text";
+
+const AUDIT_ROWS: &str = "select id::text, d from (select id, case
+       when detail is null or json_typeof(detail) <> 'object' then 'detail is not a json object'
+       when at is null or at !~ $1::text then 'a timestamp is not fixed-width utc text'
+       when hash is null or hash !~ '^[0-9a-f]{64}$' then 'hash is not 64 hex digits'
+     end as d from audit_log) t where d is not null";
+
+/// This module's doctor checks.
+pub(crate) const CHECKS: &[PgCheck] = &[
+    err("state", "jobs", JOBS_STATE, &[Bind::JobStates]),
+    err(
+        "timestamps",
+        "jobs",
+        JOBS_TIMESTAMPS,
+        &[Bind::Ts, Bind::JobStates],
+    ),
+    err("outcome", "jobs", JOBS_OUTCOME, &[Bind::JobStates]),
+    err("json", "jobs", JOBS_JSON, &[]),
+    err("foreign_key", "jobs", JOBS_PARENT, &[]),
+    warn("stale_job", "jobs", JOBS_STALE, &[Bind::StaleBefore]),
+    err("json", "audit_log", AUDIT_ROWS, &[Bind::Ts]),
+];
+
+/// This module's tables, for copy and doctor.
+pub(crate) const TABLES: &[TableSql] = &[
+    TableSql {
+        table: "jobs",
+        any_row: "select exists (select 1 from jobs)",
+        lock: "lock table jobs in exclusive mode",
+        copy_in: "copy jobs (id, user_id, kind, state, input, result, error_code, error_message, progress, step, checkpoint, checkpoint_at, tags, parent_id, timeout_ms, max_retries, attempt, worker_id, recovery_count, created_at, updated_at, started_at, heartbeat_at, finished_at, cancel_reason) from stdin",
+        sequence: "select coalesce(max(id), 0)::bigint,
+             coalesce(pg_sequence_last_value(pg_get_serial_sequence('jobs', 'id')), 0)::bigint from jobs",
+        set_sequence: "select setval(pg_get_serial_sequence('jobs', 'id'), $1::bigint)",
+    },
+    TableSql {
+        table: "audit_log",
+        any_row: "select exists (select 1 from audit_log)",
+        lock: "lock table audit_log in exclusive mode",
+        copy_in: "copy audit_log (id, entity, entity_id, action, actor, at, detail, hash) from stdin",
+        sequence: "select coalesce(max(id), 0)::bigint,
+             coalesce(pg_sequence_last_value(pg_get_serial_sequence('audit_log', 'id')), 0)::bigint from audit_log",
+        set_sequence: "select setval(pg_get_serial_sequence('audit_log', 'id'), $1::bigint)",
+    },
+];
+
+const MISSING: &str = "select x from unnest($1::bigint[]) x
+     where not exists (select 1 from jobs where id = x) order by x";
+
+/// Which of `ids` name no job.
+pub(crate) fn missing(client: &mut impl postgres::GenericClient, ids: &[i64]) -> Result<Vec<i64>> {
+    Ok(client
+        .query(MISSING, &[&ids])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+const AUDIT_CHAIN: &str =
+    "select id, entity, entity_id, action, actor, at, detail::text, hash from audit_log order by id";
+
+/// One audit row as its hash covers it: `[entity, entity_id, action, actor, at, detail]`.
+pub(crate) struct AuditChainRow {
+    pub id: i64,
+    pub fields: [String; 6],
+    pub hash: Option<String>,
+}
+
+/// Calls `f` on every audit row in id order (streamed).
+pub(crate) fn for_each_audit_row(
+    client: &mut impl postgres::GenericClient,
+    mut f: impl FnMut(AuditChainRow),
+) -> Result<()> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut rows = client.query_raw(AUDIT_CHAIN, std::iter::empty::<i64>())?;
+    while let Some(r) = rows.next()? {
+        let t = |i: usize| r.get::<_, Option<String>>(i).unwrap_or_default();
+        f(AuditChainRow {
+            id: r.get(0),
+            fields: [t(1), t(2), t(3), t(4), t(5), t(6)],
+            hash: r.get(7),
+        });
+    }
+    Ok(())
 }

@@ -87,3 +87,122 @@ pub(crate) fn corrupt(table: &'static str, id: &str, column: &str, reason: Strin
         reason,
     }
 }
+
+// ---- what doctor and copy know of each table
+
+pub(crate) use crate::storage::check::Severity;
+
+/// A value a doctor check binds, in the order its `binds` lists them (`$1`, `$2`...).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Bind {
+    /// The instant leases are judged against (text).
+    Now,
+    /// A heartbeat older than this is stale (text).
+    StaleBefore,
+    /// A claim older than this is stuck (text).
+    ClaimBefore,
+    /// [`crate::events::BACKLOG`] (bigint).
+    Backlog,
+    /// The canonical timestamp shape, a regular expression (text).
+    Ts,
+    /// The job machine's states (text[]).
+    JobStates,
+    /// The run machine's statuses (text[]).
+    RunStatuses,
+    /// A run's scopes (text[]).
+    Scopes,
+    /// A run's trigger kinds (text[]).
+    Triggers,
+    /// The slot machine's statuses (text[]).
+    SlotStatuses,
+    /// The misfire policies (text[]).
+    Misfires,
+}
+
+/// One doctor row check: a query listing `(row_id text, detail text)` per offending row.
+#[derive(Debug)]
+pub(crate) struct PgCheck {
+    /// The check's name (shared with SQLite's doctor where the rule is the same).
+    pub name: &'static str,
+    /// How bad its findings are.
+    pub severity: Severity,
+    /// The table it reads.
+    pub table: &'static str,
+    /// The query.
+    pub sql: &'static str,
+    /// What `$1`, `$2`... are.
+    pub binds: &'static [Bind],
+}
+
+pub(crate) const fn err(
+    name: &'static str,
+    table: &'static str,
+    sql: &'static str,
+    binds: &'static [Bind],
+) -> PgCheck {
+    PgCheck {
+        name,
+        severity: Severity::Error,
+        table,
+        sql,
+        binds,
+    }
+}
+
+pub(crate) const fn warn(
+    name: &'static str,
+    table: &'static str,
+    sql: &'static str,
+    binds: &'static [Bind],
+) -> PgCheck {
+    PgCheck {
+        name,
+        severity: Severity::Warning,
+        table,
+        sql,
+        binds,
+    }
+}
+
+/// Every table's row checks.
+pub(crate) fn checks() -> impl Iterator<Item = &'static PgCheck> {
+    [
+        jobs::CHECKS,
+        job_events::CHECKS,
+        ingest_runs::CHECKS,
+        schedules::CHECKS,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// What copy and doctor run on one table as a whole.
+#[derive(Debug)]
+pub(crate) struct TableSql {
+    /// The table.
+    pub table: &'static str,
+    /// `select exists (select 1 from T)`.
+    pub any_row: &'static str,
+    /// `lock table T in exclusive mode`: no other writer until the copy commits.
+    pub lock: &'static str,
+    /// `copy T (columns) from stdin`: every column, ids included (COPY writes identity
+    /// columns as given).
+    pub copy_in: &'static str,
+    /// The largest id (0 when empty) and the identity sequence's last value (0 when none
+    /// was handed out).
+    pub sequence: &'static str,
+    /// Moves the identity sequence to `$1` (the next id is `$1 + 1`).
+    pub set_sequence: &'static str,
+}
+
+/// Every table of the PostgreSQL schema, parents before children.
+pub(crate) fn tables() -> impl Iterator<Item = &'static TableSql> {
+    [
+        jobs::TABLES,
+        job_events::TABLES,
+        ingest_runs::TABLES,
+        schedules::TABLES,
+    ]
+    .into_iter()
+    .flatten()
+}

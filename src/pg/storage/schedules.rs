@@ -246,3 +246,97 @@ pub(crate) fn get_slot(tx: &mut Tx<'_>, id: i64) -> Result<Slot> {
         None => Err(Error::not_found("due_run", id)),
     }
 }
+
+// ---- doctor checks and copy
+
+use super::{err, warn, Bind, PgCheck, TableSql};
+
+const SLOTS_STATE: &str =
+    "select id::text, 'status ' || quote_nullable(status) || ' is not a slot status' from due_runs
+     where status is null or not status = any($1::text[])";
+
+const SLOTS_TIMESTAMPS: &str = "select id::text, d from (select id, case
+       when due_at is null or due_at !~ $1::text or created_at is null or created_at !~ $1::text
+         or coalesce(claimed_at, created_at) !~ $1::text or coalesce(finished_at, created_at) !~ $1::text
+         then 'a timestamp is not fixed-width utc text'
+       when (status in ('fired', 'skipped', 'failed')) <> (finished_at is not null)
+         then 'status ' || status || (case when finished_at is null then ' without' else ' with' end) || ' finished_at'
+       when (claimed_at is null) <> (claimed_by is null) then 'claimed_at disagrees with claimed_by'
+       when status = 'pending' and claimed_at is not null then 'pending with a claim'
+       when status in ('claimed', 'fired', 'failed') and claimed_at is null then 'status ' || status || ' without a claim'
+       when created_at < due_at then 'materialized before it was due'
+       when claimed_at < created_at or finished_at < created_at or finished_at < claimed_at
+         then 'times out of order'
+     end as d from due_runs where status = any($2::text[])) t where d is not null";
+
+const SLOTS_OUTCOME: &str = "select id::text, d from (select id, case
+       when run_ids is null or jsonb_typeof(run_ids) <> 'array' then 'run_ids is not a json array'
+       when exists (select 1 from jsonb_array_elements(run_ids) r where jsonb_typeof(r) <> 'number')
+         then 'run_ids holds a non-integer'
+       when status not in ('fired', 'skipped', 'failed') and (run_ids <> '[]' or outcome_code is not null)
+         then 'outcome on a ' || status || ' slot'
+       when status = 'fired' and (jsonb_array_length(run_ids) = 0 or outcome_code is not null)
+         then 'fired without runs or with an outcome code'
+       when (status in ('skipped', 'failed')) <> (outcome_code is not null)
+         then 'outcome_code disagrees with status ' || status
+     end as d from due_runs where status = any($1::text[])) t where d is not null";
+
+const SLOTS_STUCK: &str = "select id::text, 'claimed at ' || claimed_at || ' by ' || claimed_by || ' and never recorded (needs a tick)'
+     from due_runs where status = 'claimed' and claimed_at < $1::text";
+
+const SLOTS_SCHEDULE: &str =
+    "select d.id::text, 'schedule_id ' || d.schedule_id || ' names no schedule'
+     from due_runs d where not exists (select 1 from schedules s where s.id = d.schedule_id)";
+
+const SCHEDULES_ROWS: &str = "select id::text, d from (select id, case
+       when misfire is null or not misfire = any($1::text[])
+         then 'misfire ' || quote_nullable(misfire) || ' is not a misfire policy'
+       when enabled is null then 'enabled is null'
+       when created_at !~ $2::text or updated_at !~ $2::text or coalesce(last_due_at, created_at) !~ $2::text
+         or coalesce(next_due_at, created_at) !~ $2::text
+         then 'a timestamp is not fixed-width utc text'
+       when updated_at < created_at then 'updated before it was created'
+       when next_due_at <= last_due_at then 'next_due_at is not after last_due_at'
+     end as d from schedules) t where d is not null";
+
+/// This module's doctor checks.
+pub(crate) const CHECKS: &[PgCheck] = &[
+    err("state", "due_runs", SLOTS_STATE, &[Bind::SlotStatuses]),
+    err(
+        "timestamps",
+        "due_runs",
+        SLOTS_TIMESTAMPS,
+        &[Bind::Ts, Bind::SlotStatuses],
+    ),
+    err("outcome", "due_runs", SLOTS_OUTCOME, &[Bind::SlotStatuses]),
+    err("foreign_key", "due_runs", SLOTS_SCHEDULE, &[]),
+    warn("stuck_slot", "due_runs", SLOTS_STUCK, &[Bind::ClaimBefore]),
+    err(
+        "state",
+        "schedules",
+        SCHEDULES_ROWS,
+        &[Bind::Misfires, Bind::Ts],
+    ),
+];
+
+/// This module's tables, for copy and doctor (schedules before their slots).
+pub(crate) const TABLES: &[TableSql] = &[
+    TableSql {
+        table: "schedules",
+        any_row: "select exists (select 1 from schedules)",
+        lock: "lock table schedules in exclusive mode",
+        copy_in: "copy schedules (id, name, pipeline, scope, rule, zone, enabled, misfire, last_due_at, next_due_at, created_at, updated_at) from stdin",
+        sequence: "select coalesce(max(id), 0)::bigint,
+             coalesce(pg_sequence_last_value(pg_get_serial_sequence('schedules', 'id')), 0)::bigint from schedules",
+        set_sequence: "select setval(pg_get_serial_sequence('schedules', 'id'), $1::bigint)",
+    },
+    TableSql {
+        table: "due_runs",
+        any_row: "select exists (select 1 from due_runs)",
+        lock: "lock table due_runs in exclusive mode",
+        copy_in: "copy due_runs (id, schedule_id, due_at, status, created_at, claimed_at, claimed_by, finished_at, run_ids, outcome_code, outcome_message) from stdin",
+        sequence: "select coalesce(max(id), 0)::bigint,
+             coalesce(pg_sequence_last_value(pg_get_serial_sequence('due_runs', 'id')), 0)::bigint from due_runs",
+        set_sequence: "select setval(pg_get_serial_sequence('due_runs', 'id'), $1::bigint)",
+    },
+];

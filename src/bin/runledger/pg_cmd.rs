@@ -1,0 +1,96 @@
+//! `--db postgres://...`: the commands that work on a PostgreSQL ledger
+//! (`runledger::pg`, feature `postgres`): `doctor`, `init`, `jobs show|events|cancel`. Any
+//! other command is refused with the list, never run on a file named like the URL.
+
+use crate::output::{CliResult, Failure};
+
+/// What `--db postgres://...` supports.
+pub const SUPPORTED: &str = "doctor, init, jobs show|events|cancel (and copy --to)";
+
+/// Whether `--db` names a PostgreSQL ledger rather than a file.
+pub fn is_postgres(db: &std::path::Path) -> bool {
+    let s = db.to_string_lossy();
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+/// An `INVALID_INPUT` failure (exit 2, a usage error).
+pub fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: "INVALID_INPUT".into(),
+        message: message.into(),
+        exit: crate::output::exit_code("INVALID_INPUT"),
+    }
+}
+
+/// The refusal of a command that does not run on PostgreSQL.
+pub fn unsupported(command: &str) -> Failure {
+    crate::pg_cmd::usage(
+        format!("`{command}` does not run on a PostgreSQL ledger yet; with --db postgres://... runledger supports: {SUPPORTED}"),
+    )
+}
+
+#[cfg(not(feature = "postgres"))]
+pub(crate) fn run(_url: &str, command: crate::Command, _out: crate::output::Out) -> CliResult {
+    if !matches!(
+        command,
+        crate::Command::Doctor(_) | crate::Command::Init | crate::Command::Jobs { .. }
+    ) {
+        return Err(unsupported(command_name(&command)));
+    }
+    Err(crate::pg_cmd::usage(
+        format!("this runledger was built without the `postgres` feature: --db postgres://... is not available (built with it, runledger supports: {SUPPORTED})"),
+    ))
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) fn run(url: &str, command: crate::Command, out: crate::output::Out) -> CliResult {
+    use crate::Command;
+    use runledger::pg::PgEngine;
+
+    let name = command_name(&command);
+    let engine = match command {
+        Command::Doctor(_) | Command::Init | Command::Jobs { .. } => PgEngine::open(url)?,
+        _ => return Err(unsupported(name)),
+    };
+    match command {
+        Command::Doctor(_) => crate::doctor::print(
+            runledger::pg::doctor::check(&engine, &runledger::doctor::DoctorOptions::default())?,
+            out,
+        ),
+        Command::Init => {
+            let version = engine.schema_version()?;
+            if out.json {
+                out.json(&serde_json::json!({"database": "postgres", "schemaVersion": version}));
+            } else {
+                println!("database: postgres");
+                println!("schema version: {version}");
+            }
+            Ok(())
+        }
+        Command::Jobs { cmd } => crate::jobs::jobs_pg(&engine, out, cmd),
+        _ => Err(unsupported(name)),
+    }
+}
+
+/// The command's name as typed.
+fn command_name(command: &crate::Command) -> &'static str {
+    use crate::Command;
+    match command {
+        Command::Init => "init",
+        Command::Doctor(_) => "doctor",
+        Command::Jobs { .. } => "jobs",
+        Command::Runs { .. } => "runs",
+        Command::Preflight(_) => "preflight",
+        Command::Probes { .. } => "probes",
+        Command::Supervise(_) => "supervise",
+        Command::Schedule { .. } => "schedule",
+        Command::Serve(_) => "serve",
+        Command::Runbook(_) => "runbook",
+        Command::Backup(_) => "backup",
+        Command::Raw { .. } => "raw",
+        Command::Demo(_) => "demo",
+        Command::Flex { .. } => "flex",
+        Command::Config { .. } => "config",
+        Command::Copy(_) => "copy",
+    }
+}

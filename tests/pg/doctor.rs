@@ -1,0 +1,360 @@
+//! `runledger::pg::doctor`: clean on a fresh and a busy ledger; each kind of damage a
+//! superuser can plant by raw SQL (a trigger disabled or added, a constraint dropped or
+//! `NOT VALID`, rows rewritten in replica mode) reported under its check's name.
+
+use std::time::Duration;
+
+use runledger::doctor::{DoctorOptions, DoctorReport, Severity};
+use runledger::pg::{doctor, PgEngine};
+use runledger::{NewJob, RunStatus, Scope, ScopeSelector, TriggerKind};
+use serde_json::json;
+
+use crate::common::TestDb;
+
+/// A ledger with rows of every kind: jobs in five states with events and an audit row, runs
+/// started, finished, failed and blocked, a schedule with pending, fired and skipped slots.
+pub fn busy(engine: &PgEngine) {
+    let jobs = engine.jobs();
+    let new = |n: i64| {
+        NewJob::new(
+            "u1",
+            "report",
+            json!({"n": n, "text": "tab\tline\nquote\"\\"}),
+        )
+    };
+    jobs.create(&NewJob::new("u1", "later", json!({"n": 1})))
+        .unwrap(); // stays created
+    let running = jobs.create(&new(2)).unwrap();
+    let claim = jobs.claim("node-a/w1", &["report"]).unwrap().unwrap();
+    assert_eq!(claim.id(), running.id);
+    jobs.progress(&claim, 40, Some("half")).unwrap();
+    jobs.create(&new(3)).unwrap();
+    let claim = jobs.claim("node-a/w1", &["report"]).unwrap().unwrap();
+    jobs.complete(&claim, &json!({"ok": true})).unwrap();
+    jobs.create(&new(4)).unwrap();
+    let claim = jobs.claim("node-a/w2", &["report"]).unwrap().unwrap();
+    jobs.fail(&claim, "UPSTREAM", "503 from the feed").unwrap();
+    let cancelled = jobs.create(&new(5)).unwrap();
+    jobs.cancel(cancelled.id, "ops", Some("not needed"))
+        .unwrap();
+
+    let runs = engine.runs();
+    let lease = Duration::from_secs(600);
+    runs.start("feed", Scope::Targets, TriggerKind::Manual, None, lease)
+        .unwrap();
+    let blocked = runs.start("feed", Scope::Targets, TriggerKind::Manual, None, lease);
+    assert_eq!(blocked.unwrap_err().code(), "RUN_ALREADY_ACTIVE");
+    let done = runs
+        .start(
+            "feed",
+            Scope::Universe,
+            TriggerKind::Manual,
+            Some("acct-1"),
+            lease,
+        )
+        .unwrap();
+    runs.finish(done, RunStatus::Success, None, &json!({"rows": 12}))
+        .unwrap();
+
+    let schedules = engine.schedules();
+    let rule = "every 15m".parse().unwrap();
+    let zone = "Europe/Zurich".parse().unwrap();
+    let s = schedules
+        .create("feed-15m", "feed", ScopeSelector::Targets, &rule, &zone)
+        .unwrap();
+    let now = engine.now();
+    schedules
+        .materialize(s, now - Duration::from_secs(1800))
+        .unwrap()
+        .unwrap();
+    schedules
+        .materialize(s, now - Duration::from_secs(900))
+        .unwrap()
+        .unwrap();
+    let claims = schedules.claim_due("ticker-1", 2).unwrap();
+    assert_eq!(claims.len(), 2);
+    let fired = runs
+        .start_for_slot(
+            "feed",
+            Scope::Universe,
+            TriggerKind::Schedule,
+            None,
+            lease,
+            Some(claims[0].slot_id),
+        )
+        .unwrap();
+    runs.finish(
+        fired,
+        RunStatus::Failed,
+        Some(("UPSTREAM", "503")),
+        &json!({}),
+    )
+    .unwrap();
+    schedules.fired(&claims[0], &[fired]).unwrap();
+    schedules
+        .skipped(&claims[1], "PIPELINE_NOT_HERE", Some("no such pipeline"))
+        .unwrap();
+    schedules.materialize(s, now).unwrap().unwrap(); // pending
+}
+
+fn report(engine: &PgEngine) -> DoctorReport {
+    doctor::check(engine, &DoctorOptions::default()).unwrap()
+}
+
+/// The `(check, detail)` of every anomaly.
+fn found(report: &DoctorReport) -> Vec<(String, String)> {
+    report
+        .anomalies
+        .iter()
+        .map(|a| (a.check.to_string(), a.detail.clone()))
+        .collect()
+}
+
+fn has(report: &DoctorReport, check: &str, detail_part: &str) -> bool {
+    report
+        .anomalies
+        .iter()
+        .any(|a| a.check == check && a.detail.contains(detail_part))
+}
+
+#[test]
+fn pg_doctor_is_clean_on_a_fresh_and_a_busy_ledger() {
+    let Some(db) = TestDb::new("doctor_clean") else {
+        return;
+    };
+    let (engine, _clock) = db.engine_at("2026-11-22T11:30:00.000Z");
+    let fresh = report(&engine);
+    assert!(fresh.is_clean(), "{:#?}", fresh.anomalies);
+    for check in [
+        "schema_object",
+        "immutable_guard",
+        "migration_history",
+        "audit_chain",
+        "event_chain",
+        "run_lock",
+        "sequence",
+        "stale_job",
+    ] {
+        assert!(
+            fresh.checks.contains(&check),
+            "{check} in {:?}",
+            fresh.checks
+        );
+    }
+    assert_eq!(fresh.schema_version, runledger::pg::known_schema_version());
+    busy(&engine);
+    let busy = report(&engine);
+    assert!(busy.is_clean(), "{:#?}", busy.anomalies);
+    // read-only: nothing of the reference schema is left behind
+    let mut raw = db.raw;
+    let left: i64 = raw
+        .query_one(
+            "select count(*) from pg_namespace where nspname = 'runledger_doctor_reference'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn pg_doctor_warns_of_expired_leases_stale_heartbeats_and_stuck_claims() {
+    let Some(db) = TestDb::new("doctor_warn") else {
+        return;
+    };
+    let (engine, clock) = db.engine_at("2026-11-22T11:30:00.000Z");
+    busy(&engine);
+    let schedules = engine.schedules();
+    assert_eq!(schedules.claim_due("ticker-1", 5).unwrap().len(), 1);
+    clock.advance(Duration::from_secs(3600));
+    let r = report(&engine);
+    assert!(r.errors().next().is_none(), "{:#?}", r.anomalies);
+    let mut warned: Vec<&str> = r.warnings().map(|a| a.check).collect();
+    warned.dedup();
+    assert_eq!(
+        warned,
+        ["abandoned_run", "stale_job", "stuck_slot"],
+        "{:#?}",
+        r
+    );
+}
+
+/// One kind of damage: the SQL a superuser runs on a busy ledger, and the check (and part
+/// of its detail) doctor must report.
+struct Damage {
+    name: &'static str,
+    sql: &'static str,
+    check: &'static str,
+    detail: &'static str,
+}
+
+const DAMAGE: &[Damage] = &[
+    Damage {
+        name: "trigger_disabled",
+        sql: "alter table jobs disable trigger jobs_state_machine",
+        check: "schema_object",
+        detail: "trigger jobs_state_machine is disabled",
+    },
+    Damage {
+        name: "guard_disabled",
+        sql: "alter table audit_log disable trigger audit_log_no_update",
+        check: "immutable_guard",
+        detail: "trigger audit_log_no_update is disabled",
+    },
+    Damage {
+        name: "guard_dropped",
+        sql: "drop trigger job_events_no_delete on job_events",
+        check: "immutable_guard",
+        detail: "trigger job_events_no_delete is missing",
+    },
+    Damage {
+        name: "trigger_replica",
+        sql: "alter table due_runs enable replica trigger due_runs_state_machine",
+        check: "schema_object",
+        detail: "fires only when session_replication_role is replica",
+    },
+    Damage {
+        name: "rogue_trigger",
+        sql: "create function rogue() returns trigger language plpgsql as $$ begin return new; end $$;
+              create trigger jobs_rogue before update on jobs for each row execute function rogue()",
+        check: "schema_object",
+        detail: "trigger jobs_rogue is not created by the migrations",
+    },
+    Damage {
+        name: "function_replaced",
+        sql: "create or replace function jobs_delete_terminal_only() returns trigger language plpgsql
+              as $$ begin return old; end $$",
+        check: "schema_object",
+        detail: "function jobs_delete_terminal_only() differs from the migrations",
+    },
+    Damage {
+        name: "constraint_dropped",
+        sql: "alter table jobs drop constraint jobs_progress_check;
+              set session_replication_role = replica;
+              update jobs set progress = 150 where state = 'created';
+              set session_replication_role = origin",
+        check: "outcome",
+        detail: "progress 150 out of 0..100",
+    },
+    Damage {
+        name: "constraint_dropped_object",
+        sql: "alter table jobs drop constraint jobs_progress_check",
+        check: "schema_object",
+        detail: "constraint jobs.jobs_progress_check is missing",
+    },
+    Damage {
+        name: "constraint_not_valid",
+        sql: "alter table jobs drop constraint jobs_progress_check;
+              alter table jobs add constraint jobs_progress_check check (progress between 0 and 100) not valid",
+        check: "schema_object",
+        detail: "NOT VALID",
+    },
+    Damage {
+        name: "index_dropped",
+        sql: "drop index ingest_runs_one_active;
+              insert into ingest_runs (pipeline, scope, trigger, lock_key, started_at, lease_expires_at)
+              values ('feed', 'targets', 'manual', 'feed:targets', '2026-11-22T11:30:00.000Z', '2026-11-22T12:30:00.000Z')",
+        check: "run_lock",
+        detail: "2 started runs hold this lock",
+    },
+    Damage {
+        name: "audit_tampered",
+        sql: "set session_replication_role = replica;
+              update audit_log set actor = 'mallory';
+              set session_replication_role = origin",
+        check: "audit_chain",
+        detail: "the hash chain breaks here",
+    },
+    Damage {
+        name: "event_tampered",
+        sql: "set session_replication_role = replica;
+              update job_events set payload = '{\"forged\": true}' where job_id = 3 and seq = 2;
+              set session_replication_role = origin",
+        check: "event_chain",
+        detail: "the hash chain of job 3 breaks at seq 2",
+    },
+    Damage {
+        name: "event_deleted",
+        sql: "set session_replication_role = replica;
+              delete from job_events where job_id = 3 and seq = 2;
+              set session_replication_role = origin",
+        check: "event_seq",
+        detail: "kept seqs 1..",
+    },
+    Damage {
+        name: "event_orphan",
+        sql: "set session_replication_role = replica;
+              delete from jobs where id = 4;
+              set session_replication_role = origin",
+        check: "event_orphan",
+        detail: "events of a job that does not exist",
+    },
+    Damage {
+        name: "sequence_behind",
+        sql: "select setval(pg_get_serial_sequence('jobs', 'id'), 1)",
+        check: "sequence",
+        detail: "behind the largest id 5",
+    },
+    Damage {
+        name: "history_edited",
+        sql: "update refinery_schema_history set checksum = '1'",
+        check: "migration_history",
+        detail: "with checksum 1",
+    },
+    Damage {
+        name: "column_added",
+        sql: "alter table ingest_runs add column note text",
+        check: "schema_object",
+        detail: "column ingest_runs.note is not created by the migrations",
+    },
+];
+
+#[test]
+fn pg_doctor_reports_each_kind_of_damage_by_its_check() {
+    if TestDb::new("doctor_probe").is_none() {
+        return;
+    }
+    for d in DAMAGE {
+        let mut db = TestDb::new(&format!("doctor_{}", d.name)).unwrap();
+        let (engine, _clock) = db.engine_at("2026-11-22T11:30:00.000Z");
+        busy(&engine);
+        assert!(report(&engine).is_clean(), "{}: clean before", d.name);
+        db.raw
+            .batch_execute(d.sql)
+            .unwrap_or_else(|e| panic!("{}: {e}", d.name));
+        let r = report(&engine);
+        assert!(
+            has(&r, d.check, d.detail),
+            "{}: expected {} ({}), found {:#?}",
+            d.name,
+            d.check,
+            d.detail,
+            found(&r)
+        );
+        assert!(
+            r.anomalies
+                .iter()
+                .filter(|a| a.check == d.check)
+                .all(|a| a.severity == Severity::Error),
+            "{}",
+            d.name
+        );
+        let _ = db.exec("select 1");
+    }
+}
+
+#[test]
+fn pg_doctor_survives_a_dropped_table_and_says_which_checks_could_not_run() {
+    let Some(mut db) = TestDb::new("doctor_dropped") else {
+        return;
+    };
+    let (engine, _clock) = db.engine_at("2026-11-22T11:30:00.000Z");
+    busy(&engine);
+    db.exec("drop table due_runs").unwrap();
+    let r = report(&engine);
+    assert!(
+        has(&r, "schema_object", "table due_runs is missing"),
+        "{r:#?}"
+    );
+    assert!(has(&r, "stuck_slot", "check could not run"), "{r:#?}");
+}
