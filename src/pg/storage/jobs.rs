@@ -471,6 +471,7 @@ pub(crate) fn recover(
         ],
     )?;
     row.map(|r| last_event(&r)).transpose()
+}
 
 // ---- doctor checks and copy: the rows' rules (migrations) restated as queries that list
 // offenders, and each table's copy statements
