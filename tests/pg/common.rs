@@ -110,6 +110,31 @@ pub fn spawn_child(test: &str, envs: &[(&str, String)]) -> std::process::Child {
     cmd.spawn().unwrap()
 }
 
+/// Waits for a child of [`spawn_child`], fails the test unless it succeeded (printing what
+/// it wrote), and returns its standard output.
+pub fn finish_child(mut child: std::process::Child) -> String {
+    use std::io::Read;
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "a child process failed:\n{out}\n{err}"
+    );
+    out
+}
+
 /// Whether this process is a child started by [`spawn_child`].
 pub fn is_child() -> bool {
     std::env::var_os("RUNLEDGER_CHILD").is_some()

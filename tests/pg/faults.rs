@@ -2,14 +2,13 @@
 //! server restart does to a client, without restarting the server other tests use), and
 //! kill -9 of a node process mid-run, with every invariant checked in SQL afterwards.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use runledger::pg::PgEngine;
 use runledger::{JobState, NewJob, RunStatus, Scope, SupervisorOptions, TriggerKind};
 use serde_json::json;
 
-use crate::common::{is_child, spawn_child, TestDb};
+use crate::common::{finish_child, is_child, spawn_child, TestDb};
 
 /// The backend of the connection blocked behind `holder`'s locks, once it is waiting.
 fn blocked_behind(db: &mut TestDb, holder: i32) -> i32 {
@@ -198,25 +197,8 @@ fn pg_kill_9_of_a_node_mid_run_leaves_every_invariant_intact() {
     let mut victim = children.remove(0);
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
-    for mut child in children {
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        assert!(
-            child.wait().unwrap().success(),
-            "a surviving node failed:\n{out}\n{err}"
-        );
+    for child in children {
+        finish_child(child);
     }
     let violations = invariant_violations(&mut db);
     assert!(violations.iter().all(|(_, n)| *n == 0), "{violations:?}");

@@ -2,14 +2,13 @@
 //! once, at most one started run per lock key at any time, each due slot fired once.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::Duration;
 
 use runledger::pg::PgEngine;
 use runledger::{NewJob, RunStatus, Scope, TriggerKind};
 use serde_json::json;
 
-use crate::common::{is_child, spawn_child, TestDb};
+use crate::common::{finish_child, is_child, spawn_child, TestDb};
 
 const NODES: usize = 4;
 const JOBS: usize = 120;
@@ -117,25 +116,8 @@ fn pg_several_nodes_share_one_ledger() {
     let mut jobs: BTreeMap<i64, usize> = BTreeMap::new();
     let mut slots: BTreeMap<i64, usize> = BTreeMap::new();
     let mut runs = 0;
-    for mut child in children {
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(
-            child.wait().unwrap().success(),
-            "a node failed:\n{out}\n{err}"
-        );
+    for child in children {
+        let out = finish_child(child);
         // the harness's "test ... " prefix may share a line with the first record
         let words: Vec<&str> = out.split_whitespace().collect();
         for pair in words.windows(2) {

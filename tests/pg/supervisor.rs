@@ -2,7 +2,6 @@
 //! several supervisors (processes standing in for nodes) rescuing each stalled job once.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::Duration;
 
 use runledger::pg::PgEngine;
@@ -12,7 +11,7 @@ use runledger::{
 };
 use serde_json::{json, Value};
 
-use crate::common::{is_child, spawn_child, TestDb};
+use crate::common::{finish_child, is_child, spawn_child, TestDb};
 
 const T0: &str = "2026-11-20T10:00:00.000Z";
 
@@ -308,25 +307,8 @@ fn pg_supervisors_on_every_node_rescue_each_stalled_job_once() {
         .collect();
     let mut recovered: BTreeMap<i64, usize> = BTreeMap::new();
     let mut by_node = Vec::new();
-    for mut child in children {
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(
-            child.wait().unwrap().success(),
-            "a node failed:\n{out}\n{err}"
-        );
+    for child in children {
+        let out = finish_child(child);
         let words: Vec<&str> = out.split_whitespace().collect();
         let mut mine = 0;
         for w in words.windows(2) {

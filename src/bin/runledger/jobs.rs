@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use runledger::{Engine, Job, JobState, RecoveryPolicy, Supervisor, SupervisorOptions};
+use runledger::{Engine, Event, Job, JobState, RecoveryPolicy, Supervisor, SupervisorOptions};
 
 use crate::output::{clip, opt, ts, CliResult, Out, Table};
 
@@ -118,26 +118,11 @@ pub fn jobs(engine: &Engine, out: Out, cmd: JobsCmd) -> CliResult {
             return Ok(());
         }
         JobsCmd::Show { id } => {
-            let job = jobs.get(id)?;
-            if out.json {
-                out.json(&job);
-            } else {
-                print_job(&job);
-            }
+            show_job(out, &jobs.get(id)?);
             return Ok(());
         }
         JobsCmd::Events { id, after, limit } => {
-            let events = engine.events().since(id, after, limit)?;
-            let mut t = Table::new(&["seq", "at", "kind", "payload"]);
-            for e in &events {
-                t.row(vec![
-                    e.seq.to_string(),
-                    e.at.to_string(),
-                    e.kind.as_str().into(),
-                    clip(&e.payload.to_string(), 90),
-                ]);
-            }
-            out.listing(&t, &events);
+            list_events(out, &engine.events().since(id, after, limit)?);
             return Ok(());
         }
         JobsCmd::Pause { id } => jobs.pause(id, ACTOR)?,
@@ -261,6 +246,29 @@ pub fn supervise(
     Ok(())
 }
 
+/// `jobs show`: one job, as JSON or as text.
+fn show_job(out: Out, job: &Job) {
+    if out.json {
+        out.json(job);
+    } else {
+        print_job(job);
+    }
+}
+
+/// `jobs events`: a job's events, as a table or JSON.
+fn list_events(out: Out, events: &[Event]) {
+    let mut t = Table::new(&["seq", "at", "kind", "payload"]);
+    for e in events {
+        t.row(vec![
+            e.seq.to_string(),
+            e.at.to_string(),
+            e.kind.as_str().into(),
+            clip(&e.payload.to_string(), 90),
+        ]);
+    }
+    out.listing(&t, events);
+}
+
 /// `jobs show|events|cancel` on a PostgreSQL ledger (`--db postgres://...`); the other
 /// subcommands are refused with what is supported.
 #[cfg(feature = "postgres")]
@@ -268,26 +276,11 @@ pub fn jobs_pg(engine: &runledger::pg::PgEngine, out: Out, cmd: JobsCmd) -> CliR
     let jobs = engine.jobs();
     let changed = match cmd {
         JobsCmd::Show { id } => {
-            let job = jobs.get(id)?;
-            if out.json {
-                out.json(&job);
-            } else {
-                print_job(&job);
-            }
+            show_job(out, &jobs.get(id)?);
             return Ok(());
         }
         JobsCmd::Events { id, after, limit } => {
-            let events = engine.events().since(id, after, limit)?;
-            let mut t = Table::new(&["seq", "at", "kind", "payload"]);
-            for e in &events {
-                t.row(vec![
-                    e.seq.to_string(),
-                    e.at.to_string(),
-                    e.kind.as_str().into(),
-                    clip(&e.payload.to_string(), 90),
-                ]);
-            }
-            out.listing(&t, &events);
+            list_events(out, &engine.events().since(id, after, limit)?);
             return Ok(());
         }
         JobsCmd::Cancel { id, reason } => jobs.cancel(id, ACTOR, reason.as_deref())?,
