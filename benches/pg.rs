@@ -90,6 +90,16 @@ fn main() {
     let setup = PgEngine::open(&url).unwrap();
     let mut raw = Client::connect(&url, NoTls).unwrap();
     raw.batch_execute(PLAIN).unwrap();
+    // RUNLEDGER_BENCH_PG_DROP_NOTIFY=1: a diagnostic run without schema version 2's NOTIFY
+    // triggers, to show what the wake-ups cost (never how a ledger runs: doctor reports it)
+    if std::env::var_os("RUNLEDGER_BENCH_PG_DROP_NOTIFY").is_some() {
+        raw.batch_execute(
+            "drop trigger jobs_notify_created on jobs; drop trigger jobs_notify_requeued on jobs;
+             drop trigger job_events_notify on job_events",
+        )
+        .unwrap();
+        println!("(NOTIFY triggers dropped for this run)");
+    }
     let now = "2026-11-22T11:30:00.000Z";
     println!("claim+complete, {n} jobs per row, jobs/s (each worker its own connection)");
     println!(

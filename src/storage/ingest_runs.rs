@@ -629,10 +629,12 @@ pub(crate) const CHECKS: &[Check] = &[
 // ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_RUNS_CAPPED: &str = "select count(*) from (select 1 from ingest_runs
      where scope = :scope and status = :status limit :cap)";
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_RUNS_FAILED_NEWEST: &str =
     "select id, pipeline, scope, trigger, started_at, error_code, error_message,
        json_extract(meta_json, '$.blockedStage')

@@ -318,4 +318,5 @@ pub(crate) fn count_per_job(conn: &Connection) -> Result<Option<BTreeMap<i64, i6
 // ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_LAST_CURSOR: &str = "select coalesce(max(cursor), 0) from job_events";

@@ -929,17 +929,21 @@ pub(crate) const CHECKS: &[Check] = &[
 // ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_JOBS_WINDOW_STATES: &str = "select state, count(*) from
        (select state from jobs order by id desc limit :window) group by state";
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_JOBS_CREATED_CAPPED: &str =
     "select count(*) from (select 1 from jobs where state = 'created' limit :cap)";
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_JOBS_RUNNING_CAPPED: &str =
     "select count(*) from (select 1 from jobs where state = 'running' limit :cap)";
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_JOB_AUDIT: &str = "select action, actor, at, detail from audit_log
      where entity = 'job' and entity_id = :id order by id desc limit :limit";

@@ -688,15 +688,18 @@ pub(crate) const CHECKS: &[Check] = &[
 // ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_LAST_SLOT: &str = "select s.name, d.due_at, d.status, d.created_at
      from due_runs d join schedules s on s.id = d.schedule_id order by d.id desc limit 1";
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_SCHEDULE_LAST_SLOT: &str =
     "select due_at, status, outcome_code, outcome_message from due_runs
      where schedule_id = :id and status not in ('pending', 'claimed') order by due_at desc limit 1";
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_SCHEDULE_MISSED: &str = "select count(*) from (select 1 from due_runs
      where schedule_id = :id and status in ('skipped', 'failed') limit :cap)";
 

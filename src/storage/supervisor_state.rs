@@ -90,6 +90,7 @@ pub(crate) fn cleanup(conn: &Connection, name: &str) -> Result<bool> {
 // ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
+#[cfg(feature = "http")]
 pub(crate) const UI_SUPERVISORS: &str =
     "select name, last_tick_at, ticks, jobs_recovered, jobs_failed
      from supervisor_state order by last_tick_at desc limit 10";
