@@ -7,7 +7,7 @@ use super::engine::{PgEngine, Tx};
 use super::storage::job_events as events;
 use super::storage::jobs as store;
 use crate::clock::Timestamp;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{Event, EventPayload};
 use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob};
@@ -63,6 +63,35 @@ impl PgJobs<'_> {
     /// The job with this id.
     pub fn get(&self, id: i64) -> Result<Job> {
         self.engine.read(|tx| store::get_job(tx, id))
+    }
+
+    /// Jobs of any user matching every given filter (`None` matches all), newest first: the
+    /// twin of [`Jobs::list`](crate::Jobs::list).
+    pub fn list(
+        &self,
+        user_id: Option<&str>,
+        state: Option<JobState>,
+        kind: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        self.list_before(user_id, state, kind, None, limit)
+    }
+
+    /// [`PgJobs::list`] of the jobs with an id below `before` (`None`: from the newest): the
+    /// next page; the twin of [`Jobs::list_before`](crate::Jobs::list_before).
+    pub fn list_before(
+        &self,
+        user_id: Option<&str>,
+        state: Option<JobState>,
+        kind: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        if limit == 0 || limit > 10_000 {
+            return Err(Error::invalid("limit", "must be 1..=10000"));
+        }
+        self.engine
+            .read(|tx| store::list(tx, user_id, state, kind, before, limit))
     }
 
     /// Takes the oldest created job of `kinds` (of any kind if `kinds` is empty) for

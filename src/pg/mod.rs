@@ -6,7 +6,7 @@
 //! [`Event`](crate::Event), [`Run`](crate::run::Run), [`Slot`](crate::schedule::Slot),
 //! [`Error`](crate::Error) and its codes):
 //!
-//! - [`PgJobs`] (`engine.jobs()`): create, get, claim (`FOR UPDATE SKIP LOCKED`), heartbeat,
+//! - [`PgJobs`] (`engine.jobs()`): create, get, list, claim (`FOR UPDATE SKIP LOCKED`), heartbeat,
 //!   progress, complete, fail, cancel; every write of a worker fenced by its attempt;
 //! - [`PgEvents`] (`engine.events()`): the job's events after a `seq`;
 //! - [`PgRuns`] (`engine.runs()`): start under the single-active-run lock (a partial unique

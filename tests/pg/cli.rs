@@ -1,5 +1,5 @@
 //! The `runledger` binary on PostgreSQL: `--db postgres://...` for `doctor`, `init` and
-//! `jobs show|events|cancel`, `copy --from FILE.db --to postgres://...`, and every other
+//! `jobs list|show|events|cancel`, `copy --from FILE.db --to postgres://...`, and every other
 //! command refused with what is supported (never a file named like the URL).
 
 use std::path::Path;
@@ -115,6 +115,24 @@ fn pg_cli_copy_then_read_the_copied_jobs_and_refuse_the_rest() {
     let sqlite = runledger(dir.path(), &["--db", from, "--json", "jobs", "show", "1"]);
     assert_eq!(text(&sqlite.stdout), text(&out.stdout));
 
+    // the listing of the copied jobs, filtered and paged, reads the same on both sides
+    for args in [
+        vec!["--json", "jobs", "list", "--limit", "500"],
+        vec!["--json", "jobs", "list", "--state", "completed"],
+    ] {
+        let mut on_pg = vec!["--db", db.url.as_str()];
+        on_pg.extend(&args);
+        let out = runledger(dir.path(), &on_pg);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let mut on_sqlite = vec!["--db", from];
+        on_sqlite.extend(&args);
+        let sqlite = runledger(dir.path(), &on_sqlite);
+        assert!(sqlite.status.success(), "{}", text(&sqlite.stderr));
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(!listed.is_empty(), "{args:?}: nothing listed");
+        assert_eq!(text(&sqlite.stdout), text(&out.stdout), "{args:?}");
+    }
+
     let out = runledger(dir.path(), &["--db", &db.url, "doctor"]);
     assert!(out.status.success(), "{}", text(&out.stdout));
 
@@ -138,7 +156,7 @@ fn pg_cli_copy_then_read_the_copied_jobs_and_refuse_the_rest() {
 
     for args in [
         vec!["runs", "list"],
-        vec!["jobs", "list"],
+        vec!["jobs", "pause", "1"],
         vec!["schedule", "list"],
         vec!["demo"],
         vec!["backup", "out.db"],
@@ -155,7 +173,7 @@ fn pg_cli_copy_then_read_the_copied_jobs_and_refuse_the_rest() {
         let stderr = text(&out.stderr);
         assert!(stderr.contains("[INVALID_INPUT]"), "{args:?}: {stderr}");
         assert!(
-            stderr.contains("supports: doctor, init, jobs show"),
+            stderr.contains("supports: doctor, init, jobs list|show"),
             "{args:?}: {stderr}"
         );
     }

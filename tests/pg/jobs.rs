@@ -250,3 +250,68 @@ fn pg_engine_reconnects_after_the_server_ends_its_session() {
     assert_eq!(engine.jobs().get(job.id).unwrap().state, JobState::Created);
     assert_eq!(db.query_i64("select count(*) from jobs"), 2);
 }
+
+/// `PgJobs::list` answers as `Jobs::list` does on the same jobs: every filter, newest first,
+/// paging by `before`, and the limit's bounds.
+#[test]
+fn pg_job_listing_equals_sqlite_listing() {
+    let Some(db) = TestDb::new("job_listing") else {
+        return;
+    };
+    let pg = db.engine();
+    let sqlite = Engine::open_in_memory().unwrap();
+    for (user, kind) in [
+        ("u1", "a"),
+        ("u2", "a"),
+        ("u1", "b"),
+        ("u1", "a"),
+        ("u2", "b"),
+    ] {
+        let new = NewJob::new(user, kind, json!({}));
+        pg.jobs().create(&new).unwrap();
+        sqlite.jobs().create(&new).unwrap();
+    }
+    // the same job completed on both sides
+    let c = pg.jobs().claim("w", &["b"]).unwrap().unwrap();
+    pg.jobs().complete(&c, &json!({})).unwrap();
+    let c = sqlite.jobs().claim("w", &["b"]).unwrap().unwrap();
+    sqlite.jobs().complete(&c, &json!({})).unwrap();
+
+    let ids = |jobs: Vec<runledger::Job>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+    type Filter<'a> = (
+        Option<&'a str>,
+        Option<JobState>,
+        Option<&'a str>,
+        Option<i64>,
+        u32,
+    );
+    let cases: [Filter; 6] = [
+        (None, None, None, None, 50),
+        (Some("u1"), None, None, None, 50),
+        (None, Some(JobState::Completed), None, None, 50),
+        (Some("u1"), Some(JobState::Created), Some("a"), None, 50),
+        (None, None, None, Some(4), 2),
+        (Some("nobody"), None, None, None, 50),
+    ];
+    for (user, state, kind, before, limit) in cases {
+        let on_pg = ids(pg
+            .jobs()
+            .list_before(user, state, kind, before, limit)
+            .unwrap());
+        let on_sqlite = ids(sqlite
+            .jobs()
+            .list_before(user, state, kind, before, limit)
+            .unwrap());
+        assert_eq!(on_pg, on_sqlite, "{user:?} {state:?} {kind:?} {before:?}");
+    }
+    assert_eq!(
+        ids(pg.jobs().list(None, None, None, 50).unwrap()),
+        [5, 4, 3, 2, 1]
+    );
+    for limit in [0, 10_001] {
+        assert_eq!(
+            pg.jobs().list(None, None, None, limit).unwrap_err().code(),
+            "INVALID_INPUT"
+        );
+    }
+}

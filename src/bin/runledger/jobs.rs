@@ -269,7 +269,7 @@ fn list_events(out: Out, events: &[Event]) {
     out.listing(&t, events);
 }
 
-/// `jobs show|events|cancel` on a PostgreSQL ledger (`--db postgres://...`); the other
+/// `jobs list|show|events|cancel` on a PostgreSQL ledger (`--db postgres://...`); the other
 /// subcommands are refused with what is supported.
 #[cfg(feature = "postgres")]
 pub fn jobs_pg(engine: &runledger::pg::PgEngine, out: Out, cmd: JobsCmd) -> CliResult {
@@ -283,8 +283,18 @@ pub fn jobs_pg(engine: &runledger::pg::PgEngine, out: Out, cmd: JobsCmd) -> CliR
             list_events(out, &engine.events().since(id, after, limit)?);
             return Ok(());
         }
+        JobsCmd::List {
+            user,
+            state,
+            kind,
+            limit,
+        } => {
+            let list = jobs.list(user.as_deref(), state, kind.as_deref(), limit)?;
+            out.listing(&jobs_table(&list), &list);
+            return Ok(());
+        }
         JobsCmd::Cancel { id, reason } => jobs.cancel(id, ACTOR, reason.as_deref())?,
-        _ => return Err(crate::pg_cmd::unsupported("jobs list|pause|resume|restart")),
+        _ => return Err(crate::pg_cmd::unsupported("jobs pause|resume|restart")),
     };
     if out.json {
         out.json(&changed);

@@ -41,6 +41,15 @@ const INSERT: &str = concat!(
 
 /// $1 id
 const GET: &str = concat!("select ", job_columns!(), " from jobs where id = $1");
+/// $1 user_id, $2 state, $3 kind, $4 before (each null: any), $5 limit: newest first.
+const LIST: &str = concat!(
+    "select ",
+    job_columns!(),
+    " from jobs
+     where ($1::text is null or user_id = $1) and ($2::text is null or state = $2)
+       and ($3::text is null or kind = $3) and ($4::bigint is null or id < $4)
+     order by id desc limit $5"
+);
 /// $1 id
 const EXISTS: &str = "select exists (select 1 from jobs where id = $1)";
 /// $1 id
@@ -210,6 +219,20 @@ pub(crate) fn get_job(tx: &mut Tx<'_>, id: i64) -> Result<Job> {
         Some(row) => job_from_row(&row),
         None => Err(Error::not_found("job", id)),
     }
+}
+
+/// Jobs matching every given filter (`None`: any), newest first, at most `limit`.
+pub(crate) fn list(
+    tx: &mut Tx<'_>,
+    user_id: Option<&str>,
+    state: Option<JobState>,
+    kind: Option<&str>,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<Job>> {
+    let state = state.map(|s| s.as_str());
+    let rows = tx.query(LIST, &[&user_id, &state, &kind, &before, &i64::from(limit)])?;
+    rows.iter().map(job_from_row).collect()
 }
 
 /// Claims the oldest created job of `kinds` (any kind if empty) for `worker`.
