@@ -5,7 +5,7 @@
 //! `Engine::backup` runs `VACUUM INTO` on a connection of its own: SQLite reads one
 //! snapshot (a read transaction, so writers in this and other processes go on committing)
 //! and writes it as a fresh, compact file with no `-wal`. The copy is written beside the
-//! destination under a `.partial` name, verified by [`doctor`](crate::doctor) and `fsync`ed,
+//! destination under a `.partial` name, verified by [`doctor`] and `fsync`ed,
 //! and only then renamed to the destination, so a destination path never holds a half
 //! written file.
 //!

@@ -5,7 +5,7 @@
 //! Each event has a per-job `seq` (1, 2, 3... gapless, enforced by a trigger) and a global
 //! `cursor` that only grows (AUTOINCREMENT: never reused, even after deletes). At most
 //! [`BACKLOG`] events per job are kept; a client asking for a pruned `seq` gets
-//! [`Error::EventsPruned`](crate::Error::EventsPruned) and should reload the job row, which always holds the truth.
+//! [`Error::EventsPruned`] and should reload the job row, which always holds the truth.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
@@ -270,7 +270,7 @@ impl Event {
     }
 }
 
-/// Which events a feed ([`Events::feed`]) follows.
+/// Which events a feed ([`Events::feed`](crate::Events::feed)) follows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum FeedFilter {
     /// Every job's events.

@@ -44,7 +44,7 @@ pub enum Wake {
     Reconnected,
 }
 
-/// A connection that waits for the ledger's notifications; see the [module docs](self).
+/// A connection that waits for the ledger's notifications; see docs/postgres.md.
 pub struct PgListener {
     url: String,
     schema: String,

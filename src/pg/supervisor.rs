@@ -35,7 +35,7 @@ use crate::looping::{spawn_loop, LoopHandle};
 /// next tick, or another node's.
 pub const TICK_BATCH: i64 = 500;
 
-/// Rescues stalled jobs of a [`PgEngine`]; see the [module docs](self). Cheap to clone.
+/// Rescues stalled jobs of a [`PgEngine`]; see docs/postgres.md. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PgSupervisor {
     engine: PgEngine,

@@ -32,7 +32,7 @@ use crate::job::worker::{JobFailure, WorkerReport};
 /// The longest a stop waits for an idle worker's wait to end.
 const STOP_SLICE: Duration = Duration::from_millis(100);
 
-/// A worker loop's settings; see the [module docs](self).
+/// A worker loop's settings; see docs/postgres.md.
 #[derive(Debug, Clone)]
 pub struct PgWorker {
     url: String,
