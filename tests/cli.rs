@@ -1702,7 +1702,7 @@ fn a_postgres_url_is_never_opened_as_a_file() {
         assert!(r.stderr.contains("[INVALID_INPUT]"), "{}", r.stderr);
         assert!(
             r.stderr
-                .contains("supports: doctor, init, jobs list|show|events|cancel"),
+                .contains("supports: doctor, init, jobs list|show|events|pause|resume|cancel"),
             "{}",
             r.stderr
         );

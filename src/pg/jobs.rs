@@ -170,18 +170,59 @@ impl PgJobs<'_> {
     /// Cancels a created, running or paused job; audited. A running worker sees it at its
     /// next write (`JOB_NOT_RUNNING`).
     pub fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job> {
-        validate::name("actor", actor)?;
         let reason = validate::cancel_reason(reason)?;
+        let allowed = [JobState::Created, JobState::Running, JobState::Paused];
+        self.operator(id, &allowed, JobState::Cancelled, "cancel", actor, reason)
+    }
+
+    /// Pauses a running job, keeping its checkpoint; its worker sees it at its next write.
+    /// Audited; the twin of [`Jobs::pause`](crate::Jobs::pause).
+    pub fn pause(&self, id: i64, actor: &str) -> Result<Job> {
+        let allowed = [JobState::Running];
+        self.operator(id, &allowed, JobState::Paused, "pause", actor, None)
+    }
+
+    /// Resumes a paused job: back to `created` with its checkpoint, for the next claim.
+    /// Audited; the twin of [`Jobs::resume`](crate::Jobs::resume).
+    pub fn resume(&self, id: i64, actor: &str) -> Result<Job> {
+        let allowed = [JobState::Paused];
+        self.operator(id, &allowed, JobState::Created, "resume", actor, None)
+    }
+
+    /// An operator's audited transition with its event (the SQLite facade's `operator`).
+    fn operator(
+        &self,
+        id: i64,
+        allowed: &[JobState],
+        to: JobState,
+        action: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<Job> {
+        validate::name("actor", actor)?;
         self.engine.write(|tx, now| {
-            let (from, job) = store::cancel(tx, id, reason, now)?;
-            let detail = json!({ "reason": reason, "from": from });
-            store::audit(tx, id, "cancel", actor, &detail, now)?;
-            let payload = EventPayload::Cancelled {
-                by: actor.into(),
-                from,
-                to: JobState::Cancelled,
-                reason: reason.map(str::to_owned),
+            let (from, job) = store::transition(tx, id, allowed, to, reason, now)?;
+            let by = actor.to_owned();
+            let (detail, payload) = match to {
+                JobState::Cancelled => (
+                    json!({ "reason": reason, "from": from }),
+                    EventPayload::Cancelled {
+                        by,
+                        from,
+                        to,
+                        reason: reason.map(str::to_owned),
+                    },
+                ),
+                JobState::Paused => (
+                    json!({ "from": from }),
+                    EventPayload::Paused { by, from, to },
+                ),
+                _ => (
+                    json!({ "from": from }),
+                    EventPayload::Resumed { by, from, to },
+                ),
             };
+            store::audit(tx, id, action, actor, &detail, now)?;
             record(tx, id, &[payload], now)?;
             Ok(job)
         })

@@ -315,3 +315,115 @@ fn pg_job_listing_equals_sqlite_listing() {
         );
     }
 }
+
+/// Pause, resume and cancel on PostgreSQL leave the job, its events and its audit rows as
+/// they leave them on SQLite; a transition the machine refuses is `ILLEGAL_TRANSITION` on
+/// both, with nothing written.
+#[test]
+fn pg_operator_pause_resume_cancel_equal_sqlite() {
+    let Some(mut db) = TestDb::new("job_operator") else {
+        return;
+    };
+    let pg = db.engine();
+    let sqlite = Engine::open_in_memory().unwrap();
+    let new = NewJob::new("u1", "report", json!({}));
+    let pg_job = pg.jobs().create(&new).unwrap();
+    let sq_job = sqlite.jobs().create(&new).unwrap();
+    assert_eq!(pg_job.id, sq_job.id);
+    let id = pg_job.id;
+
+    // pause needs a running job on both
+    for code in [
+        pg.jobs().pause(id, "ops").unwrap_err().code(),
+        sqlite.jobs().pause(id, "ops").unwrap_err().code(),
+    ] {
+        assert_eq!(code, "ILLEGAL_TRANSITION");
+    }
+    let pg_claim = pg.jobs().claim("w", &[]).unwrap().unwrap();
+    let sq_claim = sqlite.jobs().claim("w", &[]).unwrap().unwrap();
+    pg.jobs().progress(&pg_claim, 40, Some("half")).unwrap();
+    sqlite.jobs().progress(&sq_claim, 40, Some("half")).unwrap();
+    let paused = (
+        pg.jobs().pause(id, "ops").unwrap(),
+        sqlite.jobs().pause(id, "ops").unwrap(),
+    );
+    assert_eq!(paused.0.state, JobState::Paused);
+    assert_eq!(paused.1.state, JobState::Paused);
+    // the worker's next write sees the pause
+    assert_eq!(
+        pg.jobs().heartbeat(&pg_claim).unwrap_err().code(),
+        "JOB_NOT_RUNNING"
+    );
+    let resumed = (
+        pg.jobs().resume(id, "ops").unwrap(),
+        sqlite.jobs().resume(id, "ops").unwrap(),
+    );
+    for job in [&resumed.0, &resumed.1] {
+        assert_eq!(job.state, JobState::Created);
+        assert_eq!((job.worker_id.as_deref(), job.started_at), (None, None));
+    }
+    let cancelled = (
+        pg.jobs().cancel(id, "ops", Some("not needed")).unwrap(),
+        sqlite.jobs().cancel(id, "ops", Some("not needed")).unwrap(),
+    );
+    for job in [&cancelled.0, &cancelled.1] {
+        assert_eq!(job.state, JobState::Cancelled);
+        assert_eq!(job.cancel_reason.as_deref(), Some("not needed"));
+        assert!(job.finished_at.is_some());
+    }
+    assert_eq!(
+        pg.jobs().resume(id, "ops").unwrap_err().code(),
+        "ILLEGAL_TRANSITION"
+    );
+
+    // the same events, payloads included (times aside), on both
+    let shape = |events: Vec<runledger::Event>| {
+        events
+            .into_iter()
+            .map(|e| (e.seq, e.kind, e.payload))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        shape(pg.events().since(id, 0, 100).unwrap()),
+        shape(sqlite.events().since(id, 0, 100).unwrap())
+    );
+    // one audit row per operator action, in order, with the same details
+    let rows = db
+        .raw
+        .query(
+            "select action, actor, detail::text from audit_log order by id",
+            &[],
+        )
+        .unwrap();
+    let pg_audit: Vec<(String, String, serde_json::Value)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                serde_json::from_str(r.get::<_, &str>(2)).unwrap(),
+            )
+        })
+        .collect();
+    let sq_audit: Vec<(String, String, serde_json::Value)> = sqlite
+        .with_connection(|c| {
+            let mut st = c
+                .prepare("select action, actor, detail from audit_log order by id")
+                .unwrap();
+            let rows = st
+                .query_map([], |r| {
+                    let d: String = r.get(2)?;
+                    Ok((r.get(0)?, r.get(1)?, serde_json::from_str(&d).unwrap()))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            Ok(rows)
+        })
+        .unwrap();
+    assert_eq!(pg_audit, sq_audit);
+    assert_eq!(
+        pg_audit.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
+        ["pause", "resume", "cancel"]
+    );
+}

@@ -269,7 +269,7 @@ fn list_events(out: Out, events: &[Event]) {
     out.listing(&t, events);
 }
 
-/// `jobs list|show|events|cancel` on a PostgreSQL ledger (`--db postgres://...`); the other
+/// `jobs list|show|events|pause|resume|cancel` on a PostgreSQL ledger (`--db postgres://...`); the other
 /// subcommands are refused with what is supported.
 #[cfg(feature = "postgres")]
 pub fn jobs_pg(engine: &runledger::pg::PgEngine, out: Out, cmd: JobsCmd) -> CliResult {
@@ -293,8 +293,10 @@ pub fn jobs_pg(engine: &runledger::pg::PgEngine, out: Out, cmd: JobsCmd) -> CliR
             out.listing(&jobs_table(&list), &list);
             return Ok(());
         }
+        JobsCmd::Pause { id } => jobs.pause(id, ACTOR)?,
+        JobsCmd::Resume { id } => jobs.resume(id, ACTOR)?,
         JobsCmd::Cancel { id, reason } => jobs.cancel(id, ACTOR, reason.as_deref())?,
-        _ => return Err(crate::pg_cmd::unsupported("jobs pause|resume|restart")),
+        _ => return Err(crate::pg_cmd::unsupported("jobs restart")),
     };
     if out.json {
         out.json(&changed);

@@ -101,9 +101,17 @@ const FAIL: &str = concat!(
 
 /// $1 id, $2 from, $3 now, $4 reason: an operator's cancel, guarded on the state read (and
 /// locked) just before.
-const CANCEL: &str = concat!(
-    "update jobs set state = 'cancelled', updated_at = $3, cancel_reason = $4,
-        finished_at = greatest($3, coalesce(started_at, created_at))
+/// $1 id, $2 from, $3 now, $4 to, $5 cancel reason: an operator's transition (cancel,
+/// pause, resume), the twin of SQLite's `SET_STATE`: back to `created` clears the worker,
+/// start and heartbeat; a terminal state sets `finished_at`.
+const SET_STATE: &str = concat!(
+    "update jobs set state = $4, updated_at = $3,
+        finished_at = case when $4 in ('completed', 'failed', 'cancelled')
+                           then greatest($3, coalesce(started_at, created_at)) end,
+        worker_id = case when $4 = 'created' then null else worker_id end,
+        started_at = case when $4 = 'created' then null else started_at end,
+        heartbeat_at = case when $4 = 'created' then null else heartbeat_at end,
+        cancel_reason = case when $4 = 'cancelled' then $5 end
      where id = $1 and state = $2
      returning ",
     job_columns!()
@@ -352,24 +360,29 @@ pub(crate) fn fail(
     guarded_returning(tx, FAIL, id, attempt, &[&now.to_string(), &code, &message])
 }
 
-/// created|running|paused -> cancelled; returns the state it left and the job.
-pub(crate) fn cancel(
+/// An operator moves job `id` from one of `allowed` to `to` (cancel, pause, resume), under
+/// the row lock; returns the state it left and the job.
+pub(crate) fn transition(
     tx: &mut Tx<'_>,
     id: i64,
+    allowed: &[JobState],
+    to: JobState,
     reason: Option<&str>,
     now: Timestamp,
 ) -> Result<(JobState, Job)> {
     let (from, _) = state_of(tx, STATE_OF_LOCKED, id)?;
-    let allowed = [JobState::Created, JobState::Running, JobState::Paused];
-    if !allowed.contains(&from) || !from.can_transition_to(JobState::Cancelled) {
+    if !allowed.contains(&from) || !from.can_transition_to(to) {
         return Err(Error::IllegalTransition {
             entity: "job",
             id: id.to_string(),
             from: from.to_string(),
-            to: JobState::Cancelled.to_string(),
+            to: to.to_string(),
         });
     }
-    let row = tx.query_one(CANCEL, &[&id, &from.as_str(), &now.to_string(), &reason])?;
+    let row = tx.query_one(
+        SET_STATE,
+        &[&id, &from.as_str(), &now.to_string(), &to.as_str(), &reason],
+    )?;
     Ok((from, job_from_row(&row)?))
 }
 
