@@ -189,6 +189,28 @@ impl PgJobs<'_> {
         self.operator(id, &allowed, JobState::Created, "resume", actor, None)
     }
 
+    /// Restarts a failed or cancelled job from scratch: back to `created` with result,
+    /// error, progress and checkpoint cleared, input replaced when `input` is given.
+    /// Audited; the twin of [`Jobs::restart`](crate::Jobs::restart).
+    pub fn restart(&self, id: i64, actor: &str, input: Option<&Value>) -> Result<Job> {
+        validate::name("actor", actor)?;
+        if let Some(input) = input {
+            validate::document("input", input, validate::MAX_DOCUMENT_BYTES)?;
+        }
+        self.engine.write(|tx, now| {
+            let (from, job) = store::restart(tx, id, input, now)?;
+            let detail = json!({ "from": from, "new_input": input.is_some() });
+            store::audit(tx, id, "restart", actor, &detail, now)?;
+            let payload = EventPayload::Restarted {
+                by: actor.into(),
+                from,
+                new_input: input.is_some(),
+            };
+            record(tx, id, &[payload], now)?;
+            Ok(job)
+        })
+    }
+
     /// An operator's audited transition with its event (the SQLite facade's `operator`).
     fn operator(
         &self,

@@ -1,5 +1,5 @@
 //! The `runledger` binary on PostgreSQL: `--db postgres://...` for `doctor`, `init` and
-//! `jobs list|show|events|pause|resume|cancel`, `copy --from FILE.db --to postgres://...`, and every other
+//! `jobs list|show|events|pause|resume|cancel|restart`, `copy --from FILE.db --to postgres://...`, and every other
 //! command refused with what is supported (never a file named like the URL).
 
 use std::path::Path;
@@ -156,7 +156,7 @@ fn pg_cli_copy_then_read_the_copied_jobs_and_refuse_the_rest() {
 
     for args in [
         vec!["runs", "list"],
-        vec!["jobs", "restart", "1"],
+        vec!["supervise", "--once"],
         vec!["schedule", "list"],
         vec!["demo"],
         vec!["backup", "out.db"],

@@ -316,11 +316,11 @@ fn pg_job_listing_equals_sqlite_listing() {
     }
 }
 
-/// Pause, resume and cancel on PostgreSQL leave the job, its events and its audit rows as
+/// Pause, resume, cancel and restart on PostgreSQL leave the job, its events and its audit rows as
 /// they leave them on SQLite; a transition the machine refuses is `ILLEGAL_TRANSITION` on
 /// both, with nothing written.
 #[test]
-fn pg_operator_pause_resume_cancel_equal_sqlite() {
+fn pg_operator_pause_resume_cancel_restart_equal_sqlite() {
     let Some(mut db) = TestDb::new("job_operator") else {
         return;
     };
@@ -375,6 +375,20 @@ fn pg_operator_pause_resume_cancel_equal_sqlite() {
         pg.jobs().resume(id, "ops").unwrap_err().code(),
         "ILLEGAL_TRANSITION"
     );
+    let input = json!({"again": true});
+    let restarted = (
+        pg.jobs().restart(id, "ops", Some(&input)).unwrap(),
+        sqlite.jobs().restart(id, "ops", Some(&input)).unwrap(),
+    );
+    for job in [&restarted.0, &restarted.1] {
+        assert_eq!((job.state, job.progress), (JobState::Created, 0));
+        assert_eq!(job.input, input);
+        assert_eq!((job.cancel_reason.as_ref(), job.finished_at), (None, None));
+    }
+    assert_eq!(
+        pg.jobs().restart(id, "ops", None).unwrap_err().code(),
+        "ILLEGAL_TRANSITION"
+    );
 
     // the same events, payloads included (times aside), on both
     let shape = |events: Vec<runledger::Event>| {
@@ -424,6 +438,6 @@ fn pg_operator_pause_resume_cancel_equal_sqlite() {
     assert_eq!(pg_audit, sq_audit);
     assert_eq!(
         pg_audit.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
-        ["pause", "resume", "cancel"]
+        ["pause", "resume", "cancel", "restart"]
     );
 }

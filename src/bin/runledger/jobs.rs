@@ -269,7 +269,7 @@ fn list_events(out: Out, events: &[Event]) {
     out.listing(&t, events);
 }
 
-/// `jobs list|show|events|pause|resume|cancel` on a PostgreSQL ledger (`--db postgres://...`); the other
+/// `jobs` on a PostgreSQL ledger (`--db postgres://...`); the other
 /// subcommands are refused with what is supported.
 #[cfg(feature = "postgres")]
 pub fn jobs_pg(engine: &runledger::pg::PgEngine, out: Out, cmd: JobsCmd) -> CliResult {
@@ -296,7 +296,12 @@ pub fn jobs_pg(engine: &runledger::pg::PgEngine, out: Out, cmd: JobsCmd) -> CliR
         JobsCmd::Pause { id } => jobs.pause(id, ACTOR)?,
         JobsCmd::Resume { id } => jobs.resume(id, ACTOR)?,
         JobsCmd::Cancel { id, reason } => jobs.cancel(id, ACTOR, reason.as_deref())?,
-        _ => return Err(crate::pg_cmd::unsupported("jobs restart")),
+        JobsCmd::Restart { id, input } => {
+            let input = input
+                .map(|t| runledger::job::parse_json("input", &t))
+                .transpose()?;
+            jobs.restart(id, ACTOR, input.as_ref())?
+        }
     };
     if out.json {
         out.json(&changed);

@@ -1,12 +1,12 @@
 //! `--db postgres://...`: the commands that work on a PostgreSQL ledger
-//! (`runledger::pg`, feature `postgres`): `doctor`, `init`, `jobs list|show|events|pause|resume|cancel`. Any
+//! (`runledger::pg`, feature `postgres`): `doctor`, `init`, `jobs list|show|events|pause|resume|cancel|restart`. Any
 //! other command is refused with the list, never run on a file named like the URL.
 
 use crate::output::{CliResult, Failure};
 
 /// What `--db postgres://...` supports.
 pub const SUPPORTED: &str =
-    "doctor, init, jobs list|show|events|pause|resume|cancel (and copy --to)";
+    "doctor, init, jobs list|show|events|pause|resume|cancel|restart (and copy --to)";
 
 /// Whether `--db` names a PostgreSQL ledger rather than a file.
 pub fn is_postgres(db: &std::path::Path) -> bool {

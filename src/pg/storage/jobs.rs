@@ -117,6 +117,19 @@ const SET_STATE: &str = concat!(
     job_columns!()
 );
 
+/// $1 id, $2 from, $3 now, $4 new input (null: keep): failed|cancelled -> created from
+/// scratch, the twin of SQLite's `RESTART`.
+const RESTART: &str = concat!(
+    "update jobs set state = 'created', input = coalesce($4, input),
+        result = null, error_code = null, error_message = null, progress = 0, step = null,
+        checkpoint = null, checkpoint_at = null, cancel_reason = null,
+        worker_id = null, started_at = null, heartbeat_at = null, finished_at = null,
+        updated_at = $3
+     where id = $1 and state = $2
+     returning ",
+    job_columns!()
+);
+
 /// The audit chain is one sequence across writers: its writers take turns (operator
 /// actions only, never a worker's hot path).
 const AUDIT_LOCK: &str = "lock table audit_log in exclusive mode";
@@ -358,6 +371,27 @@ pub(crate) fn fail(
     now: Timestamp,
 ) -> Result<Job> {
     guarded_returning(tx, FAIL, id, attempt, &[&now.to_string(), &code, &message])
+}
+
+/// Restarts a failed or cancelled job from scratch (input replaced when given), under the
+/// row lock; returns the state it left and the job.
+pub(crate) fn restart(
+    tx: &mut Tx<'_>,
+    id: i64,
+    input: Option<&Value>,
+    now: Timestamp,
+) -> Result<(JobState, Job)> {
+    let (from, _) = state_of(tx, STATE_OF_LOCKED, id)?;
+    if !matches!(from, JobState::Failed | JobState::Cancelled) {
+        return Err(Error::IllegalTransition {
+            entity: "job",
+            id: id.to_string(),
+            from: from.to_string(),
+            to: JobState::Created.to_string(),
+        });
+    }
+    let row = tx.query_one(RESTART, &[&id, &from.as_str(), &now.to_string(), &input])?;
+    Ok((from, job_from_row(&row)?))
 }
 
 /// An operator moves job `id` from one of `allowed` to `to` (cancel, pause, resume), under
