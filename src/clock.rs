@@ -251,6 +251,47 @@ impl Clock for ManualClock {
 
 #[cfg(test)]
 mod tests {
+    /// Regression: src/pg/listener.rs and src/pg/copy.rs read `Instant::now()` themselves,
+    /// out of reach of tests; this module must stay the only reader of the machine's clocks.
+    #[test]
+    fn no_module_but_clock_reads_the_machines_clocks() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&root, &mut files);
+        assert!(files.len() > 20, "src/ not found");
+        let readers = [
+            ["Instant", "::now("].concat(),
+            ["SystemTime", "::now("].concat(),
+        ];
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|f| !f.ends_with("src/clock.rs"))
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                let name = f.strip_prefix(&root).unwrap().display().to_string();
+                text.lines()
+                    .enumerate()
+                    .filter(|(_, l)| readers.iter().any(|r| l.contains(r.as_str())))
+                    .map(|(n, _)| format!("src/{name}:{}", n + 1))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "clocks read outside src/clock.rs: {offenders:?}"
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -355,5 +396,30 @@ impl Deadline {
     /// Time left (zero once passed).
     pub(crate) fn remaining(self) -> Duration {
         self.0.saturating_duration_since(std::time::Instant::now())
+    }
+
+    /// Whether the deadline has passed.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn passed(self) -> bool {
+        self.remaining().is_zero()
+    }
+}
+
+/// Monotonic time since a start, for reports of how long work took (a copy's duration).
+/// Kept here so that this module stays the only reader of the machine's clocks.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stopwatch(std::time::Instant);
+
+#[cfg(feature = "postgres")]
+impl Stopwatch {
+    /// A stopwatch started now.
+    pub(crate) fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// Time since [`Stopwatch::start`].
+    pub(crate) fn elapsed(self) -> Duration {
+        self.0.elapsed()
     }
 }

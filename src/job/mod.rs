@@ -165,9 +165,7 @@ impl<'e> Jobs<'e> {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Job>> {
-        if limit == 0 || limit > 10_000 {
-            return Err(Error::invalid("limit", "must be 1..=10000"));
-        }
+        validate::list_limit(limit)?;
         self.engine
             .read(|c| store::list(c, user_id, state, kind, before, limit))
     }

@@ -9,6 +9,17 @@ use crate::error::{Error, Result};
 pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 const MAX_TAGS: usize = 32;
 
+/// Largest page a listing returns.
+const MAX_LIST: u32 = 10_000;
+
+/// A listing's page size: 1 to 10,000.
+pub fn list_limit(limit: u32) -> Result<()> {
+    if limit == 0 || limit > MAX_LIST {
+        return Err(Error::invalid("limit", "must be 1..=10000"));
+    }
+    Ok(())
+}
+
 fn text(field: &str, value: &str, max: usize) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));

@@ -28,7 +28,7 @@
 //! A copy that fails or is killed at any point leaves the target as it was: empty.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::types::ValueRef;
 use serde::Serialize;
@@ -37,6 +37,7 @@ use super::db;
 use super::doctor as pg_doctor;
 use super::error::from_pg;
 use super::storage::{self, TableSql};
+use crate::clock::Stopwatch;
 use crate::doctor::{self, DoctorOptions, DoctorReport, Severity};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -117,7 +118,7 @@ pub fn copy_from_sqlite(
     opts: &CopyOptions,
     progress: &mut dyn FnMut(&CopyProgress<'_>) -> Result<()>,
 ) -> Result<CopyReport> {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let now = opts.doctor.now.unwrap_or_else(|| source.now());
     let doctor_opts = DoctorOptions {
         now: Some(now),

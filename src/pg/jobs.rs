@@ -7,7 +7,7 @@ use super::engine::{PgEngine, Tx};
 use super::storage::job_events as events;
 use super::storage::jobs as store;
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::events::{Event, EventPayload};
 use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob};
@@ -87,9 +87,7 @@ impl PgJobs<'_> {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Job>> {
-        if limit == 0 || limit > 10_000 {
-            return Err(Error::invalid("limit", "must be 1..=10000"));
-        }
+        validate::list_limit(limit)?;
         self.engine
             .read(|tx| store::list(tx, user_id, state, kind, before, limit))
     }

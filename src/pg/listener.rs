@@ -8,13 +8,14 @@
 //! listener reconnects at its next wait and reports a wake, since notifications sent while
 //! it was away are gone: the caller then looks for work as after any wake.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
 use super::db;
 use super::error::from_pg;
+use crate::clock::Deadline;
 use crate::error::{Error, Result};
 
 /// The channel of claimable jobs; payload `<schema>/<kind>`.
@@ -113,7 +114,7 @@ impl PgListener {
         timeout: Duration,
         keep: impl Fn(&Wake) -> bool,
     ) -> Result<Option<Wake>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Deadline::after(timeout);
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
             let (client, schema) = subscribe(&self.url)?;
@@ -123,7 +124,7 @@ impl PgListener {
         }
         let client = self.client.as_mut().expect("connected above");
         let outcome = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.remaining();
             // a zero timeout still drains what already arrived
             let mut notes = client.notifications();
             let mut iter = notes.timeout_iter(left);
@@ -135,7 +136,7 @@ impl PgListener {
                         }
                     }
                 }
-                Ok(None) if Instant::now() >= deadline => break Ok(None),
+                Ok(None) if deadline.passed() => break Ok(None),
                 Ok(None) => {}
                 Err(e) => break Err(from_pg(e)),
             }

@@ -128,12 +128,7 @@ pub fn jobs(engine: &Engine, out: Out, cmd: JobsCmd) -> CliResult {
         JobsCmd::Pause { id } => jobs.pause(id, ACTOR)?,
         JobsCmd::Resume { id } => jobs.resume(id, ACTOR)?,
         JobsCmd::Cancel { id, reason } => jobs.cancel(id, ACTOR, reason.as_deref())?,
-        JobsCmd::Restart { id, input } => {
-            let input = input
-                .map(|t| runledger::job::parse_json("input", &t))
-                .transpose()?;
-            jobs.restart(id, ACTOR, input.as_ref())?
-        }
+        JobsCmd::Restart { id, input } => jobs.restart(id, ACTOR, new_input(input)?.as_ref())?,
     };
     if out.json {
         out.json(&changed);
@@ -246,6 +241,12 @@ pub fn supervise(
     Ok(())
 }
 
+/// `jobs restart --input JSON`: the new input document, if given.
+fn new_input(text: Option<String>) -> Result<Option<serde_json::Value>, runledger::Error> {
+    text.map(|t| runledger::job::parse_json("input", &t))
+        .transpose()
+}
+
 /// `jobs show`: one job, as JSON or as text.
 fn show_job(out: Out, job: &Job) {
     if out.json {
@@ -296,12 +297,7 @@ pub fn jobs_pg(engine: &runledger::pg::PgEngine, out: Out, cmd: JobsCmd) -> CliR
         JobsCmd::Pause { id } => jobs.pause(id, ACTOR)?,
         JobsCmd::Resume { id } => jobs.resume(id, ACTOR)?,
         JobsCmd::Cancel { id, reason } => jobs.cancel(id, ACTOR, reason.as_deref())?,
-        JobsCmd::Restart { id, input } => {
-            let input = input
-                .map(|t| runledger::job::parse_json("input", &t))
-                .transpose()?;
-            jobs.restart(id, ACTOR, input.as_ref())?
-        }
+        JobsCmd::Restart { id, input } => jobs.restart(id, ACTOR, new_input(input)?.as_ref())?,
     };
     if out.json {
         out.json(&changed);
