@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use crate::backend::Backend;
 use crate::clock::{Clock, Deadline, SystemClock, Timestamp};
 use crate::db::{self, DbOptions};
 use crate::error::{Error, Result};
@@ -108,7 +109,11 @@ pub struct Engine {
 
 #[derive(Debug)]
 struct Inner {
-    writer: Mutex<Writer>,
+    /// The SQLite writer (`None` when a [`Backend`] serves the engine).
+    writer: Option<Mutex<Writer>>,
+    /// The backend serving the engine instead of SQLite (an engine opened on a
+    /// `postgres://` URL); `None` for a SQLite engine.
+    backend: Option<BackendBox>,
     /// Writers between "I want the writer" and "I hold it": a member that sees some leaves
     /// the group open for them instead of committing.
     queued: AtomicUsize,
@@ -139,6 +144,16 @@ struct Inner {
     pending: PendingEndings,
     /// The device and inode of the file, re-checked before writes (`None` in memory).
     identity: Option<FileIdentity>,
+}
+
+/// A [`Backend`] in [`Inner`] (the trait has no `Debug`).
+struct BackendBox(Box<dyn Backend>);
+
+impl std::fmt::Debug for BackendBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // a backend may hold a URL with a password: only its name is printed
+        f.debug_tuple("Backend").field(&self.0.name()).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -238,31 +253,9 @@ fn share(e: &Error) -> Error {
     }
 }
 
-/// Whether `path` is a PostgreSQL connection URL rather than a file.
-fn is_postgres_url(path: &Path) -> bool {
-    let text = path.to_string_lossy();
-    text.starts_with("postgres://") || text.starts_with("postgresql://")
-}
-
 impl Engine {
-    /// Opens (creating and migrating if needed) the database at `path` with default options.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(path, EngineOptions::default())
-    }
-
-    /// Opens the database at `path` with `opts`.
-    ///
-    /// A `postgres://` or `postgresql://` URL is refused with `INVALID_INPUT` naming
-    /// `runledger::pg::PgEngine::open` (feature `postgres`), the PostgreSQL engine: this
-    /// engine is SQLite's and does not dispatch to it yet (docs/postgres.md).
-    pub fn open_with(path: impl AsRef<Path>, opts: EngineOptions) -> Result<Self> {
-        let path = path.as_ref();
-        if is_postgres_url(path) {
-            return Err(Error::invalid(
-                "path",
-                "a PostgreSQL URL: open it with runledger::pg::PgEngine::open (cargo feature \"postgres\"); Engine is the SQLite engine",
-            ));
-        }
+    /// [`Engine::open_with`] for a file path (`src/engine_open.rs` dispatches URLs to a backend).
+    pub(crate) fn open_file(path: &Path, opts: EngineOptions) -> Result<Self> {
         if let Some(frames) = crate::wal::missing_wal_frames(path) {
             return Err(Error::WalMissing {
                 path: path.to_path_buf(),
@@ -302,11 +295,12 @@ impl Engine {
         let identity = path.as_deref().and_then(FileIdentity::of);
         Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(Writer {
+                writer: Some(Mutex::new(Writer {
                     conn,
                     open: None,
                     next_group: 1,
-                }),
+                })),
+                backend: None,
                 queued: AtomicUsize::new(0),
                 outcomes: Mutex::new(Outcomes::default()),
                 settled: Condvar::new(),
@@ -327,6 +321,65 @@ impl Engine {
         }
     }
 
+    /// An engine served by `backend` instead of a SQLite file (an engine opened on a
+    /// `postgres://` URL): the facades hand the calls it serves to it and refuse the rest
+    /// with [`Error::Unsupported`].
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn with_backend(backend: Box<dyn Backend>, opts: EngineOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                writer: None,
+                backend: Some(BackendBox(backend)),
+                queued: AtomicUsize::new(0),
+                outcomes: Mutex::new(Outcomes::default()),
+                settled: Condvar::new(),
+                readers: None,
+                bus: Bus::default(),
+                share: false,
+                opts,
+                path: None,
+                last_write: AtomicI64::new(i64::MIN),
+                commits: AtomicU64::new(0),
+                changed: AtomicU64::new(0),
+                scheduler_ticked: AtomicI64::new(0),
+                idle_seen: AtomicU64::new(0),
+                idle_checkpointed: AtomicU64::new(0),
+                pending: PendingEndings::default(),
+                identity: None,
+            }),
+        }
+    }
+
+    /// The backend serving this engine instead of SQLite, if any: a facade method hands
+    /// its call to it when there is one.
+    pub(crate) fn backend(&self) -> Option<&dyn Backend> {
+        self.inner.backend.as_ref().map(|b| &*b.0)
+    }
+
+    /// [`Error::Unsupported`] for `operation` when a backend serves this engine: the first
+    /// line of a facade method the backend does not serve.
+    pub(crate) fn sqlite_only(&self, operation: &'static str) -> Result<()> {
+        match self.backend() {
+            Some(b) => Err(Error::Unsupported {
+                backend: b.name(),
+                operation,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The SQLite writer; [`Error::Unsupported`] on an engine a backend serves (a facade
+    /// method that forgot its [`Engine::sqlite_only`] line still touches nothing).
+    fn writer(&self) -> Result<&Mutex<Writer>> {
+        match (&self.inner.writer, self.backend()) {
+            (Some(w), _) => Ok(w),
+            (None, b) => Err(Error::Unsupported {
+                backend: b.map_or("unknown", |b| b.name()),
+                operation: "a SQLite-only call",
+            }),
+        }
+    }
+
     /// The file this engine works on (`None` in memory).
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
@@ -342,8 +395,12 @@ impl Engine {
         self.inner.opts.clock.now()
     }
 
-    /// The schema version of the open database.
+    /// The schema version of the open database (on PostgreSQL, its own numbering:
+    /// `migrations/postgres/`).
     pub fn schema_version(&self) -> Result<i64> {
+        if let Some(b) = self.backend() {
+            return b.schema_version();
+        }
         self.read(db::schema_version)
     }
 
@@ -499,9 +556,10 @@ impl Engine {
             .saturating_mul(db.busy_retries.saturating_add(1));
         let deadline = Deadline::after(budget);
         let mut tries = 0u32;
+        let writer = self.writer()?;
         loop {
             inner.queued.fetch_add(1, Ordering::SeqCst);
-            let mut w = lock(&inner.writer);
+            let mut w = lock(writer);
             inner.queued.fetch_sub(1, Ordering::SeqCst);
             if w.open.is_none() {
                 match exec(&w.conn, BEGIN_WRITE) {
@@ -638,7 +696,7 @@ impl Engine {
     /// Runs `f` on the writer connection with no transaction open (an open group is
     /// committed first).
     fn on_writer<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let mut w = lock(&self.inner.writer);
+        let mut w = lock(self.writer()?);
         if w.open.is_some() {
             // Its members learn the outcome; this caller only needs the group closed.
             let _ = self.settle(&mut w);

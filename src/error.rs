@@ -338,6 +338,17 @@ pub enum Error {
         detail: String,
     },
 
+    /// The engine's backend does not serve this call: an [`Engine`](crate::Engine) opened
+    /// on a `postgres://` URL serves the calls docs/postgres.md lists, and refuses the rest
+    /// with this error before touching the database. Nothing was written.
+    #[error("{operation} is not available on the {backend} backend")]
+    Unsupported {
+        /// The backend (`postgres`).
+        backend: &'static str,
+        /// The call refused (`jobs.create_many`).
+        operation: &'static str,
+    },
+
     /// [feature `postgres`] `copy` refused a target ledger that already holds rows: a copy
     /// only fills an empty ledger. Nothing was written.
     #[error("the target ledger is not empty: {tables:?} hold rows")]
@@ -435,6 +446,7 @@ impl Error {
             Error::WalMissing { .. } => "WAL_MISSING",
             Error::Database(_) => "DATABASE",
             Error::Unreachable { .. } => "UNREACHABLE",
+            Error::Unsupported { .. } => "UNSUPPORTED_BACKEND",
             Error::Postgres { .. } => "DATABASE",
             Error::CopyTargetNotEmpty { .. } => "COPY_TARGET_NOT_EMPTY",
             Error::CopySourceRefused { .. } => "COPY_SOURCE_REFUSED",

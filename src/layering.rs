@@ -9,9 +9,9 @@
 //! |---|---|
 //! | 0 core | `clock`, `diagnostics` (shared shape helpers), `error`, `integrity` (hashes), `machine`, `text_enum`, `looping`, `events` (types and bus), and the pure model files of each domain: `job/{state,types}`, `run/{state,timeline}`, `schedule/{state,rule}` |
 //! | 1 db | `db`, `wal`, `file_identity`, `pg/{db,error}` |
-//! | 2 storage | `storage/`, `engine`, `run/pending` (run endings the engine's write path writes), `pg/engine`, `pg/storage/` |
+//! | 2 storage | `storage/`, `engine`, `backend` (the seam other backends implement), `run/pending` (run endings the engine's write path writes), `pg/engine`, `pg/storage/` |
 //! | 3 domains and ops | `job/`, `run/`, `schedule/`, `flex/`, `doctor` (and `doctor/`, with `doctor/damage`), `backup`, `runbook`, `pg/` (its facades) |
-//! | 4 crate root and HTTP | `lib`, `guide` (module list and re-exports), `http/` (the API, the event stream and the Trust UI, over the facades) |
+//! | 4 crate root and HTTP | `lib`, `engine_open` (`Engine::open`: a file or a backend), `guide` (module list and re-exports), `http/` (the API, the event stream and the Trust UI, over the facades) |
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +36,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("src/file_identity.rs", 1),
     ("src/storage/", 2),
     ("src/engine.rs", 2),
+    ("src/backend.rs", 2),
     ("src/run/pending.rs", 2),
     ("src/job/", 3),
     ("src/run/", 3),
@@ -46,6 +47,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("src/runbook.rs", 3),
     ("src/backup.rs", 3),
     ("src/lib.rs", 4),
+    ("src/engine_open.rs", 4),
     ("src/http/", 4),
     ("src/guide.rs", 4),
     ("src/layering.rs", 4),

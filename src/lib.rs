@@ -33,12 +33,14 @@
 #[macro_use]
 mod text_enum;
 
+mod backend;
 pub mod backup;
 pub mod clock;
 mod db;
 pub mod diagnostics;
 pub mod doctor;
 mod engine;
+mod engine_open;
 pub mod error;
 pub mod events;
 mod file_identity;

@@ -22,15 +22,20 @@ impl Engine {
 }
 
 impl Events<'_> {
-    /// Events of one job after `seq` (pass 0 for everything still kept), oldest first, at
-    /// most `limit`. If events after `seq` were pruned, returns [`Error::EventsPruned`](crate::Error::EventsPruned)
-    /// instead of a partial history: reload the job and continue from the newest seq.
+    /// Events of one job after `seq` (0: from its first event), oldest first, at most
+    /// `limit`. If events after `seq` were pruned (0 included, once the backlog dropped the
+    /// first), returns [`Error::EventsPruned`](crate::Error::EventsPruned) with the oldest
+    /// seq kept instead of a partial history: reload the job and continue from there.
     pub fn since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
+        if let Some(b) = self.engine.backend() {
+            return b.events_since(job_id, seq, limit);
+        }
         self.engine.read(|c| since(c, job_id, seq, limit))
     }
 
     /// Events of all jobs after the global `cursor` (0 for the start), oldest first.
     pub fn after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>> {
+        self.engine.sqlite_only("events.after")?;
         self.engine.read(|c| after(c, cursor, limit))
     }
 
@@ -44,12 +49,15 @@ impl Events<'_> {
         limit: u32,
         check_gaps: bool,
     ) -> Result<FeedPage> {
+        self.engine.sqlite_only("events.feed")?;
         self.engine
             .read(|c| feed(c, filter, cursor, limit, check_gaps))
     }
 
     /// A channel receiving every event this engine (and its clones) commits from now on.
     /// Events committed by other processes are not sent: poll [`Events::data_version`].
+    /// On PostgreSQL nothing is sent (the backend's writes do not pass through this
+    /// process's bus): wait with `runledger::pg::PgListener::wait_for_event` instead.
     pub fn subscribe(&self) -> Receiver<Event> {
         self.engine.bus().subscribe()
     }
@@ -58,6 +66,7 @@ impl Events<'_> {
     /// connection (another process, or another engine on the same file) commits. Compare it
     /// between polls and call [`Events::after`] only when it changed.
     pub fn data_version(&self) -> Result<i64> {
+        self.engine.sqlite_only("events.data_version")?;
         self.engine.writer_data_version()
     }
 }

@@ -75,6 +75,9 @@ impl Engine {
 impl<'e> Jobs<'e> {
     /// Creates a job in state `created`.
     pub fn create(&self, new: &NewJob) -> Result<Job> {
+        if let Some(b) = self.engine.backend() {
+            return b.create_job(new);
+        }
         validate::new_job(new)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
@@ -96,6 +99,7 @@ impl<'e> Jobs<'e> {
     /// validated first; the first bad one is refused with its index in the field name and
     /// nothing is stored. Returned in the order given.
     pub fn create_many(&self, new: &[NewJob]) -> Result<Vec<Job>> {
+        self.engine.sqlite_only("jobs.create_many")?;
         for (i, job) in new.iter().enumerate() {
             validate::new_job(job).map_err(|e| match e {
                 Error::InvalidInput { field, reason } => Error::InvalidInput {
@@ -127,6 +131,9 @@ impl<'e> Jobs<'e> {
 
     /// The job with this id.
     pub fn get(&self, id: i64) -> Result<Job> {
+        if let Some(b) = self.engine.backend() {
+            return b.get_job(id);
+        }
         self.engine.read(|c| store::get(c, id))
     }
 
@@ -134,11 +141,13 @@ impl<'e> Jobs<'e> {
     /// shape (ids left out, times relative to its creation), read in one snapshot, for
     /// snapshot tests ([guide](crate::guide::snapshot_testing)).
     pub fn diagnostics(&self, id: i64) -> Result<JobDiagnostics> {
+        self.engine.sqlite_only("jobs.diagnostics")?;
         self.engine.read(|c| diagnostics::read(c, id))
     }
 
     /// A user's jobs, newest first.
     pub fn list_by_user(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        self.engine.sqlite_only("jobs.list_by_user")?;
         self.engine
             .read(|c| store::list_by_user(c, user_id, &[], limit))
     }
@@ -165,6 +174,9 @@ impl<'e> Jobs<'e> {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<Job>> {
+        if let Some(b) = self.engine.backend() {
+            return b.list_jobs(user_id, state, kind, before, limit);
+        }
         validate::list_limit(limit)?;
         self.engine
             .read(|c| store::list(c, user_id, state, kind, before, limit))
@@ -172,6 +184,7 @@ impl<'e> Jobs<'e> {
 
     /// A user's jobs that are not finished (created, running, paused), newest first.
     pub fn active(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        self.engine.sqlite_only("jobs.active")?;
         use JobState::*;
         self.engine
             .read(|c| store::list_by_user(c, user_id, &[Created, Running, Paused], limit))
@@ -179,35 +192,43 @@ impl<'e> Jobs<'e> {
 
     /// A user's completed jobs, newest first.
     pub fn completed(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        self.engine.sqlite_only("jobs.completed")?;
         self.engine
             .read(|c| store::list_by_user(c, user_id, &[JobState::Completed], limit))
     }
 
     /// A user's failed jobs, newest first.
     pub fn failed(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        self.engine.sqlite_only("jobs.failed")?;
         self.engine
             .read(|c| store::list_by_user(c, user_id, &[JobState::Failed], limit))
     }
 
     /// Every running job, stalest heartbeat first.
     pub fn running(&self) -> Result<Vec<Job>> {
+        self.engine.sqlite_only("jobs.running")?;
         self.engine.read(store::running)
     }
 
     /// Running jobs with no heartbeat for longer than `older_than`.
     pub fn stale(&self, older_than: Duration) -> Result<Vec<Job>> {
+        self.engine.sqlite_only("jobs.stale")?;
         let cutoff = self.engine.now() - older_than;
         self.engine.read(|c| store::stale(c, cutoff))
     }
 
     /// Paused jobs that hold a checkpoint and can be resumed.
     pub fn resumable(&self) -> Result<Vec<Job>> {
+        self.engine.sqlite_only("jobs.resumable")?;
         self.engine.read(store::resumable)
     }
 
     /// Takes the oldest created job of `kinds` (of any kind if `kinds` is empty) for
     /// `worker`. Two workers, in threads or processes, never take the same job.
     pub fn claim(&self, worker: &str, kinds: &[&str]) -> Result<Option<Claim>> {
+        if let Some(b) = self.engine.backend() {
+            return b.claim(worker, kinds);
+        }
         validate::name("worker", worker)?;
         for kind in kinds {
             validate::identifier("kind", kind)?;
@@ -227,7 +248,8 @@ impl<'e> Jobs<'e> {
 
     /// Takes up to `max` (1..=1000) of the oldest created jobs of `kinds` for `worker` in one
     /// statement and one shared commit, oldest first; each gets its `claimed` event like
-    /// [`Jobs::claim`]. Empty when none is waiting.
+    /// [`Jobs::claim`]. Empty when none is waiting. (On PostgreSQL: one claim per
+    /// transaction until `max` or none is left.)
     pub fn claim_many(&self, worker: &str, kinds: &[&str], max: u32) -> Result<Vec<Claim>> {
         validate::name("worker", worker)?;
         for kind in kinds {
@@ -235,6 +257,21 @@ impl<'e> Jobs<'e> {
         }
         if !(1..=1000).contains(&max) {
             return Err(Error::invalid("max", "must be 1..=1000"));
+        }
+        if let Some(b) = self.engine.backend() {
+            // PostgreSQL: one claim per transaction (each `SKIP LOCKED`), until `max` or none
+            // is left; an error after the first claim returns the claims made so far, which
+            // are the caller's to run (the next call reports the error).
+            let mut claims = Vec::new();
+            while claims.len() < max as usize {
+                match b.claim(worker, kinds) {
+                    Ok(Some(c)) => claims.push(c),
+                    Ok(None) => break,
+                    Err(e) if claims.is_empty() => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            return Ok(claims);
         }
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
@@ -254,6 +291,7 @@ impl<'e> Jobs<'e> {
     /// Resumes a paused job directly on `worker` (paused -> running, next attempt), handing
     /// it the checkpoint. `actor` is recorded in the audit log.
     pub fn resume_on(&self, id: i64, worker: &str, actor: &str) -> Result<Claim> {
+        self.engine.sqlite_only("jobs.resume_on")?;
         validate::name("worker", worker)?;
         validate::name("actor", actor)?;
         self.engine.write_events(|tx, ev| {
@@ -289,6 +327,9 @@ impl<'e> Jobs<'e> {
     /// [`Jobs::heartbeat`] for a caller holding only the fence (the worker's heartbeat
     /// thread, a remote worker's HTTP call).
     pub(crate) fn heartbeat_fenced(&self, id: i64, attempt: i64) -> Result<()> {
+        if let Some(b) = self.engine.backend() {
+            return b.heartbeat(id, attempt);
+        }
         self.engine
             .write(|tx| store::heartbeat(tx, id, attempt, tx.now()))
     }
@@ -307,6 +348,9 @@ impl<'e> Jobs<'e> {
         pct: u8,
         step: Option<&str>,
     ) -> Result<()> {
+        if let Some(b) = self.engine.backend() {
+            return b.progress(id, attempt, pct, step);
+        }
         validate::progress(pct)?;
         validate::step(step)?;
         self.engine.write_events(|tx, ev| {
@@ -334,6 +378,9 @@ impl<'e> Jobs<'e> {
         checkpoint: &Value,
     ) -> Result<()> {
         let limit = self.engine.options().max_checkpoint_bytes;
+        if let Some(b) = self.engine.backend() {
+            return b.checkpoint(id, attempt, checkpoint, limit);
+        }
         let text = validate::document("checkpoint", checkpoint, limit)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
@@ -351,6 +398,9 @@ impl<'e> Jobs<'e> {
 
     /// [`Jobs::complete`] for a caller holding only the fence.
     pub(crate) fn complete_fenced(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
+        if let Some(b) = self.engine.backend() {
+            return b.complete(id, attempt, result);
+        }
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
@@ -375,6 +425,9 @@ impl<'e> Jobs<'e> {
         code: &str,
         message: &str,
     ) -> Result<Job> {
+        if let Some(b) = self.engine.backend() {
+            return b.fail(id, attempt, code, message);
+        }
         validate::identifier("error_code", code)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
@@ -422,24 +475,34 @@ impl<'e> Jobs<'e> {
     /// row and in the `cancelled` event: 1..=1000 bytes without NUL once trimmed; a blank
     /// reason counts as none.
     pub fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job> {
+        if let Some(b) = self.engine.backend() {
+            return b.cancel(id, actor, reason);
+        }
         let reason = validate::cancel_reason(reason)?;
         self.operator(id, &CANCEL, actor, json!({ "reason": reason }))
     }
 
     /// Pauses a running job, keeping its checkpoint; its worker sees it at its next write.
     pub fn pause(&self, id: i64, actor: &str) -> Result<Job> {
+        if let Some(b) = self.engine.backend() {
+            return b.pause(id, actor);
+        }
         self.operator(id, &PAUSE, actor, json!({}))
     }
 
     /// Resumes a paused job: it goes back to `created` with its checkpoint, and the next
     /// claim hands the checkpoint to a worker.
     pub fn resume(&self, id: i64, actor: &str) -> Result<Job> {
+        if let Some(b) = self.engine.backend() {
+            return b.resume(id, actor);
+        }
         self.operator(id, &RESUME, actor, json!({}))
     }
 
     /// An operator fails a running or paused job with `code` (for a paused job that will never
     /// be resumed, or a running one known to be lost). Audited.
     pub fn mark_failed(&self, id: i64, actor: &str, code: &str, message: &str) -> Result<Job> {
+        self.engine.sqlite_only("jobs.mark_failed")?;
         validate::name("actor", actor)?;
         validate::identifier("error_code", code)?;
         self.engine.write_events(|tx, ev| {
@@ -472,6 +535,9 @@ impl<'e> Jobs<'e> {
     /// error, progress and checkpoint cleared, input replaced when `input` is given. (To
     /// continue from a checkpoint, a job must be paused and resumed instead.)
     pub fn restart(&self, id: i64, actor: &str, input: Option<&Value>) -> Result<Job> {
+        if let Some(b) = self.engine.backend() {
+            return b.restart(id, actor, input);
+        }
         validate::name("actor", actor)?;
         if let Some(input) = input {
             validate::document("input", input, validate::MAX_DOCUMENT_BYTES)?;
@@ -493,6 +559,7 @@ impl<'e> Jobs<'e> {
 
     /// Deletes a terminal job (its audit rows stay).
     pub fn delete(&self, id: i64, actor: &str) -> Result<()> {
+        self.engine.sqlite_only("jobs.delete")?;
         validate::name("actor", actor)?;
         self.engine.write(|tx| {
             let now = tx.now();
@@ -516,11 +583,13 @@ impl<'e> Jobs<'e> {
 
     /// Counts per state and per kind over all jobs, and the oldest running heartbeat.
     pub fn stats(&self) -> Result<JobStats> {
+        self.engine.sqlite_only("jobs.stats")?;
         self.engine.read(|c| store::stats(c, None))
     }
 
     /// The same counts for one user's jobs.
     pub fn stats_for_user(&self, user_id: &str) -> Result<JobStats> {
+        self.engine.sqlite_only("jobs.stats_for_user")?;
         self.engine.read(|c| store::stats(c, Some(user_id)))
     }
 }

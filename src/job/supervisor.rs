@@ -15,7 +15,6 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::json;
 
 use super::state::JobState;
@@ -28,70 +27,7 @@ use crate::looping::{spawn_loop, LoopHandle};
 use crate::storage::jobs as store;
 use crate::storage::supervisor_state;
 
-/// What happens to a stale job that has a checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecoveryPolicy {
-    /// Pause it: an operator resumes it. The default.
-    #[default]
-    Pause,
-    /// Requeue it (`created`, checkpoint kept) for the next worker's claim.
-    AutoResume,
-}
-
-serde_display!(RecoveryPolicy);
-
-/// Supervisor settings.
-#[derive(Debug, Clone)]
-pub struct SupervisorOptions {
-    /// Name of this supervisor's bookkeeping row. Default `supervisor`.
-    pub name: String,
-    /// A running job with no heartbeat for this long is stale. Default 30 s.
-    pub stale_after: Duration,
-    /// Recoveries before a job fails for good. Default 3.
-    pub max_recoveries: u32,
-    /// What to do with a stale job that has a checkpoint.
-    pub policy: RecoveryPolicy,
-    /// Interval of the [`Supervisor::spawn`] loop. Default 10 s.
-    pub poll_every: Duration,
-}
-
-impl Default for SupervisorOptions {
-    fn default() -> Self {
-        Self {
-            name: "supervisor".into(),
-            stale_after: Duration::from_secs(30),
-            max_recoveries: 3,
-            policy: RecoveryPolicy::Pause,
-            poll_every: Duration::from_secs(10),
-        }
-    }
-}
-
-/// One job the supervisor moved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Recovery {
-    /// The job.
-    pub job_id: i64,
-    /// The attempt that was abandoned.
-    pub attempt: i64,
-    /// Where the job went: paused, created or failed.
-    pub to: JobState,
-    /// `STALLED` or `RECOVERY_EXHAUSTED` when it failed.
-    pub code: Option<String>,
-    /// Recoveries counted so far, including this one.
-    pub recovery_count: i64,
-}
-
-/// What one [`Supervisor::tick`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RecoveryReport {
-    /// When the tick ran.
-    pub at: Option<Timestamp>,
-    /// Every job recovered, stalest first.
-    pub recovered: Vec<Recovery>,
-}
-
+pub use super::types::{Recovery, RecoveryPolicy, RecoveryReport, SupervisorOptions};
 pub use crate::storage::supervisor_state::SupervisorStatus;
 
 /// Where a stale job goes under `opts` (the one rule set of the SQLite and PostgreSQL
@@ -216,6 +152,9 @@ impl Supervisor {
 
     /// Recovers every job stale at `now`.
     pub fn tick(&self, now: Timestamp) -> Result<RecoveryReport> {
+        if let Some(b) = self.engine.backend() {
+            return b.supervisor_tick(&self.opts, now);
+        }
         self.recover(Some(now), Some(self.opts.stale_after), None, None)
     }
 
@@ -223,6 +162,9 @@ impl Supervisor {
     /// recorded in the audit log).
     pub fn recover_now(&self, job_id: i64, actor: &str) -> Result<Recovery> {
         validate::name("actor", actor)?;
+        if let Some(b) = self.engine.backend() {
+            return b.recover_now(&self.opts, job_id, actor);
+        }
         let report = self.recover(None, None, Some(job_id), Some(actor))?;
         report
             .recovered
@@ -233,6 +175,7 @@ impl Supervisor {
 
     /// Sets a job's recovery counter back to zero (audited).
     pub fn reset_recovery_count(&self, job_id: i64, actor: &str) -> Result<()> {
+        self.engine.sqlite_only("supervisor.reset_recovery_count")?;
         validate::name("actor", actor)?;
         self.engine.write(|tx| {
             let now = tx.now();
@@ -243,12 +186,14 @@ impl Supervisor {
 
     /// This supervisor's bookkeeping (`None` before its first tick or after cleanup).
     pub fn status(&self) -> Result<Option<SupervisorStatus>> {
+        self.engine.sqlite_only("supervisor.status")?;
         self.engine
             .read(|c| supervisor_state::status(c, &self.opts.name))
     }
 
     /// Deletes this supervisor's bookkeeping row; returns whether there was one.
     pub fn cleanup(&self) -> Result<bool> {
+        self.engine.sqlite_only("supervisor.cleanup")?;
         self.engine
             .write(|tx| supervisor_state::cleanup(tx, &self.opts.name))
     }

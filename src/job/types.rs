@@ -231,3 +231,69 @@ impl StopReason {
         }
     }
 }
+
+// The supervisor's values (crate::job::supervisor), here so that every backend names them.
+
+/// What happens to a stale job that has a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryPolicy {
+    /// Pause it: an operator resumes it. The default.
+    #[default]
+    Pause,
+    /// Requeue it (`created`, checkpoint kept) for the next worker's claim.
+    AutoResume,
+}
+
+serde_display!(RecoveryPolicy);
+
+/// Supervisor settings.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// Name of this supervisor's bookkeeping row. Default `supervisor`.
+    pub name: String,
+    /// A running job with no heartbeat for this long is stale. Default 30 s.
+    pub stale_after: Duration,
+    /// Recoveries before a job fails for good. Default 3.
+    pub max_recoveries: u32,
+    /// What to do with a stale job that has a checkpoint.
+    pub policy: RecoveryPolicy,
+    /// Interval of the [`Supervisor::spawn`](crate::Supervisor::spawn) loop. Default 10 s.
+    pub poll_every: Duration,
+}
+
+impl Default for SupervisorOptions {
+    fn default() -> Self {
+        Self {
+            name: "supervisor".into(),
+            stale_after: Duration::from_secs(30),
+            max_recoveries: 3,
+            policy: RecoveryPolicy::Pause,
+            poll_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One job the supervisor moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// The job.
+    pub job_id: i64,
+    /// The attempt that was abandoned.
+    pub attempt: i64,
+    /// Where the job went: paused, created or failed.
+    pub to: JobState,
+    /// `STALLED` or `RECOVERY_EXHAUSTED` when it failed.
+    pub code: Option<String>,
+    /// Recoveries counted so far, including this one.
+    pub recovery_count: i64,
+}
+
+/// What one [`Supervisor::tick`](crate::Supervisor::tick) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecoveryReport {
+    /// When the tick ran.
+    pub at: Option<Timestamp>,
+    /// Every job recovered, stalest first.
+    pub recovered: Vec<Recovery>,
+}

@@ -400,9 +400,17 @@ fn run_slot(
             next_job(engine, opts, &kinds, slot, shared)
         };
         let Some((claim, stop)) = next else {
-            // Nothing to do: a quiet engine empties its WAL (a failure is retried next time).
-            let _ = engine.checkpoint_when_idle();
-            std::thread::sleep(opts.idle_poll);
+            // Nothing to do: a quiet engine empties its WAL (a failure is retried next time);
+            // on PostgreSQL the wait ends early when a job becomes claimable (NOTIFY).
+            match engine.backend() {
+                Some(b) => {
+                    let _ = b.wait_for_work(&kinds, opts.idle_poll);
+                }
+                None => {
+                    let _ = engine.checkpoint_when_idle();
+                    std::thread::sleep(opts.idle_poll);
+                }
+            }
             continue;
         };
         let outcome = run_one(engine, handler, claim, stop, shared);

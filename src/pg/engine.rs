@@ -1,4 +1,4 @@
-//! [`PgEngine`]: one connection to a PostgreSQL ledger, the clock, and the transaction
+//! [`PgEngine`]: connections to a PostgreSQL ledger, the clock, and the transaction
 //! helper every facade writes through.
 //!
 //! Each call runs in its own transaction (READ COMMITTED; the rules that need more are
@@ -19,11 +19,16 @@ use super::error::from_pg;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// How many times a transaction that met a deadlock or serialization failure is retried.
 const RETRIES: usize = 5;
 
-/// A PostgreSQL ledger; see the [module docs](crate::pg). Cheap to clone (clones share the
-/// one connection); open one engine per thread that works in parallel.
+/// A PostgreSQL ledger; see the [module docs](crate::pg). Cheap to clone; clones share a
+/// few idle connections, and each call runs on a connection of its own, so threads sharing
+/// one engine work in parallel (each concurrent call holds one connection).
 #[derive(Clone)]
 pub struct PgEngine {
     inner: Arc<Inner>,
@@ -32,8 +37,13 @@ pub struct PgEngine {
 struct Inner {
     url: String,
     clock: Arc<dyn Clock>,
-    session: Mutex<Option<Session>>,
+    /// Open connections not in use; a call takes one (or connects) and gives it back.
+    idle: Mutex<Vec<Session>>,
 }
+
+/// How many idle connections an engine (and its clones) keeps; more callers at once open
+/// more, closed again when they are done.
+const IDLE_SESSIONS: usize = 8;
 
 /// A live connection and its prepared statements.
 struct Session {
@@ -127,10 +137,10 @@ impl PgEngine {
             inner: Arc::new(Inner {
                 url: url.to_string(),
                 clock,
-                session: Mutex::new(Some(Session {
+                idle: Mutex::new(vec![Session {
                     client,
                     statements: HashMap::new(),
-                })),
+                }]),
             }),
         })
     }
@@ -145,25 +155,30 @@ impl PgEngine {
         self.with_session(|s| db::applied_version(&mut s.client))
     }
 
+    /// Runs `f` on a connection of its own: an idle one of this engine's (a closed one is
+    /// dropped), else a new one. It goes back to the idle list unless it was lost (closed,
+    /// or the server ended the session): the next call then connects again.
     fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
-        let mut guard = self
-            .inner
-            .session
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if guard.as_ref().is_none_or(|s| s.client.is_closed()) {
-            *guard = None;
-            let client = db::connect(&self.inner.url)?;
-            *guard = Some(Session {
-                client,
-                statements: HashMap::new(),
-            });
-        }
-        let session = guard.as_mut().expect("connected above");
-        let result = f(session);
-        // a lost connection (closed, or the server ending the session) is reopened next call
-        if session.client.is_closed() || matches!(result, Err(Error::Unreachable { .. })) {
-            *guard = None;
+        let mut session = loop {
+            let taken = lock(&self.inner.idle).pop();
+            match taken {
+                Some(s) if s.client.is_closed() => continue,
+                Some(s) => break s,
+                None => {
+                    break Session {
+                        client: db::connect(&self.inner.url)?,
+                        statements: HashMap::new(),
+                    }
+                }
+            }
+        };
+        let result = f(&mut session);
+        let lost = session.client.is_closed() || matches!(result, Err(Error::Unreachable { .. }));
+        if !lost {
+            let mut idle = lock(&self.inner.idle);
+            if idle.len() < IDLE_SESSIONS {
+                idle.push(session);
+            }
         }
         result
     }

@@ -118,14 +118,28 @@ impl PgJobs<'_> {
 
     /// A sign of life from the worker holding `claim` (fenced by its attempt).
     pub fn heartbeat(&self, claim: &Claim) -> Result<()> {
-        let (id, attempt) = (claim.id(), claim.attempt);
+        self.heartbeat_fenced(claim.id(), claim.attempt)
+    }
+
+    /// [`PgJobs::heartbeat`] for a caller holding only the fence.
+    pub(crate) fn heartbeat_fenced(&self, id: i64, attempt: i64) -> Result<()> {
         self.engine
             .write(|tx, now| store::heartbeat(tx, id, attempt, now))
     }
 
     /// Progress in percent (0..=100) and an optional step description.
     pub fn progress(&self, claim: &Claim, pct: u8, step: Option<&str>) -> Result<()> {
-        let (id, attempt) = (claim.id(), claim.attempt);
+        self.progress_fenced(claim.id(), claim.attempt, pct, step)
+    }
+
+    /// [`PgJobs::progress`] for a caller holding only the fence.
+    pub(crate) fn progress_fenced(
+        &self,
+        id: i64,
+        attempt: i64,
+        pct: u8,
+        step: Option<&str>,
+    ) -> Result<()> {
         validate::progress(pct)?;
         validate::step(step)?;
         self.engine.write(|tx, now| {
@@ -138,9 +152,36 @@ impl PgJobs<'_> {
         })
     }
 
+    /// Saves a checkpoint (any JSON value, at most `limit` bytes as JSON text; the SQLite
+    /// engine's limit is [`EngineOptions::max_checkpoint_bytes`](crate::EngineOptions)),
+    /// fenced by the claim's attempt, with its `checkpoint` event.
+    pub fn checkpoint(&self, claim: &Claim, checkpoint: &Value, limit: usize) -> Result<()> {
+        self.checkpoint_fenced(claim.id(), claim.attempt, checkpoint, limit)
+    }
+
+    /// [`PgJobs::checkpoint`] for a caller holding only the fence.
+    pub(crate) fn checkpoint_fenced(
+        &self,
+        id: i64,
+        attempt: i64,
+        checkpoint: &Value,
+        limit: usize,
+    ) -> Result<()> {
+        let text = validate::document("checkpoint", checkpoint, limit)?;
+        self.engine.write(|tx, now| {
+            store::checkpoint(tx, id, attempt, checkpoint, now)?;
+            let payload = EventPayload::Checkpoint { bytes: text.len() };
+            record(tx, id, &[payload], now)
+        })
+    }
+
     /// running -> completed with `result`.
     pub fn complete(&self, claim: &Claim, result: &Value) -> Result<Job> {
-        let (id, attempt) = (claim.id(), claim.attempt);
+        self.complete_fenced(claim.id(), claim.attempt, result)
+    }
+
+    /// [`PgJobs::complete`] for a caller holding only the fence.
+    pub(crate) fn complete_fenced(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
         self.engine.write(|tx, now| {
             let (job, last) = store::complete(tx, id, attempt, result, now)?;
@@ -151,7 +192,17 @@ impl PgJobs<'_> {
 
     /// running -> failed with a stable error `code` and a message.
     pub fn fail(&self, claim: &Claim, code: &str, message: &str) -> Result<Job> {
-        let (id, attempt) = (claim.id(), claim.attempt);
+        self.fail_fenced(claim.id(), claim.attempt, code, message)
+    }
+
+    /// [`PgJobs::fail`] for a caller holding only the fence.
+    pub(crate) fn fail_fenced(
+        &self,
+        id: i64,
+        attempt: i64,
+        code: &str,
+        message: &str,
+    ) -> Result<Job> {
         validate::identifier("error_code", code)?;
         self.engine.write(|tx, now| {
             let job = store::fail(tx, id, attempt, code, message, now)?;

@@ -28,8 +28,10 @@
 //! (pipelines, Flex, modules and raw records, most of the SQLite worker's options, most of
 //! the CLI's `--db postgres://`) is listed in docs/postgres.md.
 //!
-//! One [`PgEngine`] holds one connection, used by one call at a time; give each worker
-//! thread (or process, or machine) its own engine.
+//! One [`PgEngine`] (and its clones) keeps up to 8 idle connections; each call runs on one
+//! of them or on a new one, so threads may share an engine. [`Engine::open`](crate::Engine::open)
+//! on a `postgres://` URL gives the same backend behind the SQLite engine's facades
+//! ([`backend`]).
 //!
 //! ```no_run
 //! # fn main() -> runledger::Result<()> {
@@ -44,6 +46,7 @@
 //! # let _ = job; Ok(()) }
 //! ```
 
+pub(crate) mod backend;
 pub mod copy;
 mod db;
 pub mod doctor;

@@ -141,6 +141,7 @@ impl<'a> Runs<'a> {
         mut on_start: Option<&mut OnStart<'_>>,
         slot: Option<&SlotClaim>,
     ) -> Result<Vec<RunOutcome>> {
+        self.engine.sqlite_only("runs.trigger")?;
         if let Some(a) = &opts.account_id {
             if a.is_empty() || a.len() > 128 {
                 return Err(Error::invalid("account_id", "must be 1..=128 characters"));
@@ -429,6 +430,9 @@ impl<'a> Runs<'a> {
 
     /// The run with `id`.
     pub fn get(&self, id: i64) -> Result<Run> {
+        if let Some(b) = self.engine.backend() {
+            return b.get_run(id);
+        }
         self.engine.read(|c| store::get(c, id))
     }
 
@@ -441,6 +445,7 @@ impl<'a> Runs<'a> {
 
     /// Runs matching `filter`, newest first.
     pub fn list(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        self.engine.sqlite_only("runs.list")?;
         if filter.limit == 0 || filter.limit > 10_000 {
             return Err(Error::invalid("limit", "must be 1..=10000"));
         }
@@ -451,6 +456,9 @@ impl<'a> Runs<'a> {
     /// `ABANDONED`, freeing its lock. Returns their ids. Hosts call it periodically and at
     /// start-up; the next trigger of a lock also finalizes its expired holder.
     pub fn sweep(&self) -> Result<Vec<i64>> {
+        if let Some(b) = self.engine.backend() {
+            return b.sweep_runs();
+        }
         self.engine.write(|tx| store::sweep(tx, tx.now()))
     }
 
@@ -460,6 +468,7 @@ impl<'a> Runs<'a> {
     /// is [`Error::IllegalTransition`]; an unknown id [`Error::NotFound`]. Only for a run
     /// whose holder is gone: a live holder's next write finds its run ended.
     pub fn abandon(&self, id: i64, reason: &str, actor: &str) -> Result<Run> {
+        self.engine.sqlite_only("runs.abandon")?;
         self.end(id, "ABANDONED", "abandon", reason, actor)
     }
 
@@ -467,6 +476,7 @@ impl<'a> Runs<'a> {
     /// SIGTERM), freeing its lock at once; audited like [`Runs::abandon`] (action
     /// `interrupt`).
     pub fn interrupt(&self, id: i64, reason: &str, actor: &str) -> Result<Run> {
+        self.engine.sqlite_only("runs.interrupt")?;
         self.end(id, "INTERRUPTED", "interrupt", reason, actor)
     }
 
@@ -504,23 +514,27 @@ impl<'a> Runs<'a> {
 
     /// Adds or replaces a module in the catalog.
     pub fn upsert_module(&self, module: &Module) -> Result<()> {
+        self.engine.sqlite_only("runs.upsert_module")?;
         self.engine
             .write(|tx| probe::upsert_module(tx, module, tx.now()))
     }
 
     /// Enables or disables a module.
     pub fn set_module_enabled(&self, module: &str, enabled: bool) -> Result<()> {
+        self.engine.sqlite_only("runs.set_module_enabled")?;
         self.engine
             .write(|tx| probe::set_enabled(tx, module, enabled, tx.now()))
     }
 
     /// Removes a module and its probe history.
     pub fn delete_module(&self, module: &str) -> Result<()> {
+        self.engine.sqlite_only("runs.delete_module")?;
         self.engine.write(|tx| probe::delete_module(tx, module))
     }
 
     /// The module catalog, by name.
     pub fn modules(&self) -> Result<Vec<Module>> {
+        self.engine.sqlite_only("runs.modules")?;
         self.engine.read(probe::modules)
     }
 
@@ -531,12 +545,14 @@ impl<'a> Runs<'a> {
         outcome: &Result<(), ProbeError>,
         latency_ms: i64,
     ) -> Result<i64> {
+        self.engine.sqlite_only("runs.record_probe")?;
         self.engine
             .write(|tx| probe::record_probe(tx, module, outcome, latency_ms, tx.now()))
     }
 
     /// The readiness of `scope` now, from stored probes only (nothing is probed).
     pub fn readiness(&self, scope: Scope, config: &PreflightConfig) -> Result<ReadinessSnapshot> {
+        self.engine.sqlite_only("runs.readiness")?;
         let now = self.engine.now();
         self.engine
             .read(|c| probe::readiness(c, scope, config.fresh_for, now))
@@ -550,32 +566,38 @@ impl<'a> Runs<'a> {
         probes: &ProbeSet,
         config: &PreflightConfig,
     ) -> Result<ReadinessSnapshot> {
+        self.engine.sqlite_only("runs.preflight")?;
         probe::preflight(self.engine, scope, probes, config)
     }
 
     /// The raw record `id` (`NOT_FOUND` when there is none).
     pub fn raw_record(&self, id: i64) -> Result<RawRecord> {
+        self.engine.sqlite_only("runs.raw_record")?;
         self.engine.read(|c| raw::record(c, id))
     }
 
     /// The raw records `filter` selects (a run's, rejected ones), newest first.
     pub fn raw_list(&self, filter: &RawFilter) -> Result<Vec<RawRecord>> {
+        self.engine.sqlite_only("runs.raw_list")?;
         self.engine.read(|c| raw::list(c, filter))
     }
 
     /// The raw records of run `run_id`, oldest first.
     pub fn raw_records(&self, run_id: i64) -> Result<Vec<RawRecord>> {
+        self.engine.sqlite_only("runs.raw_records")?;
         self.engine.read(|c| raw::records_of_run(c, run_id))
     }
 
     /// The bytes of the payload with this SHA-256.
     pub fn raw_payload(&self, sha256: &str) -> Result<Vec<u8>> {
+        self.engine.sqlite_only("runs.raw_payload")?;
         self.engine.read(|c| raw::payload(c, sha256))
     }
 
     /// Retention: deletes terminal runs that finished before `cutoff`, their raw records,
     /// and payloads no record references any more, in one transaction. Started runs stay.
     pub fn prune(&self, cutoff: Timestamp) -> Result<PruneReport> {
+        self.engine.sqlite_only("runs.prune")?;
         self.engine.write(|tx| raw::prune(tx, cutoff))
     }
 }

@@ -261,6 +261,7 @@ impl<'e> Schedules<'e> {
     /// Bad input (name, pipeline, scope, rule, zone) or a name already taken is
     /// [`Error::InvalidInput`] naming the field; nothing is stored.
     pub fn create(&self, new: &NewSchedule) -> Result<Schedule> {
+        self.engine.sqlite_only("schedules.create")?;
         check_actor(self.actor)?;
         check_word("name", &new.name, NAME_EXTRA)?;
         check_pipeline_name(&new.pipeline)?;
@@ -300,6 +301,7 @@ impl<'e> Schedules<'e> {
     /// `both`, `daily 19:30` in Asia/Shanghai — unless a schedule of that name exists, and
     /// returns it. Hosts that want the default call this once after opening.
     pub fn ensure_default(&self) -> Result<Schedule> {
+        self.engine.sqlite_only("schedules.ensure_default")?;
         let new = NewSchedule::new(
             DEFAULT_SCHEDULE_NAME,
             "ingest",
@@ -317,6 +319,7 @@ impl<'e> Schedules<'e> {
 
     /// The schedule called `name`, or [`Error::NotFound`].
     pub fn get(&self, name: &str) -> Result<Schedule> {
+        self.engine.sqlite_only("schedules.get")?;
         self.engine
             .read(|c| store::schedule_by_name(c, name))?
             .ok_or_else(|| Error::not_found("schedule", name))
@@ -324,28 +327,33 @@ impl<'e> Schedules<'e> {
 
     /// Every schedule, by name.
     pub fn list(&self) -> Result<Vec<Schedule>> {
+        self.engine.sqlite_only("schedules.list")?;
         self.engine.read(store::list_schedules)
     }
 
     /// Every slot of the schedule called `name`, oldest first.
     pub fn slots(&self, name: &str) -> Result<Vec<Slot>> {
+        self.engine.sqlite_only("schedules.slots")?;
         let s = self.get(name)?;
         self.engine.read(|c| store::slots_of_schedule(c, s.id))
     }
 
     /// Every slot of every schedule, by due time.
     pub fn all_slots(&self) -> Result<Vec<Slot>> {
+        self.engine.sqlite_only("schedules.all_slots")?;
         self.engine.read(store::all_slots)
     }
 
     /// When a ticker last claimed a due slot (`None` before the first): when the scheduler
     /// last fired something.
     pub fn last_claimed_at(&self) -> Result<Option<Timestamp>> {
+        self.engine.sqlite_only("schedules.last_claimed_at")?;
         self.engine.read(store::last_claimed_at)
     }
 
     /// The earliest next slot of any enabled schedule (when a loop should tick next).
     pub fn next_due(&self) -> Result<Option<Timestamp>> {
+        self.engine.sqlite_only("schedules.next_due")?;
         self.engine.read(store::next_due)
     }
 
@@ -355,6 +363,7 @@ impl<'e> Schedules<'e> {
     /// if that is later): slots of the old rule are never materialized after the edit, and
     /// any pending slot is skipped with code `SCHEDULE_EDITED`.
     pub fn edit(&self, name: &str, edit: &ScheduleEdit) -> Result<Schedule> {
+        self.engine.sqlite_only("schedules.edit")?;
         check_actor(self.actor)?;
         if let Some(p) = &edit.pipeline {
             check_pipeline_name(p)?;
@@ -402,12 +411,14 @@ impl<'e> Schedules<'e> {
     /// Enables a schedule. If it was disabled, its cursor restarts from now: slots that fell
     /// while it was disabled are not fired. Enabling an enabled schedule changes nothing.
     pub fn enable(&self, name: &str) -> Result<Schedule> {
+        self.engine.sqlite_only("schedules.enable")?;
         self.set_enabled(name, true)
     }
 
     /// Disables a schedule: ticks stop materializing its slots; a pending slot is skipped
     /// with code `SCHEDULE_DISABLED`. Disabling a disabled schedule changes nothing.
     pub fn disable(&self, name: &str) -> Result<Schedule> {
+        self.engine.sqlite_only("schedules.disable")?;
         self.set_enabled(name, false)
     }
 
@@ -445,6 +456,7 @@ impl<'e> Schedules<'e> {
     /// Deletes a schedule and its slot history. Refused with
     /// [`Error::IllegalTransition`] while one of its slots is being fired.
     pub fn delete(&self, name: &str) -> Result<()> {
+        self.engine.sqlite_only("schedules.delete")?;
         check_actor(self.actor)?;
         self.engine.write(|tx| {
             let cur = store::schedule_by_name(tx, name)?
@@ -474,6 +486,7 @@ impl<'e> Schedules<'e> {
         now: Timestamp,
         fire: &dyn Fire,
     ) -> Result<TickReport> {
+        self.engine.sqlite_only("schedules.tick_with")?;
         tick::tick(self.engine, opts, now, fire)
     }
 
@@ -486,6 +499,7 @@ impl<'e> Schedules<'e> {
         fire: Arc<dyn Fire + Send + Sync>,
         opts: LoopOptions,
     ) -> Result<LoopHandle> {
+        self.engine.sqlite_only("schedules.spawn")?;
         runner::spawn(self.engine, fire, opts)
     }
 }

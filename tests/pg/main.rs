@@ -8,6 +8,12 @@
 
 #[cfg(feature = "postgres")]
 mod attacks;
+/// The behavioural suite of tests/suite, the same file, run here on PostgreSQL (`both.rs`).
+#[cfg(feature = "postgres")]
+#[path = "../suite/behaviour.rs"]
+pub mod behaviour;
+#[cfg(feature = "postgres")]
+mod both;
 #[cfg(feature = "postgres")]
 mod cli;
 #[cfg(feature = "postgres")]

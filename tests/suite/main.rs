@@ -1,6 +1,7 @@
 //! runledger's integration tests: one binary, one module per area.
 
 mod attacks;
+pub mod behaviour;
 mod common;
 mod daemon;
 mod doctor;
@@ -43,3 +44,14 @@ mod ui;
 #[path = "../../src/bin/runledger/provider.rs"]
 #[allow(dead_code)]
 pub mod demo;
+
+/// The behavioural suite ([`behaviour`]) on SQLite: a file engine per scenario (tests/pg runs
+/// the same scenarios on PostgreSQL).
+mod behaviour_sqlite {
+    fn engine(
+        _test: &str,
+    ) -> Option<(runledger::Engine, runledger::ManualClock, tempfile::TempDir)> {
+        Some(crate::common::file_engine())
+    }
+    crate::behaviour_tests!(engine);
+}

@@ -80,6 +80,11 @@ const PROGRESS: &str =
     "update jobs set progress = $4, step = $5, heartbeat_at = $3, updated_at = $3
      where id = $1 and attempt = $2 and state = 'running'";
 
+/// $1 id, $2 attempt, $3 now, $4 checkpoint
+const CHECKPOINT: &str =
+    "update jobs set checkpoint = $4, checkpoint_at = $3, heartbeat_at = $3, updated_at = $3
+     where id = $1 and attempt = $2 and state = 'running'";
+
 /// $1 id, $2 attempt, $3 now, $4 result
 const COMPLETE: &str = concat!(
     "update jobs set state = 'completed', result = $4, progress = 100,
@@ -342,6 +347,17 @@ pub(crate) fn progress(
 ) -> Result<()> {
     let pct = i32::from(pct);
     guarded(tx, PROGRESS, id, attempt, &[&now.to_string(), &pct, &step])
+}
+
+/// The checkpoint of the worker holding `attempt`.
+pub(crate) fn checkpoint(
+    tx: &mut Tx<'_>,
+    id: i64,
+    attempt: i64,
+    checkpoint: &Value,
+    now: Timestamp,
+) -> Result<()> {
+    guarded(tx, CHECKPOINT, id, attempt, &[&now.to_string(), checkpoint])
 }
 
 /// running -> completed with `result`; the job and its newest event before this change.

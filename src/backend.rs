@@ -1,0 +1,83 @@
+//! The backend seam: what an [`Engine`](crate::Engine) opened on a database other than
+//! SQLite serves.
+//!
+//! An engine opened on a file works on SQLite itself (`src/engine.rs`, `src/storage/`). An
+//! engine opened on a `postgres://` URL holds a [`Backend`] instead (feature `postgres`:
+//! `src/pg/backend.rs`), and each facade method it serves hands its call to the twin below
+//! before touching SQLite; a method it does not serve answers
+//! [`Error::Unsupported`](crate::Error::Unsupported) with the facade's name for it. The
+//! facades depend on this trait, the backend implements it: neither names the other.
+//!
+//! Each method is the twin of the facade method its doc names, with the same arguments,
+//! checks, results and error codes.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::events::Event;
+use crate::job::state::JobState;
+use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
+use crate::storage::ingest_runs::Run;
+
+/// A backend other than the engine's own SQLite file; see the module docs.
+pub(crate) trait Backend: Send + Sync {
+    /// Its name in [`Error::Unsupported`](crate::Error::Unsupported) (`postgres`).
+    fn name(&self) -> &'static str;
+    /// `Engine::schema_version`.
+    fn schema_version(&self) -> Result<i64>;
+
+    /// `Jobs::create`.
+    fn create_job(&self, new: &NewJob) -> Result<Job>;
+    /// `Jobs::get`.
+    fn get_job(&self, id: i64) -> Result<Job>;
+    /// `Jobs::list_before`.
+    fn list_jobs(
+        &self,
+        user_id: Option<&str>,
+        state: Option<JobState>,
+        kind: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Job>>;
+    /// `Jobs::claim`.
+    fn claim(&self, worker: &str, kinds: &[&str]) -> Result<Option<Claim>>;
+    /// `Jobs::heartbeat`, fenced by `attempt`.
+    fn heartbeat(&self, id: i64, attempt: i64) -> Result<()>;
+    /// `Jobs::progress`, fenced by `attempt`.
+    fn progress(&self, id: i64, attempt: i64, pct: u8, step: Option<&str>) -> Result<()>;
+    /// `Jobs::checkpoint`, fenced by `attempt`; `limit` is the engine's checkpoint limit.
+    fn checkpoint(&self, id: i64, attempt: i64, checkpoint: &Value, limit: usize) -> Result<()>;
+    /// `Jobs::complete`, fenced by `attempt`.
+    fn complete(&self, id: i64, attempt: i64, result: &Value) -> Result<Job>;
+    /// `Jobs::fail`, fenced by `attempt`.
+    fn fail(&self, id: i64, attempt: i64, code: &str, message: &str) -> Result<Job>;
+    /// `Jobs::cancel`.
+    fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job>;
+    /// `Jobs::pause`.
+    fn pause(&self, id: i64, actor: &str) -> Result<Job>;
+    /// `Jobs::resume`.
+    fn resume(&self, id: i64, actor: &str) -> Result<Job>;
+    /// `Jobs::restart`.
+    fn restart(&self, id: i64, actor: &str, input: Option<&Value>) -> Result<Job>;
+
+    /// `Events::since`.
+    fn events_since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>>;
+
+    /// `Supervisor::tick`.
+    fn supervisor_tick(&self, opts: &SupervisorOptions, now: Timestamp) -> Result<RecoveryReport>;
+    /// `Supervisor::recover_now`.
+    fn recover_now(&self, opts: &SupervisorOptions, job_id: i64, actor: &str) -> Result<Recovery>;
+
+    /// `Runs::get`.
+    fn get_run(&self, id: i64) -> Result<Run>;
+    /// `Runs::sweep`.
+    fn sweep_runs(&self) -> Result<Vec<i64>>;
+
+    /// Waits at most `timeout` for a job of `kinds` (any if empty) to become claimable:
+    /// `true` when one may have (a hint: claim next), `false` at the timeout. The idle
+    /// [`Worker`](crate::Worker) waits here instead of sleeping.
+    fn wait_for_work(&self, kinds: &[&str], timeout: Duration) -> Result<bool>;
+}

@@ -1,0 +1,163 @@
+//! The PostgreSQL [`Backend`]: what serves an [`Engine`] opened on a `postgres://` URL.
+//!
+//! Each method hands its call to the [`PgEngine`] facade of the same name, so the rules,
+//! events, audit rows and error codes are those of `runledger::pg`. The engine's clones
+//! share one [`PgEngine`] (a few pooled connections), so the SQLite engine's habit of
+//! sharing one engine between threads (a [`Worker`](crate::Worker)'s slots, its heartbeat
+//! thread, HTTP handlers) holds here too.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::engine::PgEngine;
+use super::listener::PgListener;
+use crate::backend::Backend;
+use crate::clock::{Deadline, Timestamp};
+use crate::engine::{Engine, EngineOptions};
+use crate::error::Result;
+use crate::events::Event;
+use crate::job::state::JobState;
+use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
+use crate::storage::ingest_runs::Run;
+
+/// Opens the PostgreSQL ledger at `url` (migrating it) as an [`Engine`] with `opts`'s clock.
+pub(crate) fn open(url: &str, opts: EngineOptions) -> Result<Engine> {
+    let engine = PgEngine::open_with_clock(url, opts.clock.clone())?;
+    let backend = PgBackend {
+        engine,
+        url: url.to_string(),
+        listener: Mutex::new(None),
+    };
+    Ok(Engine::with_backend(Box::new(backend), opts))
+}
+
+struct PgBackend {
+    engine: PgEngine,
+    /// For the listener, opened at the first idle wait (the URL may hold a password: it is
+    /// never printed).
+    url: String,
+    /// One LISTEN connection for the idle waits of this engine and its clones; a thread that
+    /// finds it taken by another waits by sleeping (see [`Backend::wait_for_work`]).
+    listener: Mutex<Option<PgListener>>,
+}
+
+impl Backend for PgBackend {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn schema_version(&self) -> Result<i64> {
+        self.engine.schema_version()
+    }
+
+    fn create_job(&self, new: &NewJob) -> Result<Job> {
+        self.engine.jobs().create(new)
+    }
+
+    fn get_job(&self, id: i64) -> Result<Job> {
+        self.engine.jobs().get(id)
+    }
+
+    fn list_jobs(
+        &self,
+        user_id: Option<&str>,
+        state: Option<JobState>,
+        kind: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        self.engine
+            .jobs()
+            .list_before(user_id, state, kind, before, limit)
+    }
+
+    fn claim(&self, worker: &str, kinds: &[&str]) -> Result<Option<Claim>> {
+        self.engine.jobs().claim(worker, kinds)
+    }
+
+    fn heartbeat(&self, id: i64, attempt: i64) -> Result<()> {
+        self.engine.jobs().heartbeat_fenced(id, attempt)
+    }
+
+    fn progress(&self, id: i64, attempt: i64, pct: u8, step: Option<&str>) -> Result<()> {
+        self.engine.jobs().progress_fenced(id, attempt, pct, step)
+    }
+
+    fn checkpoint(&self, id: i64, attempt: i64, checkpoint: &Value, limit: usize) -> Result<()> {
+        self.engine
+            .jobs()
+            .checkpoint_fenced(id, attempt, checkpoint, limit)
+    }
+
+    fn complete(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
+        self.engine.jobs().complete_fenced(id, attempt, result)
+    }
+
+    fn fail(&self, id: i64, attempt: i64, code: &str, message: &str) -> Result<Job> {
+        self.engine.jobs().fail_fenced(id, attempt, code, message)
+    }
+
+    fn cancel(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Job> {
+        self.engine.jobs().cancel(id, actor, reason)
+    }
+
+    fn pause(&self, id: i64, actor: &str) -> Result<Job> {
+        self.engine.jobs().pause(id, actor)
+    }
+
+    fn resume(&self, id: i64, actor: &str) -> Result<Job> {
+        self.engine.jobs().resume(id, actor)
+    }
+
+    fn restart(&self, id: i64, actor: &str, input: Option<&Value>) -> Result<Job> {
+        self.engine.jobs().restart(id, actor, input)
+    }
+
+    fn events_since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
+        self.engine.events().since(job_id, seq, limit)
+    }
+
+    fn supervisor_tick(&self, opts: &SupervisorOptions, now: Timestamp) -> Result<RecoveryReport> {
+        self.engine.supervisor(opts.clone())?.tick(now)
+    }
+
+    fn recover_now(&self, opts: &SupervisorOptions, job_id: i64, actor: &str) -> Result<Recovery> {
+        self.engine
+            .supervisor(opts.clone())?
+            .recover_now(job_id, actor)
+    }
+
+    fn get_run(&self, id: i64) -> Result<Run> {
+        self.engine.runs().get(id)
+    }
+
+    fn sweep_runs(&self) -> Result<Vec<i64>> {
+        self.engine.runs().sweep()
+    }
+
+    /// The first idle thread waits on the engine's LISTEN connection (woken by the NOTIFY
+    /// of a job becoming claimable, in any process); a thread that finds it taken sleeps
+    /// out `timeout` and looks again, as on SQLite. A listener that cannot connect is
+    /// retried at the next wait; the caller polls meanwhile.
+    fn wait_for_work(&self, kinds: &[&str], timeout: Duration) -> Result<bool> {
+        let deadline = Deadline::after(timeout);
+        let Ok(mut slot) = self.listener.try_lock() else {
+            std::thread::sleep(timeout);
+            return Ok(true);
+        };
+        if slot.is_none() {
+            match PgListener::open(&self.url) {
+                Ok(l) => *slot = Some(l),
+                Err(e) => {
+                    drop(slot);
+                    std::thread::sleep(deadline.remaining());
+                    return Err(e);
+                }
+            }
+        }
+        let listener = slot.as_mut().expect("opened above");
+        listener.wait_for_work(kinds, deadline.remaining())
+    }
+}
