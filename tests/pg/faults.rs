@@ -11,11 +11,10 @@ use serde_json::json;
 use crate::common::{finish_child, is_child, spawn_child, TestDb};
 
 /// The backend of the connection blocked behind `holder`'s locks, once it is waiting.
-fn blocked_behind(db: &mut TestDb, holder: i32) -> i32 {
+pub fn blocked_behind(raw: &mut postgres::Client, holder: i32) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let row = db
-            .raw
+        let row = raw
             .query_opt(
                 "select pid from pg_stat_activity where $1 = any(pg_blocking_pids(pid))",
                 &[&holder],
@@ -57,7 +56,7 @@ fn pg_backend_killed_mid_transaction_fails_unreachable_writes_nothing_and_reconn
     .unwrap();
     let (e2, c2) = (engine.clone(), claim.clone());
     let call = std::thread::spawn(move || e2.jobs().complete(&c2, &json!({"ok": true})));
-    let engine_pid = blocked_behind(&mut db, holder_pid);
+    let engine_pid = blocked_behind(&mut db.raw, holder_pid);
     // the job row is already updated inside the engine's open transaction
     let killed: bool = db
         .raw
@@ -126,7 +125,7 @@ fn pg_fault_node_child() {
 }
 
 /// Every invariant of the ledger that SQL can state, as violation counts (all must be 0).
-fn invariant_violations(db: &mut TestDb) -> Vec<(&'static str, i64)> {
+pub fn invariant_violations(raw: &mut postgres::Client) -> Vec<(&'static str, i64)> {
     let checks: &[(&str, &str)] = &[
         (
             "event seq gapless from 1 per job",
@@ -155,7 +154,7 @@ fn invariant_violations(db: &mut TestDb) -> Vec<(&'static str, i64)> {
     ];
     checks
         .iter()
-        .map(|(name, sql)| (*name, db.query_i64(sql)))
+        .map(|(name, sql)| (*name, raw.query_one(*sql, &[]).unwrap().get(0)))
         .collect()
 }
 
@@ -200,7 +199,7 @@ fn pg_kill_9_of_a_node_mid_run_leaves_every_invariant_intact() {
     for child in children {
         finish_child(child);
     }
-    let violations = invariant_violations(&mut db);
+    let violations = invariant_violations(&mut db.raw);
     assert!(violations.iter().all(|(_, n)| *n == 0), "{violations:?}");
     // the dead node left at most the one job it held running; the supervisor rescues it
     let running = db.query_i64("select count(*) from jobs where state = 'running'");
@@ -230,6 +229,6 @@ fn pg_kill_9_of_a_node_mid_run_leaves_every_invariant_intact() {
         db.query_i64("select count(*) from jobs where state not in ('completed', 'failed')"),
         0
     );
-    let violations = invariant_violations(&mut db);
+    let violations = invariant_violations(&mut db.raw);
     assert!(violations.iter().all(|(_, n)| *n == 0), "{violations:?}");
 }

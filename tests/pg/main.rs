@@ -11,6 +11,8 @@ mod attacks;
 #[cfg(feature = "postgres")]
 mod cli;
 #[cfg(feature = "postgres")]
+mod cluster;
+#[cfg(feature = "postgres")]
 mod common;
 #[cfg(feature = "postgres")]
 mod copy;
@@ -24,6 +26,8 @@ mod jobs;
 mod nodes;
 #[cfg(feature = "postgres")]
 mod notify;
+#[cfg(feature = "postgres")]
+mod restart;
 #[cfg(feature = "postgres")]
 mod runbook;
 #[cfg(feature = "postgres")]
