@@ -31,6 +31,42 @@ fn events(raw: &mut Client, job: i64) -> Vec<(i64, String)> {
     .collect()
 }
 
+/// Takes what the listener has heard so far, reconnecting if it was lost (so its next wake
+/// is about what comes next).
+fn drain(listener: &mut PgListener) {
+    while listener
+        .wait(Duration::from_millis(50), |_| true)
+        .unwrap()
+        .is_some()
+    {}
+}
+
+/// After the server went away and came back: the listener's next wait reports
+/// `Wake::Reconnected`, and a job of `kind` created next wakes it. The job.
+fn listener_carries_on(listener: &mut PgListener, engine: &PgEngine, kind: &str) -> runledger::Job {
+    let waited = Instant::now();
+    assert_eq!(
+        listener.wait(Duration::from_secs(3), |_| true).unwrap(),
+        Some(Wake::Reconnected)
+    );
+    assert!(
+        waited.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        waited.elapsed()
+    );
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", kind, json!({})))
+        .unwrap();
+    assert_eq!(
+        listener
+            .wait(Duration::from_secs(5), |w| matches!(w, Wake::Work { .. }))
+            .unwrap(),
+        Some(Wake::Work { kind: kind.into() })
+    );
+    job
+}
+
 /// One round: a `complete` whose transaction has updated the job row and waits (behind a
 /// second connection's uncommitted event) is in flight when the server restarts in `mode`.
 fn restart_mid_complete(cluster: &Cluster, mode: &str) {
@@ -207,41 +243,13 @@ fn pg_listener_and_worker_carry_on_across_a_server_restart() {
         })
         .unwrap();
     started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    // drain the listener (the slow job's created and claimed events)
-    while listener
-        .wait(Duration::from_millis(50), |_| true)
-        .unwrap()
-        .is_some()
-    {}
+    drain(&mut listener);
     drop(raw);
 
     cluster.restart("fast");
 
-    // the listener: the wait after the restart reports the reconnect (a wait that meets the
-    // lost connection may first fail UNREACHABLE), then hears what is committed after it
-    let mut woke = None;
-    for _ in 0..3 {
-        match listener.wait(Duration::from_secs(2), |_| true) {
-            Ok(w) => {
-                woke = w;
-                break;
-            }
-            Err(e) => assert_eq!(e.code(), "UNREACHABLE", "{e}"),
-        }
-    }
-    assert_eq!(woke, Some(Wake::Reconnected));
-    let quick = engine
-        .jobs()
-        .create(&NewJob::new("u", "quick", json!({})))
-        .unwrap();
-    assert_eq!(
-        listener
-            .wait(Duration::from_secs(5), |w| matches!(w, Wake::Work { .. }))
-            .unwrap(),
-        Some(Wake::Work {
-            kind: "quick".into()
-        })
-    );
+    // the listener: its next wait reconnects and says so, then hears what is committed after
+    let quick = listener_carries_on(&mut listener, &engine, "quick");
 
     // the worker: its claim survived the restart; released, it completes the job (then the
     // quick one, woken by its notification)
@@ -292,5 +300,24 @@ fn pg_listener_and_worker_carry_on_across_a_server_restart() {
     }
     let violations = invariant_violations(&mut raw);
     assert!(violations.iter().all(|(_, n)| *n == 0), "{violations:?}");
+
+    // the listener across a crash (immediate), and across a stop: its wait fails UNREACHABLE
+    // at once while the server is away (it does not spin to its timeout), then reconnects
+    drop(raw);
+    drain(&mut listener);
+    cluster.restart("immediate");
+    listener_carries_on(&mut listener, &engine, "after_crash");
+    drain(&mut listener);
+    cluster.stop("fast");
+    let waited = Instant::now();
+    let err = listener.wait(Duration::from_secs(3), |_| true).unwrap_err();
+    assert_eq!(err.code(), "UNREACHABLE", "{err}");
+    assert!(
+        waited.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        waited.elapsed()
+    );
+    cluster.start_again();
+    listener_carries_on(&mut listener, &engine, "after_stop");
     eprintln!("listener/worker restart test: {:?}", t.elapsed());
 }
