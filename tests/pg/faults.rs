@@ -241,7 +241,8 @@ fn pg_kill_9_of_a_node_mid_run_leaves_every_invariant_intact() {
 fn pg_open_refused_fails_unreachable_at_once_without_the_url_or_password() {
     let port = crate::cluster::free_port(); // free now: nothing listens there
     let url = format!("postgres://rl_secret_user:pa55-w0rd-xyz@127.0.0.1:{port}/ledger");
-    let opens: [(&str, Box<dyn Fn() -> runledger::Error>); 3] = [
+    type Open<'a> = Box<dyn Fn() -> runledger::Error + 'a>;
+    let opens: [(&str, Open); 3] = [
         ("engine", Box::new(|| PgEngine::open(&url).unwrap_err())),
         (
             "listener",
