@@ -71,7 +71,7 @@ impl Cluster {
             }
             eprintln!(
                 "SKIPPED: no PostgreSQL server binaries (initdb, pg_ctl) for a private cluster; \
-                 set RUNLEDGER_PG_BIN or RUNLEDGER_TEST_PG to require them"
+                 RUNLEDGER_PG_BIN names their directory, RUNLEDGER_TEST_PG makes their absence fail"
             );
             return None;
         };
