@@ -5,8 +5,9 @@
 //! enforced by row locks, `SKIP LOCKED` claims and unique indexes). Statements are prepared
 //! once per connection and cached by their text. A transaction that meets a deadlock or a
 //! serialization failure is retried (at most [`RETRIES`] times); a connection found closed
-//! is reopened at the next call, so a server restart costs the calls made while it was
-//! down (`UNREACHABLE`) and nothing half-written.
+//! is reopened at the next call (a call whose BEGIN finds the server ended the idle session
+//! goes once more on a new connection), so a server restart costs the calls in flight or
+//! made while it was down (`UNREACHABLE`) and nothing half-written.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -183,6 +184,30 @@ impl PgEngine {
         result
     }
 
+    /// Runs `body` on the session (see `with_session`); `body` sets its flag once its BEGIN
+    /// went through. A session the server ended while it sat idle (a restart, a failover, an
+    /// idle timeout) is only found dead by the next call's BEGIN: nothing of that call was
+    /// applied, so it runs once more, on a new connection (the engine's other idle connections
+    /// are dropped with it), instead of failing `UNREACHABLE`
+    /// although the server is back. A call that fails after its BEGIN is never repeated.
+    fn with_live_session<T>(
+        &self,
+        mut body: impl FnMut(&mut Session, &mut bool) -> Result<T>,
+    ) -> Result<T> {
+        let (mut connected, mut begun) = (false, false);
+        let result = self.with_session(|s| {
+            connected = true;
+            body(s, &mut begun)
+        });
+        if connected && !begun && matches!(result, Err(Error::Unreachable { .. })) {
+            // the other idle connections are as old as the one that died (a restart ends
+            // them all): drop them, so the second try connects anew
+            lock(&self.inner.idle).clear();
+            return self.with_session(|s| body(s, &mut begun));
+        }
+        result
+    }
+
     /// Runs `f` in one transaction at the time `now` read before it began; commits when `f`
     /// succeeds, rolls back otherwise. Retried on deadlock and serialization failure.
     pub(crate) fn write<T>(
@@ -191,9 +216,10 @@ impl PgEngine {
     ) -> Result<T> {
         let mut attempt = 0;
         loop {
-            let result = self.with_session(|s| {
+            let result = self.with_live_session(|s, begun| {
                 let now = self.now();
                 let tx = s.client.transaction().map_err(from_pg)?;
+                *begun = true;
                 let mut tx = Tx {
                     tx,
                     statements: &mut s.statements,
@@ -212,8 +238,11 @@ impl PgEngine {
     /// Runs `f` in a transaction that is always rolled back, whatever `f` does (doctor:
     /// reads, and a scratch schema built and thrown away).
     pub(crate) fn scratch<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        self.with_session(|s| {
+        let mut f = Some(f);
+        self.with_live_session(|s, begun| {
             let tx = s.client.transaction().map_err(from_pg)?;
+            *begun = true;
+            let f = f.take().expect("run once, after BEGIN");
             let mut tx = Tx {
                 tx,
                 statements: &mut s.statements,
@@ -228,13 +257,16 @@ impl PgEngine {
 
     /// Runs `f` in a read-only transaction (one snapshot per statement, READ COMMITTED).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        self.with_session(|s| {
+        let mut f = Some(f);
+        self.with_live_session(|s, begun| {
             let tx = s
                 .client
                 .build_transaction()
                 .read_only(true)
                 .start()
                 .map_err(from_pg)?;
+            *begun = true;
+            let f = f.take().expect("run once, after BEGIN");
             let mut tx = Tx {
                 tx,
                 statements: &mut s.statements,

@@ -4,9 +4,10 @@
 //! The listener subscribes when it is opened; notifications that arrive while its owner is
 //! busy are kept and end the next wait at once. NOTIFY is delivered at the writer's COMMIT,
 //! never for a rolled-back transaction. A wake is a hint, not a claim: the worker claims
-//! next and may find nothing (another node was first). When the connection is lost the
-//! listener reconnects at its next wait and reports a wake, since notifications sent while
-//! it was away are gone: the caller then looks for work as after any wake.
+//! next and may find nothing (another node was first). When the wait finds the connection
+//! lost the listener reconnects at once and reports a wake, since notifications sent while
+//! it was away are gone: the caller then looks for work as after any wake. While the server
+//! is away the wait fails `UNREACHABLE` and the next wait tries again.
 
 use std::time::Duration;
 
@@ -108,7 +109,9 @@ impl PgListener {
     }
 
     /// Waits at most `timeout` for the first notification `keep` accepts; `None` at the
-    /// timeout. A lost connection is reopened and reported as [`Wake::Reconnected`].
+    /// timeout. A lost connection is reopened at once and reported as
+    /// [`Wake::Reconnected`] (whatever `keep` says); while the server is away the wait fails
+    /// `UNREACHABLE` and the next one tries again.
     pub fn wait(
         &mut self,
         timeout: Duration,
@@ -116,19 +119,14 @@ impl PgListener {
     ) -> Result<Option<Wake>> {
         let deadline = Deadline::after(timeout);
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = None;
-            let (client, schema) = subscribe(&self.url)?;
-            self.schema = schema;
-            self.client = Some(client);
-            return Ok(Some(Wake::Reconnected));
+            return self.reconnect();
         }
         let client = self.client.as_mut().expect("connected above");
         let outcome = loop {
             let left = deadline.remaining();
             // a zero timeout still drains what already arrived
-            let mut notes = client.notifications();
-            let mut iter = notes.timeout_iter(left);
-            match iter.next() {
+            let next = client.notifications().timeout_iter(left).next();
+            match next {
                 Ok(Some(n)) => {
                     if let Some(wake) = parse(&self.schema, n.channel(), n.payload()) {
                         if keep(&wake) {
@@ -136,17 +134,36 @@ impl PgListener {
                         }
                     }
                 }
+                // the connection ended without a word (its end of stream): lost
+                Ok(None) if client.is_closed() => {
+                    break Err(Error::Unreachable {
+                        detail: "the server closed the listener's connection".into(),
+                    })
+                }
                 Ok(None) if deadline.passed() => break Ok(None),
                 Ok(None) => {}
                 Err(e) => break Err(from_pg(e)),
             }
         };
-        if let Err(err) = &outcome {
-            if client.is_closed() || matches!(err, Error::Unreachable { .. }) {
-                self.client = None;
+        match outcome {
+            // Lost (the server restarted, failed over or ended the session, perhaps while the
+            // owner was busy): reconnect now, so a server that is back costs no failed wait.
+            Err(err) if client.is_closed() || matches!(err, Error::Unreachable { .. }) => {
+                self.reconnect()
             }
+            other => other,
         }
-        outcome
+    }
+
+    /// Opens a new connection and subscribes again: [`Wake::Reconnected`], since what was
+    /// sent while the listener was away is gone; `UNREACHABLE` (the next wait tries again)
+    /// while the server is away.
+    fn reconnect(&mut self) -> Result<Option<Wake>> {
+        self.client = None;
+        let (client, schema) = subscribe(&self.url)?;
+        self.schema = schema;
+        self.client = Some(client);
+        Ok(Some(Wake::Reconnected))
     }
 
     /// Waits at most `timeout` for a job of one of `kinds` (any kind if empty) to become

@@ -8,7 +8,9 @@
 //! notification of its kinds, at most [`PgWorker::idle_poll`] (a missed notification costs
 //! one poll interval, never a job). A job cancelled or taken from the worker meanwhile
 //! (its heartbeat answers `JOB_NOT_RUNNING` or `STALE_ATTEMPT`) counts as stopped and its
-//! result is discarded. While the server is away the loop retries every poll interval.
+//! result is discarded. While the server is away the loop retries every poll interval, and
+//! so does the final write of a job whose handler finished meanwhile (the claim survives the
+//! connection: the fence accepts the retried write).
 //!
 //! Not yet, where the SQLite worker has them: concurrency above one per worker (start
 //! several), the handler's progress/checkpoint context, timeouts, graceful shutdown with a
@@ -25,6 +27,7 @@ use serde_json::Value;
 use super::engine::PgEngine;
 use super::listener::PgListener;
 use crate::error::{Error, Result};
+use crate::job::state::JobState;
 use crate::job::types::{Claim, Job};
 use crate::job::validate;
 use crate::job::worker::{JobFailure, WorkerReport};
@@ -115,7 +118,7 @@ impl PgWorker {
         while !stop.load(Ordering::SeqCst) {
             match engine.jobs().claim(&self.id, &kinds) {
                 Ok(Some(claim)) => {
-                    let outcome = self.work(engine, &claim, handler);
+                    let outcome = self.work(engine, &claim, handler, stop);
                     let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
                     match outcome {
                         Outcome::Completed => r.completed += 1,
@@ -143,7 +146,7 @@ impl PgWorker {
     }
 
     /// Runs the handler on one claimed job with a heartbeat beside it; writes its outcome.
-    fn work<H>(&self, engine: &PgEngine, claim: &Claim, handler: &H) -> Outcome
+    fn work<H>(&self, engine: &PgEngine, claim: &Claim, handler: &H, stop: &AtomicBool) -> Outcome
     where
         H: Fn(&Job) -> std::result::Result<Value, JobFailure>,
     {
@@ -174,29 +177,81 @@ impl PgWorker {
         if lost.load(Ordering::SeqCst) {
             return Outcome::Stopped;
         }
-        let written = match result {
-            Ok(Ok(value)) => engine
-                .jobs()
-                .complete(claim, &value)
-                .map(|_| Outcome::Completed),
-            Ok(Err(failure)) => engine
-                .jobs()
-                .fail(claim, &failure.code, &failure.message)
-                .map(|_| Outcome::Failed),
+        let last = match result {
+            Ok(Ok(value)) => Last::Complete(value),
+            Ok(Err(failure)) => Last::Fail(failure.code, failure.message),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "the handler panicked".into());
-                engine
-                    .jobs()
-                    .fail(claim, "PANIC", &message)
-                    .map(|_| Outcome::Failed)
+                Last::Fail("PANIC".into(), message)
             }
         };
-        // a write refused by the fence: the job was cancelled or recovered meanwhile
-        written.unwrap_or(Outcome::Stopped)
+        let mut retried = false;
+        loop {
+            let written = match &last {
+                Last::Complete(value) => engine
+                    .jobs()
+                    .complete(claim, value)
+                    .map(|_| Outcome::Completed),
+                Last::Fail(code, message) => engine
+                    .jobs()
+                    .fail(claim, code, message)
+                    .map(|_| Outcome::Failed),
+            };
+            match written {
+                Ok(outcome) => return outcome,
+                // The server away (a restart, a failover): the claim outlives the connection,
+                // so the write is retried every poll interval until it goes through, the fence
+                // refuses it, or the worker is stopped (the job then stays running for a
+                // supervisor to recover).
+                Err(Error::Unreachable { .. }) if !stop.load(Ordering::SeqCst) => {
+                    retried = true;
+                    let mut left = self.idle_poll;
+                    while !left.is_zero() && !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(left.min(STOP_SLICE));
+                        left = left.saturating_sub(STOP_SLICE);
+                    }
+                }
+                // after a lost connection, a refusal may mean the first try committed but its
+                // answer was lost: the job as written tells
+                Err(_) if retried => return written_before(engine, claim, &last),
+                // refused by the fence: the job was cancelled or recovered meanwhile
+                Err(_) => return Outcome::Stopped,
+            }
+        }
+    }
+}
+
+/// The final write of a job's attempt.
+enum Last {
+    Complete(Value),
+    Fail(String, String),
+}
+
+/// Whether `last` is already in the job (written by a try whose answer the lost connection
+/// swallowed): its outcome if so, else [`Outcome::Stopped`].
+fn written_before(engine: &PgEngine, claim: &Claim, last: &Last) -> Outcome {
+    let Ok(job) = engine.jobs().get(claim.id()) else {
+        return Outcome::Stopped;
+    };
+    if job.attempt != claim.attempt {
+        return Outcome::Stopped;
+    }
+    match last {
+        Last::Complete(value)
+            if job.state == JobState::Completed && job.result.as_ref() == Some(value) =>
+        {
+            Outcome::Completed
+        }
+        Last::Fail(code, _)
+            if job.state == JobState::Failed && job.error_code.as_deref() == Some(code) =>
+        {
+            Outcome::Failed
+        }
+        _ => Outcome::Stopped,
     }
 }
 

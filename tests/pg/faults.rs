@@ -11,11 +11,10 @@ use serde_json::json;
 use crate::common::{finish_child, is_child, spawn_child, TestDb};
 
 /// The backend of the connection blocked behind `holder`'s locks, once it is waiting.
-fn blocked_behind(db: &mut TestDb, holder: i32) -> i32 {
+pub fn blocked_behind(raw: &mut postgres::Client, holder: i32) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let row = db
-            .raw
+        let row = raw
             .query_opt(
                 "select pid from pg_stat_activity where $1 = any(pg_blocking_pids(pid))",
                 &[&holder],
@@ -57,7 +56,7 @@ fn pg_backend_killed_mid_transaction_fails_unreachable_writes_nothing_and_reconn
     .unwrap();
     let (e2, c2) = (engine.clone(), claim.clone());
     let call = std::thread::spawn(move || e2.jobs().complete(&c2, &json!({"ok": true})));
-    let engine_pid = blocked_behind(&mut db, holder_pid);
+    let engine_pid = blocked_behind(&mut db.raw, holder_pid);
     // the job row is already updated inside the engine's open transaction
     let killed: bool = db
         .raw
@@ -126,7 +125,7 @@ fn pg_fault_node_child() {
 }
 
 /// Every invariant of the ledger that SQL can state, as violation counts (all must be 0).
-fn invariant_violations(db: &mut TestDb) -> Vec<(&'static str, i64)> {
+pub fn invariant_violations(raw: &mut postgres::Client) -> Vec<(&'static str, i64)> {
     let checks: &[(&str, &str)] = &[
         (
             "event seq gapless from 1 per job",
@@ -155,7 +154,7 @@ fn invariant_violations(db: &mut TestDb) -> Vec<(&'static str, i64)> {
     ];
     checks
         .iter()
-        .map(|(name, sql)| (*name, db.query_i64(sql)))
+        .map(|(name, sql)| (*name, raw.query_one(*sql, &[]).unwrap().get(0)))
         .collect()
 }
 
@@ -200,7 +199,7 @@ fn pg_kill_9_of_a_node_mid_run_leaves_every_invariant_intact() {
     for child in children {
         finish_child(child);
     }
-    let violations = invariant_violations(&mut db);
+    let violations = invariant_violations(&mut db.raw);
     assert!(violations.iter().all(|(_, n)| *n == 0), "{violations:?}");
     // the dead node left at most the one job it held running; the supervisor rescues it
     let running = db.query_i64("select count(*) from jobs where state = 'running'");
@@ -230,6 +229,136 @@ fn pg_kill_9_of_a_node_mid_run_leaves_every_invariant_intact() {
         db.query_i64("select count(*) from jobs where state not in ('completed', 'failed')"),
         0
     );
-    let violations = invariant_violations(&mut db);
+    let violations = invariant_violations(&mut db.raw);
     assert!(violations.iter().all(|(_, n)| *n == 0), "{violations:?}");
+}
+
+/// A connection refused at open (nothing listens on the port): `PgEngine::open`,
+/// `PgListener::open` and `PgWorker::spawn` fail `UNREACHABLE` at once, and neither the
+/// message nor the error's debug form carries the URL, its user or its password. Needs no
+/// server.
+#[test]
+fn pg_open_refused_fails_unreachable_at_once_without_the_url_or_password() {
+    let port = crate::cluster::free_port(); // free now: nothing listens there
+    let url = format!("postgres://rl_secret_user:pa55-w0rd-xyz@127.0.0.1:{port}/ledger");
+    type Open<'a> = Box<dyn Fn() -> runledger::Error + 'a>;
+    let opens: [(&str, Open); 3] = [
+        ("engine", Box::new(|| PgEngine::open(&url).unwrap_err())),
+        (
+            "listener",
+            Box::new(|| runledger::pg::PgListener::open(&url).unwrap_err()),
+        ),
+        (
+            "worker",
+            Box::new(|| {
+                runledger::pg::PgWorker::new(&url, "w", &[])
+                    .unwrap()
+                    .spawn(|_| Ok(json!({})))
+                    .unwrap_err()
+            }),
+        ),
+    ];
+    for (what, open) in opens {
+        let t = Instant::now();
+        let err = open();
+        let took = t.elapsed();
+        assert_eq!(err.code(), "UNREACHABLE", "{what}: {err}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{what}: refused after {took:?}"
+        );
+        for shown in [err.to_string(), format!("{err:?}")] {
+            for secret in ["pa55-w0rd-xyz", "rl_secret_user", "postgres://"] {
+                assert!(!shown.contains(secret), "{what} shows {secret}: {shown}");
+            }
+        }
+    }
+}
+
+/// A database migrated by a newer build: `PgEngine::open` refuses it `UNSUPPORTED_VERSION`
+/// and changes nothing (no migration started, no row, object or trigger touched), whether
+/// the ledger has rows or the newer build's history is all there is.
+#[test]
+fn pg_newer_schema_is_refused_and_left_untouched() {
+    let Some(mut db) = TestDb::new("newer_untouched") else {
+        return;
+    };
+    let engine = db.engine();
+    engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    engine.jobs().claim("w", &[]).unwrap().unwrap();
+    drop(engine);
+    db.exec(
+        "insert into refinery_schema_history (version, name, applied_on, checksum)
+         values (99, 'future', 'now', '1')",
+    )
+    .unwrap();
+    // everything in the schema: objects with their definitions' size, and the rows
+    let snapshot = |db: &mut TestDb| -> Vec<String> {
+        let objects = db
+            .raw
+            .query(
+                "select c.relname || ':' || c.relkind::text from pg_class c
+                  where c.relnamespace = current_schema()::regnamespace order by 1",
+                &[],
+            )
+            .unwrap();
+        let triggers = db
+            .raw
+            .query(
+                "select tgname || ':' || tgenabled::text from pg_trigger t join pg_class c on c.oid = t.tgrelid
+                  where c.relnamespace = current_schema()::regnamespace order by 1",
+                &[],
+            )
+            .unwrap();
+        let rows = db
+            .raw
+            .query(
+                "select (select string_agg(j::text, '|' order by id) from jobs j)
+                     || (select string_agg(e::text, '|' order by job_id, seq) from job_events e)
+                     || (select string_agg(h::text, '|' order by version) from refinery_schema_history h)",
+                &[],
+            )
+            .unwrap();
+        objects
+            .iter()
+            .chain(&triggers)
+            .chain(&rows)
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    };
+    let before = snapshot(&mut db);
+    assert!(before.len() > 10, "{before:?}");
+    let err = PgEngine::open(&db.url).unwrap_err();
+    assert_eq!(err.code(), "UNSUPPORTED_VERSION", "{err}");
+    assert!(err.to_string().contains("99"), "{err}");
+    assert_eq!(snapshot(&mut db), before);
+
+    // a schema holding only a newer build's history: refused before anything is created
+    let Some(mut bare) = TestDb::new("newer_bare") else {
+        return;
+    };
+    bare.exec(
+        "create table refinery_schema_history (version int4 primary key, name varchar(255),
+           applied_on varchar(255), checksum varchar(255))",
+    )
+    .unwrap();
+    bare.exec("insert into refinery_schema_history values (1000, 'V1000__later', 'now', '7')")
+        .unwrap();
+    let err = PgEngine::open(&bare.url).unwrap_err();
+    assert_eq!(err.code(), "UNSUPPORTED_VERSION", "{err}");
+    assert_eq!(
+        bare.query_i64(
+            "select count(*) from pg_class where relnamespace = current_schema()::regnamespace
+              and relkind = 'r'"
+        ),
+        1,
+        "no table created"
+    );
+    assert_eq!(
+        bare.query_i64("select count(*) from refinery_schema_history"),
+        1
+    );
 }

@@ -17,6 +17,8 @@ mod both;
 #[cfg(feature = "postgres")]
 mod cli;
 #[cfg(feature = "postgres")]
+mod cluster;
+#[cfg(feature = "postgres")]
 mod common;
 #[cfg(feature = "postgres")]
 mod copy;
@@ -30,6 +32,8 @@ mod jobs;
 mod nodes;
 #[cfg(feature = "postgres")]
 mod notify;
+#[cfg(feature = "postgres")]
+mod restart;
 #[cfg(feature = "postgres")]
 mod runbook;
 #[cfg(feature = "postgres")]

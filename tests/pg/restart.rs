@@ -1,0 +1,323 @@
+//! A real server restart (`pg_ctl restart -m fast`, and `-m immediate`: a crash) and a
+//! stopped server, on a private cluster (tests/pg/cluster.rs): the engine's call in flight
+//! fails `UNREACHABLE` with nothing written, calls while the server is away fail at once,
+//! the engine reconnects by itself, a worker's claim survives (the fence accepts its retried
+//! complete, also when the handler finishes while the server is down), and a listener
+//! reports `Wake::Reconnected`, then hears what comes after.
+
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+use runledger::pg::{PgEngine, PgListener, PgWorker, Wake};
+use runledger::{JobState, NewJob};
+use serde_json::json;
+
+use crate::cluster::Cluster;
+use crate::faults::{blocked_behind, invariant_violations};
+
+/// A call in flight when the server goes away must fail within this (measured: a few ms).
+const FAIL_BOUND: Duration = Duration::from_secs(5);
+
+/// Rows of one job's events: (seq, kind).
+fn events(raw: &mut Client, job: i64) -> Vec<(i64, String)> {
+    raw.query(
+        "select seq, kind from job_events where job_id = $1 order by seq",
+        &[&job],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Takes what the listener has heard so far, reconnecting if it was lost (so its next wake
+/// is about what comes next).
+fn drain(listener: &mut PgListener) {
+    while listener
+        .wait(Duration::from_millis(50), |_| true)
+        .unwrap()
+        .is_some()
+    {}
+}
+
+/// After the server went away and came back: the listener's next wait reports
+/// `Wake::Reconnected`, and a job of `kind` created next wakes it. The job.
+fn listener_carries_on(listener: &mut PgListener, engine: &PgEngine, kind: &str) -> runledger::Job {
+    let waited = Instant::now();
+    assert_eq!(
+        listener.wait(Duration::from_secs(3), |_| true).unwrap(),
+        Some(Wake::Reconnected)
+    );
+    assert!(
+        waited.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        waited.elapsed()
+    );
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", kind, json!({})))
+        .unwrap();
+    assert_eq!(
+        listener
+            .wait(Duration::from_secs(5), |w| matches!(w, Wake::Work { .. }))
+            .unwrap(),
+        Some(Wake::Work { kind: kind.into() })
+    );
+    job
+}
+
+/// One round: a `complete` whose transaction has updated the job row and waits (behind a
+/// second connection's uncommitted event) is in flight when the server restarts in `mode`.
+fn restart_mid_complete(cluster: &Cluster, mode: &str) {
+    let schema = format!("rl_restart_{mode}");
+    let mut raw = cluster.raw(&schema);
+    let engine = PgEngine::open(&cluster.url(&schema)).unwrap();
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    let claim = engine.jobs().claim("w", &["k"]).unwrap().unwrap();
+    let mut holder = cluster.raw(&schema);
+    let holder_pid: i32 = holder
+        .query_one("select pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let mut hold = holder.transaction().unwrap();
+    let h = "0".repeat(64);
+    hold.execute(
+        "insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash)
+         values ($1, 3, 'progress', '{}', '2026-11-20T10:00:00.000Z', $2, $2)",
+        &[&job.id, &h],
+    )
+    .unwrap();
+    let (e2, c2) = (engine.clone(), claim.clone());
+    let call = std::thread::spawn(move || {
+        let r = e2.jobs().complete(&c2, &json!({"ok": true}));
+        (r, Instant::now())
+    });
+    blocked_behind(&mut raw, holder_pid);
+    drop(raw);
+    let t = Instant::now();
+    cluster.restart(mode);
+    let back = t.elapsed();
+    let (result, failed_at) = call.join().unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), "UNREACHABLE", "{mode}: {err}");
+    assert!(
+        failed_at.duration_since(t) < FAIL_BOUND,
+        "{mode}: the call failed {:?} after the restart began",
+        failed_at.duration_since(t)
+    );
+    assert!(!err.to_string().contains("postgres://"), "{err}");
+    drop(hold);
+    drop(holder);
+    eprintln!(
+        "restart -m {mode}: server back after {back:?}; the call in flight failed after {:?}",
+        failed_at.duration_since(t)
+    );
+
+    // nothing half-written: running at the same attempt, no result, created + claimed only
+    let mut raw = cluster.raw(&schema);
+    let row = raw
+        .query_one(
+            "select state, attempt, result is null from jobs where id = $1",
+            &[&job.id],
+        )
+        .unwrap();
+    let (state, attempt, no_result): (String, i64, bool) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (state.as_str(), attempt, no_result),
+        ("running", 1, true),
+        "{mode}"
+    );
+    assert_eq!(
+        events(&mut raw, job.id),
+        [(1, "created".into()), (2, "claimed".into())],
+        "{mode}"
+    );
+    // the engine reconnects by itself; the worker's claim is intact and the fence accepts
+    // the retried complete
+    assert_eq!(engine.jobs().get(job.id).unwrap().state, JobState::Running);
+    let done = engine
+        .jobs()
+        .complete(&claim, &json!({"ok": true}))
+        .unwrap();
+    assert_eq!((done.state, done.attempt), (JobState::Completed, 1));
+    assert_eq!(
+        events(&mut raw, job.id),
+        [
+            (1, "created".into()),
+            (2, "claimed".into()),
+            (3, "completed".into())
+        ],
+        "{mode}"
+    );
+    let violations = invariant_violations(&mut raw);
+    assert!(violations.iter().all(|(_, n)| *n == 0), "{violations:?}");
+    assert_eq!(
+        engine.schema_version().unwrap(),
+        runledger::pg::known_schema_version()
+    );
+}
+
+#[test]
+fn pg_server_restart_mid_transaction_fails_unreachable_writes_nothing_and_reconnects() {
+    let Some(cluster) = Cluster::start("restart") else {
+        return;
+    };
+    let t = Instant::now();
+    restart_mid_complete(&cluster, "fast");
+    restart_mid_complete(&cluster, "immediate");
+
+    // a stopped server: calls fail UNREACHABLE at once and write nothing; after the start
+    // the same engine goes on
+    let schema = "rl_stopped";
+    let mut raw = cluster.raw(schema);
+    let engine = PgEngine::open(&cluster.url(schema)).unwrap();
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    drop(raw);
+    cluster.stop("fast");
+    for _ in 0..3 {
+        let t = Instant::now();
+        let err = engine
+            .jobs()
+            .create(&NewJob::new("u", "k", json!({})))
+            .unwrap_err();
+        assert_eq!(err.code(), "UNREACHABLE", "{err}");
+        assert!(t.elapsed() < FAIL_BOUND, "{:?}", t.elapsed());
+        assert_eq!(engine.jobs().get(job.id).unwrap_err().code(), "UNREACHABLE");
+    }
+    cluster.start_again();
+    let again = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    raw = cluster.raw(schema);
+    let ids: Vec<i64> = raw
+        .query("select id from jobs order by id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        ids,
+        [job.id, again.id],
+        "nothing written while the server was away"
+    );
+    eprintln!("restart test: {:?}", t.elapsed());
+}
+
+#[test]
+fn pg_listener_and_worker_carry_on_across_a_server_restart() {
+    let Some(cluster) = Cluster::start("listen") else {
+        return;
+    };
+    let t = Instant::now();
+    let schema = "rl_listen";
+    let url = cluster.url(schema);
+    let mut raw = cluster.raw(schema);
+    let engine = PgEngine::open(&url).unwrap();
+    let mut listener = PgListener::open(&url).unwrap();
+
+    // a worker holds a claim across the restart: its handler is released after it
+    let slow = engine
+        .jobs()
+        .create(&NewJob::new("u", "slow", json!({})))
+        .unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let worker = PgWorker::new(&url, "w-restart", &["slow", "quick"])
+        .unwrap()
+        .idle_poll(Duration::from_millis(200))
+        .spawn(move |job| {
+            if job.kind == "slow" {
+                started_tx.send(()).unwrap();
+                release_rx.lock().unwrap().recv().unwrap();
+            }
+            Ok(json!({"done": job.id}))
+        })
+        .unwrap();
+    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    drain(&mut listener);
+    drop(raw);
+
+    cluster.restart("fast");
+
+    // the listener: its next wait reconnects and says so, then hears what is committed after
+    let quick = listener_carries_on(&mut listener, &engine, "quick");
+
+    // the worker: its claim survived the restart; released, it completes the job (then the
+    // quick one, woken by its notification)
+    release_tx.send(()).unwrap();
+    let terminal = |id| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !engine.jobs().get(id).unwrap().state.is_terminal() {
+            assert!(Instant::now() < deadline, "job {id} never finished");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    terminal(slow.id);
+    terminal(quick.id);
+
+    // regression: the handler finishes while the server is stopped; the worker's complete
+    // failed UNREACHABLE and the result was dropped (counted stopped, the job left running
+    // for a supervisor). The write is now retried until the server is back.
+    let late = engine
+        .jobs()
+        .create(&NewJob::new("u", "slow", json!({})))
+        .unwrap();
+    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    cluster.stop("fast");
+    release_tx.send(()).unwrap();
+    std::thread::sleep(Duration::from_millis(700)); // the complete fails, retried each 200 ms
+    cluster.start_again();
+    terminal(late.id);
+    let report = worker.stop();
+    for id in [slow.id, quick.id, late.id] {
+        let job = engine.jobs().get(id).unwrap();
+        assert_eq!(
+            (job.state, job.attempt, job.result),
+            (JobState::Completed, 1, Some(json!({"done": id}))),
+            "{report:?}"
+        );
+    }
+    assert_eq!((report.completed, report.stopped), (3, 0), "{report:?}");
+    raw = cluster.raw(schema);
+    for id in [slow.id, late.id] {
+        assert_eq!(
+            events(&mut raw, id),
+            [
+                (1, "created".into()),
+                (2, "claimed".into()),
+                (3, "completed".into())
+            ]
+        );
+    }
+    let violations = invariant_violations(&mut raw);
+    assert!(violations.iter().all(|(_, n)| *n == 0), "{violations:?}");
+
+    // the listener across a crash (immediate), and across a stop: its wait fails UNREACHABLE
+    // at once while the server is away (it does not spin to its timeout), then reconnects
+    drop(raw);
+    drain(&mut listener);
+    cluster.restart("immediate");
+    listener_carries_on(&mut listener, &engine, "after_crash");
+    drain(&mut listener);
+    cluster.stop("fast");
+    let waited = Instant::now();
+    let err = listener.wait(Duration::from_secs(3), |_| true).unwrap_err();
+    assert_eq!(err.code(), "UNREACHABLE", "{err}");
+    assert!(
+        waited.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        waited.elapsed()
+    );
+    cluster.start_again();
+    listener_carries_on(&mut listener, &engine, "after_stop");
+    eprintln!("listener/worker restart test: {:?}", t.elapsed());
+}
