@@ -321,3 +321,63 @@ fn pg_listener_and_worker_carry_on_across_a_server_restart() {
     listener_carries_on(&mut listener, &engine, "after_stop");
     eprintln!("listener/worker restart test: {:?}", t.elapsed());
 }
+
+/// Regression: with a pool, a restart ends every idle connection at once. The first call
+/// after it met a dead one at `BEGIN` and was retried, but the retry took the next idle
+/// connection, as dead, and failed `UNREACHABLE` although the server was back. The retry
+/// now drops the other idle connections and connects anew. Through `Engine::open` on the
+/// URL, the seam hosts use.
+#[test]
+fn regression_a_pool_of_dead_idle_connections_failed_the_first_call_after_a_restart() {
+    let Some(cluster) = Cluster::start("pool") else {
+        return;
+    };
+    let schema = "rl_pool";
+    let mut raw = cluster.raw(schema);
+    let engine = runledger::Engine::open(cluster.url(schema)).unwrap();
+    // several threads at once: the engine ends up with several idle connections
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (engine, barrier) = (engine.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..10 {
+                    engine
+                        .jobs()
+                        .create(&NewJob::new("u", "k", json!({})))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let open: i64 = raw
+        .query_one(
+            "select count(*) from pg_stat_activity
+              where datname = current_database() and pid <> pg_backend_pid()
+                and backend_type = 'client backend'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        open >= 2,
+        "the pool holds {open} connections; the test needs 2"
+    );
+    drop(raw);
+    cluster.restart("fast");
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .expect("the first call after the restart goes through");
+    assert_eq!(engine.jobs().get(job.id).unwrap().id, job.id);
+    raw = cluster.raw(schema);
+    let n: i64 = raw
+        .query_one("select count(*) from jobs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 41);
+}
