@@ -51,6 +51,8 @@ mod engine;
 mod error;
 mod jobs;
 mod listener;
+mod probes;
+mod raw;
 mod runs;
 mod schedules;
 mod storage;
