@@ -5,17 +5,14 @@
 use super::runs::PgRuns;
 use super::storage::modules as store;
 use crate::error::Result;
-use crate::run::probe::{
-    self, Module, PreflightConfig, ProbeError, ProbeSet, ReadinessSnapshot,
-};
+use crate::run::probe::{self, Module, PreflightConfig, ProbeError, ProbeSet, ReadinessSnapshot};
 use crate::run::state::Scope;
 
 impl PgRuns<'_> {
     /// Adds or replaces a module in the catalog.
     pub fn upsert_module(&self, module: &Module) -> Result<()> {
         let module = probe::normalized(module)?;
-        self.engine
-            .write(|tx, now| store::upsert(tx, &module, now))
+        self.engine.write(|tx, now| store::upsert(tx, &module, now))
     }
 
     /// Enables or disables a module (`NOT_FOUND` when there is none).

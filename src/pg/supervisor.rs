@@ -33,10 +33,10 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::events::EventPayload;
 use crate::job::supervisor::{decide, Recovery, RecoveryReport, SupervisorOptions};
-use crate::job::JobState;
-use crate::storage::supervisor_state::SupervisorStatus;
 use crate::job::validate;
+use crate::job::JobState;
 use crate::looping::{spawn_loop, LoopHandle};
+use crate::storage::supervisor_state::SupervisorStatus;
 
 /// How many stale jobs one tick recovers at most (one transaction); the rest wait for the
 /// next tick, or another node's.

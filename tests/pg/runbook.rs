@@ -461,10 +461,7 @@ fn pg_runbook_answers_what_the_sqlite_runbook_answers() {
 
     let twin = runbook::parse(RUNBOOK_PG).unwrap();
     let names: Vec<&str> = twin.iter().map(|q| q.name.as_str()).collect();
-    let expected: Vec<&str> = runbook::queries()
-        .iter()
-        .map(|q| q.name.as_str())
-        .collect();
+    let expected: Vec<&str> = runbook::queries().iter().map(|q| q.name.as_str()).collect();
     assert_eq!(
         names, expected,
         "the twin has every query, in the same order"

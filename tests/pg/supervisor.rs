@@ -360,7 +360,10 @@ fn pg_supervisors_on_every_node_rescue_each_stalled_job_once() {
             (*mine as i64, 0),
             "node-{n}"
         );
-        assert!(status.ticks >= 3 && status.last_tick_at.is_some(), "{status:?}");
+        assert!(
+            status.ticks >= 3 && status.last_tick_at.is_some(),
+            "{status:?}"
+        );
     }
     assert_eq!(
         db.query_i64("select sum(jobs_failed)::bigint from supervisor_state"),

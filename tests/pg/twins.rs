@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use runledger::pg::PgEngine;
 use runledger::run::{
-    Module, Pipeline, PreflightConfig, PreflightPolicy, ProbeError, ProbeSet, RawFilter,
-    RawInput, StageError, StageOutput,
+    Module, Pipeline, PreflightConfig, PreflightPolicy, ProbeError, ProbeSet, RawFilter, RawInput,
+    StageError, StageOutput,
 };
 use runledger::{
     Engine, EngineOptions, ManualClock, NewJob, RunStatus, Scope, Supervisor, SupervisorOptions,
@@ -88,7 +88,11 @@ fn pg_modules_probes_readiness_and_preflight_answer_as_on_sqlite() {
         l.set_module_enabled("nope", true),
         "enable a module that does not exist",
     );
-    same(p.delete_module("nope"), l.delete_module("nope"), "delete nothing");
+    same(
+        p.delete_module("nope"),
+        l.delete_module("nope"),
+        "delete nothing",
+    );
 
     // probes: ok, failed, an unknown module, a code too long, a latency past a day
     let fail = |code: &str| Err(ProbeError::new(code, "upstream said no"));
@@ -221,8 +225,13 @@ fn pg_raw(pg: &PgEngine) {
         .unwrap();
     runs.store_raw(one, &input(A, Some("ref-1"))).unwrap();
     runs.store_raw(one, &input(A, None)).unwrap();
-    runs.store_rejected_raw(one, &input(B, Some("ref-2")), "FLEX_MALFORMED_XML", "byte 29")
-        .unwrap();
+    runs.store_rejected_raw(
+        one,
+        &input(B, Some("ref-2")),
+        "FLEX_MALFORMED_XML",
+        "byte 29",
+    )
+    .unwrap();
     // a run holding a rejected record never ends success
     let e = runs
         .finish(one, RunStatus::Success, None, &json!({}))
@@ -284,16 +293,28 @@ fn pg_raw_records_payloads_and_prune_answer_as_on_sqlite() {
     let all = l.raw_list(&RawFilter::default()).unwrap();
     assert_eq!(all.len(), 4, "{all:?}");
     for id in 0..=5 {
-        same(p.raw_record(id), l.raw_record(id), &format!("raw_record {id}"));
+        same(
+            p.raw_record(id),
+            l.raw_record(id),
+            &format!("raw_record {id}"),
+        );
     }
     for run in 0..=3 {
-        same(p.raw_records(run), l.raw_records(run), &format!("raw_records {run}"));
+        same(
+            p.raw_records(run),
+            l.raw_records(run),
+            &format!("raw_records {run}"),
+        );
     }
     for bytes in [A, B, C, b"never stored".as_slice()] {
         let sha = runledger::run::raw::sha256_hex(bytes);
         same(p.raw_payload(&sha), l.raw_payload(&sha), "raw_payload");
     }
-    same(p.raw_payload("not a hash"), l.raw_payload("not a hash"), "bad key");
+    same(
+        p.raw_payload("not a hash"),
+        l.raw_payload("not a hash"),
+        "bad key",
+    );
     assert_eq!(db.query_i64("select count(*) from raw_payloads"), 3);
 
     // storing for a run that ended, or that does not exist
@@ -309,9 +330,18 @@ fn pg_raw_records_payloads_and_prune_answer_as_on_sqlite() {
         bytes: b"x",
     };
     let three = p
-        .start("late", Scope::Universe, TriggerKind::Manual, None, Duration::from_secs(60))
+        .start(
+            "late",
+            Scope::Universe,
+            TriggerKind::Manual,
+            None,
+            Duration::from_secs(60),
+        )
         .unwrap();
-    assert_eq!(p.store_raw(three, &long).unwrap_err().code(), "INVALID_INPUT");
+    assert_eq!(
+        p.store_raw(three, &long).unwrap_err().code(),
+        "INVALID_INPUT"
+    );
     assert_eq!(
         p.store_rejected_raw(three, &input(B, None), "lower", "why")
             .unwrap_err()
@@ -321,17 +351,20 @@ fn pg_raw_records_payloads_and_prune_answer_as_on_sqlite() {
     assert!(p.raw_records(three).unwrap().is_empty());
 
     // retention: both finished runs go with their records and payloads; the started one stays
-    for d in [Duration::from_secs(3600)] {
-        pg_clock.advance(d);
-        clock.advance(d);
-    }
+    let hour = Duration::from_secs(3600);
+    pg_clock.advance(hour);
+    clock.advance(hour);
     let cutoff = pg.now();
     same(p.prune(cutoff), l.prune(cutoff), "prune");
     assert_eq!(
         p.prune(cutoff).unwrap(),
         runledger::run::PruneReport::default()
     );
-    same(p.raw_list(&RawFilter::default()), l.raw_list(&RawFilter::default()), "after prune");
+    same(
+        p.raw_list(&RawFilter::default()),
+        l.raw_list(&RawFilter::default()),
+        "after prune",
+    );
     assert_eq!(db.query_i64("select count(*) from raw_payloads"), 0);
     assert_eq!(db.query_i64("select count(*) from ingest_runs"), 1);
 }
@@ -424,7 +457,13 @@ fn pg_raw_sql_cannot_break_the_rules_of_the_five_tables() {
         .unwrap();
     pg_raw(&pg);
     let open = runs
-        .start("open", Scope::Universe, TriggerKind::Manual, None, Duration::from_secs(60))
+        .start(
+            "open",
+            Scope::Universe,
+            TriggerKind::Manual,
+            None,
+            Duration::from_secs(60),
+        )
         .unwrap();
     let sha_a = runledger::run::raw::sha256_hex(A);
     let sha_c = runledger::run::raw::sha256_hex(C);
@@ -436,7 +475,11 @@ fn pg_raw_sql_cannot_break_the_rules_of_the_five_tables() {
         "update supervisor_state set name = 'other'",
         "update supervisor_state set last_tick_at = null",
     ] {
-        refused_with(&mut db, sql, "IMMUTABLE: supervisor_state: the name is fixed and counters only grow");
+        refused_with(
+            &mut db,
+            sql,
+            "IMMUTABLE: supervisor_state: the name is fixed and counters only grow",
+        );
     }
     refused_with(
         &mut db,
@@ -478,8 +521,16 @@ fn pg_raw_sql_cannot_break_the_rules_of_the_five_tables() {
     }
 
     // ingest_probes: history; with a module that exists; shapes
-    refused_with(&mut db, "update ingest_probes set latency_ms = 1", "IMMUTABLE: ingest_probes");
-    refused_with(&mut db, "delete from ingest_probes", "IMMUTABLE: ingest_probes");
+    refused_with(
+        &mut db,
+        "update ingest_probes set latency_ms = 1",
+        "IMMUTABLE: ingest_probes",
+    );
+    refused_with(
+        &mut db,
+        "delete from ingest_probes",
+        "IMMUTABLE: ingest_probes",
+    );
     refused_with(
         &mut db,
         "insert into ingest_probes (module, status, latency_ms, tested_at) values ('ghost', 'ok', 1, '2026-11-20T10:00:00.000Z')",
@@ -497,7 +548,10 @@ fn pg_raw_sql_cannot_break_the_rules_of_the_five_tables() {
     // raw_payloads: the key is the bytes' sha-256; immutable; referenced ones stay
     refused_with(
         &mut db,
-        &format!("insert into raw_payloads (sha256, size, payload) values ('{}', 1, '\\x41')", "0".repeat(64)),
+        &format!(
+            "insert into raw_payloads (sha256, size, payload) values ('{}', 1, '\\x41')",
+            "0".repeat(64)
+        ),
         CHECK,
     );
     refused_with(
@@ -546,7 +600,12 @@ fn pg_raw_sql_cannot_break_the_rules_of_the_five_tables() {
     refused_with(&mut db, &record(1, A.len(), ""), added);
     refused_with(&mut db, &record(open, A.len() + 1, ""), added);
     refused_with(&mut db, &record(999, A.len(), ""), added);
-    for extra in [", 'lower', 'why'", ", 'CODE', null", ", null, 'why'", ", 'CODE', ''"] {
+    for extra in [
+        ", 'lower', 'why'",
+        ", 'CODE', null",
+        ", null, 'why'",
+        ", 'CODE', ''",
+    ] {
         refused_with(&mut db, &record(open, A.len(), extra), CHECK);
     }
     db.exec(&record(open, A.len(), "")).unwrap();
@@ -557,7 +616,11 @@ fn pg_raw_sql_cannot_break_the_rules_of_the_five_tables() {
     ] {
         refused_with(&mut db, sql, "IMMUTABLE: raw_records");
     }
-    refused_with(&mut db, "delete from raw_records where run_id = 1", "IMMUTABLE: raw_records");
+    refused_with(
+        &mut db,
+        "delete from raw_records where run_id = 1",
+        "IMMUTABLE: raw_records",
+    );
     refused_with(
         &mut db,
         "update ingest_runs set status = 'failed', error_code = 'X' where id = 1",
@@ -573,10 +636,7 @@ fn pg_raw_sql_cannot_break_the_rules_of_the_five_tables() {
         "ILLEGAL_TRANSITION: ingest_runs: a run that rejected its statement cannot succeed",
     );
     // a run with records cannot be deleted out from under them (the deferred foreign key)
-    let message = refused(
-        &mut db,
-        "delete from ingest_runs where id = 2",
-    );
+    let message = refused(&mut db, "delete from ingest_runs where id = 2");
     assert!(message.contains("foreign key"), "{message}");
 
     // TRUNCATE skips row rules: refused on every one of the five tables

@@ -369,7 +369,8 @@ pub(crate) fn prune(tx: &mut Tx<'_>, cutoff: Timestamp) -> Result<Vec<i64>> {
 const MISSING: &str = "select x from unnest($1::bigint[]) x
      where not exists (select 1 from ingest_runs where id = x) order by x";
 
-const SUCCEEDED: &str = "select id from ingest_runs where id = any($1::bigint[]) and status = 'success' order by id";
+const SUCCEEDED: &str =
+    "select id from ingest_runs where id = any($1::bigint[]) and status = 'success' order by id";
 
 /// Which of `ids` name no run.
 pub(crate) fn missing(client: &mut impl postgres::GenericClient, ids: &[i64]) -> Result<Vec<i64>> {

@@ -186,7 +186,12 @@ const PROBES_MODULE: &str = "select p.id::text, 'module ' || quote_literal(p.mod
 /// This module's doctor checks.
 pub(crate) const CHECKS: &[PgCheck] = &[
     err("json", "ingest_modules", MODULES_JSON, &[Bind::Scopes]),
-    err("timestamps", "ingest_modules", MODULES_TIMESTAMPS, &[Bind::Ts]),
+    err(
+        "timestamps",
+        "ingest_modules",
+        MODULES_TIMESTAMPS,
+        &[Bind::Ts],
+    ),
     err("state", "ingest_probes", PROBES_ROWS, &[Bind::Ts]),
     err("foreign_key", "ingest_probes", PROBES_MODULE, &[]),
 ];

@@ -57,10 +57,7 @@ pub(crate) fn record_tick(
     now: Timestamp,
 ) -> Result<()> {
     let (recovered, failed) = (recovered as i64, failed as i64);
-    tx.execute(
-        RECORD_TICK,
-        &[&name, &now.to_string(), &recovered, &failed],
-    )?;
+    tx.execute(RECORD_TICK, &[&name, &now.to_string(), &recovered, &failed])?;
     Ok(())
 }
 
@@ -98,7 +95,8 @@ pub(crate) const TABLES: &[TableSql] = &[TableSql {
     table: "supervisor_state",
     any_row: "select exists (select 1 from supervisor_state)",
     lock: "lock table supervisor_state in exclusive mode",
-    copy_in: "copy supervisor_state (name, last_tick_at, ticks, jobs_recovered, jobs_failed) from stdin",
+    copy_in:
+        "copy supervisor_state (name, last_tick_at, ticks, jobs_recovered, jobs_failed) from stdin",
     sequence: NO_IDENTITY,
     set_sequence: NO_IDENTITY_SET,
 }];
