@@ -110,8 +110,9 @@ CREATE TRIGGER ingest_probes_no_truncate BEFORE TRUNCATE ON ingest_probes
 CREATE TABLE raw_payloads (
     sha256  text   PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     size    bigint NOT NULL CHECK (size >= 0),
-    payload bytea  NOT NULL CHECK (octet_length(payload) = size),
-    CHECK (sha256 = encode(sha256(payload), 'hex'))
+    payload bytea  NOT NULL,
+    CONSTRAINT raw_payloads_size_is_length CHECK (octet_length(payload) = size),
+    CONSTRAINT raw_payloads_key_is_sha256 CHECK (sha256 = encode(sha256(payload), 'hex'))
 );
 
 CREATE FUNCTION raw_payloads_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
