@@ -6,8 +6,7 @@
 -- Each query is preceded by `-- name: <name>` and a comment line saying when to use it, and
 -- answers what the query of the same name in runbook.sql answers on the same rows (tests/pg
 -- runbook.rs checks this), with two differences of spelling: `enabled` is a boolean (t/f,
--- SQLite says 1/0) and JSON arrays print with a space after each comma. stale_probes has
--- no twin: modules and probes are not on PostgreSQL yet.
+-- SQLite says 1/0) and JSON arrays print with a space after each comma.
 -- Times are fixed-width UTC text (2026-11-22T11:30:00.000Z); 'now' is the server's clock.
 -- Values meant to be edited (a pipeline name, a threshold) are literals.
 
@@ -86,6 +85,22 @@ left join lateral (
   where r.pipeline = k.pipeline and r.scope = k.scope and r.status = 'success'
   order by r.started_at desc limit 1) s on true
 order by k.pipeline, k.scope;
+
+-- name: stale_probes
+-- What preflight will probe or block on: enabled modules per scope whose newest probe is missing, failed, or older than 15 minutes (edit the threshold).
+select s.value as scope, m.module, m.domain, p.status as last_status, p.code, p.tested_at,
+  case when p.id is null then 'untested'
+       when p.status = 'failed' then 'failed'
+       else 'stale' end as problem
+from ingest_modules m
+cross join lateral jsonb_array_elements_text(m.scopes) s(value)
+left join ingest_probes p on p.id = (
+  select q.id from ingest_probes q where q.module = m.module
+  order by q.tested_at desc, q.id desc limit 1)
+where m.enabled
+  and (p.id is null or p.status = 'failed'
+       or p.tested_at < to_char((now() - interval '15 minutes') at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+order by scope, m.module;
 
 -- name: stuck_jobs
 -- Is the supervisor alive? Running jobs whose last heartbeat is older than 5 minutes (edit the threshold); it should have rescued them.

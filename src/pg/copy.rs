@@ -2,19 +2,19 @@
 //! [`copy_from_sqlite`] (the CLI's `runledger copy --from FILE.db --to postgres://...`).
 //!
 //! Every row of every table both schemas have (`jobs`, `audit_log`, `job_events`,
-//! `ingest_runs`, `schedules`, `due_runs`) is copied with its ids, timestamps, JSON text and
-//! hashes as stored, so the hash chains verify on the other side; each identity sequence is
+//! `ingest_runs`, `schedules`, `due_runs`, `supervisor_state`, `ingest_modules`,
+//! `ingest_probes`, `raw_payloads`, `raw_records`) is copied with its ids, timestamps, JSON
+//! text, bytes and hashes as stored, so the hash chains verify on the other side; each identity sequence is
 //! set past the table's largest id (and past SQLite's `sqlite_sequence`, so a deleted id is
 //! never handed out again).
 //!
 //! In order:
 //! 1. SQLite's [`doctor`](crate::doctor::check) on the source: a source with errors is
 //!    refused (`COPY_SOURCE_REFUSED`), warnings (an expired lease, a stale heartbeat) are
-//!    copied as they are. So is a source holding rows of tables PostgreSQL has no twin for
-//!    yet (`supervisor_state`, `ingest_modules`, `ingest_probes`, `raw_payloads`,
-//!    `raw_records`), unless [`CopyOptions::skip_sqlite_only`] leaves them behind (listed
-//!    in [`CopyReport::left_behind`]). `zones` is reference data of the SQLite migrations and
-//!    is not copied; a row without its hash (written before SQLite V5, see `integrity_legacy`) is refused.
+//!    copied as they are. Every SQLite table has a PostgreSQL twin since schema version 4
+//!    (a future SQLite-only table would be refused unless
+//!    [`CopyOptions::skip_sqlite_only`] leaves it behind). `zones` is reference data of the
+//!    SQLite migrations and is not copied; a row without its hash (written before SQLite V5, see `integrity_legacy`) is refused.
 //! 2. One PostgreSQL transaction: the target is migrated, its tables locked (`EXCLUSIVE`)
 //!    and checked empty (`COPY_TARGET_NOT_EMPTY`), then `SET LOCAL session_replication_role
 //!    = replica` (the standard mechanism of restores: the state-machine triggers, which
@@ -47,7 +47,9 @@ use crate::storage as sqlite;
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
     /// Leave the rows of SQLite tables PostgreSQL has no twin for behind (listed in
-    /// [`CopyReport::left_behind`]) instead of refusing the source.
+    /// [`CopyReport::left_behind`]) instead of refusing the source. Obsolete since
+    /// PostgreSQL schema version 4, which has a twin for every SQLite table: accepted, and
+    /// changes nothing today.
     pub skip_sqlite_only: bool,
     /// What the doctors on both sides consider late (and "now").
     pub doctor: DoctorOptions,
@@ -303,7 +305,7 @@ fn copy_table(
                     ),
                 });
             }
-            write_value(&mut buf, value, t.table)?;
+            write_value(&mut buf, value);
         }
         buf.push(b'\n');
         n += 1;
@@ -337,7 +339,7 @@ fn copy_io(e: std::io::Error) -> Error {
 
 /// One value in COPY's text format: `\N` for NULL; backslash, tab, newline and carriage
 /// return escaped.
-fn write_value(buf: &mut Vec<u8>, v: ValueRef<'_>, table: &str) -> Result<()> {
+fn write_value(buf: &mut Vec<u8>, v: ValueRef<'_>) {
     match v {
         ValueRef::Null => buf.extend_from_slice(b"\\N"),
         ValueRef::Integer(i) => buf.extend_from_slice(i.to_string().as_bytes()),
@@ -353,13 +355,17 @@ fn write_value(buf: &mut Vec<u8>, v: ValueRef<'_>, table: &str) -> Result<()> {
                 }
             }
         }
-        ValueRef::Blob(_) => {
-            return Err(Error::ConstraintViolation {
-                message: format!("{table}: a blob where PostgreSQL expects text"),
-            })
+        // bytea's hex form, its backslash escaped for COPY's text format
+        ValueRef::Blob(bytes) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            buf.reserve(3 + 2 * bytes.len());
+            buf.extend_from_slice(b"\\\\x");
+            for &b in bytes {
+                buf.push(HEX[usize::from(b >> 4)]);
+                buf.push(HEX[usize::from(b & 15)]);
+            }
         }
     }
-    Ok(())
 }
 
 /// Every identity sequence past its table's largest id and SQLite's `sqlite_sequence`.
@@ -399,10 +405,13 @@ mod tests {
     #[test]
     fn text_values_are_escaped_for_copy() {
         let mut buf = Vec::new();
-        write_value(&mut buf, ValueRef::Text(b"a\\b\tc\nd\re"), "t").unwrap();
+        write_value(&mut buf, ValueRef::Text(b"a\\b\tc\nd\re"));
         assert_eq!(buf, b"a\\\\b\\tc\\nd\\re");
         buf.clear();
-        write_value(&mut buf, ValueRef::Null, "t").unwrap();
+        write_value(&mut buf, ValueRef::Null);
         assert_eq!(buf, b"\\N");
+        buf.clear();
+        write_value(&mut buf, ValueRef::Blob(&[0x00, 0xab, 0x5c]));
+        assert_eq!(buf, b"\\\\x00ab5c", "bytea hex, its backslash escaped");
     }
 }

@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "V2__notify",
         include_str!("../../migrations/postgres/P2__notify.sql"),
     ),
+    (
+        4,
+        "V4__sqlite_twins",
+        include_str!("../../migrations/postgres/P4__sqlite_twins.sql"),
+    ),
 ];
 
 /// The advisory lock key the migration step holds ("runledgr" in ASCII).

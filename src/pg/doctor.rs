@@ -53,7 +53,7 @@ use postgres::Transaction;
 
 use super::db;
 use super::engine::PgEngine;
-use super::storage::{self, job_events, jobs, Bind, PgCheck};
+use super::storage::{self, ingest_runs, job_events, jobs, raw, Bind, PgCheck};
 use crate::clock::Timestamp;
 use crate::doctor::{Anomaly, DoctorOptions, DoctorReport, Severity};
 use crate::error::Result;
@@ -126,8 +126,12 @@ pub(crate) fn check_transaction(
         ("audit_chain", "audit_log", guarded(tx, audit_chain)),
         ("event_chain", "job_events", guarded(tx, event_chain)),
         ("sequence", "", guarded(tx, sequences)),
+        ("foreign_key", "raw_records", guarded(tx, raw_record_runs)),
+        ("raw_rejection", "ingest_runs", guarded(tx, rejecting_runs)),
     ] {
-        checks.push(name);
+        if !checks.contains(&name) {
+            checks.push(name);
+        }
         match result {
             Ok(mut list) => found.append(&mut list),
             Err(e) => found.push(anomaly(
@@ -453,6 +457,47 @@ fn event_orphans(tx: &mut Transaction<'_>) -> Result<Vec<Anomaly>> {
                 "job_events",
                 Some(id.to_string()),
                 format!("{} events of a job that does not exist", counts[&id]),
+            )
+        })
+        .collect())
+}
+
+/// `foreign_key` of `raw_records.run_id` (the run table is another module's): records of a
+/// run that does not exist.
+fn raw_record_runs(tx: &mut Transaction<'_>) -> Result<Vec<Anomaly>> {
+    let counts = raw::count_per_run(tx)?;
+    let ids: Vec<i64> = counts.keys().copied().collect();
+    Ok(ingest_runs::missing(tx, &ids)?
+        .into_iter()
+        .map(|id| {
+            anomaly(
+                "foreign_key",
+                "raw_records",
+                Some(id.to_string()),
+                format!(
+                    "{} raw records of run {id}, which does not exist",
+                    counts[&id].0
+                ),
+            )
+        })
+        .collect())
+}
+
+/// `raw_rejection` of the runs: a run holding a rejected record never ends success (V8).
+fn rejecting_runs(tx: &mut Transaction<'_>) -> Result<Vec<Anomaly>> {
+    let rejecting: Vec<i64> = raw::count_per_run(tx)?
+        .into_iter()
+        .filter(|(_, (_, rejected))| *rejected > 0)
+        .map(|(id, _)| id)
+        .collect();
+    Ok(ingest_runs::succeeded(tx, &rejecting)?
+        .into_iter()
+        .map(|id| {
+            anomaly(
+                "raw_rejection",
+                "ingest_runs",
+                Some(id.to_string()),
+                "a run that rejected its statement ended success".into(),
             )
         })
         .collect())

@@ -10,11 +10,13 @@
 //!   progress, complete, fail, cancel; every write of a worker fenced by its attempt;
 //! - [`PgEvents`] (`engine.events()`): the job's events after a `seq`;
 //! - [`PgRuns`] (`engine.runs()`): start under the single-active-run lock (a partial unique
-//!   index), lease renewal, finish, sweep of expired leases, get;
+//!   index), lease renewal, finish, sweep of expired leases, get; the module catalog,
+//!   probes, readiness and preflight; raw payloads and records (store, read, prune);
 //! - [`PgSchedules`] (`engine.schedules()`): create, materialize a due slot, claim due slots
 //!   (`SKIP LOCKED`) and record each slot's outcome exactly once across nodes;
 //! - [`PgSupervisor`] (`engine.supervisor(opts)`): the SQLite supervisor's recovery of
-//!   stalled jobs, safe on every node at once (`SKIP LOCKED`, updates fenced by attempt);
+//!   stalled jobs, safe on every node at once (`SKIP LOCKED`, updates fenced by attempt),
+//!   with its `supervisor_state` bookkeeping;
 //! - [`PgListener`]: waits on its own connection for the NOTIFYs of schema version 2 (a job
 //!   became claimable, an event was appended), so workers wake instead of polling;
 //!   [`PgWorker`] is a minimal worker loop built on it;
@@ -25,8 +27,8 @@
 //!
 //! PostgreSQL enforces the same rules itself (CHECKs, PL/pgSQL trigger functions raising
 //! `CODE: table: rule`, mapped to the same [`Error`](crate::Error)s). What is not here yet
-//! (pipelines, Flex, modules and raw records, most of the SQLite worker's options, most of
-//! the CLI's `--db postgres://`) is listed in docs/postgres.md.
+//! (pipelines, Flex, most of the SQLite worker's options, most of the CLI's
+//! `--db postgres://`) is listed in docs/postgres.md.
 //!
 //! One [`PgEngine`] (and its clones) keeps up to 8 idle connections; each call runs on one
 //! of them or on a new one, so threads may share an engine. [`Engine::open`](crate::Engine::open)
@@ -54,6 +56,8 @@ mod engine;
 mod error;
 mod jobs;
 mod listener;
+mod probes;
+mod raw;
 mod runs;
 mod schedules;
 mod storage;

@@ -22,7 +22,7 @@ use crate::storage::ingest_runs::Run;
 /// The run API of a [`PgEngine`]; get it with [`PgEngine::runs`].
 #[derive(Debug, Clone, Copy)]
 pub struct PgRuns<'e> {
-    engine: &'e PgEngine,
+    pub(super) engine: &'e PgEngine,
 }
 
 impl PgEngine {

@@ -14,8 +14,12 @@
 //! each with an update fenced by the attempt it saw, in one transaction; a supervisor on
 //! another node skips rows being recovered and, once that commits, no longer sees them as
 //! running. So each stalled attempt is recovered exactly once, whichever node's tick sees it
-//! first, with one set of events. The SQLite supervisor's bookkeeping row
-//! (`supervisor_state`) is not on PostgreSQL yet.
+//! first, with one set of events.
+//!
+//! Bookkeeping: each tick (and each operator recovery) adds to the supervisor's
+//! `supervisor_state` row in the same transaction, as on SQLite ([`PgSupervisor::status`],
+//! [`PgSupervisor::cleanup`]). Supervisors on several nodes under one name share that row:
+//! their ticks and recoveries add up.
 
 use std::time::Duration;
 
@@ -24,12 +28,15 @@ use serde_json::json;
 use super::engine::PgEngine;
 use super::storage::job_events as events;
 use super::storage::jobs as store;
+use super::storage::supervisor_state;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::events::EventPayload;
 use crate::job::supervisor::{decide, Recovery, RecoveryReport, SupervisorOptions};
 use crate::job::validate;
+use crate::job::JobState;
 use crate::looping::{spawn_loop, LoopHandle};
+use crate::storage::supervisor_state::SupervisorStatus;
 
 /// How many stale jobs one tick recovers at most (one transaction); the rest wait for the
 /// next tick, or another node's.
@@ -124,6 +131,13 @@ impl PgSupervisor {
                     to: "recovered".into(),
                 });
             }
+            let failed = report
+                .recovered
+                .iter()
+                .filter(|r| r.to == JobState::Failed)
+                .count();
+            let recovered = report.recovered.len() - failed;
+            supervisor_state::record_tick(tx, &self.opts.name, recovered, failed, now)?;
             Ok(report)
         })
     }
@@ -143,6 +157,18 @@ impl PgSupervisor {
             .into_iter()
             .next()
             .ok_or_else(|| Error::not_found("job", job_id))
+    }
+
+    /// This supervisor's bookkeeping (`None` before its first tick or after cleanup).
+    pub fn status(&self) -> Result<Option<SupervisorStatus>> {
+        self.engine
+            .read(|tx| supervisor_state::status(tx, &self.opts.name))
+    }
+
+    /// Deletes this supervisor's bookkeeping row; returns whether there was one.
+    pub fn cleanup(&self) -> Result<bool> {
+        self.engine
+            .write(|tx, _| supervisor_state::cleanup(tx, &self.opts.name))
     }
 
     /// Runs [`PgSupervisor::tick`] every [`SupervisorOptions::poll_every`] on a background

@@ -174,21 +174,23 @@ fn check_name(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Adds or replaces a module in the catalog.
-pub(crate) fn upsert_module(tx: &Connection, m: &Module, now: Timestamp) -> Result<()> {
+/// A module as the catalog stores it: names checked, scopes sorted without duplicates
+/// (shared by both backends).
+pub(crate) fn normalized(m: &Module) -> Result<Module> {
     check_name("module", &m.module)?;
     check_name("domain", &m.domain)?;
     let mut scopes = m.scopes.clone();
     scopes.sort();
     scopes.dedup();
-    store::upsert(
-        tx,
-        &Module {
-            scopes,
-            ..m.clone()
-        },
-        now,
-    )
+    Ok(Module {
+        scopes,
+        ..m.clone()
+    })
+}
+
+/// Adds or replaces a module in the catalog.
+pub(crate) fn upsert_module(tx: &Connection, m: &Module, now: Timestamp) -> Result<()> {
+    store::upsert(tx, &normalized(m)?, now)
 }
 
 /// Enables or disables a module.
@@ -198,18 +200,21 @@ pub(crate) fn set_enabled(
     enabled: bool,
     now: Timestamp,
 ) -> Result<()> {
-    if !store::set_enabled(tx, module, enabled, now)? {
-        return Err(Error::not_found("module", module));
-    }
-    Ok(())
+    found(store::set_enabled(tx, module, enabled, now)?, module)
 }
 
 /// Removes a module and its probe history.
 pub(crate) fn delete_module(tx: &Connection, module: &str) -> Result<()> {
-    if !store::delete(tx, module)? {
-        return Err(Error::not_found("module", module));
+    found(store::delete(tx, module)?, module)
+}
+
+/// `NOT_FOUND` naming `module` unless a write found it (shared by both backends).
+pub(crate) fn found(found: bool, module: &str) -> Result<()> {
+    if found {
+        Ok(())
+    } else {
+        Err(Error::not_found("module", module))
     }
-    Ok(())
 }
 
 /// The whole catalog, by name.
@@ -217,14 +222,17 @@ pub(crate) fn modules(conn: &Connection) -> Result<Vec<Module>> {
     store::list(conn)
 }
 
-/// Persists one probe result ending at `now`.
-pub(crate) fn record_probe(
-    tx: &Connection,
-    module: &str,
-    outcome: &Result<(), ProbeError>,
-    latency_ms: i64,
-    now: Timestamp,
-) -> Result<i64> {
+/// The row a probe outcome is stored as (shared by both backends).
+pub(crate) struct ProbeRow<'a> {
+    pub status: ProbeStatus,
+    pub code: Option<&'a str>,
+    pub message: Option<&'a str>,
+    /// Clamped to 0..=one day (the table refuses more).
+    pub latency_ms: i64,
+}
+
+/// Checks a probe outcome and shapes its row.
+pub(crate) fn probe_row(outcome: &Result<(), ProbeError>, latency_ms: i64) -> Result<ProbeRow<'_>> {
     let (status, code, message) = match outcome {
         Ok(()) => (ProbeStatus::Ok, None, None),
         Err(e) => (
@@ -236,17 +244,32 @@ pub(crate) fn record_probe(
     if let Some(code) = code {
         check_name("probe code", code)?;
     }
-    let exists = modules(tx)?.iter().any(|m| m.module == module);
-    if !exists {
-        return Err(Error::not_found("module", module));
-    }
-    store::insert_probe(
-        tx,
-        module,
+    Ok(ProbeRow {
         status,
         code,
         message,
-        latency_ms.clamp(0, MAX_LATENCY_MS),
+        latency_ms: latency_ms.clamp(0, MAX_LATENCY_MS),
+    })
+}
+
+/// Persists one probe result ending at `now`.
+pub(crate) fn record_probe(
+    tx: &Connection,
+    module: &str,
+    outcome: &Result<(), ProbeError>,
+    latency_ms: i64,
+    now: Timestamp,
+) -> Result<i64> {
+    let row = probe_row(outcome, latency_ms)?;
+    let exists = modules(tx)?.iter().any(|m| m.module == module);
+    found(exists, module)?;
+    store::insert_probe(
+        tx,
+        module,
+        row.status,
+        row.code,
+        row.message,
+        row.latency_ms,
         now,
     )
 }
@@ -262,13 +285,27 @@ pub(crate) fn readiness(
     fresh_for: Duration,
     now: Timestamp,
 ) -> Result<ReadinessSnapshot> {
+    snapshot(scope, fresh_for, now, modules(conn)?, |m| {
+        store::last_probe(conn, m)
+    })
+}
+
+/// The readiness of `scope` at `now` over `catalog` (every module, by name) and each
+/// module's newest probe, read by `last_probe` (shared by both backends).
+pub(crate) fn snapshot(
+    scope: Scope,
+    fresh_for: Duration,
+    now: Timestamp,
+    catalog: Vec<Module>,
+    mut last_probe: impl FnMut(&str) -> Result<Option<ProbeRecord>>,
+) -> Result<ReadinessSnapshot> {
     let limit = fresh_for_ms(fresh_for);
     let mut out = Vec::new();
-    for m in modules(conn)?
+    for m in catalog
         .into_iter()
         .filter(|m| m.enabled && m.scopes.contains(&scope))
     {
-        let last = store::last_probe(conn, &m.module)?;
+        let last = last_probe(&m.module)?;
         let fresh = last
             .as_ref()
             .is_some_and(|p| now.millis_since(p.tested_at) < limit);
@@ -311,23 +348,44 @@ pub(crate) fn preflight(
     probes: &ProbeSet,
     config: &PreflightConfig,
 ) -> Result<ReadinessSnapshot> {
-    let before = engine.read(|c| readiness(c, scope, config.fresh_for, engine.now()))?;
+    preflight_with(
+        config,
+        probes,
+        || engine.now(),
+        |now| engine.read(|c| readiness(c, scope, config.fresh_for, now)),
+        |module, outcome, latency| {
+            engine.write(|tx| record_probe(tx, module, outcome, latency, tx.now()))
+        },
+    )
+}
+
+/// [`preflight`] over a backend's clock, readiness read and probe write (shared by both
+/// backends): the snapshot before, each stale module probed and recorded, the snapshot
+/// after with the modules probed.
+pub(crate) fn preflight_with(
+    config: &PreflightConfig,
+    probes: &ProbeSet,
+    now: impl Fn() -> Timestamp,
+    mut readiness_at: impl FnMut(Timestamp) -> Result<ReadinessSnapshot>,
+    mut record: impl FnMut(&str, &Result<(), ProbeError>, i64) -> Result<i64>,
+) -> Result<ReadinessSnapshot> {
+    let before = readiness_at(now())?;
     let mut probed = Vec::new();
     if config.policy == PreflightPolicy::ProbeThenCheck {
         for m in before.modules.iter().filter(|m| !m.fresh) {
             let Some(probe) = probes.probes.get(&m.module) else {
                 continue;
             };
-            let start = engine.now();
+            let start = now();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe))
                 .unwrap_or_else(|_| Err(ProbeError::new("PROBE_PANIC", "probe panicked")));
-            let end = engine.now();
+            let end = now();
             let latency = end.millis_since(start);
-            engine.write(|tx| record_probe(tx, &m.module, &outcome, latency, tx.now()))?;
+            record(&m.module, &outcome, latency)?;
             probed.push(m.module.clone());
         }
     }
-    let mut snap = engine.read(|c| readiness(c, scope, config.fresh_for, engine.now()))?;
+    let mut snap = readiness_at(now())?;
     snap.probed = probed;
     Ok(snap)
 }

@@ -50,6 +50,13 @@ pub(crate) struct Checked {
     sha: String,
 }
 
+impl Checked {
+    /// The lower-case hex SHA-256 of the payload (its key).
+    pub(crate) fn sha256(&self) -> &str {
+        &self.sha
+    }
+}
+
 /// Checks `input`'s fields and size and hashes its bytes: the slow part of storing a
 /// payload, done before the write transaction (nothing waits for it).
 pub(crate) fn check(input: &RawInput<'_>) -> Result<Checked> {
@@ -92,16 +99,7 @@ pub(crate) fn store(
     rejected: Option<&Rejection>,
     now: Timestamp,
 ) -> Result<RawRecord> {
-    match ingest_runs::is_started(tx, run_id)? {
-        None => return Err(Error::not_found("run", run_id)),
-        Some(false) => {
-            return Err(Error::invalid(
-                "run_id",
-                format!("run {run_id} has ended; only a started run stores payloads"),
-            ))
-        }
-        Some(true) => {}
-    }
+    storing_run(run_id, ingest_runs::is_started(tx, run_id)?)?;
     raw::insert(
         tx,
         &raw::NewRaw {
@@ -115,6 +113,19 @@ pub(crate) fn store(
         },
         now,
     )
+}
+
+/// Whether run `run_id` may store payloads, from whether it is started (`None`: no such
+/// run): `NOT_FOUND`, or `INVALID_INPUT` for a run that has ended (shared by both backends).
+pub(crate) fn storing_run(run_id: i64, started: Option<bool>) -> Result<()> {
+    match started {
+        None => Err(Error::not_found("run", run_id)),
+        Some(false) => Err(Error::invalid(
+            "run_id",
+            format!("run {run_id} has ended; only a started run stores payloads"),
+        )),
+        Some(true) => Ok(()),
+    }
 }
 
 /// The records of one run, oldest first.
@@ -135,10 +146,16 @@ pub(crate) fn rejection_of_run(conn: &Connection, run_id: i64) -> Result<Option<
 
 /// The records `filter` selects, newest first (`limit` checked: 1..=1000).
 pub(crate) fn list(conn: &Connection, filter: &RawFilter) -> Result<Vec<RawRecord>> {
+    check_filter(filter)?;
+    raw::list(conn, filter)
+}
+
+/// A filter's `limit` is 1..=1000 (shared by both backends).
+pub(crate) fn check_filter(filter: &RawFilter) -> Result<()> {
     if !(1..=1000).contains(&filter.limit) {
         return Err(Error::invalid("limit", "must be 1..=1000"));
     }
-    raw::list(conn, filter)
+    Ok(())
 }
 
 /// Checks a rejection's code and reason (the V8 CHECKs, restated): a code of 1..=64

@@ -205,6 +205,11 @@ mod ownership {
         ("ingest_runs", "src/pg/storage/ingest_runs.rs"),
         ("schedules", "src/pg/storage/schedules.rs"),
         ("due_runs", "src/pg/storage/schedules.rs"),
+        ("supervisor_state", "src/pg/storage/supervisor_state.rs"),
+        ("ingest_modules", "src/pg/storage/modules.rs"),
+        ("ingest_probes", "src/pg/storage/modules.rs"),
+        ("raw_payloads", "src/pg/storage/raw.rs"),
+        ("raw_records", "src/pg/storage/raw.rs"),
     ];
 
     /// Words a literal starts with when it is SQL or a piece of a SQL statement.

@@ -10,14 +10,17 @@ use std::time::Duration;
 
 use runledger::doctor::{self, DoctorOptions};
 use runledger::pg::{self, copy_from_sqlite, CopyOptions};
-use runledger::run::RunFilter;
+use runledger::run::{RawFilter, RunFilter, Scope};
 use runledger::schedule::{FireOutcome, Misfire, NewSchedule, Schedule};
-use runledger::{Clock, Engine, EngineOptions, ManualClock, NewJob, SystemClock, Timestamp};
+use runledger::{
+    Clock, Engine, EngineOptions, ManualClock, NewJob, Supervisor, SupervisorOptions, SystemClock,
+    Timestamp,
+};
 use serde_json::{json, Value};
 
 use crate::common::{is_child, spawn_child, TestDb};
 
-/// The tables both schemas have, in copy order.
+/// The tables both schemas have (every SQLite table but reference data), in copy order.
 const TABLES: &[&str] = &[
     "jobs",
     "audit_log",
@@ -25,10 +28,6 @@ const TABLES: &[&str] = &[
     "ingest_runs",
     "schedules",
     "due_runs",
-];
-
-/// The SQLite tables PostgreSQL has no twin for (yet).
-const SQLITE_ONLY: &[&str] = &[
     "supervisor_state",
     "ingest_modules",
     "ingest_probes",
@@ -181,6 +180,11 @@ fn sqlite_rows(path: &Path, table: &str) -> Vec<Value> {
                         json!(t)
                     }
                 }
+                // as row_to_json spells a bytea
+                rusqlite::types::ValueRef::Blob(b) => {
+                    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                    json!(format!("\\x{hex}"))
+                }
                 other => panic!("{table}.{name}: {other:?}"),
             };
             obj.insert(name.clone(), v);
@@ -198,6 +202,7 @@ fn is_json_column(table: &str, column: &str) -> bool {
             | ("job_events", "payload")
             | ("ingest_runs", "timeline" | "meta_json")
             | ("due_runs", "run_ids")
+            | ("ingest_modules", "scopes")
     )
 }
 
@@ -270,19 +275,9 @@ fn pg_copy_moves_every_row_of_a_busy_sqlite_ledger() {
     let file = dir.path().join("busy.db");
     let source = busy_sqlite(&file);
 
-    // without --skip-sqlite-only, rows PostgreSQL has no table for are refused
-    let err =
-        copy_from_sqlite(&source, &db.url, &CopyOptions::default(), &mut |_| Ok(())).unwrap_err();
-    assert_eq!(err.code(), "COPY_SOURCE_REFUSED", "{err}");
-    let runledger::Error::CopySourceRefused { names, .. } = &err else {
-        panic!("{err:?}")
-    };
-    for t in SQLITE_ONLY {
-        assert!(names.contains(&t.to_string()), "{t} in {names:?}");
-    }
-
+    // every table has a twin: no --skip-sqlite-only needed, nothing left behind
     let mut seen = Vec::new();
-    let report = copy_from_sqlite(&source, &db.url, &opts(), &mut |p| {
+    let report = copy_from_sqlite(&source, &db.url, &CopyOptions::default(), &mut |p| {
         if p.done {
             seen.push((p.table.to_string(), p.rows));
         }
@@ -293,12 +288,7 @@ fn pg_copy_moves_every_row_of_a_busy_sqlite_ledger() {
         seen.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
         TABLES
     );
-    let left: Vec<&str> = report
-        .left_behind
-        .iter()
-        .map(|t| t.table.as_str())
-        .collect();
-    assert_eq!(left, SQLITE_ONLY);
+    assert!(report.left_behind.is_empty(), "{:?}", report.left_behind);
     assert!(report.rows() > 50, "{report:?}");
     eprintln!(
         "copied {} rows in {:?} ({:?})",
@@ -348,6 +338,59 @@ fn pg_copy_moves_every_row_of_a_busy_sqlite_ledger() {
     }
     for slot in source.schedules().all_slots().unwrap() {
         assert_eq!(target.schedules().slot(slot.id).unwrap(), slot);
+    }
+    // the catalog, probes, raw records and payloads, the supervisors' bookkeeping
+    let modules = source.runs().modules().unwrap();
+    assert!(!modules.is_empty());
+    assert_eq!(target.runs().modules().unwrap(), modules);
+    // (each newest probe; freshness depends on each engine's clock)
+    let config = runledger::run::PreflightConfig::default();
+    let probes = |snap: runledger::run::ReadinessSnapshot| {
+        snap.modules
+            .into_iter()
+            .map(|m| (m.module, m.domain, m.last_probe))
+            .collect::<Vec<_>>()
+    };
+    for scope in [Scope::Targets, Scope::Universe] {
+        let at_source = probes(source.runs().readiness(scope, &config).unwrap());
+        assert!(at_source.iter().any(|m| m.2.is_some()), "{scope:?}");
+        let at_target = probes(target.runs().readiness(scope, &config).unwrap());
+        assert_eq!(at_target, at_source, "{scope:?}");
+    }
+    let all = RawFilter {
+        limit: 1000,
+        ..RawFilter::default()
+    };
+    let records = source.runs().raw_list(&all).unwrap();
+    assert!(!records.is_empty(), "the demo stores raw records");
+    assert_eq!(target.runs().raw_list(&all).unwrap(), records);
+    for r in &records {
+        assert_eq!(target.runs().raw_record(r.id).unwrap(), *r);
+        assert_eq!(
+            target.runs().raw_records(r.run_id).unwrap(),
+            source.runs().raw_records(r.run_id).unwrap()
+        );
+        assert_eq!(
+            target.runs().raw_payload(&r.sha256).unwrap(),
+            source.runs().raw_payload(&r.sha256).unwrap()
+        );
+    }
+    let names: Vec<String> = sqlite_rows(&file, "supervisor_state")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!names.is_empty(), "the demo's supervisor ticked");
+    for name in names {
+        let opts = SupervisorOptions {
+            name,
+            ..SupervisorOptions::default()
+        };
+        let theirs = Supervisor::new(source.clone(), opts.clone())
+            .unwrap()
+            .status()
+            .unwrap();
+        assert!(theirs.is_some());
+        assert_eq!(target.supervisor(opts).unwrap().status().unwrap(), theirs);
     }
 
     // doctor on both sides: no errors, and the same warnings (work for the sweepers)
@@ -404,7 +447,7 @@ fn pg_copy_that_fails_midway_leaves_the_target_empty() {
     })
     .unwrap_err();
     assert_eq!(err.code(), "BUSY");
-    assert_eq!(counts(&mut db.raw), [0; 6]);
+    assert_eq!(counts(&mut db.raw), vec![0; TABLES.len()]);
     // and the target takes a whole copy afterwards
     let report = copy_from_sqlite(&source, &db.url, &opts(), &mut |_| Ok(())).unwrap();
     assert!(report.target.errors().next().is_none());
@@ -468,7 +511,7 @@ fn pg_copy_without_the_replication_setting_is_refused_with_a_typed_error() {
     assert_ne!(url, db.url, "the test URL names the user postgres");
     let err = copy_from_sqlite(&source, &url, &opts(), &mut |_| Ok(())).unwrap_err();
     assert_eq!(err.code(), "COPY_PRIVILEGE", "{err}");
-    assert_eq!(counts(&mut db.raw), [0; 6]);
+    assert_eq!(counts(&mut db.raw), vec![0; TABLES.len()]);
 }
 
 /// The child of [`pg_copy_killed_midway_leaves_the_target_empty`]: copies, and stops
@@ -516,7 +559,7 @@ fn pg_copy_killed_midway_leaves_the_target_empty() {
     child.wait().unwrap();
     // the server rolls the dead session's transaction back and frees its table locks: a
     // whole copy goes through afterwards
-    assert_eq!(counts(&mut db.raw), [0; 6]);
+    assert_eq!(counts(&mut db.raw), vec![0; TABLES.len()]);
     let source = Engine::open(&file).unwrap();
     let report = copy_from_sqlite(&source, &db.url, &opts(), &mut |_| Ok(())).unwrap();
     assert_eq!(
@@ -622,5 +665,5 @@ fn pg_copy_into_a_tampered_schema_fails_its_doctor_and_rolls_back() {
     };
     assert_eq!(checks, &["immutable_guard"]);
     assert_eq!(err.code(), "COPY_VERIFY_FAILED");
-    assert_eq!(counts(&mut db.raw), [0; 6]);
+    assert_eq!(counts(&mut db.raw), vec![0; TABLES.len()]);
 }

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use runledger::doctor::{DoctorOptions, DoctorReport, Severity};
 use runledger::pg::{doctor, PgEngine};
+use runledger::run::{Module, ProbeError, RawInput};
 use runledger::{NewJob, RunStatus, Scope, ScopeSelector, TriggerKind};
 use serde_json::json;
 
 use crate::common::TestDb;
 
 /// A ledger with rows of every kind: jobs in five states with events and an audit row, runs
-/// started, finished, failed and blocked, a schedule with pending, fired and skipped slots.
+/// started, finished, failed and blocked, a schedule with pending, fired and skipped slots,
+/// a module with probes, a supervisor's row, raw payloads and records (one rejected).
 pub fn busy(engine: &PgEngine) {
     let jobs = engine.jobs();
     let new = |n: i64| {
@@ -95,6 +97,49 @@ pub fn busy(engine: &PgEngine) {
         .skipped(&claims[1], "PIPELINE_NOT_HERE", Some("no such pipeline"))
         .unwrap();
     schedules.materialize(s, now).unwrap().unwrap(); // pending
+
+    // the tables of schema version 4: a module and its probes, the supervisor's row, raw
+    // records of a failed run (one rejected) and a successful one
+    runs.upsert_module(&Module {
+        module: "quotes".into(),
+        domain: "market_data".into(),
+        scopes: vec![Scope::Targets],
+        enabled: true,
+    })
+    .unwrap();
+    runs.record_probe("quotes", &Ok(()), 12).unwrap();
+    runs.record_probe("quotes", &Err(ProbeError::new("HTTP_503", "down")), 40)
+        .unwrap();
+    engine
+        .supervisor(runledger::SupervisorOptions::default())
+        .unwrap()
+        .tick(engine.now())
+        .unwrap();
+    let raw = |bytes: &'static [u8]| RawInput {
+        source: "ib_flex",
+        upstream_ref: Some("ref-1"),
+        content_type: "application/xml",
+        bytes,
+    };
+    let kept = runs
+        .start("raw", Scope::Targets, TriggerKind::Manual, None, lease)
+        .unwrap();
+    runs.store_raw(kept, &raw(b"<ok/>")).unwrap();
+    runs.store_rejected_raw(kept, &raw(b"<broken"), "FLEX_MALFORMED_XML", "byte 7")
+        .unwrap();
+    runs.finish(
+        kept,
+        RunStatus::Failed,
+        Some(("FLEX_MALFORMED_XML", "byte 7")),
+        &json!({}),
+    )
+    .unwrap();
+    let ok = runs
+        .start("raw", Scope::Universe, TriggerKind::Manual, None, lease)
+        .unwrap();
+    runs.store_raw(ok, &raw(b"<ok/>")).unwrap();
+    runs.finish(ok, RunStatus::Success, None, &json!({}))
+        .unwrap();
 }
 
 fn report(engine: &PgEngine) -> DoctorReport {
@@ -300,6 +345,63 @@ const DAMAGE: &[Damage] = &[
         sql: "update refinery_schema_history set checksum = '1'",
         check: "migration_history",
         detail: "with checksum 1",
+    },
+    Damage {
+        name: "payload_hash",
+        sql: "alter table raw_payloads drop constraint raw_payloads_key_is_sha256;
+              set session_replication_role = replica;
+              update raw_payloads set payload = '\\x3c6f6b2f3f' where payload = '\\x3c6f6b2f3e';
+              set session_replication_role = origin",
+        check: "raw_payload",
+        detail: "the payload's sha-256 is",
+    },
+    Damage {
+        name: "raw_record_size",
+        sql: "set session_replication_role = replica;
+              update raw_records set size = size + 1 where id = 1;
+              set session_replication_role = origin",
+        check: "raw_record",
+        detail: "but its payload has 5 bytes",
+    },
+    Damage {
+        name: "raw_run_deleted",
+        sql: "set session_replication_role = replica;
+              delete from ingest_runs where pipeline = 'raw' and scope = 'targets';
+              set session_replication_role = origin",
+        check: "foreign_key",
+        detail: "2 raw records of run",
+    },
+    Damage {
+        name: "rejecting_run_succeeded",
+        sql: "set session_replication_role = replica;
+              update ingest_runs set status = 'success', error_code = null, error_message = null
+                where pipeline = 'raw' and scope = 'targets';
+              set session_replication_role = origin",
+        check: "raw_rejection",
+        detail: "a run that rejected its statement ended success",
+    },
+    Damage {
+        name: "module_scopes",
+        sql: "set session_replication_role = replica;
+              update ingest_modules set scopes = '[\"everything\"]';
+              set session_replication_role = origin",
+        check: "json",
+        detail: "are not among the scopes",
+    },
+    Damage {
+        name: "probe_orphan",
+        sql: "set session_replication_role = replica;
+              insert into ingest_probes (module, status, latency_ms, tested_at)
+              values ('ghost', 'ok', 1, '2026-11-22T11:30:00.000Z');
+              set session_replication_role = origin",
+        check: "foreign_key",
+        detail: "module 'ghost' names no module",
+    },
+    Damage {
+        name: "raw_sequence_behind",
+        sql: "select setval(pg_get_serial_sequence('raw_records', 'id'), 1)",
+        check: "sequence",
+        detail: "behind the largest id 3",
     },
     Damage {
         name: "column_added",

@@ -40,6 +40,8 @@ mod runbook;
 mod runs_slots;
 #[cfg(feature = "postgres")]
 mod supervisor;
+#[cfg(feature = "postgres")]
+mod twins;
 
 /// Without the feature there is nothing to run: this test's name (printed by `cargo test`)
 /// and its output say so and how to run the half.

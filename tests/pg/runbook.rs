@@ -1,4 +1,4 @@
-//! runbook.pg.sql, the PostgreSQL twin of runbook.sql: a ledger planted through `PgEngine`
+//! runbook.pg.sql, the PostgreSQL twin of runbook.sql (every query): a ledger planted through `PgEngine`
 //! (raw SQL only for what the PostgreSQL facades do not write yet: stage timelines and a
 //! schedule's next slot), every query run through the real `psql` and through the
 //! `postgres` crate, and each answer compared with what runbook.sql answers on a SQLite
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use postgres::SimpleQueryMessage;
 use runledger::pg::PgEngine;
+use runledger::run::{Module, ProbeError};
 use runledger::{runbook, Clock, Engine, ManualClock, NewJob, RunStatus, Scope, TriggerKind};
 use serde_json::{json, Value};
 
@@ -16,12 +17,17 @@ use crate::common::TestDb;
 
 const RUNBOOK_PG: &str = include_str!("../../runbook.pg.sql");
 
-/// runbook.sql queries without a twin (their tables are not on PostgreSQL yet).
-const NO_TWIN: &[&str] = &["stale_probes"];
 /// Columns whose value depends on the wall clock of the moment the query runs.
 const AGE_COLUMNS: &[&str] = &["running_s", "lease_left_s", "silent_s"];
 /// Tables the runbook reads, copied row for row into the SQLite ledger.
-const TABLES: &[&str] = &["jobs", "ingest_runs", "schedules", "due_runs"];
+const TABLES: &[&str] = &[
+    "jobs",
+    "ingest_runs",
+    "schedules",
+    "due_runs",
+    "ingest_modules",
+    "ingest_probes",
+];
 
 /// One timeline entry in the shape src/run/timeline.rs writes.
 fn entry(
@@ -240,6 +246,29 @@ fn plant(db: &mut TestDb, engine: &PgEngine, clock: &ManualClock) {
     )
     .unwrap();
 
+    // modules: untested (both scopes), last probe failed, last probe ok but old, disabled
+    let m = |name: &str, scopes: &[Scope], enabled: bool| Module {
+        module: name.into(),
+        domain: "market_data".into(),
+        scopes: scopes.to_vec(),
+        enabled,
+    };
+    for module in [
+        m("quotes", &[Scope::Targets, Scope::Universe], true),
+        m("ib_flex", &[Scope::Targets], true),
+        m("fx", &[Scope::Universe], true),
+        m("retired", &[Scope::Targets], false),
+    ] {
+        runs.upsert_module(&module).unwrap();
+    }
+    runs.record_probe("ib_flex", &Ok(()), 40).unwrap();
+    clock.advance(Duration::from_secs(1));
+    runs.record_probe("ib_flex", &Err(ProbeError::new("HTTP_503", "down")), 90)
+        .unwrap();
+    runs.record_probe("fx", &Ok(()), 12).unwrap();
+    runs.record_probe("retired", &Err(ProbeError::new("GONE", "gone")), 1)
+        .unwrap();
+
     // jobs: one stuck running, one completed, one failed, one waiting
     let jobs = engine.jobs();
     for kind in ["research", "report", "report", "export"] {
@@ -432,11 +461,7 @@ fn pg_runbook_answers_what_the_sqlite_runbook_answers() {
 
     let twin = runbook::parse(RUNBOOK_PG).unwrap();
     let names: Vec<&str> = twin.iter().map(|q| q.name.as_str()).collect();
-    let expected: Vec<&str> = runbook::queries()
-        .iter()
-        .map(|q| q.name.as_str())
-        .filter(|n| !NO_TWIN.contains(n))
-        .collect();
+    let expected: Vec<&str> = runbook::queries().iter().map(|q| q.name.as_str()).collect();
     assert_eq!(
         names, expected,
         "the twin has every query, in the same order"
@@ -493,6 +518,30 @@ fn pg_runbook_answers_what_the_sqlite_runbook_answers() {
             q.name
         );
     }
+    // stale_probes: quotes untested in both scopes, ib_flex's newest probe failed, fx's ok
+    // probe old; the disabled module is not listed
+    let stale = twin.iter().find(|q| q.name == "stale_probes").unwrap();
+    let (_, rows) = pg_text(&mut db, &stale.sql);
+    let listed: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap(),
+                r[1].clone().unwrap(),
+                r[6].clone().unwrap(),
+            )
+        })
+        .collect();
+    let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        listed,
+        [
+            row("targets", "ib_flex", "failed"),
+            row("targets", "quotes", "untested"),
+            row("universe", "fx", "stale"),
+            row("universe", "quotes", "untested"),
+        ]
+    );
     // the whole file, as an operator runs it
     if psql {
         let out = Command::new("psql")

@@ -344,4 +344,29 @@ fn pg_supervisors_on_every_node_rescue_each_stalled_job_once() {
     );
     // a tick by the supervisor does not audit (only an operator's recovery does)
     assert_eq!(db.query_i64("select count(*) from audit_log"), 0);
+    // each node's bookkeeping row counts its own recoveries (all STALLED: failed)
+    for (n, mine) in by_node.iter().enumerate() {
+        let status = engine
+            .supervisor(SupervisorOptions {
+                name: format!("node-{n}"),
+                ..SupervisorOptions::default()
+            })
+            .unwrap()
+            .status()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (status.jobs_failed, status.jobs_recovered),
+            (*mine as i64, 0),
+            "node-{n}"
+        );
+        assert!(
+            status.ticks >= 3 && status.last_tick_at.is_some(),
+            "{status:?}"
+        );
+    }
+    assert_eq!(
+        db.query_i64("select sum(jobs_failed)::bigint from supervisor_state"),
+        STALLED as i64
+    );
 }

@@ -19,8 +19,10 @@ pub struct CopyArgs {
     /// The role must be a superuser or be granted `session_replication_role`.
     #[arg(long, value_name = "URL")]
     to: String,
-    /// Leave the rows of SQLite-only tables (modules, probes, raw data, supervisor
-    /// bookkeeping) behind instead of refusing the source.
+    /// Obsolete, accepted for old scripts: leave the rows of SQLite tables without a
+    /// PostgreSQL twin behind instead of refusing the source. Since PostgreSQL schema
+    /// version 4 every table (modules, probes, raw data, supervisor bookkeeping) has one,
+    /// so it changes nothing.
     #[arg(long)]
     skip_sqlite_only: bool,
 }

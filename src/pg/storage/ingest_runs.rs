@@ -76,6 +76,14 @@ const TIMELINE_OF: &str =
 /// $1 id
 const GET: &str = concat!("select ", columns!(), " from ingest_runs where id = $1");
 
+/// $1 id: whether the run is started, locked against its ending until the caller commits.
+const IS_STARTED: &str = "select status = 'started' from ingest_runs where id = $1 for share";
+
+/// $1 cutoff: terminal runs that finished before it (retention).
+const PRUNE: &str = "delete from ingest_runs
+    where started_at < $1 and status <> 'started' and finished_at < $1
+    returning id";
+
 /// Reads one row selected with [`columns!`], by column name.
 fn run_from_row(r: &postgres::Row) -> Result<Run> {
     let id: i64 = get(r, "ingest_runs", "?", "id")?;
@@ -341,7 +349,49 @@ pub(crate) fn get_run(tx: &mut Tx<'_>, id: i64) -> Result<Run> {
     }
 }
 
+/// Whether run `id` is started (`None`: no such run), holding it started (`FOR SHARE`: its
+/// ending waits) until the transaction ends.
+pub(crate) fn is_started(tx: &mut Tx<'_>, id: i64) -> Result<Option<bool>> {
+    Ok(tx.query_opt(IS_STARTED, &[&id])?.map(|r| r.get(0)))
+}
+
+/// Deletes terminal runs that finished before `cutoff`; returns their ids.
+pub(crate) fn prune(tx: &mut Tx<'_>, cutoff: Timestamp) -> Result<Vec<i64>> {
+    Ok(tx
+        .query(PRUNE, &[&cutoff.to_string()])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 // ---- doctor checks and copy
+
+const MISSING: &str = "select x from unnest($1::bigint[]) x
+     where not exists (select 1 from ingest_runs where id = x) order by x";
+
+const SUCCEEDED: &str =
+    "select id from ingest_runs where id = any($1::bigint[]) and status = 'success' order by id";
+
+/// Which of `ids` name no run.
+pub(crate) fn missing(client: &mut impl postgres::GenericClient, ids: &[i64]) -> Result<Vec<i64>> {
+    Ok(client
+        .query(MISSING, &[&ids])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Which of `ids` name a run that ended success.
+pub(crate) fn succeeded(
+    client: &mut impl postgres::GenericClient,
+    ids: &[i64],
+) -> Result<Vec<i64>> {
+    Ok(client
+        .query(SUCCEEDED, &[&ids])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
 
 use super::{err, warn, Bind, PgCheck, TableSql};
 

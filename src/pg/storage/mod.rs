@@ -7,7 +7,10 @@
 pub(crate) mod ingest_runs;
 pub(crate) mod job_events;
 pub(crate) mod jobs;
+pub(crate) mod modules;
+pub(crate) mod raw;
 pub(crate) mod schedules;
+pub(crate) mod supervisor_state;
 
 use postgres::types::FromSql;
 use postgres::Row;
@@ -171,6 +174,9 @@ pub(crate) fn checks() -> impl Iterator<Item = &'static PgCheck> {
         job_events::CHECKS,
         ingest_runs::CHECKS,
         schedules::CHECKS,
+        supervisor_state::CHECKS,
+        modules::CHECKS,
+        raw::CHECKS,
     ]
     .into_iter()
     .flatten()
@@ -195,6 +201,13 @@ pub(crate) struct TableSql {
     pub set_sequence: &'static str,
 }
 
+/// [`TableSql::sequence`] of a table without an identity column (keyed by a name or a
+/// hash): nothing to compare, the answer is `(0, 0)`.
+pub(crate) const NO_IDENTITY: &str = "select 0::bigint, 0::bigint";
+/// [`TableSql::set_sequence`] of a table without an identity column: copy never calls it
+/// (only SQLite's AUTOINCREMENT tables have a sequence to carry over); it changes nothing.
+pub(crate) const NO_IDENTITY_SET: &str = "select $1::bigint";
+
 /// Every table of the PostgreSQL schema, parents before children.
 pub(crate) fn tables() -> impl Iterator<Item = &'static TableSql> {
     [
@@ -202,6 +215,9 @@ pub(crate) fn tables() -> impl Iterator<Item = &'static TableSql> {
         job_events::TABLES,
         ingest_runs::TABLES,
         schedules::TABLES,
+        supervisor_state::TABLES,
+        modules::TABLES,
+        raw::TABLES,
     ]
     .into_iter()
     .flatten()
