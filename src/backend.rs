@@ -21,6 +21,7 @@ use crate::events::Event;
 use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
 use crate::storage::ingest_runs::Run;
+use crate::storage::supervisor_state::SupervisorStatus;
 
 /// A backend other than the engine's own SQLite file; see the module docs.
 pub(crate) trait Backend: Send + Sync {
@@ -70,6 +71,11 @@ pub(crate) trait Backend: Send + Sync {
     fn supervisor_tick(&self, opts: &SupervisorOptions, now: Timestamp) -> Result<RecoveryReport>;
     /// `Supervisor::recover_now`.
     fn recover_now(&self, opts: &SupervisorOptions, job_id: i64, actor: &str) -> Result<Recovery>;
+
+    /// `Supervisor::status`.
+    fn supervisor_status(&self, opts: &SupervisorOptions) -> Result<Option<SupervisorStatus>>;
+    /// `Supervisor::cleanup`.
+    fn supervisor_cleanup(&self, opts: &SupervisorOptions) -> Result<bool>;
 
     /// `Runs::get`.
     fn get_run(&self, id: i64) -> Result<Run>;

@@ -186,14 +186,18 @@ impl Supervisor {
 
     /// This supervisor's bookkeeping (`None` before its first tick or after cleanup).
     pub fn status(&self) -> Result<Option<SupervisorStatus>> {
-        self.engine.sqlite_only("supervisor.status")?;
+        if let Some(b) = self.engine.backend() {
+            return b.supervisor_status(&self.opts);
+        }
         self.engine
             .read(|c| supervisor_state::status(c, &self.opts.name))
     }
 
     /// Deletes this supervisor's bookkeeping row; returns whether there was one.
     pub fn cleanup(&self) -> Result<bool> {
-        self.engine.sqlite_only("supervisor.cleanup")?;
+        if let Some(b) = self.engine.backend() {
+            return b.supervisor_cleanup(&self.opts);
+        }
         self.engine
             .write(|tx| supervisor_state::cleanup(tx, &self.opts.name))
     }

@@ -21,6 +21,7 @@ use crate::events::Event;
 use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
 use crate::storage::ingest_runs::Run;
+use crate::storage::supervisor_state::SupervisorStatus;
 
 /// Opens the PostgreSQL ledger at `url` (migrating it) as an [`Engine`] with `opts`'s clock.
 pub(crate) fn open(url: &str, opts: EngineOptions) -> Result<Engine> {
@@ -127,6 +128,14 @@ impl Backend for PgBackend {
         self.engine
             .supervisor(opts.clone())?
             .recover_now(job_id, actor)
+    }
+
+    fn supervisor_status(&self, opts: &SupervisorOptions) -> Result<Option<SupervisorStatus>> {
+        self.engine.supervisor(opts.clone())?.status()
+    }
+
+    fn supervisor_cleanup(&self, opts: &SupervisorOptions) -> Result<bool> {
+        self.engine.supervisor(opts.clone())?.cleanup()
     }
 
     fn get_run(&self, id: i64) -> Result<Run> {

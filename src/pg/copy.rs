@@ -11,7 +11,7 @@
 //! In order:
 //! 1. SQLite's [`doctor`](crate::doctor::check) on the source: a source with errors is
 //!    refused (`COPY_SOURCE_REFUSED`), warnings (an expired lease, a stale heartbeat) are
-//!    copied as they are. Every SQLite table has a PostgreSQL twin since schema version 4
+//!    copied as they are. Every SQLite table has a PostgreSQL twin since schema version 3
 //!    (a future SQLite-only table would be refused unless
 //!    [`CopyOptions::skip_sqlite_only`] leaves it behind). `zones` is reference data of the
 //!    SQLite migrations and is not copied; a row without its hash (written before SQLite V5, see `integrity_legacy`) is refused.
@@ -48,7 +48,7 @@ use crate::storage as sqlite;
 pub struct CopyOptions {
     /// Leave the rows of SQLite tables PostgreSQL has no twin for behind (listed in
     /// [`CopyReport::left_behind`]) instead of refusing the source. Obsolete since
-    /// PostgreSQL schema version 4, which has a twin for every SQLite table: accepted, and
+    /// PostgreSQL schema version 3, which has a twin for every SQLite table: accepted, and
     /// changes nothing today.
     pub skip_sqlite_only: bool,
     /// What the doctors on both sides consider late (and "now").

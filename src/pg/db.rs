@@ -24,9 +24,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/P2__notify.sql"),
     ),
     (
-        4,
-        "V4__sqlite_twins",
-        include_str!("../../migrations/postgres/P4__sqlite_twins.sql"),
+        3,
+        "V3__sqlite_twins",
+        include_str!("../../migrations/postgres/P3__sqlite_twins.sql"),
     ),
 ];
 

@@ -98,7 +98,7 @@ pub fn busy(engine: &PgEngine) {
         .unwrap();
     schedules.materialize(s, now).unwrap().unwrap(); // pending
 
-    // the tables of schema version 4: a module and its probes, the supervisor's row, raw
+    // the tables of schema version 3: a module and its probes, the supervisor's row, raw
     // records of a failed run (one rejected) and a successful one
     runs.upsert_module(&Module {
         module: "quotes".into(),

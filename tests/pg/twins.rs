@@ -1,4 +1,4 @@
-//! The tables SQLite had alone, on PostgreSQL (schema version 4): the module catalog and
+//! The tables SQLite had alone, on PostgreSQL (schema version 3): the module catalog and
 //! its probes, raw payloads and records, and the supervisors' bookkeeping answer the same
 //! calls as on SQLite with the same results (values, ids, error codes); raw SQL that breaks
 //! a rule of one of the five tables is refused by PostgreSQL itself, TRUNCATE included.

@@ -353,6 +353,11 @@ pub fn recoveries_are_counted_until_exhausted(engine: &Engine, clock: &ManualClo
     let r2 = supervisor.tick(engine.now()).unwrap();
     assert_eq!(r2.recovered[0].to, JobState::Failed);
     assert_eq!(r2.recovered[0].code.as_deref(), Some("RECOVERY_EXHAUSTED"));
+    let status = supervisor
+        .status()
+        .unwrap()
+        .expect("the ticks kept their row");
+    assert_eq!(status.ticks, 2);
     let failed = jobs.get(j.id).unwrap();
     assert_eq!(failed.recovery_count, 2);
     assert_eq!(failed.error_code.as_deref(), Some("RECOVERY_EXHAUSTED"));
@@ -370,6 +375,8 @@ pub fn recoveries_are_counted_until_exhausted(engine: &Engine, clock: &ManualClo
     let last = events.last().unwrap();
     assert_eq!(last.kind.to_string(), "recovered");
     assert_eq!(last.payload["by"], "op");
+    assert!(supervisor.cleanup().unwrap());
+    assert!(supervisor.status().unwrap().is_none());
 }
 
 /// The kept backlog is 200 events per job: asking for events after a pruned seq is

@@ -21,7 +21,7 @@ pub struct CopyArgs {
     to: String,
     /// Obsolete, accepted for old scripts: leave the rows of SQLite tables without a
     /// PostgreSQL twin behind instead of refusing the source. Since PostgreSQL schema
-    /// version 4 every table (modules, probes, raw data, supervisor bookkeeping) has one,
+    /// version 3 every table (modules, probes, raw data, supervisor bookkeeping) has one,
     /// so it changes nothing.
     #[arg(long)]
     skip_sqlite_only: bool,

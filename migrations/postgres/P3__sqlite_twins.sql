@@ -1,4 +1,4 @@
--- runledger on PostgreSQL, schema version 4 (issue 17): the tables SQLite had alone —
+-- runledger on PostgreSQL, schema version 3 (issue 17): the tables SQLite had alone —
 -- supervisors' bookkeeping, the module catalog and its probes, raw payloads and the raw
 -- records of the runs that downloaded them — with the rules of their SQLite definitions
 -- (V5, V8, V10), enforced by PostgreSQL itself. Version 3 is another change's.
