@@ -20,7 +20,12 @@ use crate::error::Result;
 use crate::events::Event;
 use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
-use crate::storage::ingest_runs::Run;
+use crate::run::state::{RunStatus, Scope, TriggerKind};
+use crate::run::timeline::TimelineEntry;
+use crate::schedule::state::SlotClaim;
+use crate::storage::ingest_runs::{Run, RunFilter};
+use crate::storage::modules::Module;
+use crate::storage::raw::{RawFilter, RawInput, RawRecord, Rejection};
 use crate::storage::supervisor_state::SupervisorStatus;
 
 /// A backend other than the engine's own SQLite file; see the module docs.
@@ -77,13 +82,82 @@ pub(crate) trait Backend: Send + Sync {
     /// `Supervisor::cleanup`.
     fn supervisor_cleanup(&self, opts: &SupervisorOptions) -> Result<bool>;
 
+    // runs: `Runs` and the steps of `Runs::trigger` and `StageContext`
+
     /// `Runs::get`.
     fn get_run(&self, id: i64) -> Result<Run>;
     /// `Runs::sweep`.
     fn sweep_runs(&self) -> Result<Vec<i64>>;
+    /// `Runs::list`.
+    fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>>;
+    /// A trigger's start of one run under its lock (`slot`: the claim that must still hold):
+    /// the run's id, or `RUN_ALREADY_ACTIVE` (the refusal recorded as a failed run).
+    fn start_run(&self, new: &NewRunSpec<'_>) -> Result<i64>;
+    /// Ends a started run; `false` if it had already ended.
+    fn finish_run(
+        &self,
+        id: i64,
+        status: RunStatus,
+        error: Option<(&str, &str)>,
+        meta: &Value,
+    ) -> Result<bool>;
+    /// Renews the lease to now + `lease` and appends `entry`, in one transaction; `false`
+    /// when the run is no longer started (nothing written).
+    fn open_stage(&self, id: i64, entry: &TimelineEntry, lease: Duration) -> Result<bool>;
+    /// Renews the lease and replaces the open last entry with `entry` (closed), in one
+    /// transaction; `false` when the run is no longer started.
+    fn close_stage(&self, id: i64, entry: &TimelineEntry, lease: Duration) -> Result<bool>;
+    /// `StageContext::keep_alive`: the lease to now + `lease`; `false` when ended.
+    fn renew_run(&self, id: i64, lease: Duration) -> Result<bool>;
+    /// The first rejection among the run's raw records.
+    fn rejection_of_run(&self, id: i64) -> Result<Option<Rejection>>;
+    /// `StageContext::merge_meta` (the reserved keys already refused).
+    fn merge_run_meta(&self, id: i64, patch: &Value) -> Result<()>;
+    /// `StageContext::annotate`.
+    fn annotate_stage(&self, id: i64, message: Option<&str>, detail: &Value) -> Result<()>;
+    /// `StageContext::store_raw` / `store_rejected_raw`.
+    fn store_raw(
+        &self,
+        run_id: i64,
+        input: &RawInput<'_>,
+        rejection: Option<&Rejection>,
+    ) -> Result<RawRecord>;
+    /// `Runs::raw_record`.
+    fn raw_record(&self, id: i64) -> Result<RawRecord>;
+    /// `Runs::raw_records`.
+    fn raw_records(&self, run_id: i64) -> Result<Vec<RawRecord>>;
+    /// `Runs::raw_list`.
+    fn raw_list(&self, filter: &RawFilter) -> Result<Vec<RawRecord>>;
+    /// `Runs::raw_payload`.
+    fn raw_payload(&self, sha256: &str) -> Result<Vec<u8>>;
+    /// `Runs::modules`.
+    fn modules(&self) -> Result<Vec<Module>>;
+    /// `Runs::upsert_module`.
+    fn upsert_module(&self, module: &Module) -> Result<()>;
+    /// `Runs::set_module_enabled`.
+    fn set_module_enabled(&self, module: &str, enabled: bool) -> Result<()>;
+    /// `Runs::delete_module`.
+    fn delete_module(&self, module: &str) -> Result<()>;
 
     /// Waits at most `timeout` for a job of `kinds` (any if empty) to become claimable:
     /// `true` when one may have (a hint: claim next), `false` at the timeout. The idle
     /// [`Worker`](crate::Worker) waits here instead of sleeping.
     fn wait_for_work(&self, kinds: &[&str], timeout: Duration) -> Result<bool>;
+}
+
+/// One run a trigger starts (the arguments of [`Backend::start_run`]).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) struct NewRunSpec<'a> {
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+    /// The scope.
+    pub scope: Scope,
+    /// What triggered it.
+    pub trigger: TriggerKind,
+    /// The account it is for.
+    pub account_id: Option<&'a str>,
+    /// The lease its start takes.
+    pub lease: Duration,
+    /// The claimed slot it fires, whose claim must still hold.
+    pub slot: Option<&'a SlotClaim>,
 }

@@ -13,14 +13,19 @@ use serde_json::Value;
 
 use super::engine::PgEngine;
 use super::listener::PgListener;
-use crate::backend::Backend;
+use super::storage::ingest_runs as runs_store;
+use crate::backend::{Backend, NewRunSpec};
 use crate::clock::{Deadline, Timestamp};
 use crate::engine::{Engine, EngineOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
-use crate::storage::ingest_runs::Run;
+use crate::run::state::RunStatus;
+use crate::run::timeline::TimelineEntry;
+use crate::storage::ingest_runs::{Run, RunFilter};
+use crate::storage::modules::Module;
+use crate::storage::raw::{RawFilter, RawInput, RawRecord, Rejection};
 use crate::storage::supervisor_state::SupervisorStatus;
 
 /// Opens the PostgreSQL ledger at `url` (migrating it) as an [`Engine`] with `opts`'s clock.
@@ -138,12 +143,132 @@ impl Backend for PgBackend {
         self.engine.supervisor(opts.clone())?.cleanup()
     }
 
+    // runs
+
     fn get_run(&self, id: i64) -> Result<Run> {
         self.engine.runs().get(id)
     }
 
     fn sweep_runs(&self) -> Result<Vec<i64>> {
         self.engine.runs().sweep()
+    }
+
+    fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        self.engine.read(|tx| runs_store::list(tx, filter))
+    }
+
+    fn start_run(&self, spec: &NewRunSpec<'_>) -> Result<i64> {
+        let new = runs_store::NewRun {
+            pipeline: spec.pipeline,
+            scope: spec.scope,
+            trigger: spec.trigger,
+            account_id: spec.account_id,
+            lease: spec.lease,
+            slot_id: spec.slot.map(|c| c.slot_id),
+            claim: spec.slot,
+        };
+        match self
+            .engine
+            .write(|tx, now| runs_store::start(tx, &new, now))?
+        {
+            runs_store::Started::Run(id) => Ok(id),
+            runs_store::Started::Rejected {
+                rejection_id,
+                active_run_id,
+                lease_expires_at,
+            } => Err(Error::RunAlreadyActive {
+                lock_key: new.lock_key(),
+                active_run_id,
+                recorded_run_id: Some(rejection_id),
+                lease_expires_at,
+            }),
+        }
+    }
+
+    fn finish_run(
+        &self,
+        id: i64,
+        status: RunStatus,
+        error: Option<(&str, &str)>,
+        meta: &Value,
+    ) -> Result<bool> {
+        self.engine
+            .write(|tx, now| runs_store::finish(tx, id, status, error, meta, now))
+    }
+
+    fn open_stage(&self, id: i64, entry: &TimelineEntry, lease: Duration) -> Result<bool> {
+        self.engine.write(|tx, now| {
+            Ok(runs_store::renew_lease(tx, id, now + lease)?
+                && runs_store::append_entry(tx, id, entry)?)
+        })
+    }
+
+    fn close_stage(&self, id: i64, entry: &TimelineEntry, lease: Duration) -> Result<bool> {
+        self.engine.write(|tx, now| {
+            Ok(runs_store::renew_lease(tx, id, now + lease)?
+                && runs_store::close_last_entry(tx, id, entry)?)
+        })
+    }
+
+    fn renew_run(&self, id: i64, lease: Duration) -> Result<bool> {
+        self.engine
+            .write(|tx, now| runs_store::renew_lease(tx, id, now + lease))
+    }
+
+    fn rejection_of_run(&self, id: i64) -> Result<Option<Rejection>> {
+        let records = self.engine.runs().raw_records(id)?;
+        Ok(records.into_iter().find_map(|r| r.rejected))
+    }
+
+    fn merge_run_meta(&self, id: i64, patch: &Value) -> Result<()> {
+        self.engine
+            .write(|tx, _| runs_store::merge_meta(tx, id, patch))
+    }
+
+    fn annotate_stage(&self, id: i64, message: Option<&str>, detail: &Value) -> Result<()> {
+        self.engine
+            .write(|tx, _| runs_store::annotate_open_entry(tx, id, message, detail).map(|_| ()))
+    }
+
+    fn store_raw(
+        &self,
+        run_id: i64,
+        input: &RawInput<'_>,
+        rejection: Option<&Rejection>,
+    ) -> Result<RawRecord> {
+        self.engine.runs().store(run_id, input, rejection)
+    }
+
+    fn raw_record(&self, id: i64) -> Result<RawRecord> {
+        self.engine.runs().raw_record(id)
+    }
+
+    fn raw_records(&self, run_id: i64) -> Result<Vec<RawRecord>> {
+        self.engine.runs().raw_records(run_id)
+    }
+
+    fn raw_list(&self, filter: &RawFilter) -> Result<Vec<RawRecord>> {
+        self.engine.runs().raw_list(filter)
+    }
+
+    fn raw_payload(&self, sha256: &str) -> Result<Vec<u8>> {
+        self.engine.runs().raw_payload(sha256)
+    }
+
+    fn modules(&self) -> Result<Vec<Module>> {
+        self.engine.runs().modules()
+    }
+
+    fn upsert_module(&self, module: &Module) -> Result<()> {
+        self.engine.runs().upsert_module(module)
+    }
+
+    fn set_module_enabled(&self, module: &str, enabled: bool) -> Result<()> {
+        self.engine.runs().set_module_enabled(module, enabled)
+    }
+
+    fn delete_module(&self, module: &str) -> Result<()> {
+        self.engine.runs().delete_module(module)
     }
 
     /// The first idle thread waits on the engine's LISTEN connection (woken by the NOTIFY

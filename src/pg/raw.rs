@@ -68,7 +68,8 @@ impl PgRuns<'_> {
         self.store(run_id, input, Some(&rejection))
     }
 
-    fn store(
+    /// Stores a payload for run `run_id`, rejected when `rejected` says why.
+    pub(crate) fn store(
         &self,
         run_id: i64,
         input: &RawInput<'_>,

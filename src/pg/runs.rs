@@ -73,6 +73,7 @@ impl PgRuns<'_> {
             account_id: account,
             lease,
             slot_id,
+            claim: None,
         };
         let started = self.engine.write(|tx, now| store::start(tx, &new, now))?;
         match started {

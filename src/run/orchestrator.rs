@@ -11,6 +11,7 @@ use super::probe::{self, Module, PreflightConfig, ProbeError, ProbeSet, Readines
 use super::raw::{self, PruneReport, RawFilter, RawRecord};
 use super::state::{RunStatus, Scope, ScopeSelector, TriggerKind};
 use super::timeline::{StageKind, StageStatus, TimelineEntry};
+use crate::backend::NewRunSpec;
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -51,6 +52,23 @@ impl Engine {
 #[derive(Debug, Clone, Copy)]
 pub struct Runs<'a> {
     engine: &'a Engine,
+}
+
+/// How a run whose stages all passed ends: success, or failed with the code of the first
+/// rejected payload it kept (`last`: its last runner stage).
+fn ending<'r>(rejection: &'r Option<raw::Rejection>, last: &str) -> Finish<'r> {
+    match rejection {
+        None => Finish {
+            status: RunStatus::Success,
+            error: None,
+            meta: json!({}),
+        },
+        Some(r) => Finish {
+            status: RunStatus::Failed,
+            error: Some((&r.code, &r.reason)),
+            meta: json!({"errorCode": r.code, "failedStage": last}),
+        },
+    }
 }
 
 enum StageEnd {
@@ -141,7 +159,6 @@ impl<'a> Runs<'a> {
         mut on_start: Option<&mut OnStart<'_>>,
         slot: Option<&SlotClaim>,
     ) -> Result<Vec<RunOutcome>> {
-        self.engine.sqlite_only("runs.trigger")?;
         if let Some(a) = &opts.account_id {
             if a.is_empty() || a.len() > 128 {
                 return Err(Error::invalid("account_id", "must be 1..=128 characters"));
@@ -200,7 +217,20 @@ impl<'a> Runs<'a> {
             slot,
         };
         // The run starts (and its lease runs) from the time its write holds the lock.
-        let started = self.engine.write(|tx| store::start(tx, &new, tx.now()));
+        let started = match self.engine.backend() {
+            // a refusal comes back as RUN_ALREADY_ACTIVE, already recorded
+            Some(b) => b
+                .start_run(&NewRunSpec {
+                    pipeline: &p.name,
+                    scope,
+                    trigger,
+                    account_id,
+                    lease: p.lease,
+                    slot,
+                })
+                .map(Started::Run),
+            None => self.engine.write(|tx| store::start(tx, &new, tx.now())),
+        };
         let run_id = match started {
             Ok(Started::Run(id)) => id,
             Ok(Started::Rejected {
@@ -243,10 +273,8 @@ impl<'a> Runs<'a> {
                     error: Some((e.code(), &message)),
                     meta: json!({"errorCode": e.code()}),
                 };
-                let ended = self
-                    .engine
-                    .write(|tx| store::finish(tx, run_id, &end, tx.now()));
-                if ended.is_err_and(|w| w.is_transient()) {
+                let ended = self.finish(run_id, &end);
+                if self.engine.backend().is_none() && ended.is_err_and(|w| w.is_transient()) {
                     // A full disk: the ending is written before this engine's next write,
                     // which frees the lock as soon as the disk takes one again.
                     self.engine
@@ -311,31 +339,36 @@ impl<'a> Runs<'a> {
                         error: Some((&err.code, &err.message)),
                         meta,
                     };
-                    self.engine
-                        .write(|tx| store::finish(tx, run_id, &end, tx.now()))?;
+                    self.finish(run_id, &end)?;
                     return Ok(());
                 }
             }
         }
         // A run that kept a payload rejected failed its check, whatever its stages said.
         let last = p.runners.last().map_or("", |(n, _)| n.as_str());
+        if let Some(b) = self.engine.backend() {
+            // The stages are done, so no record comes after this read; and PostgreSQL
+            // refuses success to a run holding a rejected record whatever this says.
+            let rejection = b.rejection_of_run(run_id)?;
+            let end = ending(&rejection, last);
+            b.finish_run(run_id, end.status, end.error, &end.meta)?;
+            return Ok(());
+        }
         self.engine.write(|tx| {
             let rejection = raw::rejection_of_run(tx, run_id)?;
-            let end = match &rejection {
-                None => Finish {
-                    status: RunStatus::Success,
-                    error: None,
-                    meta: json!({}),
-                },
-                Some(r) => Finish {
-                    status: RunStatus::Failed,
-                    error: Some((&r.code, &r.reason)),
-                    meta: json!({"errorCode": r.code, "failedStage": last}),
-                },
-            };
-            store::finish(tx, run_id, &end, tx.now())
+            store::finish(tx, run_id, &ending(&rejection, last), tx.now())
         })?;
         Ok(())
+    }
+
+    /// Ends started run `run_id` as `end` says; `false` if it had already ended.
+    fn finish(&self, run_id: i64, end: &Finish<'_>) -> Result<bool> {
+        match self.engine.backend() {
+            Some(b) => b.finish_run(run_id, end.status, end.error, &end.meta),
+            None => self
+                .engine
+                .write(|tx| store::finish(tx, run_id, end, tx.now())),
+        }
     }
 
     /// One stage with its retries; each attempt is its own timeline entry, opened and
@@ -350,13 +383,19 @@ impl<'a> Runs<'a> {
     ) -> Result<StageEnd> {
         let run_id = base.run_id;
         for attempt in 1..=p.retry.max_attempts {
-            let (held, open) = self.engine.write(|tx| {
-                let now = tx.now();
-                let open = TimelineEntry::started(base.stage, kind, attempt, now);
-                let held = store::renew_lease(tx, run_id, now + p.lease)?
-                    && store::append_entry(tx, run_id, &open)?;
-                Ok((held, open))
-            })?;
+            let (held, open) = match self.engine.backend() {
+                Some(b) => {
+                    let open = TimelineEntry::started(base.stage, kind, attempt, self.engine.now());
+                    (b.open_stage(run_id, &open, p.lease)?, open)
+                }
+                None => self.engine.write(|tx| {
+                    let now = tx.now();
+                    let open = TimelineEntry::started(base.stage, kind, attempt, now);
+                    let held = store::renew_lease(tx, run_id, now + p.lease)?
+                        && store::append_entry(tx, run_id, &open)?;
+                    Ok((held, open))
+                })?,
+            };
             if !held {
                 return Ok(StageEnd::LeaseLost);
             }
@@ -387,28 +426,31 @@ impl<'a> Runs<'a> {
                     format!("stage panicked: {msg}"),
                 ))
             });
-            let held = self.engine.write(|tx| {
-                let now = tx.now();
-                let closed = match &result {
-                    Ok(out) => {
-                        let status = if out.skipped {
-                            StageStatus::Skipped
-                        } else {
-                            StageStatus::Success
-                        };
-                        open.clone()
-                            .close(status, now)
-                            .with_detail(out.detail.clone())
-                    }
-                    Err(e) => open
-                        .clone()
-                        .close(StageStatus::Failed, now)
-                        .with_error(&e.code, &e.message)
-                        .with_detail(e.detail.clone()),
-                };
-                Ok(store::renew_lease(tx, run_id, now + p.lease)?
-                    && store::close_last_entry(tx, run_id, &closed)?)
-            })?;
+            let close = |now: Timestamp| match &result {
+                Ok(out) => {
+                    let status = if out.skipped {
+                        StageStatus::Skipped
+                    } else {
+                        StageStatus::Success
+                    };
+                    open.clone()
+                        .close(status, now)
+                        .with_detail(out.detail.clone())
+                }
+                Err(e) => open
+                    .clone()
+                    .close(StageStatus::Failed, now)
+                    .with_error(&e.code, &e.message)
+                    .with_detail(e.detail.clone()),
+            };
+            let held = match self.engine.backend() {
+                Some(b) => b.close_stage(run_id, &close(self.engine.now()), p.lease)?,
+                None => self.engine.write(|tx| {
+                    let now = tx.now();
+                    Ok(store::renew_lease(tx, run_id, now + p.lease)?
+                        && store::close_last_entry(tx, run_id, &close(now))?)
+                })?,
+            };
             if !held {
                 return Ok(StageEnd::LeaseLost);
             }
@@ -445,9 +487,11 @@ impl<'a> Runs<'a> {
 
     /// Runs matching `filter`, newest first.
     pub fn list(&self, filter: &RunFilter) -> Result<Vec<Run>> {
-        self.engine.sqlite_only("runs.list")?;
         if filter.limit == 0 || filter.limit > 10_000 {
             return Err(Error::invalid("limit", "must be 1..=10000"));
+        }
+        if let Some(b) = self.engine.backend() {
+            return b.list_runs(filter);
         }
         self.engine.read(|c| store::list(c, filter))
     }
@@ -514,27 +558,35 @@ impl<'a> Runs<'a> {
 
     /// Adds or replaces a module in the catalog.
     pub fn upsert_module(&self, module: &Module) -> Result<()> {
-        self.engine.sqlite_only("runs.upsert_module")?;
+        if let Some(b) = self.engine.backend() {
+            return b.upsert_module(module);
+        }
         self.engine
             .write(|tx| probe::upsert_module(tx, module, tx.now()))
     }
 
     /// Enables or disables a module.
     pub fn set_module_enabled(&self, module: &str, enabled: bool) -> Result<()> {
-        self.engine.sqlite_only("runs.set_module_enabled")?;
+        if let Some(b) = self.engine.backend() {
+            return b.set_module_enabled(module, enabled);
+        }
         self.engine
             .write(|tx| probe::set_enabled(tx, module, enabled, tx.now()))
     }
 
     /// Removes a module and its probe history.
     pub fn delete_module(&self, module: &str) -> Result<()> {
-        self.engine.sqlite_only("runs.delete_module")?;
+        if let Some(b) = self.engine.backend() {
+            return b.delete_module(module);
+        }
         self.engine.write(|tx| probe::delete_module(tx, module))
     }
 
     /// The module catalog, by name.
     pub fn modules(&self) -> Result<Vec<Module>> {
-        self.engine.sqlite_only("runs.modules")?;
+        if let Some(b) = self.engine.backend() {
+            return b.modules();
+        }
         self.engine.read(probe::modules)
     }
 
@@ -566,31 +618,38 @@ impl<'a> Runs<'a> {
         probes: &ProbeSet,
         config: &PreflightConfig,
     ) -> Result<ReadinessSnapshot> {
-        self.engine.sqlite_only("runs.preflight")?;
         probe::preflight(self.engine, scope, probes, config)
     }
 
     /// The raw record `id` (`NOT_FOUND` when there is none).
     pub fn raw_record(&self, id: i64) -> Result<RawRecord> {
-        self.engine.sqlite_only("runs.raw_record")?;
+        if let Some(b) = self.engine.backend() {
+            return b.raw_record(id);
+        }
         self.engine.read(|c| raw::record(c, id))
     }
 
     /// The raw records `filter` selects (a run's, rejected ones), newest first.
     pub fn raw_list(&self, filter: &RawFilter) -> Result<Vec<RawRecord>> {
-        self.engine.sqlite_only("runs.raw_list")?;
+        if let Some(b) = self.engine.backend() {
+            return b.raw_list(filter);
+        }
         self.engine.read(|c| raw::list(c, filter))
     }
 
     /// The raw records of run `run_id`, oldest first.
     pub fn raw_records(&self, run_id: i64) -> Result<Vec<RawRecord>> {
-        self.engine.sqlite_only("runs.raw_records")?;
+        if let Some(b) = self.engine.backend() {
+            return b.raw_records(run_id);
+        }
         self.engine.read(|c| raw::records_of_run(c, run_id))
     }
 
     /// The bytes of the payload with this SHA-256.
     pub fn raw_payload(&self, sha256: &str) -> Result<Vec<u8>> {
-        self.engine.sqlite_only("runs.raw_payload")?;
+        if let Some(b) = self.engine.backend() {
+            return b.raw_payload(sha256);
+        }
         self.engine.read(|c| raw::payload(c, sha256))
     }
 

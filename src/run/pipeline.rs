@@ -493,10 +493,13 @@ impl StageContext<'_> {
     /// abandoned meanwhile): the stage should stop.
     pub fn keep_alive(&self) -> Result<()> {
         let (run_id, lease) = (self.run_id, self.lease);
-        if self
-            .engine
-            .write(|tx| crate::storage::ingest_runs::renew_lease(tx, run_id, tx.now() + lease))?
-        {
+        let renewed = match self.engine.backend() {
+            Some(b) => b.renew_run(run_id, lease)?,
+            None => self.engine.write(|tx| {
+                crate::storage::ingest_runs::renew_lease(tx, run_id, tx.now() + lease)
+            })?,
+        };
+        if renewed {
             Ok(())
         } else {
             Err(Error::IllegalTransition {
@@ -524,6 +527,9 @@ impl StageContext<'_> {
             return Err(Error::invalid("meta", format!("key {k:?} is reserved")));
         }
         let run_id = self.run_id;
+        if let Some(b) = self.engine.backend() {
+            return b.merge_run_meta(run_id, patch);
+        }
         self.engine
             .write(|tx| crate::storage::ingest_runs::merge_meta(tx, run_id, patch))
     }
@@ -531,6 +537,9 @@ impl StageContext<'_> {
     /// Stores a downloaded payload (once per SHA-256) and records it for this run.
     pub fn store_raw(&mut self, input: &RawInput<'_>) -> Result<RawRecord> {
         let run_id = self.run_id;
+        if let Some(b) = self.engine.backend() {
+            return b.store_raw(run_id, input, None);
+        }
         let checked = raw::check(input)?;
         self.engine
             .write(|tx| raw::store(tx, run_id, input, &checked, None, tx.now()))
@@ -541,6 +550,9 @@ impl StageContext<'_> {
     /// entry's final detail is still what the stage returns.
     pub fn annotate(&mut self, message: Option<&str>, detail: &Value) -> Result<()> {
         let run_id = self.run_id;
+        if let Some(b) = self.engine.backend() {
+            return b.annotate_stage(run_id, message, detail);
+        }
         self.engine.write(|tx| {
             crate::storage::ingest_runs::annotate_open_entry(tx, run_id, message, detail)
                 .map(|_| ())
@@ -557,8 +569,11 @@ impl StageContext<'_> {
         reason: &str,
     ) -> Result<RawRecord> {
         let run_id = self.run_id;
-        let checked = raw::check(input)?;
         let rejection = raw::rejection(code, reason)?;
+        if let Some(b) = self.engine.backend() {
+            return b.store_raw(run_id, input, Some(&rejection));
+        }
+        let checked = raw::check(input)?;
         self.engine
             .write(|tx| raw::store(tx, run_id, input, &checked, Some(&rejection), tx.now()))
     }

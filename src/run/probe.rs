@@ -348,6 +348,7 @@ pub(crate) fn preflight(
     probes: &ProbeSet,
     config: &PreflightConfig,
 ) -> Result<ReadinessSnapshot> {
+    engine.sqlite_only("runs.preflight")?;
     preflight_with(
         config,
         probes,

@@ -8,20 +8,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::storage::{ingest_runs, raw};
 
-/// A payload a stage downloaded, with where it came from.
-#[derive(Debug, Clone, Copy)]
-pub struct RawInput<'a> {
-    /// Where it came from (`ib_flex`...).
-    pub source: &'a str,
-    /// The upstream's reference (a Flex reference code, a URL path); never a secret.
-    pub upstream_ref: Option<&'a str>,
-    /// MIME type (`application/xml`).
-    pub content_type: &'a str,
-    /// The bytes.
-    pub bytes: &'a [u8],
-}
-
-pub use crate::storage::raw::{RawFilter, RawRecord, Rejection};
+pub use crate::storage::raw::{RawFilter, RawInput, RawRecord, Rejection};
 
 /// What [`Runs::prune`](super::Runs::prune) removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -52,6 +39,7 @@ pub(crate) struct Checked {
 
 impl Checked {
     /// The lower-case hex SHA-256 of the payload (its key).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn sha256(&self) -> &str {
         &self.sha
     }

@@ -8,6 +8,19 @@ use super::col;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 
+/// A payload a stage downloaded, with where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct RawInput<'a> {
+    /// Where it came from (`ib_flex`...).
+    pub source: &'a str,
+    /// The upstream's reference (a Flex reference code, a URL path); never a secret.
+    pub upstream_ref: Option<&'a str>,
+    /// MIME type (`application/xml`).
+    pub content_type: &'a str,
+    /// The bytes.
+    pub bytes: &'a [u8],
+}
+
 /// A stored raw record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RawRecord {

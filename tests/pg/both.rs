@@ -54,16 +54,21 @@ fn calls_the_postgresql_backend_does_not_serve_are_refused_and_write_nothing() {
             engine.schedules().list().map(|_| ()).unwrap_err(),
         ),
         (
-            "runs.trigger",
+            "runs.abandon",
             engine
                 .runs()
-                .trigger(
-                    &runledger::Pipeline::builder("p")
-                        .stage("s", |_| Ok(runledger::run::StageOutput::done()))
-                        .build()
-                        .unwrap(),
-                    runledger::ScopeSelector::Targets,
-                    runledger::TriggerKind::Manual,
+                .abandon(1, "gone", "op")
+                .map(|_| ())
+                .unwrap_err(),
+        ),
+        (
+            "runs.preflight",
+            engine
+                .runs()
+                .preflight(
+                    runledger::Scope::Targets,
+                    &runledger::run::ProbeSet::new(),
+                    &runledger::run::PreflightConfig::default(),
                 )
                 .map(|_| ())
                 .unwrap_err(),

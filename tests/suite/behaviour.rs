@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use runledger::run::{Gate, RetryPolicy, RunFilter, StageError, StageOutput};
 use runledger::{
-    Engine, Error, JobFailure, JobState, ManualClock, NewJob, RecoveryPolicy, Supervisor,
-    SupervisorOptions, Worker, WorkerOptions,
+    Engine, Error, JobFailure, JobState, ManualClock, NewJob, Pipeline, RecoveryPolicy, RunStatus,
+    Scope, ScopeSelector, Supervisor, SupervisorOptions, TriggerKind, Worker, WorkerOptions,
 };
 use serde_json::json;
 
@@ -29,6 +30,11 @@ macro_rules! behaviour_tests {
             the_worker_runs_handlers_to_their_outcomes,
             recoveries_are_counted_until_exhausted,
             events_since_a_pruned_seq_are_refused,
+            a_trigger_runs_each_scope_through_gates_and_stages,
+            gates_and_stages_fail_runs_with_their_stage_named,
+            the_lock_refuses_a_second_run_and_records_the_refusal,
+            stages_keep_meta_annotations_and_raw_payloads,
+            a_swept_run_stops_quietly_and_frees_its_lock,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -406,4 +412,334 @@ pub fn events_since_a_pruned_seq_are_refused(engine: &Engine, _clock: &ManualClo
     ));
     let tail = engine.events().since(j.id, 220, 10).unwrap();
     assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [221, 222]);
+}
+
+fn stages(run: &runledger::run::Run) -> Vec<(String, String, u32)> {
+    run.timeline
+        .iter()
+        .map(|e| (e.stage.clone(), e.status.to_string(), e.attempt))
+        .collect()
+}
+
+/// `both` runs `targets` then `universe`, each its own run under its own lock, through the
+/// gates then the stages; each attempt is a closed timeline entry.
+pub fn a_trigger_runs_each_scope_through_gates_and_stages(engine: &Engine, clock: &ManualClock) {
+    let tick = clock.clone();
+    let p = Pipeline::builder("ingest")
+        .gate(Gate::Token, |_| Ok(StageOutput::done()))
+        .stage("fetch", move |ctx| {
+            tick.advance(Duration::from_millis(250));
+            Ok(StageOutput::with_detail(
+                json!({"scope": ctx.scope().to_string()}),
+            ))
+        })
+        .stage("store", |ctx| {
+            let fetched = ctx.output("fetch").cloned().unwrap_or_default();
+            Ok(StageOutput::with_detail(json!({"saw": fetched})))
+        })
+        .build()
+        .unwrap();
+    let outcomes = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Both, TriggerKind::Manual)
+        .unwrap();
+    assert_eq!(
+        outcomes.iter().map(|o| o.scope).collect::<Vec<_>>(),
+        [Scope::Targets, Scope::Universe]
+    );
+    for o in &outcomes {
+        let run = o.result.as_ref().unwrap();
+        assert_eq!(run.status, RunStatus::Success);
+        assert_eq!(run.lock_key, format!("ingest:{}", o.scope));
+        assert_eq!(run.duration_ms, Some(250));
+        assert_eq!(
+            stages(run),
+            [
+                ("token".into(), "success".into(), 1),
+                ("fetch".into(), "success".into(), 1),
+                ("store".into(), "success".into(), 1)
+            ]
+        );
+        assert_eq!(
+            run.timeline[2].detail,
+            Some(json!({"saw": {"scope": o.scope.to_string()}}))
+        );
+        assert_eq!(run.meta["source"], "manual");
+        assert_eq!(engine.runs().get(run.id).unwrap(), *run);
+    }
+    let listed = engine
+        .runs()
+        .list(&RunFilter {
+            scope: Some(Scope::Universe),
+            ..RunFilter::default()
+        })
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, outcomes[1].result.as_ref().unwrap().id);
+    assert_eq!(
+        code(
+            engine.runs().trigger(
+                &Pipeline::builder("targets_only")
+                    .scopes(&[Scope::Targets])
+                    .stage("s", |_| Ok(StageOutput::done()))
+                    .build()
+                    .unwrap(),
+                ScopeSelector::Universe,
+                TriggerKind::Manual
+            )
+        ),
+        "INVALID_INPUT"
+    );
+}
+
+/// A failing gate blocks the run (`blockedStage`), a failing stage fails it
+/// (`failedStage`); a retryable failure is retried as a new attempt; `targets` failing never
+/// stops `universe`.
+pub fn gates_and_stages_fail_runs_with_their_stage_named(engine: &Engine, _clock: &ManualClock) {
+    let gated = Pipeline::builder("gated")
+        .gate(Gate::Readiness, |ctx| match ctx.scope() {
+            Scope::Targets => Err(StageError::fatal("NOT_READY", "targets are not ready")),
+            Scope::Universe => Ok(StageOutput::done()),
+        })
+        .stage("work", |_| Ok(StageOutput::done()))
+        .build()
+        .unwrap();
+    let outcomes = engine
+        .runs()
+        .trigger(&gated, ScopeSelector::Both, TriggerKind::Manual)
+        .unwrap();
+    let blocked = outcomes[0].result.as_ref().unwrap();
+    assert_eq!(blocked.status, RunStatus::Failed);
+    assert_eq!(blocked.error_code.as_deref(), Some("NOT_READY"));
+    assert_eq!(blocked.meta["blockedStage"], "readiness");
+    assert_eq!(stages(blocked), [("readiness".into(), "failed".into(), 1)]);
+    let passed = outcomes[1].result.as_ref().unwrap();
+    assert_eq!(
+        passed.status,
+        RunStatus::Success,
+        "one scope failing never stops the other"
+    );
+
+    let tries = Arc::new(AtomicUsize::new(0));
+    let seen = tries.clone();
+    let flaky = Pipeline::builder("flaky")
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+        })
+        .sleeper(|_| {})
+        .stage("fetch", move |_| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(StageError::retryable("UPSTREAM_BUSY", "try again"))
+            } else {
+                Ok(StageOutput::done())
+            }
+        })
+        .stage("parse", |_| {
+            Err(StageError::fatal("BAD_DATA", "cannot parse"))
+        })
+        .build()
+        .unwrap();
+    let outcomes = engine
+        .runs()
+        .trigger(&flaky, ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap();
+    let failed = outcomes[0].result.as_ref().unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(failed.error_code.as_deref(), Some("BAD_DATA"));
+    assert_eq!(failed.meta["failedStage"], "parse");
+    assert_eq!(
+        stages(failed),
+        [
+            ("fetch".into(), "failed".into(), 1),
+            ("fetch".into(), "success".into(), 2),
+            ("parse".into(), "failed".into(), 1)
+        ]
+    );
+    assert_eq!(
+        failed.timeline[0].error_code.as_deref(),
+        Some("UPSTREAM_BUSY")
+    );
+}
+
+/// While a run holds `pipeline:scope`, a second trigger is refused `RUN_ALREADY_ACTIVE`, and
+/// the refusal is itself recorded as a failed run (`blockedStage: "lock"`); accounts have
+/// locks of their own.
+pub fn the_lock_refuses_a_second_run_and_records_the_refusal(
+    engine: &Engine,
+    _clock: &ManualClock,
+) {
+    let inner: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let log = inner.clone();
+    let p = Pipeline::builder("locked")
+        .stage("nested", move |ctx| {
+            let again = Pipeline::builder("locked")
+                .stage("x", |_| Ok(StageOutput::done()))
+                .build()
+                .unwrap();
+            let runs = ctx.engine().runs();
+            let refused = runs
+                .trigger(&again, ScopeSelector::Targets, TriggerKind::Manual)
+                .unwrap();
+            let e = refused[0].result.as_ref().unwrap_err();
+            log.lock().unwrap().push(e.code().to_string());
+            if let Error::RunAlreadyActive {
+                active_run_id,
+                recorded_run_id,
+                ..
+            } = e
+            {
+                assert_eq!(*active_run_id, Some(ctx.run_id()));
+                let rec = runs.get(recorded_run_id.unwrap()).unwrap();
+                assert_eq!(rec.status, RunStatus::Failed);
+                assert_eq!(rec.meta["blockedStage"], "lock");
+                assert_eq!(rec.error_code.as_deref(), Some("RUN_ALREADY_ACTIVE"));
+            }
+            // another account's lock is free
+            let other = runs
+                .trigger_with(
+                    &again,
+                    ScopeSelector::Targets,
+                    TriggerKind::Manual,
+                    &runledger::run::TriggerOptions {
+                        account_id: Some("U123".into()),
+                    },
+                )
+                .unwrap();
+            let run = other[0].result.as_ref().unwrap();
+            log.lock().unwrap().push(run.lock_key.clone());
+            Ok(StageOutput::done())
+        })
+        .build()
+        .unwrap();
+    let outer = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap();
+    assert_eq!(outer[0].result.as_ref().unwrap().status, RunStatus::Success);
+    assert_eq!(
+        *inner.lock().unwrap(),
+        ["RUN_ALREADY_ACTIVE", "locked:targets:U123"]
+    );
+    // the lock is free again
+    let again = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap();
+    assert_eq!(again[0].result.as_ref().unwrap().status, RunStatus::Success);
+}
+
+/// A stage's meta, live annotations and raw payloads are kept; a rejected payload fails the
+/// run with its code whatever the stages returned.
+pub fn stages_keep_meta_annotations_and_raw_payloads(engine: &Engine, _clock: &ManualClock) {
+    let p = Pipeline::builder("keeper")
+        .stage("download", |ctx| {
+            ctx.annotate(Some("waiting"), &json!({"polls": 2}))?;
+            // live while the stage runs (its closed entry replaces it at the end)
+            let live = ctx.engine().runs().get(ctx.run_id()).unwrap();
+            let open = live.timeline.last().unwrap();
+            assert_eq!(open.message.as_deref(), Some("waiting"));
+            assert_eq!(open.detail, Some(json!({"polls": 2})));
+            assert_eq!(open.status.to_string(), "started");
+            ctx.merge_meta(&json!({"referenceCode": "R1", "tmp": 1}))?;
+            ctx.merge_meta(&json!({"tmp": null}))?;
+            assert_eq!(
+                ctx.merge_meta(&json!({"errorCode": "X"}))
+                    .unwrap_err()
+                    .code(),
+                "INVALID_INPUT"
+            );
+            let rec = ctx.store_raw(&runledger::run::RawInput {
+                source: "test",
+                upstream_ref: Some("R1"),
+                content_type: "application/xml",
+                bytes: b"<ok/>",
+            })?;
+            Ok(StageOutput::with_detail(json!({"record": rec.id})))
+        })
+        .build()
+        .unwrap();
+    let out = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap();
+    let run = out[0].result.as_ref().unwrap();
+    assert_eq!(run.status, RunStatus::Success);
+    assert_eq!(run.meta["referenceCode"], "R1");
+    assert!(!run.meta.contains_key("tmp"), "null removes a key");
+    assert_eq!(
+        run.timeline[0].detail,
+        Some(json!({"record": records_first_id(engine, run.id)}))
+    );
+    let records = engine.runs().raw_records(run.id).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].size, 5);
+    assert_eq!(records[0].sha256, runledger::run::raw::sha256_hex(b"<ok/>"));
+    assert_eq!(
+        engine.runs().raw_payload(&records[0].sha256).unwrap(),
+        b"<ok/>"
+    );
+    assert_eq!(engine.runs().raw_record(records[0].id).unwrap(), records[0]);
+
+    let bad = Pipeline::builder("rejecter")
+        .stage("check", |ctx| {
+            ctx.store_rejected_raw(
+                &runledger::run::RawInput {
+                    source: "test",
+                    upstream_ref: None,
+                    content_type: "application/xml",
+                    bytes: b"<broken",
+                },
+                "FLEX_MALFORMED_XML",
+                "unclosed tag",
+            )?;
+            Ok(StageOutput::done())
+        })
+        .build()
+        .unwrap();
+    let out = engine
+        .runs()
+        .trigger(&bad, ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap();
+    let run = out[0].result.as_ref().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.error_code.as_deref(), Some("FLEX_MALFORMED_XML"));
+    assert_eq!(run.meta["failedStage"], "check");
+    let kept = engine.runs().raw_records(run.id).unwrap();
+    assert_eq!(
+        kept[0].rejected.as_ref().unwrap().code,
+        "FLEX_MALFORMED_XML"
+    );
+}
+
+fn records_first_id(engine: &Engine, run_id: i64) -> i64 {
+    engine.runs().raw_records(run_id).unwrap()[0].id
+}
+
+/// A run whose lease expired is swept `ABANDONED` (its lock freed); its stages, still
+/// running, find the lease lost and stop without touching the ended run.
+pub fn a_swept_run_stops_quietly_and_frees_its_lock(engine: &Engine, clock: &ManualClock) {
+    let tick = clock.clone();
+    let p = Pipeline::builder("slow")
+        .lease(Duration::from_secs(60))
+        .stage("long", move |ctx| {
+            tick.advance(Duration::from_secs(61));
+            let swept = ctx.engine().runs().sweep().unwrap();
+            assert_eq!(swept, [ctx.run_id()]);
+            assert_eq!(ctx.keep_alive().unwrap_err().code(), "ILLEGAL_TRANSITION");
+            Ok(StageOutput::done())
+        })
+        .stage("never", |_| panic!("a swept run runs no further stage"))
+        .build()
+        .unwrap();
+    let out = engine
+        .runs()
+        .trigger(&p, ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap();
+    let run = out[0].result.as_ref().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.error_code.as_deref(), Some("ABANDONED"));
+    assert_eq!(stages(run), [("long".into(), "failed".into(), 1)]);
+    assert!(engine.runs().sweep().unwrap().is_empty());
 }

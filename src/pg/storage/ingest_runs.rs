@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::pg::engine::Tx;
 use crate::run::state::{RunStatus, Scope, TriggerKind};
 use crate::run::timeline::{self, StageKind, StageStatus, TimelineEntry};
-use crate::storage::ingest_runs::Run;
+use crate::schedule::state::SlotClaim;
+use crate::storage::ingest_runs::{Run, RunFilter};
 
 /// Every column of a [`Run`], as [`run_from_row`] reads them by name.
 macro_rules! columns {
@@ -68,6 +69,47 @@ const EXPIRED: &str = "select id, timeline, lease_expires_at from ingest_runs
     where status = 'started' and lease_expires_at <= $1
     order by lease_expires_at, id
     for update skip locked";
+
+/// $1 id, $2 entry: appends an entry to a started run's timeline.
+const APPEND_ENTRY: &str = "update ingest_runs
+    set timeline = timeline || jsonb_build_array($2::jsonb)
+    where id = $1 and status = 'started'";
+
+/// $1 id, $2 message, $3 detail: the open (last) entry of a started run, annotated in place
+/// (still open, same stage, attempt and start: what the append-only rule allows).
+const ANNOTATE_OPEN_ENTRY: &str = "update ingest_runs
+    set timeline = jsonb_set(
+            jsonb_set(timeline, '{-1,message}', coalesce(to_jsonb($2::text), 'null'::jsonb)),
+            '{-1,detail}', $3::jsonb)
+    where id = $1 and status = 'started' and jsonb_array_length(timeline) > 0
+      and timeline -> -1 ->> 'status' = 'started'";
+
+/// $1 id: the meta of a started run, locked until the caller's merge commits.
+const META_FOR_UPDATE: &str =
+    "select meta_json from ingest_runs where id = $1 and status = 'started' for update";
+
+/// $1 id, $2 meta
+const SET_META: &str = "update ingest_runs set meta_json = $2 where id = $1 and status = 'started'";
+
+/// $1 pipeline, $2 scope, $3 status, $4 trigger, $5 before id, $6 limit (each filter null:
+/// any), newest first: the twin of SQLite's `LIST`.
+const LIST: &str = concat!(
+    "select ",
+    columns!(),
+    " from ingest_runs
+     where ($1::text is null or pipeline = $1)
+       and ($2::text is null or scope = $2)
+       and ($3::text is null or status = $3)
+       and ($4::text is null or trigger = $4)
+       and ($5::bigint is null or id < $5)
+     order by id desc limit $6"
+);
+
+/// $1 slot id, $2 ticker, $3 claimed at: whether the slot is still claimed by that claim
+/// (the fence of a run started for a slot), held until the start commits.
+const HOLDS_CLAIM: &str = "select exists(select 1 from due_runs
+    where id = $1 and status = 'claimed' and claimed_by = $2 and claimed_at >= $3
+    for share)";
 
 /// $1 id
 const TIMELINE_OF: &str =
@@ -130,6 +172,9 @@ pub(crate) struct NewRun<'a> {
     pub lease: std::time::Duration,
     /// The slot this run is started for (`meta_json.slotId`).
     pub slot_id: Option<i64>,
+    /// The claim on that slot that must still hold for the run to start (the fence of a
+    /// ticker's trigger; `None`: no fence).
+    pub claim: Option<&'a SlotClaim>,
 }
 
 impl NewRun<'_> {
@@ -162,6 +207,17 @@ pub(crate) enum Started {
 /// committing concurrently: the unique index waits for it), records this attempt as a
 /// failed run (`RUN_ALREADY_ACTIVE`, `blockedStage: "lock"`).
 pub(crate) fn start(tx: &mut Tx<'_>, new: &NewRun<'_>, now: Timestamp) -> Result<Started> {
+    if let Some(claim) = new.claim {
+        // The fence: a claim given back (its ticker was presumed dead) starts nothing.
+        if !holds_claim(tx, claim)? {
+            return Err(Error::IllegalTransition {
+                entity: "due_run",
+                id: claim.slot_id.to_string(),
+                from: "no longer claimed by this ticker".into(),
+                to: "fired".into(),
+            });
+        }
+    }
     let lock_key = new.lock_key();
     if let Some(row) = tx.query_opt(ACTIVE_HOLDER, &[&lock_key])? {
         let id: i64 = row.get(0);
@@ -245,6 +301,87 @@ pub(crate) fn start(tx: &mut Tx<'_>, new: &NewRun<'_>, now: Timestamp) -> Result
         active_run_id,
         lease_expires_at,
     })
+}
+
+/// Appends `entry` to a started run's timeline; `false` if the run is no longer started.
+pub(crate) fn append_entry(tx: &mut Tx<'_>, id: i64, entry: &TimelineEntry) -> Result<bool> {
+    let entry = serde_json::to_value(entry).expect("entries serialize");
+    Ok(tx.execute(APPEND_ENTRY, &[&id, &entry])? == 1)
+}
+
+/// Replaces the last (open) entry of a started run's timeline with its closed form.
+pub(crate) fn close_last_entry(tx: &mut Tx<'_>, id: i64, entry: &TimelineEntry) -> Result<bool> {
+    let entry = serde_json::to_value(entry).expect("entries serialize");
+    Ok(tx.execute(REPLACE_LAST_ENTRY, &[&id, &entry])? == 1)
+}
+
+/// Sets the message and detail of a started run's open (last) entry, which stays open;
+/// `false` if there is no open entry.
+pub(crate) fn annotate_open_entry(
+    tx: &mut Tx<'_>,
+    id: i64,
+    message: Option<&str>,
+    detail: &Value,
+) -> Result<bool> {
+    Ok(tx.execute(ANNOTATE_OPEN_ENTRY, &[&id, &message, detail])? == 1)
+}
+
+/// Merges `patch` into a started run's `meta_json` (JSON merge patch, RFC 7386, as
+/// SQLite's `json_patch`: keys added or replaced, `null` removes); [`Error::RunEnded`]
+/// when the run is no longer started.
+pub(crate) fn merge_meta(tx: &mut Tx<'_>, id: i64, patch: &Value) -> Result<()> {
+    let Some(row) = tx.query_opt(META_FOR_UPDATE, &[&id])? else {
+        return Err(Error::RunEnded { run_id: id });
+    };
+    let mut meta: Value = get(&row, "ingest_runs", &id.to_string(), "meta_json")?;
+    merge_patch(&mut meta, patch);
+    tx.execute(SET_META, &[&id, &meta])?;
+    Ok(())
+}
+
+/// RFC 7386 JSON merge patch of `patch` into `target`.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    let map = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// Runs matching `filter`, newest first (the twin of SQLite's `list`).
+pub(crate) fn list(tx: &mut Tx<'_>, filter: &RunFilter) -> Result<Vec<Run>> {
+    let limit = i64::from(filter.limit);
+    let rows = tx.query(
+        LIST,
+        &[
+            &filter.pipeline,
+            &filter.scope.map(Scope::as_str),
+            &filter.status.map(RunStatus::as_str),
+            &filter.trigger.map(TriggerKind::as_str),
+            &filter.before_id,
+            &limit,
+        ],
+    )?;
+    rows.iter().map(run_from_row).collect()
+}
+
+/// Whether slot `claim` is still claimed by its ticker (the fence of a slot's run start).
+pub(crate) fn holds_claim(tx: &mut Tx<'_>, claim: &SlotClaim) -> Result<bool> {
+    let row = tx.query_one(
+        HOLDS_CLAIM,
+        &[&claim.slot_id, &claim.ticker, &claim.claimed_at.to_string()],
+    )?;
+    Ok(row.get(0))
 }
 
 /// Moves a started run's lease to `until`; `false` if the run is no longer started.
