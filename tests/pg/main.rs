@@ -26,6 +26,11 @@ mod copy;
 mod doctor;
 #[cfg(feature = "postgres")]
 mod faults;
+/// The suite's Flex Web Service mock, for the Flex scenarios of [`behaviour`].
+#[cfg(all(feature = "postgres", feature = "flex"))]
+#[path = "../suite/flex_mock.rs"]
+#[allow(dead_code)]
+pub mod flex_mock;
 #[cfg(feature = "postgres")]
 mod jobs;
 #[cfg(feature = "postgres")]

@@ -38,6 +38,17 @@ macro_rules! behaviour_tests {
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
+        $crate::behaviour_tests!(@gen $make; $($name),*);
+        $crate::behaviour_tests!(@flex $make);
+    };
+    (@flex $make:path) => {
+        #[cfg(feature = "flex")]
+        $crate::behaviour_tests!(@gen $make;
+            flex_persists_the_statement_then_succeeds,
+            flex_failures_keep_what_came_and_remember_an_expired_token
+        );
+    };
+    (@gen $make:path; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
@@ -742,4 +753,123 @@ pub fn a_swept_run_stops_quietly_and_frees_its_lock(engine: &Engine, clock: &Man
     assert_eq!(run.error_code.as_deref(), Some("ABANDONED"));
     assert_eq!(stages(run), [("long".into(), "failed".into(), 1)]);
     assert!(engine.runs().sweep().unwrap().is_empty());
+}
+
+/// The Flex pipeline against the loopback mock: request, polls while not ready, download,
+/// section check, the statement persisted before the run succeeds.
+#[cfg(feature = "flex")]
+pub fn flex_persists_the_statement_then_succeeds(engine: &Engine, clock: &ManualClock) {
+    use crate::flex_mock::{fixture, MockFlex, Reply};
+    let mock = MockFlex::start(
+        clock,
+        vec![
+            Reply::accepted(),
+            Reply::not_ready(),
+            Reply::not_ready(),
+            Reply::fixture("activity_ok.xml"),
+        ],
+    );
+    let run = runledger::flex::run_once(engine, &flex_config(&mock, clock), None).unwrap();
+    assert_eq!(run.status, RunStatus::Success, "{run:?}");
+    assert_eq!(
+        (run.pipeline.as_str(), run.lock_key.as_str()),
+        ("flex-777", "flex-777:targets")
+    );
+    assert_eq!(
+        stages(&run)
+            .iter()
+            .map(|s| s.0.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "token",
+            "request",
+            "poll",
+            "download",
+            "section_preflight",
+            "persist"
+        ]
+    );
+    let records = engine.runs().raw_records(run.id).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].source, "ib_flex");
+    assert_eq!(records[0].upstream_ref.as_deref(), Some("1234567890"));
+    assert_eq!(
+        engine.runs().raw_payload(&records[0].sha256).unwrap(),
+        fixture("activity_ok.xml")
+    );
+    assert_eq!(mock.seen().len(), 4);
+    let stored = serde_json::to_string(&run).unwrap();
+    assert!(
+        !stored.contains(crate::flex_mock::TOKEN),
+        "the token is never stored"
+    );
+}
+
+/// A malformed statement is kept, rejected, and fails the run with its code; a token IB
+/// declared expired blocks the next run at the token gate without a request (found from the
+/// earlier runs), until a new token is given.
+#[cfg(feature = "flex")]
+pub fn flex_failures_keep_what_came_and_remember_an_expired_token(
+    engine: &Engine,
+    clock: &ManualClock,
+) {
+    use crate::flex_mock::{MockFlex, Reply};
+    let mock = MockFlex::start(
+        clock,
+        vec![
+            Reply::accepted(),
+            Reply::fixture("malformed_bare_ampersand.xml"),
+            Reply::accepted(),
+            Reply::fail(1012),
+            Reply::accepted(),
+            Reply::fixture("activity_ok.xml"),
+        ],
+    );
+    let cfg = flex_config(&mock, clock);
+    let bad = runledger::flex::run_once(engine, &cfg, None).unwrap();
+    assert_eq!(bad.status, RunStatus::Failed);
+    assert_eq!(bad.error_code.as_deref(), Some("FLEX_MALFORMED_XML"));
+    let kept = engine.runs().raw_records(bad.id).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        kept[0].rejected.as_ref().unwrap().code,
+        "FLEX_MALFORMED_XML"
+    );
+    clock.advance(Duration::from_secs(60));
+    let expired = runledger::flex::run_once(engine, &cfg, None).unwrap();
+    assert_eq!(expired.error_code.as_deref(), Some("FLEX_1012"));
+    clock.advance(Duration::from_secs(3600));
+    let blocked = runledger::flex::run_once(engine, &cfg, None).unwrap();
+    assert_eq!(blocked.error_code.as_deref(), Some("FLEX_TOKEN_EXPIRED"));
+    assert_eq!(blocked.meta["blockedStage"], "token");
+    assert_eq!(mock.seen().len(), 4, "the gate spends no request");
+    let renewed = runledger::flex::FlexConfig {
+        token: runledger::flex::TokenSource::Given(
+            runledger::flex::FlexToken::new("111122223333444455556666").unwrap(),
+        ),
+        ..cfg
+    };
+    let ok = runledger::flex::run_once(engine, &renewed, None).unwrap();
+    assert_eq!(ok.status, RunStatus::Success, "{ok:?}");
+}
+
+/// A Flex config for query 777 against `mock`, paced on `clock` (its sleeper advances it).
+#[cfg(feature = "flex")]
+fn flex_config(
+    mock: &crate::flex_mock::MockFlex,
+    clock: &ManualClock,
+) -> runledger::flex::FlexConfig {
+    use runledger::flex::{ClientConfig, FlexConfig, Pacer, RateLimits, TokenSource};
+    let c = clock.clone();
+    FlexConfig {
+        token: TokenSource::Given(crate::flex_mock::token()),
+        client: ClientConfig {
+            base_url: mock.base_url(),
+            read_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+            ..ClientConfig::default()
+        },
+        pacer: Pacer::new(clock.clone(), move |d| c.advance(d), RateLimits::default()),
+        ..FlexConfig::new("777")
+    }
 }
