@@ -26,9 +26,10 @@
 //!   transaction, verified by [`doctor`] before it commits.
 //!
 //! PostgreSQL enforces the same rules itself (CHECKs, PL/pgSQL trigger functions raising
-//! `CODE: table: rule`, mapped to the same [`Error`](crate::Error)s). What is not here yet
-//! (pipelines, Flex, most of the SQLite worker's options, most of the CLI's
-//! `--db postgres://`) is listed in docs/postgres.md.
+//! `CODE: table: rule`, mapped to the same [`Error`](crate::Error)s). Pipelines, the Flex
+//! pipeline and the full [`Worker`](crate::Worker) run on PostgreSQL through an
+//! [`Engine`](crate::Engine) opened on the URL; what is not served yet (schedule ticks, a few
+//! listings, most of the CLI's `--db postgres://`) is listed in docs/postgres.md.
 //!
 //! One [`PgEngine`] (and its clones) keeps up to 8 idle connections; each call runs on one
 //! of them or on a new one, so threads may share an engine. [`Engine::open`](crate::Engine::open)

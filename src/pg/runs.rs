@@ -1,10 +1,10 @@
 //! [`PgRuns`]: ingestion runs on a [`PgEngine`]: start under the single-active-run lock,
 //! lease renewal, finish, the sweep of expired leases, get.
 //!
-//! The SQLite [`Runs`](crate::Runs) facade starts and ends runs inside
-//! [`Runs::trigger`](crate::Runs::trigger), around a [`Pipeline`](crate::Pipeline); pipelines
-//! do not run on PostgreSQL yet, so this facade exposes the run's storage steps themselves
-//! (docs/postgres.md). Their rules are the same: one started run per lock key, a refusal
+//! The [`Runs`](crate::Runs) facade starts and ends runs inside
+//! [`Runs::trigger`](crate::Runs::trigger), around a [`Pipeline`](crate::Pipeline), on both
+//! backends (an [`Engine`](crate::Engine) opened on the URL); this facade exposes the run's
+//! storage steps themselves (docs/postgres.md). Their rules are the same: one started run per lock key, a refusal
 //! recorded as a failed run (`blockedStage: "lock"`), an expired holder finalized as
 //! `ABANDONED` before the next start.
 
