@@ -142,9 +142,41 @@ fn pg_cli_copy_then_read_the_copied_jobs_and_refuse_the_rest() {
         text(&out.stderr)
     );
 
+    // runs, raw and supervise go through Engine::open on the URL: the copied runs are there
+    let out = runledger(
+        dir.path(),
+        &["--db", db.url.as_str(), "--json", "runs", "list"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(listed.as_array().is_some_and(|a| !a.is_empty()), "{listed}");
+    let out = runledger(
+        dir.path(),
+        &["--db", db.url.as_str(), "supervise", "--once"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = runledger(dir.path(), &["--db", db.url.as_str(), "raw", "list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // a subcommand whose call PostgreSQL does not serve: exit 2, its code, nothing run
+    let out = runledger(
+        dir.path(),
+        &[
+            "--db",
+            db.url.as_str(),
+            "runs",
+            "abandon",
+            "1",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("[UNSUPPORTED_BACKEND]"),
+        "{}",
+        text(&out.stderr)
+    );
     for args in [
-        vec!["runs", "list"],
-        vec!["supervise", "--once"],
         vec!["schedule", "list"],
         vec!["demo"],
         vec!["backup", "out.db"],

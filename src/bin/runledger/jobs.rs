@@ -215,10 +215,10 @@ pub fn supervise(
         let handle = supervisor.spawn()?;
         println!(
             "supervising {} (stale after {}s); Ctrl-C to stop",
-            engine
-                .path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            engine.path().map_or_else(
+                || "the PostgreSQL ledger".into(),
+                |p| p.display().to_string()
+            ),
             stale_after
         );
         let _ = stop.recv();

@@ -165,7 +165,12 @@ fn run(cli: Cli, out: Out) -> CliResult {
     // A PostgreSQL ledger: the commands runledger::pg supports, never a file named like it.
     if let Some(url) = cli.db.as_deref().filter(|d| pg_cmd::is_postgres(d)) {
         if !matches!(cli.command, Command::Config { .. }) {
-            return pg_cmd::run(&url.to_string_lossy(), cli.command, out);
+            return pg_cmd::run(
+                &url.to_string_lossy(),
+                cli.command,
+                out,
+                cli.config.as_deref(),
+            );
         }
     }
     if let Command::Demo(args) = cli.command {

@@ -245,7 +245,7 @@ pub fn exit_code(code: &str) -> u8 {
         "MISSING_REQUIRED_SECTION" => 3,
         c if STATEMENT_INVALID.contains(&c) => 3,
         "RUN_ALREADY_ACTIVE" => 4,
-        "INVALID_INPUT" => 2,
+        "INVALID_INPUT" | "UNSUPPORTED_BACKEND" => 2,
         _ => 1,
     }
 }

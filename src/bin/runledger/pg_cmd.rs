@@ -1,12 +1,15 @@
-//! `--db postgres://...`: the commands that work on a PostgreSQL ledger
-//! (`runledger::pg`, feature `postgres`): `doctor`, `init`, `jobs list|show|events|pause|resume|cancel|restart`. Any
-//! other command is refused with the list, never run on a file named like the URL.
+//! `--db postgres://...`: the commands that work on a PostgreSQL ledger (feature
+//! `postgres`): `doctor`, `init`, `jobs list|show|events|pause|resume|cancel|restart`
+//! (`runledger::pg`), and `runs`, `raw` and `supervise` (the same handlers as on a file,
+//! through `Engine::open` on the URL: a subcommand whose call PostgreSQL does not serve
+//! answers `UNSUPPORTED_BACKEND`). Any other command is refused with the list, never run on
+//! a file named like the URL.
 
 use crate::output::{CliResult, Failure};
 
 /// What `--db postgres://...` supports.
 pub const SUPPORTED: &str =
-    "doctor, init, jobs list|show|events|pause|resume|cancel|restart (and copy --to)";
+    "doctor, init, jobs list|show|events|pause|resume|cancel|restart, runs, raw, supervise (and copy --to)";
 
 /// Whether `--db` names a PostgreSQL ledger rather than a file.
 pub fn is_postgres(db: &std::path::Path) -> bool {
@@ -31,10 +34,20 @@ pub fn unsupported(command: &str) -> Failure {
 }
 
 #[cfg(not(feature = "postgres"))]
-pub(crate) fn run(_url: &str, command: crate::Command, _out: crate::output::Out) -> CliResult {
+pub(crate) fn run(
+    _url: &str,
+    command: crate::Command,
+    _out: crate::output::Out,
+    _config: Option<&std::path::Path>,
+) -> CliResult {
     if !matches!(
         command,
-        crate::Command::Doctor(_) | crate::Command::Init | crate::Command::Jobs { .. }
+        crate::Command::Doctor(_)
+            | crate::Command::Init
+            | crate::Command::Jobs { .. }
+            | crate::Command::Runs { .. }
+            | crate::Command::Raw { .. }
+            | crate::Command::Supervise(_)
     ) {
         return Err(unsupported(command_name(&command)));
     }
@@ -44,11 +57,31 @@ pub(crate) fn run(_url: &str, command: crate::Command, _out: crate::output::Out)
 }
 
 #[cfg(feature = "postgres")]
-pub(crate) fn run(url: &str, command: crate::Command, out: crate::output::Out) -> CliResult {
+pub(crate) fn run(
+    url: &str,
+    command: crate::Command,
+    out: crate::output::Out,
+    config: Option<&std::path::Path>,
+) -> CliResult {
     use crate::Command;
     use runledger::pg::PgEngine;
 
     let name = command_name(&command);
+    let load = || crate::config::Config::load(config);
+    match command {
+        Command::Runs { cmd } => {
+            let engine = runledger::Engine::open(url)?;
+            return crate::runs::runs(&engine, out, cmd, &load);
+        }
+        Command::Raw { cmd } => {
+            return crate::raw_cmd::raw(&runledger::Engine::open(url)?, out, cmd);
+        }
+        Command::Supervise(args) => {
+            let engine = runledger::Engine::open(url)?;
+            return crate::jobs::supervise(&engine, out, args, &load()?.supervisor);
+        }
+        _ => {}
+    }
     let engine = match command {
         Command::Doctor(_) | Command::Init | Command::Jobs { .. } => PgEngine::open(url)?,
         _ => return Err(unsupported(name)),
