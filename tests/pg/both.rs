@@ -50,10 +50,6 @@ fn calls_the_postgresql_backend_does_not_serve_are_refused_and_write_nothing() {
             engine.events().after(0, 10).map(|_| ()).unwrap_err(),
         ),
         (
-            "schedules.list",
-            engine.schedules().list().map(|_| ()).unwrap_err(),
-        ),
-        (
             "runs.trigger",
             engine
                 .runs()
