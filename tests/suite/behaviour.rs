@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runledger::schedule::{DEFAULT_SCHEDULE_NAME, PIPELINE_NOT_HERE};
+use runledger::schedule::{LoopOptions, DEFAULT_SCHEDULE_NAME, PIPELINE_NOT_HERE};
 use runledger::{
     Engine, Error, Fire, FireOutcome, JobFailure, JobState, ManualClock, Misfire, NewJob,
     NewSchedule, RecoveryPolicy, Schedule, ScheduleEdit, SlotStatus, Supervisor, SupervisorOptions,
@@ -37,6 +37,7 @@ macro_rules! behaviour_tests {
             a_disabled_or_edited_schedules_pending_slot_is_skipped,
             fire_failures_are_recorded_with_their_codes,
             a_claim_is_renewed_while_firing_and_given_back_when_abandoned,
+            the_schedule_loop_fires_due_slots_and_stops,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -939,4 +940,39 @@ pub fn a_claim_is_renewed_while_firing_and_given_back_when_abandoned(
         Some("B_FAILED"),
         "a's outcome came too late"
     );
+}
+
+/// `spawn`: the background loop ticks on the engine's clock, fires the due slot once on its
+/// pool, records it, and stops when told.
+pub fn the_schedule_loop_fires_due_slots_and_stops(engine: &Engine, clock: &ManualClock) {
+    engine.schedules().create(&quarterly("l")).unwrap();
+    let fire = Arc::new(Recorder::holding());
+    let opts = LoopOptions {
+        tick: ticker("loop"),
+        poll: Duration::from_millis(5),
+        ..LoopOptions::default()
+    };
+    let handle = engine.schedules().spawn(fire.clone(), opts).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(fire.calls().is_empty(), "nothing is due yet");
+    let slot = ts("2026-11-22T11:45:00.000Z");
+    clock.set(slot);
+    let finished = || {
+        let slots = engine.schedules().all_slots().unwrap();
+        slots
+            .first()
+            .is_some_and(|s| s.status == SlotStatus::Skipped)
+    };
+    let mut tries = 0;
+    while !finished() {
+        tries += 1;
+        assert!(tries < 2000, "the loop never fired the due slot");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    handle.stop();
+    assert_eq!(fire.calls(), [("l".to_string(), slot)]);
+    let s = engine.schedules().all_slots().unwrap().remove(0);
+    assert_eq!(s.claimed_by.as_deref(), Some("loop"));
+    assert_eq!(s.outcome_code.as_deref(), Some("HELD"));
 }
