@@ -22,10 +22,11 @@ use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
 use crate::run::state::{RunStatus, Scope, TriggerKind};
 use crate::run::timeline::TimelineEntry;
-use crate::schedule::state::SlotClaim;
+use crate::schedule::state::{SlotClaim, SlotReport, TickOptions};
 use crate::storage::ingest_runs::{Run, RunFilter};
 use crate::storage::modules::Module;
 use crate::storage::raw::{RawFilter, RawInput, RawRecord, Rejection};
+use crate::storage::schedules::{ClaimStep, Finish, Schedule, ScheduleChange, ScheduleRow, Slot};
 use crate::storage::supervisor_state::SupervisorStatus;
 
 /// A backend other than the engine's own SQLite file; see the module docs.
@@ -143,6 +144,57 @@ pub(crate) trait Backend: Send + Sync {
     /// `true` when one may have (a hint: claim next), `false` at the timeout. The idle
     /// [`Worker`](crate::Worker) waits here instead of sleeping.
     fn wait_for_work(&self, kinds: &[&str], timeout: Duration) -> Result<bool>;
+
+    // schedules
+
+    /// `Schedules::create` of the validated `row`, audited as `actor`: the duplicate name
+    /// is refused as on SQLite.
+    fn create_schedule(&self, row: &ScheduleRow<'_>, actor: &str) -> Result<Schedule>;
+    /// `Schedules::get` (`None`: no schedule of that name).
+    fn get_schedule(&self, name: &str) -> Result<Option<Schedule>>;
+    /// `Schedules::list`.
+    fn list_schedules(&self) -> Result<Vec<Schedule>>;
+    /// `Schedules::slots` of the schedule with this id.
+    fn schedule_slots(&self, schedule_id: i64) -> Result<Vec<Slot>>;
+    /// `Schedules::all_slots`.
+    fn all_slots(&self) -> Result<Vec<Slot>>;
+    /// `Schedules::last_claimed_at`.
+    fn last_claimed_at(&self) -> Result<Option<Timestamp>>;
+    /// `Schedules::next_due` (and a tick report's).
+    fn next_due(&self) -> Result<Option<Timestamp>>;
+    /// `Schedules::edit` with the validated `change`, audited as `actor`.
+    fn edit_schedule(
+        &self,
+        name: &str,
+        change: &ScheduleChange<'_>,
+        actor: &str,
+    ) -> Result<Schedule>;
+    /// `Schedules::enable` (`true`) and `Schedules::disable`, audited as `actor`.
+    fn set_schedule_enabled(&self, name: &str, enabled: bool, actor: &str) -> Result<Schedule>;
+    /// `Schedules::delete`, audited as `actor`.
+    fn delete_schedule(&self, name: &str, actor: &str) -> Result<()>;
+    /// The claiming half of a tick at `now` (`schedule::tick::claim_due`): sweep abandoned
+    /// claims, materialize due slots by the misfire policy, claim at most `limit` pending
+    /// due slots of the schedules `handles` accepts.
+    fn claim_due_slots(
+        &self,
+        opts: &TickOptions,
+        now: Timestamp,
+        handles: &dyn Fn(&Schedule) -> bool,
+        limit: usize,
+    ) -> Result<ClaimStep>;
+    /// The keep-alive of `ticker`'s claim on slot `slot_id` while it fires: `false` when it
+    /// is no longer that ticker's.
+    fn renew_slot_claim(&self, slot_id: i64, ticker: &str) -> Result<bool>;
+    /// Records the outcome of slot `slot_id` claimed by `ticker` at `claimed_at` (nothing
+    /// when it is no longer that ticker's claim); the slot as it is then.
+    fn finish_claimed_slot(
+        &self,
+        slot_id: i64,
+        ticker: &str,
+        finish: &Finish<'_>,
+        claimed_at: Timestamp,
+    ) -> Result<SlotReport>;
 }
 
 /// One run a trigger starts (the arguments of [`Backend::start_run`]).

@@ -23,9 +23,11 @@ use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
 use crate::run::state::RunStatus;
 use crate::run::timeline::TimelineEntry;
+use crate::schedule::state::{SlotReport, TickOptions};
 use crate::storage::ingest_runs::{Run, RunFilter};
 use crate::storage::modules::Module;
 use crate::storage::raw::{RawFilter, RawInput, RawRecord, Rejection};
+use crate::storage::schedules::{ClaimStep, Finish, Schedule, ScheduleChange, ScheduleRow, Slot};
 use crate::storage::supervisor_state::SupervisorStatus;
 
 /// Opens the PostgreSQL ledger at `url` (migrating it) as an [`Engine`] with `opts`'s clock.
@@ -293,5 +295,80 @@ impl Backend for PgBackend {
         }
         let listener = slot.as_mut().expect("opened above");
         listener.wait_for_work(kinds, deadline.remaining())
+    }
+
+    // schedules
+
+    fn create_schedule(&self, row: &ScheduleRow<'_>, actor: &str) -> Result<Schedule> {
+        self.engine.schedules().create_row(row, actor)
+    }
+
+    fn get_schedule(&self, name: &str) -> Result<Option<Schedule>> {
+        self.engine.schedules().by_name(name)
+    }
+
+    fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        self.engine.schedules().list()
+    }
+
+    fn schedule_slots(&self, schedule_id: i64) -> Result<Vec<Slot>> {
+        self.engine.schedules().slots_of(schedule_id)
+    }
+
+    fn all_slots(&self) -> Result<Vec<Slot>> {
+        self.engine.schedules().all_slots()
+    }
+
+    fn last_claimed_at(&self) -> Result<Option<Timestamp>> {
+        self.engine.schedules().last_claimed_at()
+    }
+
+    fn next_due(&self) -> Result<Option<Timestamp>> {
+        self.engine.schedules().next_due()
+    }
+
+    fn edit_schedule(
+        &self,
+        name: &str,
+        change: &ScheduleChange<'_>,
+        actor: &str,
+    ) -> Result<Schedule> {
+        self.engine.schedules().edit(name, change, actor)
+    }
+
+    fn set_schedule_enabled(&self, name: &str, enabled: bool, actor: &str) -> Result<Schedule> {
+        self.engine.schedules().set_enabled(name, enabled, actor)
+    }
+
+    fn delete_schedule(&self, name: &str, actor: &str) -> Result<()> {
+        self.engine.schedules().delete(name, actor)
+    }
+
+    fn claim_due_slots(
+        &self,
+        opts: &TickOptions,
+        now: Timestamp,
+        handles: &dyn Fn(&Schedule) -> bool,
+        limit: usize,
+    ) -> Result<ClaimStep> {
+        self.engine
+            .schedules()
+            .claim_step(opts, now, handles, limit)
+    }
+
+    fn renew_slot_claim(&self, slot_id: i64, ticker: &str) -> Result<bool> {
+        self.engine.schedules().renew(slot_id, ticker)
+    }
+
+    fn finish_claimed_slot(
+        &self,
+        slot_id: i64,
+        ticker: &str,
+        finish: &Finish<'_>,
+        claimed_at: Timestamp,
+    ) -> Result<SlotReport> {
+        self.engine
+            .schedules()
+            .finish(slot_id, ticker, finish, claimed_at)
     }
 }

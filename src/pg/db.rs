@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "V3__sqlite_twins",
         include_str!("../../migrations/postgres/P3__sqlite_twins.sql"),
     ),
+    (
+        5,
+        "V5__slot_claim_renewal",
+        include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),
+    ),
 ];
 
 /// The advisory lock key the migration step holds ("runledgr" in ASCII).

@@ -13,7 +13,8 @@
 //!   index), lease renewal, finish, sweep of expired leases, get; the module catalog,
 //!   probes, readiness and preflight; raw payloads and records (store, read, prune);
 //! - [`PgSchedules`] (`engine.schedules()`): create, materialize a due slot, claim due slots
-//!   (`SKIP LOCKED`) and record each slot's outcome exactly once across nodes;
+//!   (`SKIP LOCKED`) and record each slot's outcome exactly once across nodes; whole ticks
+//!   through `Engine::open` on the URL (`Schedules::tick`);
 //! - [`PgSupervisor`] (`engine.supervisor(opts)`): the SQLite supervisor's recovery of
 //!   stalled jobs, safe on every node at once (`SKIP LOCKED`, updates fenced by attempt),
 //!   with its `supervisor_state` bookkeeping;

@@ -3,19 +3,29 @@
 //! by one ticker (`SKIP LOCKED`), and its outcome recorded behind that claim's fence: each
 //! slot fires once however many nodes tick.
 //!
-//! The SQLite [`Schedules`](crate::Schedules) facade runs whole ticks (`schedule::tick`:
-//! materialize by rule, misfire policy, fire, record); on PostgreSQL this slice exposes the
-//! steps a tick is made of (docs/postgres.md).
+//! The [`Schedules`](crate::Schedules) facade of an [`Engine`](crate::Engine) opened on
+//! PostgreSQL runs whole ticks here (the crate-internal twins at the end of this file:
+//! materialize by rule, misfire policy, claim, renew, record, with the SQLite tick's own
+//! rules); the public methods below are the single steps a tick is made of
+//! (docs/postgres.md).
 
-use super::engine::PgEngine;
+use serde_json::json;
+
+use super::engine::{PgEngine, Tx};
+use super::storage::ingest_runs as runs_store;
+use super::storage::jobs as jobs_store;
 use super::storage::schedules as store;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::job::validate;
 use crate::run::state::ScopeSelector;
-use crate::schedule::rule::{Rule, Zone};
-use crate::schedule::state::{SlotClaim, SlotStatus};
-use crate::storage::schedules::Slot;
+use crate::schedule::rule::{next_due, Rule, Zone};
+use crate::schedule::state::{SlotClaim, SlotReport, SlotStatus, TickOptions};
+use crate::schedule::tick::{due_instants, misfire_skip, not_here, slot_report, TimedOut};
+use crate::schedule::{self, EditPlan};
+use crate::storage::schedules::{
+    ClaimStep, Claimed, Finish, Schedule, ScheduleChange, ScheduleRow, Slot,
+};
 
 /// The schedule API of a [`PgEngine`]; get it with [`PgEngine::schedules`].
 #[derive(Debug, Clone, Copy)]
@@ -94,4 +104,234 @@ impl PgSchedules<'_> {
     pub fn slot(&self, id: i64) -> Result<Slot> {
         self.engine.read(|tx| store::get_slot(tx, id))
     }
+}
+
+/// The twins of the [`Schedules`](crate::Schedules) facade for an [`Engine`](crate::Engine)
+/// opened on PostgreSQL (`src/pg/backend.rs`): the checks are the facade's (done before the
+/// call), the rules (`schedule::EditPlan`, `schedule::tick`'s misfire and sweep decisions)
+/// the very functions the SQLite path runs; only the SQL differs, with row locks and
+/// `SKIP LOCKED` where SQLite has its one writer.
+impl PgSchedules<'_> {
+    /// `Schedules::create` of a validated row, audited as `actor`.
+    pub(crate) fn create_row(&self, row: &ScheduleRow<'_>, actor: &str) -> Result<Schedule> {
+        self.engine.write(|tx, now| {
+            let next = next_due(row.rule, row.zone, now);
+            let Some(id) = store::insert_schedule_row(tx, row, next, now)? else {
+                return Err(schedule::duplicate_name(row.name));
+            };
+            audit_schedule(tx, id, "create", actor, &schedule::create_detail(row), now)?;
+            store::schedule_by_id(tx, id)?.ok_or_else(|| Error::not_found("schedule", id))
+        })
+    }
+
+    /// `Schedules::get`.
+    pub(crate) fn by_name(&self, name: &str) -> Result<Option<Schedule>> {
+        self.engine
+            .read(|tx| store::schedule_by_name(tx, name, false))
+    }
+
+    /// `Schedules::list`.
+    pub(crate) fn list(&self) -> Result<Vec<Schedule>> {
+        self.engine.read(store::list_schedules)
+    }
+
+    /// `Schedules::slots` of the schedule with this id.
+    pub(crate) fn slots_of(&self, schedule_id: i64) -> Result<Vec<Slot>> {
+        self.engine
+            .read(|tx| store::slots_of_schedule(tx, schedule_id))
+    }
+
+    /// `Schedules::all_slots`.
+    pub(crate) fn all_slots(&self) -> Result<Vec<Slot>> {
+        self.engine.read(store::all_slots)
+    }
+
+    /// `Schedules::last_claimed_at`.
+    pub(crate) fn last_claimed_at(&self) -> Result<Option<Timestamp>> {
+        self.engine.read(store::last_claimed_at)
+    }
+
+    /// `Schedules::next_due`.
+    pub(crate) fn next_due(&self) -> Result<Option<Timestamp>> {
+        self.engine.read(store::next_due)
+    }
+
+    /// The schedule `name`, locked, or `NOT_FOUND`.
+    fn locked(tx: &mut Tx<'_>, name: &str) -> Result<Schedule> {
+        store::schedule_by_name(tx, name, true)?.ok_or_else(|| Error::not_found("schedule", name))
+    }
+
+    /// `Schedules::edit` with a validated change, audited as `actor`.
+    pub(crate) fn edit(
+        &self,
+        name: &str,
+        change: &ScheduleChange<'_>,
+        actor: &str,
+    ) -> Result<Schedule> {
+        self.engine.write(|tx, now| {
+            let cur = Self::locked(tx, name)?;
+            let plan = EditPlan::new(&cur, change, now);
+            if plan.timing_changed {
+                for id in store::pending_of_schedule(tx, cur.id)? {
+                    store::skip_pending_slot(tx, id, schedule::SCHEDULE_EDITED, None, now)?;
+                }
+            }
+            store::update_config(tx, cur.id, &plan.row(&cur, change), plan.next, now)?;
+            let detail = schedule::edit_detail(name, change);
+            audit_schedule(tx, cur.id, "edit", actor, &detail, now)?;
+            store::schedule_by_id(tx, cur.id)?.ok_or_else(|| Error::not_found("schedule", name))
+        })
+    }
+
+    /// `Schedules::enable` / `disable`, audited as `actor`.
+    pub(crate) fn set_enabled(&self, name: &str, enabled: bool, actor: &str) -> Result<Schedule> {
+        self.engine.write(|tx, now| {
+            let cur = Self::locked(tx, name)?;
+            if cur.enabled == enabled {
+                return Ok(cur);
+            }
+            if !enabled {
+                for id in store::pending_of_schedule(tx, cur.id)? {
+                    store::skip_pending_slot(tx, id, schedule::SCHEDULE_DISABLED, None, now)?;
+                }
+            }
+            let next = schedule::enabled_next(&cur, enabled, now);
+            store::update_enabled(tx, cur.id, enabled, next, now)?;
+            let action = schedule::enabled_action(enabled);
+            audit_schedule(tx, cur.id, action, actor, &json!({ "name": name }), now)?;
+            store::schedule_by_id(tx, cur.id)?.ok_or_else(|| Error::not_found("schedule", name))
+        })
+    }
+
+    /// `Schedules::delete`, audited as `actor`.
+    pub(crate) fn delete(&self, name: &str, actor: &str) -> Result<()> {
+        self.engine.write(|tx, now| {
+            let cur = Self::locked(tx, name)?;
+            store::delete_schedule(tx, cur.id)?;
+            audit_schedule(tx, cur.id, "delete", actor, &json!({ "name": name }), now)
+        })
+    }
+
+    /// The claiming half of a tick at `now`, in one transaction, by the rules of
+    /// `schedule::tick::claim_due`: (1) claims older than the claim timeout are finished
+    /// from the runs that name their slot, or given back; (2) each enabled due schedule
+    /// (locked; one another node is materializing is left to it) gets its due slots after
+    /// its high-water mark, the misfire policy skipping some; (3) the pending due slots
+    /// (locked; those another node is claiming are skipped) are claimed, at most `limit`,
+    /// those of a disabled schedule skipped and those `handles` refuses left pending.
+    pub(crate) fn claim_step(
+        &self,
+        opts: &TickOptions,
+        now: Timestamp,
+        handles: &dyn Fn(&Schedule) -> bool,
+        limit: usize,
+    ) -> Result<ClaimStep> {
+        self.engine.write(|tx, _| {
+            let mut slots = Vec::new();
+            let mut materialized = 0;
+
+            let cutoff = now - opts.claim_timeout;
+            for id in store::abandoned(tx, cutoff)? {
+                let runs = runs_store::slot_runs(tx, id)?;
+                if runs.is_empty() {
+                    store::give_back_slot(tx, id, cutoff)?;
+                    continue;
+                }
+                let timed_out = TimedOut::from_runs(&runs, cutoff);
+                if store::finish_timed_out_slot(tx, id, cutoff, &timed_out.finish(), now)? {
+                    slots.push(report(tx, id)?);
+                }
+            }
+
+            for s in store::due_schedules(tx, now)? {
+                let (due, next) = due_instants(&s, now);
+                let Some(&last) = due.last() else { continue };
+                let mut ids = Vec::with_capacity(due.len());
+                for &at in &due {
+                    ids.push(store::insert_slot(tx, s.id, at, now)?);
+                }
+                store::update_cursor(tx, s.id, last, next)?;
+                materialized += due.len();
+                for (&id, &at) in ids.iter().zip(&due) {
+                    let skip = misfire_skip(s.misfire, at, last, now, opts.misfire_grace);
+                    if let Some((code, msg)) = skip {
+                        if store::skip_pending_slot(tx, id, code, Some(&msg), now)? {
+                            slots.push(report(tx, id)?);
+                        }
+                    }
+                }
+            }
+
+            let mut claimed = Vec::new();
+            for (id, schedule_id, due_at) in store::claimable(tx, now)? {
+                let Some(schedule) = store::schedule_by_id(tx, schedule_id)? else {
+                    continue;
+                };
+                if !schedule.enabled {
+                    if store::skip_pending_slot(tx, id, schedule::SCHEDULE_DISABLED, None, now)? {
+                        slots.push(report(tx, id)?);
+                    }
+                    continue;
+                }
+                if !handles(&schedule) {
+                    slots.push(not_here(report(tx, id)?));
+                    continue;
+                }
+                if claimed.len() >= limit {
+                    continue;
+                }
+                if let Some(claimed_at) = store::claim_slot(tx, id, &opts.ticker, now)? {
+                    claimed.push(Claimed {
+                        slot_id: id,
+                        schedule,
+                        due_at,
+                        claimed_at,
+                    });
+                }
+            }
+            Ok(ClaimStep {
+                slots,
+                materialized,
+                claimed,
+            })
+        })
+    }
+
+    /// The keep-alive of `ticker`'s claim on slot `slot_id`, at the clock's time.
+    pub(crate) fn renew(&self, slot_id: i64, ticker: &str) -> Result<bool> {
+        self.engine
+            .write(|tx, now| store::renew_claim(tx, slot_id, ticker, now))
+    }
+
+    /// Records the outcome of a slot claimed by `ticker` at `claimed_at`, at the clock's
+    /// time after the fire (never before the claim); the slot as it is then.
+    pub(crate) fn finish(
+        &self,
+        slot_id: i64,
+        ticker: &str,
+        finish: &Finish<'_>,
+        claimed_at: Timestamp,
+    ) -> Result<SlotReport> {
+        self.engine.write(|tx, now| {
+            store::finish_claimed_slot(tx, slot_id, ticker, finish, now.max(claimed_at))?;
+            report(tx, slot_id)
+        })
+    }
+}
+
+/// Appends the audit row of a schedule change.
+fn audit_schedule(
+    tx: &mut Tx<'_>,
+    id: i64,
+    action: &str,
+    actor: &str,
+    detail: &serde_json::Value,
+    now: Timestamp,
+) -> Result<()> {
+    jobs_store::audit_entity(tx, "schedule", id, action, actor, detail, now)
+}
+
+/// Slot `id` as a tick reports it.
+fn report(tx: &mut Tx<'_>, id: i64) -> Result<SlotReport> {
+    store::get_slot(tx, id).map(slot_report)
 }

@@ -31,7 +31,7 @@
 pub mod rule;
 mod runner;
 pub mod state;
-mod tick;
+pub(crate) mod tick;
 
 use std::sync::Arc;
 
@@ -43,10 +43,10 @@ use crate::run::state::check_pipeline_name;
 
 pub use rule::{next_due, tzdb, Rule, TimeOfDay, Tzdb, TzdbSource, Weekdays, Zone};
 pub use runner::LoopOptions;
-pub use state::{SlotClaim, SlotStatus};
-pub use tick::{SlotReport, TickOptions, TickReport, PIPELINE_NOT_HERE};
+pub use state::{SlotClaim, SlotReport, SlotStatus, TickOptions};
+pub use tick::{TickReport, PIPELINE_NOT_HERE};
 
-use crate::storage::schedules::{self as store, ScheduleRow};
+use crate::storage::schedules::{self as store, ScheduleChange, ScheduleRow};
 
 /// Name of the schedule [`Schedules::ensure_default`] creates.
 pub const DEFAULT_SCHEDULE_NAME: &str = "daily-ingest";
@@ -249,6 +249,101 @@ fn later(a: Timestamp, b: Option<Timestamp>) -> Timestamp {
     b.map_or(a, |b| a.max(b))
 }
 
+/// The code of a pending slot skipped because its schedule's rule or zone was edited.
+pub(crate) const SCHEDULE_EDITED: &str = "SCHEDULE_EDITED";
+/// The code of a pending slot skipped because its schedule was disabled.
+pub(crate) const SCHEDULE_DISABLED: &str = "SCHEDULE_DISABLED";
+
+/// The refusal of a new schedule whose name is taken.
+pub(crate) fn duplicate_name(name: &str) -> Error {
+    Error::invalid("name", format!("a schedule named {name:?} already exists"))
+}
+
+/// The audit detail of a created schedule.
+pub(crate) fn create_detail(row: &ScheduleRow<'_>) -> serde_json::Value {
+    serde_json::json!({
+        "name": row.name, "pipeline": row.pipeline, "scope": row.scope,
+        "rule": row.rule.to_string(), "zone": row.zone.to_string(),
+        "misfire": row.misfire.as_str(), "enabled": row.enabled,
+    })
+}
+
+/// The audit detail of an edit.
+pub(crate) fn edit_detail(name: &str, change: &ScheduleChange<'_>) -> serde_json::Value {
+    serde_json::json!({
+        "name": name, "pipeline": change.pipeline, "scope": change.scope,
+        "rule": change.rule.as_ref().map(|r| r.to_string()),
+        "zone": change.zone.as_ref().map(Zone::to_string),
+        "misfire": change.misfire.map(|m| m.as_str()),
+    })
+}
+
+/// What an edit does to schedule `cur` at `now`: its rule and zone after it, whether its
+/// timing changed (its pending slots are then skipped with [`SCHEDULE_EDITED`]), and its
+/// cursor's next slot.
+pub(crate) struct EditPlan {
+    pub(crate) rule: Rule,
+    pub(crate) zone: Zone,
+    pub(crate) timing_changed: bool,
+    pub(crate) next: Option<Timestamp>,
+}
+
+impl EditPlan {
+    /// The plan of `change` on `cur` at `now` (the rules of [`Schedules::edit`]).
+    pub(crate) fn new(cur: &Schedule, change: &ScheduleChange<'_>, now: Timestamp) -> EditPlan {
+        let rule = change.rule.unwrap_or(cur.rule);
+        let zone = change.zone.clone().unwrap_or_else(|| cur.zone.clone());
+        let timing_changed = rule != cur.rule || zone != cur.zone;
+        let next = if timing_changed {
+            next_due(&rule, &zone, later(now, cur.last_due_at))
+        } else {
+            cur.next_due_at
+        };
+        EditPlan {
+            rule,
+            zone,
+            timing_changed,
+            next,
+        }
+    }
+
+    /// The schedule's stored configuration after the edit.
+    pub(crate) fn row<'a>(
+        &'a self,
+        cur: &'a Schedule,
+        change: &'a ScheduleChange<'_>,
+    ) -> ScheduleRow<'a> {
+        ScheduleRow {
+            name: &cur.name,
+            pipeline: change.pipeline.unwrap_or(&cur.pipeline),
+            scope: change.scope.unwrap_or(&cur.scope),
+            rule: &self.rule,
+            zone: &self.zone,
+            enabled: cur.enabled,
+            misfire: change.misfire.unwrap_or(cur.misfire),
+        }
+    }
+}
+
+/// The cursor's next slot when schedule `cur` is enabled (`true`) or disabled at `now`:
+/// enabling restarts it from now, disabling keeps it.
+pub(crate) fn enabled_next(cur: &Schedule, enabled: bool, now: Timestamp) -> Option<Timestamp> {
+    if enabled {
+        next_due(&cur.rule, &cur.zone, later(now, cur.last_due_at))
+    } else {
+        cur.next_due_at
+    }
+}
+
+/// The action audited when a schedule is enabled or disabled.
+pub(crate) fn enabled_action(enabled: bool) -> &'static str {
+    if enabled {
+        "enable"
+    } else {
+        "disable"
+    }
+}
+
 impl<'e> Schedules<'e> {
     /// The same facade, auditing its changes as `actor` (1 to 256 bytes, no control
     /// characters; checked by each change).
@@ -261,7 +356,6 @@ impl<'e> Schedules<'e> {
     /// Bad input (name, pipeline, scope, rule, zone) or a name already taken is
     /// [`Error::InvalidInput`] naming the field; nothing is stored.
     pub fn create(&self, new: &NewSchedule) -> Result<Schedule> {
-        self.engine.sqlite_only("schedules.create")?;
         check_actor(self.actor)?;
         check_word("name", &new.name, NAME_EXTRA)?;
         check_pipeline_name(&new.pipeline)?;
@@ -277,22 +371,17 @@ impl<'e> Schedules<'e> {
             enabled: new.enabled,
             misfire: new.misfire,
         };
+        if let Some(b) = self.engine.backend() {
+            return b.create_schedule(&row, self.actor);
+        }
         self.engine.write(|tx| {
             let now = tx.now();
             let next = next_due(&rule, &zone, now);
             if store::schedule_by_name(tx, &new.name)?.is_some() {
-                return Err(Error::invalid(
-                    "name",
-                    format!("a schedule named {:?} already exists", new.name),
-                ));
+                return Err(duplicate_name(&new.name));
             }
             let id = store::insert_schedule(tx, &row, next, now)?;
-            let detail = serde_json::json!({
-                "name": new.name, "pipeline": new.pipeline, "scope": new.scope,
-                "rule": rule.to_string(), "zone": zone.to_string(),
-                "misfire": new.misfire.as_str(), "enabled": new.enabled,
-            });
-            audit(tx, id, "create", self.actor, detail, now)?;
+            audit(tx, id, "create", self.actor, create_detail(&row), now)?;
             store::schedule_by_id(tx, id)?.ok_or_else(|| Error::not_found("schedule", id))
         })
     }
@@ -301,7 +390,6 @@ impl<'e> Schedules<'e> {
     /// `both`, `daily 19:30` in Asia/Shanghai — unless a schedule of that name exists, and
     /// returns it. Hosts that want the default call this once after opening.
     pub fn ensure_default(&self) -> Result<Schedule> {
-        self.engine.sqlite_only("schedules.ensure_default")?;
         let new = NewSchedule::new(
             DEFAULT_SCHEDULE_NAME,
             "ingest",
@@ -319,41 +407,52 @@ impl<'e> Schedules<'e> {
 
     /// The schedule called `name`, or [`Error::NotFound`].
     pub fn get(&self, name: &str) -> Result<Schedule> {
-        self.engine.sqlite_only("schedules.get")?;
-        self.engine
-            .read(|c| store::schedule_by_name(c, name))?
-            .ok_or_else(|| Error::not_found("schedule", name))
+        let found = match self.engine.backend() {
+            Some(b) => b.get_schedule(name)?,
+            None => self.engine.read(|c| store::schedule_by_name(c, name))?,
+        };
+        found.ok_or_else(|| Error::not_found("schedule", name))
     }
 
     /// Every schedule, by name.
     pub fn list(&self) -> Result<Vec<Schedule>> {
-        self.engine.sqlite_only("schedules.list")?;
+        if let Some(b) = self.engine.backend() {
+            return b.list_schedules();
+        }
         self.engine.read(store::list_schedules)
     }
 
     /// Every slot of the schedule called `name`, oldest first.
     pub fn slots(&self, name: &str) -> Result<Vec<Slot>> {
-        self.engine.sqlite_only("schedules.slots")?;
         let s = self.get(name)?;
+        if let Some(b) = self.engine.backend() {
+            return b.schedule_slots(s.id);
+        }
         self.engine.read(|c| store::slots_of_schedule(c, s.id))
     }
 
     /// Every slot of every schedule, by due time.
     pub fn all_slots(&self) -> Result<Vec<Slot>> {
-        self.engine.sqlite_only("schedules.all_slots")?;
+        if let Some(b) = self.engine.backend() {
+            return b.all_slots();
+        }
         self.engine.read(store::all_slots)
     }
 
     /// When a ticker last claimed a due slot (`None` before the first): when the scheduler
     /// last fired something.
     pub fn last_claimed_at(&self) -> Result<Option<Timestamp>> {
-        self.engine.sqlite_only("schedules.last_claimed_at")?;
+        if let Some(b) = self.engine.backend() {
+            return b.last_claimed_at();
+        }
         self.engine.read(store::last_claimed_at)
     }
 
     /// The earliest next slot of any enabled schedule (when a loop should tick next).
     pub fn next_due(&self) -> Result<Option<Timestamp>> {
-        self.engine.sqlite_only("schedules.next_due")?;
+        if let Some(b) = self.engine.backend() {
+            return b.next_due();
+        }
         self.engine.read(store::next_due)
     }
 
@@ -363,7 +462,6 @@ impl<'e> Schedules<'e> {
     /// if that is later): slots of the old rule are never materialized after the edit, and
     /// any pending slot is skipped with code `SCHEDULE_EDITED`.
     pub fn edit(&self, name: &str, edit: &ScheduleEdit) -> Result<Schedule> {
-        self.engine.sqlite_only("schedules.edit")?;
         check_actor(self.actor)?;
         if let Some(p) = &edit.pipeline {
             check_pipeline_name(p)?;
@@ -371,39 +469,35 @@ impl<'e> Schedules<'e> {
         if let Some(s) = &edit.scope {
             check_scope(s)?;
         }
-        let new_rule: Option<Rule> = edit.rule.as_deref().map(str::parse).transpose()?;
-        let new_zone = edit.zone.as_deref().map(Zone::new).transpose()?;
+        let change = ScheduleChange {
+            pipeline: edit.pipeline.as_deref(),
+            scope: edit.scope.as_deref(),
+            rule: edit.rule.as_deref().map(str::parse).transpose()?,
+            zone: edit.zone.as_deref().map(Zone::new).transpose()?,
+            misfire: edit.misfire,
+        };
+        if let Some(b) = self.engine.backend() {
+            return b.edit_schedule(name, &change, self.actor);
+        }
         self.engine.write(|tx| {
             let now = tx.now();
             let cur = store::schedule_by_name(tx, name)?
                 .ok_or_else(|| Error::not_found("schedule", name))?;
-            let rule = new_rule.unwrap_or(cur.rule);
-            let zone = new_zone.clone().unwrap_or_else(|| cur.zone.clone());
-            let timing_changed = rule != cur.rule || zone != cur.zone;
-            let next = if timing_changed {
+            let plan = EditPlan::new(&cur, &change, now);
+            if plan.timing_changed {
                 for id in store::pending_of_schedule(tx, cur.id)? {
-                    store::skip_pending_slot(tx, id, "SCHEDULE_EDITED", None, now)?;
+                    store::skip_pending_slot(tx, id, SCHEDULE_EDITED, None, now)?;
                 }
-                next_due(&rule, &zone, later(now, cur.last_due_at))
-            } else {
-                cur.next_due_at
-            };
-            let row = ScheduleRow {
-                name,
-                pipeline: edit.pipeline.as_deref().unwrap_or(&cur.pipeline),
-                scope: edit.scope.as_deref().unwrap_or(&cur.scope),
-                rule: &rule,
-                zone: &zone,
-                enabled: cur.enabled,
-                misfire: edit.misfire.unwrap_or(cur.misfire),
-            };
-            store::update_config(tx, cur.id, &row, next, now)?;
-            let detail = serde_json::json!({
-                "name": name, "pipeline": edit.pipeline, "scope": edit.scope,
-                "rule": new_rule.map(|r| r.to_string()), "zone": new_zone.as_ref().map(Zone::to_string),
-                "misfire": edit.misfire.map(|m| m.as_str()),
-            });
-            audit(tx, cur.id, "edit", self.actor, detail, now)?;
+            }
+            store::update_config(tx, cur.id, &plan.row(&cur, &change), plan.next, now)?;
+            audit(
+                tx,
+                cur.id,
+                "edit",
+                self.actor,
+                edit_detail(name, &change),
+                now,
+            )?;
             store::schedule_by_id(tx, cur.id)?.ok_or_else(|| Error::not_found("schedule", name))
         })
     }
@@ -411,19 +505,20 @@ impl<'e> Schedules<'e> {
     /// Enables a schedule. If it was disabled, its cursor restarts from now: slots that fell
     /// while it was disabled are not fired. Enabling an enabled schedule changes nothing.
     pub fn enable(&self, name: &str) -> Result<Schedule> {
-        self.engine.sqlite_only("schedules.enable")?;
         self.set_enabled(name, true)
     }
 
     /// Disables a schedule: ticks stop materializing its slots; a pending slot is skipped
     /// with code `SCHEDULE_DISABLED`. Disabling a disabled schedule changes nothing.
     pub fn disable(&self, name: &str) -> Result<Schedule> {
-        self.engine.sqlite_only("schedules.disable")?;
         self.set_enabled(name, false)
     }
 
     fn set_enabled(&self, name: &str, enabled: bool) -> Result<Schedule> {
         check_actor(self.actor)?;
+        if let Some(b) = self.engine.backend() {
+            return b.set_schedule_enabled(name, enabled, self.actor);
+        }
         self.engine.write(|tx| {
             let now = tx.now();
             let cur = store::schedule_by_name(tx, name)?
@@ -431,24 +526,15 @@ impl<'e> Schedules<'e> {
             if cur.enabled == enabled {
                 return Ok(cur);
             }
-            let next = if enabled {
-                next_due(&cur.rule, &cur.zone, later(now, cur.last_due_at))
-            } else {
+            if !enabled {
                 for id in store::pending_of_schedule(tx, cur.id)? {
-                    store::skip_pending_slot(tx, id, "SCHEDULE_DISABLED", None, now)?;
+                    store::skip_pending_slot(tx, id, SCHEDULE_DISABLED, None, now)?;
                 }
-                cur.next_due_at
-            };
+            }
+            let next = enabled_next(&cur, enabled, now);
             store::update_enabled(tx, cur.id, enabled, next, now)?;
-            let action = if enabled { "enable" } else { "disable" };
-            audit(
-                tx,
-                cur.id,
-                action,
-                self.actor,
-                serde_json::json!({"name": name}),
-                now,
-            )?;
+            let detail = serde_json::json!({"name": name});
+            audit(tx, cur.id, enabled_action(enabled), self.actor, detail, now)?;
             store::schedule_by_id(tx, cur.id)?.ok_or_else(|| Error::not_found("schedule", name))
         })
     }
@@ -456,8 +542,10 @@ impl<'e> Schedules<'e> {
     /// Deletes a schedule and its slot history. Refused with
     /// [`Error::IllegalTransition`] while one of its slots is being fired.
     pub fn delete(&self, name: &str) -> Result<()> {
-        self.engine.sqlite_only("schedules.delete")?;
         check_actor(self.actor)?;
+        if let Some(b) = self.engine.backend() {
+            return b.delete_schedule(name, self.actor);
+        }
         self.engine.write(|tx| {
             let cur = store::schedule_by_name(tx, name)?
                 .ok_or_else(|| Error::not_found("schedule", name))?;
@@ -486,7 +574,6 @@ impl<'e> Schedules<'e> {
         now: Timestamp,
         fire: &dyn Fire,
     ) -> Result<TickReport> {
-        self.engine.sqlite_only("schedules.tick_with")?;
         tick::tick(self.engine, opts, now, fire)
     }
 
@@ -499,7 +586,6 @@ impl<'e> Schedules<'e> {
         fire: Arc<dyn Fire + Send + Sync>,
         opts: LoopOptions,
     ) -> Result<LoopHandle> {
-        self.engine.sqlite_only("schedules.spawn")?;
         runner::spawn(self.engine, fire, opts)
     }
 }

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::tick::{claim_due, finish_report, fire_one, Claimed, TickOptions, TickReport};
+use super::state::TickOptions;
+use super::tick::{claim_due, finish_report, fire_one, Claimed, TickReport};
 use super::Fire;
 use crate::clock::Timestamp;
 use crate::engine::Engine;

@@ -1,8 +1,11 @@
 //! The due-run (slot) state machine: [`SlotStatus`] and the single table of allowed
-//! transitions.
+//! transitions; what a tick is asked to do ([`TickOptions`]) and reports per slot
+//! ([`SlotReport`]).
 //!
 //! `migrations/V4__schedules.sql` (as amended by `V6__slot_give_back.sql`) mirrors [`TRANSITIONS`] in the `due_runs_state_machine`
 //! trigger; the test `due_run_state_machine_agrees_with_sql` proves the two equal.
+
+use std::time::Duration;
 
 use crate::clock::Timestamp;
 
@@ -82,6 +85,48 @@ pub struct SlotClaim {
     pub ticker: String,
     /// When it claimed the slot (with the ticker, the claim's fencing token).
     pub claimed_at: Timestamp,
+}
+
+/// How a tick behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickOptions {
+    /// Who claims slots (stored in `due_runs.claimed_by`). Default `pid-<process id>`.
+    pub ticker: String,
+    /// Under the `skip` misfire policy, a slot later than this is skipped instead of fired.
+    /// Default 5 minutes.
+    pub misfire_grace: Duration,
+    /// A slot claimed longer ago than this and never recorded (its ticker died) is
+    /// finished from the runs that name it, or given back and fired again when none does.
+    /// Bounded by what a claim can take before its run is started and names the slot: the
+    /// busy waits of two write transactions. Default 10 minutes.
+    pub claim_timeout: Duration,
+}
+
+impl Default for TickOptions {
+    fn default() -> Self {
+        Self {
+            ticker: format!("pid-{}", std::process::id()),
+            misfire_grace: Duration::from_secs(5 * 60),
+            claim_timeout: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// What happened to one slot during a tick.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SlotReport {
+    /// The slot's row id.
+    pub slot_id: i64,
+    /// The schedule's name.
+    pub schedule: String,
+    /// The slot's due instant.
+    pub due_at: Timestamp,
+    /// Its status after the tick.
+    pub status: SlotStatus,
+    /// Run ids recorded on it.
+    pub run_ids: Vec<i64>,
+    /// Skip or failure code.
+    pub code: Option<String>,
 }
 
 #[cfg(test)]

@@ -6,53 +6,13 @@ use std::time::Duration;
 
 use super::rule::next_due;
 use super::state::SlotStatus;
+use super::state::{SlotReport, TickOptions};
 use super::{Fire, FireOutcome, Misfire, Schedule, SlotClaim};
 use crate::clock::Timestamp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::storage::schedules::{self as store, Finish};
-
-/// How a tick behaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TickOptions {
-    /// Who claims slots (stored in `due_runs.claimed_by`). Default `pid-<process id>`.
-    pub ticker: String,
-    /// Under [`Misfire::Skip`], a slot later than this is skipped instead of fired.
-    /// Default 5 minutes.
-    pub misfire_grace: Duration,
-    /// A slot claimed longer ago than this and never recorded (its ticker died) is
-    /// finished from the runs that name it, or given back and fired again when none does.
-    /// Bounded by what a claim can take before its run is started and names the slot: the
-    /// busy waits of two write transactions. Default 10 minutes.
-    pub claim_timeout: Duration,
-}
-
-impl Default for TickOptions {
-    fn default() -> Self {
-        Self {
-            ticker: format!("pid-{}", std::process::id()),
-            misfire_grace: Duration::from_secs(5 * 60),
-            claim_timeout: Duration::from_secs(10 * 60),
-        }
-    }
-}
-
-/// What happened to one slot during a tick.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SlotReport {
-    /// The slot's row id.
-    pub slot_id: i64,
-    /// The schedule's name.
-    pub schedule: String,
-    /// The slot's due instant.
-    pub due_at: Timestamp,
-    /// Its status after the tick.
-    pub status: SlotStatus,
-    /// Run ids recorded on it.
-    pub run_ids: Vec<i64>,
-    /// Skip or failure code.
-    pub code: Option<String>,
-}
+pub(crate) use crate::storage::schedules::{ClaimStep, Claimed};
 
 /// The result of one tick.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -88,24 +48,6 @@ fn clip(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// A claimed slot waiting to be fired.
-pub(crate) struct Claimed {
-    slot_id: i64,
-    schedule: Schedule,
-    due_at: Timestamp,
-    claimed_at: Timestamp,
-}
-
-/// What the claiming half of a tick did.
-pub(crate) struct ClaimStep {
-    /// Slots finished (swept, skipped) or left pending (no pipeline here) by the step.
-    pub(crate) slots: Vec<SlotReport>,
-    /// How many slots were materialized.
-    pub(crate) materialized: usize,
-    /// The slots claimed, to be fired.
-    pub(crate) claimed: Vec<Claimed>,
-}
-
 /// The code of a due slot a ticker left pending because it has no pipeline of that name.
 pub const PIPELINE_NOT_HERE: &str = "PIPELINE_NOT_HERE";
 
@@ -132,7 +74,10 @@ pub(crate) fn finish_report(
     mut slots: Vec<SlotReport>,
 ) -> Result<TickReport> {
     slots.sort_by_key(|s| (s.due_at, s.slot_id));
-    let next_due = engine.read(store::next_due)?;
+    let next_due = match engine.backend() {
+        Some(b) => b.next_due()?,
+        None => engine.read(store::next_due)?,
+    };
     engine.note_scheduler_tick(now);
     Ok(TickReport {
         now,
@@ -142,9 +87,93 @@ pub(crate) fn finish_report(
     })
 }
 
+/// Checks a tick's options before anything is touched.
+fn check_options(opts: &TickOptions) -> Result<()> {
+    if opts.ticker.is_empty() || opts.ticker.len() > 256 {
+        return Err(Error::invalid("ticker", "must be 1 to 256 bytes"));
+    }
+    Ok(())
+}
+
+/// The instants of schedule `s` due by `now`, from its cursor on, and the cursor's next
+/// instant after them (step 2's rule, on every backend).
+pub(crate) fn due_instants(s: &Schedule, now: Timestamp) -> (Vec<Timestamp>, Option<Timestamp>) {
+    let mut due = Vec::new();
+    let mut next = s.next_due_at;
+    while let Some(at) = next.filter(|&at| at <= now) {
+        due.push(at);
+        next = next_due(&s.rule, &s.zone, at);
+    }
+    (due, next)
+}
+
+/// The misfire policy's decision for a slot due at `at`, materialized at `now` among slots
+/// whose latest is `last`: `None` to fire it, else the skip code and message.
+pub(crate) fn misfire_skip(
+    policy: Misfire,
+    at: Timestamp,
+    last: Timestamp,
+    now: Timestamp,
+    grace: Duration,
+) -> Option<(&'static str, String)> {
+    let is_latest = at == last;
+    let late = now.millis_since(at) > grace.as_millis() as i64;
+    match policy {
+        Misfire::All => None,
+        Misfire::LatestOnly if !is_latest => Some((
+            "MISFIRE_SUPERSEDED",
+            format!("a later slot ({last}) was due at the same tick"),
+        )),
+        Misfire::LatestOnly => None,
+        Misfire::Skip if late => Some((
+            "MISFIRE_SKIPPED",
+            format!("{} ms late, over the misfire grace", now.millis_since(at)),
+        )),
+        Misfire::Skip => None,
+    }
+}
+
+/// How a timed-out claim named by `runs` (`(run id, was a lock refusal)`, never empty) is
+/// finished: fired when one of them started, else skipped as turned away.
+pub(crate) struct TimedOut {
+    pub(crate) status: SlotStatus,
+    pub(crate) run_ids: Vec<i64>,
+    pub(crate) code: Option<&'static str>,
+    pub(crate) message: Option<String>,
+}
+
+impl TimedOut {
+    /// Step 1's rule for a claim older than `cutoff` that `runs` name.
+    pub(crate) fn from_runs(runs: &[(i64, bool)], cutoff: Timestamp) -> TimedOut {
+        let started = runs.iter().any(|r| !r.1);
+        TimedOut {
+            status: if started {
+                SlotStatus::Fired
+            } else {
+                SlotStatus::Skipped
+            },
+            run_ids: runs.iter().map(|r| r.0).collect(),
+            code: (!started).then_some("RUN_ALREADY_ACTIVE"),
+            message: (!started)
+                .then(|| format!("claimed before {cutoff}; finished from the runs that name it")),
+        }
+    }
+
+    /// As the row's outcome.
+    pub(crate) fn finish(&self) -> Finish<'_> {
+        Finish {
+            status: self.status,
+            run_ids: &self.run_ids,
+            code: self.code,
+            message: self.message.as_deref(),
+        }
+    }
+}
+
 /// Steps 1 to 3 of a tick in one write transaction: sweep abandoned claims, materialize due
 /// slots, claim at most `limit` pending due slots whose pipeline `fire` handles (the others
-/// stay pending for a ticker that has it, reported with [`PIPELINE_NOT_HERE`]).
+/// stay pending for a ticker that has it, reported with [`PIPELINE_NOT_HERE`]). On a backend
+/// other than SQLite, its twin does the same steps with the same rules.
 pub(crate) fn claim_due(
     engine: &Engine,
     opts: &TickOptions,
@@ -152,8 +181,9 @@ pub(crate) fn claim_due(
     fire: &dyn Fire,
     limit: usize,
 ) -> Result<ClaimStep> {
-    if opts.ticker.is_empty() || opts.ticker.len() > 256 {
-        return Err(Error::invalid("ticker", "must be 1 to 256 bytes"));
+    check_options(opts)?;
+    if let Some(b) = engine.backend() {
+        return b.claim_due_slots(opts, now, &|s| fire.handles(s), limit);
     }
     let mut slots = Vec::new();
     let mut materialized = 0;
@@ -170,32 +200,15 @@ pub(crate) fn claim_due(
                 store::give_back_slot(tx, id, cutoff)?;
                 continue;
             }
-            let run_ids: Vec<i64> = runs.iter().map(|r| r.0).collect();
-            let started = runs.iter().any(|r| !r.1);
-            let msg = format!("claimed before {cutoff}; finished from the runs that name it");
-            let finish = Finish {
-                status: if started {
-                    SlotStatus::Fired
-                } else {
-                    SlotStatus::Skipped
-                },
-                run_ids: &run_ids,
-                code: (!started).then_some("RUN_ALREADY_ACTIVE"),
-                message: (!started).then_some(msg.as_str()),
-            };
-            if store::finish_timed_out_slot(tx, id, cutoff, &finish, now)? {
+            let timed_out = TimedOut::from_runs(&runs, cutoff);
+            if store::finish_timed_out_slot(tx, id, cutoff, &timed_out.finish(), now)? {
                 slots.push(report(tx, id)?);
             }
         }
 
         // 2. Materialize the due slots of each due schedule, after its high-water mark.
         for s in store::due_schedules(tx, now)? {
-            let mut due = Vec::new();
-            let mut next = s.next_due_at;
-            while let Some(at) = next.filter(|&at| at <= now) {
-                due.push(at);
-                next = next_due(&s.rule, &s.zone, at);
-            }
+            let (due, next) = due_instants(&s, now);
             let Some(&last) = due.last() else { continue };
             let mut ids = Vec::with_capacity(due.len());
             for &at in &due {
@@ -203,23 +216,10 @@ pub(crate) fn claim_due(
             }
             store::update_cursor(tx, s.id, last, next)?;
             materialized += due.len();
-            for (i, (&id, &at)) in ids.iter().zip(&due).enumerate() {
-                let is_latest = i + 1 == due.len();
-                let late = now.millis_since(at) > opts.misfire_grace.as_millis() as i64;
-                let skip = match s.misfire {
-                    Misfire::All => None,
-                    Misfire::LatestOnly if !is_latest => Some((
-                        "MISFIRE_SUPERSEDED",
-                        format!("a later slot ({last}) was due at the same tick"),
-                    )),
-                    Misfire::LatestOnly => None,
-                    Misfire::Skip if late => Some((
-                        "MISFIRE_SKIPPED",
-                        format!("{} ms late, over the misfire grace", now.millis_since(at)),
-                    )),
-                    Misfire::Skip => None,
-                };
-                if let Some((code, msg)) = skip {
+            for (&id, &at) in ids.iter().zip(&due) {
+                if let Some((code, msg)) =
+                    misfire_skip(s.misfire, at, last, now, opts.misfire_grace)
+                {
                     if store::skip_pending_slot(tx, id, code, Some(&msg), now)? {
                         slots.push(report(tx, id)?);
                     }
@@ -241,10 +241,7 @@ pub(crate) fn claim_due(
                 continue;
             }
             if !fire.handles(&schedule) {
-                slots.push(SlotReport {
-                    code: Some(PIPELINE_NOT_HERE.into()),
-                    ..report(tx, id)?
-                });
+                slots.push(not_here(report(tx, id)?));
                 continue;
             }
             if claimed.len() >= limit {
@@ -266,6 +263,14 @@ pub(crate) fn claim_due(
         materialized,
         claimed,
     })
+}
+
+/// The report of a due slot left pending because this ticker has no pipeline for it.
+pub(crate) fn not_here(report: SlotReport) -> SlotReport {
+    SlotReport {
+        code: Some(PIPELINE_NOT_HERE.into()),
+        ..report
+    }
 }
 
 /// Step 4 for one claimed slot: fire it (outside any transaction) while a keep-alive thread
@@ -291,10 +296,13 @@ pub(crate) fn fire_one(
             {
                 // A failed renewal (busy file...) is retried at the next beat; a claim that
                 // is no longer this ticker's is simply not renewed.
-                let _ = engine.write(|tx| {
-                    let now = tx.now();
-                    store::renew_claim(tx, claim_ref.slot_id, &claim_ref.ticker, now)
-                });
+                let _ = match engine.backend() {
+                    Some(b) => b.renew_slot_claim(claim_ref.slot_id, &claim_ref.ticker),
+                    None => engine.write(|tx| {
+                        let now = tx.now();
+                        store::renew_claim(tx, claim_ref.slot_id, &claim_ref.ticker, now)
+                    }),
+                };
             }
         });
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -316,7 +324,21 @@ pub(crate) fn fire_one(
         let _ = keep_alive.join();
         outcome
     });
-    let (status, run_ids, code, message) = match &outcome {
+    let finish = outcome_finish(&outcome);
+    if let Some(b) = engine.backend() {
+        return b.finish_claimed_slot(c.slot_id, &opts.ticker, &finish, c.claimed_at);
+    }
+    // The outcome is recorded at the clock's time after the fire, not at the claim's.
+    engine.write(|tx| {
+        let done = tx.now().max(c.claimed_at);
+        store::finish_claimed_slot(tx, c.slot_id, &opts.ticker, &finish, done)?;
+        report(tx, c.slot_id)
+    })
+}
+
+/// How a fire's outcome is recorded on its slot.
+fn outcome_finish(outcome: &FireOutcome) -> Finish<'_> {
+    let (status, run_ids, code, message) = match outcome {
         FireOutcome::Fired { run_ids } if run_ids.is_empty() => (
             SlotStatus::Failed,
             &run_ids[..],
@@ -344,28 +366,27 @@ pub(crate) fn fire_one(
         (_, "") => Some("FIRE_FAILED"),
         (_, c) => Some(c),
     };
-    let finish = Finish {
+    Finish {
         status,
         run_ids,
         code,
         message: message.map(|m| clip(m, MAX_MESSAGE)),
-    };
-    // The outcome is recorded at the clock's time after the fire, not at the claim's.
-    engine.write(|tx| {
-        let done = tx.now().max(c.claimed_at);
-        store::finish_claimed_slot(tx, c.slot_id, &opts.ticker, &finish, done)?;
-        report(tx, c.slot_id)
-    })
+    }
 }
 
 fn report(conn: &rusqlite::Connection, id: i64) -> Result<SlotReport> {
     let s = store::slot(conn, id)?.ok_or_else(|| Error::not_found("due_run", id))?;
-    Ok(SlotReport {
+    Ok(slot_report(s))
+}
+
+/// A slot as a tick reports it.
+pub(crate) fn slot_report(s: super::Slot) -> SlotReport {
+    SlotReport {
         slot_id: s.id,
         schedule: s.schedule,
         due_at: s.due_at,
         status: s.status,
         run_ids: s.run_ids,
         code: s.outcome_code,
-    })
+    }
 }

@@ -12,7 +12,7 @@ use super::col;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::schedule::rule::{Rule, Zone};
-use crate::schedule::state::{SlotClaim, SlotStatus};
+use crate::schedule::state::{SlotClaim, SlotReport, SlotStatus};
 
 /// What to do with slots that fell due while no ticker ran (downtime).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
@@ -558,6 +558,38 @@ pub(crate) struct Finish<'a> {
     pub run_ids: &'a [i64],
     pub code: Option<&'a str>,
     pub message: Option<&'a str>,
+}
+
+/// A claimed slot waiting to be fired: what the claiming half of a tick hands to the
+/// firing half (on any backend).
+pub(crate) struct Claimed {
+    /// The slot's row id.
+    pub slot_id: i64,
+    /// Its schedule, as read when claimed.
+    pub schedule: Schedule,
+    /// The slot's due instant.
+    pub due_at: Timestamp,
+    /// When it was claimed (the claim's fencing time).
+    pub claimed_at: Timestamp,
+}
+
+/// What the claiming half of a tick did (on any backend).
+pub(crate) struct ClaimStep {
+    /// Slots finished (swept, skipped) or left pending (no pipeline here) by the step.
+    pub slots: Vec<SlotReport>,
+    /// How many slots were materialized.
+    pub materialized: usize,
+    /// The slots claimed, to be fired.
+    pub claimed: Vec<Claimed>,
+}
+
+/// A validated edit of a schedule's configuration; `None` keeps the current value.
+pub(crate) struct ScheduleChange<'a> {
+    pub pipeline: Option<&'a str>,
+    pub scope: Option<&'a str>,
+    pub rule: Option<Rule>,
+    pub zone: Option<Zone>,
+    pub misfire: Option<Misfire>,
 }
 
 /// Records the outcome of a slot claimed by `ticker`; `false` if it is no longer that

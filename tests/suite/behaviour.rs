@@ -5,13 +5,16 @@
 //! behaviour both backends must share: nothing in it may depend on which one it runs on.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runledger::run::{Gate, RetryPolicy, RunFilter, StageError, StageOutput};
+use runledger::schedule::{LoopOptions, DEFAULT_SCHEDULE_NAME, PIPELINE_NOT_HERE};
 use runledger::{
-    Engine, Error, JobFailure, JobState, ManualClock, NewJob, Pipeline, RecoveryPolicy, RunStatus,
-    Scope, ScopeSelector, Supervisor, SupervisorOptions, TriggerKind, Worker, WorkerOptions,
+    Engine, Error, Fire, FireOutcome, JobFailure, JobState, ManualClock, Misfire, NewJob,
+    NewSchedule, Pipeline, RecoveryPolicy, RunStatus, Schedule, ScheduleEdit, Scope, ScopeSelector,
+    SlotStatus, Supervisor, SupervisorOptions, TickOptions, Timestamp, TriggerKind, Worker,
+    WorkerOptions,
 };
 use serde_json::json;
 
@@ -35,6 +38,13 @@ macro_rules! behaviour_tests {
             the_lock_refuses_a_second_run_and_records_the_refusal,
             stages_keep_meta_annotations_and_raw_payloads,
             a_swept_run_stops_quietly_and_frees_its_lock,
+            schedules_are_created_edited_and_deleted_with_their_refusals,
+            a_tick_fires_each_due_slot_once,
+            misfire_policies_decide_which_missed_slots_fire,
+            a_disabled_or_edited_schedules_pending_slot_is_skipped,
+            fire_failures_are_recorded_with_their_codes,
+            a_claim_is_renewed_while_firing_and_given_back_when_abandoned,
+            the_schedule_loop_fires_due_slots_and_stops,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -872,4 +882,564 @@ fn flex_config(
         pacer: Pacer::new(clock.clone(), move |d| c.advance(d), RateLimits::default()),
         ..FlexConfig::new("777")
     }
+}
+
+// ---- schedules
+
+fn ts(text: &str) -> Timestamp {
+    Timestamp::parse(text).unwrap()
+}
+
+fn quarterly(name: &str) -> NewSchedule {
+    NewSchedule::new(name, "ingest", "targets", "every 15m", "UTC")
+}
+
+fn ticker(name: &str) -> TickOptions {
+    TickOptions {
+        ticker: name.into(),
+        ..TickOptions::default()
+    }
+}
+
+/// A `Fire` that records every call and answers `outcome` (the slots it fires name no run,
+/// so the scenarios need no pipeline): which slots were fired, and how often.
+struct Recorder {
+    calls: Mutex<Vec<(String, Timestamp)>>,
+    outcome: FireOutcome,
+}
+
+impl Recorder {
+    fn answering(outcome: FireOutcome) -> Self {
+        Recorder {
+            calls: Mutex::new(Vec::new()),
+            outcome,
+        }
+    }
+
+    /// Turns every slot away with code `HELD` (recorded `skipped`, never retried).
+    fn holding() -> Self {
+        Self::answering(FireOutcome::TurnedAway {
+            run_ids: vec![],
+            code: "HELD".into(),
+        })
+    }
+
+    fn calls(&self) -> Vec<(String, Timestamp)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn calls_of(&self, name: &str) -> Vec<Timestamp> {
+        let calls = self.calls.lock().unwrap();
+        calls.iter().filter(|c| c.0 == name).map(|c| c.1).collect()
+    }
+}
+
+impl Fire for Recorder {
+    fn fire(&self, schedule: &Schedule, slot: Timestamp) -> FireOutcome {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((schedule.name.clone(), slot));
+        self.outcome.clone()
+    }
+}
+
+fn names(engine: &Engine) -> Vec<String> {
+    let list = engine.schedules().list().unwrap();
+    list.into_iter().map(|s| s.name).collect()
+}
+
+/// create / get / list / edit / enable / disable / delete, and each refusal with its code,
+/// writing nothing.
+pub fn schedules_are_created_edited_and_deleted_with_their_refusals(
+    engine: &Engine,
+    clock: &ManualClock,
+) {
+    let schedules = engine.schedules();
+    let now = engine.now();
+    let created = schedules.create(&quarterly("quarter")).unwrap();
+    assert_eq!(created.name, "quarter");
+    assert_eq!(
+        (created.pipeline.as_str(), created.scope.as_str()),
+        ("ingest", "targets")
+    );
+    assert_eq!(created.rule.to_string(), "every 15m");
+    assert_eq!(created.zone.name(), "UTC");
+    assert!(created.enabled);
+    assert_eq!(created.misfire, Misfire::LatestOnly);
+    assert_eq!(created.last_due_at, None);
+    assert_eq!(created.next_due_at, Some(ts("2026-11-22T11:45:00.000Z")));
+    assert_eq!((created.created_at, created.updated_at), (now, now));
+    assert_eq!(schedules.get("quarter").unwrap(), created);
+    // names sort by their bytes on both backends
+    let daily = NewSchedule::new(
+        "Zeta",
+        "ingest",
+        "both",
+        "daily 19:30 mon-fri",
+        "Asia/Shanghai",
+    );
+    let zeta = schedules.create(&daily.misfire(Misfire::All)).unwrap();
+    assert_eq!(zeta.misfire, Misfire::All);
+    assert_eq!(zeta.rule.to_string(), "daily 19:30 mon-fri");
+    schedules.create(&quarterly("alpha")).unwrap();
+    assert_eq!(names(engine), ["Zeta", "alpha", "quarter"]);
+    assert_eq!(
+        schedules.ensure_default().unwrap().name,
+        DEFAULT_SCHEDULE_NAME
+    );
+    let default_id = schedules.ensure_default().unwrap().id;
+    assert_eq!(schedules.get(DEFAULT_SCHEDULE_NAME).unwrap().id, default_id);
+
+    // refusals: nothing stored, nothing changed
+    let before = schedules.list().unwrap();
+    let bad = |f: &dyn Fn(&mut NewSchedule)| {
+        let mut new = quarterly("fresh");
+        f(&mut new);
+        schedules.create(&new).map(|_| ())
+    };
+    let taken = schedules.create(&quarterly("quarter")).unwrap_err();
+    assert_eq!(taken.code(), "INVALID_INPUT");
+    assert!(matches!(&taken, Error::InvalidInput { field, .. } if field == "name"));
+    assert_eq!(code(bad(&|n| n.name = "no spaces".into())), "INVALID_INPUT");
+    assert_eq!(code(bad(&|n| n.name = String::new())), "INVALID_INPUT");
+    assert_eq!(code(bad(&|n| n.pipeline = "a b".into())), "INVALID_INPUT");
+    assert_eq!(code(bad(&|n| n.scope = "galaxy".into())), "INVALID_INPUT");
+    assert_eq!(code(bad(&|n| n.rule = "hourly".into())), "INVALID_INPUT");
+    assert_eq!(
+        code(bad(&|n| n.zone = "Mars/Olympus".into())),
+        "INVALID_INPUT"
+    );
+    assert_eq!(
+        code(schedules.by("").create(&quarterly("fresh"))),
+        "INVALID_INPUT"
+    );
+    let rule_edit = ScheduleEdit {
+        rule: Some("every 0m".into()),
+        ..ScheduleEdit::default()
+    };
+    assert_eq!(code(schedules.edit("quarter", &rule_edit)), "INVALID_INPUT");
+    let scope_edit = ScheduleEdit {
+        scope: Some("universe".into()),
+        ..ScheduleEdit::default()
+    };
+    assert_eq!(code(schedules.get("missing")), "NOT_FOUND");
+    assert_eq!(code(schedules.slots("missing")), "NOT_FOUND");
+    assert_eq!(code(schedules.edit("missing", &scope_edit)), "NOT_FOUND");
+    assert_eq!(code(schedules.enable("missing")), "NOT_FOUND");
+    assert_eq!(code(schedules.disable("missing")), "NOT_FOUND");
+    assert_eq!(code(schedules.delete("missing")), "NOT_FOUND");
+    assert_eq!(schedules.list().unwrap(), before);
+
+    // an edit of the scope keeps the cursor; one of the rule restarts it from now
+    clock.advance(Duration::from_secs(60));
+    let edited = schedules.by("ops").edit("quarter", &scope_edit).unwrap();
+    assert_eq!(edited.scope, "universe");
+    assert_eq!(edited.next_due_at, created.next_due_at);
+    assert_eq!(edited.updated_at, engine.now());
+    let hourly = ScheduleEdit {
+        rule: Some("every 1h".into()),
+        misfire: Some(Misfire::Skip),
+        ..ScheduleEdit::default()
+    };
+    let edited = schedules.edit("quarter", &hourly).unwrap();
+    assert_eq!(edited.rule.to_string(), "every 1h");
+    assert_eq!(edited.misfire, Misfire::Skip);
+    assert_eq!(edited.scope, "universe");
+    assert_eq!(edited.next_due_at, Some(ts("2026-11-22T12:00:00.000Z")));
+    assert_eq!(schedules.get("quarter").unwrap(), edited);
+
+    // disable takes it out of next_due; enable restarts its cursor from now
+    assert_eq!(
+        schedules.next_due().unwrap(),
+        Some(ts("2026-11-22T11:45:00.000Z"))
+    );
+    let off = schedules.disable("alpha").unwrap();
+    assert!(!off.enabled);
+    assert_eq!(
+        schedules.disable("alpha").unwrap(),
+        off,
+        "disabling twice changes nothing"
+    );
+    assert_eq!(
+        schedules.next_due().unwrap(),
+        Some(ts("2026-11-22T12:00:00.000Z"))
+    );
+    clock.advance(Duration::from_secs(3600));
+    let on = schedules.enable("alpha").unwrap();
+    assert!(on.enabled);
+    assert_eq!(on.next_due_at, Some(ts("2026-11-22T12:45:00.000Z")));
+    assert_eq!(schedules.enable("alpha").unwrap(), on);
+
+    schedules.by("ops").delete("alpha").unwrap();
+    assert_eq!(code(schedules.get("alpha")), "NOT_FOUND");
+    assert_eq!(names(engine), ["Zeta", DEFAULT_SCHEDULE_NAME, "quarter"]);
+    assert_eq!(schedules.all_slots().unwrap(), []);
+    assert_eq!(schedules.last_claimed_at().unwrap(), None);
+}
+
+/// A tick materializes each due slot once, fires it once, and records the outcome; ticks
+/// before the slot or after it do nothing more.
+pub fn a_tick_fires_each_due_slot_once(engine: &Engine, clock: &ManualClock) {
+    let schedules = engine.schedules();
+    schedules.create(&quarterly("q")).unwrap();
+    let fire = Recorder::holding();
+    let opts = ticker("ticker-a");
+    let slot = ts("2026-11-22T11:45:00.000Z");
+    let early = schedules
+        .tick_with(&opts, slot - Duration::from_millis(1), &fire)
+        .unwrap();
+    assert_eq!((early.materialized, early.slots.len()), (0, 0));
+    assert_eq!(early.next_due, Some(slot));
+    clock.set(slot + Duration::from_secs(2));
+    let report = schedules.tick_with(&opts, slot, &fire).unwrap();
+    assert_eq!(report.materialized, 1);
+    assert_eq!(report.slots.len(), 1);
+    let r = &report.slots[0];
+    assert_eq!((r.schedule.as_str(), r.due_at), ("q", slot));
+    assert_eq!(r.status, SlotStatus::Skipped);
+    assert_eq!(r.code.as_deref(), Some("HELD"));
+    assert_eq!(report.next_due, Some(ts("2026-11-22T12:00:00.000Z")));
+    assert_eq!(fire.calls(), [("q".to_string(), slot)]);
+    // later ticks before the next slot: nothing again
+    for later in [slot, slot + Duration::from_secs(60)] {
+        let again = schedules.tick_with(&opts, later, &fire).unwrap();
+        assert_eq!((again.materialized, again.slots.len()), (0, 0));
+    }
+    assert_eq!(fire.calls().len(), 1);
+    let slots = schedules.slots("q").unwrap();
+    assert_eq!(slots.len(), 1);
+    let s = &slots[0];
+    assert_eq!(
+        (s.id, s.due_at, s.status),
+        (r.slot_id, slot, SlotStatus::Skipped)
+    );
+    assert_eq!(s.claimed_by.as_deref(), Some("ticker-a"));
+    assert_eq!(s.claimed_at, Some(slot));
+    assert_eq!(s.finished_at, Some(slot + Duration::from_secs(2)));
+    assert_eq!(s.outcome_code.as_deref(), Some("HELD"));
+    assert_eq!(s.run_ids, Vec::<i64>::new());
+    assert_eq!(schedules.last_claimed_at().unwrap(), Some(slot));
+    let q = schedules.get("q").unwrap();
+    assert_eq!(q.last_due_at, Some(slot));
+    assert_eq!(q.next_due_at, Some(ts("2026-11-22T12:00:00.000Z")));
+    // three more slots at their times: each fired once, in order
+    for n in 1..=3u64 {
+        let at = slot + Duration::from_secs(900 * n);
+        clock.set(at);
+        let r = schedules.tick(at, &fire).unwrap();
+        assert_eq!((r.materialized, r.count(SlotStatus::Skipped)), (1, 1));
+    }
+    let fired: Vec<Timestamp> = fire.calls_of("q");
+    assert_eq!(fired.len(), 4);
+    assert!(fired
+        .windows(2)
+        .all(|w| w[1] == w[0] + Duration::from_secs(900)));
+    assert_eq!(schedules.all_slots().unwrap().len(), 4);
+}
+
+/// Downtime across three slots: `latest_only` fires the latest, `all` each, `skip` none
+/// (later than the grace); after it, `skip` fires an on-time slot again.
+pub fn misfire_policies_decide_which_missed_slots_fire(engine: &Engine, clock: &ManualClock) {
+    let schedules = engine.schedules();
+    for m in Misfire::ALL {
+        let new = NewSchedule::new(m.as_str(), "ingest", "targets", "every 1h", "UTC");
+        schedules.create(&new.misfire(m)).unwrap();
+    }
+    let fire = Recorder::holding();
+    let first = ts("2026-11-22T12:00:00.000Z");
+    let now = first + Duration::from_secs(2 * 3600 + 30 * 60);
+    clock.set(now);
+    let report = schedules.tick_with(&ticker("t"), now, &fire).unwrap();
+    assert_eq!(report.materialized, 9);
+    let codes = |name: &str| -> Vec<Option<String>> {
+        let slots = schedules.slots(name).unwrap();
+        slots.into_iter().map(|s| s.outcome_code).collect()
+    };
+    let held = Some("HELD".to_string());
+    let superseded = Some("MISFIRE_SUPERSEDED".to_string());
+    let late = Some("MISFIRE_SKIPPED".to_string());
+    assert_eq!(
+        fire.calls_of("latest_only"),
+        [first + Duration::from_secs(7200)]
+    );
+    assert_eq!(
+        codes("latest_only"),
+        [superseded.clone(), superseded, held.clone()]
+    );
+    assert_eq!(fire.calls_of("all").len(), 3);
+    assert_eq!(codes("all"), [held.clone(), held.clone(), held.clone()]);
+    assert_eq!(fire.calls_of("skip"), []);
+    assert_eq!(codes("skip"), [late.clone(), late.clone(), late]);
+    assert_eq!(report.slots.len(), 9);
+    assert!(report.slots.iter().all(|s| s.status == SlotStatus::Skipped));
+    // a slot late by less than the grace (5 minutes by default) fires under `skip`
+    let next = first + Duration::from_secs(3 * 3600);
+    let at = next + Duration::from_secs(4 * 60);
+    clock.set(at);
+    let report = schedules.tick_with(&ticker("t"), at, &fire).unwrap();
+    assert_eq!(report.materialized, 3);
+    assert_eq!(fire.calls_of("skip"), [next]);
+    assert_eq!(fire.calls().len(), 4 + 3);
+}
+
+/// A slot of a schedule no ticker here handles stays pending (`PIPELINE_NOT_HERE`); disabled,
+/// its pending slot is skipped (`SCHEDULE_DISABLED`) and never fired; the slots that fell
+/// while it was disabled are never materialized; a rule edit skips a pending slot
+/// (`SCHEDULE_EDITED`).
+pub fn a_disabled_or_edited_schedules_pending_slot_is_skipped(
+    engine: &Engine,
+    clock: &ManualClock,
+) {
+    struct Elsewhere;
+    impl Fire for Elsewhere {
+        fn fire(&self, _: &Schedule, _: Timestamp) -> FireOutcome {
+            unreachable!("handles nothing")
+        }
+        fn handles(&self, _: &Schedule) -> bool {
+            false
+        }
+    }
+    let schedules = engine.schedules();
+    schedules.create(&quarterly("q")).unwrap();
+    schedules.create(&quarterly("r")).unwrap();
+    let slot = ts("2026-11-22T11:45:00.000Z");
+    clock.set(slot);
+    let report = schedules.tick(slot, &Elsewhere).unwrap();
+    assert_eq!(report.materialized, 2);
+    assert!(report
+        .slots
+        .iter()
+        .all(|s| s.status == SlotStatus::Pending && s.code.as_deref() == Some(PIPELINE_NOT_HERE)));
+    // disabled: its pending slot skipped at once, nothing fired by a ticker that has it
+    schedules.disable("q").unwrap();
+    let rule = ScheduleEdit {
+        rule: Some("every 30m".into()),
+        ..ScheduleEdit::default()
+    };
+    let r = schedules.edit("r", &rule).unwrap();
+    assert_eq!(r.next_due_at, Some(ts("2026-11-22T12:00:00.000Z")));
+    let q_slots = schedules.slots("q").unwrap();
+    assert_eq!(q_slots.len(), 1);
+    assert_eq!(q_slots[0].status, SlotStatus::Skipped);
+    assert_eq!(
+        q_slots[0].outcome_code.as_deref(),
+        Some("SCHEDULE_DISABLED")
+    );
+    assert_eq!(q_slots[0].claimed_at, None);
+    let r_slots = schedules.slots("r").unwrap();
+    assert_eq!(r_slots[0].outcome_code.as_deref(), Some("SCHEDULE_EDITED"));
+    let fire = Recorder::holding();
+    let later = slot + Duration::from_secs(3600);
+    clock.set(later);
+    let report = schedules.tick(later, &fire).unwrap();
+    // r: 12:00 and 12:30 are due (latest_only: 12:00 superseded), q: nothing while disabled
+    assert_eq!(report.materialized, 2);
+    assert_eq!(
+        fire.calls(),
+        [("r".to_string(), later - Duration::from_secs(900))]
+    );
+    assert_eq!(schedules.slots("q").unwrap().len(), 1);
+    // enabled: its cursor restarts after now, the slots that fell meanwhile never exist
+    let q = schedules.enable("q").unwrap();
+    assert_eq!(q.next_due_at, Some(later + Duration::from_secs(900)));
+    let at = later + Duration::from_secs(900);
+    clock.set(at);
+    schedules.tick(at, &fire).unwrap();
+    assert_eq!(fire.calls_of("q"), [at]);
+    assert_eq!(schedules.slots("q").unwrap().len(), 2);
+}
+
+/// Each fire outcome is recorded on its slot with its code, and a finished slot is never
+/// fired again: a failure (`failed` with the code and message), a panic (`FIRE_PANICKED`),
+/// success without a run (`NO_RUN_IDS`), a turn-away without a code (`TURNED_AWAY`).
+pub fn fire_failures_are_recorded_with_their_codes(engine: &Engine, clock: &ManualClock) {
+    let schedules = engine.schedules();
+    for name in ["fails", "panics", "no-runs", "away"] {
+        schedules.create(&quarterly(name)).unwrap();
+    }
+    let calls = AtomicUsize::new(0);
+    let fire = |s: &Schedule, _: Timestamp| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        match s.name.as_str() {
+            "fails" => FireOutcome::Failed {
+                run_ids: vec![],
+                code: "PIPELINE_DOWN".into(),
+                message: "the pipeline is down".into(),
+            },
+            "panics" => panic!("fire blew up"),
+            "no-runs" => FireOutcome::Fired { run_ids: vec![] },
+            _ => FireOutcome::TurnedAway {
+                run_ids: vec![],
+                code: String::new(),
+            },
+        }
+    };
+    let slot = ts("2026-11-22T11:45:00.000Z");
+    clock.set(slot);
+    let report = schedules.tick(slot, &fire).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(report.count(SlotStatus::Failed), 3);
+    assert_eq!(report.count(SlotStatus::Skipped), 1);
+    let outcome = |name: &str| {
+        let s = schedules.slots(name).unwrap().remove(0);
+        (s.status, s.outcome_code, s.outcome_message)
+    };
+    assert_eq!(
+        outcome("fails"),
+        (
+            SlotStatus::Failed,
+            Some("PIPELINE_DOWN".into()),
+            Some("the pipeline is down".into())
+        )
+    );
+    assert_eq!(
+        outcome("panics"),
+        (
+            SlotStatus::Failed,
+            Some("FIRE_PANICKED".into()),
+            Some("fire blew up".into())
+        )
+    );
+    let (status, code_, _) = outcome("no-runs");
+    assert_eq!(
+        (status, code_.as_deref()),
+        (SlotStatus::Failed, Some("NO_RUN_IDS"))
+    );
+    assert_eq!(
+        outcome("away"),
+        (SlotStatus::Skipped, Some("TURNED_AWAY".into()), None)
+    );
+    // finished slots are final: the next ticks fire nothing of them
+    clock.advance(Duration::from_secs(60));
+    let again = schedules.tick(engine.now(), &fire).unwrap();
+    assert_eq!((again.materialized, again.slots.len()), (0, 0));
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+/// While a slot is being fired its claim is renewed (its `claimed_at` follows the clock),
+/// and its schedule cannot be deleted (`ILLEGAL_TRANSITION`); a claim older than the claim
+/// timeout that no run names is given back to the next ticker, which fires it (at least
+/// once), and the first ticker's late outcome does not overwrite it.
+pub fn a_claim_is_renewed_while_firing_and_given_back_when_abandoned(
+    engine: &Engine,
+    clock: &ManualClock,
+) {
+    let schedules = engine.schedules();
+    schedules.create(&quarterly("q")).unwrap();
+    let slot = ts("2026-11-22T11:45:00.000Z");
+    clock.set(slot);
+    let opts = TickOptions {
+        ticker: "a".into(),
+        misfire_grace: Duration::from_secs(300),
+        claim_timeout: Duration::from_millis(40),
+    };
+    let seen = Mutex::new(Vec::new());
+    let fire = |_: &Schedule, _: Timestamp| {
+        seen.lock().unwrap().push(code(schedules.delete("q")));
+        // the clock moves on: the keep-alive (every 10 ms here) renews the claim
+        clock.advance(Duration::from_secs(5));
+        let renewed = slot + Duration::from_secs(5);
+        let mut claimed_at = None;
+        for _ in 0..300 {
+            claimed_at = schedules.all_slots().unwrap()[0].claimed_at;
+            if claimed_at == Some(renewed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(claimed_at, Some(renewed), "the claim follows the clock");
+        FireOutcome::TurnedAway {
+            run_ids: vec![],
+            code: "HELD".into(),
+        }
+    };
+    let report = schedules.tick_with(&opts, slot, &fire).unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["ILLEGAL_TRANSITION"]);
+    let s = &schedules.all_slots().unwrap()[0];
+    assert_eq!(report.slots[0].status, SlotStatus::Skipped);
+    assert_eq!(s.claimed_at, Some(slot + Duration::from_secs(5)));
+    assert_eq!(s.finished_at, Some(slot + Duration::from_secs(5)));
+
+    // ticker `a` dies mid-fire (its fire outlives the claim timeout, the clock does not
+    // move so nothing renews it): ticker `b`'s tick gives the claim back and fires it
+    let next = slot + Duration::from_secs(900);
+    clock.set(next);
+    let calls = Mutex::new(Vec::new());
+    let b_opts = TickOptions {
+        ticker: "b".into(),
+        claim_timeout: Duration::from_secs(600),
+        ..opts.clone()
+    };
+    let dying = |_: &Schedule, _: Timestamp| {
+        calls.lock().unwrap().push("a");
+        let b_fire = |_: &Schedule, _: Timestamp| {
+            calls.lock().unwrap().push("b");
+            FireOutcome::Failed {
+                run_ids: vec![],
+                code: "B_FAILED".into(),
+                message: "b fired it".into(),
+            }
+        };
+        let b = schedules
+            .tick_with(&b_opts, next + Duration::from_secs(601), &b_fire)
+            .unwrap();
+        assert_eq!(b.slots.len(), 1);
+        assert_eq!(b.slots[0].status, SlotStatus::Failed);
+        FireOutcome::TurnedAway {
+            run_ids: vec![],
+            code: "HELD".into(),
+        }
+    };
+    let a_opts = TickOptions {
+        claim_timeout: Duration::from_secs(600),
+        ..opts
+    };
+    let a = schedules.tick_with(&a_opts, next, &dying).unwrap();
+    assert_eq!(*calls.lock().unwrap(), ["a", "b"]);
+    let s = &schedules.slots("q").unwrap()[1];
+    assert_eq!(s.due_at, next);
+    assert_eq!(s.status, SlotStatus::Failed);
+    assert_eq!(s.claimed_by.as_deref(), Some("b"));
+    assert_eq!(s.outcome_code.as_deref(), Some("B_FAILED"));
+    assert_eq!(
+        a.slots[0].code.as_deref(),
+        Some("B_FAILED"),
+        "a's outcome came too late"
+    );
+}
+
+/// `spawn`: the background loop ticks on the engine's clock, fires the due slot once on its
+/// pool, records it, and stops when told.
+pub fn the_schedule_loop_fires_due_slots_and_stops(engine: &Engine, clock: &ManualClock) {
+    engine.schedules().create(&quarterly("l")).unwrap();
+    let fire = Arc::new(Recorder::holding());
+    let opts = LoopOptions {
+        tick: ticker("loop"),
+        poll: Duration::from_millis(5),
+        ..LoopOptions::default()
+    };
+    let handle = engine.schedules().spawn(fire.clone(), opts).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(fire.calls().is_empty(), "nothing is due yet");
+    let slot = ts("2026-11-22T11:45:00.000Z");
+    clock.set(slot);
+    let finished = || {
+        let slots = engine.schedules().all_slots().unwrap();
+        slots
+            .first()
+            .is_some_and(|s| s.status == SlotStatus::Skipped)
+    };
+    let mut tries = 0;
+    while !finished() {
+        tries += 1;
+        assert!(tries < 2000, "the loop never fired the due slot");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    handle.stop();
+    assert_eq!(fire.calls(), [("l".to_string(), slot)]);
+    let s = engine.schedules().all_slots().unwrap().remove(0);
+    assert_eq!(s.claimed_by.as_deref(), Some("loop"));
+    assert_eq!(s.outcome_code.as_deref(), Some("HELD"));
 }

@@ -486,6 +486,18 @@ pub(crate) fn get_run(tx: &mut Tx<'_>, id: i64) -> Result<Run> {
     }
 }
 
+/// $1 slot id (text): the runs started for a slot, `(id, was a lock refusal)`, oldest
+/// first; served by the partial index `ingest_runs_slot`.
+const SLOT_RUNS: &str = "select id, coalesce(meta_json->>'blockedStage' = 'lock', false)
+     from ingest_runs where meta_json ? 'slotId' and meta_json->>'slotId' = $1
+     order by id";
+
+/// The runs started for slot `id`: `(run id, was a lock refusal)`, oldest first.
+pub(crate) fn slot_runs(tx: &mut Tx<'_>, id: i64) -> Result<Vec<(i64, bool)>> {
+    let rows = tx.query(SLOT_RUNS, &[&id.to_string()])?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Whether run `id` is started (`None`: no such run), holding it started (`FOR SHARE`: its
 /// ending waits) until the transaction ends.
 pub(crate) fn is_started(tx: &mut Tx<'_>, id: i64) -> Result<Option<bool>> {

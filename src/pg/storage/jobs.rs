@@ -140,9 +140,9 @@ const RESTART: &str = concat!(
 const AUDIT_LOCK: &str = "lock table audit_log in exclusive mode";
 /// The newest audit row's chain hash, which the next row follows.
 const AUDIT_LAST_HASH: &str = "select hash from audit_log order by id desc limit 1";
-/// $1 entity_id, $2 action, $3 actor, $4 at, $5 detail (text), $6 hash
+/// $1 entity, $2 entity_id, $3 action, $4 actor, $5 at, $6 detail (text), $7 hash
 const AUDIT: &str = "insert into audit_log (entity, entity_id, action, actor, at, detail, hash)
-     values ('job', $1, $2, $3, $4, ($5::text)::json, $6)";
+     values ($1, $2, $3, $4, $5, ($6::text)::json, $7)";
 
 /// Reads one row selected with [`job_columns!`], by column name.
 pub(crate) fn job_from_row(r: &postgres::Row) -> Result<Job> {
@@ -445,12 +445,28 @@ pub(crate) fn audit(
     detail: &Value,
     now: Timestamp,
 ) -> Result<()> {
+    audit_entity(tx, "job", id, action, actor, detail, now)
+}
+
+/// Appends an audit row for `entity` `id` (`job`, `schedule`), chained on the newest row.
+pub(crate) fn audit_entity(
+    tx: &mut Tx<'_>,
+    entity: &str,
+    id: i64,
+    action: &str,
+    actor: &str,
+    detail: &Value,
+    now: Timestamp,
+) -> Result<()> {
     tx.execute(AUDIT_LOCK, &[])?;
     let prev: Option<String> = tx.query_opt(AUDIT_LAST_HASH, &[])?.map(|r| r.get(0));
     let prev = prev.unwrap_or_else(|| integrity::GENESIS.to_string());
     let (entity_id, at, text) = (id.to_string(), now.to_string(), detail.to_string());
-    let hash = integrity::audit_hash(&prev, "job", &entity_id, action, actor, &at, &text);
-    tx.execute(AUDIT, &[&entity_id, &action, &actor, &at, &text, &hash])?;
+    let hash = integrity::audit_hash(&prev, entity, &entity_id, action, actor, &at, &text);
+    tx.execute(
+        AUDIT,
+        &[&entity, &entity_id, &action, &actor, &at, &text, &hash],
+    )?;
     Ok(())
 }
 
