@@ -45,6 +45,7 @@ macro_rules! behaviour_tests {
             fire_failures_are_recorded_with_their_codes,
             a_claim_is_renewed_while_firing_and_given_back_when_abandoned,
             the_schedule_loop_fires_due_slots_and_stops,
+            a_due_slot_runs_its_pipeline_once_and_names_the_runs,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1442,4 +1443,51 @@ pub fn the_schedule_loop_fires_due_slots_and_stops(engine: &Engine, clock: &Manu
     let s = engine.schedules().all_slots().unwrap().remove(0);
     assert_eq!(s.claimed_by.as_deref(), Some("loop"));
     assert_eq!(s.outcome_code.as_deref(), Some("HELD"));
+}
+
+/// The host's usual `Fire`, `ScheduledRuns`: a due slot runs its pipeline for its scope
+/// (trigger `schedule`, the run naming the slot, started behind the slot's claim), the slot
+/// records the run, and a later tick fires nothing again.
+pub fn a_due_slot_runs_its_pipeline_once_and_names_the_runs(engine: &Engine, clock: &ManualClock) {
+    let schedules = engine.schedules();
+    schedules
+        .create(&NewSchedule::new(
+            "nightly",
+            "ingest",
+            "both",
+            "every 15m",
+            "UTC",
+        ))
+        .unwrap();
+    let fire = runledger::ScheduledRuns::new(engine.clone()).register(
+        Pipeline::builder("ingest")
+            .stage("fetch", |ctx| {
+                Ok(StageOutput::with_detail(
+                    json!({"scope": ctx.scope().to_string()}),
+                ))
+            })
+            .build()
+            .unwrap(),
+    );
+    let slot = ts("2026-11-22T11:45:00.000Z");
+    clock.set(slot + Duration::from_secs(1));
+    let report = schedules.tick_with(&ticker("t1"), slot, &fire).unwrap();
+    assert_eq!(report.slots.len(), 1);
+    assert_eq!(report.slots[0].status, SlotStatus::Fired, "{report:?}");
+    let fired = &schedules.slots("nightly").unwrap()[0];
+    assert_eq!(fired.run_ids.len(), 2, "targets then universe");
+    for (id, scope) in fired.run_ids.iter().zip([Scope::Targets, Scope::Universe]) {
+        let run = engine.runs().get(*id).unwrap();
+        assert_eq!(
+            (run.status, run.scope, run.trigger),
+            (RunStatus::Success, scope, TriggerKind::Schedule)
+        );
+        assert_eq!(run.meta["slotId"], json!(fired.id));
+    }
+    let again = schedules
+        .tick_with(&ticker("t2"), slot + Duration::from_secs(60), &fire)
+        .unwrap();
+    assert!(again.slots.is_empty(), "a fired slot is never fired again");
+    let runs = engine.runs().list(&RunFilter::default()).unwrap();
+    assert_eq!(runs.len(), 2);
 }
