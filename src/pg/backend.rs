@@ -17,7 +17,7 @@ use super::storage::ingest_runs as runs_store;
 use crate::backend::{Backend, NewRunSpec};
 use crate::clock::{Deadline, Timestamp};
 use crate::engine::{Engine, EngineOptions};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::events::Event;
 use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
@@ -169,22 +169,7 @@ impl Backend for PgBackend {
             slot_id: spec.slot.map(|c| c.slot_id),
             claim: spec.slot,
         };
-        match self
-            .engine
-            .write(|tx, now| runs_store::start(tx, &new, now))?
-        {
-            runs_store::Started::Run(id) => Ok(id),
-            runs_store::Started::Rejected {
-                rejection_id,
-                active_run_id,
-                lease_expires_at,
-            } => Err(Error::RunAlreadyActive {
-                lock_key: new.lock_key(),
-                active_run_id,
-                recorded_run_id: Some(rejection_id),
-                lease_expires_at,
-            }),
-        }
+        self.engine.runs().start_new(&new)
     }
 
     fn finish_run(

@@ -75,8 +75,13 @@ impl PgRuns<'_> {
             slot_id,
             claim: None,
         };
-        let started = self.engine.write(|tx, now| store::start(tx, &new, now))?;
-        match started {
+        self.start_new(&new)
+    }
+
+    /// Starts `new` under its lock: its id, or `RUN_ALREADY_ACTIVE` naming the holder and
+    /// the failed run that records the refusal.
+    pub(crate) fn start_new(&self, new: &NewRun<'_>) -> Result<i64> {
+        match self.engine.write(|tx, now| store::start(tx, new, now))? {
             Started::Run(id) => Ok(id),
             Started::Rejected {
                 rejection_id,
