@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "V2__notify",
         include_str!("../../migrations/postgres/P2__notify.sql"),
     ),
+    (
+        3,
+        "V3__event_listeners",
+        include_str!("../../migrations/postgres/P3__event_listeners.sql"),
+    ),
 ];
 
 /// The advisory lock key the migration step holds ("runledgr" in ASCII).

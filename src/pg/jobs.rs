@@ -100,16 +100,9 @@ impl PgJobs<'_> {
         for kind in kinds {
             validate::identifier("kind", kind)?;
         }
-        self.engine.write(|tx, now| {
-            let Some((job, last)) = store::claim(tx, worker, kinds, now)? else {
-                return Ok(None);
-            };
-            let claimed = EventPayload::Claimed {
-                worker: worker.into(),
-                attempt: job.attempt,
-            };
-            events::append_after(tx, job.id, last, &claimed, now)?;
-            Ok(Some(Claim {
+        // one statement (the claim and its event): autocommit, one round trip
+        self.engine.write_one(|tx, now| {
+            Ok(store::claim(tx, worker, kinds, now)?.map(|job| Claim {
                 attempt: job.attempt,
                 job,
             }))
@@ -142,11 +135,10 @@ impl PgJobs<'_> {
     pub fn complete(&self, claim: &Claim, result: &Value) -> Result<Job> {
         let (id, attempt) = (claim.id(), claim.attempt);
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
-        self.engine.write(|tx, now| {
-            let (job, last) = store::complete(tx, id, attempt, result, now)?;
-            events::append_after(tx, id, last, &EventPayload::Completed { attempt }, now)?;
-            Ok(job)
-        })
+        let payload = EventPayload::Completed { attempt }.to_wire().to_string();
+        // one statement (the complete and its event): autocommit, one round trip
+        self.engine
+            .write_one(|tx, now| store::complete(tx, id, attempt, result, &payload, now))
     }
 
     /// running -> failed with a stable error `code` and a message.

@@ -441,3 +441,83 @@ fn pg_operator_pause_resume_cancel_restart_equal_sqlite() {
         ["pause", "resume", "cancel", "restart"]
     );
 }
+
+/// The claim and the complete append their event in the job's own statement, with the seq,
+/// payload text and chain hash computed by PostgreSQL: the payload is spelled as serde_json
+/// writes it (what SQLite stores) and the hash is byte for byte src/integrity.rs's, for
+/// worker names that JSON must escape and text beyond ASCII.
+#[test]
+fn pg_claim_and_complete_events_hash_as_rust_does() {
+    let Some(mut db) = TestDb::new("job_event_hash") else {
+        return;
+    };
+    let engine = db.engine();
+    let workers = [
+        "w1",
+        "quote \" and backslash \\ and slash /",
+        "é, ß, 日本, 😀",
+        "tab-free but 'single' quotes ; -- and $5",
+    ];
+    for worker in workers {
+        let job = engine
+            .jobs()
+            .create(&NewJob::new("u1", "report", json!({})))
+            .unwrap();
+        let claim = engine.jobs().claim(worker, &[]).unwrap().unwrap();
+        assert_eq!((claim.id(), claim.attempt), (job.id, 1));
+        engine.jobs().progress(&claim, 50, None).unwrap();
+        engine.jobs().complete(&claim, &json!({"ok": 1})).unwrap();
+        let rows = db
+            .raw
+            .query(
+                "select seq, kind, at, payload::text, prev_hash, hash from job_events
+                 where job_id = $1 order by seq",
+                &[&job.id],
+            )
+            .unwrap();
+        let kinds: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+        assert_eq!(kinds, ["created", "claimed", "progress", "completed"]);
+        let mut prev = runledger::integrity::GENESIS.to_string();
+        for (i, r) in rows.iter().enumerate() {
+            let (seq, kind, at): (i64, String, String) = (r.get(0), r.get(1), r.get(2));
+            let (payload, prev_hash, hash): (String, String, String) =
+                (r.get(3), r.get(4), r.get(5));
+            assert_eq!(seq, i as i64 + 1);
+            assert_eq!(prev_hash, prev, "{worker:?} seq {seq}");
+            let expected = match kind.as_str() {
+                "claimed" => json!({"worker": worker, "attempt": 1}).to_string(),
+                "completed" => json!({"attempt": 1}).to_string(),
+                _ => payload.clone(),
+            };
+            assert_eq!(payload, expected, "{worker:?} {kind}");
+            assert_eq!(
+                hash,
+                runledger::integrity::event_hash(&prev, job.id, seq, &kind, &at, &payload),
+                "{worker:?} {kind}"
+            );
+            prev = hash;
+        }
+    }
+    // the fast path still diagnoses a complete that matched nothing
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u1", "report", json!({})))
+        .unwrap();
+    let claim = engine.jobs().claim("w", &[]).unwrap().unwrap();
+    engine.jobs().complete(&claim, &json!({})).unwrap();
+    assert_eq!(
+        engine
+            .jobs()
+            .complete(&claim, &json!({}))
+            .unwrap_err()
+            .code(),
+        "JOB_NOT_RUNNING"
+    );
+    assert_eq!(
+        db.query_i64(&format!(
+            "select count(*) from job_events where job_id = {}",
+            job.id
+        )),
+        3
+    );
+}
