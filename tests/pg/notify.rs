@@ -371,4 +371,23 @@ fn pg_events_notify_only_while_an_event_listener_is_registered() {
     );
     drop(follower);
     drop(worker);
+    // a transaction left open over the table (as an event writer's is until it commits)
+    // holds a registration back at most 5 s: BUSY, and the writers behind it go on
+    let mut open_tx = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    open_tx
+        .batch_execute("begin; select count(*) from runledger_event_listeners")
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(PgListener::open(&db.url).unwrap_err().code(), "BUSY");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    open_tx.batch_execute("rollback").unwrap();
+    run_one(&engine);
+    assert_eq!(
+        db.query_i64("select count(*) from runledger_event_listeners"),
+        0
+    );
 }

@@ -10,8 +10,11 @@ use crate::pg::error::from_pg;
 /// Registers the calling session (after its `LISTEN runledger_events`), in one transaction:
 /// the exclusive lock waits for the writers that read the table before (their events are
 /// committed when this returns) and makes every later writer see the row; the rows of
-/// sessions that ended without unregistering go.
-const REGISTER: &str = "lock table runledger_event_listeners in access exclusive mode;
+/// sessions that ended without unregistering go. The lock waits at most 5 s (writers queue
+/// behind it meanwhile): a transaction left open after appending an event fails the
+/// registration instead of stalling every writer.
+const REGISTER: &str = "set local lock_timeout = '5s';
+    lock table runledger_event_listeners in access exclusive mode;
     delete from runledger_event_listeners
      where pid not in (select pid from pg_stat_activity where pid is not null);
     insert into runledger_event_listeners (pid) values (pg_backend_pid()) on conflict do nothing";
