@@ -49,15 +49,16 @@ impl PgJobs<'_> {
     /// Creates a job in state `created` (see [`Jobs::create`](crate::Jobs::create)).
     pub fn create(&self, new: &NewJob) -> Result<Job> {
         validate::new_job(new)?;
-        self.engine.write(|tx, now| {
-            let job = store::insert(tx, new, now)?;
-            let created = EventPayload::Created {
-                kind: job.kind.clone(),
-                user_id: job.user_id.clone(),
-            };
-            record(tx, job.id, &[created], now)?;
-            Ok(job)
-        })
+        let payload = EventPayload::Created {
+            kind: new.kind.clone(),
+            user_id: new.user_id.clone(),
+        }
+        .to_wire()
+        .to_string();
+        // one statement (the job and its event): autocommit, one round trip (and the
+        // parent's look-up before it, when there is one)
+        self.engine
+            .write_one(|tx, now| store::insert(tx, new, &payload, now))
     }
 
     /// The job with this id.

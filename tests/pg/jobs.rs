@@ -487,6 +487,7 @@ fn pg_claim_and_complete_events_hash_as_rust_does() {
             let expected = match kind.as_str() {
                 "claimed" => json!({"worker": worker, "attempt": 1}).to_string(),
                 "completed" => json!({"attempt": 1}).to_string(),
+                "created" => json!({"kind": "report", "user_id": "u1"}).to_string(),
                 _ => payload.clone(),
             };
             assert_eq!(payload, expected, "{worker:?} {kind}");

@@ -32,12 +32,20 @@ macro_rules! last_event {
     };
 }
 
-/// $1 user_id, $2 kind, $3 input, $4 tags, $5 parent_id, $6 timeout_ms, $7 max_retries, $8 now
+/// $1 user_id, $2 kind, $3 input, $4 tags, $5 parent_id, $6 timeout_ms, $7 max_retries, $8 now,
+/// $9 the `created` event's payload (JSON text): the job and its first event in one
+/// statement.
 const INSERT: &str = concat!(
-    "insert into jobs (user_id, kind, input, tags, parent_id, timeout_ms, max_retries, created_at, updated_at)
+    "with changed as (
+     insert into jobs (user_id, kind, input, tags, parent_id, timeout_ms, max_retries, created_at, updated_at)
      values ($1, $2, $3, $4, $5, $6, $7, $8, $8)
      returning ",
-    job_columns!()
+    job_columns!(),
+    ")",
+    event_of_changed_job!("created", "$8", "$9::text"),
+    " select ",
+    job_columns!(),
+    " from changed"
 );
 
 /// $1 id
@@ -216,8 +224,14 @@ fn last_event(r: &postgres::Row) -> Result<LastEvent> {
     Ok(seq.zip(hash))
 }
 
-/// Inserts a validated new job.
-pub(crate) fn insert(tx: &mut Tx<'_>, new: &NewJob, now: Timestamp) -> Result<Job> {
+/// Inserts a validated new job with its `created` event, whose payload is the JSON text
+/// `payload`, in one statement.
+pub(crate) fn insert(
+    tx: &mut impl Exec,
+    new: &NewJob,
+    payload: &str,
+    now: Timestamp,
+) -> Result<Job> {
     let tags = Value::from(new.tags.clone());
     let timeout_ms = new
         .timeout
@@ -231,7 +245,7 @@ pub(crate) fn insert(tx: &mut Tx<'_>, new: &NewJob, now: Timestamp) -> Result<Jo
         }
     }
     let max_retries = i64::from(new.max_retries);
-    let row = tx.query_one(
+    let row = tx.query_opt(
         INSERT,
         &[
             &new.user_id,
@@ -242,14 +256,25 @@ pub(crate) fn insert(tx: &mut Tx<'_>, new: &NewJob, now: Timestamp) -> Result<Jo
             &timeout_ms,
             &max_retries,
             &now.to_string(),
+            &payload,
         ],
     )?;
-    job_from_row(&row)
+    match row {
+        Some(row) => job_from_row(&row),
+        None => Err(super::corrupt(
+            "jobs",
+            "?",
+            "id",
+            "the insert returned no row (a trigger skipped it)".to_string(),
+        )),
+    }
 }
 
 /// Whether job `id` exists.
-pub(crate) fn exists(tx: &mut Tx<'_>, id: i64) -> Result<bool> {
-    Ok(tx.query_one(EXISTS, &[&id])?.get(0))
+pub(crate) fn exists(tx: &mut impl Exec, id: i64) -> Result<bool> {
+    Ok(tx
+        .query_opt(EXISTS, &[&id])?
+        .is_some_and(|r| r.get::<_, bool>(0)))
 }
 
 /// The job with this id.
