@@ -8,7 +8,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`); RUNLEDGER_BENCH_SCALE scales the job count.
 //! Each run works in a fresh schema `rl_bench`. A third column runs the plain statements in
 //! autocommit (no BEGIN/COMMIT round trips), as runledger runs its one-statement claim and
-//! complete since schema version 3: the strictest baseline. `RUNLEDGER_BENCH_PG_SET=synchronous_commit=off`
+//! complete since schema version 4: the strictest baseline. `RUNLEDGER_BENCH_PG_SET=synchronous_commit=off`
 //! runs both sides without waiting for the WAL flush at commit.
 
 use std::sync::{Arc, Barrier};

@@ -24,9 +24,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/P2__notify.sql"),
     ),
     (
-        3,
-        "V3__event_listeners",
-        include_str!("../../migrations/postgres/P3__event_listeners.sql"),
+        4,
+        "V4__event_listeners",
+        include_str!("../../migrations/postgres/P4__event_listeners.sql"),
     ),
 ];
 

@@ -8,7 +8,7 @@
 //! listener reconnects at its next wait and reports a wake, since notifications sent while
 //! it was away are gone: the caller then looks for work as after any wake.
 //!
-//! Job events notify only while an event listener is registered (schema version 3: a
+//! Job events notify only while an event listener is registered (schema version 4: a
 //! NOTIFY serializes the commits of the writers that send it). [`PgListener::open`]
 //! registers its session for events; [`PgListener::open_for_work`], a worker's, does not,
 //! so the claims and completes of a ledger that nobody follows send no NOTIFY.

@@ -284,7 +284,7 @@ fn pg_worker_heartbeats_while_the_handler_runs_and_drops_a_cancelled_jobs_result
     assert_eq!(job.result, None);
 }
 
-/// Schema version 3: an appended event sends its NOTIFY only while an event listener
+/// Schema version 4: an appended event sends its NOTIFY only while an event listener
 /// (`PgListener::open`) is registered, so a ledger nobody follows runs its claims and
 /// completes without the notify lock; a worker's listener (`open_for_work`) does not
 /// register and hears no events; a registration whose session ended is removed by the next.

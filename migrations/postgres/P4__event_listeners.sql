@@ -1,4 +1,4 @@
--- runledger on PostgreSQL, schema version 3 (issue 17's speed aim): job events notify only
+-- runledger on PostgreSQL, schema version 4 (issue 17's speed aim): job events notify only
 -- while someone listens for them.
 --
 -- A transaction that sends a NOTIFY takes one lock for the whole database at its commit and
