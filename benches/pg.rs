@@ -6,7 +6,9 @@
 //!
 //! `cargo bench --bench pg --features postgres` against `RUNLEDGER_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); RUNLEDGER_BENCH_SCALE scales the job count.
-//! Each run works in a fresh schema `rl_bench`. `RUNLEDGER_BENCH_PG_SET=synchronous_commit=off`
+//! Each run works in a fresh schema `rl_bench`. A third column runs the plain statements in
+//! autocommit (no BEGIN/COMMIT round trips), as runledger runs its one-statement claim and
+//! complete since schema version 4: the strictest baseline. `RUNLEDGER_BENCH_PG_SET=synchronous_commit=off`
 //! runs both sides without waiting for the WAL flush at commit.
 
 use std::sync::{Arc, Barrier};
@@ -103,8 +105,8 @@ fn main() {
     let now = "2026-11-22T11:30:00.000Z";
     println!("claim+complete, {n} jobs per row, jobs/s (each worker its own connection)");
     println!(
-        "{:>8} {:>12} {:>12} {:>7}",
-        "workers", "runledger", "plain SQL", "ratio"
+        "{:>8} {:>12} {:>12} {:>7} {:>14} {:>7}",
+        "workers", "runledger", "plain SQL", "ratio", "plain autocom.", "ratio"
     );
     for workers in [1usize, 2, 4, 8, 16] {
         let batch: Vec<NewJob> = (0..n)
@@ -162,9 +164,34 @@ fn main() {
                 true
             })
         });
+        let mut tx = raw.transaction().unwrap();
+        for i in 0..n {
+            tx.execute(&insert, &[&json!({ "i": i }), &now]).unwrap();
+        }
+        tx.commit().unwrap();
+        let auto = run(workers, || {
+            let mut c = Client::connect(&url, NoTls).unwrap();
+            let claim = c.prepare(PLAIN_CLAIM).unwrap();
+            let complete = c.prepare(PLAIN_COMPLETE).unwrap();
+            let worker = format!("w{}", rand_id());
+            let kinds = vec!["research".to_string()];
+            Box::new(move || {
+                let row = c
+                    .query_opt(&claim, &[&worker, &now, &false, &kinds])
+                    .unwrap();
+                let Some(row) = row else { return false };
+                let (id, attempt): (i64, i64) = (row.get(0), row.get(1));
+                let n = c
+                    .execute(&complete, &[&id, &attempt, &json!({"ok": true}), &now])
+                    .unwrap();
+                assert_eq!(n, 1);
+                true
+            })
+        });
         println!(
-            "{workers:>8} {ours:>12.0} {plain:>12.0} {:>6.2}x",
-            ours / plain
+            "{workers:>8} {ours:>12.0} {plain:>12.0} {:>6.2}x {auto:>14.0} {:>6.2}x",
+            ours / plain,
+            ours / auto
         );
     }
     admin.batch_execute("drop schema rl_bench cascade").unwrap();

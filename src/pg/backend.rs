@@ -269,7 +269,8 @@ impl Backend for PgBackend {
             return Ok(true);
         };
         if slot.is_none() {
-            match PgListener::open(&self.url) {
+            // for work only: it does not register for events, so it costs writers nothing
+            match PgListener::open_for_work(&self.url) {
                 Ok(l) => *slot = Some(l),
                 Err(e) => {
                     drop(slot);

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/P3__sqlite_twins.sql"),
     ),
     (
+        4,
+        "V4__event_listeners",
+        include_str!("../../migrations/postgres/P4__event_listeners.sql"),
+    ),
+    (
         5,
         "V5__slot_claim_renewal",
         include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),

@@ -11,13 +11,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use postgres::types::ToSql;
 use postgres::{Client, Row, Statement, Transaction};
 
 use super::db;
 use super::error::from_pg;
-use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::clock::{Clock, Stopwatch, SystemClock, Timestamp};
 use crate::error::{Error, Result};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -50,7 +51,18 @@ const IDLE_SESSIONS: usize = 8;
 struct Session {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// Since when it has sat in the idle list.
+    idle_since: Stopwatch,
 }
+
+/// A connection idle at least this long is checked with one round trip before a call uses
+/// it: the server may have ended it meanwhile (a restart, a failover, an idle timeout), and
+/// a one-statement call ([`PgEngine::write_one`], run in autocommit) cannot be retried
+/// safely once sent. Busy connections (reused within this) skip the check.
+const PROBE_IDLE: Duration = Duration::from_millis(100);
+
+/// How long the check may take before the connection is given up.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for PgEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +134,52 @@ impl<'a> Tx<'a> {
     }
 }
 
+/// The statements a job change runs whether it is inside a [`Tx`] or a single statement in
+/// autocommit ([`Auto`]): the guarded write and its diagnosis.
+pub(crate) trait Exec {
+    /// The row of `sql`, if any.
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>>;
+}
+
+impl Exec for Tx<'_> {
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        Tx::query_opt(self, sql, params)
+    }
+}
+
+/// A [`PgEngine::write_one`] call: statements run without BEGIN/COMMIT, each its own implicit
+/// transaction, with the connection's statement cache.
+pub(crate) struct Auto<'a> {
+    client: &'a mut Client,
+    statements: &'a mut HashMap<&'static str, Statement>,
+}
+
+impl Exec for Auto<'_> {
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let s = match self.statements.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client.prepare(sql).map_err(from_pg)?;
+                self.statements.insert(sql, s.clone());
+                s
+            }
+        };
+        self.client.query_opt(&s, params).map_err(from_pg)
+    }
+}
+
 impl PgEngine {
     /// Connects to `url` (`postgres://user@host/db`, or libpq's `key=value` form), applies
     /// the missing PostgreSQL migrations, and uses the system clock. A refused connection
@@ -141,6 +199,7 @@ impl PgEngine {
                 idle: Mutex::new(vec![Session {
                     client,
                     statements: HashMap::new(),
+                    idle_since: Stopwatch::start(),
                 }]),
             }),
         })
@@ -164,11 +223,19 @@ impl PgEngine {
             let taken = lock(&self.inner.idle).pop();
             match taken {
                 Some(s) if s.client.is_closed() => continue,
+                Some(mut s) if s.idle_since.elapsed() >= PROBE_IDLE => {
+                    if s.client.is_valid(PROBE_TIMEOUT).is_ok() {
+                        break s;
+                    }
+                    // ended by the server: the others, as old, likely were too
+                    lock(&self.inner.idle).clear();
+                }
                 Some(s) => break s,
                 None => {
                     break Session {
                         client: db::connect(&self.inner.url)?,
                         statements: HashMap::new(),
+                        idle_since: Stopwatch::start(),
                     }
                 }
             }
@@ -176,6 +243,7 @@ impl PgEngine {
         let result = f(&mut session);
         let lost = session.client.is_closed() || matches!(result, Err(Error::Unreachable { .. }));
         if !lost {
+            session.idle_since = Stopwatch::start();
             let mut idle = lock(&self.inner.idle);
             if idle.len() < IDLE_SESSIONS {
                 idle.push(session);
@@ -227,6 +295,32 @@ impl PgEngine {
                 let value = f(&mut tx, now)?;
                 tx.tx.commit().map_err(from_pg)?;
                 Ok(value)
+            });
+            match result {
+                Err(Error::Busy) if attempt < RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `f` at the time `now` without BEGIN and COMMIT: every statement `f` runs is its
+    /// own implicit transaction, atomic by itself. Only for a change that is ONE statement
+    /// (a job update with its event in a data-modifying `WITH`), which then costs one round
+    /// trip instead of three; whatever `f` runs after it (diagnosing a guarded write that
+    /// matched nothing) only reads. Retried on deadlock and serialization failure.
+    pub(crate) fn write_one<T>(
+        &self,
+        mut f: impl FnMut(&mut Auto<'_>, Timestamp) -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            let result = self.with_session(|s| {
+                let now = self.now();
+                let mut auto = Auto {
+                    client: &mut s.client,
+                    statements: &mut s.statements,
+                };
+                f(&mut auto, now)
             });
             match result {
                 Err(Error::Busy) if attempt < RETRIES => attempt += 1,

@@ -49,15 +49,16 @@ impl PgJobs<'_> {
     /// Creates a job in state `created` (see [`Jobs::create`](crate::Jobs::create)).
     pub fn create(&self, new: &NewJob) -> Result<Job> {
         validate::new_job(new)?;
-        self.engine.write(|tx, now| {
-            let job = store::insert(tx, new, now)?;
-            let created = EventPayload::Created {
-                kind: job.kind.clone(),
-                user_id: job.user_id.clone(),
-            };
-            record(tx, job.id, &[created], now)?;
-            Ok(job)
-        })
+        let payload = EventPayload::Created {
+            kind: new.kind.clone(),
+            user_id: new.user_id.clone(),
+        }
+        .to_wire()
+        .to_string();
+        // one statement (the job and its event): autocommit, one round trip (and the
+        // parent's look-up before it, when there is one)
+        self.engine
+            .write_one(|tx, now| store::insert(tx, new, &payload, now))
     }
 
     /// The job with this id.
@@ -100,16 +101,9 @@ impl PgJobs<'_> {
         for kind in kinds {
             validate::identifier("kind", kind)?;
         }
-        self.engine.write(|tx, now| {
-            let Some((job, last)) = store::claim(tx, worker, kinds, now)? else {
-                return Ok(None);
-            };
-            let claimed = EventPayload::Claimed {
-                worker: worker.into(),
-                attempt: job.attempt,
-            };
-            events::append_after(tx, job.id, last, &claimed, now)?;
-            Ok(Some(Claim {
+        // one statement (the claim and its event): autocommit, one round trip
+        self.engine.write_one(|tx, now| {
+            Ok(store::claim(tx, worker, kinds, now)?.map(|job| Claim {
                 attempt: job.attempt,
                 job,
             }))
@@ -183,11 +177,10 @@ impl PgJobs<'_> {
     /// [`PgJobs::complete`] for a caller holding only the fence.
     pub(crate) fn complete_fenced(&self, id: i64, attempt: i64, result: &Value) -> Result<Job> {
         validate::document("result", result, validate::MAX_DOCUMENT_BYTES)?;
-        self.engine.write(|tx, now| {
-            let (job, last) = store::complete(tx, id, attempt, result, now)?;
-            events::append_after(tx, id, last, &EventPayload::Completed { attempt }, now)?;
-            Ok(job)
-        })
+        let payload = EventPayload::Completed { attempt }.to_wire().to_string();
+        // one statement (the complete and its event): autocommit, one round trip
+        self.engine
+            .write_one(|tx, now| store::complete(tx, id, attempt, result, &payload, now))
     }
 
     /// running -> failed with a stable error `code` and a message.

@@ -8,6 +8,11 @@
 //! lost the listener reconnects at once and reports a wake, since notifications sent while
 //! it was away are gone: the caller then looks for work as after any wake. While the server
 //! is away the wait fails `UNREACHABLE` and the next wait tries again.
+//!
+//! Job events notify only while an event listener is registered (schema version 4: a
+//! NOTIFY serializes the commits of the writers that send it). [`PgListener::open`]
+//! registers its session for events; [`PgListener::open_for_work`], a worker's, does not,
+//! so the claims and completes of a ledger that nobody follows send no NOTIFY.
 
 use std::time::Duration;
 
@@ -16,6 +21,7 @@ use postgres::Client;
 
 use super::db;
 use super::error::from_pg;
+use super::storage::listeners;
 use crate::clock::Deadline;
 use crate::error::{Error, Result};
 
@@ -24,7 +30,8 @@ const WORK: &str = "runledger_work";
 /// The channel of appended job events; payload `<schema>/<job_id>/<seq>`.
 const EVENTS: &str = "runledger_events";
 
-const SUBSCRIBE: &str = "LISTEN runledger_work; LISTEN runledger_events";
+const SUBSCRIBE_WORK: &str = "LISTEN runledger_work";
+const SUBSCRIBE_EVENTS: &str = "LISTEN runledger_events";
 const SCHEMA: &str = "select current_schema()::text";
 
 /// What ended a [`PgListener`] wait.
@@ -50,6 +57,8 @@ pub enum Wake {
 pub struct PgListener {
     url: String,
     schema: String,
+    /// Whether it hears job events (registered in `runledger_event_listeners`).
+    events: bool,
     client: Option<Client>,
 }
 
@@ -62,9 +71,14 @@ impl std::fmt::Debug for PgListener {
     }
 }
 
-fn subscribe(url: &str) -> Result<(Client, String)> {
+fn subscribe(url: &str, events: bool) -> Result<(Client, String)> {
     let mut client = db::connect(url)?;
-    client.batch_execute(SUBSCRIBE).map_err(from_pg)?;
+    client.batch_execute(SUBSCRIBE_WORK).map_err(from_pg)?;
+    if events {
+        // listening before registering: every event committed after the registration wakes
+        client.batch_execute(SUBSCRIBE_EVENTS).map_err(from_pg)?;
+        listeners::register(&mut client)?;
+    }
     let schema: Option<String> = client.query_one(SCHEMA, &[]).map_err(from_pg)?.get(0);
     let schema = schema
         .ok_or_else(|| Error::invalid("url", "no schema on the search_path holds the ledger"))?;
@@ -93,12 +107,25 @@ fn parse(schema: &str, channel: &str, payload: &str) -> Option<Wake> {
 
 impl PgListener {
     /// Connects to `url` (the engine's URL: the same server, database and `search_path`)
-    /// and subscribes to the ledger's channels. `UNREACHABLE` when the server is away.
+    /// and subscribes to the ledger's channels, claimable jobs and job events (registering
+    /// the session as an event listener, so that events notify while it is open).
+    /// `UNREACHABLE` when the server is away.
     pub fn open(url: &str) -> Result<Self> {
-        let (client, schema) = subscribe(url)?;
+        Self::connect(url, true)
+    }
+
+    /// [`PgListener::open`] for claimable jobs only (a worker's): the session is not
+    /// registered for events, and [`PgListener::wait_for_event`] is refused.
+    pub fn open_for_work(url: &str) -> Result<Self> {
+        Self::connect(url, false)
+    }
+
+    fn connect(url: &str, events: bool) -> Result<Self> {
+        let (client, schema) = subscribe(url, events)?;
         Ok(Self {
             url: url.to_string(),
             schema,
+            events,
             client: Some(client),
         })
     }
@@ -160,7 +187,7 @@ impl PgListener {
     /// while the server is away.
     fn reconnect(&mut self) -> Result<Option<Wake>> {
         self.client = None;
-        let (client, schema) = subscribe(&self.url)?;
+        let (client, schema) = subscribe(&self.url, self.events)?;
         self.schema = schema;
         self.client = Some(client);
         Ok(Some(Wake::Reconnected))
@@ -185,6 +212,12 @@ impl PgListener {
         job_id: Option<i64>,
         timeout: Duration,
     ) -> Result<Option<(i64, i64)>> {
+        if !self.events {
+            return Err(Error::invalid(
+                "listener",
+                "opened for work only (PgListener::open_for_work): it hears no job events",
+            ));
+        }
         let woke = self.wait(timeout, |w| match w {
             Wake::Event { job_id: j, .. } => job_id.is_none_or(|id| id == *j),
             Wake::Reconnected => true,
@@ -194,6 +227,18 @@ impl PgListener {
             Some(Wake::Event { job_id, seq }) => Some((job_id, seq)),
             _ => None,
         })
+    }
+}
+
+impl Drop for PgListener {
+    fn drop(&mut self) {
+        if let (true, Some(client)) = (self.events, self.client.as_mut()) {
+            if !client.is_closed() {
+                // best effort: a registration left behind only costs NOTIFYs until the next
+                // listener registers and removes it
+                let _ = listeners::unregister(client);
+            }
+        }
     }
 }
 

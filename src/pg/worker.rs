@@ -89,7 +89,7 @@ impl PgWorker {
         H: Fn(&Job) -> std::result::Result<Value, JobFailure> + Send + 'static,
     {
         let engine = PgEngine::open(&self.url)?;
-        let listener = PgListener::open(&self.url)?;
+        let listener = PgListener::open_for_work(&self.url)?;
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(Mutex::new(WorkerReport::default()));
         let (s, r) = (stop.clone(), report.clone());

@@ -210,6 +210,7 @@ mod ownership {
         ("ingest_probes", "src/pg/storage/modules.rs"),
         ("raw_payloads", "src/pg/storage/raw.rs"),
         ("raw_records", "src/pg/storage/raw.rs"),
+        ("runledger_event_listeners", "src/pg/storage/listeners.rs"),
     ];
 
     /// Words a literal starts with when it is SQL or a piece of a SQL statement.
@@ -407,6 +408,10 @@ mod ownership {
             let words: Vec<&str> = sql.split_whitespace().collect();
             for w in words.windows(3) {
                 if w[0].eq_ignore_ascii_case("create") && w[1].eq_ignore_ascii_case("table") {
+                    tables.push(w[2].trim_end_matches('(').to_ascii_lowercase());
+                }
+                // CREATE UNLOGGED TABLE name
+                if w[0].eq_ignore_ascii_case("unlogged") && w[1].eq_ignore_ascii_case("table") {
                     tables.push(w[2].trim_end_matches('(').to_ascii_lowercase());
                 }
             }

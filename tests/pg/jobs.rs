@@ -236,6 +236,10 @@ fn pg_first_call_after_the_server_ended_an_idle_session_succeeds_on_a_new_connec
               where application_name = 'rl_reconnect_test') t",
         );
         assert_eq!(killed, 1);
+        // the connection then sits idle a while, as it would between a host's calls (one
+        // idle at least 100 ms is checked before use; a one-statement call sent on a
+        // connection ended under it could not be retried: it might have committed)
+        std::thread::sleep(std::time::Duration::from_millis(150));
     };
     terminate(&mut db);
     let job = engine
@@ -442,5 +446,86 @@ fn pg_operator_pause_resume_cancel_restart_equal_sqlite() {
     assert_eq!(
         pg_audit.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
         ["pause", "resume", "cancel", "restart"]
+    );
+}
+
+/// The claim and the complete append their event in the job's own statement, with the seq,
+/// payload text and chain hash computed by PostgreSQL: the payload is spelled as serde_json
+/// writes it (what SQLite stores) and the hash is byte for byte src/integrity.rs's, for
+/// worker names that JSON must escape and text beyond ASCII.
+#[test]
+fn pg_claim_and_complete_events_hash_as_rust_does() {
+    let Some(mut db) = TestDb::new("job_event_hash") else {
+        return;
+    };
+    let engine = db.engine();
+    let workers = [
+        "w1",
+        "quote \" and backslash \\ and slash /",
+        "é, ß, 日本, 😀",
+        "tab-free but 'single' quotes ; -- and $5",
+    ];
+    for worker in workers {
+        let job = engine
+            .jobs()
+            .create(&NewJob::new("u1", "report", json!({})))
+            .unwrap();
+        let claim = engine.jobs().claim(worker, &[]).unwrap().unwrap();
+        assert_eq!((claim.id(), claim.attempt), (job.id, 1));
+        engine.jobs().progress(&claim, 50, None).unwrap();
+        engine.jobs().complete(&claim, &json!({"ok": 1})).unwrap();
+        let rows = db
+            .raw
+            .query(
+                "select seq, kind, at, payload::text, prev_hash, hash from job_events
+                 where job_id = $1 order by seq",
+                &[&job.id],
+            )
+            .unwrap();
+        let kinds: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+        assert_eq!(kinds, ["created", "claimed", "progress", "completed"]);
+        let mut prev = runledger::integrity::GENESIS.to_string();
+        for (i, r) in rows.iter().enumerate() {
+            let (seq, kind, at): (i64, String, String) = (r.get(0), r.get(1), r.get(2));
+            let (payload, prev_hash, hash): (String, String, String) =
+                (r.get(3), r.get(4), r.get(5));
+            assert_eq!(seq, i as i64 + 1);
+            assert_eq!(prev_hash, prev, "{worker:?} seq {seq}");
+            let expected = match kind.as_str() {
+                "claimed" => json!({"worker": worker, "attempt": 1}).to_string(),
+                "completed" => json!({"attempt": 1}).to_string(),
+                "created" => json!({"kind": "report", "user_id": "u1"}).to_string(),
+                _ => payload.clone(),
+            };
+            assert_eq!(payload, expected, "{worker:?} {kind}");
+            assert_eq!(
+                hash,
+                runledger::integrity::event_hash(&prev, job.id, seq, &kind, &at, &payload),
+                "{worker:?} {kind}"
+            );
+            prev = hash;
+        }
+    }
+    // the fast path still diagnoses a complete that matched nothing
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u1", "report", json!({})))
+        .unwrap();
+    let claim = engine.jobs().claim("w", &[]).unwrap().unwrap();
+    engine.jobs().complete(&claim, &json!({})).unwrap();
+    assert_eq!(
+        engine
+            .jobs()
+            .complete(&claim, &json!({}))
+            .unwrap_err()
+            .code(),
+        "JOB_NOT_RUNNING"
+    );
+    assert_eq!(
+        db.query_i64(&format!(
+            "select count(*) from job_events where job_id = {}",
+            job.id
+        )),
+        3
     );
 }

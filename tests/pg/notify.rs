@@ -283,3 +283,111 @@ fn pg_worker_heartbeats_while_the_handler_runs_and_drops_a_cancelled_jobs_result
     assert_eq!(job.state, runledger::JobState::Cancelled);
     assert_eq!(job.result, None);
 }
+
+/// Schema version 4: an appended event sends its NOTIFY only while an event listener
+/// (`PgListener::open`) is registered, so a ledger nobody follows runs its claims and
+/// completes without the notify lock; a worker's listener (`open_for_work`) does not
+/// register and hears no events; a registration whose session ended is removed by the next.
+#[test]
+fn pg_events_notify_only_while_an_event_listener_is_registered() {
+    let Some(mut db) = TestDb::new("notify_registry") else {
+        return;
+    };
+    let engine = db.engine();
+    let mut raw = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    raw.batch_execute("LISTEN runledger_events").unwrap();
+    // the payloads of this ledger heard within 300 ms, without the schema: `<job_id>/<seq>`
+    // (the channel is database-wide: tests running beside this one notify on it too)
+    let heard = |raw: &mut postgres::Client| -> Vec<String> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut notes = raw.notifications();
+        let mut iter = notes.timeout_iter(Duration::from_millis(300));
+        let mut out = Vec::new();
+        while let Ok(Some(n)) = iter.next() {
+            if let Some(rest) = n.payload().strip_prefix("rl_notify_registry/") {
+                out.push(rest.to_string());
+            }
+        }
+        out
+    };
+    let run_one = |engine: &runledger::pg::PgEngine| {
+        let job = engine
+            .jobs()
+            .create(&NewJob::new("u", "k", json!({})))
+            .unwrap();
+        let claim = engine.jobs().claim("w", &[]).unwrap().unwrap();
+        engine.jobs().complete(&claim, &json!({})).unwrap();
+        job.id
+    };
+    // nobody registered: a bare LISTEN hears no event (the work channel is another one)
+    run_one(&engine);
+    assert_eq!(heard(&mut raw), Vec::<String>::new());
+    // a worker's listener does not register, and refuses to wait for events
+    let mut worker = PgListener::open_for_work(&db.url).unwrap();
+    run_one(&engine);
+    assert_eq!(heard(&mut raw), Vec::<String>::new());
+    assert_eq!(
+        worker
+            .wait_for_event(None, Duration::from_millis(10))
+            .unwrap_err()
+            .code(),
+        "INVALID_INPUT"
+    );
+    // an event listener registers: each of the three events notifies, seqs 1, 2, 3
+    let mut follower = PgListener::open(&db.url).unwrap();
+    assert_eq!(
+        db.query_i64("select count(*) from runledger_event_listeners"),
+        1
+    );
+    let id = run_one(&engine);
+    assert_eq!(
+        heard(&mut raw),
+        [format!("{id}/1"), format!("{id}/2"), format!("{id}/3")]
+    );
+    assert_eq!(
+        follower
+            .wait_for_event(Some(id), Duration::from_secs(2))
+            .unwrap(),
+        Some((id, 1))
+    );
+    // dropped: unregistered, silent again
+    drop(follower);
+    assert_eq!(
+        db.query_i64("select count(*) from runledger_event_listeners"),
+        0
+    );
+    run_one(&engine);
+    assert_eq!(heard(&mut raw), Vec::<String>::new());
+    // a registration left by a session that ended (a crash, a killed connection) notifies
+    // until the next registration removes it
+    db.exec("insert into runledger_event_listeners (pid) values (-1)")
+        .unwrap();
+    run_one(&engine);
+    assert_eq!(heard(&mut raw).len(), 3);
+    let follower = PgListener::open(&db.url).unwrap();
+    assert_eq!(
+        db.query_i64("select count(*) from runledger_event_listeners where pid = -1"),
+        0
+    );
+    drop(follower);
+    drop(worker);
+    // a transaction left open over the table (as an event writer's is until it commits)
+    // holds a registration back at most 5 s: BUSY, and the writers behind it go on
+    let mut open_tx = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    open_tx
+        .batch_execute("begin; select count(*) from runledger_event_listeners")
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(PgListener::open(&db.url).unwrap_err().code(), "BUSY");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    open_tx.batch_execute("rollback").unwrap();
+    run_one(&engine);
+    assert_eq!(
+        db.query_i64("select count(*) from runledger_event_listeners"),
+        0
+    );
+}

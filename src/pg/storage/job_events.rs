@@ -18,6 +18,47 @@ macro_rules! columns {
     };
 }
 
+/// The event of a job change, appended by the change's own statement: the rest of a `WITH`
+/// whose first part, `changed`, is the job's update (`returning` the job's columns); the
+/// statement then ends with its own `select ... from changed`. `$kind` is the event's kind,
+/// `$at` the parameter holding the time, `$payload` a SQL expression (over `changed` and the
+/// parameters) of the payload's JSON text, spelled as `serde_json` writes it: the chain hash
+/// covers that text. The seq and the previous hash are the job's newest event's, read in
+/// the statement that holds the job's row lock; the hash is src/integrity.rs's
+/// `event_hash`, computed by PostgreSQL's built-in `sha256` (tests/pg compare the two, and
+/// doctor recomputes every hash in Rust). One statement, so a claim or a complete is one
+/// round trip in autocommit ([`PgEngine::write_one`](crate::pg::PgEngine)).
+macro_rules! event_of_changed_job {
+    ($kind:literal, $at:literal, $payload:literal) => {
+        concat!(
+            ", event as (
+               select changed.id as job_id, coalesce(prev.seq, 0) + 1 as seq,
+                      coalesce(prev.hash, '0000000000000000000000000000000000000000000000000000000000000000') as prev_hash,
+                      (",
+            $payload,
+            ")::text as payload
+               from changed left join lateral (
+                   select seq, hash from job_events where job_id = changed.id
+                   order by seq desc limit 1) prev on true),
+             appended as (
+               insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash)
+               select job_id, seq, '",
+            $kind,
+            "', payload::json, ",
+            $at,
+            "::text, prev_hash,
+                      encode(sha256(convert_to(concat_ws(chr(10), 'runledger-event-v1', prev_hash,
+                          job_id::text, seq::text, '",
+            $kind,
+            "', ",
+            $at,
+            "::text, payload), 'UTF8')), 'hex')
+               from event)"
+        )
+    };
+}
+pub(crate) use event_of_changed_job;
+
 /// $1 job_id, $2 seq, $3 kind, $4 payload (text), $5 at, $6 prev_hash, $7 hash
 const APPEND: &str = "insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash)
      values ($1, $2, $3, ($4::text)::json, $5, $6, $7)

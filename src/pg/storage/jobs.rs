@@ -5,13 +5,14 @@
 
 use serde_json::Value;
 
+use super::job_events::event_of_changed_job;
 use super::{get, opt_ts, parsed, ts};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::integrity;
 use crate::job::state::JobState;
 use crate::job::types::{Job, NewJob};
-use crate::pg::engine::Tx;
+use crate::pg::engine::{Exec, Tx};
 
 /// Every column of a [`Job`], as [`job_from_row`] reads them by name.
 macro_rules! job_columns {
@@ -31,12 +32,20 @@ macro_rules! last_event {
     };
 }
 
-/// $1 user_id, $2 kind, $3 input, $4 tags, $5 parent_id, $6 timeout_ms, $7 max_retries, $8 now
+/// $1 user_id, $2 kind, $3 input, $4 tags, $5 parent_id, $6 timeout_ms, $7 max_retries, $8 now,
+/// $9 the `created` event's payload (JSON text): the job and its first event in one
+/// statement.
 const INSERT: &str = concat!(
-    "insert into jobs (user_id, kind, input, tags, parent_id, timeout_ms, max_retries, created_at, updated_at)
+    "with changed as (
+     insert into jobs (user_id, kind, input, tags, parent_id, timeout_ms, max_retries, created_at, updated_at)
      values ($1, $2, $3, $4, $5, $6, $7, $8, $8)
      returning ",
-    job_columns!()
+    job_columns!(),
+    ")",
+    event_of_changed_job!("created", "$8", "$9::text"),
+    " select ",
+    job_columns!(),
+    " from changed"
 );
 
 /// $1 id
@@ -57,10 +66,13 @@ const STATE_OF: &str = "select state, attempt from jobs where id = $1";
 /// $1 id: the state, with the row locked for the rest of the transaction.
 const STATE_OF_LOCKED: &str = "select state, attempt from jobs where id = $1 for update";
 
-/// $1 worker, $2 now, $3 any kind, $4 kinds (text[]): the oldest created job, skipping rows
-/// another claimer holds.
+/// $1 worker, $2 now, $3 any kind, $4 kinds (text[]), $5 the worker as a JSON string: the
+/// oldest created job, skipping rows another claimer holds, and its `claimed` event (payload
+/// `{"attempt":..,"worker":..}`, serde_json's spelling: keys sorted, no spaces) in the same
+/// statement.
 const CLAIM: &str = concat!(
-    "update jobs set state = 'running', attempt = attempt + 1, worker_id = $1,
+    "with changed as (
+     update jobs set state = 'running', attempt = attempt + 1, worker_id = $1,
         started_at = greatest($2, created_at), heartbeat_at = $2, updated_at = $2
      where id = (select id from jobs
                  where state = 'created' and ($3 or kind = any($4))
@@ -68,7 +80,15 @@ const CLAIM: &str = concat!(
                  for update skip locked)
      returning ",
     job_columns!(),
-    last_event!()
+    ")",
+    event_of_changed_job!(
+        "claimed",
+        "$2",
+        "'{\"attempt\":' || changed.attempt || ',\"worker\":' || $5::text || '}'"
+    ),
+    " select ",
+    job_columns!(),
+    " from changed"
 );
 
 /// $1 id, $2 attempt, $3 now
@@ -85,14 +105,20 @@ const CHECKPOINT: &str =
     "update jobs set checkpoint = $4, checkpoint_at = $3, heartbeat_at = $3, updated_at = $3
      where id = $1 and attempt = $2 and state = 'running'";
 
-/// $1 id, $2 attempt, $3 now, $4 result
+/// $1 id, $2 attempt, $3 now, $4 result, $5 the `completed` event's payload (JSON text): the
+/// guarded complete and its event in one statement.
 const COMPLETE: &str = concat!(
-    "update jobs set state = 'completed', result = $4, progress = 100,
+    "with changed as (
+     update jobs set state = 'completed', result = $4, progress = 100,
         finished_at = greatest($3, started_at), updated_at = $3
      where id = $1 and attempt = $2 and state = 'running'
      returning ",
     job_columns!(),
-    last_event!()
+    ")",
+    event_of_changed_job!("completed", "$3", "$5::text"),
+    " select ",
+    job_columns!(),
+    " from changed"
 );
 
 /// $1 id, $2 attempt, $3 now, $4 code, $5 message
@@ -203,8 +229,14 @@ fn last_event(r: &postgres::Row) -> Result<LastEvent> {
     Ok(seq.zip(hash))
 }
 
-/// Inserts a validated new job.
-pub(crate) fn insert(tx: &mut Tx<'_>, new: &NewJob, now: Timestamp) -> Result<Job> {
+/// Inserts a validated new job with its `created` event, whose payload is the JSON text
+/// `payload`, in one statement.
+pub(crate) fn insert(
+    tx: &mut impl Exec,
+    new: &NewJob,
+    payload: &str,
+    now: Timestamp,
+) -> Result<Job> {
     let tags = Value::from(new.tags.clone());
     let timeout_ms = new
         .timeout
@@ -218,7 +250,7 @@ pub(crate) fn insert(tx: &mut Tx<'_>, new: &NewJob, now: Timestamp) -> Result<Jo
         }
     }
     let max_retries = i64::from(new.max_retries);
-    let row = tx.query_one(
+    let row = tx.query_opt(
         INSERT,
         &[
             &new.user_id,
@@ -229,14 +261,25 @@ pub(crate) fn insert(tx: &mut Tx<'_>, new: &NewJob, now: Timestamp) -> Result<Jo
             &timeout_ms,
             &max_retries,
             &now.to_string(),
+            &payload,
         ],
     )?;
-    job_from_row(&row)
+    match row {
+        Some(row) => job_from_row(&row),
+        None => Err(super::corrupt(
+            "jobs",
+            "?",
+            "id",
+            "the insert returned no row (a trigger skipped it)".to_string(),
+        )),
+    }
 }
 
 /// Whether job `id` exists.
-pub(crate) fn exists(tx: &mut Tx<'_>, id: i64) -> Result<bool> {
-    Ok(tx.query_one(EXISTS, &[&id])?.get(0))
+pub(crate) fn exists(tx: &mut impl Exec, id: i64) -> Result<bool> {
+    Ok(tx
+        .query_opt(EXISTS, &[&id])?
+        .is_some_and(|r| r.get::<_, bool>(0)))
 }
 
 /// The job with this id.
@@ -261,20 +304,25 @@ pub(crate) fn list(
     rows.iter().map(job_from_row).collect()
 }
 
-/// Claims the oldest created job of `kinds` (any kind if empty) for `worker`.
+/// Claims the oldest created job of `kinds` (any kind if empty) for `worker`, appending its
+/// `claimed` event, in one statement.
 pub(crate) fn claim(
-    tx: &mut Tx<'_>,
+    tx: &mut impl Exec,
     worker: &str,
     kinds: &[&str],
     now: Timestamp,
-) -> Result<Option<(Job, LastEvent)>> {
+) -> Result<Option<Job>> {
     let any = kinds.is_empty();
-    tx.query_opt(CLAIM, &[&worker, &now.to_string(), &any, &kinds])?
-        .map(|r| Ok((job_from_row(&r)?, last_event(&r)?)))
-        .transpose()
+    let worker_json = Value::from(worker).to_string();
+    tx.query_opt(
+        CLAIM,
+        &[&worker, &now.to_string(), &any, &kinds, &worker_json],
+    )?
+    .map(|r| job_from_row(&r))
+    .transpose()
 }
 
-fn state_of(tx: &mut Tx<'_>, sql: &'static str, id: i64) -> Result<(JobState, i64)> {
+fn state_of(tx: &mut impl Exec, sql: &'static str, id: i64) -> Result<(JobState, i64)> {
     let row = tx
         .query_opt(sql, &[&id])?
         .ok_or_else(|| Error::not_found("job", id))?;
@@ -287,7 +335,7 @@ fn state_of(tx: &mut Tx<'_>, sql: &'static str, id: i64) -> Result<(JobState, i6
 
 /// Explains why a worker's guarded write matched no row: unknown job, stale attempt, or the
 /// attempt still owns the job but it is no longer running.
-pub(crate) fn diagnose(tx: &mut Tx<'_>, id: i64, attempt: i64) -> Error {
+pub(crate) fn diagnose(tx: &mut impl Exec, id: i64, attempt: i64) -> Error {
     match state_of(tx, STATE_OF, id) {
         Err(e) => e,
         Ok((state, current)) if current != attempt => Error::StaleAttempt {
@@ -360,19 +408,19 @@ pub(crate) fn checkpoint(
     guarded(tx, CHECKPOINT, id, attempt, &[&now.to_string(), checkpoint])
 }
 
-/// running -> completed with `result`; the job and its newest event before this change.
+/// running -> completed with `result`, appending the `completed` event whose payload is the
+/// JSON text `payload`, in one statement.
 pub(crate) fn complete(
-    tx: &mut Tx<'_>,
+    tx: &mut impl Exec,
     id: i64,
     attempt: i64,
     result: &Value,
+    payload: &str,
     now: Timestamp,
-) -> Result<(Job, LastEvent)> {
-    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&id, &attempt];
+) -> Result<Job> {
     let now = now.to_string();
-    params.extend_from_slice(&[&now, result]);
-    match tx.query_opt(COMPLETE, &params)? {
-        Some(row) => Ok((job_from_row(&row)?, last_event(&row)?)),
+    match tx.query_opt(COMPLETE, &[&id, &attempt, &now, result, &payload])? {
+        Some(row) => job_from_row(&row),
         None => Err(diagnose(tx, id, attempt)),
     }
 }

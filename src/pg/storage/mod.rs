@@ -7,6 +7,7 @@
 pub(crate) mod ingest_runs;
 pub(crate) mod job_events;
 pub(crate) mod jobs;
+pub(crate) mod listeners;
 pub(crate) mod modules;
 pub(crate) mod raw;
 pub(crate) mod schedules;
