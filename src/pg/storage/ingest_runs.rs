@@ -105,12 +105,6 @@ const LIST: &str = concat!(
      order by id desc limit $6"
 );
 
-/// $1 slot id, $2 ticker, $3 claimed at: whether the slot is still claimed by that claim
-/// (the fence of a run started for a slot), held until the start commits.
-const HOLDS_CLAIM: &str = "select exists(select 1 from due_runs
-    where id = $1 and status = 'claimed' and claimed_by = $2 and claimed_at >= $3
-    for share)";
-
 /// $1 id
 const TIMELINE_OF: &str =
     "select timeline, lease_expires_at from ingest_runs where id = $1 and status = 'started'";
@@ -209,7 +203,7 @@ pub(crate) enum Started {
 pub(crate) fn start(tx: &mut Tx<'_>, new: &NewRun<'_>, now: Timestamp) -> Result<Started> {
     if let Some(claim) = new.claim {
         // The fence: a claim given back (its ticker was presumed dead) starts nothing.
-        if !holds_claim(tx, claim)? {
+        if !super::schedules::holds_claim(tx, claim)? {
             return Err(Error::IllegalTransition {
                 entity: "due_run",
                 id: claim.slot_id.to_string(),
@@ -373,15 +367,6 @@ pub(crate) fn list(tx: &mut Tx<'_>, filter: &RunFilter) -> Result<Vec<Run>> {
         ],
     )?;
     rows.iter().map(run_from_row).collect()
-}
-
-/// Whether slot `claim` is still claimed by its ticker (the fence of a slot's run start).
-pub(crate) fn holds_claim(tx: &mut Tx<'_>, claim: &SlotClaim) -> Result<bool> {
-    let row = tx.query_one(
-        HOLDS_CLAIM,
-        &[&claim.slot_id, &claim.ticker, &claim.claimed_at.to_string()],
-    )?;
-    Ok(row.get(0))
 }
 
 /// Moves a started run's lease to `until`; `false` if the run is no longer started.

@@ -799,3 +799,18 @@ pub(crate) const TABLES: &[TableSql] = &[
         set_sequence: "select setval(pg_get_serial_sequence('due_runs', 'id'), $1::bigint)",
     },
 ];
+
+/// $1 slot id, $2 ticker, $3 claimed at: whether the slot is still claimed by that claim
+/// (the fence of a run started for a slot), held until the start commits.
+const HOLDS_CLAIM: &str = "select exists(select 1 from due_runs
+    where id = $1 and status = 'claimed' and claimed_by = $2 and claimed_at >= $3
+    for share)";
+
+/// Whether slot `claim` is still claimed by its ticker (the fence of a slot's run start).
+pub(crate) fn holds_claim(tx: &mut Tx<'_>, claim: &SlotClaim) -> Result<bool> {
+    let row = tx.query_one(
+        HOLDS_CLAIM,
+        &[&claim.slot_id, &claim.ticker, &claim.claimed_at.to_string()],
+    )?;
+    Ok(row.get(0))
+}
