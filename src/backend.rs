@@ -24,8 +24,8 @@ use crate::run::state::{RunStatus, Scope, TriggerKind};
 use crate::run::timeline::TimelineEntry;
 use crate::schedule::state::{SlotClaim, SlotReport, TickOptions};
 use crate::storage::ingest_runs::{Run, RunFilter};
-use crate::storage::modules::Module;
-use crate::storage::raw::{RawFilter, RawInput, RawRecord, Rejection};
+use crate::storage::modules::{Module, PreflightConfig, ProbeError, ProbeSet, ReadinessSnapshot};
+use crate::storage::raw::{PruneReport, RawFilter, RawInput, RawRecord, Rejection};
 use crate::storage::schedules::{ClaimStep, Finish, Schedule, ScheduleChange, ScheduleRow, Slot};
 use crate::storage::supervisor_state::SupervisorStatus;
 
@@ -139,6 +139,24 @@ pub(crate) trait Backend: Send + Sync {
     fn set_module_enabled(&self, module: &str, enabled: bool) -> Result<()>;
     /// `Runs::delete_module`.
     fn delete_module(&self, module: &str) -> Result<()>;
+    /// `Runs::record_probe`.
+    fn record_probe(
+        &self,
+        module: &str,
+        outcome: &std::result::Result<(), ProbeError>,
+        latency_ms: i64,
+    ) -> Result<i64>;
+    /// `Runs::readiness`.
+    fn readiness(&self, scope: Scope, config: &PreflightConfig) -> Result<ReadinessSnapshot>;
+    /// `Runs::preflight` (and the built-in preflight gate).
+    fn preflight(
+        &self,
+        scope: Scope,
+        probes: &ProbeSet,
+        config: &PreflightConfig,
+    ) -> Result<ReadinessSnapshot>;
+    /// `Runs::prune`.
+    fn prune(&self, cutoff: Timestamp) -> Result<PruneReport>;
 
     /// Waits at most `timeout` for a job of `kinds` (any if empty) to become claimable:
     /// `true` when one may have (a hint: claim next), `false` at the timeout. The idle

@@ -22,11 +22,12 @@ use crate::events::Event;
 use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
 use crate::run::state::RunStatus;
+use crate::run::state::Scope;
 use crate::run::timeline::TimelineEntry;
 use crate::schedule::state::{SlotReport, TickOptions};
 use crate::storage::ingest_runs::{Run, RunFilter};
-use crate::storage::modules::Module;
-use crate::storage::raw::{RawFilter, RawInput, RawRecord, Rejection};
+use crate::storage::modules::{Module, PreflightConfig, ProbeError, ProbeSet, ReadinessSnapshot};
+use crate::storage::raw::{PruneReport, RawFilter, RawInput, RawRecord, Rejection};
 use crate::storage::schedules::{ClaimStep, Finish, Schedule, ScheduleChange, ScheduleRow, Slot};
 use crate::storage::supervisor_state::SupervisorStatus;
 
@@ -256,6 +257,32 @@ impl Backend for PgBackend {
 
     fn delete_module(&self, module: &str) -> Result<()> {
         self.engine.runs().delete_module(module)
+    }
+
+    fn record_probe(
+        &self,
+        module: &str,
+        outcome: &std::result::Result<(), ProbeError>,
+        latency_ms: i64,
+    ) -> Result<i64> {
+        self.engine.runs().record_probe(module, outcome, latency_ms)
+    }
+
+    fn readiness(&self, scope: Scope, config: &PreflightConfig) -> Result<ReadinessSnapshot> {
+        self.engine.runs().readiness(scope, config)
+    }
+
+    fn preflight(
+        &self,
+        scope: Scope,
+        probes: &ProbeSet,
+        config: &PreflightConfig,
+    ) -> Result<ReadinessSnapshot> {
+        self.engine.runs().preflight(scope, probes, config)
+    }
+
+    fn prune(&self, cutoff: Timestamp) -> Result<PruneReport> {
+        self.engine.runs().prune(cutoff)
     }
 
     /// The first idle thread waits on the engine's LISTEN connection (woken by the NOTIFY

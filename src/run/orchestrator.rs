@@ -597,14 +597,18 @@ impl<'a> Runs<'a> {
         outcome: &Result<(), ProbeError>,
         latency_ms: i64,
     ) -> Result<i64> {
-        self.engine.sqlite_only("runs.record_probe")?;
+        if let Some(b) = self.engine.backend() {
+            return b.record_probe(module, outcome, latency_ms);
+        }
         self.engine
             .write(|tx| probe::record_probe(tx, module, outcome, latency_ms, tx.now()))
     }
 
     /// The readiness of `scope` now, from stored probes only (nothing is probed).
     pub fn readiness(&self, scope: Scope, config: &PreflightConfig) -> Result<ReadinessSnapshot> {
-        self.engine.sqlite_only("runs.readiness")?;
+        if let Some(b) = self.engine.backend() {
+            return b.readiness(scope, config);
+        }
         let now = self.engine.now();
         self.engine
             .read(|c| probe::readiness(c, scope, config.fresh_for, now))
@@ -656,7 +660,9 @@ impl<'a> Runs<'a> {
     /// Retention: deletes terminal runs that finished before `cutoff`, their raw records,
     /// and payloads no record references any more, in one transaction. Started runs stay.
     pub fn prune(&self, cutoff: Timestamp) -> Result<PruneReport> {
-        self.engine.sqlite_only("runs.prune")?;
+        if let Some(b) = self.engine.backend() {
+            return b.prune(cutoff);
+        }
         self.engine.write(|tx| raw::prune(tx, cutoff))
     }
 }

@@ -8,18 +8,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::storage::{ingest_runs, raw};
 
-pub use crate::storage::raw::{RawFilter, RawInput, RawRecord, Rejection};
-
-/// What [`Runs::prune`](super::Runs::prune) removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct PruneReport {
-    /// Terminal runs deleted.
-    pub runs: usize,
-    /// Raw records of those runs deleted.
-    pub records: usize,
-    /// Payloads no record referenced any more, deleted.
-    pub payloads: usize,
-}
+pub use crate::storage::raw::{PruneReport, RawFilter, RawInput, RawRecord, Rejection};
 
 /// Largest payload accepted: 256 MiB.
 pub const MAX_PAYLOAD_BYTES: usize = 256 << 20;

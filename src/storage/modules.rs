@@ -1,6 +1,11 @@
 //! SQL for the module catalog (`ingest_modules`) and its probe results (`ingest_probes`).
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
+use serde_json::{json, Value};
 
 use super::check::{err, Check};
 use crate::clock::Timestamp;
@@ -217,3 +222,155 @@ pub(crate) const SCANS: &[(&str, &str)] = &[
 
 /// This module's doctor checks (collected by `doctor`).
 pub(crate) const CHECKS: &[Check] = &[err("json", "ingest_modules", MODULES_JSON)];
+
+// The preflight model: what a scope's readiness is made of, shared by both backends
+// (here, below the seam that hands preflight to PostgreSQL).
+
+/// Why a probe failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeError {
+    /// Stable code (`TIMEOUT`, `HTTP_503`...).
+    pub code: String,
+    /// Message (no secrets).
+    pub message: String,
+}
+
+impl ProbeError {
+    /// A probe failure.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A host probe: tests connectivity to the module it is registered for.
+pub type ProbeFn = Box<dyn Fn() -> Result<(), ProbeError> + Send + Sync>;
+
+/// The host's probe functions by module name.
+#[derive(Default)]
+pub struct ProbeSet {
+    pub(crate) probes: BTreeMap<String, ProbeFn>,
+}
+
+impl fmt::Debug for ProbeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.probes.keys()).finish()
+    }
+}
+
+impl ProbeSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This set with `probe` for `module`.
+    pub fn with(
+        mut self,
+        module: impl Into<String>,
+        probe: impl Fn() -> Result<(), ProbeError> + Send + Sync + 'static,
+    ) -> Self {
+        self.probes.insert(module.into(), Box::new(probe));
+        self
+    }
+}
+
+/// What the preflight gate does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreflightPolicy {
+    /// Probe stale or untested modules, then check readiness. The default.
+    #[default]
+    ProbeThenCheck,
+    /// Only check readiness from the probes already stored.
+    CheckOnly,
+    /// Do nothing (the gate is recorded as skipped).
+    Off,
+}
+
+serde_display!(PreflightPolicy);
+
+/// Preflight policy and freshness threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreflightConfig {
+    /// What the gate does.
+    pub policy: PreflightPolicy,
+    /// A probe older than this is stale. Default 15 minutes.
+    pub fresh_for: Duration,
+}
+
+impl Default for PreflightConfig {
+    fn default() -> Self {
+        Self {
+            policy: PreflightPolicy::default(),
+            fresh_for: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// One enabled module's readiness.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModuleReadiness {
+    /// The module.
+    pub module: String,
+    /// Its domain.
+    pub domain: String,
+    /// Its newest probe.
+    pub last_probe: Option<ProbeRecord>,
+    /// Whether that probe is younger than the threshold.
+    pub fresh: bool,
+    /// Fresh and ok.
+    pub ready: bool,
+    /// Why not ready: `UNTESTED`, `STALE` or `PROBE_FAILED`.
+    pub reason: Option<String>,
+}
+
+/// Readiness of one scope: every enabled module serving it, with its last probe.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReadinessSnapshot {
+    /// The scope.
+    pub scope: Scope,
+    /// When the snapshot was taken.
+    pub checked_at: Timestamp,
+    /// The freshness threshold used, in milliseconds.
+    pub fresh_for_ms: i64,
+    /// Every module is ready (true when the scope has no enabled module).
+    pub ready: bool,
+    /// Modules probed while taking this snapshot (preflight), in order.
+    pub probed: Vec<String>,
+    /// Each enabled module of the scope, by name.
+    pub modules: Vec<ModuleReadiness>,
+}
+
+impl ReadinessSnapshot {
+    /// `module: REASON` for every module that is not ready, joined by `; `.
+    pub fn why_not(&self) -> String {
+        let reasons: Vec<String> = self
+            .modules
+            .iter()
+            .filter(|m| !m.ready)
+            .map(|m| format!("{}: {}", m.module, m.reason.as_deref().unwrap_or("?")))
+            .collect();
+        if reasons.is_empty() {
+            "ready".into()
+        } else {
+            format!("not ready: {}", reasons.join("; "))
+        }
+    }
+
+    /// A compact JSON form for a timeline entry.
+    pub fn summary(&self) -> Value {
+        json!({
+            "ready": self.ready,
+            "probed": self.probed,
+            "modules": self.modules.iter().map(|m| json!({
+                "module": m.module,
+                "ready": m.ready,
+                "reason": m.reason,
+                "testedAt": m.last_probe.as_ref().map(|p| p.tested_at.to_string()),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}

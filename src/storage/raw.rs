@@ -21,6 +21,17 @@ pub struct RawInput<'a> {
     pub bytes: &'a [u8],
 }
 
+/// What [`Runs::prune`](crate::Runs::prune) removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct PruneReport {
+    /// Terminal runs deleted.
+    pub runs: usize,
+    /// Raw records of those runs deleted.
+    pub records: usize,
+    /// Payloads no record referenced any more, deleted.
+    pub payloads: usize,
+}
+
 /// A stored raw record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RawRecord {

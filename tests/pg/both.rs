@@ -58,14 +58,10 @@ fn calls_the_postgresql_backend_does_not_serve_are_refused_and_write_nothing() {
                 .unwrap_err(),
         ),
         (
-            "runs.preflight",
+            "runs.interrupt",
             engine
                 .runs()
-                .preflight(
-                    runledger::Scope::Targets,
-                    &runledger::run::ProbeSet::new(),
-                    &runledger::run::PreflightConfig::default(),
-                )
+                .interrupt(1, "gone", "op")
                 .map(|_| ())
                 .unwrap_err(),
         ),

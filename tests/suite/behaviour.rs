@@ -38,6 +38,8 @@ macro_rules! behaviour_tests {
             the_lock_refuses_a_second_run_and_records_the_refusal,
             stages_keep_meta_annotations_and_raw_payloads,
             a_swept_run_stops_quietly_and_frees_its_lock,
+            the_preflight_gate_probes_modules_and_blocks_a_scope_not_ready,
+            retention_prunes_old_terminal_runs_and_their_payloads,
             schedules_are_created_edited_and_deleted_with_their_refusals,
             a_tick_fires_each_due_slot_once,
             misfire_policies_decide_which_missed_slots_fire,
@@ -1490,4 +1492,122 @@ pub fn a_due_slot_runs_its_pipeline_once_and_names_the_runs(engine: &Engine, clo
     assert!(again.slots.is_empty(), "a fired slot is never fired again");
     let runs = engine.runs().list(&RunFilter::default()).unwrap();
     assert_eq!(runs.len(), 2);
+}
+
+/// The module catalog and the preflight gate: stale or untested modules are probed (the
+/// results kept), a scope with a module not ready is blocked at the gate, the other runs;
+/// readiness reads the kept probes.
+pub fn the_preflight_gate_probes_modules_and_blocks_a_scope_not_ready(
+    engine: &Engine,
+    clock: &ManualClock,
+) {
+    use runledger::run::{Module, PreflightConfig, ProbeError, ProbeSet};
+    let runs = engine.runs();
+    for (module, scopes) in [
+        ("ib_flex", vec![Scope::Targets, Scope::Universe]),
+        ("quotes", vec![Scope::Targets]),
+    ] {
+        runs.upsert_module(&Module {
+            module: module.into(),
+            domain: "d".into(),
+            scopes,
+            enabled: true,
+        })
+        .unwrap();
+    }
+    assert_eq!(runs.modules().unwrap().len(), 2);
+    assert_eq!(code(runs.set_module_enabled("nope", false)), "NOT_FOUND");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (c1, c2, k) = (calls.clone(), calls.clone(), clock.clone());
+    let probes = ProbeSet::new()
+        .with("ib_flex", move || {
+            c1.fetch_add(1, Ordering::SeqCst);
+            k.advance(Duration::from_millis(40));
+            Ok(())
+        })
+        .with("quotes", move || {
+            c2.fetch_add(1, Ordering::SeqCst);
+            Err(ProbeError::new("HTTP_503", "quotes unavailable"))
+        });
+    let p = Pipeline::builder("gated_by_probes")
+        .preflight(probes, PreflightConfig::default())
+        .stage("work", |_| Ok(StageOutput::done()))
+        .build()
+        .unwrap();
+    let out = runs
+        .trigger(&p, ScopeSelector::Both, TriggerKind::Manual)
+        .unwrap();
+    let targets = out[0].result.as_ref().unwrap();
+    assert_eq!(targets.status, RunStatus::Failed);
+    assert_eq!(targets.meta["blockedStage"], "preflight");
+    assert_eq!(targets.error_code.as_deref(), Some("PREFLIGHT_NOT_READY"));
+    let universe = out[1].result.as_ref().unwrap();
+    assert_eq!(universe.status, RunStatus::Success, "{universe:?}");
+    // targets probed both modules; universe found ib_flex fresh and probed nothing
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let ready = runs
+        .readiness(Scope::Universe, &PreflightConfig::default())
+        .unwrap();
+    assert!(ready.ready, "{ready:?}");
+    let not = runs
+        .readiness(Scope::Targets, &PreflightConfig::default())
+        .unwrap();
+    assert!(!not.ready);
+    assert!(not.why_not().contains("quotes"), "{}", not.why_not());
+    let id = runs.record_probe("quotes", &Ok(()), 12).unwrap();
+    assert!(id > 0);
+    let now_ready = runs
+        .readiness(Scope::Targets, &PreflightConfig::default())
+        .unwrap();
+    assert!(now_ready.ready, "{now_ready:?}");
+    assert_eq!(code(runs.record_probe("nope", &Ok(()), 1)), "NOT_FOUND");
+}
+
+/// Retention: terminal runs finished before the cutoff go with their records, then the
+/// payloads no record references; a started run and newer runs stay.
+pub fn retention_prunes_old_terminal_runs_and_their_payloads(engine: &Engine, clock: &ManualClock) {
+    let store = |bytes: &'static [u8]| {
+        Pipeline::builder("keep")
+            .stage("s", move |ctx| {
+                ctx.store_raw(&runledger::run::RawInput {
+                    source: "t",
+                    upstream_ref: None,
+                    content_type: "text/plain",
+                    bytes,
+                })?;
+                Ok(StageOutput::done())
+            })
+            .build()
+            .unwrap()
+    };
+    let runs = engine.runs();
+    let old = runs
+        .trigger(&store(b"old"), ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap()[0]
+        .result
+        .as_ref()
+        .unwrap()
+        .id;
+    clock.advance(Duration::from_secs(3600));
+    let cutoff = engine.now();
+    clock.advance(Duration::from_secs(60));
+    let new = runs
+        .trigger(&store(b"new"), ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap()[0]
+        .result
+        .as_ref()
+        .unwrap()
+        .id;
+    let report = runs.prune(cutoff).unwrap();
+    assert_eq!((report.runs, report.records, report.payloads), (1, 1, 1));
+    assert_eq!(code(runs.get(old)), "NOT_FOUND");
+    assert_eq!(runs.raw_records(new).unwrap().len(), 1);
+    assert_eq!(
+        code(runs.raw_payload(&runledger::run::raw::sha256_hex(b"old"))),
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        runs.prune(cutoff).unwrap(),
+        runledger::run::PruneReport::default()
+    );
 }
