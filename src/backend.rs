@@ -157,6 +157,20 @@ pub(crate) trait Backend: Send + Sync {
     ) -> Result<ReadinessSnapshot>;
     /// `Runs::prune`.
     fn prune(&self, cutoff: Timestamp) -> Result<PruneReport>;
+    /// `Runs::abandon` / `Runs::interrupt` (arguments checked): ends started run `id` failed
+    /// with `code` and `message` (`meta` merged), audited as `action` by `actor` with the
+    /// `reason`; the run, or `ILLEGAL_TRANSITION` when it is not started.
+    #[allow(clippy::too_many_arguments)]
+    fn end_run(
+        &self,
+        id: i64,
+        code: &str,
+        action: &str,
+        actor: &str,
+        message: &str,
+        meta: &Value,
+        reason: &str,
+    ) -> Result<Run>;
 
     /// Waits at most `timeout` for a job of `kinds` (any if empty) to become claimable:
     /// `true` when one may have (a hint: claim next), `false` at the timeout. The idle

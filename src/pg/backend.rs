@@ -9,15 +9,16 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::engine::PgEngine;
 use super::listener::PgListener;
 use super::storage::ingest_runs as runs_store;
+use super::storage::jobs as jobs_store;
 use crate::backend::{Backend, NewRunSpec};
 use crate::clock::{Deadline, Timestamp};
 use crate::engine::{Engine, EngineOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
@@ -283,6 +284,35 @@ impl Backend for PgBackend {
 
     fn prune(&self, cutoff: Timestamp) -> Result<PruneReport> {
         self.engine.runs().prune(cutoff)
+    }
+
+    fn end_run(
+        &self,
+        id: i64,
+        code: &str,
+        action: &str,
+        actor: &str,
+        message: &str,
+        meta: &Value,
+        reason: &str,
+    ) -> Result<Run> {
+        self.engine.write(|tx, now| {
+            let run = runs_store::get_run(tx, id)?;
+            let ended = run.status == RunStatus::Started
+                && runs_store::end_started(tx, id, code, message, meta.clone(), now)?;
+            if !ended {
+                let from = runs_store::get_run(tx, id)?.status;
+                return Err(Error::IllegalTransition {
+                    entity: "run",
+                    id: id.to_string(),
+                    from: from.to_string(),
+                    to: "failed".into(),
+                });
+            }
+            let detail = json!({"code": code, "reason": reason, "lockKey": run.lock_key});
+            jobs_store::audit_entity(tx, "run", id, action, actor, &detail, now)?;
+            runs_store::get_run(tx, id)
+        })
     }
 
     /// The first idle thread waits on the engine's LISTEN connection (woken by the NOTIFY

@@ -512,7 +512,6 @@ impl<'a> Runs<'a> {
     /// is [`Error::IllegalTransition`]; an unknown id [`Error::NotFound`]. Only for a run
     /// whose holder is gone: a live holder's next write finds its run ended.
     pub fn abandon(&self, id: i64, reason: &str, actor: &str) -> Result<Run> {
-        self.engine.sqlite_only("runs.abandon")?;
         self.end(id, "ABANDONED", "abandon", reason, actor)
     }
 
@@ -520,7 +519,6 @@ impl<'a> Runs<'a> {
     /// SIGTERM), freeing its lock at once; audited like [`Runs::abandon`] (action
     /// `interrupt`).
     pub fn interrupt(&self, id: i64, reason: &str, actor: &str) -> Result<Run> {
-        self.engine.sqlite_only("runs.interrupt")?;
         self.end(id, "INTERRUPTED", "interrupt", reason, actor)
     }
 
@@ -535,6 +533,11 @@ impl<'a> Runs<'a> {
                 "must be 1 to 256 bytes without control characters",
             ));
         }
+        let message = format!("{action} by {actor}: {reason}");
+        let meta = serde_json::json!({"errorCode": code, "endedBy": actor});
+        if let Some(b) = self.engine.backend() {
+            return b.end_run(id, code, action, actor, &message, &meta, reason);
+        }
         self.engine.write(|tx| {
             let now = tx.now();
             let run = store::get(tx, id)?;
@@ -546,9 +549,7 @@ impl<'a> Runs<'a> {
                     to: "failed".into(),
                 });
             }
-            let message = format!("{action} by {actor}: {reason}");
-            let meta = serde_json::json!({"errorCode": code, "endedBy": actor});
-            store::end_started(tx, id, code, &message, meta, now)?;
+            store::end_started(tx, id, code, &message, meta.clone(), now)?;
             let detail =
                 serde_json::json!({"code": code, "reason": reason, "lockKey": run.lock_key});
             crate::storage::jobs::audit_entity(tx, "run", id, action, actor, &detail, now)?;

@@ -49,22 +49,6 @@ fn calls_the_postgresql_backend_does_not_serve_are_refused_and_write_nothing() {
             "events.after",
             engine.events().after(0, 10).map(|_| ()).unwrap_err(),
         ),
-        (
-            "runs.abandon",
-            engine
-                .runs()
-                .abandon(1, "gone", "op")
-                .map(|_| ())
-                .unwrap_err(),
-        ),
-        (
-            "runs.interrupt",
-            engine
-                .runs()
-                .interrupt(1, "gone", "op")
-                .map(|_| ())
-                .unwrap_err(),
-        ),
     ];
     for (operation, e) in refused {
         assert_eq!(e.code(), "UNSUPPORTED_BACKEND", "{operation}");

@@ -40,6 +40,7 @@ macro_rules! behaviour_tests {
             a_swept_run_stops_quietly_and_frees_its_lock,
             the_preflight_gate_probes_modules_and_blocks_a_scope_not_ready,
             retention_prunes_old_terminal_runs_and_their_payloads,
+            an_operator_ends_a_started_run_at_once,
             schedules_are_created_edited_and_deleted_with_their_refusals,
             a_tick_fires_each_due_slot_once,
             misfire_policies_decide_which_missed_slots_fire,
@@ -1609,5 +1610,65 @@ pub fn retention_prunes_old_terminal_runs_and_their_payloads(engine: &Engine, cl
     assert_eq!(
         runs.prune(cutoff).unwrap(),
         runledger::run::PruneReport::default()
+    );
+}
+
+/// An operator ends a started run at once (`abandon`: its holder is gone; `interrupt`), its
+/// open stage closed failed with the code; the holder, still running, finds its lease lost
+/// and stops. Only a started run can be ended; the arguments are checked first.
+pub fn an_operator_ends_a_started_run_at_once(engine: &Engine, _clock: &ManualClock) {
+    let runs = engine.runs();
+    assert_eq!(code(runs.abandon(424242, "gone", "op")), "NOT_FOUND");
+    let p = Pipeline::builder("ended")
+        .stage("long", |ctx| {
+            let runs = ctx.engine().runs();
+            assert_eq!(
+                code(runs.abandon(ctx.run_id(), "  ", "op")),
+                "INVALID_INPUT"
+            );
+            let ended = runs.abandon(ctx.run_id(), "host died", "op").unwrap();
+            assert_eq!(ended.status, RunStatus::Failed);
+            assert_eq!(ended.error_code.as_deref(), Some("ABANDONED"));
+            assert_eq!(
+                ended.error_message.as_deref(),
+                Some("abandon by op: host died")
+            );
+            assert_eq!(ended.meta["endedBy"], "op");
+            assert_eq!(ended.meta["openStage"], "long");
+            assert_eq!(
+                code(runs.interrupt(ctx.run_id(), "again", "op")),
+                "ILLEGAL_TRANSITION"
+            );
+            Ok(StageOutput::done())
+        })
+        .stage("never", |_| panic!("an ended run runs no further stage"))
+        .build()
+        .unwrap();
+    let out = runs
+        .trigger(&p, ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap();
+    let run = out[0].result.as_ref().unwrap();
+    assert_eq!(run.error_code.as_deref(), Some("ABANDONED"));
+    assert_eq!(stages(run), [("long".into(), "failed".into(), 1)]);
+    assert_eq!(run.timeline[0].error_code.as_deref(), Some("ABANDONED"));
+    // the lock is free: the next trigger runs
+    let q = Pipeline::builder("ended")
+        .stage("s", |ctx| {
+            let ended = ctx
+                .engine()
+                .runs()
+                .interrupt(ctx.run_id(), "ctrl-c", "cli")
+                .unwrap();
+            assert_eq!(ended.error_code.as_deref(), Some("INTERRUPTED"));
+            Ok(StageOutput::done())
+        })
+        .build()
+        .unwrap();
+    let again = runs
+        .trigger(&q, ScopeSelector::Targets, TriggerKind::Manual)
+        .unwrap();
+    assert_eq!(
+        again[0].result.as_ref().unwrap().error_code.as_deref(),
+        Some("INTERRUPTED")
     );
 }

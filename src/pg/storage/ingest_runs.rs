@@ -423,30 +423,53 @@ pub(crate) fn abandon(tx: &mut Tx<'_>, id: i64, now: Timestamp) -> Result<bool> 
 
 fn abandon_row(tx: &mut Tx<'_>, id: i64, row: &postgres::Row, now: Timestamp) -> Result<bool> {
     let key = id.to_string();
-    let text: Value = get(row, "ingest_runs", &key, "timeline")?;
     let lease = opt_ts(row, "ingest_runs", &key, "lease_expires_at")?
         .map(|l| l.to_string())
         .unwrap_or_default();
     let message = format!("lease expired at {lease}: the holder stopped renewing it");
-    let mut meta = json!({"abandonedAt": now.to_string(), "errorCode": "ABANDONED"});
+    let meta = json!({"abandonedAt": now.to_string(), "errorCode": "ABANDONED"});
+    end_row(tx, id, row, "ABANDONED", &message, meta, now)
+}
+
+/// Ends started run `id` (its `TIMELINE_OF` row) failed with `code`: its open timeline entry
+/// closed failed with the same code and message. `false` if it was no longer started.
+fn end_row(
+    tx: &mut Tx<'_>,
+    id: i64,
+    row: &postgres::Row,
+    code: &str,
+    message: &str,
+    mut meta: Value,
+    now: Timestamp,
+) -> Result<bool> {
+    let text: Value = get(row, "ingest_runs", &id.to_string(), "timeline")?;
     if let Some(last) = timeline::parse(&text.to_string())?.pop() {
         if last.status == StageStatus::Started {
             meta["openStage"] = json!(last.stage);
             let closed = last
                 .close(StageStatus::Failed, now)
-                .with_error("ABANDONED", &message);
+                .with_error(code, message);
             let closed = serde_json::to_value(&closed).expect("entries serialize");
             tx.execute(REPLACE_LAST_ENTRY, &[&id, &closed])?;
         }
     }
-    finish(
-        tx,
-        id,
-        RunStatus::Failed,
-        Some(("ABANDONED", &message)),
-        &meta,
-        now,
-    )
+    finish(tx, id, RunStatus::Failed, Some((code, message)), &meta, now)
+}
+
+/// Ends started run `id` failed with `code` now (an operator's `abandon` / `interrupt`);
+/// `false` if it was no longer started.
+pub(crate) fn end_started(
+    tx: &mut Tx<'_>,
+    id: i64,
+    code: &str,
+    message: &str,
+    meta: Value,
+    now: Timestamp,
+) -> Result<bool> {
+    let Some(row) = tx.query_opt(TIMELINE_OF, &[&id])? else {
+        return Ok(false);
+    };
+    end_row(tx, id, &row, code, message, meta, now)
 }
 
 /// Finalizes every started run whose lease expired by `now` (and that no other sweeper
