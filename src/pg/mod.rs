@@ -35,7 +35,7 @@
 //! One [`PgEngine`] (and its clones) keeps up to 8 idle connections; each call runs on one
 //! of them or on a new one, so threads may share an engine. [`Engine::open`](crate::Engine::open)
 //! on a `postgres://` URL gives the same backend behind the SQLite engine's facades
-//! ([`backend`]).
+//! (`src/pg/backend.rs`).
 //!
 //! ```no_run
 //! # fn main() -> runledger::Result<()> {
