@@ -18,7 +18,6 @@ use serde_json::Value;
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::events::Event;
-use crate::job::diagnostics::JobDiagnostics;
 use crate::job::state::JobState;
 use crate::job::types::{
     Claim, Job, JobStats, NewJob, Recovery, RecoveryReport, SupervisorOptions,
@@ -77,8 +76,9 @@ pub(crate) trait Backend: Send + Sync {
 
     /// `Jobs::create_many`: all or none, in one transaction.
     fn create_jobs(&self, new: &[NewJob]) -> Result<Vec<Job>>;
-    /// `Jobs::diagnostics`, read in one snapshot.
-    fn job_diagnostics(&self, id: i64) -> Result<JobDiagnostics>;
+    /// `Jobs::diagnostics`: the job and its kept events (oldest first), read in one
+    /// snapshot.
+    fn job_and_events(&self, id: i64) -> Result<(Job, Vec<Event>)>;
     /// `Jobs::list_by_user` (`states` empty), `Jobs::active`, `Jobs::completed` and
     /// `Jobs::failed`: a user's jobs in one of `states`, newest first.
     fn jobs_of_user(&self, user_id: &str, states: &[JobState], limit: u32) -> Result<Vec<Job>>;

@@ -136,7 +136,8 @@ impl<'e> Jobs<'e> {
     /// snapshot tests ([guide](crate::guide::snapshot_testing)).
     pub fn diagnostics(&self, id: i64) -> Result<JobDiagnostics> {
         if let Some(b) = self.engine.backend() {
-            return b.job_diagnostics(id);
+            let (job, events) = b.job_and_events(id)?;
+            return Ok(JobDiagnostics::of(&job, &events));
         }
         self.engine.read(|c| diagnostics::read(c, id))
     }

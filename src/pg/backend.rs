@@ -19,7 +19,6 @@ use crate::clock::{Deadline, Timestamp};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::Result;
 use crate::events::Event;
-use crate::job::diagnostics::JobDiagnostics;
 use crate::job::state::JobState;
 use crate::job::types::{
     Claim, Job, JobStats, NewJob, Recovery, RecoveryReport, SupervisorOptions,
@@ -132,8 +131,8 @@ impl Backend for PgBackend {
         self.engine.jobs().create_many(new)
     }
 
-    fn job_diagnostics(&self, id: i64) -> Result<JobDiagnostics> {
-        self.engine.jobs().diagnostics(id)
+    fn job_and_events(&self, id: i64) -> Result<(Job, Vec<Event>)> {
+        self.engine.jobs().job_and_events(id)
     }
 
     fn jobs_of_user(&self, user_id: &str, states: &[JobState], limit: u32) -> Result<Vec<Job>> {

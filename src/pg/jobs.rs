@@ -284,6 +284,12 @@ impl PgJobs<'_> {
     /// The job with this id and its kept events in the stable diagnostics shape, read in
     /// one snapshot (the twin of [`Jobs::diagnostics`](crate::Jobs::diagnostics)).
     pub fn diagnostics(&self, id: i64) -> Result<JobDiagnostics> {
+        let (job, events) = self.job_and_events(id)?;
+        Ok(JobDiagnostics::of(&job, &events))
+    }
+
+    /// The job with this id and its kept events, oldest first, read in one snapshot.
+    pub(crate) fn job_and_events(&self, id: i64) -> Result<(Job, Vec<Event>)> {
         self.engine.read_snapshot(|tx| {
             let job = store::get_job(tx, id)?;
             let limit = u32::try_from(BACKLOG).unwrap_or(u32::MAX);
@@ -293,7 +299,7 @@ impl PgJobs<'_> {
                 }
                 other => other?,
             };
-            Ok(JobDiagnostics::of(&job, &events))
+            Ok((job, events))
         })
     }
 
