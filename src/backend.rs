@@ -19,7 +19,9 @@ use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::events::Event;
 use crate::job::state::JobState;
-use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
+use crate::job::types::{
+    Claim, Job, JobStats, NewJob, Recovery, RecoveryReport, SupervisorOptions,
+};
 use crate::run::state::{RunStatus, Scope, TriggerKind};
 use crate::run::timeline::TimelineEntry;
 use crate::schedule::state::{SlotClaim, SlotReport, TickOptions};
@@ -69,6 +71,38 @@ pub(crate) trait Backend: Send + Sync {
     fn resume(&self, id: i64, actor: &str) -> Result<Job>;
     /// `Jobs::restart`.
     fn restart(&self, id: i64, actor: &str, input: Option<&Value>) -> Result<Job>;
+
+    // jobs, more
+
+    /// `Jobs::create_many`: all or none, in one transaction.
+    fn create_jobs(&self, new: &[NewJob]) -> Result<Vec<Job>>;
+    /// `Jobs::diagnostics`: the job and its kept events (oldest first), read in one
+    /// snapshot.
+    fn job_and_events(&self, id: i64) -> Result<(Job, Vec<Event>)>;
+    /// `Jobs::list_by_user` (`states` empty), `Jobs::active`, `Jobs::completed` and
+    /// `Jobs::failed`: a user's jobs in one of `states`, newest first.
+    fn jobs_of_user(&self, user_id: &str, states: &[JobState], limit: u32) -> Result<Vec<Job>>;
+    /// `Jobs::running`.
+    fn running_jobs(&self) -> Result<Vec<Job>>;
+    /// `Jobs::stale`.
+    fn stale_jobs(&self, older_than: Duration) -> Result<Vec<Job>>;
+    /// `Jobs::resumable`.
+    fn resumable_jobs(&self) -> Result<Vec<Job>>;
+    /// `Jobs::stats` (`None`) and `Jobs::stats_for_user`.
+    fn job_stats(&self, user_id: Option<&str>) -> Result<JobStats>;
+    /// `Jobs::resume_on`.
+    fn resume_on(&self, id: i64, worker: &str, actor: &str) -> Result<Claim>;
+    /// `Jobs::mark_failed`.
+    fn mark_failed(&self, id: i64, actor: &str, code: &str, message: &str) -> Result<Job>;
+    /// `Jobs::delete`.
+    fn delete_job(&self, id: i64, actor: &str) -> Result<()>;
+    /// `Supervisor::reset_recovery_count`.
+    fn reset_recovery_count(
+        &self,
+        opts: &SupervisorOptions,
+        job_id: i64,
+        actor: &str,
+    ) -> Result<()>;
 
     /// `Events::since`.
     fn events_since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>>;

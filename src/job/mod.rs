@@ -99,16 +99,10 @@ impl<'e> Jobs<'e> {
     /// validated first; the first bad one is refused with its index in the field name and
     /// nothing is stored. Returned in the order given.
     pub fn create_many(&self, new: &[NewJob]) -> Result<Vec<Job>> {
-        self.engine.sqlite_only("jobs.create_many")?;
-        for (i, job) in new.iter().enumerate() {
-            validate::new_job(job).map_err(|e| match e {
-                Error::InvalidInput { field, reason } => Error::InvalidInput {
-                    field: format!("jobs[{i}].{field}"),
-                    reason,
-                },
-                other => other,
-            })?;
+        if let Some(b) = self.engine.backend() {
+            return b.create_jobs(new);
         }
+        validate::new_jobs(new)?;
         self.engine.write_events(|tx, ev| {
             let now = tx.now();
             let mut jobs = Vec::with_capacity(new.len());
@@ -141,15 +135,16 @@ impl<'e> Jobs<'e> {
     /// shape (ids left out, times relative to its creation), read in one snapshot, for
     /// snapshot tests ([guide](crate::guide::snapshot_testing)).
     pub fn diagnostics(&self, id: i64) -> Result<JobDiagnostics> {
-        self.engine.sqlite_only("jobs.diagnostics")?;
+        if let Some(b) = self.engine.backend() {
+            let (job, events) = b.job_and_events(id)?;
+            return Ok(JobDiagnostics::of(&job, &events));
+        }
         self.engine.read(|c| diagnostics::read(c, id))
     }
 
     /// A user's jobs, newest first.
     pub fn list_by_user(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
-        self.engine.sqlite_only("jobs.list_by_user")?;
-        self.engine
-            .read(|c| store::list_by_user(c, user_id, &[], limit))
+        self.by_user(user_id, &[], limit)
     }
 
     /// Jobs of any user matching every given filter (`None` matches all), newest first:
@@ -184,42 +179,51 @@ impl<'e> Jobs<'e> {
 
     /// A user's jobs that are not finished (created, running, paused), newest first.
     pub fn active(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
-        self.engine.sqlite_only("jobs.active")?;
         use JobState::*;
-        self.engine
-            .read(|c| store::list_by_user(c, user_id, &[Created, Running, Paused], limit))
+        self.by_user(user_id, &[Created, Running, Paused], limit)
     }
 
     /// A user's completed jobs, newest first.
     pub fn completed(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
-        self.engine.sqlite_only("jobs.completed")?;
-        self.engine
-            .read(|c| store::list_by_user(c, user_id, &[JobState::Completed], limit))
+        self.by_user(user_id, &[JobState::Completed], limit)
     }
 
     /// A user's failed jobs, newest first.
     pub fn failed(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
-        self.engine.sqlite_only("jobs.failed")?;
+        self.by_user(user_id, &[JobState::Failed], limit)
+    }
+
+    /// A user's jobs in one of `states` (every state when empty), newest first.
+    fn by_user(&self, user_id: &str, states: &[JobState], limit: u32) -> Result<Vec<Job>> {
+        if let Some(b) = self.engine.backend() {
+            return b.jobs_of_user(user_id, states, limit);
+        }
         self.engine
-            .read(|c| store::list_by_user(c, user_id, &[JobState::Failed], limit))
+            .read(|c| store::list_by_user(c, user_id, states, limit))
     }
 
     /// Every running job, stalest heartbeat first.
     pub fn running(&self) -> Result<Vec<Job>> {
-        self.engine.sqlite_only("jobs.running")?;
+        if let Some(b) = self.engine.backend() {
+            return b.running_jobs();
+        }
         self.engine.read(store::running)
     }
 
     /// Running jobs with no heartbeat for longer than `older_than`.
     pub fn stale(&self, older_than: Duration) -> Result<Vec<Job>> {
-        self.engine.sqlite_only("jobs.stale")?;
+        if let Some(b) = self.engine.backend() {
+            return b.stale_jobs(older_than);
+        }
         let cutoff = self.engine.now() - older_than;
         self.engine.read(|c| store::stale(c, cutoff))
     }
 
     /// Paused jobs that hold a checkpoint and can be resumed.
     pub fn resumable(&self) -> Result<Vec<Job>> {
-        self.engine.sqlite_only("jobs.resumable")?;
+        if let Some(b) = self.engine.backend() {
+            return b.resumable_jobs();
+        }
         self.engine.read(store::resumable)
     }
 
@@ -291,7 +295,9 @@ impl<'e> Jobs<'e> {
     /// Resumes a paused job directly on `worker` (paused -> running, next attempt), handing
     /// it the checkpoint. `actor` is recorded in the audit log.
     pub fn resume_on(&self, id: i64, worker: &str, actor: &str) -> Result<Claim> {
-        self.engine.sqlite_only("jobs.resume_on")?;
+        if let Some(b) = self.engine.backend() {
+            return b.resume_on(id, worker, actor);
+        }
         validate::name("worker", worker)?;
         validate::name("actor", actor)?;
         self.engine.write_events(|tx, ev| {
@@ -502,7 +508,9 @@ impl<'e> Jobs<'e> {
     /// An operator fails a running or paused job with `code` (for a paused job that will never
     /// be resumed, or a running one known to be lost). Audited.
     pub fn mark_failed(&self, id: i64, actor: &str, code: &str, message: &str) -> Result<Job> {
-        self.engine.sqlite_only("jobs.mark_failed")?;
+        if let Some(b) = self.engine.backend() {
+            return b.mark_failed(id, actor, code, message);
+        }
         validate::name("actor", actor)?;
         validate::identifier("error_code", code)?;
         self.engine.write_events(|tx, ev| {
@@ -557,9 +565,12 @@ impl<'e> Jobs<'e> {
         })
     }
 
-    /// Deletes a terminal job (its audit rows stay).
+    /// Deletes a terminal job and its events (its audit rows stay, and one more records the
+    /// deletion).
     pub fn delete(&self, id: i64, actor: &str) -> Result<()> {
-        self.engine.sqlite_only("jobs.delete")?;
+        if let Some(b) = self.engine.backend() {
+            return b.delete_job(id, actor);
+        }
         validate::name("actor", actor)?;
         self.engine.write(|tx| {
             let now = tx.now();
@@ -583,13 +594,17 @@ impl<'e> Jobs<'e> {
 
     /// Counts per state and per kind over all jobs, and the oldest running heartbeat.
     pub fn stats(&self) -> Result<JobStats> {
-        self.engine.sqlite_only("jobs.stats")?;
+        if let Some(b) = self.engine.backend() {
+            return b.job_stats(None);
+        }
         self.engine.read(|c| store::stats(c, None))
     }
 
     /// The same counts for one user's jobs.
     pub fn stats_for_user(&self, user_id: &str) -> Result<JobStats> {
-        self.engine.sqlite_only("jobs.stats_for_user")?;
+        if let Some(b) = self.engine.backend() {
+            return b.job_stats(Some(user_id));
+        }
         self.engine.read(|c| store::stats(c, Some(user_id)))
     }
 }

@@ -175,8 +175,10 @@ impl Supervisor {
 
     /// Sets a job's recovery counter back to zero (audited).
     pub fn reset_recovery_count(&self, job_id: i64, actor: &str) -> Result<()> {
-        self.engine.sqlite_only("supervisor.reset_recovery_count")?;
         validate::name("actor", actor)?;
+        if let Some(b) = self.engine.backend() {
+            return b.reset_recovery_count(&self.opts, job_id, actor);
+        }
         self.engine.write(|tx| {
             let now = tx.now();
             store::reset_recovery_count(tx, job_id, now)?;

@@ -156,3 +156,18 @@ pub fn new_job(new: &NewJob) -> Result<()> {
     }
     Ok(())
 }
+
+/// Every job of a batch ([`Jobs::create_many`](crate::Jobs::create_many)): the first bad
+/// one is refused with its index in the field name (`jobs[2].kind`).
+pub fn new_jobs(new: &[NewJob]) -> Result<()> {
+    for (i, job) in new.iter().enumerate() {
+        new_job(job).map_err(|e| match e {
+            Error::InvalidInput { field, reason } => Error::InvalidInput {
+                field: format!("jobs[{i}].{field}"),
+                reason,
+            },
+            other => other,
+        })?;
+    }
+    Ok(())
+}

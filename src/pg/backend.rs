@@ -21,7 +21,9 @@ use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::job::state::JobState;
-use crate::job::types::{Claim, Job, NewJob, Recovery, RecoveryReport, SupervisorOptions};
+use crate::job::types::{
+    Claim, Job, JobStats, NewJob, Recovery, RecoveryReport, SupervisorOptions,
+};
 use crate::run::state::RunStatus;
 use crate::run::state::Scope;
 use crate::run::timeline::TimelineEntry;
@@ -123,6 +125,62 @@ impl Backend for PgBackend {
 
     fn restart(&self, id: i64, actor: &str, input: Option<&Value>) -> Result<Job> {
         self.engine.jobs().restart(id, actor, input)
+    }
+
+    // jobs, more
+
+    fn create_jobs(&self, new: &[NewJob]) -> Result<Vec<Job>> {
+        self.engine.jobs().create_many(new)
+    }
+
+    fn job_and_events(&self, id: i64) -> Result<(Job, Vec<Event>)> {
+        self.engine.jobs().job_and_events(id)
+    }
+
+    fn jobs_of_user(&self, user_id: &str, states: &[JobState], limit: u32) -> Result<Vec<Job>> {
+        self.engine.jobs().by_user(user_id, states, limit)
+    }
+
+    fn running_jobs(&self) -> Result<Vec<Job>> {
+        self.engine.jobs().running()
+    }
+
+    fn stale_jobs(&self, older_than: Duration) -> Result<Vec<Job>> {
+        self.engine.jobs().stale(older_than)
+    }
+
+    fn resumable_jobs(&self) -> Result<Vec<Job>> {
+        self.engine.jobs().resumable()
+    }
+
+    fn job_stats(&self, user_id: Option<&str>) -> Result<JobStats> {
+        match user_id {
+            None => self.engine.jobs().stats(),
+            Some(user) => self.engine.jobs().stats_for_user(user),
+        }
+    }
+
+    fn resume_on(&self, id: i64, worker: &str, actor: &str) -> Result<Claim> {
+        self.engine.jobs().resume_on(id, worker, actor)
+    }
+
+    fn mark_failed(&self, id: i64, actor: &str, code: &str, message: &str) -> Result<Job> {
+        self.engine.jobs().mark_failed(id, actor, code, message)
+    }
+
+    fn delete_job(&self, id: i64, actor: &str) -> Result<()> {
+        self.engine.jobs().delete(id, actor)
+    }
+
+    fn reset_recovery_count(
+        &self,
+        opts: &SupervisorOptions,
+        job_id: i64,
+        actor: &str,
+    ) -> Result<()> {
+        self.engine
+            .supervisor(opts.clone())?
+            .reset_recovery_count(job_id, actor)
     }
 
     fn events_since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::types::ToSql;
-use postgres::{Client, Row, Statement, Transaction};
+use postgres::{Client, IsolationLevel, Row, Statement, Transaction};
 
 use super::db;
 use super::error::from_pg;
@@ -351,14 +351,27 @@ impl PgEngine {
 
     /// Runs `f` in a read-only transaction (one snapshot per statement, READ COMMITTED).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        self.read_at(None, f)
+    }
+
+    /// Runs `f` in a read-only transaction whose statements all see one snapshot
+    /// (REPEATABLE READ): a read of several statements that must agree with each other.
+    pub(crate) fn read_snapshot<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        self.read_at(Some(IsolationLevel::RepeatableRead), f)
+    }
+
+    fn read_at<T>(
+        &self,
+        isolation: Option<IsolationLevel>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut f = Some(f);
         self.with_live_session(|s, begun| {
-            let tx = s
-                .client
-                .build_transaction()
-                .read_only(true)
-                .start()
-                .map_err(from_pg)?;
+            let mut builder = s.client.build_transaction().read_only(true);
+            if let Some(level) = isolation {
+                builder = builder.isolation_level(level);
+            }
+            let tx = builder.start().map_err(from_pg)?;
             *begun = true;
             let f = f.take().expect("run once, after BEGIN");
             let mut tx = Tx {

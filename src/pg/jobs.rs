@@ -1,16 +1,19 @@
 //! [`PgJobs`] and [`PgEvents`]: the job API of a [`PgEngine`], with the method names,
 //! argument checks, events and audit rows of the SQLite [`Jobs`](crate::Jobs) facade.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use super::engine::{PgEngine, Tx};
 use super::storage::job_events as events;
 use super::storage::jobs as store;
 use crate::clock::Timestamp;
-use crate::error::Result;
-use crate::events::{Event, EventPayload};
+use crate::error::{Error, Result};
+use crate::events::{Event, EventPayload, BACKLOG};
+use crate::job::diagnostics::JobDiagnostics;
 use crate::job::state::JobState;
-use crate::job::types::{Claim, Job, NewJob};
+use crate::job::types::{Claim, Job, JobStats, NewJob};
 use crate::job::validate;
 
 /// The job API of a [`PgEngine`]; get it with [`PgEngine::jobs`].
@@ -253,6 +256,170 @@ impl PgJobs<'_> {
         })
     }
 
+    /// Creates every job of `new` in one transaction: all or none (the twin of
+    /// [`Jobs::create_many`](crate::Jobs::create_many)). Each is validated first; the first
+    /// bad one is refused with its index in the field name and nothing is stored. Returned
+    /// in the order given.
+    pub fn create_many(&self, new: &[NewJob]) -> Result<Vec<Job>> {
+        validate::new_jobs(new)?;
+        let payloads: Vec<String> = new
+            .iter()
+            .map(|n| {
+                EventPayload::Created {
+                    kind: n.kind.clone(),
+                    user_id: n.user_id.clone(),
+                }
+                .to_wire()
+                .to_string()
+            })
+            .collect();
+        self.engine.write(|tx, now| {
+            new.iter()
+                .zip(&payloads)
+                .map(|(n, payload)| store::insert(tx, n, payload, now))
+                .collect()
+        })
+    }
+
+    /// The job with this id and its kept events in the stable diagnostics shape, read in
+    /// one snapshot (the twin of [`Jobs::diagnostics`](crate::Jobs::diagnostics)).
+    pub fn diagnostics(&self, id: i64) -> Result<JobDiagnostics> {
+        let (job, events) = self.job_and_events(id)?;
+        Ok(JobDiagnostics::of(&job, &events))
+    }
+
+    /// The job with this id and its kept events, oldest first, read in one snapshot.
+    pub(crate) fn job_and_events(&self, id: i64) -> Result<(Job, Vec<Event>)> {
+        self.engine.read_snapshot(|tx| {
+            let job = store::get_job(tx, id)?;
+            let limit = u32::try_from(BACKLOG).unwrap_or(u32::MAX);
+            let events = match events::since(tx, id, 0, limit) {
+                Err(Error::EventsPruned { oldest_kept, .. }) => {
+                    events::since(tx, id, oldest_kept - 1, limit)?
+                }
+                other => other?,
+            };
+            Ok((job, events))
+        })
+    }
+
+    /// A user's jobs, newest first.
+    pub fn list_by_user(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        self.by_user(user_id, &[], limit)
+    }
+
+    /// A user's jobs that are not finished (created, running, paused), newest first.
+    pub fn active(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        use JobState::*;
+        self.by_user(user_id, &[Created, Running, Paused], limit)
+    }
+
+    /// A user's completed jobs, newest first.
+    pub fn completed(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        self.by_user(user_id, &[JobState::Completed], limit)
+    }
+
+    /// A user's failed jobs, newest first.
+    pub fn failed(&self, user_id: &str, limit: u32) -> Result<Vec<Job>> {
+        self.by_user(user_id, &[JobState::Failed], limit)
+    }
+
+    /// A user's jobs in one of `states` (every state when empty), newest first.
+    pub(crate) fn by_user(
+        &self,
+        user_id: &str,
+        states: &[JobState],
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        self.engine
+            .read(|tx| store::list_by_user(tx, user_id, states, limit))
+    }
+
+    /// Every running job, stalest heartbeat first.
+    pub fn running(&self) -> Result<Vec<Job>> {
+        self.engine.read(store::running)
+    }
+
+    /// Running jobs with no heartbeat for longer than `older_than` (by the engine's clock).
+    pub fn stale(&self, older_than: Duration) -> Result<Vec<Job>> {
+        let cutoff = self.engine.now() - older_than;
+        self.engine.read(|tx| store::stale(tx, cutoff))
+    }
+
+    /// Paused jobs that hold a checkpoint and can be resumed.
+    pub fn resumable(&self) -> Result<Vec<Job>> {
+        self.engine.read(store::resumable)
+    }
+
+    /// Counts per state and per kind over all jobs, and the oldest running heartbeat.
+    pub fn stats(&self) -> Result<JobStats> {
+        self.engine.read(|tx| store::stats(tx, None))
+    }
+
+    /// The same counts for one user's jobs.
+    pub fn stats_for_user(&self, user_id: &str) -> Result<JobStats> {
+        self.engine.read(|tx| store::stats(tx, Some(user_id)))
+    }
+
+    /// Resumes a paused job directly on `worker` (paused -> running, next attempt), handing
+    /// it the checkpoint; audited as `actor`, with the `resumed` and `claimed` events (the
+    /// twin of [`Jobs::resume_on`](crate::Jobs::resume_on)).
+    pub fn resume_on(&self, id: i64, worker: &str, actor: &str) -> Result<Claim> {
+        validate::name("worker", worker)?;
+        validate::name("actor", actor)?;
+        self.engine.write(|tx, now| {
+            let job = store::claim_paused(tx, id, worker, now)?;
+            store::audit(tx, id, "resume", actor, &json!({ "worker": worker }), now)?;
+            let resumed = EventPayload::Resumed {
+                by: actor.into(),
+                from: JobState::Paused,
+                to: JobState::Running,
+            };
+            let claimed = EventPayload::Claimed {
+                worker: worker.into(),
+                attempt: job.attempt,
+            };
+            record(tx, id, &[resumed, claimed], now)?;
+            Ok(Claim {
+                attempt: job.attempt,
+                job,
+            })
+        })
+    }
+
+    /// An operator fails a running or paused job with `code`; audited (the twin of
+    /// [`Jobs::mark_failed`](crate::Jobs::mark_failed)).
+    pub fn mark_failed(&self, id: i64, actor: &str, code: &str, message: &str) -> Result<Job> {
+        validate::name("actor", actor)?;
+        validate::identifier("error_code", code)?;
+        self.engine.write(|tx, now| {
+            let allowed = [JobState::Running, JobState::Paused];
+            let error = Some((code, message));
+            let (from, job) =
+                store::transition(tx, id, &allowed, JobState::Failed, None, error, now)?;
+            let detail = json!({ "from": from, "code": code, "message": message });
+            store::audit(tx, id, "fail", actor, &detail, now)?;
+            let payload = EventPayload::Failed {
+                code: code.into(),
+                message: message.into(),
+                by: Some(actor.into()),
+            };
+            record(tx, id, &[payload], now)?;
+            Ok(job)
+        })
+    }
+
+    /// Deletes a terminal job with its events; its audit rows stay, and one more records
+    /// the deletion (the twin of [`Jobs::delete`](crate::Jobs::delete)).
+    pub fn delete(&self, id: i64, actor: &str) -> Result<()> {
+        validate::name("actor", actor)?;
+        self.engine.write(|tx, now| {
+            let job = store::delete(tx, id)?;
+            let detail = json!({ "state": job.state, "kind": job.kind });
+            store::audit(tx, id, "delete", actor, &detail, now)
+        })
+    }
+
     /// An operator's audited transition with its event (the SQLite facade's `operator`).
     fn operator(
         &self,
@@ -265,7 +432,7 @@ impl PgJobs<'_> {
     ) -> Result<Job> {
         validate::name("actor", actor)?;
         self.engine.write(|tx, now| {
-            let (from, job) = store::transition(tx, id, allowed, to, reason, now)?;
+            let (from, job) = store::transition(tx, id, allowed, to, reason, None, now)?;
             let by = actor.to_owned();
             let (detail, payload) = match to {
                 JobState::Cancelled => (

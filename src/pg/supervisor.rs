@@ -159,6 +159,17 @@ impl PgSupervisor {
             .ok_or_else(|| Error::not_found("job", job_id))
     }
 
+    /// Sets a job's recovery counter back to zero, audited as `actor` (the twin of
+    /// [`Supervisor::reset_recovery_count`](crate::Supervisor::reset_recovery_count));
+    /// `ILLEGAL_TRANSITION` for a completed job.
+    pub fn reset_recovery_count(&self, job_id: i64, actor: &str) -> Result<()> {
+        validate::name("actor", actor)?;
+        self.engine.write(|tx, now| {
+            store::reset_recovery_count(tx, job_id, now)?;
+            store::audit(tx, job_id, "reset_recovery_count", actor, &json!({}), now)
+        })
+    }
+
     /// This supervisor's bookkeeping (`None` before its first tick or after cleanup).
     pub fn status(&self) -> Result<Option<SupervisorStatus>> {
         self.engine

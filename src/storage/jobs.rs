@@ -54,9 +54,9 @@ const LIST: &str = select_jobs!(
        and (:kind is null or kind = :kind) and (:before is null or id < :before)
      order by id desc limit :limit"
 );
-const RUNNING: &str = select_jobs!("where state = 'running' order by heartbeat_at");
+const RUNNING: &str = select_jobs!("where state = 'running' order by heartbeat_at, id");
 const STALE: &str =
-    select_jobs!("where state = 'running' and heartbeat_at < :cutoff order by heartbeat_at");
+    select_jobs!("where state = 'running' and heartbeat_at < :cutoff order by heartbeat_at, id");
 const RESUMABLE: &str =
     select_jobs!("where state = 'paused' and checkpoint is not null order by id");
 

@@ -49,6 +49,10 @@ macro_rules! behaviour_tests {
             a_claim_is_renewed_while_firing_and_given_back_when_abandoned,
             the_schedule_loop_fires_due_slots_and_stops,
             a_due_slot_runs_its_pipeline_once_and_names_the_runs,
+            stats_and_listings_count_a_known_mix_of_jobs,
+            create_many_is_all_or_nothing,
+            operator_fail_resume_on_delete_and_reset_follow_the_machine,
+            diagnostics_show_a_job_in_its_stable_shape,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1671,4 +1675,449 @@ pub fn an_operator_ends_a_started_run_at_once(engine: &Engine, _clock: &ManualCl
         again[0].result.as_ref().unwrap().error_code.as_deref(),
         Some("INTERRUPTED")
     );
+}
+
+fn ids(jobs: &[runledger::Job]) -> Vec<i64> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+/// Counts per state and kind (`stats`, `stats_for_user`), the per-user listings newest
+/// first, `running` and `stale` stalest first, `resumable`: after a known mix of jobs.
+pub fn stats_and_listings_count_a_known_mix_of_jobs(engine: &Engine, clock: &ManualClock) {
+    use runledger::job::StateCounts;
+    let jobs = engine.jobs();
+    let start = engine.now();
+    let make = |user: &str, kind: &str| jobs.create(&NewJob::new(user, kind, json!({}))).unwrap();
+    let claim = |kind: &str| jobs.claim("w", &[kind]).unwrap().unwrap();
+    // each job is claimed before the next of its kind is created
+    let done = make("u1", "a");
+    jobs.complete(&claim("a"), &json!({})).unwrap();
+    let failed = make("u1", "b");
+    jobs.fail(&claim("b"), "E_X", "broke").unwrap();
+    clock.advance(Duration::from_secs(1));
+    let run_old = make("u2", "a");
+    claim("a");
+    clock.advance(Duration::from_secs(1));
+    let paused_cp = make("u2", "b");
+    let c = claim("b");
+    jobs.checkpoint(&c, &json!({"at": 1})).unwrap();
+    jobs.pause(paused_cp.id, "op").unwrap();
+    let paused_bare = make("u2", "a");
+    claim("a");
+    jobs.pause(paused_bare.id, "op").unwrap();
+    clock.advance(Duration::from_secs(1));
+    let run_new = make("u1", "a");
+    let live = claim("a");
+    let waiting = make("u1", "a");
+    let cancelled = make("u1", "b");
+    jobs.cancel(cancelled.id, "op", None).unwrap();
+    clock.advance(Duration::from_secs(10));
+
+    let counts = |c: [u64; 6]| StateCounts {
+        created: c[0],
+        running: c[1],
+        paused: c[2],
+        completed: c[3],
+        failed: c[4],
+        cancelled: c[5],
+    };
+    let stats = jobs.stats().unwrap();
+    assert_eq!(stats.total, 8);
+    assert_eq!(stats.by_state, counts([1, 2, 2, 1, 1, 1]));
+    assert_eq!(
+        stats.by_kind.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(stats.by_kind["a"], counts([1, 2, 1, 1, 0, 0]));
+    assert_eq!(stats.by_kind["b"], counts([0, 0, 1, 0, 1, 1]));
+    assert_eq!(
+        stats.oldest_running_heartbeat,
+        Some(start + Duration::from_secs(1))
+    );
+    let u1 = jobs.stats_for_user("u1").unwrap();
+    assert_eq!(u1.total, 5);
+    assert_eq!(u1.by_state, counts([1, 1, 0, 1, 1, 1]));
+    assert_eq!(u1.by_kind["a"], counts([1, 1, 0, 1, 0, 0]));
+    assert_eq!(
+        u1.oldest_running_heartbeat,
+        Some(start + Duration::from_secs(3))
+    );
+    let u2 = jobs.stats_for_user("u2").unwrap();
+    assert_eq!((u2.total, u2.by_state.paused), (3, 2));
+    assert_eq!(
+        jobs.stats_for_user("nobody").unwrap(),
+        runledger::JobStats::default()
+    );
+
+    assert_eq!(
+        ids(&jobs.list_by_user("u1", 100).unwrap()),
+        [cancelled.id, waiting.id, run_new.id, failed.id, done.id]
+    );
+    assert_eq!(
+        ids(&jobs.list_by_user("u1", 2).unwrap()),
+        [cancelled.id, waiting.id]
+    );
+    assert_eq!(
+        ids(&jobs.active("u1", 100).unwrap()),
+        [waiting.id, run_new.id]
+    );
+    assert_eq!(
+        ids(&jobs.active("u2", 100).unwrap()),
+        [paused_bare.id, paused_cp.id, run_old.id]
+    );
+    assert_eq!(ids(&jobs.active("u2", 1).unwrap()), [paused_bare.id]);
+    assert_eq!(ids(&jobs.completed("u1", 100).unwrap()), [done.id]);
+    assert_eq!(ids(&jobs.failed("u1", 100).unwrap()), [failed.id]);
+    assert!(jobs.completed("u2", 100).unwrap().is_empty());
+    assert!(jobs.list_by_user("nobody", 100).unwrap().is_empty());
+    let listed = jobs.failed("u1", 100).unwrap().remove(0);
+    assert_eq!(listed, jobs.get(failed.id).unwrap(), "the whole job");
+    assert_eq!(listed.error_code.as_deref(), Some("E_X"));
+
+    // running and stale: stalest heartbeat first
+    assert_eq!(ids(&jobs.running().unwrap()), [run_old.id, run_new.id]);
+    assert_eq!(
+        ids(&jobs.stale(Duration::from_secs(5)).unwrap()),
+        [run_old.id, run_new.id]
+    );
+    jobs.heartbeat(&live).unwrap();
+    assert_eq!(
+        ids(&jobs.stale(Duration::from_secs(5)).unwrap()),
+        [run_old.id]
+    );
+    assert_eq!(ids(&jobs.running().unwrap()), [run_old.id, run_new.id]);
+    assert!(jobs.stale(Duration::from_secs(3600)).unwrap().is_empty());
+    let resumable = jobs.resumable().unwrap();
+    assert_eq!(ids(&resumable), [paused_cp.id]);
+    assert_eq!(resumable[0].checkpoint, Some(json!({"at": 1})));
+    // a resume empties the list; the counts follow the jobs
+    jobs.resume(paused_cp.id, "op").unwrap();
+    assert!(jobs.resumable().unwrap().is_empty());
+    let after = jobs.stats().unwrap();
+    assert_eq!(after.by_state, counts([2, 2, 1, 1, 1, 1]));
+    assert_eq!(after.total, 8);
+}
+
+/// `create_many` stores every job with its `created` event, in the order given, or none:
+/// a bad job is refused with its index in the field before anything is written, and a
+/// refusal half way through the inserts leaves nothing either.
+pub fn create_many_is_all_or_nothing(engine: &Engine, _clock: &ManualClock) {
+    let jobs = engine.jobs();
+    let parent = jobs.create(&job("p")).unwrap();
+    let batch = [
+        NewJob::new("u1", "m", json!({"n": 1})),
+        NewJob::new("u2", "n", json!({"n": 2})).tags(["x"]),
+        NewJob::new("u1", "m", json!({"n": 3})).parent(parent.id),
+    ];
+    let made = jobs.create_many(&batch).unwrap();
+    assert_eq!(made.len(), 3);
+    assert!(made.windows(2).all(|w| w[0].id < w[1].id), "in order");
+    for (j, n) in made.iter().zip(&batch) {
+        assert_eq!(
+            (&j.user_id, &j.kind, &j.input, &j.tags, j.parent_id),
+            (&n.user_id, &n.kind, &n.input, &n.tags, n.parent_id)
+        );
+        assert_eq!((j.state, j.attempt), (JobState::Created, 0));
+        assert_eq!(jobs.get(j.id).unwrap(), *j);
+        let events = engine.events().since(j.id, 0, 10).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].payload,
+            json!({"kind": n.kind, "user_id": n.user_id})
+        );
+    }
+    assert!(jobs.create_many(&[]).unwrap().is_empty());
+    let stored = || jobs.list(None, None, None, 100).unwrap().len();
+    assert_eq!(stored(), 4);
+
+    // refused before any write: the first bad job, by index
+    let bad = [
+        job("fine"),
+        NewJob::new("u1", "bad kind!", json!({})),
+        NewJob::new("", "x", json!({})),
+    ];
+    match jobs.create_many(&bad) {
+        Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "jobs[1].kind"),
+        other => panic!("refused INVALID_INPUT, got {other:?}"),
+    }
+    let untagged = [job("fine"), job("fine").tags(["t".repeat(65)])];
+    match jobs.create_many(&untagged) {
+        Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "jobs[1].tags[0]"),
+        other => panic!("refused INVALID_INPUT, got {other:?}"),
+    }
+    // refused by the third insert (its parent does not exist): the first two go too
+    let late = [
+        job("fine"),
+        job("fine"),
+        job("fine").parent(parent.id + 1000),
+    ];
+    match jobs.create_many(&late) {
+        Err(Error::InvalidInput { field, .. }) => assert_eq!(field, "parent_id"),
+        other => panic!("refused INVALID_INPUT, got {other:?}"),
+    }
+    assert_eq!(stored(), 4, "nothing of a refused batch is stored");
+    assert!(jobs.claim("w", &["fine"]).unwrap().is_none());
+    let next = jobs.create(&job("after")).unwrap();
+    assert_eq!(ids(&jobs.list_by_user("u1", 1).unwrap()), [next.id]);
+}
+
+/// `mark_failed`, `resume_on`, `delete` and `reset_recovery_count`: what each allows, its
+/// events, and its refusals, which change nothing.
+pub fn operator_fail_resume_on_delete_and_reset_follow_the_machine(
+    engine: &Engine,
+    clock: &ManualClock,
+) {
+    let jobs = engine.jobs();
+    // mark_failed: running or paused only
+    let created = jobs.create(&job("f")).unwrap();
+    assert_eq!(
+        code(jobs.mark_failed(created.id, "op", "LOST", "gone")),
+        "ILLEGAL_TRANSITION"
+    );
+    assert_eq!(
+        jobs.get(created.id).unwrap(),
+        created,
+        "refusal changes nothing"
+    );
+    let running = jobs.claim("w1", &["f"]).unwrap().unwrap();
+    assert_eq!(
+        code(jobs.mark_failed(created.id, "op", "bad code!", "m")),
+        "INVALID_INPUT"
+    );
+    assert_eq!(
+        code(jobs.mark_failed(created.id, "", "LOST", "m")),
+        "INVALID_INPUT"
+    );
+    clock.advance(Duration::from_secs(1));
+    let failed = jobs.mark_failed(created.id, "op", "LOST", "gone").unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(
+        (
+            failed.error_code.as_deref(),
+            failed.error_message.as_deref()
+        ),
+        (Some("LOST"), Some("gone"))
+    );
+    assert_eq!(failed.finished_at, Some(engine.now()));
+    assert_eq!(code(jobs.heartbeat(&running)), "JOB_NOT_RUNNING");
+    let last = engine.events().since(created.id, 2, 10).unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(
+        (last[0].kind.to_string(), &last[0].payload),
+        (
+            "failed".to_string(),
+            &json!({"code": "LOST", "message": "gone", "by": "op"})
+        )
+    );
+    assert_eq!(
+        code(jobs.mark_failed(created.id, "op", "LOST", "again")),
+        "ILLEGAL_TRANSITION"
+    );
+    assert_eq!(
+        code(jobs.mark_failed(created.id + 1000, "op", "LOST", "m")),
+        "NOT_FOUND"
+    );
+    let p = jobs.create(&job("fp")).unwrap();
+    jobs.claim("w1", &["fp"]).unwrap().unwrap();
+    jobs.pause(p.id, "op").unwrap();
+    let from_paused = jobs.mark_failed(p.id, "op", "ABANDONED", "never").unwrap();
+    assert_eq!(from_paused.state, JobState::Failed);
+    // a failed job restarts from scratch: the error goes
+    let again = jobs.restart(p.id, "op", None).unwrap();
+    assert_eq!((again.error_code, again.finished_at), (None, None));
+
+    // resume_on: paused -> running on a worker, next attempt, checkpoint handed over
+    let r = jobs.create(&job("r")).unwrap();
+    assert_eq!(code(jobs.resume_on(r.id, "w2", "op")), "ILLEGAL_TRANSITION");
+    let first = jobs.claim("w1", &["r"]).unwrap().unwrap();
+    assert_eq!(code(jobs.resume_on(r.id, "w2", "op")), "ILLEGAL_TRANSITION");
+    jobs.checkpoint(&first, &json!({"page": 7})).unwrap();
+    jobs.pause(r.id, "op").unwrap();
+    assert_eq!(code(jobs.resume_on(r.id, "", "op")), "INVALID_INPUT");
+    assert_eq!(code(jobs.resume_on(r.id, "w2", "")), "INVALID_INPUT");
+    assert_eq!(jobs.get(r.id).unwrap().state, JobState::Paused);
+    clock.advance(Duration::from_secs(1));
+    let second = jobs.resume_on(r.id, "w2", "op").unwrap();
+    assert_eq!((second.id(), second.attempt), (r.id, 2));
+    assert_eq!(second.job.state, JobState::Running);
+    assert_eq!(second.job.worker_id.as_deref(), Some("w2"));
+    assert_eq!(second.job.heartbeat_at, Some(engine.now()));
+    assert_eq!(second.checkpoint(), Some(&json!({"page": 7})));
+    assert_eq!(second.job, jobs.get(r.id).unwrap());
+    let events = engine.events().since(r.id, 0, 100).unwrap();
+    let tail: Vec<_> = events[events.len() - 2..]
+        .iter()
+        .map(|e| (e.kind.to_string(), e.payload.clone()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (
+                "resumed".to_string(),
+                json!({"by": "op", "from": "paused", "to": "running"})
+            ),
+            ("claimed".to_string(), json!({"worker": "w2", "attempt": 2})),
+        ]
+    );
+    assert_eq!(code(jobs.complete(&first, &json!({}))), "STALE_ATTEMPT");
+    assert_eq!(code(jobs.resume_on(r.id, "w3", "op")), "ILLEGAL_TRANSITION");
+    assert_eq!(code(jobs.resume_on(r.id + 1000, "w3", "op")), "NOT_FOUND");
+    jobs.complete(&second, &json!({"ok": true})).unwrap();
+
+    // reset_recovery_count: any job but a completed one
+    let supervisor = Supervisor::new(engine.clone(), SupervisorOptions::default()).unwrap();
+    let s = jobs.create(&job("s")).unwrap();
+    let c = jobs.claim("w1", &["s"]).unwrap().unwrap();
+    jobs.checkpoint(&c, &json!({})).unwrap();
+    supervisor.recover_now(s.id, "op").unwrap();
+    assert_eq!(jobs.get(s.id).unwrap().recovery_count, 1);
+    assert_eq!(
+        code(supervisor.reset_recovery_count(s.id, "")),
+        "INVALID_INPUT"
+    );
+    clock.advance(Duration::from_secs(1));
+    supervisor.reset_recovery_count(s.id, "op").unwrap();
+    let reset = jobs.get(s.id).unwrap();
+    assert_eq!((reset.state, reset.recovery_count), (JobState::Paused, 0));
+    assert_eq!(reset.updated_at, engine.now());
+    assert_eq!(
+        code(supervisor.reset_recovery_count(r.id, "op")),
+        "ILLEGAL_TRANSITION"
+    );
+    assert_eq!(
+        code(supervisor.reset_recovery_count(r.id + 1000, "op")),
+        "NOT_FOUND"
+    );
+
+    // delete: terminal jobs only; the job and its events go, a child loses its parent
+    assert_eq!(code(jobs.delete(s.id, "op")), "ILLEGAL_TRANSITION");
+    assert_eq!(
+        kinds_of(engine, s.id).len(),
+        4,
+        "a refused delete keeps the events"
+    );
+    assert_eq!(code(jobs.delete(r.id, "")), "INVALID_INPUT");
+    let child = jobs.create(&job("child").parent(r.id)).unwrap();
+    jobs.delete(r.id, "op").unwrap();
+    assert_eq!(code(jobs.get(r.id)), "NOT_FOUND");
+    assert_eq!(code(engine.events().since(r.id, 0, 10)), "NOT_FOUND");
+    assert_eq!(jobs.get(child.id).unwrap().parent_id, None);
+    assert_eq!(code(jobs.delete(r.id, "op")), "NOT_FOUND");
+    jobs.cancel(child.id, "op", None).unwrap();
+    jobs.delete(child.id, "op").unwrap();
+    jobs.delete(created.id, "op").unwrap();
+    assert_eq!(
+        ids(&jobs.list(None, None, None, 100).unwrap()),
+        [s.id, p.id]
+    );
+}
+
+/// `diagnostics`: the job and its events in the stable, redacted shape (ids left out, times
+/// relative to the job's creation), the same document on every backend.
+pub fn diagnostics_show_a_job_in_its_stable_shape(engine: &Engine, clock: &ManualClock) {
+    let jobs = engine.jobs();
+    let parent = jobs.create(&job("p")).unwrap();
+    let j = jobs
+        .create(
+            &NewJob::new("u9", "diag", json!({"file": "a.csv"}))
+                .parent(parent.id)
+                .tags(["t1"]),
+        )
+        .unwrap();
+    clock.advance(Duration::from_millis(250));
+    let c = jobs.claim("w1", &["diag"]).unwrap().unwrap();
+    clock.advance(Duration::from_millis(250));
+    jobs.progress(&c, 50, Some("half")).unwrap();
+    jobs.checkpoint(&c, &json!({"row": 10})).unwrap();
+    clock.advance(Duration::from_millis(500));
+    jobs.fail(&c, "E_PARSE", "bad row").unwrap();
+    let d = jobs.diagnostics(j.id).unwrap();
+    assert_eq!(
+        serde_json::to_value(&d).unwrap(),
+        json!({
+            "version": 1,
+            "kind": "diag",
+            "user_id": "u9",
+            "state": "failed",
+            "attempt": 1,
+            "recovery_count": 0,
+            "progress": 50,
+            "step": "half",
+            "tags": ["t1"],
+            "parent": "[id]",
+            "worker_id": "w1",
+            "input": {"file": "a.csv"},
+            "result": null,
+            "checkpoint": {"row": 10},
+            "error": {"code": "E_PARSE", "message": "bad row"},
+            "cancel_reason": null,
+            "times": {
+                "started_ms": 250,
+                "heartbeat_ms": 500,
+                "checkpoint_ms": 500,
+                "finished_ms": 1000,
+                "updated_ms": 1000
+            },
+            "events_pruned": 0,
+            "events": [
+                {"seq": 1, "kind": "created", "at_ms": 0,
+                 "payload": {"kind": "diag", "user_id": "u9"}},
+                {"seq": 2, "kind": "claimed", "at_ms": 250,
+                 "payload": {"attempt": 1, "worker": "w1"}},
+                {"seq": 3, "kind": "progress", "at_ms": 500,
+                 "payload": {"progress": 50, "step": "half"}},
+                {"seq": 4, "kind": "checkpoint", "at_ms": 500, "payload": {"bytes": 10}},
+                {"seq": 5, "kind": "failed", "at_ms": 1000,
+                 "payload": {"code": "E_PARSE", "message": "bad row"}}
+            ]
+        })
+    );
+    assert_eq!(code(jobs.diagnostics(j.id + 1000)), "NOT_FOUND");
+}
+
+/// The audit rows of a job (`action`, `actor`, `detail`), oldest first, as a backend's
+/// test reads them from its `audit_log`.
+pub type AuditRows<'a> = &'a dyn Fn(i64) -> Vec<(String, String, serde_json::Value)>;
+
+/// Every operator call of the jobs API leaves one audit row (the deleted job's stay, and
+/// one more records the deletion); refusals leave none. Run by each backend's tests with
+/// its own reader of `audit_log` (the public API has none).
+pub fn operator_job_calls_are_audited(engine: &Engine, _clock: &ManualClock, audit: AuditRows<'_>) {
+    let jobs = engine.jobs();
+    let supervisor = Supervisor::new(engine.clone(), SupervisorOptions::default()).unwrap();
+    let j = jobs.create(&job("au")).unwrap();
+    let first = jobs.claim("w1", &["au"]).unwrap().unwrap();
+    jobs.checkpoint(&first, &json!({"at": 1})).unwrap();
+    jobs.pause(j.id, "alice").unwrap();
+    assert!(jobs.mark_failed(j.id, "bob", "bad code!", "m").is_err());
+    assert!(jobs.resume_on(j.id, "", "bob").is_err());
+    assert!(jobs.delete(j.id, "bob").is_err());
+    jobs.resume_on(j.id, "w2", "bob").unwrap();
+    supervisor.recover_now(j.id, "carol").unwrap();
+    supervisor.reset_recovery_count(j.id, "dave").unwrap();
+    jobs.mark_failed(j.id, "erin", "ABANDONED", "not needed")
+        .unwrap();
+    assert!(supervisor
+        .reset_recovery_count(j.id + 1000, "dave")
+        .is_err());
+    jobs.delete(j.id, "frank").unwrap();
+    let row = |action: &str, actor: &str, detail: serde_json::Value| {
+        (action.to_string(), actor.to_string(), detail)
+    };
+    assert_eq!(
+        audit(j.id),
+        [
+            row("pause", "alice", json!({"from": "running"})),
+            row("resume", "bob", json!({"worker": "w2"})),
+            row("recover", "carol", json!({"to": "paused", "code": null})),
+            row("reset_recovery_count", "dave", json!({})),
+            row(
+                "fail",
+                "erin",
+                json!({"from": "paused", "code": "ABANDONED", "message": "not needed"})
+            ),
+            row("delete", "frank", json!({"state": "failed", "kind": "au"})),
+        ]
+    );
+    assert_eq!(code(jobs.get(j.id)), "NOT_FOUND");
 }

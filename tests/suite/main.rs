@@ -54,4 +54,31 @@ mod behaviour_sqlite {
         Some(crate::common::file_engine())
     }
     crate::behaviour_tests!(engine);
+
+    /// [`crate::behaviour::operator_job_calls_are_audited`], reading `audit_log` on the
+    /// engine's own connection.
+    #[test]
+    fn operator_job_calls_are_audited() {
+        let (engine, clock, _dir) = crate::common::file_engine();
+        let audit = |id: i64| {
+            engine
+                .with_connection(|c| {
+                    let mut stmt = c.prepare(
+                        "select action, actor, detail from audit_log
+                         where entity = 'job' and entity_id = ?1 order by id",
+                    )?;
+                    let rows = stmt.query_map([id.to_string()], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?))
+                    })?;
+                    let mut out = Vec::new();
+                    for r in rows {
+                        let (action, actor, detail) = r?;
+                        out.push((action, actor, serde_json::from_str(&detail).unwrap()));
+                    }
+                    Ok(out)
+                })
+                .unwrap()
+        };
+        crate::behaviour::operator_job_calls_are_audited(&engine, &clock, &audit);
+    }
 }

@@ -11,8 +11,9 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::integrity;
 use crate::job::state::JobState;
-use crate::job::types::{Job, NewJob};
+use crate::job::types::{Job, JobStats, NewJob};
 use crate::pg::engine::{Exec, Tx};
+use postgres::types::ToSql;
 
 /// Every column of a [`Job`], as [`job_from_row`] reads them by name.
 macro_rules! job_columns {
@@ -130,11 +131,11 @@ const FAIL: &str = concat!(
     job_columns!()
 );
 
-/// $1 id, $2 from, $3 now, $4 reason: an operator's cancel, guarded on the state read (and
-/// locked) just before.
-/// $1 id, $2 from, $3 now, $4 to, $5 cancel reason: an operator's transition (cancel,
-/// pause, resume), the twin of SQLite's `SET_STATE`: back to `created` clears the worker,
-/// start and heartbeat; a terminal state sets `finished_at`.
+/// $1 id, $2 from, $3 now, $4 to, $5 cancel reason, $6 error code, $7 error message: an
+/// operator's transition (cancel, pause, resume, mark failed), guarded on the state read (and
+/// locked) just before; the twin of SQLite's `SET_STATE`: back to `created` clears the
+/// worker, start and heartbeat; a terminal state sets `finished_at`; `failed` takes the
+/// error, any other state clears it.
 const SET_STATE: &str = concat!(
     "update jobs set state = $4, updated_at = $3,
         finished_at = case when $4 in ('completed', 'failed', 'cancelled')
@@ -142,6 +143,8 @@ const SET_STATE: &str = concat!(
         worker_id = case when $4 = 'created' then null else worker_id end,
         started_at = case when $4 = 'created' then null else started_at end,
         heartbeat_at = case when $4 = 'created' then null else heartbeat_at end,
+        error_code = case when $4 = 'failed' then $6::text end,
+        error_message = case when $4 = 'failed' then $7::text end,
         cancel_reason = case when $4 = 'cancelled' then $5 end
      where id = $1 and state = $2
      returning ",
@@ -160,6 +163,62 @@ const RESTART: &str = concat!(
      returning ",
     job_columns!()
 );
+
+/// $1 user_id, $2 any state, $3 states (text[]), $4 limit: a user's jobs, newest first.
+const LIST_BY_USER: &str = concat!(
+    "select ",
+    job_columns!(),
+    " from jobs where user_id = $1 and ($2 or state = any($3))
+     order by id desc limit $4"
+);
+/// Every running job, stalest heartbeat first.
+const RUNNING: &str = concat!(
+    "select ",
+    job_columns!(),
+    " from jobs where state = 'running' order by heartbeat_at, id"
+);
+/// $1 cutoff: running jobs whose heartbeat is older, stalest first.
+const STALE: &str = concat!(
+    "select ",
+    job_columns!(),
+    " from jobs where state = 'running' and heartbeat_at < $1 order by heartbeat_at, id"
+);
+/// Paused jobs holding a checkpoint, oldest first.
+const RESUMABLE: &str = concat!(
+    "select ",
+    job_columns!(),
+    " from jobs where state = 'paused' and checkpoint is not null order by id"
+);
+/// $1 user_id (null: every user): the count per kind and state, and each group's oldest
+/// running heartbeat, in one statement (one snapshot).
+const STATS: &str = "select kind, state, count(*)::bigint as n,
+        min(heartbeat_at) filter (where state = 'running') as oldest
+     from jobs where ($1::text is null or user_id = $1) group by kind, state";
+
+/// $1 id, $2 worker, $3 now: a paused job resumed straight onto a worker (paused ->
+/// running, next attempt), the twin of SQLite's `CLAIM_PAUSED`.
+const CLAIM_PAUSED: &str = concat!(
+    "update jobs set state = 'running', attempt = attempt + 1, worker_id = $2,
+        heartbeat_at = $3, updated_at = $3
+     where id = $1 and state = 'paused'
+     returning ",
+    job_columns!()
+);
+
+/// $1 id: the job, its row locked for the rest of the transaction.
+const GET_LOCKED: &str = concat!(
+    "select ",
+    job_columns!(),
+    " from jobs where id = $1 for update"
+);
+/// $1 id: a terminal job (its events go by the foreign key's cascade, which
+/// `job_events_no_delete` allows once the job is gone; its audit rows stay).
+const DELETE: &str =
+    "delete from jobs where id = $1 and state in ('completed', 'failed', 'cancelled')";
+
+/// $1 id, $2 now: the recovery counter back to zero (a completed job is final).
+const RESET_RECOVERY: &str = "update jobs set recovery_count = 0, updated_at = $2
+     where id = $1 and state <> 'completed'";
 
 /// The audit chain is one sequence across writers: its writers take turns (operator
 /// actions only, never a worker's hot path).
@@ -458,30 +517,136 @@ pub(crate) fn restart(
     Ok((from, job_from_row(&row)?))
 }
 
-/// An operator moves job `id` from one of `allowed` to `to` (cancel, pause, resume), under
-/// the row lock; returns the state it left and the job.
+/// An operator moves job `id` from one of `allowed` to `to` (cancel, pause, resume, mark
+/// failed with `error`), under the row lock; returns the state it left and the job.
 pub(crate) fn transition(
     tx: &mut Tx<'_>,
     id: i64,
     allowed: &[JobState],
     to: JobState,
     reason: Option<&str>,
+    error: Option<(&str, &str)>,
     now: Timestamp,
 ) -> Result<(JobState, Job)> {
     let (from, _) = state_of(tx, STATE_OF_LOCKED, id)?;
     if !allowed.contains(&from) || !from.can_transition_to(to) {
-        return Err(Error::IllegalTransition {
-            entity: "job",
-            id: id.to_string(),
-            from: from.to_string(),
-            to: to.to_string(),
-        });
+        return Err(illegal(id, from, &to.to_string()));
     }
+    let (code, message) = error.unzip();
     let row = tx.query_one(
         SET_STATE,
-        &[&id, &from.as_str(), &now.to_string(), &to.as_str(), &reason],
+        &[
+            &id,
+            &from.as_str(),
+            &now.to_string(),
+            &to.as_str(),
+            &reason,
+            &code,
+            &message,
+        ],
     )?;
     Ok((from, job_from_row(&row)?))
+}
+
+fn illegal(id: i64, from: JobState, to: &str) -> Error {
+    Error::IllegalTransition {
+        entity: "job",
+        id: id.to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+    }
+}
+
+fn jobs_of(tx: &mut Tx<'_>, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Job>> {
+    tx.query(sql, params)?.iter().map(job_from_row).collect()
+}
+
+/// A user's jobs in one of `states` (every state when empty), newest first.
+pub(crate) fn list_by_user(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    states: &[JobState],
+    limit: u32,
+) -> Result<Vec<Job>> {
+    let any = states.is_empty();
+    let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    jobs_of(
+        tx,
+        LIST_BY_USER,
+        &[&user_id, &any, &states, &i64::from(limit)],
+    )
+}
+
+/// Every running job, stalest heartbeat first.
+pub(crate) fn running(tx: &mut Tx<'_>) -> Result<Vec<Job>> {
+    jobs_of(tx, RUNNING, &[])
+}
+
+/// Running jobs whose last heartbeat is older than `cutoff`, stalest first.
+pub(crate) fn stale(tx: &mut Tx<'_>, cutoff: Timestamp) -> Result<Vec<Job>> {
+    jobs_of(tx, STALE, &[&cutoff.to_string()])
+}
+
+/// Paused jobs that hold a checkpoint.
+pub(crate) fn resumable(tx: &mut Tx<'_>) -> Result<Vec<Job>> {
+    jobs_of(tx, RESUMABLE, &[])
+}
+
+/// Counts per state and per kind (of one user's jobs when given) and the oldest running
+/// heartbeat, as SQLite's `stats`.
+pub(crate) fn stats(tx: &mut Tx<'_>, user_id: Option<&str>) -> Result<JobStats> {
+    let mut stats = JobStats::default();
+    for r in tx.query(STATS, &[&user_id])? {
+        let kind: String = get(&r, "jobs", "?", "kind")?;
+        let state: JobState = parsed(&r, "jobs", &kind, "state")?;
+        let n: i64 = get(&r, "jobs", &kind, "n")?;
+        let n = u64::try_from(n).unwrap_or(0);
+        stats.by_state.add(state, n);
+        stats.by_kind.entry(kind.clone()).or_default().add(state, n);
+        stats.total += n;
+        if let Some(oldest) = opt_ts(&r, "jobs", &kind, "oldest")? {
+            let min = stats
+                .oldest_running_heartbeat
+                .map_or(oldest, |o| o.min(oldest));
+            stats.oldest_running_heartbeat = Some(min);
+        }
+    }
+    Ok(stats)
+}
+
+/// A paused job resumed directly on `worker` (paused -> running, next attempt):
+/// `ILLEGAL_TRANSITION` from any other state.
+pub(crate) fn claim_paused(tx: &mut Tx<'_>, id: i64, worker: &str, now: Timestamp) -> Result<Job> {
+    match tx.query_opt(CLAIM_PAUSED, &[&id, &worker, &now.to_string()])? {
+        Some(row) => job_from_row(&row),
+        None => {
+            let (state, _) = state_of(tx, STATE_OF, id)?;
+            Err(illegal(id, state, JobState::Running.as_str()))
+        }
+    }
+}
+
+/// Deletes job `id` if it is terminal (`ILLEGAL_TRANSITION` to `deleted` otherwise), under
+/// the row lock; returns the job as it was.
+pub(crate) fn delete(tx: &mut Tx<'_>, id: i64) -> Result<Job> {
+    let job = match tx.query_opt(GET_LOCKED, &[&id])? {
+        Some(row) => job_from_row(&row)?,
+        None => return Err(Error::not_found("job", id)),
+    };
+    if !job.state.is_terminal() {
+        return Err(illegal(id, job.state, "deleted"));
+    }
+    tx.execute(DELETE, &[&id])?;
+    Ok(job)
+}
+
+/// Sets a job's recovery counter back to zero; `ILLEGAL_TRANSITION` for a completed job.
+pub(crate) fn reset_recovery_count(tx: &mut Tx<'_>, id: i64, now: Timestamp) -> Result<()> {
+    if tx.execute(RESET_RECOVERY, &[&id, &now.to_string()])? == 0 {
+        let (state, _) = state_of(tx, STATE_OF, id)?;
+        return Err(illegal(id, state, state.as_str()));
+    }
+    Ok(())
 }
 
 /// Appends an audit row for job `id`, chained on the newest row (src/integrity.rs).
