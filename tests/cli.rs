@@ -721,14 +721,14 @@ fn schedules_from_the_shell() {
     assert_eq!(deleted.stdout, "deleted schedule close\n");
 }
 
-/// Plants schedule `name` of `pipeline` (every minute, UTC) whose next slot is already
-/// due, as if the process had been down: its cursor is moved back by raw SQL.
-fn plant_due_schedule(db: &Path, name: &str, pipeline: &str) {
+/// Plants schedule `name` of `pipeline` (`rule`, UTC) whose next slot is already due, as if
+/// the process had been down: its cursor is moved back by raw SQL.
+fn plant_due_schedule(db: &Path, name: &str, pipeline: &str, rule: &str) {
     let engine = Engine::open(db).unwrap();
     engine
         .schedules()
         .create(&runledger::NewSchedule::new(
-            name, pipeline, "targets", "every 1m", "UTC",
+            name, pipeline, "targets", rule, "UTC",
         ))
         .unwrap();
     engine
@@ -748,7 +748,9 @@ fn a_tick_leaves_the_slot_of_a_pipeline_it_does_not_have_pending_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), NOWHERE, "");
     let db = dir.path().join("runledger.db");
-    plant_due_schedule(&db, "host-job", "host-pipeline");
+    // hourly: a minute boundary between the planting and the tick (a loaded machine) would
+    // make a second slot due with "every 1m" (regression: the CI run of 2026-11-30 03:16)
+    plant_due_schedule(&db, "host-job", "host-pipeline", "every 1h");
     let tick = rl(dir.path(), &["schedule", "tick"]);
     assert_eq!(tick.code, 0, "{}", tick.stderr);
     assert!(
@@ -786,7 +788,7 @@ fn serve_fires_a_configured_flex_schedule_and_stores_the_statement() {
     assert_eq!(checked.code, 0, "{}", checked.stderr);
     let db = dir.path().join("runledger.db");
     // The config's schedule, already due (as after downtime).
-    plant_due_schedule(&db, "flex-daily", "flex-main");
+    plant_due_schedule(&db, "flex-daily", "flex-main", "every 1m");
     let mut child = cmd(dir.path())
         .args(["--db", "runledger.db", "serve", "--poll", "1"])
         .stdout(Stdio::piped())
@@ -1566,7 +1568,7 @@ fn ctrl_c_during_serve_ends_the_scheduled_run_in_progress_interrupted_and_frees_
         "[[schedule]]\nname = \"flex-daily\"\npipeline = \"flex-main\"\nrule = \"every 1m\"\nzone = \"UTC\"\n",
     );
     let db = dir.path().join("runledger.db");
-    plant_due_schedule(&db, "flex-daily", "flex-main");
+    plant_due_schedule(&db, "flex-daily", "flex-main", "every 1m");
     let mut child = cmd(dir.path())
         .args(["--db", "runledger.db", "serve", "--poll", "1"])
         .stdout(Stdio::piped())
