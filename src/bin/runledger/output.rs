@@ -280,6 +280,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_call_the_backend_does_not_serve_is_a_usage_error() {
+        assert_eq!(exit_code("UNSUPPORTED_BACKEND"), 2);
+        assert_eq!(exit_code("INVALID_INPUT"), 2);
+        assert_eq!(exit_code("ILLEGAL_TRANSITION"), 1);
+    }
+
+    #[test]
     fn durations_read_well() {
         assert_eq!(duration(Some(420)), "420ms");
         assert_eq!(duration(Some(1_250)), "1.25s");
