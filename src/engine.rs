@@ -293,20 +293,44 @@ impl Engine {
         path: Option<PathBuf>,
     ) -> Self {
         let identity = path.as_deref().and_then(FileIdentity::of);
+        let share = opts.db.durability == db::Durability::Full;
+        let writer = Writer {
+            conn,
+            open: None,
+            next_group: 1,
+        };
+        Self::assemble(Some(writer), None, readers, share, opts, path, identity)
+    }
+
+    /// An engine served by `backend` instead of a SQLite file (an engine opened on a
+    /// `postgres://` URL): the facades hand the calls it serves to it and refuse the rest
+    /// with [`Error::Unsupported`].
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn with_backend(backend: Box<dyn Backend>, opts: EngineOptions) -> Self {
+        Self::assemble(None, Some(backend), None, false, opts, None, None)
+    }
+
+    /// An engine of either kind: the SQLite writer (with its readers and file identity), or
+    /// the backend serving it; the rest starts empty.
+    fn assemble(
+        writer: Option<Writer>,
+        backend: Option<Box<dyn Backend>>,
+        readers: Option<Mutex<Vec<Connection>>>,
+        share: bool,
+        opts: EngineOptions,
+        path: Option<PathBuf>,
+        identity: Option<FileIdentity>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                writer: Some(Mutex::new(Writer {
-                    conn,
-                    open: None,
-                    next_group: 1,
-                })),
-                backend: None,
+                writer: writer.map(Mutex::new),
+                backend: backend.map(BackendBox),
                 queued: AtomicUsize::new(0),
                 outcomes: Mutex::new(Outcomes::default()),
                 settled: Condvar::new(),
                 readers,
                 bus: Bus::default(),
-                share: opts.db.durability == db::Durability::Full,
+                share,
                 opts,
                 path,
                 last_write: AtomicI64::new(i64::MIN),
@@ -317,35 +341,6 @@ impl Engine {
                 idle_checkpointed: AtomicU64::new(0),
                 pending: PendingEndings::default(),
                 identity,
-            }),
-        }
-    }
-
-    /// An engine served by `backend` instead of a SQLite file (an engine opened on a
-    /// `postgres://` URL): the facades hand the calls it serves to it and refuse the rest
-    /// with [`Error::Unsupported`].
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn with_backend(backend: Box<dyn Backend>, opts: EngineOptions) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                writer: None,
-                backend: Some(BackendBox(backend)),
-                queued: AtomicUsize::new(0),
-                outcomes: Mutex::new(Outcomes::default()),
-                settled: Condvar::new(),
-                readers: None,
-                bus: Bus::default(),
-                share: false,
-                opts,
-                path: None,
-                last_write: AtomicI64::new(i64::MIN),
-                commits: AtomicU64::new(0),
-                changed: AtomicU64::new(0),
-                scheduler_ticked: AtomicI64::new(0),
-                idle_seen: AtomicU64::new(0),
-                idle_checkpointed: AtomicU64::new(0),
-                pending: PendingEndings::default(),
-                identity: None,
             }),
         }
     }
