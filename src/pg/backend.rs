@@ -39,7 +39,6 @@ pub(crate) fn open(url: &str, opts: EngineOptions) -> Result<Engine> {
     let engine = PgEngine::open_with_clock(url, opts.clock.clone())?;
     let backend = PgBackend {
         engine,
-        url: url.to_string(),
         listener: Mutex::new(None),
     };
     Ok(Engine::with_backend(Box::new(backend), opts))
@@ -47,9 +46,6 @@ pub(crate) fn open(url: &str, opts: EngineOptions) -> Result<Engine> {
 
 struct PgBackend {
     engine: PgEngine,
-    /// For the listener, opened at the first idle wait (the URL may hold a password: it is
-    /// never printed).
-    url: String,
     /// One LISTEN connection for the idle waits of this engine and its clones; a thread that
     /// finds it taken by another waits by sleeping (see [`Backend::wait_for_work`]).
     listener: Mutex<Option<PgListener>>,
@@ -385,7 +381,7 @@ impl Backend for PgBackend {
         };
         if slot.is_none() {
             // for work only: it does not register for events, so it costs writers nothing
-            match PgListener::open_for_work(&self.url) {
+            match PgListener::open_for_work(self.engine.url()) {
                 Ok(l) => *slot = Some(l),
                 Err(e) => {
                     drop(slot);

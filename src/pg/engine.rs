@@ -85,12 +85,7 @@ impl<'a> Tx<'a> {
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = self.tx.prepare(sql).map_err(from_pg)?;
-        self.statements.insert(sql, s.clone());
-        Ok(s)
+        cached(&mut self.tx, self.statements, sql)
     }
 
     /// Every row of `sql`.
@@ -155,6 +150,20 @@ impl Exec for Tx<'_> {
     }
 }
 
+/// `sql` prepared on `client` once per connection: from `cache`, or prepared and kept there.
+fn cached(
+    client: &mut impl postgres::GenericClient,
+    cache: &mut HashMap<&'static str, Statement>,
+    sql: &'static str,
+) -> Result<Statement> {
+    if let Some(s) = cache.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = client.prepare(sql).map_err(from_pg)?;
+    cache.insert(sql, s.clone());
+    Ok(s)
+}
+
 /// A [`PgEngine::write_one`] call: statements run without BEGIN/COMMIT, each its own implicit
 /// transaction, with the connection's statement cache.
 pub(crate) struct Auto<'a> {
@@ -168,14 +177,7 @@ impl Exec for Auto<'_> {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
-        let s = match self.statements.get(sql) {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.client.prepare(sql).map_err(from_pg)?;
-                self.statements.insert(sql, s.clone());
-                s
-            }
-        };
+        let s = cached(self.client, self.statements, sql)?;
         self.client.query_opt(&s, params).map_err(from_pg)
     }
 }
@@ -203,6 +205,11 @@ impl PgEngine {
                 }]),
             }),
         })
+    }
+
+    /// The URL it connects to (may hold a password: never print it).
+    pub(crate) fn url(&self) -> &str {
+        &self.inner.url
     }
 
     /// The engine clock's current time.

@@ -120,8 +120,9 @@ impl PgJobs<'_> {
 
     /// [`PgJobs::heartbeat`] for a caller holding only the fence.
     pub(crate) fn heartbeat_fenced(&self, id: i64, attempt: i64) -> Result<()> {
+        // one statement: autocommit, one round trip (the worker's most frequent write)
         self.engine
-            .write(|tx, now| store::heartbeat(tx, id, attempt, now))
+            .write_one(|tx, now| store::heartbeat(tx, id, attempt, now))
     }
 
     /// Progress in percent (0..=100) and an optional step description.

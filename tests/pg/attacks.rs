@@ -254,6 +254,24 @@ fn pg_raw_sql_cannot_break_the_rules() {
         &format!("update due_runs set claimed_by = 'ticker-b' where id = {slot}"),
         "CLAIM_FENCE: due_runs",
     );
+    // schema version 5: the claim's own ticker renews it forward, never back
+    let claimed_at = claims[0].claimed_at;
+    refused(
+        &mut db,
+        &format!(
+            "update due_runs set claimed_at = '{}' where id = {slot}",
+            claimed_at - Duration::from_millis(1)
+        ),
+        "CLAIM_FENCE: due_runs",
+    );
+    assert_eq!(
+        db.exec(&format!(
+            "update due_runs set claimed_at = '{}' where id = {slot}",
+            claimed_at + Duration::from_millis(1)
+        )),
+        Ok(1),
+        "a renewal moves the claim forward"
+    );
     refused(&mut db, &format!("update due_runs set status = 'fired', finished_at = claimed_at, run_ids = '[999999]' where id = {slot}"), "MISSING_REFERENCE: due_runs");
     refused(
         &mut db,

@@ -1,8 +1,7 @@
 //! `--db postgres://...`: the commands that work on a PostgreSQL ledger (feature
-//! `postgres`): `doctor`, `init`, `jobs list|show|events|pause|resume|cancel|restart`
-//! (`runledger::pg`), and `runs`, `raw`, `supervise` and `schedule` (the same handlers as on a file,
-//! through `Engine::open` on the URL: a subcommand whose call PostgreSQL does not serve
-//! answers `UNSUPPORTED_BACKEND`). Any other command is refused with the list, never run on
+//! `postgres`): `doctor` and `init` (`runledger::pg`), and `jobs`, `runs`, `raw`,
+//! `supervise` and `schedule` (the same handlers as on a file, through `Engine::open` on the
+//! URL: a subcommand whose call PostgreSQL does not serve answers `UNSUPPORTED_BACKEND`). Any other command is refused with the list, never run on
 //! a file named like the URL.
 
 use crate::output::{CliResult, Failure};
@@ -81,6 +80,9 @@ pub(crate) fn run(
             let engine = runledger::Engine::open(url)?;
             return crate::jobs::supervise(&engine, out, args, &load()?.supervisor);
         }
+        Command::Jobs { cmd } => {
+            return crate::jobs::jobs(&runledger::Engine::open(url)?, out, cmd);
+        }
         Command::Schedule { cmd } => {
             let engine = runledger::Engine::open(url)?;
             return crate::schedule::schedule(&engine, out, cmd, &load);
@@ -88,7 +90,7 @@ pub(crate) fn run(
         _ => {}
     }
     let engine = match command {
-        Command::Doctor(_) | Command::Init | Command::Jobs { .. } => PgEngine::open(url)?,
+        Command::Doctor(_) | Command::Init => PgEngine::open(url)?,
         _ => return Err(unsupported(name)),
     };
     match command {
@@ -106,7 +108,6 @@ pub(crate) fn run(
             }
             Ok(())
         }
-        Command::Jobs { cmd } => crate::jobs::jobs_pg(&engine, out, cmd),
         _ => Err(unsupported(name)),
     }
 }

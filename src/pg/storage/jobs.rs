@@ -94,7 +94,7 @@ const CLAIM: &str = concat!(
 
 /// $1 id, $2 attempt, $3 now
 const HEARTBEAT: &str = "update jobs set heartbeat_at = $3, updated_at = $3
-     where id = $1 and attempt = $2 and state = 'running'";
+     where id = $1 and attempt = $2 and state = 'running' returning id";
 
 /// $1 id, $2 attempt, $3 now, $4 progress, $5 step
 const PROGRESS: &str =
@@ -438,9 +438,13 @@ fn guarded_returning(
     }
 }
 
-/// Heartbeat of the worker holding `attempt`.
-pub(crate) fn heartbeat(tx: &mut Tx<'_>, id: i64, attempt: i64, now: Timestamp) -> Result<()> {
-    guarded(tx, HEARTBEAT, id, attempt, &[&now.to_string()])
+/// Heartbeat of the worker holding `attempt`: one statement, so it runs in autocommit
+/// ([`PgEngine::write_one`](crate::pg::PgEngine)); the fence's refusal is diagnosed after it.
+pub(crate) fn heartbeat(tx: &mut impl Exec, id: i64, attempt: i64, now: Timestamp) -> Result<()> {
+    match tx.query_opt(HEARTBEAT, &[&id, &attempt, &now.to_string()])? {
+        Some(_) => Ok(()),
+        None => Err(diagnose(tx, id, attempt)),
+    }
 }
 
 /// Progress and step of the worker holding `attempt`.
