@@ -329,9 +329,12 @@ pub enum Error {
     #[error("database error")]
     Database(#[source] rusqlite::Error),
 
-    /// The database server could not be reached (refused, closed, timed out): nothing of
-    /// the call was committed. [feature `postgres`] `runledger::pg` reconnects on its next
-    /// call.
+    /// The database server could not be reached (refused, closed, timed out). Nothing of the
+    /// call is half-written: it committed whole or not at all. When the connection was lost
+    /// after the server took the call (a restart while it ran), it may have committed and
+    /// only its answer is lost: read before retrying; a retried worker write meets its fence
+    /// (`JOB_NOT_RUNNING`, `STALE_ATTEMPT`) rather than applying twice. [feature `postgres`]
+    /// `runledger::pg` reconnects on its next call.
     #[error("database server unreachable: {detail}")]
     Unreachable {
         /// The client's description (no password: URLs are never included).
