@@ -211,6 +211,27 @@ pub(crate) trait Backend: Send + Sync {
     /// [`Worker`](crate::Worker) waits here instead of sleeping.
     fn wait_for_work(&self, kinds: &[&str], timeout: Duration) -> Result<bool>;
 
+    // the Trust UI's reads (`http::ui::queries`, the twins of `storage::ui`)
+
+    /// The overview page's reads, listing `failed` failed runs.
+    #[cfg(feature = "http")]
+    fn ui_overview(&self, failed: i64) -> Result<crate::storage::ui::Overview>;
+    /// The newest event cursor a page's live script follows the stream after (0: none).
+    #[cfg(feature = "http")]
+    fn ui_last_cursor(&self) -> Result<i64>;
+    /// A job's newest audit rows, at most `limit`.
+    #[cfg(feature = "http")]
+    fn ui_job_audit(&self, job_id: i64, limit: i64) -> Result<Vec<crate::storage::ui::AuditRow>>;
+    /// A schedule's last finished slot and its capped count of missed slots.
+    #[cfg(feature = "http")]
+    fn ui_schedule_history(&self, schedule_id: i64) -> Result<crate::storage::ui::ScheduleHistory>;
+
+    /// A wait for job events committed from now on by anyone (this process, other
+    /// processes, other nodes): what the HTTP stream's watcher sleeps on between reads of
+    /// the feed, instead of polling.
+    #[cfg(feature = "http")]
+    fn event_wait(&self) -> Result<Box<dyn EventWait>>;
+
     // schedules
 
     /// `Schedules::create` of the validated `row`, audited as `actor`: the duplicate name
@@ -261,6 +282,15 @@ pub(crate) trait Backend: Send + Sync {
         finish: &Finish<'_>,
         claimed_at: Timestamp,
     ) -> Result<SlotReport>;
+}
+
+/// See [`Backend::event_wait`].
+#[cfg(feature = "http")]
+pub(crate) trait EventWait: Send {
+    /// Waits at most `timeout`: `true` when job events may have been committed since the
+    /// last wait (a hint: read the feed after the last cursor seen), `false` at the timeout.
+    /// While the database is away it fails (`UNREACHABLE`) and the next wait tries again.
+    fn wait(&mut self, timeout: Duration) -> Result<bool>;
 }
 
 /// One run a trigger starts (the arguments of [`Backend::start_run`]).

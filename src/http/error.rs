@@ -38,7 +38,8 @@ pub fn status_of(code: &str) -> StatusCode {
         | "CONSTRAINT_VIOLATION" => StatusCode::CONFLICT,
         "EVENTS_PRUNED" => StatusCode::GONE,
         "TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
-        "BUSY" | "DATABASE_FULL" | "READ_ONLY" => StatusCode::SERVICE_UNAVAILABLE,
+        "BUSY" | "DATABASE_FULL" | "READ_ONLY" | "UNREACHABLE" => StatusCode::SERVICE_UNAVAILABLE,
+        "UNSUPPORTED_BACKEND" => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -86,7 +87,7 @@ impl From<&Error> for ApiError {
         let code = e.code();
         // The database's own failure text stays in the server; the client gets the code.
         let message = match e {
-            Error::Database(_) => "database error".to_string(),
+            Error::Database(_) | Error::Postgres { .. } => "database error".to_string(),
             _ => e.to_string(),
         };
         let err = ApiError::new(code, message);

@@ -51,6 +51,34 @@ struct PgBackend {
     listener: Mutex<Option<PgListener>>,
 }
 
+/// The HTTP stream's wait: a [`PgListener`] of its own, registered for job events (so that
+/// events NOTIFY while it is open: migrations/postgres/P4).
+#[cfg(feature = "http")]
+struct EventWaiter(PgListener);
+
+#[cfg(feature = "http")]
+impl crate::backend::EventWait for EventWaiter {
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        use super::listener::Wake;
+        let hears = |w: &Wake| !matches!(w, Wake::Work { .. });
+        if self.0.wait(timeout, hears)?.is_none() {
+            return Ok(false);
+        }
+        // the notifications already queued (one per event) are folded into this wake: the
+        // feed read next covers them all
+        for _ in 0..FOLD_AT_MOST {
+            if self.0.wait(Duration::ZERO, hears)?.is_none() {
+                break;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// How many queued notifications one wake of the stream's [`EventWaiter`] folds.
+#[cfg(feature = "http")]
+const FOLD_AT_MOST: usize = 10_000;
+
 impl Backend for PgBackend {
     fn name(&self) -> &'static str {
         "postgres"
@@ -392,6 +420,52 @@ impl Backend for PgBackend {
         }
         let listener = slot.as_mut().expect("opened above");
         listener.wait_for_work(kinds, deadline.remaining())
+    }
+
+    // the Trust UI's reads, each in one read transaction
+
+    #[cfg(feature = "http")]
+    fn ui_overview(&self, failed: i64) -> Result<crate::storage::ui::Overview> {
+        self.engine.read_snapshot(|tx| {
+            let mut runs = Vec::new();
+            for scope in Scope::ALL {
+                let counts = RunStatus::ALL
+                    .iter()
+                    .map(|status| runs_store::ui_runs_capped(tx, scope, *status))
+                    .collect::<Result<_>>()?;
+                runs.push((scope, counts));
+            }
+            Ok(crate::storage::ui::Overview {
+                runs,
+                failed: runs_store::ui_failed_runs(tx, failed)?,
+                jobs: jobs_store::ui_job_counts(tx)?,
+                supervisors: super::storage::supervisor_state::ui_supervisors(tx)?,
+                last_slot: super::storage::schedules::ui_last_slot(tx)?,
+            })
+        })
+    }
+
+    #[cfg(feature = "http")]
+    fn ui_last_cursor(&self) -> Result<i64> {
+        self.engine.read(super::storage::job_events::ui_last_cursor)
+    }
+
+    #[cfg(feature = "http")]
+    fn ui_job_audit(&self, job_id: i64, limit: i64) -> Result<Vec<crate::storage::ui::AuditRow>> {
+        self.engine
+            .read(|tx| jobs_store::ui_job_audit(tx, job_id, limit))
+    }
+
+    #[cfg(feature = "http")]
+    fn ui_schedule_history(&self, schedule_id: i64) -> Result<crate::storage::ui::ScheduleHistory> {
+        self.engine
+            .read_snapshot(|tx| super::storage::schedules::ui_schedule_history(tx, schedule_id))
+    }
+
+    #[cfg(feature = "http")]
+    fn event_wait(&self) -> Result<Box<dyn crate::backend::EventWait>> {
+        // registers the session as an event listener: from now on every job event notifies
+        Ok(Box::new(EventWaiter(PgListener::open(self.engine.url())?)))
     }
 
     // schedules

@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "V5__slot_claim_renewal",
         include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),
     ),
+    (
+        8,
+        "V8__ui_indexes",
+        include_str!("../../migrations/postgres/P8__ui_indexes.sql"),
+    ),
 ];
 
 /// The advisory lock key the migration step holds ("runledgr" in ASCII).

@@ -1,6 +1,6 @@
 //! `--db postgres://...`: the commands that work on a PostgreSQL ledger (feature
 //! `postgres`): `doctor` and `init` (`runledger::pg`), and `jobs`, `runs`, `raw`,
-//! `supervise` and `schedule` (the same handlers as on a file, through `Engine::open` on the
+//! `supervise`, `schedule` and `serve` (the same handlers as on a file, through `Engine::open` on the
 //! URL: a subcommand whose call PostgreSQL does not serve answers `UNSUPPORTED_BACKEND`). Any other command is refused with the list, never run on
 //! a file named like the URL.
 
@@ -8,7 +8,7 @@ use crate::output::{CliResult, Failure};
 
 /// What `--db postgres://...` supports.
 pub const SUPPORTED: &str =
-    "doctor, init, jobs list|show|events|pause|resume|cancel|restart, runs, raw, supervise, schedule (and copy --to)";
+    "doctor, init, jobs list|show|events|pause|resume|cancel|restart, runs, raw, supervise, schedule, serve (and copy --to)";
 
 /// Whether `--db` names a PostgreSQL ledger rather than a file.
 pub fn is_postgres(db: &std::path::Path) -> bool {
@@ -48,6 +48,7 @@ pub(crate) fn run(
             | crate::Command::Raw { .. }
             | crate::Command::Supervise(_)
             | crate::Command::Schedule { .. }
+            | crate::Command::Serve(_)
     ) {
         return Err(unsupported(command_name(&command)));
     }
@@ -86,6 +87,10 @@ pub(crate) fn run(
         Command::Schedule { cmd } => {
             let engine = runledger::Engine::open(url)?;
             return crate::schedule::schedule(&engine, out, cmd, &load);
+        }
+        Command::Serve(args) => {
+            let engine = runledger::Engine::open(url)?;
+            return crate::serve::serve(&engine, args, &load()?);
         }
         _ => {}
     }

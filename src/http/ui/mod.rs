@@ -295,7 +295,7 @@ impl Ui {
         let text = self.access_text(access);
         let ui = Arc::clone(&self);
         let out = blocking(move || {
-            let cursor = ui.engine.with_connection(queries::last_cursor)?;
+            let cursor = queries::last_cursor(&ui.engine)?;
             Ok((cursor, f(&ui.engine, &ui.opts)?))
         })
         .await;

@@ -624,3 +624,60 @@ pub(crate) const TABLES: &[TableSql] = &[TableSql {
          coalesce(pg_sequence_last_value(pg_get_serial_sequence('ingest_runs', 'id')), 0)::bigint from ingest_runs",
     set_sequence: "select setval(pg_get_serial_sequence('ingest_runs', 'id'), $1::bigint)",
 }];
+
+// ---- the Trust UI's bounded reads (the twins of the SQLite module's `UI_*`)
+
+/// $1 scope, $2 status, $3 cap
+#[cfg(feature = "http")]
+const UI_RUNS_CAPPED: &str = "select count(*) as n from (select 1 from ingest_runs
+     where scope = $1 and status = $2 limit $3) c";
+
+/// $1 limit
+#[cfg(feature = "http")]
+const UI_RUNS_FAILED_NEWEST: &str =
+    "select id, pipeline, scope, trigger, started_at, error_code, error_message,
+       meta_json->>'blockedStage' as blocked_stage
+     from ingest_runs
+     where status = 'failed' order by started_at desc, id desc limit $1";
+
+/// Runs of `scope` in `status`, capped.
+#[cfg(feature = "http")]
+pub(crate) fn ui_runs_capped(
+    tx: &mut Tx<'_>,
+    scope: Scope,
+    status: RunStatus,
+) -> Result<crate::storage::ui::Capped> {
+    let cap = crate::storage::ui::COUNT_CAP + 1;
+    let row = tx.query_one(UI_RUNS_CAPPED, &[&scope.as_str(), &status.as_str(), &cap])?;
+    Ok(crate::storage::ui::Capped::of(get(
+        &row,
+        "ingest_runs",
+        "?",
+        "n",
+    )?))
+}
+
+/// The newest failed runs, at most `limit`.
+#[cfg(feature = "http")]
+pub(crate) fn ui_failed_runs(
+    tx: &mut Tx<'_>,
+    limit: i64,
+) -> Result<Vec<crate::storage::ui::FailedRun>> {
+    tx.query(UI_RUNS_FAILED_NEWEST, &[&limit])?
+        .iter()
+        .map(|r| {
+            let id: i64 = get(r, "ingest_runs", "?", "id")?;
+            let k = id.to_string();
+            Ok(crate::storage::ui::FailedRun {
+                id,
+                pipeline: get(r, "ingest_runs", &k, "pipeline")?,
+                scope: get(r, "ingest_runs", &k, "scope")?,
+                trigger: get(r, "ingest_runs", &k, "trigger")?,
+                started_at: ts(r, "ingest_runs", &k, "started_at")?,
+                error_code: get(r, "ingest_runs", &k, "error_code")?,
+                error_message: get(r, "ingest_runs", &k, "error_message")?,
+                blocked_stage: get(r, "ingest_runs", &k, "blocked_stage")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,330 @@
+//! The HTTP API, the live event stream and the Trust UI on PostgreSQL: a server over
+//! `Engine::open("postgres://...")` on a fresh schema, through the API tests' own client
+//! (tests/suite/http_client.rs): jobs created, claimed and completed over HTTP with their
+//! typed errors; the stream fed by commits of another process and woken by NOTIFY; the UI's
+//! pages rendered byte for byte as on a SQLite file holding the same ledger; `runledger
+//! --db postgres://... serve --http`.
+
+use std::time::Duration;
+
+use runledger::http::HttpOptions;
+use runledger::{
+    Engine, EngineOptions, ManualClock, NewJob, ScopeSelector, Timestamp, TriggerKind,
+};
+use serde_json::{json, Value};
+
+use crate::common::TestDb;
+use crate::demo::{self, ProviderOptions};
+use crate::http_client::{claim, code, create_job, Api};
+
+const T0: &str = "2026-11-22T11:30:00.000Z";
+
+/// A fresh schema and an `Engine` opened on its URL, on a manual clock; `None` skips.
+fn engine(test: &str) -> Option<(Engine, ManualClock, TestDb)> {
+    let db = TestDb::new(&format!("h_{test}"))?;
+    let clock = ManualClock::new(Timestamp::parse(T0).unwrap());
+    let opts = EngineOptions::default().with_clock(clock.clone());
+    let engine = Engine::open_with(&db.url, opts).unwrap();
+    Some((engine, clock, db))
+}
+
+#[test]
+fn pg_http_jobs_and_workers_over_http_with_typed_errors() {
+    let Some((engine, _clock, mut db)) = engine("jobs") else {
+        return;
+    };
+    let api = Api::start(&engine, HttpOptions::default());
+    let (s, health) = api.get("/health");
+    assert_eq!(s, 200, "{health}");
+    assert_eq!(
+        health["schema_version"].as_i64(),
+        Some(runledger::pg::known_schema_version())
+    );
+    let id = create_job(&api, "alice");
+    let (job, attempt) = claim(&api, "remote-1");
+    assert_eq!((job, attempt), (id, 1));
+    let (s, v) = api.post(
+        &format!("/jobs/{id}/progress"),
+        json!({"attempt": attempt, "progress": 40, "step": "fetch"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api.post(
+        &format!("/jobs/{id}/heartbeat"),
+        json!({"attempt": attempt}),
+    );
+    assert_eq!(s, 200, "{v}");
+    // the fence, typed: a stale attempt, then a job that is not running
+    let (s, v) = api.post(
+        &format!("/jobs/{id}/complete"),
+        json!({"attempt": 7, "result": {}}),
+    );
+    assert_eq!((s, code(&v)), (409, "STALE_ATTEMPT"), "{v}");
+    assert_eq!(v["current_attempt"].as_i64(), Some(1));
+    let (s, done) = api.post(
+        &format!("/jobs/{id}/complete"),
+        json!({"attempt": attempt, "result": {"ok": true}}),
+    );
+    assert_eq!(
+        (s, done["state"].as_str()),
+        (200, Some("completed")),
+        "{done}"
+    );
+    let (s, v) = api.post(
+        &format!("/jobs/{id}/fail"),
+        json!({"attempt": attempt, "code": "X", "message": "late"}),
+    );
+    assert_eq!((s, code(&v)), (409, "JOB_NOT_RUNNING"), "{v}");
+    let (s, v) = api.get("/jobs/999999");
+    assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
+    let (s, v) = api.post(&format!("/jobs/{id}/pause"), json!({}));
+    assert_eq!((s, code(&v)), (409, "ILLEGAL_TRANSITION"), "{v}");
+    let (s, v) = api.post("/jobs", json!({"user_id": "", "kind": "k"}));
+    assert_eq!((s, code(&v)), (400, "INVALID_INPUT"), "{v}");
+
+    // reads: the job, its events, lists, stats, recovery
+    let (_, got) = api.get(&format!("/jobs/{id}"));
+    assert_eq!(got["result"], json!({"ok": true}));
+    let (s, ev) = api.get(&format!("/jobs/{id}/events?after=0"));
+    assert_eq!(s, 200);
+    let kinds: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["created", "claimed", "progress", "completed"]);
+    let other = create_job(&api, "bob");
+    let (s, v) = api.post(&format!("/jobs/{other}/cancel"), json!({"actor": "ops"}));
+    assert_eq!((s, v["state"].as_str()), (200, Some("cancelled")), "{v}");
+    let (s, v) = api.post(&format!("/jobs/{other}/restart"), json!({}));
+    assert_eq!((s, v["state"].as_str()), (200, Some("created")), "{v}");
+    let (s, page) = api.get("/jobs?limit=1");
+    assert_eq!((s, page["next_cursor"].as_i64()), (200, Some(other)));
+    let (_, st) = api.get("/stats");
+    assert_eq!(st["total"].as_u64(), Some(2));
+    let (_, st) = api.get("/users/alice/stats");
+    assert_eq!(st["by_state"]["completed"].as_u64(), Some(1));
+    let (s, rec) = api.get(&format!("/jobs/{other}/recovery"));
+    assert_eq!(s, 200, "{rec}");
+    assert_eq!(rec["options"]["state"].as_str(), Some("created"));
+    let actors: Vec<String> = db
+        .raw
+        .query(
+            "select actor from audit_log where entity = 'job' and entity_id = $1 order by id",
+            &[&other.to_string()],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(actors, ["ops", "api"]);
+
+    // runs, schedules, probes, readiness: served (an empty ledger answers empty)
+    let (s, v) = api.get("/ingestion/runs");
+    assert_eq!((s, v["runs"].as_array().map(Vec::len)), (200, Some(0)));
+    let (s, v) = api.get("/ingestion/runs/5");
+    assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
+    let (s, v) = api.get("/schedules");
+    assert_eq!((s, v["schedules"].as_array().map(Vec::len)), (200, Some(0)));
+    let (s, v) = api.post("/schedules/nope/enable", json!({}));
+    assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
+    let (s, v) = api.get("/probes");
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api.get("/readiness?scope=targets");
+    assert_eq!((s, v["scope"].as_str()), (200, Some("targets")), "{v}");
+    // the one route the backend does not serve yet: a typed refusal
+    let (s, v) = api.get("/events?after=0");
+    assert_eq!((s, code(&v)), (501, "UNSUPPORTED_BACKEND"), "{v}");
+    assert_eq!(
+        v["message"].as_str(),
+        Some("events.feed is not available on the postgres backend")
+    );
+}
+
+/// The same ledger on a SQLite file and on PostgreSQL: both pools triggered through the
+/// demo provider (a failing universe module), the default schedule, a running job with a
+/// checkpoint, a cancelled one, a supervisor's tick, on one manual clock.
+fn populate(engine: &Engine, clock: &ManualClock) -> i64 {
+    demo::install(engine).unwrap();
+    let opts = ProviderOptions {
+        failing_probes: vec!["fundamentals".into()],
+        ..Default::default()
+    };
+    engine
+        .runs()
+        .trigger(
+            &demo::pipeline(&opts).unwrap(),
+            ScopeSelector::Both,
+            TriggerKind::Manual,
+        )
+        .unwrap();
+    engine.schedules().ensure_default().unwrap();
+    let jobs = engine.jobs();
+    let job = jobs
+        .create(&NewJob::new("alice", "research", json!({"q": 1})))
+        .unwrap();
+    let c = jobs.claim("w", &[]).unwrap().unwrap();
+    jobs.progress(&c, 30, Some("fetch")).unwrap();
+    jobs.checkpoint(&c, &json!({"cursor": 7, "seen": [1, 2]}))
+        .unwrap();
+    let other = jobs
+        .create(&NewJob::new("bob", "report", json!({})))
+        .unwrap();
+    jobs.cancel(other.id, "ops", Some("not needed")).unwrap();
+    clock.advance(Duration::from_secs(90));
+    let supervisor =
+        runledger::Supervisor::new(engine.clone(), runledger::SupervisorOptions::default())
+            .unwrap();
+    supervisor.tick(engine.now()).unwrap();
+    job.id
+}
+
+/// A page's HTML with what legitimately differs between two ledgers blanked: probe
+/// latencies, measured on the machine's clock.
+fn normalized(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(i) = rest.find(" ms") {
+        let (head, tail) = rest.split_at(i);
+        let digits = head.len() - head.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        out.push_str(&head[..head.len() - digits]);
+        out.push_str("N ms");
+        rest = &tail[3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn pg_http_ui_pages_render_as_on_a_sqlite_file_with_the_same_ledger() {
+    let Some((pg, pg_clock, _db)) = engine("ui") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file_clock = ManualClock::new(Timestamp::parse(T0).unwrap());
+    let file = Engine::open_with(
+        dir.path().join("runledger.db"),
+        EngineOptions::default().with_clock(file_clock.clone()),
+    )
+    .unwrap();
+    let (on_pg, on_file) = (
+        Api::start(&pg, HttpOptions::default()),
+        Api::start(&file, HttpOptions::default()),
+    );
+    let pages = |job: Option<i64>| {
+        let mut p: Vec<String> = [
+            "/",
+            "/ui/runs",
+            "/ui/jobs",
+            "/ui/schedules",
+            "/ui/probes",
+            "/ui/login",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(job) = job {
+            p.extend([
+                "/ui/runs/1".into(),
+                "/ui/runs/2".into(),
+                format!("/ui/jobs/{job}"),
+                format!("/ui/jobs/{job}/live.json"),
+                "/ui/runs?status=failed&scope=universe".into(),
+                "/ui/jobs?state=running".into(),
+                "/ui/runs/999".into(),
+            ]);
+        }
+        p
+    };
+    let compare = |paths: Vec<String>| {
+        for path in paths {
+            let (a, b) = (on_pg.get(&path), on_file.get(&path));
+            assert_eq!(a.0, b.0, "{path}: {} vs {}", a.1, b.1);
+            let text = |v: &Value| match v {
+                Value::String(s) => normalized(s),
+                other => normalized(&other.to_string()),
+            };
+            let (a, b) = (text(&a.1), text(&b.1));
+            if a != b {
+                let at = a
+                    .bytes()
+                    .zip(b.bytes())
+                    .position(|(x, y)| x != y)
+                    .unwrap_or(a.len().min(b.len()));
+                let from = at.saturating_sub(300);
+                panic!(
+                    "{path} differs at byte {at}:\n--- postgres\n{}\n--- sqlite\n{}",
+                    &a[from..(at + 300).min(a.len())],
+                    &b[from..(at + 300).min(b.len())]
+                );
+            }
+        }
+    };
+    compare(pages(None));
+    let job = populate(&pg, &pg_clock);
+    assert_eq!(populate(&file, &file_clock), job);
+    compare(pages(Some(job)));
+    // and the content is there, not two identical error pages
+    let (s, overview) = on_pg.get("/");
+    assert_eq!(s, 200);
+    let overview = overview.as_str().unwrap().to_string();
+    assert!(
+        overview.contains("MODULE_NOT_READY") && overview.contains("readiness"),
+        "{overview}"
+    );
+    let (s, page) = on_pg.get(&format!("/ui/jobs/{job}"));
+    let page = page.as_str().unwrap().to_string();
+    assert_eq!(s, 200);
+    assert!(
+        page.contains("fetch") && page.contains("research"),
+        "{page}"
+    );
+    let (s, missing) = on_pg.get("/ui/runs/999");
+    assert_eq!(s, 404);
+    assert!(missing.as_str().unwrap().contains("NOT_FOUND"));
+}
+
+/// The server answers `/health` over `runledger --db postgres://... serve --http`.
+#[test]
+fn pg_http_cli_serve_runs_on_a_postgresql_ledger() {
+    let Some(db) = TestDb::new("h_cli_serve") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runledger"))
+        .current_dir(dir.path())
+        .env_remove("RUNLEDGER_DB")
+        .env_remove("RUNLEDGER_CONFIG")
+        .env_remove("RUNLEDGER_API_TOKEN")
+        .env_remove("RUNLEDGER_API_READ_TOKEN")
+        .args(["--db", &db.url, "serve", "--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut seen = Vec::new();
+    let base = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("serve ended before announcing its address: {seen:?}");
+        };
+        if let Some(rest) = line.strip_prefix("http API on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+        seen.push(line);
+    };
+    let next = lines.next().unwrap().unwrap();
+    assert!(next.starts_with("serving the PostgreSQL ledger:"), "{next}");
+    assert!(!next.contains("postgres://"), "{next}");
+    let agent = crate::http_client::agent();
+    let (s, health) = crate::http_client::read(agent.get(format!("{base}/health")).call().unwrap());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(s, 200, "{health}");
+    assert_eq!(
+        health["schema_version"].as_i64(),
+        Some(runledger::pg::known_schema_version())
+    );
+    // nothing named like the URL was created
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

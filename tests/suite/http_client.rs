@@ -1,0 +1,197 @@
+//! The HTTP client helpers the API tests share on both backends (tests/suite/http.rs on
+//! SQLite, tests/pg/http.rs on PostgreSQL, which includes this file): a server on a free
+//! loopback port with a client that never turns statuses into errors, and a Server-Sent
+//! Events reader.
+
+use std::io::{BufRead, BufReader, Read};
+use std::time::Duration;
+
+use runledger::http::{HttpOptions, Server};
+use runledger::Engine;
+use serde_json::{json, Value};
+
+/// A server on a free loopback port and a client that never turns statuses into errors.
+pub struct Api {
+    pub server: Option<Server>,
+    pub agent: ureq::Agent,
+    pub base: String,
+    pub token: Option<String>,
+}
+
+/// A client that opens a connection per request: a pooled keep-alive connection that the
+/// server closes after an error response races the next request ("peer disconnected")
+/// under load, which is the client's retry to make, not what these tests are about.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+impl Api {
+    pub fn start(engine: &Engine, opts: HttpOptions) -> Self {
+        let server = Server::start(engine.clone(), opts, "127.0.0.1:0").unwrap();
+        let base = format!("http://{}", server.addr());
+        Self {
+            server: Some(server),
+            agent: agent(),
+            base,
+            token: None,
+        }
+    }
+
+    pub fn with_token(mut self, t: &str) -> Self {
+        self.token = Some(t.into());
+        self
+    }
+
+    pub fn auth(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(a) = self.auth() {
+            req = req.header("authorization", a);
+        }
+        read(req.call().unwrap())
+    }
+
+    pub fn post_raw(&self, path: &str, body: &[u8]) -> (u16, Value) {
+        let mut req = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        if let Some(a) = self.auth() {
+            req = req.header("authorization", a);
+        }
+        read(req.send(body).unwrap())
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string().as_bytes())
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+    }
+}
+
+/// Declares a body of `len` bytes and reads the answer before sending any of it (a server
+/// that closes with unread bytes resets the connection, losing its answer to the test).
+pub fn oversized_post(api: &Api, path: &str, len: usize) -> (u16, Value) {
+    use std::io::Write;
+    let addr = api.base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = BufReader::new(s).read_to_string(&mut text);
+    let status = text[9..12].parse().unwrap();
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+    )
+}
+
+pub fn read(mut res: ureq::http::Response<ureq::Body>) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub fn code(v: &Value) -> &str {
+    v["code"].as_str().unwrap_or("")
+}
+
+// ---- the event stream client ----
+
+/// One SSE frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub id: Option<i64>,
+    pub event: String,
+    pub data: Value,
+}
+
+pub struct Sse {
+    lines: BufReader<Box<dyn Read + Send>>,
+}
+
+impl Sse {
+    pub fn open(base: &str, query: &str, last_event_id: Option<i64>) -> Self {
+        let mut req = agent().get(format!("{base}/events{query}"));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let res = req.call().unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        let headers = res.headers();
+        assert_eq!(headers["content-type"], "text/event-stream");
+        assert_eq!(headers["x-accel-buffering"], "no");
+        let reader: Box<dyn Read + Send> = Box::new(res.into_body().into_reader());
+        Self {
+            lines: BufReader::new(reader),
+        }
+    }
+
+    /// The next frame (keep-alive comments skipped).
+    pub fn next(&mut self) -> Frame {
+        let (mut id, mut event, mut data) = (None, "message".to_string(), String::new());
+        loop {
+            let mut line = String::new();
+            assert!(self.lines.read_line(&mut line).unwrap() > 0, "stream ended");
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if !data.is_empty() {
+                    return Frame {
+                        id,
+                        event,
+                        data: serde_json::from_str(&data).unwrap(),
+                    };
+                }
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim().parse().unwrap());
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+    }
+}
+
+pub fn create_job(api: &Api, user: &str) -> i64 {
+    let (s, job) = api.post(
+        "/jobs",
+        json!({"user_id": user, "kind": "research", "input": {"q": 1}}),
+    );
+    assert_eq!(s, 201, "{job}");
+    job["id"].as_i64().unwrap()
+}
+
+pub fn claim(api: &Api, worker: &str) -> (i64, i64) {
+    let (s, v) = api.post("/workers/claim", json!({"worker": worker}));
+    assert_eq!(s, 200, "{v}");
+    let c = &v["claims"][0];
+    (
+        c["job"]["id"].as_i64().unwrap(),
+        c["attempt"].as_i64().unwrap(),
+    )
+}
