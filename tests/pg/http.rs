@@ -328,3 +328,4 @@ fn pg_http_cli_serve_runs_on_a_postgresql_ledger() {
     // nothing named like the URL was created
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+

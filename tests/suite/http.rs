@@ -9,7 +9,7 @@ use runledger::{Engine, Scope, SystemClock};
 use serde_json::{json, Value};
 
 use crate::common::{claim_at, dump, file_engine, is_child, spawn_child};
-use crate::http_client::{agent, claim, code, create_job, oversized_post, read, Api, Frame, Sse};
+use crate::http_client::{agent, claim, code, create_job, oversized_post, read, Api, Sse};
 
 // ---- endpoints and error mapping ----
 
@@ -496,64 +496,7 @@ fn tokens_guard_writes_and_never_echo() {
 #[test]
 fn sse_resumes_after_a_cut_with_no_gap_and_no_duplicate() {
     let (engine, _clock, _dir) = file_engine();
-    let api = Api::start(&engine, HttpOptions::default());
-    let id = create_job(&api, "alice");
-    let (_, attempt) = claim(&api, "w");
-    let mut sse = Sse::open(&api.base, &format!("?job={id}&after=0"), None);
-    let first: Vec<Frame> = (0..2).map(|_| sse.next()).collect();
-    assert_eq!(
-        first
-            .iter()
-            .map(|f| f.data["kind"].as_str().unwrap())
-            .collect::<Vec<_>>(),
-        ["created", "claimed"]
-    );
-    for pct in [10, 20] {
-        api.post(
-            &format!("/jobs/{id}/progress"),
-            json!({"attempt": attempt, "progress": pct}),
-        );
-    }
-    let f = sse.next();
-    assert_eq!(
-        (
-            f.data["seq"].as_i64(),
-            f.data["payload"]["progress"].as_i64()
-        ),
-        (Some(3), Some(10))
-    );
-    let cut_at = f.id.unwrap();
-    assert_eq!(f.data["cursor"].as_i64(), Some(cut_at));
-    drop(sse); // the connection is cut mid-stream (seq 4 may be in flight)
-    for pct in [30, 40, 50] {
-        api.post(
-            &format!("/jobs/{id}/progress"),
-            json!({"attempt": attempt, "progress": pct}),
-        );
-    }
-    let mut again = Sse::open(&api.base, &format!("?job={id}&after=0"), Some(cut_at));
-    let seqs: Vec<i64> = (0..4)
-        .map(|_| again.next().data["seq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(seqs, [4, 5, 6, 7], "exact continuation after Last-Event-ID");
-    // And live: the next write arrives once.
-    api.post(&format!("/jobs/{id}/complete"), json!({"attempt": attempt}));
-    let f = again.next();
-    assert_eq!(
-        (f.data["seq"].as_i64(), f.data["kind"].as_str()),
-        (Some(8), Some("completed"))
-    );
-
-    // A user stream and the all stream see the same event with the same id.
-    let mut user = Sse::open(&api.base, "?user=bob", None);
-    let mut all = Sse::open(&api.base, "", None);
-    let bob = create_job(&api, "bob");
-    let (u, a) = (user.next(), all.next());
-    assert_eq!(
-        (u.data["job_id"].as_i64(), u.data["user_id"].as_str()),
-        (Some(bob), Some("bob"))
-    );
-    assert_eq!(u, a);
+    crate::http_client::sse_resumes_after_a_cut(&engine);
 }
 
 #[test]
