@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "V5__slot_claim_renewal",
         include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),
     ),
+    (
+        6,
+        "V6__feed_fence",
+        include_str!("../../migrations/postgres/P6__feed_fence.sql"),
+    ),
 ];
 
 /// The advisory lock key the migration step holds ("runledgr" in ASCII).

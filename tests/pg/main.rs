@@ -26,6 +26,8 @@ mod copy;
 mod doctor;
 #[cfg(feature = "postgres")]
 mod faults;
+#[cfg(feature = "postgres")]
+mod feed;
 /// The suite's Flex Web Service mock, for the Flex scenarios of [`behaviour`].
 #[cfg(all(feature = "postgres", feature = "flex"))]
 #[path = "../suite/flex_mock.rs"]
