@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{get, ts};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::events::{Event, EventKind, EventPayload, FeedEvent, FeedFilter, FeedPage};
+use crate::events::{Event, EventKind, EventPayload, FeedFilter, FeedPage};
 use crate::integrity;
 use crate::pg::engine::Tx;
 
@@ -233,22 +233,9 @@ pub(crate) fn feed(
     } else {
         Vec::new()
     };
-    let mut ids: Vec<i64> = events.iter().map(|e| e.job_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let users = super::jobs::users_of(tx, &ids)?;
+    let users = super::jobs::users_of(tx, &FeedPage::jobs_of(&events))?;
     let head = tx.query_one(HEAD, &[&horizon])?.get(0);
-    Ok(FeedPage {
-        events: events
-            .into_iter()
-            .map(|event| FeedEvent {
-                user_id: users.get(&event.job_id).cloned(),
-                event,
-            })
-            .collect(),
-        pruned_jobs,
-        head,
-    })
+    Ok(FeedPage::of(events, &users, pruned_jobs, head))
 }
 
 // ---- doctor checks and copy
