@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::events::Event;
+use crate::events::{Event, FeedFilter, FeedPage};
 use crate::job::state::JobState;
 use crate::job::types::{
     Claim, Job, JobStats, NewJob, Recovery, RecoveryReport, SupervisorOptions,
@@ -106,6 +106,18 @@ pub(crate) trait Backend: Send + Sync {
 
     /// `Events::since`.
     fn events_since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>>;
+
+    /// `Events::after`.
+    fn events_after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>>;
+
+    /// `Events::feed`.
+    fn events_feed(
+        &self,
+        filter: &FeedFilter,
+        cursor: i64,
+        limit: u32,
+        check_gaps: bool,
+    ) -> Result<FeedPage>;
 
     /// `Supervisor::tick`.
     fn supervisor_tick(&self, opts: &SupervisorOptions, now: Timestamp) -> Result<RecoveryReport>;

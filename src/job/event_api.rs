@@ -33,15 +33,22 @@ impl Events<'_> {
         self.engine.read(|c| since(c, job_id, seq, limit))
     }
 
-    /// Events of all jobs after the global `cursor` (0 for the start), oldest first.
+    /// Events of all jobs after the global `cursor` (0 for the start), oldest first. On
+    /// PostgreSQL, where cursors are drawn at insert and committed in another order, only
+    /// events below a horizon no transaction in flight can commit under are handed out
+    /// (docs/postgres.md, "Global event cursor"): a follower never skips one.
     pub fn after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>> {
-        self.engine.sqlite_only("events.after")?;
+        if let Some(b) = self.engine.backend() {
+            return b.events_after(cursor, limit);
+        }
         self.engine.read(|c| after(c, cursor, limit))
     }
 
     /// A page of the global feed after `cursor` for `filter`, with each job's user, in one
     /// snapshot. With `check_gaps`, also names the jobs whose events after `cursor` were
     /// partly pruned (a follower at `cursor` must reload those jobs): a live stream's resume.
+    /// `head` is the newest cursor a follower may move to (on PostgreSQL, below the horizon
+    /// of [`Events::after`]).
     pub fn feed(
         &self,
         filter: &FeedFilter,
@@ -49,7 +56,9 @@ impl Events<'_> {
         limit: u32,
         check_gaps: bool,
     ) -> Result<FeedPage> {
-        self.engine.sqlite_only("events.feed")?;
+        if let Some(b) = self.engine.backend() {
+            return b.events_feed(filter, cursor, limit, check_gaps);
+        }
         self.engine
             .read(|c| feed(c, filter, cursor, limit, check_gaps))
     }

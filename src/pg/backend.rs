@@ -19,7 +19,7 @@ use crate::backend::{Backend, NewRunSpec};
 use crate::clock::{Deadline, Timestamp};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
-use crate::events::Event;
+use crate::events::{Event, FeedFilter, FeedPage};
 use crate::job::state::JobState;
 use crate::job::types::{
     Claim, Job, JobStats, NewJob, Recovery, RecoveryReport, SupervisorOptions,
@@ -209,6 +209,20 @@ impl Backend for PgBackend {
 
     fn events_since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
         self.engine.events().since(job_id, seq, limit)
+    }
+
+    fn events_after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>> {
+        self.engine.events().after(cursor, limit)
+    }
+
+    fn events_feed(
+        &self,
+        filter: &FeedFilter,
+        cursor: i64,
+        limit: u32,
+        check_gaps: bool,
+    ) -> Result<FeedPage> {
+        self.engine.events().feed(filter, cursor, limit, check_gaps)
     }
 
     fn supervisor_tick(&self, opts: &SupervisorOptions, now: Timestamp) -> Result<RecoveryReport> {

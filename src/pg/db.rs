@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),
     ),
     (
+        6,
+        "V6__feed_fence",
+        include_str!("../../migrations/postgres/P6__feed_fence.sql"),
+    ),
+    (
         8,
         "V8__ui_indexes",
         include_str!("../../migrations/postgres/P8__ui_indexes.sql"),

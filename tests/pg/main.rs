@@ -31,6 +31,8 @@ pub mod demo;
 mod doctor;
 #[cfg(feature = "postgres")]
 mod faults;
+#[cfg(feature = "postgres")]
+mod feed;
 /// The suite's Flex Web Service mock, for the Flex scenarios of [`behaviour`].
 #[cfg(all(feature = "postgres", feature = "flex"))]
 #[path = "../suite/flex_mock.rs"]

@@ -886,6 +886,31 @@ pub(crate) const TABLES: &[TableSql] = &[
     },
 ];
 
+const IDS_OF_USER: &str = "select id from jobs where user_id = $1 order by id";
+
+/// The ids of `user`'s jobs (a feed of one user's events).
+pub(crate) fn ids_of_user(tx: &mut Tx<'_>, user: &str) -> Result<Vec<i64>> {
+    Ok(tx
+        .query(IDS_OF_USER, &[&user])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+const USERS_OF: &str = "select id, user_id from jobs where id = any($1)";
+
+/// The user of each of the jobs `ids` that still exists.
+pub(crate) fn users_of(
+    tx: &mut Tx<'_>,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, String>> {
+    Ok(tx
+        .query(USERS_OF, &[&ids])?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
 const MISSING: &str = "select x from unnest($1::bigint[]) x
      where not exists (select 1 from jobs where id = x) order by x";
 
