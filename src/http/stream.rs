@@ -89,8 +89,6 @@ pub(super) struct Watcher {
     /// The newest cursor broadcast so far.
     head: AtomicI64,
     stop: AtomicBool,
-    /// Set when the engine's backend does not serve the feed: no thread, streams refused.
-    refused: Option<crate::Error>,
 }
 
 /// What wakes the watcher.
@@ -105,8 +103,6 @@ impl Watcher {
     /// Starts the watcher thread: over `engine`'s file (or, in memory, over the engine
     /// itself and its in-process bus), or, on an engine a backend serves, over the engine
     /// and the backend's event wait ([`crate::backend::EventWait`]: PostgreSQL's LISTEN).
-    /// A backend that does not serve the feed leaves the watcher without a thread and every
-    /// stream refused with its error ([`Watcher::refusal`]).
     pub(super) fn start(engine: &Engine, opts: &StreamOptions) -> crate::Result<Arc<Self>> {
         let (tx, _) = broadcast::channel(opts.client_buffer.max(1));
         let wake = match engine.backend() {
@@ -118,20 +114,15 @@ impl Watcher {
             Some(path) => Engine::open_with(path, engine.options().clone())?,
             None => engine.clone(),
         };
-        let (head, refused) = match reader.events().feed(&FeedFilter::All, i64::MAX, 1, false) {
-            Ok(page) => (page.head, None),
-            Err(e @ crate::Error::Unsupported { .. }) => (0, Some(e)),
-            Err(e) => return Err(e),
-        };
+        let head = reader
+            .events()
+            .feed(&FeedFilter::All, i64::MAX, 1, false)?
+            .head;
         let me = Arc::new(Self {
             tx: std::sync::Mutex::new(Some(tx)),
             head: AtomicI64::new(head),
             stop: AtomicBool::new(false),
-            refused,
         });
-        if me.refused.is_some() {
-            return Ok(me);
-        }
         // The thread holds the watcher weakly: once the router and its streams are gone,
         // it ends.
         let watcher = Arc::downgrade(&me);
@@ -144,11 +135,6 @@ impl Watcher {
             })
             .map_err(|e| crate::Error::invalid("thread", e.to_string()))?;
         Ok(me)
-    }
-
-    /// Why every stream is refused (the backend does not serve the feed), if it is.
-    pub(super) fn refusal(&self) -> Option<&crate::Error> {
-        self.refused.as_ref()
     }
 
     fn sender(&self) -> Option<broadcast::Sender<Item>> {
@@ -419,9 +405,6 @@ pub(super) async fn events(
             "after",
             "must be a non-negative event cursor",
         ));
-    }
-    if let Some(refused) = app.watcher.refusal() {
-        return Err(ApiError::from(refused));
     }
     // The header wins: a browser's EventSource sends it on reconnect, with the URL unchanged.
     let position = last_event_id.or(q.after);

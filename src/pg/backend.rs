@@ -461,7 +461,13 @@ impl Backend for PgBackend {
 
     #[cfg(feature = "http")]
     fn ui_last_cursor(&self) -> Result<i64> {
-        self.engine.read(super::storage::job_events::ui_last_cursor)
+        // the feed's head: below its horizon, so a page's stream never starts past an event
+        // a transaction still in flight commits later
+        Ok(self
+            .engine
+            .events()
+            .feed(&FeedFilter::All, i64::MAX, 1, false)?
+            .head)
     }
 
     #[cfg(feature = "http")]

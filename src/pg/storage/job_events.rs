@@ -326,20 +326,3 @@ pub(crate) fn for_each_chain_row(
     }
     Ok(())
 }
-
-// ---- the Trust UI's bounded read (the twin of the SQLite module's `UI_LAST_CURSOR`)
-
-/// No parameters.
-#[cfg(feature = "http")]
-const UI_LAST_CURSOR: &str = "select coalesce(max(cursor), 0)::bigint as head from job_events";
-
-/// The newest event cursor (0 for none).
-#[cfg(feature = "http")]
-pub(crate) fn ui_last_cursor(tx: &mut Tx<'_>) -> Result<i64> {
-    get(
-        &tx.query_one(UI_LAST_CURSOR, &[])?,
-        "job_events",
-        "?",
-        "head",
-    )
-}
