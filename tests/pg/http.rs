@@ -483,3 +483,40 @@ fn pg_http_without_a_notification_the_fallback_read_delivers() {
     assert_eq!(f.data["job_id"].as_i64(), Some(job.id));
     assert!(waited < 2000, "{waited} ms");
 }
+
+/// An event committed while another transaction holds the feed's horizon back (it took its
+/// fence, migrations/postgres/P6) is not streamed yet, though its NOTIFY woke the watcher;
+/// when that transaction rolls back (which notifies nobody) the watcher's fallback read
+/// (here every 300 ms) streams it.
+#[test]
+fn pg_http_an_event_held_back_by_the_horizon_is_streamed_once_the_holder_rolls_back() {
+    let Some((engine, _clock, db)) = engine("sse_horizon") else {
+        return;
+    };
+    let api = stream_api(&engine, Duration::from_millis(300));
+    let mut sse = crate::http_client::Sse::open(&api.base, "", None);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = sse.next();
+        let _ = tx.send((f, wall_ms()));
+    });
+    let mut holder = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    let mut held = holder.transaction().unwrap();
+    held.query_one("select runledger_feed_fence()", &[])
+        .unwrap();
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(
+        rx.try_recv().is_err(),
+        "streamed past the horizon of a transaction in flight"
+    );
+    held.rollback().unwrap();
+    let released = wall_ms();
+    let (f, at) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    println!("streamed {} ms after the holder rolled back", at - released);
+    assert_eq!(f.data["job_id"].as_i64(), Some(job.id));
+    assert!(at - released < 1500, "{} ms", at - released);
+}
