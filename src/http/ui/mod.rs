@@ -258,6 +258,8 @@ fn status_of(e: &Error) -> StatusCode {
         "ILLEGAL_TRANSITION" | "RUN_ALREADY_ACTIVE" | "STALE_ATTEMPT" | "JOB_NOT_RUNNING" => {
             StatusCode::CONFLICT
         }
+        "UNREACHABLE" => StatusCode::SERVICE_UNAVAILABLE,
+        "UNSUPPORTED_BACKEND" => StatusCode::NOT_IMPLEMENTED,
         _ if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
