@@ -153,18 +153,25 @@ impl Sse {
     /// its own, so this is not an `Iterator`.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Frame {
+        self.try_next().expect("stream ended")
+    }
+
+    /// The next frame, or `None` once the stream (or its connection) ended.
+    pub fn try_next(&mut self) -> Option<Frame> {
         let (mut id, mut event, mut data) = (None, "message".to_string(), String::new());
         loop {
             let mut line = String::new();
-            assert!(self.lines.read_line(&mut line).unwrap() > 0, "stream ended");
+            if !matches!(self.lines.read_line(&mut line), Ok(n) if n > 0) {
+                return None;
+            }
             let line = line.trim_end_matches(['\r', '\n']);
             if line.is_empty() {
                 if !data.is_empty() {
-                    return Frame {
+                    return Some(Frame {
                         id,
                         event,
                         data: serde_json::from_str(&data).unwrap(),
-                    };
+                    });
                 }
                 continue;
             }
