@@ -140,6 +140,26 @@ fn pg_http_jobs_and_workers_over_http_with_typed_errors() {
     assert_eq!(kinds, ["created", "claimed", "progress", "completed"]);
 }
 
+/// Eight concurrent triggers on one lock: one 202, seven recorded 409s (the SQLite suite's
+/// scenario, tests/suite/http_client.rs, here on PostgreSQL, whose lock is the partial
+/// unique index `ingest_runs_one_active`).
+#[test]
+fn pg_http_concurrent_triggers_on_one_lock_give_one_202_and_recorded_409s() {
+    let Some((engine, _clock, _db)) = engine("triggers") else {
+        return;
+    };
+    crate::http_client::concurrent_triggers_on_one_lock(&engine);
+}
+
+/// Preflight, readiness, probes and schedules over HTTP: the SQLite suite's scenario.
+#[test]
+fn pg_http_preflight_probes_readiness_and_schedules() {
+    let Some((engine, _clock, _db)) = engine("preflight") else {
+        return;
+    };
+    crate::http_client::preflight_probes_readiness_and_schedules(&engine);
+}
+
 /// The same ledger on a SQLite file and on PostgreSQL: both pools triggered through the
 /// demo provider (a failing universe module), the default schedule, a running job with a
 /// checkpoint, a cancelled one, a supervisor's tick, on one manual clock.

@@ -4,10 +4,12 @@
 //! Events reader.
 
 use std::io::{BufRead, BufReader, Read};
-use std::time::Duration;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
 
 use runledger::http::{HttpOptions, Server};
-use runledger::Engine;
+use runledger::run::{Pipeline, RawInput, StageOutput};
+use runledger::{Engine, Scope};
 use serde_json::{json, Value};
 
 /// A server on a free loopback port and a client that never turns statuses into errors.
@@ -269,4 +271,184 @@ pub fn sse_resumes_after_a_cut(engine: &Engine) {
         (Some(bob), Some("bob"))
     );
     assert_eq!(u, a);
+}
+
+/// A pipeline whose one stage stores a raw payload and then waits for `release` (so its
+/// run stays `started` while a test contends for the lock).
+pub fn held_pipeline(release: Arc<Mutex<bool>>) -> Pipeline {
+    Pipeline::builder("held")
+        .scopes(&[Scope::Targets])
+        .stage("fetch", move |ctx| {
+            ctx.store_raw(&RawInput {
+                source: "test",
+                upstream_ref: Some("r1"),
+                content_type: "text/csv",
+                bytes: b"a,b\n1,2\n",
+            })?;
+            let start = Instant::now();
+            while !*release.lock().unwrap() && start.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(StageOutput::done())
+        })
+        .build()
+        .unwrap()
+}
+
+pub fn wait_run_status(api: &Api, id: i64, want: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, run) = api.get(&format!("/ingestion/runs/{id}"));
+        if run["status"] == want || start.elapsed() > Duration::from_secs(10) {
+            return run;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Eight concurrent triggers on one lock over HTTP: one 202, seven 409 `RUN_ALREADY_ACTIVE`
+/// each recorded as a failed run naming the holder; the raw payload downloads; run listing
+/// with filters and cursor: a scenario run on both backends.
+pub fn concurrent_triggers_on_one_lock(engine: &Engine) {
+    let release = Arc::new(Mutex::new(false));
+    let api = Arc::new(Api::start(
+        engine,
+        HttpOptions::default().pipeline(held_pipeline(release.clone())),
+    ));
+    let n = 8;
+    let barrier = Arc::new(Barrier::new(n));
+    let answers: Vec<(u16, Value)> = (0..n)
+        .map(|_| {
+            let (api, barrier) = (Arc::clone(&api), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                api.post("/ingestion/run", json!({"pipeline": "held"}))
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 202)
+        .map(|(_, v)| v)
+        .collect();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 409)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!((accepted.len(), refused.len()), (1, n - 1), "{answers:?}");
+    let run = accepted[0];
+    assert_eq!(
+        (run["status"].as_str(), run["lock_key"].as_str()),
+        (Some("started"), Some("held:targets"))
+    );
+    let holder = run["id"].as_i64().unwrap();
+    let mut refusal_ids = Vec::new();
+    for r in &refused {
+        assert_eq!(
+            (code(r), r["message"].as_str()),
+            ("RUN_ALREADY_ACTIVE", Some("run already active"))
+        );
+        assert_eq!(r["active_run_id"].as_i64(), Some(holder));
+        assert!(r["lease_expires_at"].is_string(), "{r}");
+        let rid = r["refusal_run_id"].as_i64().unwrap();
+        let (s, rec) = api.get(&format!("/ingestion/runs/{rid}"));
+        assert_eq!(
+            (s, rec["status"].as_str(), rec["error_code"].as_str()),
+            (200, Some("failed"), Some("RUN_ALREADY_ACTIVE"))
+        );
+        assert_eq!(rec["meta"]["blockedStage"], "lock");
+        refusal_ids.push(rid);
+    }
+    refusal_ids.sort();
+    refusal_ids.dedup();
+    assert_eq!(refusal_ids.len(), n - 1);
+
+    *release.lock().unwrap() = true;
+    let done = wait_run_status(&api, holder, "success");
+    assert_eq!(done["status"], "success", "{done}");
+    let raw = &done["raw_records"][0];
+    assert_eq!(raw["content_type"], "text/csv");
+    let res = api
+        .agent
+        .get(format!(
+            "{}/ingestion/runs/{holder}/raw/{}",
+            api.base, raw["id"]
+        ))
+        .call()
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "text/csv");
+    assert_eq!(res.into_body().read_to_string().unwrap(), "a,b\n1,2\n");
+    let (s, v) = api.get(&format!("/ingestion/runs/{holder}/raw/999"));
+    assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
+
+    let (s, list) = api.get("/ingestion/runs?status=failed&trigger=manual&limit=3");
+    assert_eq!((s, list["runs"].as_array().unwrap().len()), (200, 3));
+    let (_, rest) = api.get(&format!(
+        "/ingestion/runs?status=failed&limit=100&cursor={}",
+        list["next_cursor"]
+    ));
+    assert_eq!(rest["runs"].as_array().unwrap().len(), n - 1 - 3);
+    let (_, none) = api.get("/ingestion/runs?trigger=schedule");
+    assert_eq!(none["runs"], json!([]));
+    let (s, v) = api.post("/ingestion/run", json!({"pipeline": "nope"}));
+    assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
+    let (s, v) = api.post(
+        "/ingestion/run",
+        json!({"pipeline": "held", "scope": "universe"}),
+    );
+    assert_eq!((s, code(&v)), (400, "INVALID_INPUT"));
+}
+
+/// Preflight, readiness, probes and schedules over HTTP on the demo provider's modules: a
+/// scenario run on both backends.
+pub fn preflight_probes_readiness_and_schedules(engine: &Engine) {
+    crate::demo::install(engine).unwrap();
+    let provider = crate::demo::ProviderOptions::default();
+    let opts = HttpOptions::default().probes(
+        crate::demo::probes(&["quotes".to_string()]),
+        provider.preflight,
+    );
+    let api = Api::start(engine, opts);
+    let (s, snap) = api.post("/ingestion/preflight", json!({"scope": "targets"}));
+    assert_eq!((s, snap["ready"].as_bool()), (200, Some(false)), "{snap}");
+    assert!(snap["probed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "quotes"));
+    let (s, r) = api.get("/readiness?scope=targets");
+    assert_eq!((s, r["ready"].as_bool()), (200, Some(false)));
+    let (s, p) = api.get("/probes");
+    assert_eq!(
+        (
+            s,
+            p["modules"].as_array().unwrap().len(),
+            p["readiness"].as_array().unwrap().len()
+        ),
+        (200, 4, 2)
+    );
+    let (s, v) = api.post("/ingestion/preflight", json!({"scope": "everything"}));
+    assert_eq!((s, code(&v)), (400, "INVALID_INPUT"));
+
+    engine.schedules().ensure_default().unwrap();
+    let (s, list) = api.get("/schedules");
+    assert_eq!(s, 200);
+    let sched = &list["schedules"][0];
+    let name = sched["name"].as_str().unwrap().to_string();
+    assert_eq!(sched["zone"], "Asia/Shanghai");
+    let local = sched["next_due_local"].as_str().unwrap();
+    assert!(
+        local.ends_with("+08:00") && local.contains("T19:30:00"),
+        "{local}"
+    );
+    let (s, d) = api.post_raw(&format!("/schedules/{name}/disable"), b"");
+    assert_eq!((s, d["enabled"].as_bool()), (200, Some(false)));
+    let (s, e) = api.post_raw(&format!("/schedules/{name}/enable"), b"");
+    assert_eq!((s, e["enabled"].as_bool()), (200, Some(true)));
+    let (s, v) = api.post_raw("/schedules/nope/enable", b"");
+    assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
 }
