@@ -160,6 +160,18 @@ fn pg_http_preflight_probes_readiness_and_schedules() {
     crate::http_client::preflight_probes_readiness_and_schedules(&engine);
 }
 
+/// The Python and Node clients of `examples/` (a worker over the worker endpoints, a
+/// follower over the stream) against a PostgreSQL ledger.
+#[test]
+fn pg_http_python_and_node_examples_run_a_worker_and_a_follower() {
+    for (tool, example) in [("python3", "http_client.py"), ("node", "http_client.mjs")] {
+        let Some((engine, _clock, _db)) = engine(&format!("example_{tool}")) else {
+            return;
+        };
+        crate::http_client::run_example(&engine, tool, example);
+    }
+}
+
 /// The same ledger on a SQLite file and on PostgreSQL: both pools triggered through the
 /// demo provider (a failing universe module), the default schedule, a running job with a
 /// checkpoint, a cancelled one, a supervisor's tick, on one manual clock.

@@ -518,42 +518,8 @@ fn readme_api_reference_matches_openapi() {
 /// Runs `tool example BASE` against a live server; skipped with a printed reason when the
 /// tool is missing, except under CI (`CI`/`RUNLEDGER_CI` set), where that is a failure.
 fn run_example(tool: &str, example: &str) {
-    let found = std::process::Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        let ci = std::env::var_os("CI").is_some() || std::env::var_os("RUNLEDGER_CI").is_some();
-        assert!(!ci, "{tool} is required under CI to run {example}");
-        eprintln!("SKIPPED: {example}: {tool} is not installed");
-        return;
-    }
     let (engine, _clock, _dir) = file_engine();
-    let api = Api::start(&engine, HttpOptions::default());
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/");
-    let out = std::process::Command::new(tool)
-        .arg(format!("{path}{example}"))
-        .arg(&api.base)
-        .env_remove("RUNLEDGER_API_TOKEN")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{example} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    let job = summary["job"].as_i64().unwrap();
-    // What the client saw is what the database holds.
-    assert_eq!(
-        engine.jobs().get(job).unwrap().state,
-        runledger::JobState::Completed
-    );
-    let kept = engine.events().since(job, 0, 1000).unwrap();
-    assert_eq!(summary["events"].as_u64(), Some(kept.len() as u64));
-    let kinds: Vec<&str> = kept.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(summary["kinds"], json!(kinds));
+    crate::http_client::run_example(&engine, tool, example);
 }
 
 #[test]

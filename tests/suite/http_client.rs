@@ -452,3 +452,44 @@ pub fn preflight_probes_readiness_and_schedules(engine: &Engine) {
     let (s, v) = api.post_raw("/schedules/nope/enable", b"");
     assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
 }
+
+/// Runs `examples/<example>` with `tool` (python3, node) against a server over `engine`:
+/// a worker through the worker endpoints and a follower through the stream; what the
+/// client saw is what the database holds. Skipped without the tool (required under CI).
+pub fn run_example(engine: &Engine, tool: &str, example: &str) {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let ci = std::env::var_os("CI").is_some() || std::env::var_os("RUNLEDGER_CI").is_some();
+        assert!(!ci, "{tool} is required under CI to run {example}");
+        eprintln!("SKIPPED: {example}: {tool} is not installed");
+        return;
+    }
+    let api = Api::start(engine, HttpOptions::default());
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/");
+    let out = std::process::Command::new(tool)
+        .arg(format!("{path}{example}"))
+        .arg(&api.base)
+        .env_remove("RUNLEDGER_API_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{example} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let job = summary["job"].as_i64().unwrap();
+    // What the client saw is what the database holds.
+    assert_eq!(
+        engine.jobs().get(job).unwrap().state,
+        runledger::JobState::Completed
+    );
+    let kept = engine.events().since(job, 0, 1000).unwrap();
+    assert_eq!(summary["events"].as_u64(), Some(kept.len() as u64));
+    let kinds: Vec<&str> = kept.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(summary["kinds"], json!(kinds));
+}
