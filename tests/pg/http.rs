@@ -684,3 +684,145 @@ fn pg_http_the_stream_carries_on_across_a_server_restart() {
         assert_eq!(f.data["kind"].as_str(), Some("created"));
     }
 }
+
+// ---- the Trust UI on a large ledger (measured by hand)
+
+/// Loads `n` finished runs (a tenth failed, blocked at a gate) and `n` jobs in every state
+/// with `generate_series`, as `benches/ui.rs` loads a SQLite file: the same rows, in one
+/// transaction in replica mode (the superuser's bulk load: the insert triggers that refuse
+/// rows born finished do not fire; every CHECK stays on), then `ANALYZE`.
+fn bulk_load(raw: &mut postgres::Client, n: i64) {
+    let mut tx = raw.transaction().unwrap();
+    tx.batch_execute("set local session_replication_role = replica")
+        .unwrap();
+    tx.execute(
+        "with r as (select i,
+                to_char(timestamp '2024-01-01' + i * interval '1 minute', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') as s,
+                to_char(timestamp '2024-01-01' + i * interval '1 minute' + interval '12 seconds',
+                        'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') as f,
+                case when i % 100 < 90 then 'success' else 'failed' end as status,
+                case when i % 2 = 0 then 'targets' else 'universe' end as scope
+              from generate_series(1, $1::bigint) i)
+         insert into ingest_runs (pipeline, scope, trigger, status, lock_key, started_at,
+             lease_expires_at, finished_at, duration_ms, error_code, error_message, timeline, meta_json)
+         select 'ingest', scope, 'schedule', status, 'ingest:' || scope, s, f, f, 12000,
+           case when status = 'failed' then 'MODULE_NOT_READY' end,
+           case when status = 'failed' then 'not ready: fundamentals: PROBE_FAILED HTTP_503' end,
+           jsonb_build_array(
+             jsonb_build_object('v', 1, 'stage', 'preflight', 'kind', 'gate', 'attempt', 1, 'status', 'success',
+               'started_at', s, 'finished_at', s, 'duration_ms', 0, 'error_code', null, 'message', null, 'detail', null),
+             jsonb_build_object('v', 1, 'stage', 'readiness', 'kind', 'gate', 'attempt', 1,
+               'status', case when status = 'failed' then 'failed' else 'success' end,
+               'started_at', s, 'finished_at', f, 'duration_ms', 12000,
+               'error_code', case when status = 'failed' then 'MODULE_NOT_READY' end,
+               'message', null, 'detail', null)),
+           case when status = 'failed'
+             then jsonb_build_object('source', 'schedule', 'scope', scope, 'blockedStage', 'readiness',
+                                     'errorCode', 'MODULE_NOT_READY')
+             else jsonb_build_object('source', 'schedule', 'scope', scope) end
+         from r",
+        &[&n],
+    )
+    .unwrap();
+    tx.execute(
+        "with j as (select i,
+                to_char(timestamp '2024-01-01' + i * interval '1 minute', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') as t,
+                case when i % 100 < 85 then 'completed' when i % 100 < 92 then 'failed'
+                     when i % 100 < 95 then 'cancelled' when i % 100 < 97 then 'paused'
+                     when i % 100 < 99 then 'created' else 'running' end as state
+              from generate_series(1, $1::bigint) i)
+         insert into jobs (user_id, kind, state, input, result, error_code, error_message, progress,
+             attempt, worker_id, created_at, updated_at, started_at, heartbeat_at, finished_at)
+         select 'user' || (i % 1000), 'research', state, jsonb_build_object('n', i),
+           case when state = 'completed' then '{}'::jsonb end,
+           case when state = 'failed' then 'TIMEOUT' end,
+           case when state = 'failed' then 'too slow' end,
+           case when state = 'completed' then 100 else i % 100 end,
+           case when state = 'created' then 0 else 1 end,
+           case when state = 'running' then 'w' end,
+           t, t,
+           case when state = 'created' then null else t end,
+           case when state = 'running' then t end,
+           case when state in ('completed', 'failed', 'cancelled') then t end
+         from j",
+        &[&n],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    raw.batch_execute("analyze ingest_runs; analyze jobs")
+        .unwrap();
+}
+
+/// The Trust UI's pages on a PostgreSQL ledger of `UI_BENCH_ROWS` (default 1,000,000) runs
+/// and as many jobs, each fetched over loopback HTTP: the first request and the median of
+/// 25, then the overview again without P8's two indexes (what they buy). The aim is issue
+/// 16's, as on SQLite (`benches/ui.rs`): the overview and a run's page under 50 ms.
+/// `cargo test --release --features postgres --test pg pg_http_ui_pages_on_a_large_ledger -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: loads a large ledger"]
+fn pg_http_ui_pages_on_a_large_ledger() {
+    let Some((engine, _clock, mut db)) = engine("ui_large") else {
+        return;
+    };
+    let n: i64 = std::env::var("UI_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let start = std::time::Instant::now();
+    bulk_load(&mut db.raw, n);
+    println!(
+        "loaded {n} runs + {n} jobs in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let api = Api::start(&engine, HttpOptions::default());
+    let get = |path: &str| -> usize {
+        let (s, v) = api.get(path);
+        assert_eq!(s, 200, "{path}");
+        v.as_str().map_or(0, str::len)
+    };
+    let median = |path: &str| -> f64 {
+        let mut times: Vec<f64> = (0..25)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                get(path);
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[12]
+    };
+    let mid_failed = n / 2 / 100 * 100 + 90;
+    let pages = [
+        ("overview `/`", "/".to_string()),
+        ("a failed run's page", format!("/ui/runs/{mid_failed}")),
+        ("the newest run's page", format!("/ui/runs/{n}")),
+        (
+            "runs list (failed, universe)",
+            "/ui/runs?status=failed&scope=universe".into(),
+        ),
+        ("jobs list", "/ui/jobs".into()),
+        ("jobs list (paused)", "/ui/jobs?state=paused".into()),
+        ("a job's page", format!("/ui/jobs/{}", n / 2)),
+        ("schedules", "/ui/schedules".into()),
+    ];
+    println!("| page ({n} runs + {n} jobs, PostgreSQL) | first request | median of 25 | bytes |");
+    println!("|---|---|---|---|");
+    let mut overview = 0.0;
+    for (name, path) in &pages {
+        let t = std::time::Instant::now();
+        let bytes = get(path);
+        let first = t.elapsed().as_secs_f64() * 1000.0;
+        let med = median(path);
+        if path == "/" {
+            overview = med;
+        }
+        println!("| {name} | {first:.1} ms | {med:.1} ms | {bytes} |");
+    }
+    db.exec("drop index ingest_runs_scope_status").unwrap();
+    db.exec("drop index ingest_runs_status_started").unwrap();
+    println!(
+        "| overview `/` without P8's indexes | | {:.1} ms | |",
+        median("/")
+    );
+    assert!(overview < 50.0, "overview median {overview:.1} ms");
+}
