@@ -441,16 +441,8 @@ impl Backend for PgBackend {
     #[cfg(feature = "http")]
     fn ui_overview(&self, failed: i64) -> Result<crate::storage::ui::Overview> {
         self.engine.read_snapshot(|tx| {
-            let mut runs = Vec::new();
-            for scope in Scope::ALL {
-                let counts = RunStatus::ALL
-                    .iter()
-                    .map(|status| runs_store::ui_runs_capped(tx, scope, *status))
-                    .collect::<Result<_>>()?;
-                runs.push((scope, counts));
-            }
             Ok(crate::storage::ui::Overview {
-                runs,
+                runs: runs_store::ui_run_counts(tx)?,
                 failed: runs_store::ui_failed_runs(tx, failed)?,
                 jobs: jobs_store::ui_job_counts(tx)?,
                 supervisors: super::storage::supervisor_state::ui_supervisors(tx)?,
