@@ -1,14 +1,15 @@
 //! `--db postgres://...`: the commands that work on a PostgreSQL ledger (feature
-//! `postgres`): `doctor` and `init` (`runledger::pg`), and `jobs`, `runs`, `raw`,
-//! `supervise` and `schedule` (the same handlers as on a file, through `Engine::open` on the
-//! URL: a subcommand whose call PostgreSQL does not serve answers `UNSUPPORTED_BACKEND`). Any other command is refused with the list, never run on
+//! `postgres`): `doctor` and `init` (`runledger::pg`), and `jobs`, `runs`, `preflight`,
+//! `probes`, `raw`, `flex`, `supervise` and `schedule` (the same handlers as on a file,
+//! through `Engine::open` on the URL: a subcommand whose call PostgreSQL does not serve
+//! answers `UNSUPPORTED_BACKEND`). Any other command is refused with the list, never run on
 //! a file named like the URL.
 
 use crate::output::{CliResult, Failure};
 
 /// What `--db postgres://...` supports.
 pub const SUPPORTED: &str =
-    "doctor, init, jobs list|show|events|pause|resume|cancel|restart, runs, raw, supervise, schedule (and copy --to)";
+    "doctor, init, jobs, runs, preflight, probes, raw, flex, supervise, schedule (and copy --to)";
 
 /// Whether `--db` names a PostgreSQL ledger rather than a file.
 pub fn is_postgres(db: &std::path::Path) -> bool {
@@ -48,6 +49,9 @@ pub(crate) fn run(
             | crate::Command::Raw { .. }
             | crate::Command::Supervise(_)
             | crate::Command::Schedule { .. }
+            | crate::Command::Preflight(_)
+            | crate::Command::Probes { .. }
+            | crate::Command::Flex { .. }
     ) {
         return Err(unsupported(command_name(&command)));
     }
@@ -86,6 +90,18 @@ pub(crate) fn run(
         Command::Schedule { cmd } => {
             let engine = runledger::Engine::open(url)?;
             return crate::schedule::schedule(&engine, out, cmd, &load);
+        }
+        Command::Preflight(args) => {
+            let engine = runledger::Engine::open(url)?;
+            return crate::runs::preflight(&engine, out, args, &load()?);
+        }
+        Command::Probes { cmd } => {
+            let engine = runledger::Engine::open(url)?;
+            return crate::runs::probes(&engine, out, cmd, &load()?);
+        }
+        // the Flex commands open the ledger themselves, by `Engine::open`, which takes a URL
+        Command::Flex { cmd } => {
+            return crate::flex_cmd::flex(std::path::Path::new(url), out, cmd);
         }
         _ => {}
     }
