@@ -359,6 +359,7 @@ macro_rules! tick_store {
         }
     };
 }
+#[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
 pub(crate) use tick_store;
 
 /// [`TickStore`] over the SQLite file's write transaction.

@@ -1,6 +1,6 @@
 //! The `runledger` binary on PostgreSQL: `--db postgres://...` for `doctor`, `init` and
-//! `jobs`, `runs`, `preflight`, `probes`, `raw`, `flex`, `supervise`, `schedule` (answering as on
-//! the source file), `copy --from FILE.db --to postgres://...`, and every other
+//! `jobs`, `runs`, `preflight`, `probes`, `raw`, `flex`, `supervise`, `schedule`, `runbook`
+//! (answering as on the source file), `copy --from FILE.db --to postgres://...`, and every other
 //! command refused with what is supported (never a file named like the URL).
 
 use std::path::Path;
@@ -186,6 +186,8 @@ fn pg_cli_copy_then_read_the_copied_jobs_and_refuse_the_rest() {
         vec!["probes", "list"],
         vec!["preflight", "--scope", "targets"],
         vec!["flex", "check", "--raw", "1"],
+        vec!["runbook", "latest_runs"],
+        vec!["runbook", "health_summary"],
     ] {
         let answer = |db: &str| {
             let mut full = vec!["--db", db, "--json"];

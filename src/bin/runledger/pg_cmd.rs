@@ -1,5 +1,5 @@
 //! `--db postgres://...`: the commands that work on a PostgreSQL ledger (feature
-//! `postgres`): `doctor` and `init` (`runledger::pg`), and `jobs`, `runs`, `preflight`,
+//! `postgres`): `doctor`, `init` and `runbook` (runbook.pg.sql) (`runledger::pg`), and `jobs`, `runs`, `preflight`,
 //! `probes`, `raw`, `flex`, `supervise` and `schedule` (the same handlers as on a file,
 //! through `Engine::open` on the URL: a subcommand whose call PostgreSQL does not serve
 //! answers `UNSUPPORTED_BACKEND`). Any other command is refused with the list, never run on
@@ -9,7 +9,7 @@ use crate::output::{CliResult, Failure};
 
 /// What `--db postgres://...` supports.
 pub const SUPPORTED: &str =
-    "doctor, init, jobs, runs, preflight, probes, raw, flex, supervise, schedule (and copy --to)";
+    "doctor, init, jobs, runs, preflight, probes, raw, flex, supervise, schedule, runbook (runbook.pg.sql) (and copy --to)";
 
 /// Whether `--db` names a PostgreSQL ledger rather than a file.
 pub fn is_postgres(db: &std::path::Path) -> bool {
@@ -52,6 +52,7 @@ pub(crate) fn run(
             | crate::Command::Preflight(_)
             | crate::Command::Probes { .. }
             | crate::Command::Flex { .. }
+            | crate::Command::Runbook(_)
     ) {
         return Err(unsupported(command_name(&command)));
     }
@@ -106,7 +107,7 @@ pub(crate) fn run(
         _ => {}
     }
     let engine = match command {
-        Command::Doctor(_) | Command::Init => PgEngine::open(url)?,
+        Command::Doctor(_) | Command::Init | Command::Runbook(_) => PgEngine::open(url)?,
         _ => return Err(unsupported(name)),
     };
     match command {
@@ -114,6 +115,12 @@ pub(crate) fn run(
             runledger::pg::doctor::check(&engine, &runledger::doctor::DoctorOptions::default())?,
             out,
         ),
+        Command::Runbook(args) => {
+            use runledger::pg::runbook;
+            crate::runbook_cmd::show(runbook::queries(), out, args, |name| {
+                runbook::run(&engine, name)
+            })
+        }
         Command::Init => {
             let version = engine.schema_version()?;
             if out.json {
