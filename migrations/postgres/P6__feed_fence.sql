@@ -21,6 +21,10 @@
 --   * The horizon only grows (a new fence is at least the sequence's next free cursor), and an
 --     in-flight writer holds it back only until it ends.
 --
+-- The sequence must hand out values in order (CACHE 1, the identity default): a value a
+-- session cached earlier would come out under a later fence. Doctor compares the sequence's
+-- settings with the migrations'.
+--
 -- The fence's floor is kept in the transaction-local setting `runledger.feed_fence`, so a
 -- transaction fences once however many events it appends; a rolled-back savepoint undoes both
 -- the setting and its lock. An event whose cursor is given explicitly must not be below the
@@ -77,10 +81,13 @@ DECLARE
     floor bigint := nullif(current_setting('runledger.feed_fence', true), '')::bigint;
 BEGIN
     IF floor IS NULL THEN
-        PERFORM runledger_feed_fence();
+        floor := runledger_feed_fence();
         -- this row's identity value was drawn before the fence: draw one after it
         NEW.cursor := nextval('job_events_cursor_seq');
-    ELSIF NEW.cursor < floor THEN
+    END IF;
+    -- an explicit cursor, or one a session cached before the fence (a sequence altered to
+    -- CACHE more than 1, which doctor reports), would be handed out under the horizon
+    IF NEW.cursor < floor THEN
         RAISE EXCEPTION 'EVENT_CURSOR: job_events: a cursor is not below its transaction''s feed fence';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM jobs WHERE id = NEW.job_id) THEN
