@@ -31,13 +31,16 @@
 -- transaction's fence (EVENT_CURSOR), the rule SQLite states as "a cursor only grows".
 -- `runledger copy` fences its transaction before it loads the events (src/pg/copy.rs).
 --
--- The advisory key is (15 bits of the schema name's hash) << 47 | floor: schemas of one
--- database share the lock table, so each reader only counts its own schema's fences (a hash
--- collision can only hold a horizon back while the other schema's writer is in flight).
+-- The advisory key is (the low 15 bits of job_events' oid) << 47 | floor: ledgers in several
+-- schemas of one database share the lock table, so each reader only counts the fences of its
+-- own table (the table the session's search_path names, for writer and reader alike; two
+-- tables whose oids agree in those bits only hold each other's horizon back while a writer
+-- is in flight, never hide an event).
 
+-- The fence key of `floor`: the low 15 bits of job_events' oid, then the floor.
 CREATE FUNCTION runledger_feed_key(floor bigint) RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT ((hashtext(current_schema()) & 32767)::bigint << 47) | floor
+    SELECT (('job_events'::regclass::oid::bigint & 32767) << 47) | floor
 $$;
 
 -- Takes this transaction's fence (once) and returns its floor.
@@ -71,7 +74,7 @@ BEGIN
       FROM pg_locks l
      WHERE l.locktype = 'advisory' AND l.objsubid = 1
        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-       AND (l.classid::bigint >> 15) = (hashtext(current_schema()) & 32767);
+       AND (l.classid::bigint >> 15) = ('job_events'::regclass::oid::bigint & 32767);
     RETURN least(next_free, fenced);
 END $$;
 
