@@ -10,7 +10,7 @@
 --
 --   * Each transaction, before its first event, takes a FENCE: it reads the sequence's next
 --     free cursor F (every cursor it draws from then on is >= F) and holds a shared advisory
---     lock keyed (schema, F) until it ends. Its first event's identity value was drawn
+--     lock keyed (job_events, F) until it ends. Its first event's identity value was drawn
 --     BEFORE the fence, so the trigger draws that event a new cursor after it.
 --   * A reader first reads the sequence's next free cursor N, then the smallest fence held
 --     (pg_locks), and reads events with cursor < least(N, smallest fence) in a snapshot taken
