@@ -308,36 +308,36 @@ pub(crate) fn claim_steps(
 macro_rules! tick_store {
     ($store:ty, $slots:path, $runs:path, { $($extra:tt)* }) => {
         impl $crate::schedule::tick::TickStore for $store {
-            fn abandoned(&mut self, cutoff: Timestamp) -> Result<Vec<i64>> {
+            fn abandoned(&mut self, cutoff: $crate::clock::Timestamp) -> $crate::error::Result<Vec<i64>> {
                 { use $slots as s; s::abandoned(self.0, cutoff) }
             }
-            fn slot_runs(&mut self, id: i64) -> Result<Vec<(i64, bool)>> {
+            fn slot_runs(&mut self, id: i64) -> $crate::error::Result<Vec<(i64, bool)>> {
                 { use $runs as r; r::slot_runs(self.0, id) }
             }
-            fn give_back_slot(&mut self, id: i64, cutoff: Timestamp) -> Result<bool> {
+            fn give_back_slot(&mut self, id: i64, cutoff: $crate::clock::Timestamp) -> $crate::error::Result<bool> {
                 { use $slots as s; s::give_back_slot(self.0, id, cutoff) }
             }
             fn finish_timed_out_slot(
                 &mut self,
                 id: i64,
-                cutoff: Timestamp,
-                finish: &Finish<'_>,
-                now: Timestamp,
-            ) -> Result<bool> {
+                cutoff: $crate::clock::Timestamp,
+                finish: &$crate::storage::schedules::Finish<'_>,
+                now: $crate::clock::Timestamp,
+            ) -> $crate::error::Result<bool> {
                 { use $slots as s; s::finish_timed_out_slot(self.0, id, cutoff, finish, now) }
             }
-            fn due_schedules(&mut self, now: Timestamp) -> Result<Vec<Schedule>> {
+            fn due_schedules(&mut self, now: $crate::clock::Timestamp) -> $crate::error::Result<Vec<$crate::storage::schedules::Schedule>> {
                 { use $slots as s; s::due_schedules(self.0, now) }
             }
-            fn insert_slot(&mut self, schedule_id: i64, at: Timestamp, now: Timestamp) -> Result<i64> {
+            fn insert_slot(&mut self, schedule_id: i64, at: $crate::clock::Timestamp, now: $crate::clock::Timestamp) -> $crate::error::Result<i64> {
                 { use $slots as s; s::insert_slot(self.0, schedule_id, at, now) }
             }
             fn update_cursor(
                 &mut self,
                 schedule_id: i64,
-                last: Timestamp,
-                next: Option<Timestamp>,
-            ) -> Result<()> {
+                last: $crate::clock::Timestamp,
+                next: Option<$crate::clock::Timestamp>,
+            ) -> $crate::error::Result<()> {
                 { use $slots as s; s::update_cursor(self.0, schedule_id, last, next) }
             }
             fn skip_pending_slot(
@@ -345,14 +345,14 @@ macro_rules! tick_store {
                 id: i64,
                 code: &str,
                 message: Option<&str>,
-                now: Timestamp,
-            ) -> Result<bool> {
+                now: $crate::clock::Timestamp,
+            ) -> $crate::error::Result<bool> {
                 { use $slots as s; s::skip_pending_slot(self.0, id, code, message, now) }
             }
-            fn claimable(&mut self, now: Timestamp) -> Result<Vec<(i64, i64, Timestamp)>> {
+            fn claimable(&mut self, now: $crate::clock::Timestamp) -> $crate::error::Result<Vec<(i64, i64, $crate::clock::Timestamp)>> {
                 { use $slots as s; s::claimable(self.0, now) }
             }
-            fn schedule_by_id(&mut self, id: i64) -> Result<Option<Schedule>> {
+            fn schedule_by_id(&mut self, id: i64) -> $crate::error::Result<Option<$crate::storage::schedules::Schedule>> {
                 { use $slots as s; s::schedule_by_id(self.0, id) }
             }
             $($extra)*
