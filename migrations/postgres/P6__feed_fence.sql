@@ -10,7 +10,7 @@
 --
 --   * Each transaction, before its first event, takes a FENCE: it reads the sequence's next
 --     free cursor F (every cursor it draws from then on is >= F) and holds a shared advisory
---     lock keyed (schema, F) until it ends. Its first event's identity value was drawn
+--     lock keyed (job_events, F) until it ends. Its first event's identity value was drawn
 --     BEFORE the fence, so the trigger draws that event a new cursor after it.
 --   * A reader first reads the sequence's next free cursor N, then the smallest fence held
 --     (pg_locks), and reads events with cursor < least(N, smallest fence) in a snapshot taken
@@ -21,19 +21,26 @@
 --   * The horizon only grows (a new fence is at least the sequence's next free cursor), and an
 --     in-flight writer holds it back only until it ends.
 --
+-- The sequence must hand out values in order (CACHE 1, the identity default): a value a
+-- session cached earlier would come out under a later fence. Doctor compares the sequence's
+-- settings with the migrations'.
+--
 -- The fence's floor is kept in the transaction-local setting `runledger.feed_fence`, so a
 -- transaction fences once however many events it appends; a rolled-back savepoint undoes both
 -- the setting and its lock. An event whose cursor is given explicitly must not be below the
 -- transaction's fence (EVENT_CURSOR), the rule SQLite states as "a cursor only grows".
 -- `runledger copy` fences its transaction before it loads the events (src/pg/copy.rs).
 --
--- The advisory key is (15 bits of the schema name's hash) << 47 | floor: schemas of one
--- database share the lock table, so each reader only counts its own schema's fences (a hash
--- collision can only hold a horizon back while the other schema's writer is in flight).
+-- The advisory key is (the low 15 bits of job_events' oid) << 47 | floor: ledgers in several
+-- schemas of one database share the lock table, so each reader only counts the fences of its
+-- own table (the table the session's search_path names, for writer and reader alike; two
+-- tables whose oids agree in those bits only hold each other's horizon back while a writer
+-- is in flight, never hide an event).
 
+-- The fence key of `floor`: the low 15 bits of job_events' oid, then the floor.
 CREATE FUNCTION runledger_feed_key(floor bigint) RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT ((hashtext(current_schema()) & 32767)::bigint << 47) | floor
+    SELECT (('job_events'::regclass::oid::bigint & 32767) << 47) | floor
 $$;
 
 -- Takes this transaction's fence (once) and returns its floor.
@@ -67,7 +74,7 @@ BEGIN
       FROM pg_locks l
      WHERE l.locktype = 'advisory' AND l.objsubid = 1
        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-       AND (l.classid::bigint >> 15) = (hashtext(current_schema()) & 32767);
+       AND (l.classid::bigint >> 15) = ('job_events'::regclass::oid::bigint & 32767);
     RETURN least(next_free, fenced);
 END $$;
 
@@ -77,10 +84,13 @@ DECLARE
     floor bigint := nullif(current_setting('runledger.feed_fence', true), '')::bigint;
 BEGIN
     IF floor IS NULL THEN
-        PERFORM runledger_feed_fence();
+        floor := runledger_feed_fence();
         -- this row's identity value was drawn before the fence: draw one after it
         NEW.cursor := nextval('job_events_cursor_seq');
-    ELSIF NEW.cursor < floor THEN
+    END IF;
+    -- an explicit cursor, or one a session cached before the fence (a sequence altered to
+    -- CACHE more than 1, which doctor reports), would be handed out under the horizon
+    IF NEW.cursor < floor THEN
         RAISE EXCEPTION 'EVENT_CURSOR: job_events: a cursor is not below its transaction''s feed fence';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM jobs WHERE id = NEW.job_id) THEN

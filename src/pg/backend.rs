@@ -36,7 +36,7 @@ use crate::storage::supervisor_state::SupervisorStatus;
 
 /// Opens the PostgreSQL ledger at `url` (migrating it) as an [`Engine`] with `opts`'s clock.
 pub(crate) fn open(url: &str, opts: EngineOptions) -> Result<Engine> {
-    let engine = PgEngine::open_with_clock(url, opts.clock.clone())?;
+    let engine = PgEngine::open_with(url, opts.clock.clone(), opts.db.busy_timeout)?;
     let backend = PgBackend {
         engine,
         listener: Mutex::new(None),

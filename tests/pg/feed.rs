@@ -249,6 +249,53 @@ fn raw_sql_cannot_slip_an_event_under_the_fence() {
     assert_eq!(engine.events().after(0, 10).unwrap().len(), 1);
 }
 
+/// A cursor sequence altered to cache values (DDL a shell can run; doctor reports it) hands
+/// a session a cursor it drew before a later fence: the trigger refuses such an event
+/// (`EVENT_CURSOR`, loudly) rather than let a follower skip it.
+#[test]
+fn regression_a_cached_cursor_would_come_out_under_a_later_fence() {
+    let Some(mut db) = TestDb::new("feed_cache") else {
+        return;
+    };
+    let engine = Engine::open(&db.url).unwrap();
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    db.exec("alter sequence job_events_cursor_seq cache 50")
+        .unwrap();
+    // this session caches 50 values; the engine's session then caches the next 50, and its
+    // fence is past both: the value it draws from its cache is under its own fence
+    db.raw
+        .query_one("select nextval('job_events_cursor_seq')", &[])
+        .unwrap();
+    let refused = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap_err();
+    assert_eq!(refused.code(), "EVENT_CURSOR", "{refused}");
+    let mut tx = db.raw.transaction().unwrap();
+    let err = tx
+        .query_one(
+            "insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash)
+             values ($1, 2, 'progress', '{}', $2, $3, $3) returning cursor",
+            &[&job.id, &AT, &HASH],
+        )
+        .unwrap_err();
+    let message = err.as_db_error().unwrap().message().to_string();
+    assert!(
+        message.starts_with("EVENT_CURSOR: job_events:"),
+        "{message}"
+    );
+    drop(tx);
+    assert_eq!(
+        db.query_i64("select count(*) from jobs"),
+        1,
+        "nothing half-written"
+    );
+    assert_eq!(engine.events().after(0, 10).unwrap().len(), 1);
+}
+
 /// Another schema's writer in flight does not hold this schema's feed back.
 #[test]
 fn a_writer_in_another_schema_does_not_hold_the_feed() {
