@@ -413,6 +413,26 @@ fn pg_http_sse_resumes_after_a_cut_with_no_gap_and_no_duplicate() {
     crate::http_client::sse_resumes_after_a_cut(&engine);
 }
 
+/// A position older than the backlog gets `resync` (pruned): the SQLite suite's scenario.
+#[test]
+fn pg_http_sse_position_older_than_the_backlog_gets_resync() {
+    let Some((engine, _clock, _db)) = engine("sse_pruned") else {
+        return;
+    };
+    crate::http_client::sse_position_older_than_the_backlog_gets_resync(&engine);
+}
+
+/// A client more than its buffer behind gets `resync` (lagged): the SQLite suite's scenario,
+/// the burst committed by another engine (as another node would).
+#[test]
+fn pg_http_a_client_that_falls_behind_its_buffer_gets_resync_not_unbounded_buffering() {
+    let Some((engine, _clock, db)) = engine("sse_lagged") else {
+        return;
+    };
+    let other = Engine::open(&db.url).unwrap();
+    crate::http_client::a_client_that_falls_behind_its_buffer_gets_resync(&engine, &other);
+}
+
 /// Another process commits 20 events through its own engine; each reaches an open stream
 /// woken by its NOTIFY, not by the watcher's fallback read (set to 5 s here): the median
 /// delay from the child's commit to the frame is held under 100 ms and every one under

@@ -6,7 +6,7 @@ use runledger::http::{route_table, HttpOptions, Server, Token};
 use runledger::{Engine, SystemClock};
 use serde_json::{json, Value};
 
-use crate::common::{claim_at, dump, file_engine, is_child, spawn_child};
+use crate::common::{dump, file_engine, is_child, spawn_child};
 use crate::http_client::{agent, claim, code, create_job, oversized_post, read, Api, Sse};
 
 // ---- endpoints and error mapping ----
@@ -333,42 +333,7 @@ fn sse_resumes_after_a_cut_with_no_gap_and_no_duplicate() {
 #[test]
 fn sse_position_older_than_the_backlog_gets_resync() {
     let (engine, _clock, _dir) = file_engine();
-    let api = Api::start(&engine, HttpOptions::default());
-    let id = create_job(&api, "alice");
-    let (_, attempt) = claim(&api, "w");
-    let early = engine.events().since(id, 0, 1).unwrap()[0].cursor;
-    for i in 0..250u32 {
-        engine
-            .jobs()
-            .progress(
-                &claim_at(&engine.jobs(), id, attempt),
-                (i % 100) as u8,
-                None,
-            )
-            .unwrap();
-    }
-    let head = engine.events().since(id, 251, 1).unwrap()[0].cursor;
-    let mut sse = Sse::open(&api.base, &format!("?job={id}&after={early}"), None);
-    let f = sse.next();
-    assert_eq!(f.event, "resync");
-    assert_eq!(
-        (f.data["reason"].as_str(), &f.data["jobs"]),
-        (Some("pruned"), &json!([id]))
-    );
-    assert_eq!(f.id, Some(head), "continues from the present");
-    engine
-        .jobs()
-        .progress(&claim_at(&engine.jobs(), id, attempt), 99, Some("last"))
-        .unwrap();
-    let f = sse.next();
-    assert_eq!(
-        (f.event.as_str(), f.data["seq"].as_i64()),
-        ("message", Some(253))
-    );
-    // The per-job endpoint says the same with 410 EVENTS_PRUNED.
-    let (s, v) = api.get(&format!("/jobs/{id}/events?after=1"));
-    assert_eq!((s, code(&v)), (410, "EVENTS_PRUNED"));
-    assert_eq!(v["oldest_kept"].as_i64(), Some(54));
+    crate::http_client::sse_position_older_than_the_backlog_gets_resync(&engine);
 }
 
 /// Another process commits 20 events; they must reach an open stream within 100 ms of their
@@ -535,69 +500,9 @@ fn node_example_runs_a_worker_and_a_follower() {
 #[test]
 fn a_client_that_falls_behind_its_buffer_gets_resync_not_unbounded_buffering() {
     let (engine, _clock, dir) = file_engine();
-    let opts = HttpOptions {
-        stream: runledger::http::StreamOptions {
-            poll: Duration::from_millis(500),
-            client_buffer: 2,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let api = Api::start(&engine, opts);
-    let mut sse = Sse::open(&api.base, "", None);
-    // Another connection (no in-process wake-up): the watcher finds the whole burst at
-    // its next poll and broadcasts it at once, far past a 2-event buffer.
+    // another connection: no in-process wake-up, the watcher finds the burst at its poll
     let other = Engine::open(dir.path().join("runledger.db")).unwrap();
-    for i in 0..300 {
-        other
-            .jobs()
-            .create(&runledger::NewJob::new(
-                "burst",
-                "research",
-                json!({"i": i}),
-            ))
-            .unwrap();
-    }
-    let mut last = 0;
-    let mut resync = None;
-    let mut seen = std::collections::HashSet::new();
-    let head = engine
-        .events()
-        .feed(&runledger::FeedFilter::All, i64::MAX, 1, false)
-        .unwrap()
-        .head;
-    while last < head {
-        let f = sse.next();
-        let id = f.id.unwrap();
-        // A `resync` names the position the stream continues from: the newest event when
-        // it was sent, which may be the one the client already has (then nothing was
-        // skipped). Every event after it is newer.
-        if f.event == "resync" {
-            assert!(id >= last, "a resync never moves back: {id} after {last}");
-        } else {
-            assert!(id > last, "ids only grow: {id} after {last}");
-        }
-        last = id;
-        if f.event == "resync" {
-            assert_eq!(f.data["reason"], "lagged");
-            resync = Some(id);
-        } else {
-            assert!(seen.insert(id), "duplicate {id}");
-        }
-    }
-    assert!(
-        resync.is_some(),
-        "a 2-event buffer kept up with a 300-event burst"
-    );
-    assert!(seen.len() < 300);
-    // The stream goes on from the present.
-    let job = create_job(&api, "after");
-    loop {
-        let f = sse.next();
-        if f.data["job_id"].as_i64() == Some(job) {
-            break;
-        }
-    }
+    crate::http_client::a_client_that_falls_behind_its_buffer_gets_resync(&engine, &other);
 }
 
 #[test]

@@ -493,3 +493,107 @@ pub fn run_example(engine: &Engine, tool: &str, example: &str) {
     let kinds: Vec<&str> = kept.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(summary["kinds"], json!(kinds));
 }
+
+/// A position older than the per-job backlog keeps gets `resync` (pruned) naming the job and
+/// continues from the present; the per-job endpoint says 410 `EVENTS_PRUNED`: a scenario run
+/// on both backends.
+pub fn sse_position_older_than_the_backlog_gets_resync(engine: &Engine) {
+    let api = Api::start(engine, HttpOptions::default());
+    let claim_at = |id: i64, attempt: i64| runledger::Claim {
+        job: engine.jobs().get(id).unwrap(),
+        attempt,
+    };
+    let id = create_job(&api, "alice");
+    let (_, attempt) = claim(&api, "w");
+    let early = engine.events().since(id, 0, 1).unwrap()[0].cursor;
+    for i in 0..250u32 {
+        engine
+            .jobs()
+            .progress(&claim_at(id, attempt), (i % 100) as u8, None)
+            .unwrap();
+    }
+    let head = engine.events().since(id, 251, 1).unwrap()[0].cursor;
+    let mut sse = Sse::open(&api.base, &format!("?job={id}&after={early}"), None);
+    let f = sse.next();
+    assert_eq!(f.event, "resync");
+    assert_eq!(
+        (f.data["reason"].as_str(), &f.data["jobs"]),
+        (Some("pruned"), &json!([id]))
+    );
+    assert_eq!(f.id, Some(head), "continues from the present");
+    engine
+        .jobs()
+        .progress(&claim_at(id, attempt), 99, Some("last"))
+        .unwrap();
+    let f = sse.next();
+    assert_eq!(
+        (f.event.as_str(), f.data["seq"].as_i64()),
+        ("message", Some(253))
+    );
+    // The per-job endpoint says the same with 410 EVENTS_PRUNED.
+    let (s, v) = api.get(&format!("/jobs/{id}/events?after=1"));
+    assert_eq!((s, code(&v)), (410, "EVENTS_PRUNED"));
+    assert_eq!(v["oldest_kept"].as_i64(), Some(54));
+}
+
+/// A client more than its buffer behind gets `resync` (lagged), not unbounded buffering, and
+/// goes on from the present; `other` is another engine on the same ledger (its commits
+/// reach the server's watcher as another process's do): a scenario run on both backends.
+pub fn a_client_that_falls_behind_its_buffer_gets_resync(engine: &Engine, other: &Engine) {
+    let opts = HttpOptions {
+        stream: runledger::http::StreamOptions {
+            poll: Duration::from_millis(500),
+            client_buffer: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api = Api::start(engine, opts);
+    let mut sse = Sse::open(&api.base, "", None);
+    // One burst in one transaction: the watcher reads it in one go and broadcasts it at
+    // once, far past a 2-event buffer.
+    let burst: Vec<runledger::NewJob> = (0..300)
+        .map(|i| runledger::NewJob::new("burst", "research", json!({"i": i})))
+        .collect();
+    other.jobs().create_many(&burst).unwrap();
+    let mut last = 0;
+    let mut resync = None;
+    let mut seen = std::collections::HashSet::new();
+    let head = engine
+        .events()
+        .feed(&runledger::FeedFilter::All, i64::MAX, 1, false)
+        .unwrap()
+        .head;
+    while last < head {
+        let f = sse.next();
+        let id = f.id.unwrap();
+        // A `resync` names the position the stream continues from: the newest event when
+        // it was sent, which may be the one the client already has (then nothing was
+        // skipped). Every event after it is newer.
+        if f.event == "resync" {
+            assert!(id >= last, "a resync never moves back: {id} after {last}");
+        } else {
+            assert!(id > last, "ids only grow: {id} after {last}");
+        }
+        last = id;
+        if f.event == "resync" {
+            assert_eq!(f.data["reason"], "lagged");
+            resync = Some(id);
+        } else {
+            assert!(seen.insert(id), "duplicate {id}");
+        }
+    }
+    assert!(
+        resync.is_some(),
+        "a 2-event buffer kept up with a 300-event burst"
+    );
+    assert!(seen.len() < 300);
+    // The stream goes on from the present.
+    let job = create_job(&api, "after");
+    loop {
+        let f = sse.next();
+        if f.data["job_id"].as_i64() == Some(job) {
+            break;
+        }
+    }
+}
