@@ -263,3 +263,35 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
             .map_err(|e: PathRejection| ApiError::invalid("path", e.body_text()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_backed_ledger_s_codes_have_their_status_and_its_sql_text_stays_inside() {
+        assert_eq!(status_of("UNREACHABLE"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status_of("UNSUPPORTED_BACKEND"),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        let e = ApiError::from(Error::Postgres {
+            sqlstate: "42P01".into(),
+            message: "relation \"secret_table\" does not exist".into(),
+        });
+        assert_eq!(
+            (e.status, e.code()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "DATABASE")
+        );
+        assert_eq!(e.body["message"], "database error");
+        let e = ApiError::from(Error::Unsupported {
+            backend: "postgres",
+            operation: "events.data_version",
+        });
+        assert_eq!(e.status, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(
+            e.body["message"],
+            "events.data_version is not available on the postgres backend"
+        );
+    }
+}
