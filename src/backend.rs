@@ -223,6 +223,11 @@ pub(crate) trait Backend: Send + Sync {
     /// [`Worker`](crate::Worker) waits here instead of sleeping.
     fn wait_for_work(&self, kinds: &[&str], timeout: Duration) -> Result<bool>;
 
+    /// A wait for job events committed from now on by anyone (this process, other
+    /// processes, other nodes): what a follower of the feed sleeps on between reads
+    /// (`Events::subscribe`), instead of polling.
+    fn event_wait(&self) -> Result<Box<dyn EventWait>>;
+
     // schedules
 
     /// `Schedules::create` of the validated `row`, audited as `actor`: the duplicate name
@@ -273,6 +278,14 @@ pub(crate) trait Backend: Send + Sync {
         finish: &Finish<'_>,
         claimed_at: Timestamp,
     ) -> Result<SlotReport>;
+}
+
+/// See [`Backend::event_wait`].
+pub(crate) trait EventWait: Send {
+    /// Waits at most `timeout`: `true` when job events may have been committed since the
+    /// last wait (a hint: read the feed after the last cursor seen), `false` at the timeout.
+    /// While the database is away it fails (`UNREACHABLE`) and the next wait tries again.
+    fn wait(&mut self, timeout: Duration) -> Result<bool>;
 }
 
 /// One run a trigger starts (the arguments of [`Backend::start_run`]).

@@ -51,6 +51,31 @@ struct PgBackend {
     listener: Mutex<Option<PgListener>>,
 }
 
+/// A follower's wait: a [`PgListener`] of its own, registered for job events (so that
+/// events NOTIFY while it is open: migrations/postgres/P4).
+struct EventWaiter(PgListener);
+
+impl crate::backend::EventWait for EventWaiter {
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        use super::listener::Wake;
+        let hears = |w: &Wake| !matches!(w, Wake::Work { .. });
+        if self.0.wait(timeout, hears)?.is_none() {
+            return Ok(false);
+        }
+        // the notifications already queued (one per event) are folded into this wake: the
+        // feed read next covers them all
+        for _ in 0..FOLD_AT_MOST {
+            if self.0.wait(Duration::ZERO, hears)?.is_none() {
+                break;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// How many queued notifications one wake of an [`EventWaiter`] folds.
+const FOLD_AT_MOST: usize = 10_000;
+
 impl Backend for PgBackend {
     fn name(&self) -> &'static str {
         "postgres"
@@ -406,6 +431,11 @@ impl Backend for PgBackend {
         }
         let listener = slot.as_mut().expect("opened above");
         listener.wait_for_work(kinds, deadline.remaining())
+    }
+
+    fn event_wait(&self) -> Result<Box<dyn crate::backend::EventWait>> {
+        // registers the session as an event listener: from now on every job event notifies
+        Ok(Box::new(EventWaiter(PgListener::open(self.engine.url())?)))
     }
 
     // schedules
