@@ -240,9 +240,8 @@ pub(crate) trait Backend: Send + Sync {
     fn ui_schedule_history(&self, schedule_id: i64) -> Result<crate::storage::ui::ScheduleHistory>;
 
     /// A wait for job events committed from now on by anyone (this process, other
-    /// processes, other nodes): what the HTTP stream's watcher sleeps on between reads of
-    /// the feed, instead of polling.
-    #[cfg(feature = "http")]
+    /// processes, other nodes): what a follower of the feed (`Events::subscribe`, the HTTP
+    /// stream's watcher) sleeps on between reads, instead of polling.
     fn event_wait(&self) -> Result<Box<dyn EventWait>>;
 
     // schedules
@@ -298,7 +297,6 @@ pub(crate) trait Backend: Send + Sync {
 }
 
 /// See [`Backend::event_wait`].
-#[cfg(feature = "http")]
 pub(crate) trait EventWait: Send {
     /// Waits at most `timeout`: `true` when job events may have been committed since the
     /// last wait (a hint: read the feed after the last cursor seen), `false` at the timeout.

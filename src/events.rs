@@ -373,6 +373,11 @@ impl Bus {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether nobody subscribes (receivers dropped since the last publish still count).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Sends committed events; drops subscribers whose receiver is gone.
     pub(crate) fn publish(&self, events: &[Event]) {
         if events.is_empty() {

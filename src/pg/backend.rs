@@ -51,12 +51,11 @@ struct PgBackend {
     listener: Mutex<Option<PgListener>>,
 }
 
-/// The HTTP stream's wait: a [`PgListener`] of its own, registered for job events (so that
-/// events NOTIFY while it is open: migrations/postgres/P4).
-#[cfg(feature = "http")]
+/// A follower's wait (`Events::subscribe`, the HTTP stream's watcher): a [`PgListener`]
+/// of its own, registered for job events (so that events NOTIFY while it is open:
+/// migrations/postgres/P4).
 struct EventWaiter(PgListener);
 
-#[cfg(feature = "http")]
 impl crate::backend::EventWait for EventWaiter {
     fn wait(&mut self, timeout: Duration) -> Result<bool> {
         use super::listener::Wake;
@@ -75,8 +74,7 @@ impl crate::backend::EventWait for EventWaiter {
     }
 }
 
-/// How many queued notifications one wake of the stream's [`EventWaiter`] folds.
-#[cfg(feature = "http")]
+/// How many queued notifications one wake of an [`EventWaiter`] folds.
 const FOLD_AT_MOST: usize = 10_000;
 
 impl Backend for PgBackend {
@@ -474,7 +472,6 @@ impl Backend for PgBackend {
             .read_snapshot(|tx| super::storage::schedules::ui_schedule_history(tx, schedule_id))
     }
 
-    #[cfg(feature = "http")]
     fn event_wait(&self) -> Result<Box<dyn crate::backend::EventWait>> {
         // registers the session as an event listener: from now on every job event notifies
         Ok(Box::new(EventWaiter(PgListener::open(self.engine.url())?)))

@@ -311,3 +311,51 @@ fn a_writer_in_another_schema_does_not_hold_the_feed() {
     assert_eq!(ea.events().after(0, 10).unwrap().len(), 1);
     slow.rollback().unwrap();
 }
+
+/// `Events::subscribe` on PostgreSQL follows the feed: events another engine (another
+/// process, another node) commits arrive too, woken by NOTIFY well before the one-second
+/// read; once the receiver is gone and the next event is read, the follower ends and its
+/// listener leaves `runledger_event_listeners` (so writers stop notifying).
+#[test]
+fn a_subscriber_hears_other_engines_and_its_follower_ends_with_it() {
+    let Some(mut db) = TestDb::new("feed_subscribe") else {
+        return;
+    };
+    let engine = Engine::open(&db.url).unwrap();
+    let other = Engine::open(&db.url).unwrap();
+    let rx = engine.events().subscribe();
+    assert_eq!(
+        db.query_i64("select count(*) from runledger_event_listeners"),
+        1
+    );
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let job = other
+            .jobs()
+            .create(&NewJob::new("u", "k", json!({})))
+            .unwrap();
+        let e = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        latencies.push(started.elapsed());
+        assert_eq!((e.job_id, e.seq), (job.id, 1));
+    }
+    latencies.sort();
+    println!("subscribe latency across engines: {latencies:?}");
+    assert!(
+        latencies[2] < Duration::from_millis(500),
+        "woken by NOTIFY, not by the 1 s read: {latencies:?}"
+    );
+    drop(rx);
+    other
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while db.query_i64("select count(*) from runledger_event_listeners") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -35,6 +35,7 @@ macro_rules! behaviour_tests {
             events_since_a_pruned_seq_are_refused,
             the_feed_pages_every_event_once_in_cursor_order,
             the_feed_names_jobs_whose_events_were_pruned,
+            a_subscriber_receives_the_engines_events_in_order,
             a_trigger_runs_each_scope_through_gates_and_stages,
             gates_and_stages_fail_runs_with_their_stage_named,
             the_lock_refuses_a_second_run_and_records_the_refusal,
@@ -489,6 +490,41 @@ pub fn the_feed_pages_every_event_once_in_cursor_order(engine: &Engine, _clock: 
     let rest = events.feed(&FeedFilter::All, 0, 100, true).unwrap();
     assert_eq!(rest.events.len(), 8);
     assert!(rest.events.iter().all(|e| e.event.job_id != ids[0]));
+}
+
+/// `subscribe`: every event the engine commits from then on, once, in order; a receiver
+/// dropped is let go.
+pub fn a_subscriber_receives_the_engines_events_in_order(engine: &Engine, _clock: &ManualClock) {
+    let jobs = engine.jobs();
+    let before = jobs.create(&job("early")).unwrap();
+    let rx = engine.events().subscribe();
+    let j = jobs.create(&job("sub")).unwrap();
+    let claim = jobs.claim("w", &["sub"]).unwrap().unwrap();
+    jobs.progress(&claim, 40, Some("step")).unwrap();
+    jobs.complete(&claim, &json!({"ok": true})).unwrap();
+    let got: Vec<runledger::Event> = (0..4)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("an event within 10 s")
+        })
+        .collect();
+    assert_eq!(got, engine.events().since(j.id, 0, 10).unwrap());
+    assert!(
+        got.iter().all(|e| e.job_id != before.id),
+        "nothing from before"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing more"
+    );
+    drop(rx);
+    // a second subscriber after the first is gone gets what comes next
+    let again = engine.events().subscribe();
+    let next = jobs.create(&job("sub")).unwrap();
+    let e = again
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an event within 10 s");
+    assert_eq!((e.job_id, e.seq), (next.id, 1));
 }
 
 /// A follower whose cursor is older than a job's oldest kept event is told to reload that
