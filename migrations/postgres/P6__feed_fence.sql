@@ -43,14 +43,25 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT (('job_events'::regclass::oid::bigint & 32767) << 47) | floor
 $$;
 
+-- The sequence's next free cursor, or less (1 before its first value): read under the
+-- sequence's buffer lock by pg_sequence_last_value. A plain SELECT from the sequence reads
+-- its tuple without that lock and can see it while a concurrent nextval has written the value
+-- it WAL-logs ahead (up to 32 more) and not yet the one it hands out: a fence floor above the
+-- cursor drawn next, and a legitimate event refused (tests/pg feed.rs,
+-- regression_a_torn_read_of_the_cursor_sequence_refused_legit_writes). A floor or a horizon
+-- too low is always safe: it only holds the feed back.
+CREATE FUNCTION runledger_feed_next_free() RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    SELECT coalesce(pg_sequence_last_value('job_events_cursor_seq'::regclass) + 1, 1)
+$$;
+
 -- Takes this transaction's fence (once) and returns its floor.
 CREATE FUNCTION runledger_feed_fence() RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     floor bigint := nullif(current_setting('runledger.feed_fence', true), '')::bigint;
 BEGIN
     IF floor IS NULL THEN
-        SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END
-          INTO floor FROM job_events_cursor_seq;
+        floor := runledger_feed_next_free();
         IF floor >= 140737488355328 THEN
             RAISE EXCEPTION 'EVENT_CURSOR: job_events: the cursor space of the feed fence (2^47) is used up';
         END IF;
@@ -67,8 +78,7 @@ DECLARE
     next_free bigint;
     fenced bigint;
 BEGIN
-    SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END
-      INTO next_free FROM job_events_cursor_seq;
+    next_free := runledger_feed_next_free();
     SELECT min(((l.classid::bigint << 32) | l.objid::bigint) & 140737488355327)
       INTO fenced
       FROM pg_locks l

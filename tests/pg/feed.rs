@@ -359,3 +359,37 @@ fn a_subscriber_hears_other_engines_and_its_follower_ends_with_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The fence read the sequence's `last_value` with a plain SELECT, which can see the tuple
+/// while a concurrent `nextval` rewrites it (the value it WAL-logs ahead, up to 32 more):
+/// the floor came out above the cursor drawn next, and a legitimate claim or complete was
+/// refused `EVENT_CURSOR` (the PostgreSQL bench stopped so at 8-16 workers). The fence now
+/// reads `pg_sequence_last_value`, under the sequence's buffer lock.
+#[test]
+fn regression_a_torn_read_of_the_cursor_sequence_refused_legit_writes() {
+    let Some(db) = TestDb::new("feed_torn") else {
+        return;
+    };
+    let engine = Engine::open(&db.url).unwrap();
+    let threads: Vec<_> = (0..16)
+        .map(|w| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let jobs = engine.jobs();
+                let kind = format!("t{w}");
+                for _ in 0..120 {
+                    jobs.create(&NewJob::new("u", &kind, json!({}))).unwrap();
+                    let claim = jobs.claim("w", &[kind.as_str()]).unwrap().unwrap();
+                    jobs.complete(&claim, &json!({})).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        engine.events().after(0, 10_000).unwrap().len(),
+        16 * 120 * 3
+    );
+}
