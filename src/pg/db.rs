@@ -38,6 +38,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "V5__slot_claim_renewal",
         include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),
     ),
+    // (version 6 is another change's)
+    (
+        7,
+        "V7__claim_walks_the_queue",
+        include_str!("../../migrations/postgres/P7__claim_walks_the_queue.sql"),
+    ),
 ];
 
 /// The advisory lock key the migration step holds ("runledgr" in ASCII).
