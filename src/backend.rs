@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::events::Event;
+use crate::events::{Event, FeedFilter, FeedPage};
 use crate::job::state::JobState;
 use crate::job::types::{
     Claim, Job, JobStats, NewJob, Recovery, RecoveryReport, SupervisorOptions,
@@ -106,6 +106,18 @@ pub(crate) trait Backend: Send + Sync {
 
     /// `Events::since`.
     fn events_since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>>;
+
+    /// `Events::after`.
+    fn events_after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>>;
+
+    /// `Events::feed`.
+    fn events_feed(
+        &self,
+        filter: &FeedFilter,
+        cursor: i64,
+        limit: u32,
+        check_gaps: bool,
+    ) -> Result<FeedPage>;
 
     /// `Supervisor::tick`.
     fn supervisor_tick(&self, opts: &SupervisorOptions, now: Timestamp) -> Result<RecoveryReport>;
@@ -211,6 +223,27 @@ pub(crate) trait Backend: Send + Sync {
     /// [`Worker`](crate::Worker) waits here instead of sleeping.
     fn wait_for_work(&self, kinds: &[&str], timeout: Duration) -> Result<bool>;
 
+    // the Trust UI's reads (`http::ui::queries`, the twins of `storage::ui`)
+
+    /// The overview page's reads, listing `failed` failed runs.
+    #[cfg(feature = "http")]
+    fn ui_overview(&self, failed: i64) -> Result<crate::storage::ui::Overview>;
+    /// The newest event cursor a page's live script follows the stream after (0: none):
+    /// the feed's head (`Events::feed`), never past an event that may still commit.
+    #[cfg(feature = "http")]
+    fn ui_last_cursor(&self) -> Result<i64>;
+    /// A job's newest audit rows, at most `limit`.
+    #[cfg(feature = "http")]
+    fn ui_job_audit(&self, job_id: i64, limit: i64) -> Result<Vec<crate::storage::ui::AuditRow>>;
+    /// A schedule's last finished slot and its capped count of missed slots.
+    #[cfg(feature = "http")]
+    fn ui_schedule_history(&self, schedule_id: i64) -> Result<crate::storage::ui::ScheduleHistory>;
+
+    /// A wait for job events committed from now on by anyone (this process, other
+    /// processes, other nodes): what a follower of the feed (`Events::subscribe`, the HTTP
+    /// stream's watcher) sleeps on between reads, instead of polling.
+    fn event_wait(&self) -> Result<Box<dyn EventWait>>;
+
     // schedules
 
     /// `Schedules::create` of the validated `row`, audited as `actor`: the duplicate name
@@ -261,6 +294,14 @@ pub(crate) trait Backend: Send + Sync {
         finish: &Finish<'_>,
         claimed_at: Timestamp,
     ) -> Result<SlotReport>;
+}
+
+/// See [`Backend::event_wait`].
+pub(crate) trait EventWait: Send {
+    /// Waits at most `timeout`: `true` when job events may have been committed since the
+    /// last wait (a hint: read the feed after the last cursor seen), `false` at the timeout.
+    /// While the database is away it fails (`UNREACHABLE`) and the next wait tries again.
+    fn wait(&mut self, timeout: Duration) -> Result<bool>;
 }
 
 /// One run a trigger starts (the arguments of [`Backend::start_run`]).

@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use std::ops::Deref;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -107,6 +107,17 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// An [`Engine`] that does not keep it open: [`WeakEngine::upgrade`] gives it while some
+/// clone still exists.
+pub(crate) struct WeakEngine(std::sync::Weak<Inner>);
+
+impl WeakEngine {
+    /// The engine, unless every clone was dropped.
+    pub(crate) fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|inner| Engine { inner })
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     /// The SQLite writer (`None` when a [`Backend`] serves the engine).
@@ -137,6 +148,9 @@ struct Inner {
     /// `changed` when [`Engine::checkpoint_when_idle`] was last called, and when it last
     /// emptied the WAL: an idle interval is one between two calls that saw no change.
     idle_seen: AtomicU64,
+    /// Whether a thread follows the backend's feed into [`Inner::bus`] (an engine a backend
+    /// serves, while it has subscribers: `Events::subscribe`).
+    following: AtomicBool,
     idle_checkpointed: AtomicU64,
     /// Whether callers share commits (`Durability::Full`); see [`Engine::write`].
     share: bool,
@@ -338,6 +352,7 @@ impl Engine {
                 changed: AtomicU64::new(0),
                 scheduler_ticked: AtomicI64::new(0),
                 idle_seen: AtomicU64::new(0),
+                following: AtomicBool::new(false),
                 idle_checkpointed: AtomicU64::new(0),
                 pending: PendingEndings::default(),
                 identity,
@@ -686,6 +701,16 @@ impl Engine {
 
     pub(crate) fn bus(&self) -> &Bus {
         &self.inner.bus
+    }
+
+    /// Whether a thread follows the backend's feed into the bus (see `Events::subscribe`).
+    pub(crate) fn following(&self) -> &AtomicBool {
+        &self.inner.following
+    }
+
+    /// A handle that does not keep the engine open (a background thread's).
+    pub(crate) fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.inner))
     }
 
     /// Runs `f` on the writer connection with no transaction open (an open group is

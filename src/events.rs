@@ -323,6 +323,37 @@ pub struct FeedPage {
     pub head: i64,
 }
 
+impl FeedPage {
+    /// A page of `events` (read after the cursor), each with its job's user from `users`
+    /// (`None` for a deleted job): both backends' feeds end here.
+    pub(crate) fn of(
+        events: Vec<Event>,
+        users: &std::collections::HashMap<i64, String>,
+        pruned_jobs: Vec<i64>,
+        head: i64,
+    ) -> Self {
+        FeedPage {
+            events: events
+                .into_iter()
+                .map(|event| FeedEvent {
+                    user_id: users.get(&event.job_id).cloned(),
+                    event,
+                })
+                .collect(),
+            pruned_jobs,
+            head,
+        }
+    }
+
+    /// The distinct jobs of `events`, in id order: whose users a page names.
+    pub(crate) fn jobs_of(events: &[Event]) -> Vec<i64> {
+        let mut ids: Vec<i64> = events.iter().map(|e| e.job_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
 /// In-process fan-out of committed events to subscribers.
 #[derive(Debug, Default)]
 pub(crate) struct Bus {
@@ -340,6 +371,11 @@ impl Bus {
         self.subscribers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether nobody subscribes (receivers dropped since the last publish still count).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// Sends committed events; drops subscribers whose receiver is gone.

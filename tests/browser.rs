@@ -1,6 +1,7 @@
 //! The Trust UI in a real browser: serves `runledger::http::router` on loopback over a
 //! demo-like database and runs `node tests/browser/ui.mjs`, which drives Debian's chromium
-//! through playwright-core; then checks in the database what the clicks did.
+//! through playwright-core; then checks in the database what the clicks did. The same flow
+//! runs on a SQLite file and (feature `postgres`) on a PostgreSQL ledger.
 //!
 //! Skips (saying why) when node, `/usr/bin/chromium` or `tests/browser/node_modules` is
 //! missing, unless `RUNLEDGER_CI=1`, where a missing piece fails the test.
@@ -149,18 +150,86 @@ fn progress_worker(engine: Engine, stop: Arc<AtomicBool>) -> std::thread::JoinHa
     })
 }
 
-#[test]
-fn the_trust_ui_in_chromium() {
+/// Skips (or, under `RUNLEDGER_CI=1`, fails) when a piece is missing: `false` then.
+fn can_run(test: &str) -> bool {
     if let Some(why) = missing_piece() {
         if std::env::var("RUNLEDGER_CI").as_deref() == Ok("1") {
             panic!("browser test cannot run under RUNLEDGER_CI=1: {why}");
         }
-        eprintln!("skipped: the_trust_ui_in_chromium: {why}");
+        eprintln!("skipped: {test}: {why}");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn the_trust_ui_in_chromium() {
+    if !can_run("the_trust_ui_in_chromium") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path().join("runledger.db")).unwrap();
-    let fx = populate(&engine);
+    drive(&engine, |job| {
+        engine
+            .with_connection(|c| {
+                let mut st = c.prepare(
+                    "select action, actor from audit_log where entity = 'job' and entity_id = ?1 order by id",
+                )?;
+                let rows = st
+                    .query_map([job.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .unwrap()
+    });
+}
+
+/// The same clicks on a PostgreSQL ledger (feature `postgres`, the server of
+/// `RUNLEDGER_TEST_PG`, default the local `test` database; skipped without a server unless
+/// `RUNLEDGER_TEST_PG` is set): the pages, the live progress bar fed by the stream (woken by
+/// NOTIFY), the actions, checked in the database.
+#[cfg(feature = "postgres")]
+#[test]
+fn the_trust_ui_in_chromium_on_postgresql() {
+    if !can_run("the_trust_ui_in_chromium_on_postgresql") {
+        return;
+    }
+    let base = std::env::var("RUNLEDGER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let mut admin = match postgres::Client::connect(&base, postgres::NoTls) {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("RUNLEDGER_TEST_PG").is_none() => {
+            eprintln!("SKIPPED: no PostgreSQL server at {base} ({e})");
+            return;
+        }
+        Err(e) => panic!("RUNLEDGER_TEST_PG is set but the server cannot be reached: {e}"),
+    };
+    let schema = "rl_browser_ui";
+    admin
+        .batch_execute(&format!(
+            "drop schema if exists {schema} cascade; create schema {schema}"
+        ))
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+    let engine = Engine::open(&url).unwrap();
+    let mut raw = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    drive(&engine, |job| {
+        raw.query(
+            "select action, actor from audit_log where entity = 'job' and entity_id = $1 order by id",
+            &[&job.to_string()],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    });
+}
+
+/// Populates `engine`, serves the UI over it with a live worker, runs `ui.mjs` in chromium,
+/// then checks what the clicks did through `audit` (a job's `(action, actor)` rows).
+fn drive(engine: &Engine, mut audit: impl FnMut(i64) -> Vec<(String, String)>) {
+    let fx = populate(engine);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -220,35 +289,15 @@ fn the_trust_ui_in_chromium() {
     // What the clicks did, in the database: paused then resumed by actor `ui`.
     let job = engine.jobs().get(fx.pause_job).unwrap();
     assert_eq!(job.state, JobState::Created);
-    let audit: Vec<(String, String)> = engine
-        .with_connection(|c| {
-            let mut st = c.prepare(
-                "select action, actor from audit_log where entity = 'job' and entity_id = ?1 order by id",
-            )?;
-            let rows = st
-                .query_map([fx.pause_job.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
-        .unwrap();
     assert_eq!(
-        audit,
+        audit(fx.pause_job),
         [
             ("pause".to_string(), "ui".to_string()),
             ("resume".to_string(), "ui".to_string())
         ]
     );
     // The read-only browser's refused pause changed nothing on the progress job.
-    let progress_audit = engine
-        .with_connection(|c| {
-            Ok(c.query_row(
-                "select count(*) from audit_log where entity = 'job' and entity_id = ?1",
-                [fx.progress_job.to_string()],
-                |r| r.get::<_, i64>(0),
-            )?)
-        })
-        .unwrap();
-    assert_eq!(progress_audit, 0);
+    assert!(audit(fx.progress_job).is_empty());
     for name in [
         "overview",
         "run",

@@ -38,7 +38,8 @@ pub fn status_of(code: &str) -> StatusCode {
         | "CONSTRAINT_VIOLATION" => StatusCode::CONFLICT,
         "EVENTS_PRUNED" => StatusCode::GONE,
         "TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
-        "BUSY" | "DATABASE_FULL" | "READ_ONLY" => StatusCode::SERVICE_UNAVAILABLE,
+        "BUSY" | "DATABASE_FULL" | "READ_ONLY" | "UNREACHABLE" => StatusCode::SERVICE_UNAVAILABLE,
+        "UNSUPPORTED_BACKEND" => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -86,7 +87,7 @@ impl From<&Error> for ApiError {
         let code = e.code();
         // The database's own failure text stays in the server; the client gets the code.
         let message = match e {
-            Error::Database(_) => "database error".to_string(),
+            Error::Database(_) | Error::Postgres { .. } => "database error".to_string(),
             _ => e.to_string(),
         };
         let err = ApiError::new(code, message);
@@ -260,5 +261,37 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
             .await
             .map(|p| Self(p.0))
             .map_err(|e: PathRejection| ApiError::invalid("path", e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_backed_ledger_s_codes_have_their_status_and_its_sql_text_stays_inside() {
+        assert_eq!(status_of("UNREACHABLE"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status_of("UNSUPPORTED_BACKEND"),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        let e = ApiError::from(Error::Postgres {
+            sqlstate: "42P01".into(),
+            message: "relation \"secret_table\" does not exist".into(),
+        });
+        assert_eq!(
+            (e.status, e.code()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "DATABASE")
+        );
+        assert_eq!(e.body["message"], "database error");
+        let e = ApiError::from(Error::Unsupported {
+            backend: "postgres",
+            operation: "events.data_version",
+        });
+        assert_eq!(e.status, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(
+            e.body["message"],
+            "events.data_version is not available on the postgres backend"
+        );
     }
 }

@@ -8,6 +8,11 @@
 //! last cursor it saw, in cursor (= commit) order, serializes each event once and
 //! broadcasts it to every stream. One SQLite poll per server, never one per client.
 //!
+//! On an engine opened on a `postgres://` URL the watcher sleeps on the backend's event
+//! wait instead ([`crate::backend::EventWait`]: a `LISTEN` connection registered as an
+//! event listener, so each commit of job events, on any node, NOTIFYs it) and reads the
+//! feed at each wake, and at least every [`StreamOptions::fallback_poll`] (1 s) anyway.
+//!
 //! A stream subscribes to the broadcast first, then replays the log from its position (in
 //! pages, in one snapshot each), then forwards live events with a cursor past the last one
 //! it sent: no gap and no duplicate. When the position is older than the log keeps (the
@@ -46,6 +51,9 @@ pub struct StreamOptions {
     pub keep_alive: Duration,
     /// Events read per page while replaying.
     pub page: u32,
+    /// On a backend whose watcher is woken by the database (PostgreSQL's LISTEN/NOTIFY,
+    /// instead of `poll`), how often it reads the feed even without a wake.
+    pub fallback_poll: Duration,
 }
 
 impl Default for StreamOptions {
@@ -55,6 +63,7 @@ impl Default for StreamOptions {
             client_buffer: 4096,
             keep_alive: Duration::from_secs(15),
             page: 500,
+            fallback_poll: Duration::from_secs(1),
         }
     }
 }
@@ -82,20 +91,33 @@ pub(super) struct Watcher {
     stop: AtomicBool,
 }
 
+/// What wakes the watcher.
+enum Wake {
+    /// A SQLite engine's in-process bus (other processes: `PRAGMA data_version`).
+    Bus(std::sync::mpsc::Receiver<crate::Event>),
+    /// A backend's wait for events committed anywhere.
+    Backend(Box<dyn crate::backend::EventWait>),
+}
+
 impl Watcher {
-    /// Starts the watcher thread over `engine`'s file (or, in memory, over the engine itself
-    /// and its in-process bus).
+    /// Starts the watcher thread: over `engine`'s file (or, in memory, over the engine
+    /// itself and its in-process bus), or, on an engine a backend serves, over the engine
+    /// and the backend's event wait ([`crate::backend::EventWait`]: PostgreSQL's LISTEN).
     pub(super) fn start(engine: &Engine, opts: &StreamOptions) -> crate::Result<Arc<Self>> {
+        let (tx, _) = broadcast::channel(opts.client_buffer.max(1));
+        let wake = match engine.backend() {
+            // LISTEN before the head is read: every event committed after it wakes us
+            Some(b) => Wake::Backend(b.event_wait()?),
+            None => Wake::Bus(engine.events().subscribe()),
+        };
         let reader = match engine.path() {
             Some(path) => Engine::open_with(path, engine.options().clone())?,
             None => engine.clone(),
         };
-        let wake = engine.events().subscribe();
         let head = reader
             .events()
             .feed(&FeedFilter::All, i64::MAX, 1, false)?
             .head;
-        let (tx, _) = broadcast::channel(opts.client_buffer.max(1));
         let me = Arc::new(Self {
             tx: std::sync::Mutex::new(Some(tx)),
             head: AtomicI64::new(head),
@@ -104,10 +126,13 @@ impl Watcher {
         // The thread holds the watcher weakly: once the router and its streams are gone,
         // it ends.
         let watcher = Arc::downgrade(&me);
-        let poll = opts.poll;
+        let (poll, fallback) = (opts.poll, opts.fallback_poll);
         std::thread::Builder::new()
             .name("runledger-http-watcher".into())
-            .spawn(move || Self::run(&watcher, &reader, &wake, poll))
+            .spawn(move || match wake {
+                Wake::Bus(bus) => Self::run(&watcher, &reader, &bus, poll),
+                Wake::Backend(wait) => Self::run_woken(&watcher, &reader, wait, fallback),
+            })
             .map_err(|e| crate::Error::invalid("thread", e.to_string()))?;
         Ok(me)
     }
@@ -172,6 +197,29 @@ impl Watcher {
             if woken || changed {
                 watcher.drain(reader);
             }
+        }
+    }
+
+    /// The watcher of an engine a backend serves: woken by the backend's wait (a
+    /// notification at each commit of job events, wherever it ran), and reading the feed at
+    /// least every `fallback` anyway: a wake lost while the wait's connection was being
+    /// re-established, or an event the feed held back at a wake, is read by then.
+    fn run_woken(
+        me: &std::sync::Weak<Self>,
+        reader: &Engine,
+        mut wait: Box<dyn crate::backend::EventWait>,
+        fallback: Duration,
+    ) {
+        loop {
+            if wait.wait(fallback).is_err() {
+                // the database is away: the wait fails at once, so pace the retries
+                std::thread::sleep(fallback.min(Duration::from_millis(250)));
+            }
+            let Some(watcher) = me.upgrade() else { return };
+            if watcher.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            watcher.drain(reader);
         }
     }
 

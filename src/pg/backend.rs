@@ -19,7 +19,7 @@ use crate::backend::{Backend, NewRunSpec};
 use crate::clock::{Deadline, Timestamp};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
-use crate::events::Event;
+use crate::events::{Event, FeedFilter, FeedPage};
 use crate::job::state::JobState;
 use crate::job::types::{
     Claim, Job, JobStats, NewJob, Recovery, RecoveryReport, SupervisorOptions,
@@ -36,7 +36,7 @@ use crate::storage::supervisor_state::SupervisorStatus;
 
 /// Opens the PostgreSQL ledger at `url` (migrating it) as an [`Engine`] with `opts`'s clock.
 pub(crate) fn open(url: &str, opts: EngineOptions) -> Result<Engine> {
-    let engine = PgEngine::open_with_clock(url, opts.clock.clone())?;
+    let engine = PgEngine::open_with(url, opts.clock.clone(), opts.db.busy_timeout)?;
     let backend = PgBackend {
         engine,
         listener: Mutex::new(None),
@@ -50,6 +50,32 @@ struct PgBackend {
     /// finds it taken by another waits by sleeping (see [`Backend::wait_for_work`]).
     listener: Mutex<Option<PgListener>>,
 }
+
+/// A follower's wait (`Events::subscribe`, the HTTP stream's watcher): a [`PgListener`]
+/// of its own, registered for job events (so that events NOTIFY while it is open:
+/// migrations/postgres/P4).
+struct EventWaiter(PgListener);
+
+impl crate::backend::EventWait for EventWaiter {
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        use super::listener::Wake;
+        let hears = |w: &Wake| !matches!(w, Wake::Work { .. });
+        if self.0.wait(timeout, hears)?.is_none() {
+            return Ok(false);
+        }
+        // the notifications already queued (one per event) are folded into this wake: the
+        // feed read next covers them all
+        for _ in 0..FOLD_AT_MOST {
+            if self.0.wait(Duration::ZERO, hears)?.is_none() {
+                break;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// How many queued notifications one wake of an [`EventWaiter`] folds.
+const FOLD_AT_MOST: usize = 10_000;
 
 impl Backend for PgBackend {
     fn name(&self) -> &'static str {
@@ -181,6 +207,20 @@ impl Backend for PgBackend {
 
     fn events_since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
         self.engine.events().since(job_id, seq, limit)
+    }
+
+    fn events_after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>> {
+        self.engine.events().after(cursor, limit)
+    }
+
+    fn events_feed(
+        &self,
+        filter: &FeedFilter,
+        cursor: i64,
+        limit: u32,
+        check_gaps: bool,
+    ) -> Result<FeedPage> {
+        self.engine.events().feed(filter, cursor, limit, check_gaps)
     }
 
     fn supervisor_tick(&self, opts: &SupervisorOptions, now: Timestamp) -> Result<RecoveryReport> {
@@ -392,6 +432,49 @@ impl Backend for PgBackend {
         }
         let listener = slot.as_mut().expect("opened above");
         listener.wait_for_work(kinds, deadline.remaining())
+    }
+
+    // the Trust UI's reads, each in one read transaction
+
+    #[cfg(feature = "http")]
+    fn ui_overview(&self, failed: i64) -> Result<crate::storage::ui::Overview> {
+        self.engine.read_snapshot(|tx| {
+            Ok(crate::storage::ui::Overview {
+                runs: runs_store::ui_run_counts(tx)?,
+                failed: runs_store::ui_failed_runs(tx, failed)?,
+                jobs: jobs_store::ui_job_counts(tx)?,
+                supervisors: super::storage::supervisor_state::ui_supervisors(tx)?,
+                last_slot: super::storage::schedules::ui_last_slot(tx)?,
+            })
+        })
+    }
+
+    #[cfg(feature = "http")]
+    fn ui_last_cursor(&self) -> Result<i64> {
+        // the feed's head: below its horizon, so a page's stream never starts past an event
+        // a transaction still in flight commits later
+        Ok(self
+            .engine
+            .events()
+            .feed(&FeedFilter::All, i64::MAX, 1, false)?
+            .head)
+    }
+
+    #[cfg(feature = "http")]
+    fn ui_job_audit(&self, job_id: i64, limit: i64) -> Result<Vec<crate::storage::ui::AuditRow>> {
+        self.engine
+            .read(|tx| jobs_store::ui_job_audit(tx, job_id, limit))
+    }
+
+    #[cfg(feature = "http")]
+    fn ui_schedule_history(&self, schedule_id: i64) -> Result<crate::storage::ui::ScheduleHistory> {
+        self.engine
+            .read_snapshot(|tx| super::storage::schedules::ui_schedule_history(tx, schedule_id))
+    }
+
+    fn event_wait(&self) -> Result<Box<dyn crate::backend::EventWait>> {
+        // registers the session as an event listener: from now on every job event notifies
+        Ok(Box::new(EventWaiter(PgListener::open(self.engine.url())?)))
     }
 
     // schedules

@@ -161,6 +161,10 @@ pub fn copy_from_sqlite(
         }
     })?;
 
+    // the events load with their own cursors: fenced first, so a feed reading this schema
+    // meanwhile never hands out a cursor this transaction may still commit under
+    tx.batch_execute(storage::job_events::FENCE)
+        .map_err(from_pg)?;
     let (copied, left_behind) = source.read(|conn| {
         let left_behind = sqlite_only_rows(conn, opts.skip_sqlite_only)?;
         let mut copied = Vec::new();

@@ -38,11 +38,20 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "V5__slot_claim_renewal",
         include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),
     ),
-    // (version 6 is another change's)
+    (
+        6,
+        "V6__feed_fence",
+        include_str!("../../migrations/postgres/P6__feed_fence.sql"),
+    ),
     (
         7,
         "V7__claim_walks_the_queue",
         include_str!("../../migrations/postgres/P7__claim_walks_the_queue.sql"),
+    ),
+    (
+        8,
+        "V8__ui_indexes",
+        include_str!("../../migrations/postgres/P8__ui_indexes.sql"),
     ),
 ];
 

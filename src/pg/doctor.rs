@@ -11,7 +11,7 @@
 //! Checks (each [`Anomaly::check`] is one of these names):
 //! - `schema_version`, `migration_history`: the recorded version and refinery's history
 //!   against this build's embedded migrations (names and checksums);
-//! - `schema_object`: every table, column, index, constraint, trigger and function the
+//! - `schema_object`: every table, column, index, constraint, trigger, function and sequence the
 //!   migrations create is present and unchanged, compared through the catalog with a
 //!   reference schema migrated in a savepoint that is rolled back; no index, constraint,
 //!   column or trigger was added to runledger's tables; no trigger is disabled (or set to
@@ -225,7 +225,14 @@ select 'function', p.proname || '(' || pg_get_function_identity_arguments(p.oid)
        pg_get_function_result(p.oid) || ' ' || p.provolatile::text || ' ' || l.lanname::text
        || ' ' || md5(p.prosrc), ''
   from pg_proc p join pg_language l on l.oid = p.prolang
- where p.pronamespace = current_schema()::regnamespace) o";
+ where p.pronamespace = current_schema()::regnamespace
+union all
+select 'sequence', c.relname::text, '',
+       format_type(s.seqtypid, null) || ' increment ' || s.seqincrement || ' from ' || s.seqmin
+       || ' to ' || s.seqmax || ' cache ' || s.seqcache
+       || case when s.seqcycle then ' cycle' else '' end, ''
+  from pg_sequence s join pg_class c on c.oid = s.seqrelid
+ where c.relnamespace = current_schema()::regnamespace) o";
 
 /// The schema the reference is migrated into, inside a savepoint always rolled back.
 const REFERENCE_SCHEMA: &str =

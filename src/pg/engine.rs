@@ -39,9 +39,18 @@ pub struct PgEngine {
 struct Inner {
     url: String,
     clock: Arc<dyn Clock>,
+    /// How long a statement waits for another session's lock before it fails `BUSY`
+    /// (PostgreSQL's `lock_timeout`, set on each connection).
+    lock_timeout: Duration,
     /// Open connections not in use; a call takes one (or connects) and gives it back.
     idle: Mutex<Vec<Session>>,
 }
+
+/// The default [`Inner::lock_timeout`]: SQLite's default busy timeout.
+pub(crate) const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sets the session's `lock_timeout` ($1: milliseconds, as text).
+const SET_LOCK_TIMEOUT: &str = "select set_config('lock_timeout', $1, false)";
 
 /// How many idle connections an engine (and its clones) keeps; more callers at once open
 /// more, closed again when they are done.
@@ -150,6 +159,14 @@ impl Exec for Tx<'_> {
     }
 }
 
+/// Sets a new connection's `lock_timeout` (whole milliseconds, at least 1: PostgreSQL's 0
+/// would mean no limit).
+fn set_lock_timeout(client: &mut Client, timeout: Duration) -> Result<()> {
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
+    client.execute(SET_LOCK_TIMEOUT, &[&ms]).map_err(from_pg)?;
+    Ok(())
+}
+
 /// `sql` prepared on `client` once per connection: from `cache`, or prepared and kept there.
 fn cached(
     client: &mut impl postgres::GenericClient,
@@ -192,12 +209,27 @@ impl PgEngine {
 
     /// [`PgEngine::open`] with an injected clock (tests, simulations).
     pub fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::open_with(url, clock, LOCK_TIMEOUT)
+    }
+
+    /// [`PgEngine::open_with_clock`] whose statements wait at most `lock_timeout` for another
+    /// session's lock (a row an operator's open transaction holds, say) before the call
+    /// fails `BUSY` (after the retries of a write): `EngineOptions::db.busy_timeout` through
+    /// `Engine::open_with`.
+    pub(crate) fn open_with(
+        url: &str,
+        clock: Arc<dyn Clock>,
+        lock_timeout: Duration,
+    ) -> Result<Self> {
         let mut client = db::connect(url)?;
+        // migrating first: another node's migration may hold its lock for longer
         db::migrate(&mut client)?;
+        set_lock_timeout(&mut client, lock_timeout)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 url: url.to_string(),
                 clock,
+                lock_timeout,
                 idle: Mutex::new(vec![Session {
                     client,
                     statements: HashMap::new(),
@@ -239,11 +271,13 @@ impl PgEngine {
                 }
                 Some(s) => break s,
                 None => {
+                    let mut client = db::connect(&self.inner.url)?;
+                    set_lock_timeout(&mut client, self.inner.lock_timeout)?;
                     break Session {
-                        client: db::connect(&self.inner.url)?,
+                        client,
                         statements: HashMap::new(),
                         idle_since: Stopwatch::start(),
-                    }
+                    };
                 }
             }
         };

@@ -10,7 +10,7 @@ use super::storage::job_events as events;
 use super::storage::jobs as store;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::events::{Event, EventPayload, BACKLOG};
+use crate::events::{Event, EventPayload, FeedFilter, FeedPage, BACKLOG};
 use crate::job::diagnostics::JobDiagnostics;
 use crate::job::state::JobState;
 use crate::job::types::{Claim, Job, JobStats, NewJob};
@@ -469,5 +469,30 @@ impl PgEvents<'_> {
     /// [`Events::since`](crate::Events::since)).
     pub fn since(&self, job_id: i64, seq: i64, limit: u32) -> Result<Vec<Event>> {
         self.engine.read(|tx| events::since(tx, job_id, seq, limit))
+    }
+
+    /// Events of all jobs after the global `cursor` (0 for the start), oldest first, at most
+    /// `limit` (see [`Events::after`](crate::Events::after)). Only events below the feed's
+    /// horizon are handed out: none that a transaction still in flight may commit under a
+    /// cursor already handed out (migrations/postgres/P6__feed_fence.sql).
+    pub fn after(&self, cursor: i64, limit: u32) -> Result<Vec<Event>> {
+        let page = self.feed(&FeedFilter::All, cursor, limit, false)?;
+        Ok(page.events.into_iter().map(|e| e.event).collect())
+    }
+
+    /// A page of the global feed after `cursor` for `filter`, with each job's user (see
+    /// [`Events::feed`](crate::Events::feed)); `head` is the newest cursor below the
+    /// horizon, so a follower never moves past an event committed later.
+    pub fn feed(
+        &self,
+        filter: &FeedFilter,
+        cursor: i64,
+        limit: u32,
+        check_gaps: bool,
+    ) -> Result<FeedPage> {
+        // the horizon first, in its own transaction: the page's snapshot must come after it
+        let horizon = self.engine.read(events::horizon)?;
+        self.engine
+            .read(|tx| events::feed(tx, horizon, filter, cursor, limit, check_gaps))
     }
 }

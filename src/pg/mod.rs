@@ -24,13 +24,14 @@
 //! - [`doctor::check`]: every invariant re-checked from SQL and the catalog, in the same
 //!   report as SQLite's doctor;
 //! - [`copy_from_sqlite`]: a SQLite ledger moved into an empty PostgreSQL ledger in one
-//!   transaction, verified by [`doctor`] before it commits.
+//!   transaction, verified by [`doctor`] before it commits;
+//! - [`runbook`]: `runbook.pg.sql`'s named queries, run read-only.
 //!
 //! PostgreSQL enforces the same rules itself (CHECKs, PL/pgSQL trigger functions raising
 //! `CODE: table: rule`, mapped to the same [`Error`](crate::Error)s). Pipelines, the Flex
 //! pipeline and the full [`Worker`](crate::Worker) run on PostgreSQL through an
-//! [`Engine`](crate::Engine) opened on the URL; what is not served yet (schedule ticks, a few
-//! listings, most of the CLI's `--db postgres://`) is listed in docs/postgres.md.
+//! [`Engine`](crate::Engine) opened on the URL, as do schedule ticks and the global event
+//! feed; what is not served is listed in docs/postgres.md.
 //!
 //! One [`PgEngine`] (and its clones) keeps up to 8 idle connections; each call runs on one
 //! of them or on a new one, so threads may share an engine. [`Engine::open`](crate::Engine::open)
@@ -60,6 +61,7 @@ mod jobs;
 mod listener;
 mod probes;
 mod raw;
+pub mod runbook;
 mod runs;
 mod schedules;
 mod storage;

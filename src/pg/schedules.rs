@@ -21,11 +21,9 @@ use crate::job::validate;
 use crate::run::state::ScopeSelector;
 use crate::schedule::rule::{next_due, Rule, Zone};
 use crate::schedule::state::{SlotClaim, SlotReport, SlotStatus, TickOptions};
-use crate::schedule::tick::{due_instants, misfire_skip, not_here, slot_report, TimedOut};
+use crate::schedule::tick::{claim_steps, slot_report, TickStore};
 use crate::schedule::{self, EditPlan};
-use crate::storage::schedules::{
-    ClaimStep, Claimed, Finish, Schedule, ScheduleChange, ScheduleRow, Slot,
-};
+use crate::storage::schedules::{ClaimStep, Finish, Schedule, ScheduleChange, ScheduleRow, Slot};
 
 /// The schedule API of a [`PgEngine`]; get it with [`PgEngine::schedules`].
 #[derive(Debug, Clone, Copy)]
@@ -212,8 +210,8 @@ impl PgSchedules<'_> {
         })
     }
 
-    /// The claiming half of a tick at `now`, in one transaction, by the rules of
-    /// `schedule::tick::claim_due`: (1) claims older than the claim timeout are finished
+    /// The claiming half of a tick at `now`, in one transaction: `schedule::tick::claim_steps`
+    /// over this backend's store, where (1) claims older than the claim timeout are finished
     /// from the runs that name their slot, or given back; (2) each enabled due schedule
     /// (locked; one another node is materializing is left to it) gets its due slots after
     /// its high-water mark, the misfire policy skipping some; (3) the pending due slots
@@ -226,75 +224,8 @@ impl PgSchedules<'_> {
         handles: &dyn Fn(&Schedule) -> bool,
         limit: usize,
     ) -> Result<ClaimStep> {
-        self.engine.write(|tx, _| {
-            let mut slots = Vec::new();
-            let mut materialized = 0;
-
-            let cutoff = now - opts.claim_timeout;
-            for id in store::abandoned(tx, cutoff)? {
-                let runs = runs_store::slot_runs(tx, id)?;
-                if runs.is_empty() {
-                    store::give_back_slot(tx, id, cutoff)?;
-                    continue;
-                }
-                let timed_out = TimedOut::from_runs(&runs, cutoff);
-                if store::finish_timed_out_slot(tx, id, cutoff, &timed_out.finish(), now)? {
-                    slots.push(report(tx, id)?);
-                }
-            }
-
-            for s in store::due_schedules(tx, now)? {
-                let (due, next) = due_instants(&s, now);
-                let Some(&last) = due.last() else { continue };
-                let mut ids = Vec::with_capacity(due.len());
-                for &at in &due {
-                    ids.push(store::insert_slot(tx, s.id, at, now)?);
-                }
-                store::update_cursor(tx, s.id, last, next)?;
-                materialized += due.len();
-                for (&id, &at) in ids.iter().zip(&due) {
-                    let skip = misfire_skip(s.misfire, at, last, now, opts.misfire_grace);
-                    if let Some((code, msg)) = skip {
-                        if store::skip_pending_slot(tx, id, code, Some(&msg), now)? {
-                            slots.push(report(tx, id)?);
-                        }
-                    }
-                }
-            }
-
-            let mut claimed = Vec::new();
-            for (id, schedule_id, due_at) in store::claimable(tx, now)? {
-                let Some(schedule) = store::schedule_by_id(tx, schedule_id)? else {
-                    continue;
-                };
-                if !schedule.enabled {
-                    if store::skip_pending_slot(tx, id, schedule::SCHEDULE_DISABLED, None, now)? {
-                        slots.push(report(tx, id)?);
-                    }
-                    continue;
-                }
-                if !handles(&schedule) {
-                    slots.push(not_here(report(tx, id)?));
-                    continue;
-                }
-                if claimed.len() >= limit {
-                    continue;
-                }
-                if let Some(claimed_at) = store::claim_slot(tx, id, &opts.ticker, now)? {
-                    claimed.push(Claimed {
-                        slot_id: id,
-                        schedule,
-                        due_at,
-                        claimed_at,
-                    });
-                }
-            }
-            Ok(ClaimStep {
-                slots,
-                materialized,
-                claimed,
-            })
-        })
+        self.engine
+            .write(|tx, _| claim_steps(&mut PgTick(tx), opts, now, handles, limit))
     }
 
     /// The keep-alive of `ticker`'s claim on slot `slot_id`, at the clock's time.
@@ -314,7 +245,7 @@ impl PgSchedules<'_> {
     ) -> Result<SlotReport> {
         self.engine.write(|tx, now| {
             store::finish_claimed_slot(tx, slot_id, ticker, finish, now.max(claimed_at))?;
-            report(tx, slot_id)
+            PgTick(tx).report(slot_id)
         })
     }
 }
@@ -332,6 +263,15 @@ fn audit_schedule(
 }
 
 /// Slot `id` as a tick reports it.
-fn report(tx: &mut Tx<'_>, id: i64) -> Result<SlotReport> {
-    store::get_slot(tx, id).map(slot_report)
-}
+/// [`TickStore`] over a PostgreSQL write transaction (due schedules and claimable slots
+/// locked `FOR UPDATE SKIP LOCKED` by their statements).
+struct PgTick<'a, 'b>(&'a mut Tx<'b>);
+
+crate::schedule::tick::tick_store!(PgTick<'_, '_>, super::storage::schedules, runs_store, {
+    fn report(&mut self, id: i64) -> Result<SlotReport> {
+        store::get_slot(self.0, id).map(slot_report)
+    }
+    fn claim_slot(&mut self, id: i64, ticker: &str, now: Timestamp) -> Result<Option<Timestamp>> {
+        store::claim_slot(self.0, id, ticker, now)
+    }
+});

@@ -170,10 +170,221 @@ impl TimedOut {
     }
 }
 
-/// Steps 1 to 3 of a tick in one write transaction: sweep abandoned claims, materialize due
-/// slots, claim at most `limit` pending due slots whose pipeline `fire` handles (the others
-/// stay pending for a ticker that has it, reported with [`PIPELINE_NOT_HERE`]). On a backend
-/// other than SQLite, its twin does the same steps with the same rules.
+/// The storage calls of a tick's claiming half, made by each backend inside its own write
+/// transaction: the SQLite file here ([`FileTick`]), PostgreSQL in `pg::schedules`.
+/// [`claim_steps`] sequences them by the same rules for both.
+pub(crate) trait TickStore {
+    /// Claimed slots whose claim is older than `cutoff`.
+    fn abandoned(&mut self, cutoff: Timestamp) -> Result<Vec<i64>>;
+    /// The runs that name slot `id`: `(run id, whether it started)`.
+    fn slot_runs(&mut self, id: i64) -> Result<Vec<(i64, bool)>>;
+    /// Gives an abandoned claim back (pending again).
+    fn give_back_slot(&mut self, id: i64, cutoff: Timestamp) -> Result<bool>;
+    /// Finishes an abandoned claim from its runs.
+    fn finish_timed_out_slot(
+        &mut self,
+        id: i64,
+        cutoff: Timestamp,
+        finish: &Finish<'_>,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Slot `id` as a tick reports it.
+    fn report(&mut self, id: i64) -> Result<SlotReport>;
+    /// The enabled schedules due at `now` (locked where the backend locks).
+    fn due_schedules(&mut self, now: Timestamp) -> Result<Vec<Schedule>>;
+    /// A pending slot of `schedule_id` due at `at`.
+    fn insert_slot(&mut self, schedule_id: i64, at: Timestamp, now: Timestamp) -> Result<i64>;
+    /// Moves a schedule's high-water mark to `last` and its next slot to `next`.
+    fn update_cursor(
+        &mut self,
+        schedule_id: i64,
+        last: Timestamp,
+        next: Option<Timestamp>,
+    ) -> Result<()>;
+    /// Skips a pending slot with `code`.
+    fn skip_pending_slot(
+        &mut self,
+        id: i64,
+        code: &str,
+        message: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// The pending due slots: `(slot id, schedule id, due at)`, in due order.
+    fn claimable(&mut self, now: Timestamp) -> Result<Vec<(i64, i64, Timestamp)>>;
+    /// The schedule `id`, if it still exists.
+    fn schedule_by_id(&mut self, id: i64) -> Result<Option<Schedule>>;
+    /// Claims slot `id` for `ticker`: the claim's time, or `None` when another ticker has it.
+    fn claim_slot(&mut self, id: i64, ticker: &str, now: Timestamp) -> Result<Option<Timestamp>>;
+}
+
+/// Steps 1 to 3 of a tick, inside one write transaction of `store`: sweep abandoned claims,
+/// materialize due slots, claim at most `limit` pending due slots whose pipeline `handles`
+/// (the others stay pending for a ticker that has it, reported with [`PIPELINE_NOT_HERE`]).
+/// The one sequence of both backends.
+pub(crate) fn claim_steps(
+    store: &mut impl TickStore,
+    opts: &TickOptions,
+    now: Timestamp,
+    handles: &dyn Fn(&Schedule) -> bool,
+    limit: usize,
+) -> Result<ClaimStep> {
+    let mut slots = Vec::new();
+    let mut materialized = 0;
+
+    // 1. Claims whose ticker vanished: finished from the runs that name the slot, or given
+    //    back (no run started) to be claimed again in step 3.
+    let cutoff = now - opts.claim_timeout;
+    for id in store.abandoned(cutoff)? {
+        let runs = store.slot_runs(id)?;
+        if runs.is_empty() {
+            store.give_back_slot(id, cutoff)?;
+            continue;
+        }
+        let timed_out = TimedOut::from_runs(&runs, cutoff);
+        if store.finish_timed_out_slot(id, cutoff, &timed_out.finish(), now)? {
+            slots.push(store.report(id)?);
+        }
+    }
+
+    // 2. Materialize the due slots of each due schedule, after its high-water mark.
+    for s in store.due_schedules(now)? {
+        let (due, next) = due_instants(&s, now);
+        let Some(&last) = due.last() else { continue };
+        let mut ids = Vec::with_capacity(due.len());
+        for &at in &due {
+            ids.push(store.insert_slot(s.id, at, now)?);
+        }
+        store.update_cursor(s.id, last, next)?;
+        materialized += due.len();
+        for (&id, &at) in ids.iter().zip(&due) {
+            if let Some((code, msg)) = misfire_skip(s.misfire, at, last, now, opts.misfire_grace) {
+                if store.skip_pending_slot(id, code, Some(&msg), now)? {
+                    slots.push(store.report(id)?);
+                }
+            }
+        }
+    }
+
+    // 3. Claim pending due slots (guarded: one ticker per slot), at most `limit`, and only
+    //    those this ticker can fire.
+    let mut claimed = Vec::new();
+    for (id, schedule_id, due_at) in store.claimable(now)? {
+        let Some(schedule) = store.schedule_by_id(schedule_id)? else {
+            continue;
+        };
+        if !schedule.enabled {
+            if store.skip_pending_slot(id, super::SCHEDULE_DISABLED, None, now)? {
+                slots.push(store.report(id)?);
+            }
+            continue;
+        }
+        if !handles(&schedule) {
+            slots.push(not_here(store.report(id)?));
+            continue;
+        }
+        if claimed.len() >= limit {
+            continue;
+        }
+        if let Some(claimed_at) = store.claim_slot(id, &opts.ticker, now)? {
+            claimed.push(Claimed {
+                slot_id: id,
+                schedule,
+                due_at,
+                claimed_at,
+            });
+        }
+    }
+    Ok(ClaimStep {
+        slots,
+        materialized,
+        claimed,
+    })
+}
+
+/// `impl TickStore for $store` where each call is the function of the same name in the
+/// backend's storage modules `$slots` (due_runs and schedules) and `$runs` (ingest_runs),
+/// called with `self.0` (the backend's transaction); `report` and `claim_slot`, which differ,
+/// follow as `$extra`.
+macro_rules! tick_store {
+    ($store:ty, $slots:path, $runs:path, { $($extra:tt)* }) => {
+        impl $crate::schedule::tick::TickStore for $store {
+            fn abandoned(&mut self, cutoff: $crate::clock::Timestamp) -> $crate::error::Result<Vec<i64>> {
+                { use $slots as s; s::abandoned(self.0, cutoff) }
+            }
+            fn slot_runs(&mut self, id: i64) -> $crate::error::Result<Vec<(i64, bool)>> {
+                { use $runs as r; r::slot_runs(self.0, id) }
+            }
+            fn give_back_slot(&mut self, id: i64, cutoff: $crate::clock::Timestamp) -> $crate::error::Result<bool> {
+                { use $slots as s; s::give_back_slot(self.0, id, cutoff) }
+            }
+            fn finish_timed_out_slot(
+                &mut self,
+                id: i64,
+                cutoff: $crate::clock::Timestamp,
+                finish: &$crate::storage::schedules::Finish<'_>,
+                now: $crate::clock::Timestamp,
+            ) -> $crate::error::Result<bool> {
+                { use $slots as s; s::finish_timed_out_slot(self.0, id, cutoff, finish, now) }
+            }
+            fn due_schedules(&mut self, now: $crate::clock::Timestamp) -> $crate::error::Result<Vec<$crate::storage::schedules::Schedule>> {
+                { use $slots as s; s::due_schedules(self.0, now) }
+            }
+            fn insert_slot(&mut self, schedule_id: i64, at: $crate::clock::Timestamp, now: $crate::clock::Timestamp) -> $crate::error::Result<i64> {
+                { use $slots as s; s::insert_slot(self.0, schedule_id, at, now) }
+            }
+            fn update_cursor(
+                &mut self,
+                schedule_id: i64,
+                last: $crate::clock::Timestamp,
+                next: Option<$crate::clock::Timestamp>,
+            ) -> $crate::error::Result<()> {
+                { use $slots as s; s::update_cursor(self.0, schedule_id, last, next) }
+            }
+            fn skip_pending_slot(
+                &mut self,
+                id: i64,
+                code: &str,
+                message: Option<&str>,
+                now: $crate::clock::Timestamp,
+            ) -> $crate::error::Result<bool> {
+                { use $slots as s; s::skip_pending_slot(self.0, id, code, message, now) }
+            }
+            fn claimable(&mut self, now: $crate::clock::Timestamp) -> $crate::error::Result<Vec<(i64, i64, $crate::clock::Timestamp)>> {
+                { use $slots as s; s::claimable(self.0, now) }
+            }
+            fn schedule_by_id(&mut self, id: i64) -> $crate::error::Result<Option<$crate::storage::schedules::Schedule>> {
+                { use $slots as s; s::schedule_by_id(self.0, id) }
+            }
+            $($extra)*
+        }
+    };
+}
+#[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
+pub(crate) use tick_store;
+
+/// [`TickStore`] over the SQLite file's write transaction.
+struct FileTick<'c>(&'c rusqlite::Connection);
+
+tick_store!(
+    FileTick<'_>,
+    crate::storage::schedules,
+    crate::storage::ingest_runs,
+    {
+        fn report(&mut self, id: i64) -> Result<SlotReport> {
+            report(self.0, id)
+        }
+        fn claim_slot(
+            &mut self,
+            id: i64,
+            ticker: &str,
+            now: Timestamp,
+        ) -> Result<Option<Timestamp>> {
+            Ok(store::claim_slot(self.0, id, ticker, now)?.then_some(now))
+        }
+    }
+);
+
+/// Steps 1 to 3 of a tick ([`claim_steps`]) in one write transaction of `engine`'s backend.
 pub(crate) fn claim_due(
     engine: &Engine,
     opts: &TickOptions,
@@ -182,87 +393,11 @@ pub(crate) fn claim_due(
     limit: usize,
 ) -> Result<ClaimStep> {
     check_options(opts)?;
+    let handles = |s: &Schedule| fire.handles(s);
     if let Some(b) = engine.backend() {
-        return b.claim_due_slots(opts, now, &|s| fire.handles(s), limit);
+        return b.claim_due_slots(opts, now, &handles, limit);
     }
-    let mut slots = Vec::new();
-    let mut materialized = 0;
-    let claimed = engine.write(|tx| {
-        slots.clear();
-        materialized = 0;
-
-        // 1. Claims whose ticker vanished: finished from the runs that name the slot, or
-        //    given back (no run started) to be claimed again in step 3.
-        let cutoff = now - opts.claim_timeout;
-        for id in store::abandoned(tx, cutoff)? {
-            let runs = crate::storage::ingest_runs::slot_runs(tx, id)?;
-            if runs.is_empty() {
-                store::give_back_slot(tx, id, cutoff)?;
-                continue;
-            }
-            let timed_out = TimedOut::from_runs(&runs, cutoff);
-            if store::finish_timed_out_slot(tx, id, cutoff, &timed_out.finish(), now)? {
-                slots.push(report(tx, id)?);
-            }
-        }
-
-        // 2. Materialize the due slots of each due schedule, after its high-water mark.
-        for s in store::due_schedules(tx, now)? {
-            let (due, next) = due_instants(&s, now);
-            let Some(&last) = due.last() else { continue };
-            let mut ids = Vec::with_capacity(due.len());
-            for &at in &due {
-                ids.push(store::insert_slot(tx, s.id, at, now)?);
-            }
-            store::update_cursor(tx, s.id, last, next)?;
-            materialized += due.len();
-            for (&id, &at) in ids.iter().zip(&due) {
-                if let Some((code, msg)) =
-                    misfire_skip(s.misfire, at, last, now, opts.misfire_grace)
-                {
-                    if store::skip_pending_slot(tx, id, code, Some(&msg), now)? {
-                        slots.push(report(tx, id)?);
-                    }
-                }
-            }
-        }
-
-        // 3. Claim pending due slots (guarded: one ticker per slot), at most `limit`, and
-        //    only those this ticker can fire.
-        let mut claimed = Vec::new();
-        for (id, schedule_id, due_at) in store::claimable(tx, now)? {
-            let Some(schedule) = store::schedule_by_id(tx, schedule_id)? else {
-                continue;
-            };
-            if !schedule.enabled {
-                if store::skip_pending_slot(tx, id, "SCHEDULE_DISABLED", None, now)? {
-                    slots.push(report(tx, id)?);
-                }
-                continue;
-            }
-            if !fire.handles(&schedule) {
-                slots.push(not_here(report(tx, id)?));
-                continue;
-            }
-            if claimed.len() >= limit {
-                continue;
-            }
-            if store::claim_slot(tx, id, &opts.ticker, now)? {
-                claimed.push(Claimed {
-                    slot_id: id,
-                    schedule,
-                    due_at,
-                    claimed_at: now,
-                });
-            }
-        }
-        Ok(claimed)
-    })?;
-    Ok(ClaimStep {
-        slots,
-        materialized,
-        claimed,
-    })
+    engine.write(|tx| claim_steps(&mut FileTick(tx), opts, now, &handles, limit))
 }
 
 /// The report of a due slot left pending because this ticker has no pipeline for it.

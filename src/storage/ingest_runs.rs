@@ -639,7 +639,7 @@ pub(crate) const UI_RUNS_FAILED_NEWEST: &str =
     "select id, pipeline, scope, trigger, started_at, error_code, error_message,
        json_extract(meta_json, '$.blockedStage')
      from ingest_runs
-     where status = 'failed' order by started_at desc limit :limit";
+     where status = 'failed' order by started_at desc, id desc limit :limit";
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use super::col;
 use super::jobs;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::events::{Event, EventKind, EventPayload, FeedEvent, FeedFilter, FeedPage};
+use crate::events::{Event, EventKind, EventPayload, FeedFilter, FeedPage};
 use crate::integrity;
 
 /// Every column of an [`Event`], the one list [`from_row`] reads by name.
@@ -221,22 +221,9 @@ pub(crate) fn feed(
             from_row,
         )?
         .collect::<rusqlite::Result<_>>()?;
-    let mut ids: Vec<i64> = events.iter().map(|e| e.job_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let users = jobs::users_of(conn, &ids)?;
+    let users = jobs::users_of(conn, &FeedPage::jobs_of(&events))?;
     let head = conn.prepare_cached(HEAD)?.query_row([], |r| r.get(0))?;
-    Ok(FeedPage {
-        events: events
-            .into_iter()
-            .map(|event| FeedEvent {
-                user_id: users.get(&event.job_id).cloned(),
-                event,
-            })
-            .collect(),
-        pruned_jobs,
-        head,
-    })
+    Ok(FeedPage::of(events, &users, pruned_jobs, head))
 }
 
 /// Every event, per job in seq order, as its chain hash covers it (doctor's `event_chain`).

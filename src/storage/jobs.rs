@@ -931,7 +931,7 @@ pub(crate) const CHECKS: &[Check] = &[
 /// The Trust UI's bounded read (run by `http::ui::queries`).
 #[cfg(feature = "http")]
 pub(crate) const UI_JOBS_WINDOW_STATES: &str = "select state, count(*) from
-       (select state from jobs order by id desc limit :window) group by state";
+       (select state from jobs order by id desc limit :window) group by state order by state";
 
 /// The Trust UI's bounded read (run by `http::ui::queries`).
 #[cfg(feature = "http")]

@@ -16,6 +16,9 @@
 //! | [`modules`] | `ingest_modules`, `ingest_probes` |
 //! | [`schedules`] | `schedules`, `due_runs` |
 //! | [`raw`] | `raw_payloads`, `raw_records` |
+//!
+//! [`ui`] (feature `http`) owns no table: the Trust UI's read types and its bounded reads over
+//! the owners' `UI_*` statements.
 
 pub(crate) mod check;
 pub(crate) mod ingest_runs;
@@ -26,6 +29,8 @@ pub(crate) mod modules;
 pub(crate) mod raw;
 pub(crate) mod schedules;
 pub(crate) mod supervisor_state;
+#[cfg(feature = "http")]
+pub(crate) mod ui;
 
 /// The position of column `name` in a column list (`"id, d.status, s.name as schedule"`:
 /// an item's name is its alias, else the part after its last `.`). Evaluated at compile

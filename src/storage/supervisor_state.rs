@@ -93,6 +93,6 @@ pub(crate) fn cleanup(conn: &Connection, name: &str) -> Result<bool> {
 #[cfg(feature = "http")]
 pub(crate) const UI_SUPERVISORS: &str =
     "select name, last_tick_at, ticks, jobs_recovered, jobs_failed
-     from supervisor_state order by last_tick_at desc limit 10";
+     from supervisor_state order by last_tick_at desc, name limit 10";
 /// This module's tables read whole (every column of every row) by the damage survey.
 pub(crate) const SCANS: &[(&str, &str)] = &[("supervisor_state", "select * from supervisor_state")];

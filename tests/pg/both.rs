@@ -34,8 +34,8 @@ fn calls_the_postgresql_backend_does_not_serve_are_refused_and_write_nothing() {
     let jobs = engine.jobs();
     jobs.create(&NewJob::new("u", "k", json!({}))).unwrap();
     let refused: Vec<(&str, runledger::Error)> = vec![(
-        "events.after",
-        engine.events().after(0, 10).map(|_| ()).unwrap_err(),
+        "events.data_version",
+        engine.events().data_version().map(|_| ()).unwrap_err(),
     )];
     for (operation, e) in refused {
         assert_eq!(e.code(), "UNSUPPORTED_BACKEND", "{operation}");

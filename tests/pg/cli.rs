@@ -1,5 +1,6 @@
 //! The `runledger` binary on PostgreSQL: `--db postgres://...` for `doctor`, `init` and
-//! `jobs list|show|events|pause|resume|cancel|restart`, `copy --from FILE.db --to postgres://...`, and every other
+//! `jobs`, `runs`, `preflight`, `probes`, `raw`, `flex`, `supervise`, `schedule`, `runbook`
+//! (answering as on the source file), `copy --from FILE.db --to postgres://...`, and every other
 //! command refused with what is supported (never a file named like the URL).
 
 use std::path::Path;
@@ -179,6 +180,30 @@ fn pg_cli_copy_then_read_the_copied_jobs_and_refuse_the_rest() {
     );
     let out = runledger(dir.path(), &["--db", db.url.as_str(), "schedule", "list"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // probes, preflight and flex run on the URL through the file's handlers, and answer what
+    // they answer on the source file (the same rows; the time of the check aside)
+    for args in [
+        vec!["probes", "list"],
+        vec!["preflight", "--scope", "targets"],
+        vec!["flex", "check", "--raw", "1"],
+        vec!["runbook", "latest_runs"],
+        vec!["runbook", "health_summary"],
+    ] {
+        let answer = |db: &str| {
+            let mut full = vec!["--db", db, "--json"];
+            full.extend(&args);
+            let out = runledger(dir.path(), &full);
+            let mut v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out.stderr)));
+            if let Some(o) = v.as_object_mut() {
+                o.remove("checked_at");
+            }
+            (out.status.code(), v)
+        };
+        let (on_pg, on_file) = (answer(db.url.as_str()), answer(from));
+        assert_eq!(on_pg, on_file, "{args:?}");
+        assert!(on_pg.1 != serde_json::Value::Null, "{args:?}");
+    }
     for args in [vec!["demo"], vec!["backup", "out.db"]] {
         let mut full = vec!["--db", db.url.as_str()];
         full.extend(&args);
@@ -192,7 +217,7 @@ fn pg_cli_copy_then_read_the_copied_jobs_and_refuse_the_rest() {
         let stderr = text(&out.stderr);
         assert!(stderr.contains("[INVALID_INPUT]"), "{args:?}: {stderr}");
         assert!(
-            stderr.contains("supports: doctor, init, jobs list|show"),
+            stderr.contains("supports: doctor, init, jobs, runs, preflight, probes, raw, flex"),
             "{args:?}: {stderr}"
         );
     }

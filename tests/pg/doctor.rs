@@ -235,6 +235,18 @@ struct Damage {
 
 const DAMAGE: &[Damage] = &[
     Damage {
+        name: "cursor_cache",
+        sql: "alter sequence job_events_cursor_seq cache 20",
+        check: "schema_object",
+        detail: "sequence job_events_cursor_seq differs from the migrations",
+    },
+    Damage {
+        name: "feed_horizon",
+        sql: "create or replace function runledger_feed_horizon() returns bigint language sql as 'select 9223372036854775807'",
+        check: "schema_object",
+        detail: "function runledger_feed_horizon() differs from the migrations",
+    },
+    Damage {
         name: "trigger_disabled",
         sql: "alter table jobs disable trigger jobs_state_machine",
         check: "schema_object",

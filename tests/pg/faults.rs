@@ -362,3 +362,55 @@ fn pg_newer_schema_is_refused_and_left_untouched() {
         1
     );
 }
+
+/// A call blocked by a row lock another session holds (an operator's transaction left open
+/// in psql) used to wait for as long as that session kept it. It now waits the engine's busy
+/// timeout (`EngineOptions::db.busy_timeout`, PostgreSQL's `lock_timeout`) per try, fails
+/// `BUSY` after its retries with nothing written, and goes through once the lock is gone.
+#[test]
+fn regression_a_call_behind_a_held_row_lock_waited_forever() {
+    let Some(mut db) = TestDb::new("lock_timeout") else {
+        return;
+    };
+    let mut opts = runledger::EngineOptions::default();
+    opts.db.busy_timeout = Duration::from_millis(100);
+    let engine = runledger::Engine::open_with(&db.url, opts).unwrap();
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u", "k", json!({})))
+        .unwrap();
+    let mut holder = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    let mut hold = holder.transaction().unwrap();
+    hold.execute("select 1 from jobs where id = $1 for update", &[&job.id])
+        .unwrap();
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let blocked = engine.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(blocked.jobs().cancel(job.id, "op", None));
+    });
+    // without a lock timeout the call waits as long as the holder: bounded here
+    let err = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the call still waited after 20 s")
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.code(), "BUSY", "{err}");
+    // one wait per try (the first and 5 retries), not an unbounded one
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert_eq!(
+        engine.jobs().get(job.id).unwrap().state,
+        JobState::Created,
+        "nothing written"
+    );
+    hold.rollback().unwrap();
+    let cancelled = engine.jobs().cancel(job.id, "op", None).unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(
+        db.query_i64("select count(*) from audit_log where action = 'cancel'"),
+        1
+    );
+}

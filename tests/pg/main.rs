@@ -22,15 +22,29 @@ mod cluster;
 mod common;
 #[cfg(feature = "postgres")]
 mod copy;
+/// The CLI's simulated provider (the demo's pipeline), for the UI pages of [`http`].
+#[cfg(all(feature = "postgres", feature = "http", feature = "flex"))]
+#[path = "../../src/bin/runledger/provider.rs"]
+#[allow(dead_code)]
+pub mod demo;
 #[cfg(feature = "postgres")]
 mod doctor;
 #[cfg(feature = "postgres")]
 mod faults;
+#[cfg(feature = "postgres")]
+mod feed;
 /// The suite's Flex Web Service mock, for the Flex scenarios of [`behaviour`].
 #[cfg(all(feature = "postgres", feature = "flex"))]
 #[path = "../suite/flex_mock.rs"]
 #[allow(dead_code)]
 pub mod flex_mock;
+#[cfg(all(feature = "postgres", feature = "http", feature = "flex"))]
+mod http;
+/// The API tests' HTTP client (tests/suite), shared by [`http`].
+#[cfg(all(feature = "postgres", feature = "http", feature = "flex"))]
+#[path = "../suite/http_client.rs"]
+#[allow(dead_code)]
+pub mod http_client;
 #[cfg(feature = "postgres")]
 mod jobs;
 #[cfg(feature = "postgres")]

@@ -512,9 +512,30 @@ fn pg_runbook_answers_what_the_sqlite_runbook_answers() {
             .map(|r| r.iter().map(sqlite_norm).collect())
             .collect();
         assert_eq!(
-            redact(&columns, pg),
+            redact(&columns, pg.clone()),
             redact(&columns, lite),
             "{}: PostgreSQL and SQLite answers differ",
+            q.name
+        );
+        // the crate's runner (the CLI's `runbook` on a URL) types the same values
+        let typed = runledger::pg::runbook::run(&engine, &q.name).unwrap();
+        assert_eq!(typed.columns, columns, "{}", q.name);
+        let typed: Vec<Vec<Value>> = typed
+            .rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|v| match v {
+                        Value::Bool(b) => json!(if *b { 1.0 } else { 0.0 }),
+                        other => sqlite_norm(other),
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            redact(&columns, typed),
+            redact(&columns, pg),
+            "{}: runledger::pg::runbook::run",
             q.name
         );
     }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use runledger::run::{Gate, RetryPolicy, RunFilter, StageError, StageOutput};
 use runledger::schedule::{LoopOptions, DEFAULT_SCHEDULE_NAME, PIPELINE_NOT_HERE};
 use runledger::{
-    Engine, Error, Fire, FireOutcome, JobFailure, JobState, ManualClock, Misfire, NewJob,
-    NewSchedule, Pipeline, RecoveryPolicy, RunStatus, Schedule, ScheduleEdit, Scope, ScopeSelector,
-    SlotStatus, Supervisor, SupervisorOptions, TickOptions, Timestamp, TriggerKind, Worker,
-    WorkerOptions,
+    Engine, Error, FeedFilter, Fire, FireOutcome, JobFailure, JobState, ManualClock, Misfire,
+    NewJob, NewSchedule, Pipeline, RecoveryPolicy, RunStatus, Schedule, ScheduleEdit, Scope,
+    ScopeSelector, SlotStatus, Supervisor, SupervisorOptions, TickOptions, Timestamp, TriggerKind,
+    Worker, WorkerOptions,
 };
 use serde_json::json;
 
@@ -33,6 +33,9 @@ macro_rules! behaviour_tests {
             the_worker_runs_handlers_to_their_outcomes,
             recoveries_are_counted_until_exhausted,
             events_since_a_pruned_seq_are_refused,
+            the_feed_pages_every_event_once_in_cursor_order,
+            the_feed_names_jobs_whose_events_were_pruned,
+            a_subscriber_receives_the_engines_events_in_order,
             a_trigger_runs_each_scope_through_gates_and_stages,
             gates_and_stages_fail_runs_with_their_stage_named,
             the_lock_refuses_a_second_run_and_records_the_refusal,
@@ -412,6 +415,155 @@ pub fn recoveries_are_counted_until_exhausted(engine: &Engine, clock: &ManualClo
     assert_eq!(last.payload["by"], "op");
     assert!(supervisor.cleanup().unwrap());
     assert!(supervisor.status().unwrap().is_none());
+}
+
+/// The global feed: every event once, in growing cursor order, page after page, the same
+/// events `since` returns per job and `after` returns in all; `head` is the newest cursor;
+/// one job's and one user's feeds hold exactly their events, each with its job's user.
+pub fn the_feed_pages_every_event_once_in_cursor_order(engine: &Engine, _clock: &ManualClock) {
+    let jobs = engine.jobs();
+    let events = engine.events();
+    let empty = events.feed(&FeedFilter::All, 0, 10, true).unwrap();
+    assert!(empty.events.is_empty() && empty.pruned_jobs.is_empty());
+    assert_eq!(empty.head, 0);
+    let mut ids = Vec::new();
+    for (user, kind) in [("ann", "a"), ("bob", "b"), ("ann", "c")] {
+        let j = jobs.create(&NewJob::new(user, kind, json!({}))).unwrap();
+        ids.push(j.id);
+    }
+    for kind in ["a", "b", "c"] {
+        let claim = jobs.claim("w", &[kind]).unwrap().unwrap();
+        jobs.progress(&claim, 50, Some("half")).unwrap();
+        jobs.complete(&claim, &json!({"ok": kind})).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = events.feed(&FeedFilter::All, cursor, 2, true).unwrap();
+        assert!(page.pruned_jobs.is_empty());
+        let Some(last) = page.events.last() else {
+            assert_eq!(page.head, cursor, "an empty page ends at the head");
+            break;
+        };
+        cursor = last.event.cursor;
+        assert!(page.head >= cursor);
+        seen.extend(page.events);
+    }
+    // 4 events per job (created, claimed, progress, completed), in growing cursor order
+    assert_eq!(seen.len(), 12);
+    assert!(seen
+        .windows(2)
+        .all(|w| w[0].event.cursor < w[1].event.cursor));
+    for &id in &ids {
+        let of_job: Vec<_> = seen
+            .iter()
+            .filter(|e| e.event.job_id == id)
+            .map(|e| e.event.clone())
+            .collect();
+        assert_eq!(of_job, events.since(id, 0, 100).unwrap(), "job {id}");
+    }
+    let users: Vec<_> = seen.iter().map(|e| e.user_id.clone().unwrap()).collect();
+    assert_eq!(users.iter().filter(|u| *u == "ann").count(), 8);
+    assert_eq!(
+        events.after(0, 100).unwrap(),
+        seen.iter().map(|e| e.event.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(events.after(seen[9].event.cursor, 100).unwrap().len(), 2);
+    let one = events.feed(&FeedFilter::Job(ids[1]), 0, 100, true).unwrap();
+    assert_eq!(one.events.len(), 4);
+    assert!(one
+        .events
+        .iter()
+        .all(|e| e.event.job_id == ids[1] && e.user_id.as_deref() == Some("bob")));
+    let ann = events
+        .feed(&FeedFilter::User("ann".into()), 0, 100, true)
+        .unwrap();
+    assert_eq!(ann.events.len(), 8);
+    assert!(ann.events.iter().all(|e| e.event.job_id != ids[1]));
+    assert_eq!(
+        ann.head,
+        seen.last().unwrap().event.cursor,
+        "head is the whole log's"
+    );
+    // a deleted job's events go with it; a later page does not name it
+    jobs.delete(ids[0], "op").unwrap();
+    let rest = events.feed(&FeedFilter::All, 0, 100, true).unwrap();
+    assert_eq!(rest.events.len(), 8);
+    assert!(rest.events.iter().all(|e| e.event.job_id != ids[0]));
+}
+
+/// `subscribe`: every event the engine commits from then on, once, in order; a receiver
+/// dropped is let go.
+pub fn a_subscriber_receives_the_engines_events_in_order(engine: &Engine, _clock: &ManualClock) {
+    let jobs = engine.jobs();
+    let before = jobs.create(&job("early")).unwrap();
+    let rx = engine.events().subscribe();
+    let j = jobs.create(&job("sub")).unwrap();
+    let claim = jobs.claim("w", &["sub"]).unwrap().unwrap();
+    jobs.progress(&claim, 40, Some("step")).unwrap();
+    jobs.complete(&claim, &json!({"ok": true})).unwrap();
+    let got: Vec<runledger::Event> = (0..4)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("an event within 10 s")
+        })
+        .collect();
+    assert_eq!(got, engine.events().since(j.id, 0, 10).unwrap());
+    assert!(
+        got.iter().all(|e| e.job_id != before.id),
+        "nothing from before"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing more"
+    );
+    drop(rx);
+    // a second subscriber after the first is gone gets what comes next
+    let again = engine.events().subscribe();
+    let next = jobs.create(&job("sub")).unwrap();
+    let e = again
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an event within 10 s");
+    assert_eq!((e.job_id, e.seq), (next.id, 1));
+}
+
+/// A follower whose cursor is older than a job's oldest kept event is told to reload that
+/// job (`pruned_jobs`), and only when it asks for the check.
+pub fn the_feed_names_jobs_whose_events_were_pruned(engine: &Engine, _clock: &ManualClock) {
+    let jobs = engine.jobs();
+    let quiet = jobs.create(&job("quiet")).unwrap();
+    let long = jobs.create(&job("long")).unwrap();
+    let claim = jobs.claim("w", &["long"]).unwrap().unwrap();
+    for n in 0..205u32 {
+        jobs.progress(&claim, (n % 100) as u8, None).unwrap();
+    }
+    let page = engine
+        .events()
+        .feed(&FeedFilter::All, 0, 1000, true)
+        .unwrap();
+    assert_eq!(page.pruned_jobs, [long.id]);
+    // 1 event of the quiet job, the long job's newest 200 of 207
+    assert_eq!(page.events.len(), 201);
+    assert_eq!(page.events[0].event.job_id, quiet.id);
+    assert_eq!(page.events[1].event.seq, 8);
+    let unchecked = engine
+        .events()
+        .feed(&FeedFilter::All, 0, 1000, false)
+        .unwrap();
+    assert!(unchecked.pruned_jobs.is_empty());
+    assert_eq!(unchecked.events, page.events);
+    // a follower past the gap has nothing to reload
+    let later = engine
+        .events()
+        .feed(
+            &FeedFilter::Job(long.id),
+            page.events[1].event.cursor,
+            10,
+            true,
+        )
+        .unwrap();
+    assert!(later.pruned_jobs.is_empty());
+    assert_eq!(later.events.len(), 10);
 }
 
 /// The kept backlog is 200 events per job: asking for events after a pruned seq is

@@ -21,6 +21,8 @@ mod host;
 mod host_snapshot;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
+pub mod http_client;
 mod jobs;
 mod raw_rejected;
 mod reliability;

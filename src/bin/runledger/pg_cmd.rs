@@ -1,14 +1,15 @@
 //! `--db postgres://...`: the commands that work on a PostgreSQL ledger (feature
-//! `postgres`): `doctor` and `init` (`runledger::pg`), and `jobs`, `runs`, `raw`,
-//! `supervise` and `schedule` (the same handlers as on a file, through `Engine::open` on the
-//! URL: a subcommand whose call PostgreSQL does not serve answers `UNSUPPORTED_BACKEND`). Any other command is refused with the list, never run on
+//! `postgres`): `doctor`, `init` and `runbook` (runbook.pg.sql) (`runledger::pg`), and `jobs`, `runs`, `preflight`,
+//! `probes`, `raw`, `flex`, `supervise`, `schedule` and `serve` (the same handlers as on a
+//! file, through `Engine::open` on the URL: a subcommand whose call PostgreSQL does not serve
+//! answers `UNSUPPORTED_BACKEND`). Any other command is refused with the list, never run on
 //! a file named like the URL.
 
 use crate::output::{CliResult, Failure};
 
 /// What `--db postgres://...` supports.
 pub const SUPPORTED: &str =
-    "doctor, init, jobs list|show|events|pause|resume|cancel|restart, runs, raw, supervise, schedule (and copy --to)";
+    "doctor, init, jobs, runs, preflight, probes, raw, flex, supervise, schedule, serve, runbook (runbook.pg.sql) (and copy --to)";
 
 /// Whether `--db` names a PostgreSQL ledger rather than a file.
 pub fn is_postgres(db: &std::path::Path) -> bool {
@@ -48,6 +49,11 @@ pub(crate) fn run(
             | crate::Command::Raw { .. }
             | crate::Command::Supervise(_)
             | crate::Command::Schedule { .. }
+            | crate::Command::Preflight(_)
+            | crate::Command::Probes { .. }
+            | crate::Command::Flex { .. }
+            | crate::Command::Runbook(_)
+            | crate::Command::Serve(_)
     ) {
         return Err(unsupported(command_name(&command)));
     }
@@ -87,10 +93,26 @@ pub(crate) fn run(
             let engine = runledger::Engine::open(url)?;
             return crate::schedule::schedule(&engine, out, cmd, &load);
         }
+        Command::Serve(args) => {
+            let engine = runledger::Engine::open(url)?;
+            return crate::serve::serve(&engine, args, &load()?);
+        }
+        Command::Preflight(args) => {
+            let engine = runledger::Engine::open(url)?;
+            return crate::runs::preflight(&engine, out, args, &load()?);
+        }
+        Command::Probes { cmd } => {
+            let engine = runledger::Engine::open(url)?;
+            return crate::runs::probes(&engine, out, cmd, &load()?);
+        }
+        // the Flex commands open the ledger themselves, by `Engine::open`, which takes a URL
+        Command::Flex { cmd } => {
+            return crate::flex_cmd::flex(std::path::Path::new(url), out, cmd);
+        }
         _ => {}
     }
     let engine = match command {
-        Command::Doctor(_) | Command::Init => PgEngine::open(url)?,
+        Command::Doctor(_) | Command::Init | Command::Runbook(_) => PgEngine::open(url)?,
         _ => return Err(unsupported(name)),
     };
     match command {
@@ -98,6 +120,12 @@ pub(crate) fn run(
             runledger::pg::doctor::check(&engine, &runledger::doctor::DoctorOptions::default())?,
             out,
         ),
+        Command::Runbook(args) => {
+            use runledger::pg::runbook;
+            crate::runbook_cmd::show(runbook::queries(), out, args, |name| {
+                runbook::run(&engine, name)
+            })
+        }
         Command::Init => {
             let version = engine.schema_version()?;
             if out.json {

@@ -15,8 +15,20 @@ pub struct RunbookArgs {
 }
 
 pub fn runbook(engine: &Engine, out: Out, args: RunbookArgs) -> CliResult {
+    show(runbook::queries(), out, args, |name| {
+        engine.with_connection(|c| runbook::run(c, name))
+    })
+}
+
+/// `runbook` over `queries`, running one by `run` (a file's runbook.sql, or runbook.pg.sql
+/// on a PostgreSQL ledger).
+pub fn show(
+    queries: &[runbook::Query],
+    out: Out,
+    args: RunbookArgs,
+    run: impl FnOnce(&str) -> runledger::Result<QueryResult>,
+) -> CliResult {
     let Some(name) = args.name else {
-        let queries = runbook::queries();
         let mut t = Table::new(&["name", "when to use it"]);
         for q in queries {
             t.row(vec![q.name.clone(), clip(&q.comment, 110)]);
@@ -24,7 +36,7 @@ pub fn runbook(engine: &Engine, out: Out, args: RunbookArgs) -> CliResult {
         out.listing(&t, queries);
         return Ok(());
     };
-    let result = engine.with_connection(|c| runbook::run(c, &name))?;
+    let result = run(&name)?;
     out.listing(&result_table(&result), &result);
     Ok(())
 }

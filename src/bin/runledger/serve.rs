@@ -135,7 +135,8 @@ pub fn serve(engine: &Engine, args: ServeArgs, config: &Config) -> CliResult {
         engine
             .path()
             .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+            // never the URL: it may carry a password
+            .unwrap_or_else(|| "the PostgreSQL ledger".into()),
         schedules.len(),
         ts(engine.schedules().next_due()?),
         if names.is_empty() { "none configured" } else { &names },

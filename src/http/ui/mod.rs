@@ -258,8 +258,19 @@ fn status_of(e: &Error) -> StatusCode {
         "ILLEGAL_TRANSITION" | "RUN_ALREADY_ACTIVE" | "STALE_ATTEMPT" | "JOB_NOT_RUNNING" => {
             StatusCode::CONFLICT
         }
+        "UNREACHABLE" => StatusCode::SERVICE_UNAVAILABLE,
+        "UNSUPPORTED_BACKEND" => StatusCode::NOT_IMPLEMENTED,
         _ if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// What a page or a JSON error says of `e`: its message, but never the database server's
+/// own text (PostgreSQL's carries SQL details), as the API's errors (`super::ApiError`).
+fn message_of(e: &Error) -> String {
+    match e {
+        Error::Postgres { .. } => "database error".into(),
+        other => other.to_string(),
     }
 }
 
@@ -295,7 +306,7 @@ impl Ui {
         let text = self.access_text(access);
         let ui = Arc::clone(&self);
         let out = blocking(move || {
-            let cursor = ui.engine.with_connection(queries::last_cursor)?;
+            let cursor = queries::last_cursor(&ui.engine)?;
             Ok((cursor, f(&ui.engine, &ui.opts)?))
         })
         .await;
@@ -319,7 +330,7 @@ impl Ui {
                 json!({
                     "title": if status_of(&e) == StatusCode::NOT_FOUND { "Not found" } else { "Something went wrong" },
                     "code": e.code(),
-                    "message": e.to_string(),
+                    "message": message_of(&e),
                     "explanation": guide::explain(e.code()),
                 }),
             ),
@@ -339,7 +350,7 @@ fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Res
 }
 
 fn json_err(e: &Error) -> Response {
-    json_error(status_of(e), e.code(), e.to_string())
+    json_error(status_of(e), e.code(), message_of(e))
 }
 
 /// The refusal of a request that may not even read, if it may not.
@@ -710,4 +721,24 @@ async fn logout() -> Response {
 
 async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     assets::serve(&file, &headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_never_show_the_database_server_s_own_text() {
+        let e = Error::Postgres {
+            sqlstate: "42P01".into(),
+            message: "relation \"secret_table\" does not exist".into(),
+        };
+        assert_eq!(message_of(&e), "database error");
+        assert_eq!(status_of(&e), StatusCode::INTERNAL_SERVER_ERROR);
+        let away = Error::Unreachable {
+            detail: "connection refused".into(),
+        };
+        assert_eq!(status_of(&away), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(message_of(&away).contains("connection refused"));
+    }
 }

@@ -36,23 +36,13 @@ pub fn duration_text(ms: i64) -> String {
 
 /// The overview.
 pub fn overview(e: &Engine) -> Result<Value> {
-    let (health, failed, jobs, supervisors, last_slot) = e.with_connection(|c| {
-        let mut health = Vec::new();
-        for scope in Scope::ALL {
-            let mut counts = Vec::new();
-            for status in RunStatus::ALL {
-                counts.push(queries::runs_capped(c, scope.as_str(), status.as_str())?);
-            }
-            health.push(json!({"scope": scope.as_str(), "counts": counts}));
-        }
-        Ok((
-            health,
-            queries::failed_runs(c, FAILED_ON_OVERVIEW)?,
-            queries::job_counts(c)?,
-            queries::supervisors(c)?,
-            queries::last_slot(c)?,
-        ))
-    })?;
+    let o = queries::overview(e, FAILED_ON_OVERVIEW)?;
+    let health: Vec<Value> = o
+        .runs
+        .iter()
+        .map(|(scope, counts)| json!({"scope": scope.as_str(), "counts": counts}))
+        .collect();
+    let (failed, jobs, supervisors, last_slot) = (o.failed, o.jobs, o.supervisors, o.last_slot);
     let now = e.now();
     let schedules: Vec<Value> = e
         .schedules()
@@ -344,7 +334,7 @@ pub fn job(e: &Engine, id: i64, max_recoveries: u32) -> Result<Value> {
         .iter()
         .map(|ev| json!({"seq": ev.seq, "kind": ev.kind, "at": ev.at, "payload_text": ev.payload.to_string()}))
         .collect();
-    let audit = e.with_connection(|c| queries::job_audit(c, id, 50))?;
+    let audit = queries::job_audit(e, id, 50)?;
     let explanation = job.error_code.as_deref().and_then(guide::explain);
     let mut input_text = job.input.to_string();
     if input_text.len() > 2000 {
@@ -395,7 +385,7 @@ pub fn job_live(e: &Engine, id: i64, max_recoveries: u32) -> Result<Value> {
             "recoveries_left": recovery.recoveries_left.to_string(),
             "last_heartbeat": recovery.last_heartbeat.map(|t| t.to_string()).unwrap_or_else(|| "—".into()),
         },
-        "audit": e.with_connection(|c| queries::job_audit(c, id, 50))?,
+        "audit": queries::job_audit(e, id, 50)?,
     }))
 }
 
@@ -405,7 +395,7 @@ pub fn schedules(e: &Engine) -> Result<Value> {
     let list = e.schedules().list()?;
     let mut rows = Vec::with_capacity(list.len());
     for s in &list {
-        let history = e.with_connection(|c| queries::schedule_history(c, s.id))?;
+        let history = queries::schedule_history(e, s.id)?;
         let mut v = schedule_times(s, now);
         v["last"] = json!(history.last);
         v["missed"] = json!(history.missed);

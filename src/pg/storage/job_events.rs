@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{get, ts};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::events::{Event, EventKind, EventPayload};
+use crate::events::{Event, EventKind, EventPayload, FeedFilter, FeedPage};
 use crate::integrity;
 use crate::pg::engine::Tx;
 
@@ -164,6 +164,78 @@ pub(crate) fn since(tx: &mut Tx<'_>, job_id: i64, seq: i64, limit: u32) -> Resul
         .iter()
         .map(from_row)
         .collect()
+}
+
+// ---- the global feed (migrations/postgres/P6__feed_fence.sql)
+
+/// Takes this transaction's feed fence (once): before a load of events with their own
+/// cursors (`runledger copy`), which the trigger does not redraw.
+pub(crate) const FENCE: &str = "select runledger_feed_fence()";
+/// The cursor below which every event is committed or gone for good: read BEFORE the
+/// snapshot that reads the page, in a transaction of its own.
+const HORIZON: &str = "select runledger_feed_horizon()";
+/// $1 after cursor, $2 horizon, $3 job (null: any), $4 job ids (null: any), $5 limit
+const FEED: &str = concat!(
+    "select ",
+    columns!(),
+    " from job_events
+     where cursor > $1 and cursor < $2 and ($3::bigint is null or job_id = $3)
+       and ($4::bigint[] is null or job_id = any($4))
+     order by cursor limit $5"
+);
+/// Jobs (of the filter) whose oldest kept event after `$1` is not their first: the events
+/// between were pruned, so a reader at `$1` would see a gap. $1 cursor, $2 horizon, $3 job,
+/// $4 job ids.
+const FEED_GAPS: &str = "select e.job_id from job_events e
+     where e.cursor > $1 and e.cursor < $2 and e.seq > 1
+       and ($3::bigint is null or e.job_id = $3) and ($4::bigint[] is null or e.job_id = any($4))
+       and not exists (select 1 from job_events f where f.job_id = e.job_id and f.seq = e.seq - 1)
+     order by e.cursor limit 100";
+/// $1 horizon
+const HEAD: &str = "select coalesce(max(cursor), 0)::bigint from job_events where cursor < $1";
+
+/// The feed's horizon (see [`HORIZON`]).
+pub(crate) fn horizon(tx: &mut Tx<'_>) -> Result<i64> {
+    Ok(tx.query_one(HORIZON, &[])?.get(0))
+}
+
+/// A page of the feed for `filter` after `cursor`, below `horizon` (read by [`horizon`]
+/// before this transaction began). Every event below the horizon was committed (or rolled
+/// back) before the horizon was read, so later statements see the same set: the events are
+/// read first and the gaps after them, and pruning (which only removes) can then only add a
+/// job to `pruned_jobs`, never hide one.
+pub(crate) fn feed(
+    tx: &mut Tx<'_>,
+    horizon: i64,
+    filter: &FeedFilter,
+    cursor: i64,
+    limit: u32,
+    check_gaps: bool,
+) -> Result<FeedPage> {
+    let (job, user) = filter.params();
+    let jobs_of_user = match user {
+        Some(u) => Some(super::jobs::ids_of_user(tx, u)?),
+        None => None,
+    };
+    let events: Vec<Event> = tx
+        .query(
+            FEED,
+            &[&cursor, &horizon, &job, &jobs_of_user, &i64::from(limit)],
+        )?
+        .iter()
+        .map(from_row)
+        .collect::<Result<_>>()?;
+    let pruned_jobs = if check_gaps {
+        tx.query(FEED_GAPS, &[&cursor, &horizon, &job, &jobs_of_user])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let users = super::jobs::users_of(tx, &FeedPage::jobs_of(&events))?;
+    let head = tx.query_one(HEAD, &[&horizon])?.get(0);
+    Ok(FeedPage::of(events, &users, pruned_jobs, head))
 }
 
 // ---- doctor checks and copy

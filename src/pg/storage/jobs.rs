@@ -905,6 +905,31 @@ pub(crate) const TABLES: &[TableSql] = &[
     },
 ];
 
+const IDS_OF_USER: &str = "select id from jobs where user_id = $1 order by id";
+
+/// The ids of `user`'s jobs (a feed of one user's events).
+pub(crate) fn ids_of_user(tx: &mut Tx<'_>, user: &str) -> Result<Vec<i64>> {
+    Ok(tx
+        .query(IDS_OF_USER, &[&user])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+const USERS_OF: &str = "select id, user_id from jobs where id = any($1)";
+
+/// The user of each of the jobs `ids` that still exists.
+pub(crate) fn users_of(
+    tx: &mut Tx<'_>,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, String>> {
+    Ok(tx
+        .query(USERS_OF, &[&ids])?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
 const MISSING: &str = "select x from unnest($1::bigint[]) x
      where not exists (select 1 from jobs where id = x) order by x";
 
@@ -943,4 +968,68 @@ pub(crate) fn for_each_audit_row(
         });
     }
     Ok(())
+}
+
+// ---- the Trust UI's bounded reads (the twins of the SQLite module's `UI_*`)
+
+/// $1 window (the newest jobs counted)
+#[cfg(feature = "http")]
+const UI_WINDOW_STATES: &str = "select state, count(*) as n from
+       (select state from jobs order by id desc limit $1) w group by state order by state";
+
+/// $1 cap
+#[cfg(feature = "http")]
+const UI_CREATED_CAPPED: &str =
+    "select count(*) as n from (select 1 from jobs where state = 'created' limit $1) c";
+
+/// $1 cap
+#[cfg(feature = "http")]
+const UI_RUNNING_CAPPED: &str =
+    "select count(*) as n from (select 1 from jobs where state = 'running' limit $1) c";
+
+/// $1 job id (as `entity_id` text), $2 limit
+#[cfg(feature = "http")]
+const UI_JOB_AUDIT: &str = "select action, actor, at, detail::text as detail from audit_log
+     where entity = 'job' and entity_id = $1 order by id desc limit $2";
+
+/// Jobs per state among the newest [`JOB_WINDOW`](crate::storage::ui::JOB_WINDOW) jobs,
+/// and the capped counts of created and running jobs.
+#[cfg(feature = "http")]
+pub(crate) fn ui_job_counts(tx: &mut Tx<'_>) -> Result<crate::storage::ui::JobCounts> {
+    use crate::storage::ui::{Capped, JobCounts, COUNT_CAP, JOB_WINDOW};
+    let window = tx
+        .query(UI_WINDOW_STATES, &[&JOB_WINDOW])?
+        .iter()
+        .map(|r| Ok((get(r, "jobs", "?", "state")?, get(r, "jobs", "?", "n")?)))
+        .collect::<Result<_>>()?;
+    let mut capped = |sql: &'static str| -> Result<Capped> {
+        let n: i64 = get(&tx.query_one(sql, &[&(COUNT_CAP + 1)])?, "jobs", "?", "n")?;
+        Ok(Capped::of(n))
+    };
+    Ok(JobCounts {
+        window,
+        created: Some(capped(UI_CREATED_CAPPED)?),
+        running: Some(capped(UI_RUNNING_CAPPED)?),
+    })
+}
+
+/// Job `job_id`'s newest audit rows, at most `limit`.
+#[cfg(feature = "http")]
+pub(crate) fn ui_job_audit(
+    tx: &mut Tx<'_>,
+    job_id: i64,
+    limit: i64,
+) -> Result<Vec<crate::storage::ui::AuditRow>> {
+    let id = job_id.to_string();
+    tx.query(UI_JOB_AUDIT, &[&id, &limit])?
+        .iter()
+        .map(|r| {
+            Ok(crate::storage::ui::AuditRow {
+                action: get(r, "audit_log", &id, "action")?,
+                actor: get(r, "audit_log", &id, "actor")?,
+                at: ts(r, "audit_log", &id, "at")?,
+                detail: get(r, "audit_log", &id, "detail")?,
+            })
+        })
+        .collect()
 }

@@ -814,3 +814,62 @@ pub(crate) fn holds_claim(tx: &mut Tx<'_>, claim: &SlotClaim) -> Result<bool> {
     )?;
     Ok(row.get(0))
 }
+
+// ---- the Trust UI's bounded reads (the twins of the SQLite module's `UI_*`)
+
+/// No parameters.
+#[cfg(feature = "http")]
+const UI_LAST_SLOT: &str = "select s.name, d.due_at, d.status, d.created_at
+     from due_runs d join schedules s on s.id = d.schedule_id order by d.id desc limit 1";
+
+/// $1 schedule id
+#[cfg(feature = "http")]
+const UI_SCHEDULE_LAST_SLOT: &str =
+    "select due_at, status, outcome_code, outcome_message from due_runs
+     where schedule_id = $1 and status not in ('pending', 'claimed') order by due_at desc limit 1";
+
+/// $1 schedule id, $2 cap
+#[cfg(feature = "http")]
+const UI_SCHEDULE_MISSED: &str = "select count(*) as n from (select 1 from due_runs
+     where schedule_id = $1 and status in ('skipped', 'failed') limit $2) m";
+
+/// The newest slot materialized: `(schedule, due_at, status, created_at)`.
+#[cfg(feature = "http")]
+pub(crate) fn ui_last_slot(tx: &mut Tx<'_>) -> Result<Option<crate::storage::ui::LastSlot>> {
+    tx.query_opt(UI_LAST_SLOT, &[])?
+        .map(|r| {
+            Ok((
+                get(&r, "due_runs", "?", "name")?,
+                ts(&r, "due_runs", "?", "due_at")?,
+                get(&r, "due_runs", "?", "status")?,
+                ts(&r, "due_runs", "?", "created_at")?,
+            ))
+        })
+        .transpose()
+}
+
+/// Schedule `schedule_id`'s last finished slot and its capped count of missed slots.
+#[cfg(feature = "http")]
+pub(crate) fn ui_schedule_history(
+    tx: &mut Tx<'_>,
+    schedule_id: i64,
+) -> Result<crate::storage::ui::ScheduleHistory> {
+    use crate::storage::ui::{Capped, ScheduleHistory, COUNT_CAP};
+    let k = schedule_id.to_string();
+    let last = tx
+        .query_opt(UI_SCHEDULE_LAST_SLOT, &[&schedule_id])?
+        .map(|r| -> Result<_> {
+            Ok((
+                ts(&r, "due_runs", &k, "due_at")?,
+                get(&r, "due_runs", &k, "status")?,
+                get(&r, "due_runs", &k, "outcome_code")?,
+                get(&r, "due_runs", &k, "outcome_message")?,
+            ))
+        })
+        .transpose()?;
+    let row = tx.query_one(UI_SCHEDULE_MISSED, &[&schedule_id, &(COUNT_CAP + 1)])?;
+    Ok(ScheduleHistory {
+        last,
+        missed: Capped::of(get(&row, "due_runs", &k, "n")?),
+    })
+}

@@ -100,3 +100,32 @@ pub(crate) const TABLES: &[TableSql] = &[TableSql {
     sequence: NO_IDENTITY,
     set_sequence: NO_IDENTITY_SET,
 }];
+
+// ---- the Trust UI's bounded read (the twin of the SQLite module's `UI_SUPERVISORS`)
+
+/// No parameters. SQLite sorts NULL below every value, so `desc` puts it last there; here
+/// `nulls last` says so.
+#[cfg(feature = "http")]
+const UI_SUPERVISORS: &str = concat!(
+    "select ",
+    columns!(),
+    " from supervisor_state order by last_tick_at desc nulls last, name limit 10"
+);
+
+/// Every supervisor's bookkeeping, newest tick first (at most 10).
+#[cfg(feature = "http")]
+pub(crate) fn ui_supervisors(tx: &mut Tx<'_>) -> Result<Vec<crate::storage::ui::SupervisorTick>> {
+    tx.query(UI_SUPERVISORS, &[])?
+        .iter()
+        .map(|r| {
+            let s = from_row(r)?;
+            Ok(crate::storage::ui::SupervisorTick {
+                name: s.name,
+                last_tick_at: s.last_tick_at,
+                ticks: s.ticks,
+                jobs_recovered: s.jobs_recovered,
+                jobs_failed: s.jobs_failed,
+            })
+        })
+        .collect()
+}
