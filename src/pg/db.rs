@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/P6__feed_fence.sql"),
     ),
     (
+        7,
+        "V7__claim_walks_the_queue",
+        include_str!("../../migrations/postgres/P7__claim_walks_the_queue.sql"),
+    ),
+    (
         8,
         "V8__ui_indexes",
         include_str!("../../migrations/postgres/P8__ui_indexes.sql"),

@@ -140,14 +140,15 @@ impl PgJobs<'_> {
     ) -> Result<()> {
         validate::progress(pct)?;
         validate::step(step)?;
-        self.engine.write(|tx, now| {
-            store::progress(tx, id, attempt, pct, step, now)?;
-            let payload = EventPayload::Progress {
-                progress: pct,
-                step: step.map(str::to_owned),
-            };
-            record(tx, id, &[payload], now)
-        })
+        let payload = EventPayload::Progress {
+            progress: pct,
+            step: step.map(str::to_owned),
+        }
+        .to_wire()
+        .to_string();
+        // one statement (the write and its event): autocommit, one round trip
+        self.engine
+            .write_one(|tx, now| store::progress(tx, id, attempt, pct, step, &payload, now))
     }
 
     /// Saves a checkpoint (any JSON value, at most `limit` bytes as JSON text; the SQLite
@@ -166,11 +167,12 @@ impl PgJobs<'_> {
         limit: usize,
     ) -> Result<()> {
         let text = validate::document("checkpoint", checkpoint, limit)?;
-        self.engine.write(|tx, now| {
-            store::checkpoint(tx, id, attempt, checkpoint, now)?;
-            let payload = EventPayload::Checkpoint { bytes: text.len() };
-            record(tx, id, &[payload], now)
-        })
+        let payload = EventPayload::Checkpoint { bytes: text.len() }
+            .to_wire()
+            .to_string();
+        // one statement (the write and its event): autocommit, one round trip
+        self.engine
+            .write_one(|tx, now| store::checkpoint(tx, id, attempt, checkpoint, &payload, now))
     }
 
     /// running -> completed with `result`.

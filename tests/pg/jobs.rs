@@ -472,7 +472,11 @@ fn pg_claim_and_complete_events_hash_as_rust_does() {
             .unwrap();
         let claim = engine.jobs().claim(worker, &[]).unwrap().unwrap();
         assert_eq!((claim.id(), claim.attempt), (job.id, 1));
-        engine.jobs().progress(&claim, 50, None).unwrap();
+        engine.jobs().progress(&claim, 50, Some(worker)).unwrap();
+        engine
+            .jobs()
+            .checkpoint(&claim, &json!({"page": worker}), 1 << 20)
+            .unwrap();
         engine.jobs().complete(&claim, &json!({"ok": 1})).unwrap();
         let rows = db
             .raw
@@ -483,7 +487,10 @@ fn pg_claim_and_complete_events_hash_as_rust_does() {
             )
             .unwrap();
         let kinds: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
-        assert_eq!(kinds, ["created", "claimed", "progress", "completed"]);
+        assert_eq!(
+            kinds,
+            ["created", "claimed", "progress", "checkpoint", "completed"]
+        );
         let mut prev = runledger::integrity::GENESIS.to_string();
         for (i, r) in rows.iter().enumerate() {
             let (seq, kind, at): (i64, String, String) = (r.get(0), r.get(1), r.get(2));
@@ -495,6 +502,11 @@ fn pg_claim_and_complete_events_hash_as_rust_does() {
                 "claimed" => json!({"worker": worker, "attempt": 1}).to_string(),
                 "completed" => json!({"attempt": 1}).to_string(),
                 "created" => json!({"kind": "report", "user_id": "u1"}).to_string(),
+                "progress" => json!({"progress": 50, "step": worker}).to_string(),
+                "checkpoint" => {
+                    let bytes = json!({"page": worker}).to_string().len();
+                    json!({ "bytes": bytes }).to_string()
+                }
                 _ => payload.clone(),
             };
             assert_eq!(payload, expected, "{worker:?} {kind}");
@@ -506,6 +518,42 @@ fn pg_claim_and_complete_events_hash_as_rust_does() {
             prev = hash;
         }
     }
+    // the fast paths still diagnose a write that matched nothing, and append no event
+    let job = engine
+        .jobs()
+        .create(&NewJob::new("u1", "report", json!({})))
+        .unwrap();
+    let stale = engine.jobs().claim("w", &[]).unwrap().unwrap();
+    engine.jobs().pause(job.id, "op").unwrap();
+    engine.jobs().resume(job.id, "op").unwrap();
+    let fresh = engine.jobs().claim("w", &[]).unwrap().unwrap();
+    assert_eq!((fresh.id(), fresh.attempt), (job.id, 2));
+    let before = db.query_i64(&format!(
+        "select count(*) from job_events where job_id = {}",
+        job.id
+    ));
+    for code in [
+        engine.jobs().progress(&stale, 10, None).unwrap_err().code(),
+        engine
+            .jobs()
+            .checkpoint(&stale, &json!({}), 1 << 20)
+            .unwrap_err()
+            .code(),
+    ] {
+        assert_eq!(code, "STALE_ATTEMPT");
+    }
+    engine.jobs().complete(&fresh, &json!({})).unwrap();
+    assert_eq!(
+        engine.jobs().progress(&fresh, 10, None).unwrap_err().code(),
+        "JOB_NOT_RUNNING"
+    );
+    assert_eq!(
+        db.query_i64(&format!(
+            "select count(*) from job_events where job_id = {}",
+            job.id
+        )),
+        before + 1
+    );
     // the fast path still diagnoses a complete that matched nothing
     let job = engine
         .jobs()
@@ -528,4 +576,58 @@ fn pg_claim_and_complete_events_hash_as_rust_does() {
         )),
         3
     );
+}
+
+/// Regression: while `jobs` had no statistics (a new ledger; a server without autovacuum;
+/// a burst of jobs since the last ANALYZE) the planner chose, for the claim's pick, a bitmap
+/// scan of every created job and a sort: O(queue) per claim (0.58 ms of each claim with
+/// 2,000 queued jobs). The pick (`jobs_claimable`, schema version 7) walks `jobs_claim` in id
+/// order: its plan, as auto_explain logs the nested statement, neither sorts nor scans a
+/// bitmap, and the claims still take the oldest jobs first.
+#[test]
+fn regression_the_claim_sorted_the_whole_queue_while_jobs_had_no_statistics() {
+    let Some(mut db) = TestDb::new("claim_walk") else {
+        return;
+    };
+    let engine = db.engine();
+    db.exec(
+        "insert into jobs (user_id, kind, created_at, updated_at)
+         select 'u', 'research', '2026-11-22T10:00:00.000Z', '2026-11-22T10:00:00.000Z'
+         from generate_series(1, 2000)",
+    )
+    .unwrap();
+    let plans = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = plans.clone();
+    let mut client = db
+        .url
+        .parse::<postgres::Config>()
+        .unwrap()
+        .notice_callback(move |n| sink.lock().unwrap().push(n.message().to_string()))
+        .connect(postgres::NoTls)
+        .unwrap();
+    client
+        .batch_execute(
+            "load 'auto_explain'; set auto_explain.log_min_duration = 0;
+             set auto_explain.log_nested_statements = on; set client_min_messages = log",
+        )
+        .unwrap();
+    let mut tx = client.transaction().unwrap();
+    let first: i64 = tx
+        .query_one("select jobs_claimable(false, array['research'])", &[])
+        .unwrap()
+        .get(0);
+    tx.rollback().unwrap();
+    let plans = plans.lock().unwrap().join("\n");
+    assert!(
+        plans.contains("Index Scan using jobs_claim on jobs"),
+        "{plans}"
+    );
+    assert!(
+        !plans.contains("Sort") && !plans.contains("Bitmap"),
+        "{plans}"
+    );
+    let oldest = db.query_i64("select min(id) from jobs");
+    assert_eq!(first, oldest);
+    let claim = engine.jobs().claim("w", &["research"]).unwrap().unwrap();
+    assert_eq!(claim.id(), oldest);
 }

@@ -70,15 +70,15 @@ const STATE_OF_LOCKED: &str = "select state, attempt from jobs where id = $1 for
 /// $1 worker, $2 now, $3 any kind, $4 kinds (text[]), $5 the worker as a JSON string: the
 /// oldest created job, skipping rows another claimer holds, and its `claimed` event (payload
 /// `{"attempt":..,"worker":..}`, serde_json's spelling: keys sorted, no spaces) in the same
-/// statement.
+/// statement. The pick is `jobs_claimable` (schema version 7): `select id from jobs where
+/// state = 'created' and ($3 or kind = any($4)) order by id limit 1 for update skip
+/// locked`, planned so that it walks the `jobs_claim` index in id order even while the
+/// table has no statistics (never a sort of the whole queue per claim).
 const CLAIM: &str = concat!(
     "with changed as (
      update jobs set state = 'running', attempt = attempt + 1, worker_id = $1,
         started_at = greatest($2, created_at), heartbeat_at = $2, updated_at = $2
-     where id = (select id from jobs
-                 where state = 'created' and ($3 or kind = any($4))
-                 order by id limit 1
-                 for update skip locked)
+     where id = (select jobs_claimable($3, $4))
      returning ",
     job_columns!(),
     ")",
@@ -96,15 +96,27 @@ const CLAIM: &str = concat!(
 const HEARTBEAT: &str = "update jobs set heartbeat_at = $3, updated_at = $3
      where id = $1 and attempt = $2 and state = 'running' returning id";
 
-/// $1 id, $2 attempt, $3 now, $4 progress, $5 step
-const PROGRESS: &str =
-    "update jobs set progress = $4, step = $5, heartbeat_at = $3, updated_at = $3
-     where id = $1 and attempt = $2 and state = 'running'";
+/// $1 id, $2 attempt, $3 now, $4 progress, $5 step, $6 the `progress` event's payload (JSON
+/// text): the guarded write and its event in one statement.
+const PROGRESS: &str = concat!(
+    "with changed as (
+     update jobs set progress = $4, step = $5, heartbeat_at = $3, updated_at = $3
+     where id = $1 and attempt = $2 and state = 'running'
+     returning id)",
+    event_of_changed_job!("progress", "$3", "$6::text"),
+    " select id from changed"
+);
 
-/// $1 id, $2 attempt, $3 now, $4 checkpoint
-const CHECKPOINT: &str =
-    "update jobs set checkpoint = $4, checkpoint_at = $3, heartbeat_at = $3, updated_at = $3
-     where id = $1 and attempt = $2 and state = 'running'";
+/// $1 id, $2 attempt, $3 now, $4 checkpoint, $5 the `checkpoint` event's payload (JSON
+/// text): the guarded write and its event in one statement.
+const CHECKPOINT: &str = concat!(
+    "with changed as (
+     update jobs set checkpoint = $4, checkpoint_at = $3, heartbeat_at = $3, updated_at = $3
+     where id = $1 and attempt = $2 and state = 'running'
+     returning id)",
+    event_of_changed_job!("checkpoint", "$3", "$5::text"),
+    " select id from changed"
+);
 
 /// $1 id, $2 attempt, $3 now, $4 result, $5 the `completed` event's payload (JSON text): the
 /// guarded complete and its event in one statement.
@@ -407,8 +419,10 @@ pub(crate) fn diagnose(tx: &mut impl Exec, id: i64, attempt: i64) -> Error {
     }
 }
 
+/// A guarded write of one statement (`returning` a row when it matched): `Ok` when it did,
+/// else why not ([`diagnose`]).
 fn guarded(
-    tx: &mut Tx<'_>,
+    tx: &mut impl Exec,
     sql: &'static str,
     id: i64,
     attempt: i64,
@@ -416,10 +430,9 @@ fn guarded(
 ) -> Result<()> {
     let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&id, &attempt];
     params.extend_from_slice(rest);
-    if tx.execute(sql, &params)? == 1 {
-        Ok(())
-    } else {
-        Err(diagnose(tx, id, attempt))
+    match tx.query_opt(sql, &params)? {
+        Some(_) => Ok(()),
+        None => Err(diagnose(tx, id, attempt)),
     }
 }
 
@@ -447,28 +460,34 @@ pub(crate) fn heartbeat(tx: &mut impl Exec, id: i64, attempt: i64, now: Timestam
     }
 }
 
-/// Progress and step of the worker holding `attempt`.
+/// Progress and step of the worker holding `attempt`, appending the `progress` event whose
+/// payload is the JSON text `payload`, in one statement.
 pub(crate) fn progress(
-    tx: &mut Tx<'_>,
+    tx: &mut impl Exec,
     id: i64,
     attempt: i64,
     pct: u8,
     step: Option<&str>,
+    payload: &str,
     now: Timestamp,
 ) -> Result<()> {
     let pct = i32::from(pct);
-    guarded(tx, PROGRESS, id, attempt, &[&now.to_string(), &pct, &step])
+    let now = now.to_string();
+    guarded(tx, PROGRESS, id, attempt, &[&now, &pct, &step, &payload])
 }
 
-/// The checkpoint of the worker holding `attempt`.
+/// The checkpoint of the worker holding `attempt`, appending the `checkpoint` event whose
+/// payload is the JSON text `payload`, in one statement.
 pub(crate) fn checkpoint(
-    tx: &mut Tx<'_>,
+    tx: &mut impl Exec,
     id: i64,
     attempt: i64,
     checkpoint: &Value,
+    payload: &str,
     now: Timestamp,
 ) -> Result<()> {
-    guarded(tx, CHECKPOINT, id, attempt, &[&now.to_string(), checkpoint])
+    let now = now.to_string();
+    guarded(tx, CHECKPOINT, id, attempt, &[&now, checkpoint, &payload])
 }
 
 /// running -> completed with `result`, appending the `completed` event whose payload is the
