@@ -28,6 +28,41 @@ fn raw_event(tx: &mut postgres::Transaction<'_>, job: i64, seq: i64) -> i64 {
     .get(0)
 }
 
+/// A new job of `kind` (user "u", empty input).
+fn new_job(engine: &Engine, kind: &str) -> runledger::Job {
+    engine
+        .jobs()
+        .create(&NewJob::new("u", kind, json!({})))
+        .unwrap()
+}
+
+/// `n` threads, each running `per` jobs of its own kind through create, claim (and
+/// `progress` when asked) and complete on `engine`, in autocommit as a worker does.
+fn writers(
+    engine: &Engine,
+    n: usize,
+    per: usize,
+    progress: bool,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|w| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let jobs = engine.jobs();
+                let kind = format!("k{w}");
+                for _ in 0..per {
+                    new_job(&engine, &kind);
+                    let claim = jobs.claim("w", &[kind.as_str()]).unwrap().unwrap();
+                    if progress {
+                        jobs.progress(&claim, 50, None).unwrap();
+                    }
+                    jobs.complete(&claim, &json!({})).unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
 fn cursors(page: &runledger::FeedPage) -> Vec<i64> {
     page.events.iter().map(|e| e.event.cursor).collect()
 }
@@ -77,17 +112,11 @@ fn a_rolled_back_writer_releases_the_feed() {
         return;
     };
     let engine = Engine::open(&db.url).unwrap();
-    let job = engine
-        .jobs()
-        .create(&NewJob::new("u", "k", json!({})))
-        .unwrap();
+    let job = new_job(&engine, "k");
     let mut other = Client::connect(&db.url, NoTls).unwrap();
     let mut slow = other.transaction().unwrap();
     raw_event(&mut slow, job.id, 2);
-    let next = engine
-        .jobs()
-        .create(&NewJob::new("u", "k", json!({})))
-        .unwrap();
+    let next = new_job(&engine, "k");
     assert_eq!(engine.events().after(0, 10).unwrap().len(), 1);
     slow.rollback().unwrap();
     let after = engine.events().after(0, 10).unwrap();
@@ -107,27 +136,10 @@ fn a_follower_gets_every_event_once_while_writers_commit_out_of_order() {
         return;
     };
     let engine = Engine::open(&db.url).unwrap();
-    let slow_job = engine
-        .jobs()
-        .create(&NewJob::new("u", "slow", json!({})))
-        .unwrap();
+    let slow_job = new_job(&engine, "slow");
     let slow_id = slow_job.id;
     let done = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..3)
-        .map(|w| {
-            let engine = engine.clone();
-            std::thread::spawn(move || {
-                let jobs = engine.jobs();
-                let kind = format!("k{w}");
-                for _ in 0..25 {
-                    jobs.create(&NewJob::new("u", &kind, json!({}))).unwrap();
-                    let claim = jobs.claim("w", &[kind.as_str()]).unwrap().unwrap();
-                    jobs.progress(&claim, 50, None).unwrap();
-                    jobs.complete(&claim, &json!({})).unwrap();
-                }
-            })
-        })
-        .collect();
+    let writers = writers(&engine, 3, 25, true);
     let url = db.url.clone();
     let slow = std::thread::spawn(move || {
         let mut client = Client::connect(&url, NoTls).unwrap();
@@ -201,10 +213,7 @@ fn raw_sql_cannot_slip_an_event_under_the_fence() {
         return;
     };
     let engine = Engine::open(&db.url).unwrap();
-    let job = engine
-        .jobs()
-        .create(&NewJob::new("u", "k", json!({})))
-        .unwrap();
+    let job = new_job(&engine, "k");
     let first = engine.events().since(job.id, 0, 1).unwrap()[0].cursor;
     // an explicit cursor on a transaction's first event is drawn again after the fence
     let mut tx = db.raw.transaction().unwrap();
@@ -258,10 +267,7 @@ fn regression_a_cached_cursor_would_come_out_under_a_later_fence() {
         return;
     };
     let engine = Engine::open(&db.url).unwrap();
-    let job = engine
-        .jobs()
-        .create(&NewJob::new("u", "k", json!({})))
-        .unwrap();
+    let job = new_job(&engine, "k");
     db.exec("alter sequence job_events_cursor_seq cache 50")
         .unwrap();
     // this session caches 50 values; the engine's session then caches the next 50, and its
@@ -303,11 +309,11 @@ fn a_writer_in_another_schema_does_not_hold_the_feed() {
         return;
     };
     let (ea, eb) = (Engine::open(&a.url).unwrap(), Engine::open(&b.url).unwrap());
-    let job_b = eb.jobs().create(&NewJob::new("u", "k", json!({}))).unwrap();
+    let job_b = new_job(&eb, "k");
     let mut other = Client::connect(&b.url, NoTls).unwrap();
     let mut slow = other.transaction().unwrap();
     raw_event(&mut slow, job_b.id, 2);
-    ea.jobs().create(&NewJob::new("u", "k", json!({}))).unwrap();
+    new_job(&ea, "k");
     assert_eq!(ea.events().after(0, 10).unwrap().len(), 1);
     slow.rollback().unwrap();
 }
@@ -331,10 +337,7 @@ fn a_subscriber_hears_other_engines_and_its_follower_ends_with_it() {
     let mut latencies = Vec::new();
     for _ in 0..5 {
         let started = std::time::Instant::now();
-        let job = other
-            .jobs()
-            .create(&NewJob::new("u", "k", json!({})))
-            .unwrap();
+        let job = new_job(&other, "k");
         let e = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         latencies.push(started.elapsed());
         assert_eq!((e.job_id, e.seq), (job.id, 1));
@@ -346,10 +349,7 @@ fn a_subscriber_hears_other_engines_and_its_follower_ends_with_it() {
         "woken by NOTIFY, not by the 1 s read: {latencies:?}"
     );
     drop(rx);
-    other
-        .jobs()
-        .create(&NewJob::new("u", "k", json!({})))
-        .unwrap();
+    new_job(&other, "k");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while db.query_i64("select count(*) from runledger_event_listeners") > 0 {
         assert!(
@@ -371,20 +371,7 @@ fn regression_a_torn_read_of_the_cursor_sequence_refused_legit_writes() {
         return;
     };
     let engine = Engine::open(&db.url).unwrap();
-    let threads: Vec<_> = (0..16)
-        .map(|w| {
-            let engine = engine.clone();
-            std::thread::spawn(move || {
-                let jobs = engine.jobs();
-                let kind = format!("t{w}");
-                for _ in 0..120 {
-                    jobs.create(&NewJob::new("u", &kind, json!({}))).unwrap();
-                    let claim = jobs.claim("w", &[kind.as_str()]).unwrap().unwrap();
-                    jobs.complete(&claim, &json!({})).unwrap();
-                }
-            })
-        })
-        .collect();
+    let threads = writers(&engine, 16, 120, false);
     for t in threads {
         t.join().unwrap();
     }
