@@ -228,10 +228,6 @@ pub(crate) trait Backend: Send + Sync {
     /// The overview page's reads, listing `failed` failed runs.
     #[cfg(feature = "http")]
     fn ui_overview(&self, failed: i64) -> Result<crate::storage::ui::Overview>;
-    /// The newest event cursor a page's live script follows the stream after (0: none):
-    /// the feed's head (`Events::feed`), never past an event that may still commit.
-    #[cfg(feature = "http")]
-    fn ui_last_cursor(&self) -> Result<i64>;
     /// A job's newest audit rows, at most `limit`.
     #[cfg(feature = "http")]
     fn ui_job_audit(&self, job_id: i64, limit: i64) -> Result<Vec<crate::storage::ui::AuditRow>>;

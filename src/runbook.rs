@@ -100,7 +100,13 @@ pub fn queries() -> &'static [Query] {
 
 /// The embedded query called `name`.
 pub fn query(name: &str) -> Result<&'static Query> {
-    queries()
+    find(queries(), name)
+}
+
+/// The query called `name` in `queries` (`NOT_FOUND` otherwise): this runbook's or its
+/// PostgreSQL twin's.
+pub(crate) fn find<'q>(queries: &'q [Query], name: &str) -> Result<&'q Query> {
+    queries
         .iter()
         .find(|q| q.name == name)
         .ok_or_else(|| Error::not_found("runbook query", name))

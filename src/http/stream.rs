@@ -114,10 +114,7 @@ impl Watcher {
             Some(path) => Engine::open_with(path, engine.options().clone())?,
             None => engine.clone(),
         };
-        let head = reader
-            .events()
-            .feed(&FeedFilter::All, i64::MAX, 1, false)?
-            .head;
+        let head = reader.events().head()?;
         let me = Arc::new(Self {
             tx: std::sync::Mutex::new(Some(tx)),
             head: AtomicI64::new(head),

@@ -63,6 +63,15 @@ impl Events<'_> {
             .read(|c| feed(c, filter, cursor, limit, check_gaps))
     }
 
+    /// The feed's head ([`FeedPage::head`]): the newest cursor a follower may start after
+    /// (0 for an empty log; on PostgreSQL below the horizon).
+    pub(crate) fn head(&self) -> Result<i64> {
+        if let Some(b) = self.engine.backend() {
+            return Ok(b.events_feed(&FeedFilter::All, i64::MAX, 1, false)?.head);
+        }
+        self.engine.read(crate::storage::job_events::head)
+    }
+
     /// A channel receiving every event this engine (and its clones) commits from now on.
     /// On SQLite, events committed by other processes are not sent: poll
     /// [`Events::data_version`]. On PostgreSQL a thread of the engine follows the global
@@ -114,7 +123,7 @@ mod follow {
             return;
         };
         let waiter = backend.event_wait().ok();
-        let head = head(engine);
+        let head = engine.events().head().ok();
         let weak = engine.downgrade();
         let spawned = std::thread::Builder::new()
             .name("runledger-event-follower".into())
@@ -122,11 +131,6 @@ mod follow {
         if spawned.is_err() {
             engine.following().store(false, Ordering::SeqCst);
         }
-    }
-
-    fn head(engine: &Engine) -> Option<i64> {
-        let page = engine.events().feed(&FeedFilter::All, i64::MAX, 1, false);
-        page.ok().map(|p| p.head)
     }
 
     fn run(weak: &WeakEngine, mut waiter: Option<Box<dyn EventWait>>, mut head: Option<i64>) {
@@ -151,7 +155,7 @@ mod follow {
             }
             match head {
                 Some(after) => head = Some(drain(&engine, after)),
-                None => head = self::head(&engine),
+                None => head = engine.events().head().ok(),
             }
             if engine.bus().is_empty() {
                 engine.following().store(false, Ordering::SeqCst);

@@ -450,17 +450,6 @@ impl Backend for PgBackend {
     }
 
     #[cfg(feature = "http")]
-    fn ui_last_cursor(&self) -> Result<i64> {
-        // the feed's head: below its horizon, so a page's stream never starts past an event
-        // a transaction still in flight commits later
-        Ok(self
-            .engine
-            .events()
-            .feed(&FeedFilter::All, i64::MAX, 1, false)?
-            .head)
-    }
-
-    #[cfg(feature = "http")]
     fn ui_job_audit(&self, job_id: i64, limit: i64) -> Result<Vec<crate::storage::ui::AuditRow>> {
         self.engine
             .read(|tx| jobs_store::ui_job_audit(tx, job_id, limit))

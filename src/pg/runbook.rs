@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::engine::PgEngine;
 use super::error::from_pg;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::runbook::{parse, Query, QueryResult};
 
 /// The text of `runbook.pg.sql` at the repository root.
@@ -24,10 +24,7 @@ pub fn queries() -> &'static [Query] {
 
 /// The embedded query called `name`.
 pub fn query(name: &str) -> Result<&'static Query> {
-    queries()
-        .iter()
-        .find(|q| q.name == name)
-        .ok_or_else(|| Error::not_found("runbook query", name))
+    crate::runbook::find(queries(), name)
 }
 
 /// Runs the embedded query `name` on `engine`, in a read-only transaction. Values are typed

@@ -191,6 +191,11 @@ const FEED_GAPS: &str = "select e.job_id from job_events e
      order by e.cursor limit 100";
 const HEAD: &str = "select coalesce(max(cursor), 0) from job_events";
 
+/// The newest cursor in the log (0 for none): the head of [`feed`].
+pub(crate) fn head(conn: &Connection) -> Result<i64> {
+    Ok(conn.prepare_cached(HEAD)?.query_row([], |r| r.get(0))?)
+}
+
 /// A page of the event feed for `filter` after `cursor` (call inside one read snapshot).
 pub(crate) fn feed(
     conn: &Connection,
@@ -222,7 +227,7 @@ pub(crate) fn feed(
         )?
         .collect::<rusqlite::Result<_>>()?;
     let users = jobs::users_of(conn, &FeedPage::jobs_of(&events))?;
-    let head = conn.prepare_cached(HEAD)?.query_row([], |r| r.get(0))?;
+    let head = head(conn)?;
     Ok(FeedPage::of(events, &users, pruned_jobs, head))
 }
 
@@ -301,9 +306,3 @@ pub(crate) fn count_per_job(conn: &Connection) -> Result<Option<BTreeMap<i64, i6
     let rows = stmt.query_map([], |r| Ok((r.get("job_id")?, r.get("events")?)))?;
     Ok(Some(rows.collect::<rusqlite::Result<_>>()?))
 }
-
-// ---- the Trust UI's bounded reads (index-ordered LIMITs, capped counts)
-
-/// The Trust UI's bounded read (run by `http::ui::queries`).
-#[cfg(feature = "http")]
-pub(crate) const UI_LAST_CURSOR: &str = "select coalesce(max(cursor), 0) from job_events";

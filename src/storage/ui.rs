@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::run::state::{RunStatus, Scope};
-use crate::storage::{ingest_runs, job_events, jobs, schedules, supervisor_state};
+use crate::storage::{ingest_runs, jobs, schedules, supervisor_state};
 
 /// Counts stop here and show as "1000+".
 pub const COUNT_CAP: i64 = 1000;
@@ -159,12 +159,6 @@ pub(crate) fn last_slot(c: &Connection) -> Result<Option<LastSlot>> {
     Ok(c.prepare_cached(schedules::UI_LAST_SLOT)?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?)
-}
-
-/// The newest event cursor (0 for none): live pages follow the stream after it.
-pub(crate) fn last_cursor(c: &Connection) -> Result<i64> {
-    Ok(c.prepare_cached(job_events::UI_LAST_CURSOR)?
-        .query_row([], |r| r.get(0))?)
 }
 
 /// An audit row of a job.

@@ -22,12 +22,11 @@ pub fn overview(e: &Engine, failed: i64) -> Result<Overview> {
     }
 }
 
-/// The newest event cursor (0 for none): a page's live script follows the stream after it.
+/// The newest event cursor (0 for none): a page's live script follows the stream after it
+/// (the feed's head: on PostgreSQL below its horizon, so never past an event a transaction
+/// still in flight commits later).
 pub fn last_cursor(e: &Engine) -> Result<i64> {
-    match e.backend() {
-        Some(b) => b.ui_last_cursor(),
-        None => e.with_connection(ui::last_cursor),
-    }
+    e.events().head()
 }
 
 /// A job's newest audit rows, at most `limit`.
