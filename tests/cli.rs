@@ -782,13 +782,16 @@ fn serve_fires_a_configured_flex_schedule_and_stores_the_statement() {
     write_config(
         dir.path(),
         &mock.base_url(),
-        "[[schedule]]\nname = \"flex-daily\"\npipeline = \"flex-main\"\nrule = \"every 1m\"\nzone = \"UTC\"\n",
+        "[[schedule]]\nname = \"flex-daily\"\npipeline = \"flex-main\"\nrule = \"every 1h\"\nzone = \"UTC\"\n",
     );
     let checked = rl(dir.path(), &["config", "check"]);
     assert_eq!(checked.code, 0, "{}", checked.stderr);
     let db = dir.path().join("runledger.db");
     // The config's schedule, already due (as after downtime).
-    plant_due_schedule(&db, "flex-daily", "flex-main", "every 1m");
+    // hourly: with "every 1m" a minute boundary during the run made a second slot due, whose
+    // run was refused RUN_ALREADY_ACTIVE behind the first (regression: the CI run of
+    // 2026-11-30 07:13, in serve_fires_a_configured_flex_schedule_and_stores_the_statement)
+    plant_due_schedule(&db, "flex-daily", "flex-main", "every 1h");
     let mut child = cmd(dir.path())
         .args(["--db", "runledger.db", "serve", "--poll", "1"])
         .stdout(Stdio::piped())
@@ -1565,10 +1568,13 @@ fn ctrl_c_during_serve_ends_the_scheduled_run_in_progress_interrupted_and_frees_
     write_config(
         dir.path(),
         &base,
-        "[[schedule]]\nname = \"flex-daily\"\npipeline = \"flex-main\"\nrule = \"every 1m\"\nzone = \"UTC\"\n",
+        "[[schedule]]\nname = \"flex-daily\"\npipeline = \"flex-main\"\nrule = \"every 1h\"\nzone = \"UTC\"\n",
     );
     let db = dir.path().join("runledger.db");
-    plant_due_schedule(&db, "flex-daily", "flex-main", "every 1m");
+    // hourly: with "every 1m" a minute boundary during the run made a second slot due, whose
+    // run was refused RUN_ALREADY_ACTIVE behind the first (regression: the CI run of
+    // 2026-11-30 07:13, in serve_fires_a_configured_flex_schedule_and_stores_the_statement)
+    plant_due_schedule(&db, "flex-daily", "flex-main", "every 1h");
     let mut child = cmd(dir.path())
         .args(["--db", "runledger.db", "serve", "--poll", "1"])
         .stdout(Stdio::piped())
