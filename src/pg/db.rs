@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "V8__ui_indexes",
         include_str!("../../migrations/postgres/P8__ui_indexes.sql"),
     ),
+    (
+        9,
+        "V9__one_check_per_row",
+        include_str!("../../migrations/postgres/P9__one_check_per_row.sql"),
+    ),
 ];
 
 /// The advisory lock key the migration step holds ("runledgr" in ASCII).

@@ -295,3 +295,120 @@ fn pg_raw_sql_cannot_break_the_rules() {
         "ILLEGAL_TRANSITION: schedules",
     );
 }
+
+/// Schema version 9 folded the 33 CHECKs of `jobs` and the 6 of `job_events` into one row
+/// check per table. Every rule, broken alone with raw SQL (triggers off, so that only the
+/// CHECKs answer), fails on the current schema exactly as on version 8's per-column CHECKs:
+/// the same SQLSTATE, constraint name and message; a row breaking two rules names the one
+/// PostgreSQL checks first (by constraint name).
+#[test]
+fn pg_row_checks_refuse_each_rule_as_the_per_column_checks_did() {
+    let Some(mut now) = TestDb::new("rowcheck_now") else {
+        return;
+    };
+    let mut v8 = TestDb::new("rowcheck_v8").unwrap();
+    for sql in [
+        include_str!("../../migrations/postgres/P1__core.sql"),
+        include_str!("../../migrations/postgres/P2__notify.sql"),
+        include_str!("../../migrations/postgres/P3__sqlite_twins.sql"),
+        include_str!("../../migrations/postgres/P4__event_listeners.sql"),
+        include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),
+        include_str!("../../migrations/postgres/P6__feed_fence.sql"),
+        include_str!("../../migrations/postgres/P7__claim_walks_the_queue.sql"),
+        include_str!("../../migrations/postgres/P8__ui_indexes.sql"),
+    ] {
+        v8.raw.batch_execute(sql).unwrap();
+    }
+    drop(now.engine()); // migrates to the newest version
+    let rows = format!(
+        "insert into jobs (user_id, kind, created_at, updated_at) values ('u', 'k', '{T}', '{T}');
+         insert into jobs (user_id, kind, created_at, updated_at) values ('u', 'k', '{T}', '{T}');
+         update jobs set state = 'running', attempt = 1, worker_id = 'w', started_at = '{T}',
+             heartbeat_at = '{T}', updated_at = '{T}' where id = 2;
+         set session_replication_role = replica"
+    );
+    for db in [&mut now, &mut v8] {
+        db.raw.batch_execute(&rows).unwrap();
+    }
+    const LATER: &str = "2026-11-23T00:00:00.000Z";
+    const EARLY: &str = "2000-01-01T00:00:00.000Z";
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let big = "jsonb_build_object('a', repeat('x', 4194304))";
+    // (the constraint expected to answer, the statement); job 1 is created, job 2 running
+    let cases: Vec<(&str, String)> = vec![
+        ("jobs_attempt_check", "update jobs set attempt = -1 where id = 1".into()),
+        ("jobs_cancel_reason_check", format!("update jobs set state = 'cancelled', finished_at = '{LATER}', cancel_reason = '' where id = 1")),
+        ("jobs_check", "update jobs set parent_id = 1 where id = 1".into()),
+        ("jobs_check1", format!("update jobs set finished_at = '{LATER}' where id = 1")),
+        ("jobs_check10", "update jobs set checkpoint = '{}' where id = 1".into()),
+        ("jobs_check11", "update jobs set cancel_reason = 'why' where id = 1".into()),
+        ("jobs_check2", format!("update jobs set state = 'cancelled', finished_at = '{EARLY}' where id = 1")),
+        ("jobs_check3", "update jobs set state = 'paused' where id = 1".into()),
+        ("jobs_check4", "update jobs set worker_id = 'w' where id = 1".into()),
+        ("jobs_check5", "update jobs set heartbeat_at = null where id = 2".into()),
+        ("jobs_check6", format!("update jobs set started_at = '{EARLY}' where id = 2")),
+        ("jobs_check7", "update jobs set result = '{}' where id = 2".into()),
+        ("jobs_check8", format!("update jobs set state = 'completed', finished_at = '{LATER}' where id = 2")),
+        ("jobs_check9", "update jobs set error_code = 'E' where id = 2".into()),
+        ("jobs_checkpoint_at_check", "update jobs set checkpoint = '{}', checkpoint_at = '2026-02-30T00:00:00.000Z' where id = 2".into()),
+        ("jobs_created_at_check", "update jobs set created_at = '2026-11-22 11:30:00.000Z' where id = 1".into()),
+        ("jobs_error_code_check", format!("update jobs set state = 'failed', finished_at = '{LATER}', error_code = 'bad code' where id = 2")),
+        ("jobs_finished_at_check", "update jobs set state = 'cancelled', finished_at = '2026-13-01T00:00:00.000Z' where id = 1".into()),
+        ("jobs_heartbeat_at_check", "update jobs set heartbeat_at = '2026-11-22T11:30:00Z' where id = 2".into()),
+        ("jobs_input_check", format!("update jobs set input = {big} where id = 1")),
+        ("jobs_kind_check", "update jobs set kind = 'bad kind' where id = 1".into()),
+        ("jobs_max_retries_check", "update jobs set max_retries = -1 where id = 1".into()),
+        ("jobs_progress_check", "update jobs set progress = 101 where id = 2".into()),
+        ("jobs_recovery_count_check", "update jobs set recovery_count = -1 where id = 1".into()),
+        ("jobs_result_check", format!("update jobs set state = 'completed', progress = 100, finished_at = '{LATER}', result = {big} where id = 2")),
+        ("jobs_started_at_check", "update jobs set started_at = '2026-11-31T00:00:00.000Z' where id = 2".into()),
+        ("jobs_state_check", "update jobs set state = 'done' where id = 1".into()),
+        ("jobs_step_check", "update jobs set step = repeat('s', 257) where id = 2".into()),
+        ("jobs_tags_check", "update jobs set tags = '{\"a\": 1}' where id = 1".into()),
+        ("jobs_timeout_ms_check", "update jobs set timeout_ms = 0 where id = 1".into()),
+        ("jobs_updated_at_check", "update jobs set updated_at = '2026-02-29T00:00:00.000Z' where id = 1".into()),
+        ("jobs_user_id_check", "update jobs set user_id = E'a\\x01b' where id = 1".into()),
+        ("jobs_worker_id_check", "update jobs set worker_id = repeat('w', 257) where id = 2".into()),
+        // two rules broken: the first by name answers
+        ("jobs_progress_check", "update jobs set progress = 101, updated_at = 'x' where id = 2".into()),
+        ("jobs_check7", "update jobs set result = '{}', progress = -1, kind = '' where id = 2".into()),
+        ("job_events_at_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '2026-11-22T11:30:00Z', '{HEX}', '{HEX}')")),
+        ("job_events_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', 'x')")),
+        ("job_events_kind_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'boom', '{T}', '{HEX}', '{HEX}')")),
+        ("job_events_payload_check", format!("insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash) values (1, 1, 'created', '[]', '{T}', '{HEX}', '{HEX}')")),
+        ("job_events_prev_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', upper('{HEX}'), '{HEX}')")),
+        ("job_events_seq_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 0, 'created', '{T}', '{HEX}', '{HEX}')")),
+    ];
+    let answer = |db: &mut TestDb, sql: &str| {
+        let err = db.raw.execute(sql, &[]).expect_err(sql);
+        let e = err.as_db_error().expect(sql);
+        (
+            e.code().code().to_string(),
+            e.constraint().map(str::to_string),
+            e.message().to_string(),
+        )
+    };
+    for (constraint, sql) in &cases {
+        let old = answer(&mut v8, sql);
+        let new = answer(&mut now, sql);
+        assert_eq!(new, old, "{sql}");
+        assert_eq!(new.0, "23514", "{sql}: check_violation");
+        assert_eq!(new.1.as_deref(), Some(*constraint), "{sql}");
+        assert_eq!(
+            new.2,
+            format!(
+                "new row for relation \"{}\" violates check constraint \"{constraint}\"",
+                if constraint.starts_with("job_events") { "job_events" } else { "jobs" }
+            )
+        );
+    }
+    // and rows that keep every rule pass on both (the calendar's 29th-31st included)
+    for sql in [
+        "update jobs set updated_at = '2028-02-29T00:00:00.000Z' where id = 1",
+        "update jobs set heartbeat_at = '2026-12-31T23:59:59.999Z' where id = 2",
+        "update jobs set checkpoint = '{}', checkpoint_at = '2026-11-30T00:00:00.000Z' where id = 2",
+    ] {
+        assert_eq!(now.raw.execute(sql, &[]).unwrap(), 1, "{sql}");
+        assert_eq!(v8.raw.execute(sql, &[]).unwrap(), 1, "{sql}");
+    }
+}

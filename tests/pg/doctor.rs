@@ -285,8 +285,15 @@ const DAMAGE: &[Damage] = &[
         detail: "function jobs_delete_terminal_only() differs from the migrations",
     },
     Damage {
+        name: "row_check_function_replaced",
+        sql: "create or replace function jobs_row_ok(r jobs) returns boolean language plpgsql
+              immutable as $$ begin return true; end $$",
+        check: "schema_object",
+        detail: "function jobs_row_ok(r jobs) differs from the migrations",
+    },
+    Damage {
         name: "constraint_dropped",
-        sql: "alter table jobs drop constraint jobs_progress_check;
+        sql: "alter table jobs drop constraint jobs_row_check;
               set session_replication_role = replica;
               update jobs set progress = 150 where state = 'created';
               set session_replication_role = origin",
@@ -295,14 +302,14 @@ const DAMAGE: &[Damage] = &[
     },
     Damage {
         name: "constraint_dropped_object",
-        sql: "alter table jobs drop constraint jobs_progress_check",
+        sql: "alter table jobs drop constraint jobs_row_check",
         check: "schema_object",
-        detail: "constraint jobs.jobs_progress_check is missing",
+        detail: "constraint jobs.jobs_row_check is missing",
     },
     Damage {
         name: "constraint_not_valid",
-        sql: "alter table jobs drop constraint jobs_progress_check;
-              alter table jobs add constraint jobs_progress_check check (progress between 0 and 100) not valid",
+        sql: "alter table jobs drop constraint jobs_row_check;
+              alter table jobs add constraint jobs_row_check check (jobs_row_ok(jobs)) not valid",
         check: "schema_object",
         detail: "NOT VALID",
     },
