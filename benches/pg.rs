@@ -9,7 +9,8 @@
 //! Each run works in a fresh schema `rl_bench`. A third column runs the plain statements in
 //! autocommit (no BEGIN/COMMIT round trips), as runledger runs its one-statement claim and
 //! complete since schema version 4: the strictest baseline. `RUNLEDGER_BENCH_PG_SET=synchronous_commit=off`
-//! runs both sides without waiting for the WAL flush at commit.
+//! runs both sides without waiting for the WAL flush at commit; `RUNLEDGER_BENCH_PG_WORKERS=1,4`
+//! runs only those rows.
 
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
@@ -35,6 +36,11 @@ const PLAIN_CLAIM: &str =
 const PLAIN_COMPLETE: &str =
     "update plain_jobs set state = 'completed', result = $3, finished_at = $4
      where id = $1 and attempt = $2 and state = 'running'";
+
+const STRIP_CHECKS: &str = "alter table jobs drop constraint jobs_row_check;
+    alter table job_events drop constraint job_events_row_check";
+const STRIP_TRIGGERS: &str =
+    "alter table jobs disable trigger user; alter table job_events disable trigger user";
 
 /// `base` with the schema's search_path, plus `RUNLEDGER_BENCH_PG_SET` (e.g.
 /// `synchronous_commit=off`, to see what the commit's flush costs) on every connection.
@@ -102,13 +108,32 @@ fn main() {
         .unwrap();
         println!("(NOTIFY triggers dropped for this run)");
     }
+    // RUNLEDGER_BENCH_PG_STRIP=checks (the row CHECKs of jobs and job_events dropped) or
+    // =rules (those and every trigger of the two tables disabled): diagnostic runs that show
+    // what the rules cost, never how a ledger runs (doctor reports both)
+    match std::env::var("RUNLEDGER_BENCH_PG_STRIP").as_deref() {
+        Ok("checks") => raw.batch_execute(STRIP_CHECKS).unwrap(),
+        Ok("rules") => raw
+            .batch_execute(&format!("{STRIP_CHECKS}; {STRIP_TRIGGERS}"))
+            .unwrap(),
+        Ok(other) => panic!("RUNLEDGER_BENCH_PG_STRIP={other}: checks or rules"),
+        Err(_) => {}
+    }
+    if let Ok(strip) = std::env::var("RUNLEDGER_BENCH_PG_STRIP") {
+        println!("(diagnostic: {strip} stripped for this run)");
+    }
     let now = "2026-11-22T11:30:00.000Z";
     println!("claim+complete, {n} jobs per row, jobs/s (each worker its own connection)");
     println!(
         "{:>8} {:>12} {:>12} {:>7} {:>14} {:>7}",
         "workers", "runledger", "plain SQL", "ratio", "plain autocom.", "ratio"
     );
-    for workers in [1usize, 2, 4, 8, 16] {
+    // RUNLEDGER_BENCH_PG_WORKERS=1,4: only these rows (a diagnostic run, e.g. under a profiler)
+    let rows: Vec<usize> = match std::env::var("RUNLEDGER_BENCH_PG_WORKERS") {
+        Ok(list) => list.split(',').map(|w| w.trim().parse().unwrap()).collect(),
+        Err(_) => vec![1, 2, 4, 8, 16],
+    };
+    for workers in rows {
         let batch: Vec<NewJob> = (0..n)
             .map(|i| NewJob::new("bench", "research", json!({ "i": i })))
             .collect();

@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "V9__one_check_per_row",
         include_str!("../../migrations/postgres/P9__one_check_per_row.sql"),
     ),
+    (
+        10,
+        "V10__claim_order_only_the_queue_has",
+        include_str!("../../migrations/postgres/P10__claim_order_only_the_queue_has.sql"),
+    ),
 ];
 
 /// The advisory lock key the migration step holds ("runledgr" in ASCII).

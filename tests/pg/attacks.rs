@@ -174,6 +174,11 @@ fn pg_raw_sql_cannot_break_the_rules() {
     );
     refused(
         &mut db,
+        &format!("insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash) values (987654, 1, 'created', '{{}}', '{T}', '{h}', '{h}')"),
+        "MISSING_REFERENCE: job_events",
+    );
+    refused(
+        &mut db,
         &format!("insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash) values ({id}, 4, 'progress', '[]', '{T}', '{h}', '{h}')"),
         "new row for relation \"job_events\" violates check constraint",
     );
@@ -374,9 +379,18 @@ fn pg_row_checks_refuse_each_rule_as_the_per_column_checks_did() {
         ("jobs_check7", "update jobs set result = '{}', progress = -1, kind = '' where id = 2".into()),
         ("job_events_at_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '2026-11-22T11:30:00Z', '{HEX}', '{HEX}')")),
         ("job_events_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', 'x')")),
+        ("job_events_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', upper('{HEX}'))")),
+        ("job_events_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', substr('{HEX}', 2))")),
+        ("job_events_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', '{HEX}' || '0')")),
+        ("job_events_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', overlay('{HEX}' placing 'g' from 7))")),
+        ("job_events_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', overlay('{HEX}' placing 'é' from 64))")),
+        ("job_events_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', overlay('{HEX}' placing E'\n' from 64))")),
+        ("job_events_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', '')")),
         ("job_events_kind_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'boom', '{T}', '{HEX}', '{HEX}')")),
         ("job_events_payload_check", format!("insert into job_events (job_id, seq, kind, payload, at, prev_hash, hash) values (1, 1, 'created', '[]', '{T}', '{HEX}', '{HEX}')")),
         ("job_events_prev_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', upper('{HEX}'), '{HEX}')")),
+        ("job_events_prev_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}' || E'\n', '{HEX}')")),
+        ("job_events_prev_hash_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', overlay('{HEX}' placing ' ' from 1), '{HEX}')")),
         ("job_events_seq_check", format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 0, 'created', '{T}', '{HEX}', '{HEX}')")),
     ];
     let answer = |db: &mut TestDb, sql: &str| {
@@ -404,11 +418,12 @@ fn pg_row_checks_refuse_each_rule_as_the_per_column_checks_did() {
     }
     // and rows that keep every rule pass on both (the calendar's 29th-31st included)
     for sql in [
-        "update jobs set updated_at = '2028-02-29T00:00:00.000Z' where id = 1",
-        "update jobs set heartbeat_at = '2026-12-31T23:59:59.999Z' where id = 2",
-        "update jobs set checkpoint = '{}', checkpoint_at = '2026-11-30T00:00:00.000Z' where id = 2",
+        "update jobs set updated_at = '2028-02-29T00:00:00.000Z' where id = 1".to_string(),
+        "update jobs set heartbeat_at = '2026-12-31T23:59:59.999Z' where id = 2".to_string(),
+        "update jobs set checkpoint = '{}', checkpoint_at = '2026-11-30T00:00:00.000Z' where id = 2".to_string(),
+        format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', '{HEX}')"),
     ] {
-        assert_eq!(now.raw.execute(sql, &[]).unwrap(), 1, "{sql}");
-        assert_eq!(v8.raw.execute(sql, &[]).unwrap(), 1, "{sql}");
+        assert_eq!(now.raw.execute(&sql, &[]).unwrap(), 1, "{sql}");
+        assert_eq!(v8.raw.execute(&sql, &[]).unwrap(), 1, "{sql}");
     }
 }

@@ -71,9 +71,10 @@ const STATE_OF_LOCKED: &str = "select state, attempt from jobs where id = $1 for
 /// oldest created job, skipping rows another claimer holds, and its `claimed` event (payload
 /// `{"attempt":..,"worker":..}`, serde_json's spelling: keys sorted, no spaces) in the same
 /// statement. The pick is `jobs_claimable` (schema version 7): `select id from jobs where
-/// state = 'created' and ($3 or kind = any($4)) order by id limit 1 for update skip
-/// locked`, planned so that it walks the `jobs_claim` index in id order even while the
-/// table has no statistics (never a sort of the whole queue per claim).
+/// state = 'created' and ($3 or kind = any($4)) order by id nulls first limit 1 for update
+/// skip locked`, planned so that it walks the `jobs_claim` index in id order whatever the
+/// table's statistics say (schema versions 7 and 10: never a sort of the whole queue, never
+/// a walk of the primary key past every claimed job).
 const CLAIM: &str = concat!(
     "with changed as (
      update jobs set state = 'running', attempt = attempt + 1, worker_id = $1,
