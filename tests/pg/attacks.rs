@@ -362,6 +362,11 @@ fn pg_row_checks_refuse_each_rule_as_the_per_column_checks_did() {
         ("jobs_heartbeat_at_check", "update jobs set heartbeat_at = '2026-11-22T11:30:00Z' where id = 2".into()),
         ("jobs_input_check", format!("update jobs set input = {big} where id = 1")),
         ("jobs_kind_check", "update jobs set kind = 'bad kind' where id = 1".into()),
+        ("jobs_kind_check", "update jobs set kind = '' where id = 1".into()),
+        ("jobs_kind_check", "update jobs set kind = repeat('k', 65) where id = 1".into()),
+        ("jobs_kind_check", "update jobs set kind = 'kind' || E'\\n' where id = 1".into()),
+        ("jobs_kind_check", "update jobs set kind = 'k\u{e9}' where id = 1".into()),
+        ("jobs_kind_check", "update jobs set kind = 'a/b' where id = 1".into()),
         ("jobs_max_retries_check", "update jobs set max_retries = -1 where id = 1".into()),
         ("jobs_progress_check", "update jobs set progress = 101 where id = 2".into()),
         ("jobs_recovery_count_check", "update jobs set recovery_count = -1 where id = 1".into()),
@@ -419,6 +424,7 @@ fn pg_row_checks_refuse_each_rule_as_the_per_column_checks_did() {
     // and rows that keep every rule pass on both (the calendar's 29th-31st included)
     for sql in [
         "update jobs set updated_at = '2028-02-29T00:00:00.000Z' where id = 1".to_string(),
+        format!("update jobs set kind = '{}' where id = 1", "Az09_.:-".repeat(8)),
         "update jobs set heartbeat_at = '2026-12-31T23:59:59.999Z' where id = 2".to_string(),
         "update jobs set checkpoint = '{}', checkpoint_at = '2026-11-30T00:00:00.000Z' where id = 2".to_string(),
         format!("insert into job_events (job_id, seq, kind, at, prev_hash, hash) values (1, 1, 'created', '{T}', '{HEX}', '{HEX}')"),
