@@ -417,7 +417,11 @@ fn pg_row_checks_refuse_each_rule_as_the_per_column_checks_did() {
             new.2,
             format!(
                 "new row for relation \"{}\" violates check constraint \"{constraint}\"",
-                if constraint.starts_with("job_events") { "job_events" } else { "jobs" }
+                if constraint.starts_with("job_events") {
+                    "job_events"
+                } else {
+                    "jobs"
+                }
             )
         );
     }
