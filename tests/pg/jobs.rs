@@ -586,16 +586,9 @@ fn pg_claim_and_complete_events_hash_as_rust_does() {
 /// bitmap, and the claims still take the oldest jobs first.
 #[test]
 fn regression_the_claim_sorted_the_whole_queue_while_jobs_had_no_statistics() {
-    let Some(mut db) = TestDb::new("claim_walk") else {
+    let Some((mut db, engine)) = research_queue("claim_walk", 2000) else {
         return;
     };
-    let engine = db.engine();
-    db.exec(
-        "insert into jobs (user_id, kind, created_at, updated_at)
-         select 'u', 'research', '2026-11-22T10:00:00.000Z', '2026-11-22T10:00:00.000Z'
-         from generate_series(1, 2000)",
-    )
-    .unwrap();
     let (first, plans) = pick_plan(&db);
     assert!(
         plans.contains("Index Scan using jobs_claim on jobs"),
@@ -618,16 +611,9 @@ fn regression_the_claim_sorted_the_whole_queue_while_jobs_had_no_statistics() {
 /// and the pick orders so (schema version 10): only that index returns the order.
 #[test]
 fn regression_statistics_of_a_full_queue_made_the_claim_walk_the_primary_key() {
-    let Some(mut db) = TestDb::new("claim_stats") else {
+    let Some((mut db, engine)) = research_queue("claim_stats", 3000) else {
         return;
     };
-    let engine = db.engine();
-    db.exec(
-        "insert into jobs (user_id, kind, created_at, updated_at)
-         select 'u', 'research', '2026-11-22T10:00:00.000Z', '2026-11-22T10:00:00.000Z'
-         from generate_series(1, 3000)",
-    )
-    .unwrap();
     db.exec("analyze jobs").unwrap();
     for _ in 0..1500 {
         let claim = engine.jobs().claim("w", &["research"]).unwrap().unwrap();
@@ -641,6 +627,19 @@ fn regression_statistics_of_a_full_queue_made_the_claim_walk_the_primary_key() {
     assert!(!plans.contains("jobs_pkey"), "{plans}");
     let oldest = db.query_i64("select min(id) from jobs where state = 'created'");
     assert_eq!(first, oldest);
+}
+
+/// A new ledger holding `jobs` created research jobs (inserted by SQL, without events).
+fn research_queue(test: &str, jobs: u32) -> Option<(TestDb, PgEngine)> {
+    let mut db = TestDb::new(test)?;
+    let engine = db.engine();
+    db.exec(&format!(
+        "insert into jobs (user_id, kind, created_at, updated_at)
+         select 'u', 'research', '2026-11-22T10:00:00.000Z', '2026-11-22T10:00:00.000Z'
+         from generate_series(1, {jobs})"
+    ))
+    .unwrap();
+    Some((db, engine))
 }
 
 /// The oldest claimable research job as `jobs_claimable` picks it (in a transaction rolled
