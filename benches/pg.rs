@@ -111,15 +111,13 @@ fn main() {
     // RUNLEDGER_BENCH_PG_STRIP=checks (the row CHECKs of jobs and job_events dropped) or
     // =rules (those and every trigger of the two tables disabled): diagnostic runs that show
     // what the rules cost, never how a ledger runs (doctor reports both)
-    match std::env::var("RUNLEDGER_BENCH_PG_STRIP").as_deref() {
-        Ok("checks") => raw.batch_execute(STRIP_CHECKS).unwrap(),
-        Ok("rules") => raw
-            .batch_execute(&format!("{STRIP_CHECKS}; {STRIP_TRIGGERS}"))
-            .unwrap(),
-        Ok(other) => panic!("RUNLEDGER_BENCH_PG_STRIP={other}: checks or rules"),
-        Err(_) => {}
-    }
     if let Ok(strip) = std::env::var("RUNLEDGER_BENCH_PG_STRIP") {
+        let sql = match strip.as_str() {
+            "checks" => STRIP_CHECKS.to_string(),
+            "rules" => format!("{STRIP_CHECKS}; {STRIP_TRIGGERS}"),
+            other => panic!("RUNLEDGER_BENCH_PG_STRIP={other}: checks or rules"),
+        };
+        raw.batch_execute(&sql).unwrap();
         println!("(diagnostic: {strip} stripped for this run)");
     }
     let now = "2026-11-22T11:30:00.000Z";
