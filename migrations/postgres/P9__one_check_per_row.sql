@@ -1,11 +1,13 @@
 -- runledger on PostgreSQL, schema version 9: the rules of `jobs` and `job_events`, the two
 -- tables every claim, heartbeat and completion writes, as one CHECK per table that calls one
--- PL/pgSQL function over the whole row. The rules are the same expressions, word for word,
--- as the per-column CHECKs of version 1 they replace, evaluated in the same order (by the old
--- constraint's name, as PostgreSQL orders a table's CHECKs), and a broken rule fails the same
--- way: SQLSTATE 23514 (check_violation), the message `new row for relation "jobs" violates
--- check constraint "jobs_progress_check"`, and the old constraint's name in the error's
--- constraint field. Only the catalog differs: `\d jobs` lists `jobs_row_check`.
+-- PL/pgSQL function over the whole row. The rules are the same expressions as the
+-- per-column CHECKs of version 1 they replace (word for word, but for the event hashes and
+-- `runledger_code_ok`, spelled below without bounded regular expressions: the same sets),
+-- evaluated in the same order (by the old constraint's name, as PostgreSQL orders a table's
+-- CHECKs), and a broken rule fails the same way: SQLSTATE 23514 (check_violation), the
+-- message `new row for relation "jobs" violates check constraint "jobs_progress_check"`, and
+-- the old constraint's name in the error's constraint field. Only the catalog differs:
+-- `\d jobs` lists `jobs_row_check`. (`runledger_code_ok` serves every table's code CHECK.)
 --
 -- Why (BENCHMARKS.md, issue 17): PostgreSQL keeps no CHECK expression between statements.
 -- Each INSERT or UPDATE re-reads every CHECK's stored expression tree (21.7 KB of node text
