@@ -13,8 +13,10 @@
 -- The queue index now keeps `id NULLS FIRST` and the pick orders `id NULLS FIRST`. `id` is
 -- never NULL, so the order is the same; but only an index built in that order can return it
 -- without a sort (the primary key, read either way, gives NULLS LAST ascending), and so the
--- walk of the queue is the only ordered plan whatever the statistics say. Nothing else
--- changes: the same predicate, the same order of jobs, the same lock.
+-- walk of the queue is the only ordered plan whatever the statistics say. Version 7's
+-- `enable_bitmapscan = off` stays: without statistics the planner still prefers a bitmap scan
+-- and a sort for this order too (checked with EXPLAIN). Nothing else changes: the same
+-- predicate, the same order of jobs, the same lock.
 --
 -- The index is rebuilt in the migration's transaction, which holds writers of `jobs` back
 -- while it builds (the queue's entries only: created jobs).
