@@ -136,42 +136,44 @@ BEGIN
     RETURN true;
 END $$;
 
+-- IF EXISTS: a ledger whose CHECK was dropped by hand gets the rule back here, and version
+-- 11 checks its rows against it.
 ALTER TABLE jobs
-    DROP CONSTRAINT jobs_attempt_check,
-    DROP CONSTRAINT jobs_cancel_reason_check,
-    DROP CONSTRAINT jobs_check,
-    DROP CONSTRAINT jobs_check1,
-    DROP CONSTRAINT jobs_check10,
-    DROP CONSTRAINT jobs_check11,
-    DROP CONSTRAINT jobs_check2,
-    DROP CONSTRAINT jobs_check3,
-    DROP CONSTRAINT jobs_check4,
-    DROP CONSTRAINT jobs_check5,
-    DROP CONSTRAINT jobs_check6,
-    DROP CONSTRAINT jobs_check7,
-    DROP CONSTRAINT jobs_check8,
-    DROP CONSTRAINT jobs_check9,
-    DROP CONSTRAINT jobs_checkpoint_at_check,
-    DROP CONSTRAINT jobs_created_at_check,
-    DROP CONSTRAINT jobs_error_code_check,
-    DROP CONSTRAINT jobs_finished_at_check,
-    DROP CONSTRAINT jobs_heartbeat_at_check,
-    DROP CONSTRAINT jobs_input_check,
-    DROP CONSTRAINT jobs_kind_check,
-    DROP CONSTRAINT jobs_max_retries_check,
-    DROP CONSTRAINT jobs_progress_check,
-    DROP CONSTRAINT jobs_recovery_count_check,
-    DROP CONSTRAINT jobs_result_check,
-    DROP CONSTRAINT jobs_started_at_check,
-    DROP CONSTRAINT jobs_state_check,
-    DROP CONSTRAINT jobs_step_check,
-    DROP CONSTRAINT jobs_tags_check,
-    DROP CONSTRAINT jobs_timeout_ms_check,
-    DROP CONSTRAINT jobs_updated_at_check,
-    DROP CONSTRAINT jobs_user_id_check,
-    DROP CONSTRAINT jobs_worker_id_check,
-    -- every existing row is checked here (not NOT VALID)
-    ADD CONSTRAINT jobs_row_check CHECK (jobs_row_ok(jobs));
+    DROP CONSTRAINT IF EXISTS jobs_attempt_check,
+    DROP CONSTRAINT IF EXISTS jobs_cancel_reason_check,
+    DROP CONSTRAINT IF EXISTS jobs_check,
+    DROP CONSTRAINT IF EXISTS jobs_check1,
+    DROP CONSTRAINT IF EXISTS jobs_check10,
+    DROP CONSTRAINT IF EXISTS jobs_check11,
+    DROP CONSTRAINT IF EXISTS jobs_check2,
+    DROP CONSTRAINT IF EXISTS jobs_check3,
+    DROP CONSTRAINT IF EXISTS jobs_check4,
+    DROP CONSTRAINT IF EXISTS jobs_check5,
+    DROP CONSTRAINT IF EXISTS jobs_check6,
+    DROP CONSTRAINT IF EXISTS jobs_check7,
+    DROP CONSTRAINT IF EXISTS jobs_check8,
+    DROP CONSTRAINT IF EXISTS jobs_check9,
+    DROP CONSTRAINT IF EXISTS jobs_checkpoint_at_check,
+    DROP CONSTRAINT IF EXISTS jobs_created_at_check,
+    DROP CONSTRAINT IF EXISTS jobs_error_code_check,
+    DROP CONSTRAINT IF EXISTS jobs_finished_at_check,
+    DROP CONSTRAINT IF EXISTS jobs_heartbeat_at_check,
+    DROP CONSTRAINT IF EXISTS jobs_input_check,
+    DROP CONSTRAINT IF EXISTS jobs_kind_check,
+    DROP CONSTRAINT IF EXISTS jobs_max_retries_check,
+    DROP CONSTRAINT IF EXISTS jobs_progress_check,
+    DROP CONSTRAINT IF EXISTS jobs_recovery_count_check,
+    DROP CONSTRAINT IF EXISTS jobs_result_check,
+    DROP CONSTRAINT IF EXISTS jobs_started_at_check,
+    DROP CONSTRAINT IF EXISTS jobs_state_check,
+    DROP CONSTRAINT IF EXISTS jobs_step_check,
+    DROP CONSTRAINT IF EXISTS jobs_tags_check,
+    DROP CONSTRAINT IF EXISTS jobs_timeout_ms_check,
+    DROP CONSTRAINT IF EXISTS jobs_updated_at_check,
+    DROP CONSTRAINT IF EXISTS jobs_user_id_check,
+    DROP CONSTRAINT IF EXISTS jobs_worker_id_check,
+    -- new rows are checked from here on; existing ones by version 11, without holding writers
+    ADD CONSTRAINT jobs_row_check CHECK (jobs_row_ok(jobs)) NOT VALID;
 
 ---------------------------------------------------------------------------- job_events
 CREATE FUNCTION job_events_row_ok(r job_events) RETURNS boolean
@@ -197,10 +199,10 @@ BEGIN
 END $$;
 
 ALTER TABLE job_events
-    DROP CONSTRAINT job_events_at_check,
-    DROP CONSTRAINT job_events_hash_check,
-    DROP CONSTRAINT job_events_kind_check,
-    DROP CONSTRAINT job_events_payload_check,
-    DROP CONSTRAINT job_events_prev_hash_check,
-    DROP CONSTRAINT job_events_seq_check,
-    ADD CONSTRAINT job_events_row_check CHECK (job_events_row_ok(job_events));
+    DROP CONSTRAINT IF EXISTS job_events_at_check,
+    DROP CONSTRAINT IF EXISTS job_events_hash_check,
+    DROP CONSTRAINT IF EXISTS job_events_kind_check,
+    DROP CONSTRAINT IF EXISTS job_events_payload_check,
+    DROP CONSTRAINT IF EXISTS job_events_prev_hash_check,
+    DROP CONSTRAINT IF EXISTS job_events_seq_check,
+    ADD CONSTRAINT job_events_row_check CHECK (job_events_row_ok(job_events)) NOT VALID;

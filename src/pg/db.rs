@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "V10__claim_order_only_the_queue_has",
         include_str!("../../migrations/postgres/P10__claim_order_only_the_queue_has.sql"),
     ),
+    (
+        11,
+        "V11__validate_row_checks",
+        include_str!("../../migrations/postgres/P11__validate_row_checks.sql"),
+    ),
 ];
 
 /// The advisory lock key the migration step holds ("runledgr" in ASCII).
@@ -125,9 +130,28 @@ fn migrate_locked(client: &mut Client) -> Result<()> {
     refinery::Runner::new(&migrations)
         .run(client)
         .map_err(|e| Error::Migration {
-            message: e.to_string(),
+            message: migration_failure(&e, found),
         })?;
     Ok(())
+}
+
+/// refinery's account of a failed run ("error applying update", "db error") with the
+/// migration that failed and PostgreSQL's own message and SQLSTATE (a broken rule names its
+/// constraint). Not the DETAIL, which can quote a row's values.
+fn migration_failure(err: &refinery::Error, found: i64) -> String {
+    let applied = err.report().map_or(0, |r| r.applied_migrations().len());
+    let failed = MIGRATIONS
+        .iter()
+        .filter(|m| m.0 > found)
+        .nth(applied)
+        .map(|m| format!(" at {}", m.1))
+        .unwrap_or_default();
+    let why = std::error::Error::source(err)
+        .and_then(|s| s.downcast_ref::<postgres::Error>())
+        .and_then(|pg| pg.as_db_error())
+        .map(|db| format!(": {} (SQLSTATE {})", db.message(), db.code().code()))
+        .unwrap_or_default();
+    format!("{err}{failed}{why}")
 }
 
 /// The SQL of every embedded migration, in order (doctor builds its reference schema from

@@ -669,3 +669,167 @@ fn pick_plan(db: &TestDb) -> (i64, String) {
     let plans = plans.lock().unwrap().join("\n");
     (first, plans)
 }
+
+/// Migrations 1 to 8 as this build embeds them, applied by refinery (so the history is the
+/// one a version-8 build recorded).
+fn migrate_to_version_8(db: &mut TestDb) {
+    let sql = [
+        (
+            "V1__core",
+            include_str!("../../migrations/postgres/P1__core.sql"),
+        ),
+        (
+            "V2__notify",
+            include_str!("../../migrations/postgres/P2__notify.sql"),
+        ),
+        (
+            "V3__sqlite_twins",
+            include_str!("../../migrations/postgres/P3__sqlite_twins.sql"),
+        ),
+        (
+            "V4__event_listeners",
+            include_str!("../../migrations/postgres/P4__event_listeners.sql"),
+        ),
+        (
+            "V5__slot_claim_renewal",
+            include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),
+        ),
+        (
+            "V6__feed_fence",
+            include_str!("../../migrations/postgres/P6__feed_fence.sql"),
+        ),
+        (
+            "V7__claim_walks_the_queue",
+            include_str!("../../migrations/postgres/P7__claim_walks_the_queue.sql"),
+        ),
+        (
+            "V8__ui_indexes",
+            include_str!("../../migrations/postgres/P8__ui_indexes.sql"),
+        ),
+    ];
+    let migrations: Vec<_> = sql
+        .iter()
+        .map(|(name, sql)| refinery::Migration::unapplied(name, sql).unwrap())
+        .collect();
+    refinery::Runner::new(&migrations).run(&mut db.raw).unwrap();
+}
+
+/// Rows a version-8 ledger holds: `jobs` completed jobs with 3 events each, chained as
+/// runledger chains them (written with the triggers off, the CHECKs on).
+fn completed_jobs_at_version_8(db: &mut TestDb, jobs: u32) {
+    let mut sql = format!(
+        "set session_replication_role = replica;
+         insert into jobs (user_id, kind, state, result, progress, attempt, worker_id,
+                           created_at, updated_at, started_at, heartbeat_at, finished_at)
+           select 'u', 'research', 'completed', '{{\"ok\": true}}', 100, 1, 'w',
+                  '2026-11-22T10:00:00.000Z', '2026-11-22T10:00:02.000Z',
+                  '2026-11-22T10:00:01.000Z', '2026-11-22T10:00:01.000Z',
+                  '2026-11-22T10:00:02.000Z'
+           from generate_series(1, {jobs});"
+    );
+    for (seq, kind) in [(1, "created"), (2, "claimed"), (3, "completed")] {
+        let prev = if seq == 1 {
+            format!("'{}'", "0".repeat(64))
+        } else {
+            format!("(select hash from job_events e where e.job_id = j.id and e.seq = {seq} - 1)")
+        };
+        sql.push_str(&format!(
+            "insert into job_events (job_id, seq, kind, at, prev_hash, hash)
+               select id, {seq}, '{kind}', '2026-11-22T10:00:00.000Z', p,
+                      encode(sha256(convert_to(concat_ws(chr(10), 'runledger-event-v1', p,
+                          id::text, '{seq}', '{kind}', '2026-11-22T10:00:00.000Z', '{{}}'),
+                          'UTF8')), 'hex')
+               from (select j.id, {prev} as p from jobs j) j;"
+        ));
+    }
+    sql.push_str("set session_replication_role = origin");
+    db.raw.batch_execute(&sql).unwrap();
+}
+
+/// Upgrading a version-8 ledger: version 9 swaps the per-column CHECKs for the row checks
+/// NOT VALID and version 11 validates them against the rows already there (in a transaction
+/// of its own, writers not held). Every row is kept and the checks end valid; a row that
+/// breaks a rule (written while a constraint was dropped) fails the upgrade with the rule's
+/// name, and the ledger stays at version 10 with the checks NOT VALID.
+#[test]
+fn pg_upgrade_from_version_8_validates_the_rows_already_there() {
+    let Some(mut db) = TestDb::new("upgrade_v8") else {
+        return;
+    };
+    migrate_to_version_8(&mut db);
+    completed_jobs_at_version_8(&mut db, 500);
+    let engine = db.engine();
+    assert_eq!(
+        engine.schema_version().unwrap(),
+        runledger::pg::known_schema_version()
+    );
+    assert_eq!(db.query_i64("select count(*) from jobs"), 500);
+    assert_eq!(db.query_i64("select count(*) from job_events"), 1500);
+    assert_eq!(
+        db.query_i64(
+            "select count(*) from pg_constraint where conname in ('jobs_row_check', 'job_events_row_check')
+               and convalidated and connamespace = current_schema()::regnamespace"
+        ),
+        2
+    );
+    let report = runledger::pg::doctor::check(&engine, &Default::default()).unwrap();
+    assert!(
+        report.anomalies.is_empty(),
+        "{:?}",
+        &report.anomalies[..report.anomalies.len().min(3)]
+    );
+
+    let Some(mut bad) = TestDb::new("upgrade_v8_bad_row") else {
+        return;
+    };
+    migrate_to_version_8(&mut bad);
+    completed_jobs_at_version_8(&mut bad, 10);
+    bad.exec("alter table jobs drop constraint jobs_recovery_count_check")
+        .unwrap();
+    bad.raw
+        .batch_execute(
+            "set session_replication_role = replica;
+             update jobs set recovery_count = -1 where id = 3;
+             set session_replication_role = origin",
+        )
+        .unwrap();
+    let err = PgEngine::open(&bad.url).unwrap_err();
+    assert_eq!(err.code(), "MIGRATION_FAILED", "{err}");
+    let message = err.to_string();
+    assert!(message.contains("at V11__validate_row_checks"), "{message}");
+    assert!(
+        message
+            .contains("violates check constraint \"jobs_recovery_count_check\" (SQLSTATE 23514)"),
+        "{message}"
+    );
+    assert!(!message.contains("Failing row"), "{message}");
+    assert_eq!(
+        bad.query_i64("select max(version)::bigint from refinery_schema_history"),
+        10
+    );
+    assert_eq!(
+        bad.query_i64(
+            "select count(*) from pg_constraint where conname = 'jobs_row_check'
+               and not convalidated and connamespace = current_schema()::regnamespace"
+        ),
+        1
+    );
+    assert_eq!(
+        bad.query_i64("select recovery_count from jobs where id = 3"),
+        -1
+    );
+    // the row mended (as an operator would: the job machine refuses changes to a completed
+    // job), the next open finishes the upgrade
+    bad.raw
+        .batch_execute(
+            "set session_replication_role = replica;
+             update jobs set recovery_count = 0 where id = 3;
+             set session_replication_role = origin",
+        )
+        .unwrap();
+    let engine = PgEngine::open(&bad.url).unwrap();
+    assert_eq!(
+        engine.schema_version().unwrap(),
+        runledger::pg::known_schema_version()
+    );
+}
