@@ -312,18 +312,7 @@ fn pg_row_checks_refuse_each_rule_as_the_per_column_checks_did() {
         return;
     };
     let mut v8 = TestDb::new("rowcheck_v8").unwrap();
-    for sql in [
-        include_str!("../../migrations/postgres/P1__core.sql"),
-        include_str!("../../migrations/postgres/P2__notify.sql"),
-        include_str!("../../migrations/postgres/P3__sqlite_twins.sql"),
-        include_str!("../../migrations/postgres/P4__event_listeners.sql"),
-        include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),
-        include_str!("../../migrations/postgres/P6__feed_fence.sql"),
-        include_str!("../../migrations/postgres/P7__claim_walks_the_queue.sql"),
-        include_str!("../../migrations/postgres/P8__ui_indexes.sql"),
-    ] {
-        v8.raw.batch_execute(sql).unwrap();
-    }
+    v8.migrate_to_version_8();
     drop(now.engine()); // migrates to the newest version
     let rows = format!(
         "insert into jobs (user_id, kind, created_at, updated_at) values ('u', 'k', '{T}', '{T}');

@@ -670,50 +670,6 @@ fn pick_plan(db: &TestDb) -> (i64, String) {
     (first, plans)
 }
 
-/// Migrations 1 to 8 as this build embeds them, applied by refinery (so the history is the
-/// one a version-8 build recorded).
-fn migrate_to_version_8(db: &mut TestDb) {
-    let sql = [
-        (
-            "V1__core",
-            include_str!("../../migrations/postgres/P1__core.sql"),
-        ),
-        (
-            "V2__notify",
-            include_str!("../../migrations/postgres/P2__notify.sql"),
-        ),
-        (
-            "V3__sqlite_twins",
-            include_str!("../../migrations/postgres/P3__sqlite_twins.sql"),
-        ),
-        (
-            "V4__event_listeners",
-            include_str!("../../migrations/postgres/P4__event_listeners.sql"),
-        ),
-        (
-            "V5__slot_claim_renewal",
-            include_str!("../../migrations/postgres/P5__slot_claim_renewal.sql"),
-        ),
-        (
-            "V6__feed_fence",
-            include_str!("../../migrations/postgres/P6__feed_fence.sql"),
-        ),
-        (
-            "V7__claim_walks_the_queue",
-            include_str!("../../migrations/postgres/P7__claim_walks_the_queue.sql"),
-        ),
-        (
-            "V8__ui_indexes",
-            include_str!("../../migrations/postgres/P8__ui_indexes.sql"),
-        ),
-    ];
-    let migrations: Vec<_> = sql
-        .iter()
-        .map(|(name, sql)| refinery::Migration::unapplied(name, sql).unwrap())
-        .collect();
-    refinery::Runner::new(&migrations).run(&mut db.raw).unwrap();
-}
-
 /// Rows a version-8 ledger holds: `jobs` completed jobs with 3 events each, chained as
 /// runledger chains them (written with the triggers off, the CHECKs on).
 fn completed_jobs_at_version_8(db: &mut TestDb, jobs: u32) {
@@ -756,7 +712,7 @@ fn pg_upgrade_from_version_8_validates_the_rows_already_there() {
     let Some(mut db) = TestDb::new("upgrade_v8") else {
         return;
     };
-    migrate_to_version_8(&mut db);
+    db.migrate_to_version_8();
     completed_jobs_at_version_8(&mut db, 500);
     let engine = db.engine();
     assert_eq!(
@@ -782,7 +738,7 @@ fn pg_upgrade_from_version_8_validates_the_rows_already_there() {
     let Some(mut bad) = TestDb::new("upgrade_v8_bad_row") else {
         return;
     };
-    migrate_to_version_8(&mut bad);
+    bad.migrate_to_version_8();
     completed_jobs_at_version_8(&mut bad, 10);
     bad.exec("alter table jobs drop constraint jobs_recovery_count_check")
         .unwrap();
