@@ -8,13 +8,10 @@
 use std::time::Duration;
 
 use runledger::http::HttpOptions;
-use runledger::{
-    Engine, EngineOptions, ManualClock, NewJob, ScopeSelector, Timestamp, TriggerKind,
-};
+use runledger::{Engine, EngineOptions, ManualClock, NewJob, Timestamp};
 use serde_json::{json, Value};
 
 use crate::common::TestDb;
-use crate::demo::{self, ProviderOptions};
 use crate::http_client::{claim, code, create_job, Api};
 
 const T0: &str = "2026-11-22T11:30:00.000Z";
@@ -86,13 +83,10 @@ fn pg_http_jobs_and_workers_over_http_with_typed_errors() {
     assert_eq!(got["result"], json!({"ok": true}));
     let (s, ev) = api.get(&format!("/jobs/{id}/events?after=0"));
     assert_eq!(s, 200);
-    let kinds: Vec<&str> = ev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["created", "claimed", "progress", "completed"]);
+    assert_eq!(
+        crate::http_client::event_kinds(&ev),
+        ["created", "claimed", "progress", "completed"]
+    );
     let other = create_job(&api, "bob");
     let (s, v) = api.post(&format!("/jobs/{other}/cancel"), json!({"actor": "ops"}));
     assert_eq!((s, v["state"].as_str()), (200, Some("cancelled")), "{v}");
@@ -176,28 +170,8 @@ fn pg_http_python_and_node_examples_run_a_worker_and_a_follower() {
 /// demo provider (a failing universe module), the default schedule, a running job with a
 /// checkpoint, a cancelled one, a supervisor's tick, on one manual clock.
 fn populate(engine: &Engine, clock: &ManualClock) -> i64 {
-    demo::install(engine).unwrap();
-    let opts = ProviderOptions {
-        failing_probes: vec!["fundamentals".into()],
-        ..Default::default()
-    };
-    engine
-        .runs()
-        .trigger(
-            &demo::pipeline(&opts).unwrap(),
-            ScopeSelector::Both,
-            TriggerKind::Manual,
-        )
-        .unwrap();
-    engine.schedules().ensure_default().unwrap();
+    let (job, _) = crate::http_client::ui_ledger(engine);
     let jobs = engine.jobs();
-    let job = jobs
-        .create(&NewJob::new("alice", "research", json!({"q": 1})))
-        .unwrap();
-    let c = jobs.claim("w", &[]).unwrap().unwrap();
-    jobs.progress(&c, 30, Some("fetch")).unwrap();
-    jobs.checkpoint(&c, &json!({"cursor": 7, "seen": [1, 2]}))
-        .unwrap();
     let other = jobs
         .create(&NewJob::new("bob", "report", json!({})))
         .unwrap();
@@ -207,7 +181,7 @@ fn populate(engine: &Engine, clock: &ManualClock) -> i64 {
         runledger::Supervisor::new(engine.clone(), runledger::SupervisorOptions::default())
             .unwrap();
     supervisor.tick(engine.now()).unwrap();
-    job.id
+    job
 }
 
 /// A page's HTML with what legitimately differs between two ledgers blanked: probe

@@ -160,13 +160,10 @@ fn jobs_and_workers_over_http_with_every_error_mapping() {
     // Events after a seq, and the pruned case.
     let (s, ev) = api.get(&format!("/jobs/{id}/events?after=2"));
     assert_eq!(s, 200);
-    let kinds: Vec<&str> = ev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["progress", "checkpoint", "completed"]);
+    assert_eq!(
+        crate::http_client::event_kinds(&ev),
+        ["progress", "checkpoint", "completed"]
+    );
 
     // Operator actions, recorded with their actor.
     let other = create_job(&api, "bob");

@@ -597,3 +597,45 @@ pub fn a_client_that_falls_behind_its_buffer_gets_resync(engine: &Engine, other:
         }
     }
 }
+
+/// Both pools triggered with a failing universe module, the default schedule, and a
+/// running job with a checkpoint (the Trust UI suites' ledger, on either backend). Returns (running job id, its attempt).
+pub fn ui_ledger(engine: &Engine) -> (i64, i64) {
+    crate::demo::install(engine).unwrap();
+    let opts = crate::demo::ProviderOptions {
+        failing_probes: vec!["fundamentals".into()],
+        ..Default::default()
+    };
+    engine
+        .runs()
+        .trigger(
+            &crate::demo::pipeline(&opts).unwrap(),
+            runledger::ScopeSelector::Both,
+            runledger::TriggerKind::Manual,
+        )
+        .unwrap();
+    engine.schedules().ensure_default().unwrap();
+    let jobs = engine.jobs();
+    let job = jobs
+        .create(&runledger::NewJob::new(
+            "alice",
+            "research",
+            json!({"q": 1}),
+        ))
+        .unwrap();
+    let c = jobs.claim("w", &[]).unwrap().unwrap();
+    jobs.progress(&c, 30, Some("fetch")).unwrap();
+    jobs.checkpoint(&c, &json!({"cursor": 7, "seen": [1, 2]}))
+        .unwrap();
+    (job.id, c.attempt)
+}
+
+/// The kinds of a `/jobs/{id}/events` reply, in order.
+pub fn event_kinds(reply: &Value) -> Vec<&str> {
+    reply["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect()
+}

@@ -4,10 +4,10 @@
 
 use std::io::{BufRead, BufReader};
 
-use crate::demo::{self, ProviderOptions};
+use crate::demo;
 use runledger::http::{Auth, HttpOptions, Token};
 use runledger::run::PreflightConfig;
-use runledger::{Engine, JobState, NewJob, ScopeSelector, TriggerKind};
+use runledger::{Engine, JobState, NewJob, TriggerKind};
 use serde_json::{json, Value};
 
 use crate::common::{dump, file_engine};
@@ -103,34 +103,6 @@ fn post(s: &Server, path: &str, token: Option<&str>, ui_header: bool) -> Reply {
     reply(req.send_empty().unwrap())
 }
 
-/// Both pools triggered with a failing universe module, the default schedule, and a
-/// running job with a checkpoint. Returns (running job id, its attempt).
-fn populate(engine: &Engine) -> (i64, i64) {
-    demo::install(engine).unwrap();
-    let opts = ProviderOptions {
-        failing_probes: vec!["fundamentals".into()],
-        ..Default::default()
-    };
-    engine
-        .runs()
-        .trigger(
-            &demo::pipeline(&opts).unwrap(),
-            ScopeSelector::Both,
-            TriggerKind::Manual,
-        )
-        .unwrap();
-    engine.schedules().ensure_default().unwrap();
-    let jobs = engine.jobs();
-    let job = jobs
-        .create(&NewJob::new("alice", "research", json!({"q": 1})))
-        .unwrap();
-    let c = jobs.claim("w", &[]).unwrap().unwrap();
-    jobs.progress(&c, 30, Some("fetch")).unwrap();
-    jobs.checkpoint(&c, &json!({"cursor": 7, "seen": [1, 2]}))
-        .unwrap();
-    (job.id, c.attempt)
-}
-
 #[test]
 fn every_page_renders_on_an_empty_and_a_populated_file() {
     let (engine, _clock, _dir) = file_engine();
@@ -147,7 +119,7 @@ fn every_page_renders_on_an_empty_and_a_populated_file() {
         let r = get(&s, path, None);
         assert_eq!(r.status, 200, "{path} on an empty file: {}", r.body);
     }
-    let (job, _) = populate(&engine);
+    let (job, _) = crate::http_client::ui_ledger(&engine);
     for path in pages.iter().map(|p| p.to_string()).chain([
         "/ui/runs/1".to_string(),
         "/ui/runs/2".to_string(),
@@ -240,7 +212,7 @@ fn assets_are_cached_by_hash_and_revalidated_by_etag() {
 #[test]
 fn write_actions_need_the_write_token_and_the_ui_header() {
     let (engine, _clock, _dir) = file_engine();
-    let (job, _) = populate(&engine);
+    let (job, _) = crate::http_client::ui_ledger(&engine);
     let s = serve(&engine, tokens());
     let page = format!("/ui/jobs/{job}");
     let action = format!("/ui/jobs/{job}/pause");
@@ -319,7 +291,7 @@ fn sign_in_sets_an_http_only_strict_cookie_and_a_wrong_token_sets_none() {
 #[test]
 fn an_illegal_action_is_refused_with_its_code_and_changes_nothing() {
     let (engine, _clock, _dir) = file_engine();
-    let (job, _) = populate(&engine);
+    let (job, _) = crate::http_client::ui_ledger(&engine);
     let s = serve(&engine, HttpOptions::default());
     let before = dump(&engine);
     let resume = post(&s, &format!("/ui/jobs/{job}/resume"), None, true);
@@ -351,7 +323,7 @@ fn an_illegal_action_is_refused_with_its_code_and_changes_nothing() {
 #[test]
 fn schedules_and_preflight_act_from_the_ui() {
     let (engine, clock, _dir) = file_engine();
-    populate(&engine);
+    crate::http_client::ui_ledger(&engine);
     let opts = HttpOptions::default().probes(demo::probes(&[]), PreflightConfig::default());
     let s = serve(&engine, opts);
     let name = engine.schedules().list().unwrap()[0].name.clone();
@@ -398,7 +370,7 @@ fn html_is_escaped_everywhere_a_host_value_appears() {
 #[test]
 fn raw_records_download_with_their_type_and_bytes() {
     let (engine, _clock, _dir) = file_engine();
-    populate(&engine);
+    crate::http_client::ui_ledger(&engine);
     let record = engine.runs().raw_records(1).unwrap().remove(0);
     let s = serve(&engine, HttpOptions::default());
     let r = get(&s, &format!("/ui/runs/1/raw/{}", record.id), None);
@@ -446,7 +418,7 @@ fn frames(reader: &mut impl BufRead, n: usize) -> Vec<(i64, String)> {
 #[test]
 fn the_sign_in_cookie_reads_the_event_stream_but_writes_nothing_through_the_api() {
     let (engine, _clock, _dir) = file_engine();
-    let (job, _) = populate(&engine); // created, claimed, progress, checkpoint
+    let (job, _) = crate::http_client::ui_ledger(&engine); // created, claimed, progress, checkpoint
     let s = serve(&engine, tokens());
     let url = format!("{}/events?after=0&job={job}", s.base);
     let anonymous = reply(agent().get(&url).call().unwrap());
