@@ -127,31 +127,35 @@ fn migrate_locked(client: &mut Client) -> Result<()> {
         .map_err(|e| Error::Migration {
             message: e.to_string(),
         })?;
-    refinery::Runner::new(&migrations)
-        .run(client)
-        .map_err(|e| Error::Migration {
-            message: migration_failure(&e, found),
-        })?;
+    // One version at a time, each with its history row in one transaction. refinery's
+    // default commits a migration and the row recording it in two transactions: a node
+    // killed between them would leave a migrated schema that claims the older version, and
+    // the next open would apply the migration again (and fail on what it already created).
+    // Separate transactions per version, not one for all: schema version 11 validates
+    // existing rows while writers go on, after version 9's transaction has let go of them.
+    for (version, name, _) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        let target = refinery::Target::Version(*version as refinery::SchemaVersion);
+        refinery::Runner::new(&migrations)
+            .set_target(target)
+            .set_grouped(true)
+            .run(client)
+            .map_err(|e| Error::Migration {
+                message: migration_failure(&e, name),
+            })?;
+    }
     Ok(())
 }
 
-/// refinery's account of a failed run ("error applying update", "db error") with the
+/// refinery's account of a failed step ("error applying migrations", "db error") with the
 /// migration that failed and PostgreSQL's own message and SQLSTATE (a broken rule names its
 /// constraint). Not the DETAIL, which can quote a row's values.
-fn migration_failure(err: &refinery::Error, found: i64) -> String {
-    let applied = err.report().map_or(0, |r| r.applied_migrations().len());
-    let failed = MIGRATIONS
-        .iter()
-        .filter(|m| m.0 > found)
-        .nth(applied)
-        .map(|m| format!(" at {}", m.1))
-        .unwrap_or_default();
+fn migration_failure(err: &refinery::Error, name: &str) -> String {
     let why = std::error::Error::source(err)
         .and_then(|s| s.downcast_ref::<postgres::Error>())
         .and_then(|pg| pg.as_db_error())
         .map(|db| format!(": {} (SQLSTATE {})", db.message(), db.code().code()))
         .unwrap_or_default();
-    format!("{err}{failed}{why}")
+    format!("{err} at {name}{why}")
 }
 
 /// The SQL of every embedded migration, in order (doctor builds its reference schema from

@@ -789,3 +789,42 @@ fn pg_upgrade_from_version_8_validates_the_rows_already_there() {
         runledger::pg::known_schema_version()
     );
 }
+
+/// Regression: refinery committed each migration and the history row recording it in two
+/// transactions, so a failure (or a kill) between them left a migrated schema recorded at
+/// the older version, and the next open applied the migration again. Each version now
+/// commits with its row: a history insert that fails (here a trigger on the history table
+/// refusing version 11) leaves version 11's change undone too.
+#[test]
+fn regression_a_migration_and_its_history_row_were_committed_apart() {
+    let Some(mut db) = TestDb::new("migration_atomic") else {
+        return;
+    };
+    db.migrate_to_version_8();
+    db.raw
+        .batch_execute(
+            "create function refuse_v11() returns trigger language plpgsql as $$
+             begin
+                 if new.version = 11 then raise exception 'history refused'; end if;
+                 return new;
+             end $$;
+             create trigger refuse_v11 before insert on refinery_schema_history
+                 for each row execute function refuse_v11();",
+        )
+        .unwrap();
+    let err = PgEngine::open(&db.url).unwrap_err();
+    assert_eq!(err.code(), "MIGRATION_FAILED", "{err}");
+    assert!(err.to_string().contains("history refused"), "{err}");
+    assert_eq!(
+        db.query_i64("select max(version)::bigint from refinery_schema_history"),
+        10
+    );
+    assert_eq!(
+        db.query_i64(
+            "select count(*) from pg_constraint where conname = 'jobs_row_check'
+               and not convalidated and connamespace = current_schema()::regnamespace"
+        ),
+        1,
+        "version 11's validation was committed without its history row"
+    );
+}
